@@ -1,0 +1,5 @@
+import sys
+
+from mpiclip.cli import main
+
+sys.exit(main())

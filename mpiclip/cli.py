@@ -1,0 +1,249 @@
+"""Command line: ``mpiclip run | info | presets | options``.
+
+Launch runs on several ranks with ``mpiexec -n P python -m mpi4py -m mpiclip run CONFIG``; without a
+launcher a run is one process. Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from importlib import resources
+
+from mpiclip import __version__
+
+EPILOG = """examples:
+  mpiexec -n 4 python -m mpi4py -m mpiclip run quickstart --plot results/quickstart.png
+  mpiclip run my.toml --set compressor.k=2 --set stepsize.factor=64
+  mpiclip run ef21-libsvm --set data.path=a9a.txt --dry-run
+  mpiclip info results/*.h5
+  mpiclip options compressor
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mpiclip", description="Communication-efficient and clipped distributed "
+                                "optimization on MPI ranks, with HDF5 traces.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mpiclip {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one or more configs (files or preset names)",
+                         description="Run configs on the ranks of the MPI job (one process without a launcher). "
+                         "Each CONFIG is a TOML file or a preset name (`mpiclip presets`); a config with "
+                         "[variants.*] tables runs once per variant. Every config is validated, against its data "
+                         "too, before the first run starts. One HDF5 trace per run; rank 0 prints a summary table.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("configs", nargs="+", metavar="CONFIG")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config key (TOML value; a bare word is a string); repeatable; applied to "
+                     "every config. SECTION={...} replaces a whole section")
+    run.add_argument("--plot", metavar="FILE", help="after the runs, draw ‖∇f‖² against bits per worker "
+                     "(paper encoding) of all of them into FILE (.png/.pdf/.svg; needs matplotlib)")
+    run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
+                     "and step sizes, without running or writing anything")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
+    run.set_defaults(func=cmd_run)
+
+    info = sub.add_parser("info", help="summarise traces", description="One trace: its metadata, final values, "
+                          "bits under every encoding and timing. Several: a comparison table.")
+    info.add_argument("traces", nargs="+", metavar="TRACE")
+    info.add_argument("--encoding", default="paper", help="bit encoding of the table's bits column (default paper)")
+    info.set_defaults(func=cmd_info)
+
+    presets = sub.add_parser("presets", help="list the packaged configs, or print one",
+                             description="Without NAME, list the presets; with NAME, print its TOML (a starting "
+                             "point for your own config).")
+    presets.add_argument("name", nargs="?")
+    presets.set_defaults(func=cmd_presets)
+
+    options = sub.add_parser("options", help="document every config key",
+                             description="Every section and key of a config, with type, default and meaning; "
+                             "registry sections list each component's own keys.")
+    options.add_argument("section", nargs="?", help="only this section")
+    options.set_defaults(func=cmd_options)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+# ------------------------------------------------------------------------------------ run
+def cmd_run(args) -> int:
+    from mpiclip import config as cfg
+    from mpiclip import runner
+    from mpiclip.comm import make_comm
+    from mpiclip.errors import MpiclipError
+
+    comm = None
+    try:
+        comm = make_comm()
+        say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
+        error, configs = None, []
+        try:
+            configs = [c for ref in args.configs for c in cfg.load(ref, args.overrides)]
+            names = [c.trace_path for c in configs]
+            duplicate = next((p for p in names if names.count(p) > 1), None)
+            if duplicate:
+                raise cfg.InputError("output.path", duplicate, "is the trace of several runs; give them distinct run.name")
+        except MpiclipError as e:
+            error = e
+        comm.agree(error)
+        command = shlex.join(["mpiclip"] + sys.argv[1:]) if sys.argv else "mpiclip"
+        runs = runner.prepare_all(configs, comm, command, say)
+        results = []
+        for i, run in enumerate(runs, 1):
+            c = run.config
+            if run.skip:
+                say(f"[{i}/{len(runs)}] {c.run.name}: skipped, {c.trace_path} exists (output.exists = 'skip')")
+                continue
+            if args.dry_run:
+                run.build(with_trace=False)
+                say(_header(i, len(runs), run))
+                continue
+            say(f"[{i}/{len(runs)}] {c.run.name}: starting")
+            result = runner.execute(run)
+            say(_header(i, len(runs), run))
+            say(f"      {result.status}; f = {result.loss:.6g}, ‖∇f‖² = {result.grad_norm_sq:.4g}; "
+                f"{result.bits_per_worker.get('paper', 0):.4g} bits/worker; {result.wall:.2f} s -> {result.path}")
+            results.append(result)
+            if result.status.startswith("interrupted"):
+                _finish_table(comm, results, args, say)
+                return _exit(comm, 128 + run.signal)
+        if args.dry_run:
+            return _exit(comm, 0)
+        _finish_table(comm, results, args, say)
+        failed = [r for r in results if r.status.startswith("failed")]
+        return _exit(comm, 1 if failed else 0)
+    except MpiclipError as e:
+        if comm is None or comm.rank == 0:
+            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
+        return _exit(comm, e.exit_code)
+
+
+def _header(i: int, total: int, run) -> str:
+    c, s = run.config, run.smooth
+    comp = run.compressor.name + "".join(f" {k}={v}" for k, v in vars(c.compressor.params).items())
+    return (f"[{i}/{total}] {c.run.name}: {c.method.name} with {comp} on {c.problem.name} "
+            f"({run.plan.summary.description if run.plan else 'generated'}), n = {c.run.n_workers} workers on "
+            f"{run.comm.size} rank(s), d = {run.d}\n"
+            f"      L = {s.L:.6g}, L̃ = {s.L_tilde:.6g}, γ = {run.gamma:.6g} ({run.rule} × {c.stepsize.factor:g})")
+
+
+def _finish_table(comm, results, args, say) -> None:
+    if comm.rank != 0 or not results:
+        return
+    from mpiclip import report
+    from mpiclip.trace import load_trace
+
+    traces = [load_trace(r.path) for r in results]
+    print()
+    print(report.comparison(traces))
+    if args.plot:
+        from mpiclip import plotting
+
+        try:
+            plotting.plot(traces, args.plot)
+            print(f"\nplot: {args.plot}")
+        except ImportError:
+            print("mpiclip: --plot needs matplotlib: pip install 'mpiclip[plot]'", file=sys.stderr)
+
+
+def _exit(comm, code: int) -> int:
+    """Finalize MPI before a non-zero exit, so that `python -m mpi4py` does not turn it into MPI_Abort noise."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if comm is not None and code != 0:
+        comm.finalize()
+    return code
+
+
+# ----------------------------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    import os
+
+    from mpiclip import report
+    from mpiclip.trace import load_trace
+
+    traces = []
+    for path in args.traces:
+        if not os.path.isfile(path):
+            print(f"mpiclip: error: trace = {path!r}: no such file", file=sys.stderr)
+            return 2
+        try:
+            traces.append(load_trace(path))
+        except OSError as e:
+            print(f"mpiclip: error: trace = {path!r}: not a readable HDF5 trace ({e})", file=sys.stderr)
+            return 2
+    if len(traces) == 1:
+        print(report.describe(traces[0]))
+    else:
+        try:
+            print(report.comparison(traces, args.encoding))
+        except KeyError as e:
+            print(f"mpiclip: error: --encoding = {args.encoding!r}: {e.args[0]}", file=sys.stderr)
+            return 2
+    return 0
+
+
+# -------------------------------------------------------------------------------- presets
+def cmd_presets(args) -> int:
+    from mpiclip.config import preset_names
+
+    names = preset_names()
+    if args.name is None:
+        for name in names:
+            text = resources.files("mpiclip.presets").joinpath(name + ".toml").read_text()
+            first = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+            print(f"{name:24s} {first}")
+        return 0
+    if args.name not in names:
+        print(f"mpiclip: error: preset = {args.name!r}: unknown (presets: {', '.join(names)})", file=sys.stderr)
+        return 2
+    print(resources.files("mpiclip.presets").joinpath(args.name + ".toml").read_text(), end="")
+    return 0
+
+
+# -------------------------------------------------------------------------------- options
+def cmd_options(args) -> int:
+    from mpiclip import config as cfg
+    from mpiclip.compressors import COMPRESSORS
+    from mpiclip.data import SOURCES, DataParams
+    from mpiclip.data.partition import SPLITS
+    from mpiclip.methods import METHODS
+    from mpiclip.params import describe
+    from mpiclip.problems import PROBLEMS
+    from mpiclip.stepsize import StepsizeParams
+
+    def keys(cls, indent="  "):
+        return [f"{indent}{name} ({kind}, default {default!r}): {doc}" for name, kind, default, doc in describe(cls)]
+
+    def registry(reg, selector, doc_of):
+        out = []
+        for name, entry in reg.items():
+            out.append(f"  {selector} = {name!r}: {doc_of(entry)}")
+            out += keys(entry.params, "      ")
+        return out
+
+    sections = {
+        "run": keys(cfg.RunParams),
+        "data": keys(DataParams) + ["  sources:"] + registry(SOURCES, "source", lambda s: s.doc)
+        + ["  splits:"] + registry(SPLITS, "split", lambda s: s.doc),
+        "problem": registry(PROBLEMS, "name", lambda s: s.doc),
+        "method": registry(METHODS, "name", lambda m: (m.__doc__ or "").strip().split("\n")[0]),
+        "compressor": registry(COMPRESSORS, "name", lambda s: s.doc),
+        "stepsize": keys(StepsizeParams),
+        "output": keys(cfg.OutputParams),
+    }
+    if args.section and args.section not in sections:
+        print(f"mpiclip: error: section = {args.section!r}: unknown (sections: {', '.join(sections)})", file=sys.stderr)
+        return 2
+    for name, lines in sections.items():
+        if args.section in (None, name):
+            print(f"[{name}]")
+            print("\n".join(lines))
+            print()
+    return 0

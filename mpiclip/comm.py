@@ -1,0 +1,327 @@
+"""Communicators: the only module that imports mpi4py (DESIGN §2 rule 1, §3).
+
+Two implementations share one interface: :class:`SerialComm` (one process holds every worker; no
+MPI at all) and :class:`MPIComm` (buffer-based collectives on numpy arrays). Workers are laid out
+over ranks in contiguous blocks (:class:`Layout`), so gathering in rank order is gathering in
+worker order. Every reduction that shapes the trajectory can be made *ordered*: the per-worker
+terms are summed one after another in worker-id order, which gives the same bits on 1, 2 or n
+ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from mpiclip.errors import InputError, MpiclipError
+
+INDEX_DTYPE = np.int32  # indices of sparse messages on the wire (d < 2**31)
+
+
+class AgreedError(MpiclipError):
+    """An error found on some rank during setup, raised on every rank after :meth:`Comm.agree`."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Contiguous blocks of workers per rank; the first ``n % P`` ranks hold one more."""
+
+    n_workers: int
+    n_ranks: int
+
+    @property
+    def counts(self) -> np.ndarray:
+        base, extra = divmod(self.n_workers, self.n_ranks)
+        return np.array([base + (r < extra) for r in range(self.n_ranks)], dtype=np.int64)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def workers_of(self, rank: int) -> np.ndarray:
+        return np.arange(self.starts[rank], self.starts[rank] + self.counts[rank])
+
+
+@dataclass(frozen=True)
+class SparseGather:
+    """Every worker's sparse payload in worker order: worker i owns ``values[offsets[i]:offsets[i+1]]``."""
+
+    counts: np.ndarray  # (n,)
+    values: np.ndarray  # (sum counts,)
+    indices: np.ndarray  # (sum counts,)
+    flags: Optional[np.ndarray]  # (n,) int8 or None
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)])
+
+    def sum_into(self, target: np.ndarray, divisor: float = 1.0) -> None:
+        """target += (sum of all payloads) / divisor, summed per coordinate in worker order."""
+        add_sparse_sum(target, self.indices, self.values, divisor)
+
+
+def add_sparse_sum(target: np.ndarray, indices: np.ndarray, values: np.ndarray, divisor: float = 1.0) -> None:
+    """target += (Σ_j values[j] e_{indices[j]}) / divisor; each coordinate's terms are added in input order.
+
+    ``np.bincount`` accumulates sequentially in input order, so the result does not depend on how the
+    terms were grouped over ranks. Its dense form costs O(d), the unique-index form O(m log m); both give
+    the same bits, so the cheaper one is used.
+    """
+    m, d = len(indices), len(target)
+    if m == 0:
+        return
+    if m * 16 < d:
+        uniq, inverse = np.unique(indices, return_inverse=True)
+        target[uniq] += np.bincount(inverse, weights=values, minlength=len(uniq)) / divisor
+    else:
+        target += np.bincount(indices, weights=values, minlength=d) / divisor
+
+
+def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.ndarray:
+    """((start + rows[0]) + rows[1]) + ...: the worker-order sum, independent of any blocking."""
+    acc = rows[0].copy() if start is None else start + rows[0]
+    for row in rows[1:]:
+        acc += row
+    return acc
+
+
+class Comm:
+    """Interface shared by :class:`SerialComm` and :class:`MPIComm`."""
+
+    rank: int = 0
+    size: int = 1
+    library: str = "none (serial)"
+
+    workers_per_rank: np.ndarray = np.ones(1, dtype=np.int64)
+
+    def bind(self, n_workers: int) -> Layout:
+        """Fix the worker layout used by the collectives below; returns it."""
+        layout = Layout(n_workers, self.size)
+        self.workers_per_rank = layout.counts
+        return layout
+
+    # -- setup-time (pickle-based, small objects) --------------------------------------------------
+    def agree(self, error: Optional[BaseException]) -> None:
+        """Collective: if any rank passes an error, raise the lowest rank's error on every rank."""
+        raise NotImplementedError
+
+    def bcast(self, obj, root: int = 0):
+        raise NotImplementedError
+
+    def hostnames(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- hot path (buffer-based) ---------------------------------------------------------------
+    def sum_rows(self, rows: np.ndarray, ordered: bool) -> np.ndarray:
+        """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""
+        raise NotImplementedError
+
+    def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:
+        """Allgatherv of every worker's (values, indices) payload, in worker order.
+
+        ``fixed_count`` promises that every worker on every rank sends exactly that many entries and
+        saves the exchange of counts.
+        """
+        raise NotImplementedError
+
+    def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(n_local, m) float rows of every rank -> (n, m) on every rank, in worker order."""
+        raise NotImplementedError
+
+    def gather_to_root(self, block: np.ndarray) -> Optional[np.ndarray]:
+        """(rows, n_local, m) blocks of all ranks -> (rows, n, m) on rank 0 (None elsewhere)."""
+        raise NotImplementedError
+
+    def any(self, flag: bool) -> bool:
+        raise NotImplementedError
+
+    def same_on_all(self, x: np.ndarray) -> tuple[bool, list[int]]:
+        """Compare a checksum of ``x`` across ranks; returns (all equal, per-rank checksums)."""
+        raise NotImplementedError
+
+    def finalize(self) -> None:
+        pass
+
+
+class SerialComm(Comm):
+    """One process holds every worker; the same results as MPIComm in ordered mode."""
+
+    def agree(self, error):
+        if error is not None:
+            raise _agreed(error) from error
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def hostnames(self):
+        return [socket.gethostname()]
+
+    def sum_rows(self, rows, ordered):
+        return sequential_sum(rows)
+
+    def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
+        return SparseGather(counts, values, indices, flags)
+
+    def allgather_rows(self, rows):
+        return np.asarray(rows, dtype=np.float64)
+
+    def gather_to_root(self, block):
+        return block
+
+    def any(self, flag):
+        return bool(flag)
+
+    def same_on_all(self, x):
+        return True, [_checksum(x)]
+
+
+class MPIComm(Comm):
+    """Collectives over an mpi4py communicator (COMM_WORLD unless given)."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self._c = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self._c.Get_rank(), self._c.Get_size()
+        self.library = MPI.Get_library_version().strip().splitlines()[0].strip()
+
+    def split(self, color: int) -> "MPIComm":
+        """A sub-communicator (used by tests to run 1, 2 and 4 ranks in one job)."""
+        return MPIComm(self._c.Split(color, self.rank))
+
+    def agree(self, error):
+        report = None if error is None else (str(error), getattr(error, "exit_code", 1))
+        reports = self._c.allgather(report)
+        first = next((r for r in reports if r is not None), None)
+        if first is not None:
+            raise AgreedError(*first) from error
+
+    def bcast(self, obj, root=0):
+        return self._c.bcast(obj, root=root)
+
+    def hostnames(self):
+        return sorted(set(self._c.allgather(self._MPI.Get_processor_name())))
+
+    def sum_rows(self, rows, ordered):
+        MPI = self._MPI
+        m = rows.shape[1]
+        if not ordered:
+            local = rows.sum(axis=0)
+            out = np.empty(m, dtype=np.float64)
+            self._c.Allreduce(local, out, op=MPI.SUM)
+            return out
+        # Ring: rank r adds its workers, in order, to the partial sum of ranks < r.
+        start = None
+        if self.rank > 0:
+            start = np.empty(m, dtype=np.float64)
+            self._c.Recv(start, source=self.rank - 1, tag=11)
+        acc = sequential_sum(np.ascontiguousarray(rows, dtype=np.float64), start)
+        if self.rank < self.size - 1:
+            self._c.Send(acc, dest=self.rank + 1, tag=11)
+        self._c.Bcast(acc, root=self.size - 1)
+        return acc
+
+    def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
+        workers = self.workers_per_rank
+        if fixed_count is not None and flags is None:
+            all_counts, all_flags = np.full(int(workers.sum()), fixed_count, dtype=np.int64), None
+        else:
+            width = 1 if flags is None else 2
+            head_local = counts if flags is None else np.concatenate([counts, flags])
+            head = np.empty(int(workers.sum()) * width, dtype=np.int64)
+            self._c.Allgatherv(head_local.astype(np.int64), (head, workers * width))
+            all_counts, all_flags = _split_head(head, workers, width)
+        per_rank = np.add.reduceat(all_counts, np.concatenate([[0], np.cumsum(workers)[:-1]]))
+        vals = np.empty(int(per_rank.sum()), dtype=np.float64)
+        idx = np.empty(int(per_rank.sum()), dtype=INDEX_DTYPE)
+        self._c.Allgatherv(np.ascontiguousarray(values, dtype=np.float64), (vals, per_rank))
+        self._c.Allgatherv(np.ascontiguousarray(indices, dtype=INDEX_DTYPE), (idx, per_rank))
+        return SparseGather(all_counts, vals, idx, all_flags)
+
+    def allgather_rows(self, rows):
+        m = rows.shape[1]
+        out = np.empty((int(self.workers_per_rank.sum()), m), dtype=np.float64)
+        self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (out, self.workers_per_rank * m))
+        return out
+
+    def gather_to_root(self, block):
+        rows, n_local, m = block.shape
+        sizes = self.workers_per_rank
+        recv = np.empty(rows * int(sizes.sum()) * m, dtype=np.float64) if self.rank == 0 else None
+        self._c.Gatherv(np.ascontiguousarray(block, dtype=np.float64), (recv, sizes * rows * m) if self.rank == 0 else None, root=0)
+        if self.rank != 0:
+            return None
+        parts = np.split(recv, np.cumsum(sizes * rows * m)[:-1])
+        return np.concatenate([p.reshape(rows, s, m) for p, s in zip(parts, sizes)], axis=1)
+
+    def any(self, flag):
+        out = np.zeros(1, dtype=np.int64)
+        self._c.Allreduce(np.array([int(bool(flag))], dtype=np.int64), out, op=self._MPI.MAX)
+        return bool(out[0])
+
+    def same_on_all(self, x):
+        sums = np.empty(self.size, dtype=np.int64)
+        self._c.Allgather(np.array([_checksum(x)], dtype=np.int64), sums)
+        return bool(np.all(sums == sums[0])), [int(s) for s in sums]
+
+    def finalize(self):
+        if not self._MPI.Is_finalized():
+            self._MPI.Finalize()
+
+
+def _split_head(head: np.ndarray, workers: np.ndarray, width: int):
+    if width == 1:
+        return head, None
+    counts, flags = [], []
+    pos = 0
+    for w in workers:
+        counts.append(head[pos : pos + w])
+        flags.append(head[pos + w : pos + 2 * w])
+        pos += 2 * w
+    return np.concatenate(counts), np.concatenate(flags).astype(np.int8)
+
+
+def _checksum(x: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(x).view(np.uint8))
+
+
+def _agreed(error: BaseException) -> AgreedError:
+    return AgreedError(str(error), getattr(error, "exit_code", 1))
+
+
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_ID")
+
+
+def make_comm(kind: Optional[str] = None) -> Comm:
+    """The communicator for this process.
+
+    ``kind`` (or the environment variable MPICLIP_COMM) is 'serial', 'mpi' or 'auto' (default): MPI when
+    an MPI launcher or srun started us or mpi4py.MPI is already initialised (``python -m mpi4py``),
+    otherwise the serial communicator, so a plain ``python -m mpiclip`` needs no MPI library at all.
+    """
+    kind = kind or os.environ.get("MPICLIP_COMM", "auto")
+    if kind not in ("auto", "serial", "mpi"):
+        raise InputError("MPICLIP_COMM", kind, "must be one of auto, serial, mpi")
+    launched = any(v in os.environ for v in _LAUNCHER_VARS) or "mpi4py.MPI" in sys.modules
+    if kind == "serial" or (kind == "auto" and not launched):
+        return SerialComm()
+    comm = MPIComm()
+    tasks = os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None
+    if tasks is not None and tasks.isdigit() and int(tasks) > 1 and comm.size == 1:
+        raise InputError(
+            "SLURM_NTASKS", int(tasks),
+            "srun started several tasks but MPI sees a world of size 1; launch with srun --mpi=pmi2 "
+            "(MPICH) or --mpi=pmix (Open MPI)",
+        )
+    return comm

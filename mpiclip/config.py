@@ -1,0 +1,243 @@
+"""Run configurations: TOML files or packaged presets, ``--set`` overrides, strict validation.
+
+A config has the sections below; each key is documented by ``mpiclip options``. The registry
+sections ([problem], [method], [compressor], and the source and split of [data]) take the keys of
+the component they name. A config may also hold ``[variants.<label>]`` tables: each is a set of
+section tables applied to the base config, giving one run per label (the quick start compares GD,
+EF and EF21 this way).
+
+Overrides and variants merge into a section key by key, except that naming a different component
+(``name``, or ``source`` for [data]) replaces the section: the old component's keys are dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Optional
+
+from mpiclip.compressors import COMPRESSORS
+from mpiclip.data import SOURCES, DataParams, DataSpec
+from mpiclip.data.partition import SPLITS
+from mpiclip.errors import InputError
+from mpiclip.methods import METHODS
+from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
+from mpiclip.problems import PROBLEMS
+from mpiclip.stepsize import StepsizeParams
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "output")
+SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
+
+
+@dataclass(frozen=True)
+class RunParams:
+    name: str = param("run", "label of the run: trace attribute and the {name} in output.path")
+    n_workers: int = param(4, "number n of logical workers, spread over the MPI ranks in contiguous blocks",
+                           check=at_least(1))
+    rounds: int = param(1000, "round budget T: the run evaluates x^0 .. x^T", check=at_least(0))
+    tol: float = param(0.0, "stop once ‖∇f(x^t)‖² < tol at an evaluated round (0: never)", check=nonnegative)
+    eval_every: int = param(1, "evaluate and record f and ‖∇f‖² every this many rounds (and at the end)",
+                            check=at_least(1))
+    seed: int = param(0, "seed of x^0 and of all randomness of the method", check=nonnegative)
+    deterministic: bool = param(True, "sum in worker order so the trajectory is bit-identical on any number of "
+                                "ranks; false uses Allreduce (faster for large dense messages)")
+    check_every: int = param(200, "compare a checksum of x across ranks every this many rounds", check=at_least(1))
+    x0: str = param("normal", "x^0: 'normal' (N(0, x0_scale² I) from run.seed), 'zeros', or a .npy file")
+    x0_scale: float = param(1.0, "standard deviation of x^0 for x0 = 'normal'", check=positive)
+
+
+@dataclass(frozen=True)
+class OutputParams:
+    path: str = param("results/{name}.h5", "trace file; {name} is run.name")
+    exists: str = param("error", "what to do if the trace exists: 'error', 'overwrite', or 'skip' the run",
+                        choices=("error", "overwrite", "skip"))
+    flush_rows: int = param(1000, "write buffered rows to the trace every this many rows", check=at_least(1))
+    flush_seconds: float = param(30.0, "... or once this many seconds have passed", check=positive)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A component chosen from a registry, with its validated parameters."""
+
+    name: str
+    params: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunParams
+    data: Optional[DataSpec]  # None for problems that make their own data
+    problem: Choice
+    method: Choice
+    compressor: Choice
+    stepsize: StepsizeParams
+    output: OutputParams
+
+    def as_table(self) -> dict:
+        """The complete config (every default filled in) as nested tables."""
+        table = {"run": to_table(self.run)}
+        if self.data is not None:
+            table["data"] = {**to_table(self.data.common), **to_table(self.data.source), **to_table(self.data.split)}
+        for section in ("problem", "method", "compressor"):
+            choice = getattr(self, section)
+            table[section] = {"name": choice.name, **to_table(choice.params)}
+        table["stepsize"] = to_table(self.stepsize)
+        table["output"] = to_table(self.output)
+        return table
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_table(), sort_keys=True)
+
+    @property
+    def trace_path(self) -> str:
+        return self.output.path.replace("{name}", self.run.name)
+
+
+# ---------------------------------------------------------------------------------- loading
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("mpiclip.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def read_source(ref: str) -> tuple[dict, str]:
+    """(raw table, description) of a config file path or a preset name."""
+    if ref.endswith(".toml") or os.sep in ref or os.path.exists(ref):
+        if not os.path.isfile(ref):
+            raise InputError("config", ref, "no such file (presets: " + ", ".join(preset_names()) + ")")
+        try:
+            with open(ref, "rb") as f:
+                return tomllib.load(f), ref
+        except tomllib.TOMLDecodeError as e:
+            raise InputError("config", ref, f"is not valid TOML: {e}") from None
+        except OSError as e:
+            raise InputError("config", ref, f"cannot be read: {e.strerror}") from None
+    if ref not in preset_names():
+        raise InputError("config", ref, "is neither a .toml file nor a preset (presets: " + ", ".join(preset_names()) + ")")
+    text = resources.files("mpiclip.presets").joinpath(ref + ".toml").read_text()
+    return tomllib.loads(text), f"preset:{ref}"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'section.key=value' (value in TOML syntax; a bare word is a string) -> (dotted key, value)."""
+    if "=" not in text:
+        raise InputError("--set", text, "expected section.key=value")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    if not key:
+        raise InputError("--set", text, "expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
+    """A new table with the overrides applied (component changes first, so their keys survive)."""
+    table = copy.deepcopy(table)
+    is_selector = lambda kv: kv[0].partition(".")[2] == SELECTORS.get(kv[0].partition(".")[0])
+    for key, value in sorted(overrides, key=lambda kv: not is_selector(kv)):
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(SECTIONS)})")
+        if not name:
+            if not isinstance(value, dict):
+                raise InputError(f"--set {key}", value, "a whole section needs an inline table, e.g. {name = \"topk\", k = 2}")
+            table[section] = value
+            continue
+        if "." in name:
+            raise InputError(f"--set {key}", value, "keys are section.key (one dot)")
+        merge_section(table, section, {name: value})
+    return table
+
+
+def merge_section(table: dict, section: str, changes: dict) -> None:
+    current = table.get(section, {})
+    selector = SELECTORS.get(section)
+    if selector in changes and changes[selector] != current.get(selector):
+        table[section] = dict(changes)
+    else:
+        table[section] = {**current, **changes}
+
+
+def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
+    """[(label, table)]: one entry per [variants.<label>], or the config itself if it has none."""
+    variants = table.get("variants")
+    base = {k: v for k, v in table.items() if k != "variants"}
+    if variants is None:
+        return [("", base)]
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
+        raise InputError("variants", description, "must hold one or more [variants.<label>] tables")
+    out = []
+    base_name = base.get("run", {}).get("name", RunParams.name)
+    for label, sections in variants.items():
+        entry = copy.deepcopy(base)
+        entry.setdefault("run", {})["name"] = f"{base_name}-{label}"
+        for section, changes in sections.items():
+            if section not in SECTIONS or not isinstance(changes, dict):
+                raise InputError(f"variants.{label}.{section}", changes, f"expected a table of one of: {', '.join(SECTIONS)}")
+            merge_section(entry, section, changes)
+        out.append((label, entry))
+    return out
+
+
+def load(ref: str, overrides: list[str] = ()) -> list[Config]:
+    """Every run a config reference describes, validated."""
+    raw, description = read_source(ref)
+    parsed = [parse_override(o) for o in overrides]
+    return [validate(apply_overrides(table, parsed)) for _, table in expand_variants(raw, description)]
+
+
+# ------------------------------------------------------------------------------- validation
+def validate(table: dict) -> Config:
+    for section, value in table.items():
+        if section not in SECTIONS:
+            raise InputError(section, value if not isinstance(value, dict) else "[...]",
+                             f"unknown section (valid: {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise InputError(section, value, "must be a table ([section])")
+    run = parse_params(RunParams, table.get("run", {}), "run")
+    problem = _choice(table, "problem", PROBLEMS, "logreg")
+    method = _choice(table, "method", METHODS, "ef21")
+    uses_compressor = METHODS.get(method.name, "method.name").uses_compressor
+    compressor = _choice(table, "compressor", COMPRESSORS, "topk" if uses_compressor else "identity")
+    if not uses_compressor and compressor.name != "identity":
+        raise InputError("compressor.name", compressor.name, f"method {method.name!r} sends uncompressed messages; "
+                         "use 'identity' or drop [compressor]")
+    data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
+    stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
+    output = parse_params(OutputParams, table.get("output", {}), "output")
+    return Config(run, data, problem, method, compressor, stepsize, output)
+
+
+def _choice(table: dict, section: str, registry, default: str) -> Choice:
+    values = dict(table.get(section, {}))
+    name = values.pop("name", default)
+    if not isinstance(name, str):
+        raise InputError(f"{section}.name", name, "expected a string")
+    spec = registry.get(name, f"{section}.name")
+    return Choice(name, parse_params(spec.params, values, section))
+
+
+def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[DataSpec]:
+    if not needs_data:
+        if values:
+            raise InputError("data", "[...]", f"problem {problem!r} generates its own data; remove [data]")
+        return None
+    values = values or {}
+    source = SOURCES.get(values.get("source", DataParams.source), "data.source")
+    split = SPLITS.get(values.get("split", DataParams.split), "data.split")
+    common_keys = set(DataParams.__dataclass_fields__)
+    source_keys = set(source.params.__dataclass_fields__)
+    split_keys = set(split.params.__dataclass_fields__)
+    common = parse_params(DataParams, values, "data", skip=source_keys | split_keys)
+    source_params = parse_params(source.params, values, "data", skip=common_keys | split_keys)
+    split_params = parse_params(split.params, values, "data", skip=common_keys | source_keys)
+    return DataSpec(common, source_params, split_params)

@@ -1,0 +1,210 @@
+"""Data sources, partitions and the rank-local shard.
+
+Setup happens in two steps so that every input problem is found before any collective:
+:func:`plan` reads a summary of the whole data set (labels, size, checksum), validates it and
+partitions the rows over the workers; :meth:`Plan.load` then materialises only the rows of the
+workers this rank holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from mpiclip.data import libsvm, synthetic
+from mpiclip.data.partition import SPLITS
+from mpiclip.errors import InputError
+from mpiclip.params import at_least, nonnegative, param
+from mpiclip.registry import Registry
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Keys of [data] shared by every source."""
+
+    source: str = param("synthetic", "where the samples come from: 'synthetic' or 'libsvm'")
+    split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
+    labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
+                        "them; 'auto' asks the problem", choices=("auto", "pm1", "raw"))
+    storage: str = param("auto", "feature matrix layout; 'auto' is dense above 50% nonzeros",
+                         choices=("auto", "csr", "dense"))
+
+
+@dataclass(frozen=True)
+class LibsvmParams:
+    path: str = param("", "LibSVM file: plain text, .gz, .bz2 or .xz (recognised by content)")
+    n_features: int = param(0, "number of features d; 0 takes the largest index in the file", check=nonnegative)
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    n_samples: int = param(2000, "number of samples N", check=at_least(1))
+    n_features: int = param(50, "number of features d", check=at_least(1))
+    density: float = param(0.2, "probability that a feature is present in a sample",
+                           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    values: str = param("binary", "value of a present feature", choices=("binary", "gaussian"))
+    noise: float = param(0.5, "label noise: y = sign(a.w* + noise*N(0,1))", check=nonnegative)
+    seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
+
+
+@dataclass(frozen=True)
+class Summary:
+    n_rows: int
+    n_features: int
+    labels: np.ndarray  # raw labels of all rows
+    checksum: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Source:
+    params: type
+    summarize: Callable[[Any], Summary]
+    read: Callable[[Any, np.ndarray, int], tuple[sp.csr_matrix, np.ndarray]]
+    doc: str
+
+
+SOURCES: Registry[Source] = Registry("data source")
+
+
+def _libsvm_summary(p: LibsvmParams) -> Summary:
+    if not p.path:
+        raise InputError("data.path", p.path, "a LibSVM source needs a file path")
+    s = libsvm.summarize(p.path, "data.path")
+    d = s.n_features
+    if p.n_features:
+        if p.n_features < s.n_features:
+            raise InputError("data.n_features", p.n_features, f"the file uses feature index {s.n_features}")
+        d = p.n_features
+    return Summary(s.n_rows, d, s.labels, f"sha256:{s.sha256}", f"libsvm:{p.path}")
+
+
+def _libsvm_read(p: LibsvmParams, rows: np.ndarray, d: int):
+    return libsvm.read_rows(p.path, "data.path", rows, d)
+
+
+def _synthetic_chunks(p: SyntheticParams, chunks):
+    w = synthetic.planted_weights(p.seed, p.n_features, p.density)
+    for c in chunks:
+        yield c, synthetic.chunk(p.seed, c, p.n_samples, p.n_features, p.density, p.values, p.noise, w)
+
+
+def _synthetic_summary(p: SyntheticParams) -> Summary:
+    labels = [y for _, (_, y) in _synthetic_chunks(p, range(synthetic.n_chunks(p.n_samples)))]
+    text = ",".join(f"{k}={v}" for k, v in vars(p).items())
+    return Summary(p.n_samples, p.n_features, np.concatenate(labels), f"synthetic:{text}", f"synthetic({text})")
+
+
+def _synthetic_read(p: SyntheticParams, rows: np.ndarray, d: int):
+    needed = np.unique(rows // synthetic.CHUNK_ROWS)
+    parts, labels = [], []
+    for c, (X, y) in _synthetic_chunks(p, needed):
+        local = rows[(rows // synthetic.CHUNK_ROWS) == c] - c * synthetic.CHUNK_ROWS
+        parts.append(X[local])
+        labels.append(y[local])
+    if not parts:
+        return sp.csr_matrix((0, d)), np.zeros(0)
+    return sp.vstack(parts, format="csr"), np.concatenate(labels)
+
+
+SOURCES.register("libsvm")(Source(LibsvmParams, _libsvm_summary, _libsvm_read,
+                                  "a LibSVM file; rows keep their file order"))
+SOURCES.register("synthetic")(Source(SyntheticParams, _synthetic_summary, _synthetic_read,
+                                     "sparse data from a planted logistic model, made in fixed chunks"))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The parsed [data] section."""
+
+    common: DataParams
+    source: Any
+    split: Any
+
+
+@dataclass
+class Shard:
+    """The rows of this rank's workers, worker after worker."""
+
+    worker_ids: np.ndarray  # (n_local,) global ids
+    offsets: np.ndarray  # (n_local + 1,) row offsets of each local worker
+    X: Any  # (rows, d) scipy CSR or numpy array
+    y: np.ndarray  # (rows,)
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The data set summary and its split over all workers (identical on every rank)."""
+
+    spec: DataSpec
+    summary: Summary
+    shards: list  # n arrays of global row numbers
+    label_values: np.ndarray  # distinct raw labels
+    label_map: str  # 'pm1' or 'raw'
+
+    @property
+    def n_features(self) -> int:
+        return self.summary.n_features
+
+    @property
+    def sample_counts(self) -> np.ndarray:
+        return np.array([len(s) for s in self.shards], dtype=np.int64)
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        labels = self.summary.labels
+        return np.array([[np.count_nonzero(labels[s] == v) for v in self.label_values] for s in self.shards])
+
+    def load(self, worker_ids: np.ndarray) -> Shard:
+        rows = np.concatenate([self.shards[w] for w in worker_ids])
+        order = np.argsort(rows, kind="stable")
+        source = SOURCES.get(self.spec.common.source, "data.source")
+        X_sorted, y_sorted = source.read(self.spec.source, rows[order], self.n_features)
+        position = np.empty(len(rows), dtype=np.int64)
+        position[order] = np.arange(len(rows))
+        X, y = X_sorted[position], y_sorted[position]
+        if self.label_map == "pm1":
+            y = np.where(y == self.label_values.max(), 1.0, -1.0)
+        offsets = np.concatenate([[0], np.cumsum([len(self.shards[w]) for w in worker_ids])])
+        return Shard(np.asarray(worker_ids), offsets, _storage(X, self.spec.common.storage), y)
+
+
+def _storage(X: sp.csr_matrix, storage: str):
+    density = X.nnz / max(1, X.shape[0] * X.shape[1])
+    if storage == "dense" or (storage == "auto" and density > 0.5):
+        return X.toarray()
+    X = X.tocsr()
+    X.sort_indices()
+    return X
+
+
+def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
+    """Summarise and split the data; every check of the data set itself happens here."""
+    summary = SOURCES.get(spec.common.source, "data.source").summarize(spec.source)
+    where = "data.path" if spec.common.source == "libsvm" else "data.n_samples"
+    value = getattr(spec.source, "path", summary.n_rows)
+    if summary.n_rows < n_workers:
+        raise InputError("run.n_workers", n_workers, f"exceeds the {summary.n_rows} samples of {summary.description}")
+    label_map = problem_labels if spec.common.labels == "auto" else spec.common.labels
+    values = np.unique(summary.labels)
+    if label_map == "pm1" and len(values) != 2:
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        raise InputError(where, value, f"has {len(values)} distinct labels ({shown}); a binary problem needs exactly 2 "
+                         "(or set data.labels = 'raw')")
+    split = SPLITS.get(spec.common.split, "data.split")
+    shards = split.make(summary.labels, n_workers, spec.split)
+    empty = [w for w, s in enumerate(shards) if len(s) == 0]
+    if empty:
+        raise InputError("data.split", spec.common.split, f"leaves worker {empty[0]} without samples")
+    return Plan(spec, summary, shards, values, label_map)

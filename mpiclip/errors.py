@@ -1,0 +1,41 @@
+"""Exceptions with the exit codes the CLI turns them into."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MpiclipError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(MpiclipError):
+    """Bad user input (config, data file, command line): one line naming the field and the value."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: Any, reason: str):
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field} = {_show(value)}: {reason}")
+
+
+class RunFailed(MpiclipError):
+    """The run started but could not finish (divergence, ranks out of step)."""
+
+    exit_code = 1
+
+
+class Interrupted(MpiclipError):
+    """SIGINT/SIGTERM arrived; the trace was closed with status 'interrupted'."""
+
+    def __init__(self, signum: int, message: str):
+        self.exit_code = 128 + signum
+        super().__init__(message)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)

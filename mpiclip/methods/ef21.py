@@ -1,0 +1,207 @@
+"""EF21 and its baselines.
+
+Richtárik, Sokolov, Fatkhullin, "EF21: A New, Simpler, Theoretically Better, and Practically Faster
+Error Feedback", NeurIPS 2021, arXiv:2106.05203; the baselines as in its experiments: distributed GD,
+naive compressed GD (Beznosikov et al. 2020), EF in the Seide et al. (2014) / Stich & Karimireddy (2019)
+form ("EF14"), and EF21+ (same paper). Update rules and conventions: ALGORITHMS.md §2 and §8.
+
+Round t evaluates ∇f_i(x^t) on every worker, sends one message per worker, and forms x^{t+1}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from mpiclip.comm import sequential_sum
+from mpiclip.compressors import Compressor, dense_message
+from mpiclip.methods.base import METHODS, Method, compression_error, row_sq_norms
+from mpiclip.params import param
+from mpiclip.rng import COMPRESSOR
+
+
+@dataclass(frozen=True)
+class EF21Params:
+    init: str = param("full", "g_i^0: 'full' = ∇f_i(x^0) uncompressed, as the official code (its bits are kept "
+                      "apart as the initial round); 'compressed' = C(∇f_i(x^0)), as the paper",
+                      choices=("full", "compressed"))
+
+
+class XState(NamedTuple):
+    """Server state of methods whose server only moves x."""
+
+
+class MeanState(NamedTuple):
+    g: np.ndarray  # (d,) the server's estimate (1/n) Σ_i g_i
+
+
+@METHODS.register("gd")
+@dataclass(frozen=True)
+class GD(Method):
+    """Distributed gradient descent, x^{t+1} = x^t − γ (1/n) Σ_i ∇f_i(x^t) (uncompressed baseline)."""
+
+    compressor: Compressor
+    gamma: float
+    name = "gd"
+    default_rule = "inverse_L"
+    uses_compressor = False
+
+    def initial_state(self, x0, n_local):
+        return XState(), XState()
+
+    def worker_step(self, state, grads, ctx):
+        return state, dense_message(grads), {}
+
+    def server_step(self, state, x, agg, ctx):
+        return state, x - self.gamma * (agg.total / agg.n_workers)
+
+
+@METHODS.register("cgd")
+@dataclass(frozen=True)
+class CompressedGD(Method):
+    """Naive distributed compressed GD, x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)); may diverge for biased C
+    (Beznosikov et al. 2020), which is what error feedback repairs."""
+
+    compressor: Compressor
+    gamma: float
+    name = "cgd"
+    metrics = ("compress_error",)
+
+    def initial_state(self, x0, n_local):
+        return XState(), XState()
+
+    def worker_step(self, state, grads, ctx):
+        msg = self.compressor(grads, ctx.randomness(COMPRESSOR))
+        return state, msg, ({"compress_error": compression_error(grads, msg)} if ctx.record else {})
+
+    def server_step(self, state, x, agg, ctx):
+        return state, x - self.gamma * agg.plus_mean(np.zeros_like(x))
+
+
+class EF14State(NamedTuple):
+    e: np.ndarray  # (n_local, d) error buffers
+
+
+@METHODS.register("ef14")
+@dataclass(frozen=True)
+class EF14(Method):
+    """EF (Seide et al. 2014; Stich & Karimireddy 2019 form), the EF21 paper's baseline:
+    w_i^t = C(e_i^t + γ∇f_i(x^t)), e_i^{t+1} = e_i^t + γ∇f_i(x^t) − w_i^t, x^{t+1} = x^t − (1/n) Σ_i w_i^t,
+    with e_i^0 = 0 (so w_i^0 = C(γ∇f_i(x^0)), an ordinary compressed message)."""
+
+    compressor: Compressor
+    gamma: float
+    name = "ef14"
+    metrics = ("error_sq", "compress_error")
+
+    def initial_state(self, x0, n_local):
+        return EF14State(np.zeros((n_local, x0.size))), XState()
+
+    def worker_step(self, state, grads, ctx):
+        u = state.e + self.gamma * grads
+        msg = self.compressor(u, ctx.randomness(COMPRESSOR))
+        e = u - msg.dense(u.shape)
+        metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_error(u, msg)} if ctx.record else {}
+        return EF14State(e), msg, metrics
+
+    def server_step(self, state, x, agg, ctx):
+        return state, x - agg.plus_mean(np.zeros_like(x))
+
+
+class EF21State(NamedTuple):
+    g: np.ndarray  # (n_local, d) the workers' g_i
+
+
+@METHODS.register("ef21")
+@dataclass(frozen=True)
+class EF21(Method):
+    """EF21 (Alg. 1 of the paper): c_i^t = C(∇f_i(x^t) − g_i^{t−1}), g_i^t = g_i^{t−1} + c_i^t,
+    g^t = g^{t−1} + (1/n) Σ_i c_i^t, x^{t+1} = x^t − γ g^t, with g_i^{−1} = 0.
+
+    ``init = "full"`` sends ∇f_i(x^0) uncompressed in round 0 (the official code; its bits are recorded
+    as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper). Recorded per worker:
+    ``ef_error`` = ‖g_i^t − ∇f_i(x^t)‖² and the compressor's relative error."""
+
+    compressor: Compressor
+    gamma: float
+    init: str = "full"
+    name = "ef21"
+    params = EF21Params
+    metrics = ("ef_error", "compress_error")
+
+
+    def initial_state(self, x0, n_local):
+        return EF21State(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
+
+    def worker_step(self, state, grads, ctx):
+        if ctx.t == 0 and self.init == "full":
+            msg = dense_message(grads, initial=True)
+            zeros = np.zeros(len(grads))
+            return EF21State(grads), msg, ({"ef_error": zeros, "compress_error": zeros} if ctx.record else {})
+        v = grads - state.g
+        msg = self.compressor(v, ctx.randomness(COMPRESSOR))
+        g = msg.added_to(state.g)
+        metrics = {"ef_error": row_sq_norms(g - grads), "compress_error": compression_error(v, msg)} if ctx.record else {}
+        return EF21State(g), msg, metrics
+
+    def server_step(self, state, x, agg, ctx):
+        g = agg.plus_mean(state.g)
+        return MeanState(g), x - self.gamma * g
+
+
+class EF21PlusServer(NamedTuple):
+    G: np.ndarray  # (n, d) every worker's g_i: a replaced g_i cannot be recovered from a running mean
+    g: np.ndarray  # (d,)
+
+
+@METHODS.register("ef21_plus")
+@dataclass(frozen=True)
+class EF21Plus(Method):
+    """EF21+ (same paper): each worker forms b_i = C(∇f_i) and m_i = g_i + C(∇f_i − g_i) and keeps b_i only
+    if ‖b_i − ∇f_i‖ < ‖m_i − ∇f_i‖ (ties to m_i, as the official code). The message is the chosen payload
+    plus a flag (flag bits not counted, as the paper); the server keeps every g_i to apply a replacement,
+    so its state is (n, d) on every rank. Theory holds for deterministic C only."""
+
+    compressor: Compressor
+    gamma: float
+    init: str = "full"
+    name = "ef21_plus"
+    params = EF21Params
+    metrics = ("ef_error", "chose_b")
+    default_rule = "ef21_plus"
+    per_worker = True
+
+    def initial_state(self, x0, n_local):
+        return EF21State(np.zeros((n_local, x0.size))), None
+
+    def worker_step(self, state, grads, ctx):
+        n_local = len(grads)
+        if ctx.t == 0 and self.init == "full":
+            msg = dense_message(grads, initial=True)
+            return EF21State(grads), msg, ({"ef_error": np.zeros(n_local), "chose_b": np.zeros(n_local)} if ctx.record else {})
+        rng = ctx.randomness(COMPRESSOR)
+        b_msg = self.compressor(grads, rng)
+        m_msg = self.compressor(grads - state.g, rng)
+        b, m = b_msg.dense(grads.shape), m_msg.added_to(state.g)
+        chose_b = row_sq_norms(b - grads) < row_sq_norms(m - grads)
+        g = np.where(chose_b[:, None], b, m)
+        k = b_msg.fixed_count
+        pick = lambda bb, mm: np.where(chose_b[:, None], bb.reshape(n_local, k), mm.reshape(n_local, k)).ravel()
+        msg = m_msg.replace(values=pick(b_msg.values, m_msg.values), indices=pick(b_msg.indices, m_msg.indices),
+                            flags=chose_b.astype(np.int8), fixed_count=None)
+        metrics = {"ef_error": row_sq_norms(g - grads), "chose_b": chose_b.astype(float)} if ctx.record else {}
+        return EF21State(g), msg, metrics
+
+    def server_step(self, state, x, agg, ctx):
+        if agg.rows is not None:  # dense initial round: g_i = ∇f_i(x^0)
+            G = agg.rows.copy()
+        else:
+            G = (state.G if state is not None else np.zeros((agg.n_workers, x.size))).copy()
+            sp = agg.sparse
+            replaced = sp.flags.astype(bool) if sp.flags is not None else np.zeros(agg.n_workers, bool)
+            G[replaced] = 0.0
+            G[np.repeat(np.arange(agg.n_workers), sp.counts), sp.indices] += sp.values
+        g = sequential_sum(G) / agg.n_workers
+        return EF21PlusServer(G, g), x - self.gamma * g

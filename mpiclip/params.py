@@ -1,0 +1,121 @@
+"""Declarative, validated parameter records.
+
+Every configurable component (problem, compressor, method, data source, split, and the fixed config
+sections) declares its parameters as a frozen dataclass whose fields are made with :func:`param`.
+:func:`parse_params` turns a TOML table into such a record: unknown keys, wrong types, and values
+outside their range are :class:`~mpiclip.errors.InputError` naming ``section.key`` and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Callable, Iterable, Optional
+
+from mpiclip.errors import InputError
+
+Check = Callable[[Any], Optional[str]]
+
+
+def param(default: Any, doc: str, *, check: Check | None = None, choices: Iterable[str] | None = None) -> Any:
+    """A dataclass field carrying its documentation, a range check and (for strings) the choices."""
+    meta = {"doc": doc, "check": check, "choices": tuple(choices) if choices is not None else None}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def at_least(lo: float) -> Check:
+    return lambda v: None if v >= lo else f"must be >= {lo:g}"
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def nonnegative(v: float) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[str] = ()) -> Any:
+    """Build ``cls`` from ``table``; keys in ``skip`` belong to someone else and are ignored."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    skip = set(skip)
+    unknown = sorted(set(table) - set(fields) - skip)
+    if unknown:
+        valid = ", ".join(sorted(set(fields) | skip)) or "none"
+        raise InputError(f"{section}.{unknown[0]}", table[unknown[0]], f"unknown key (valid keys: {valid})")
+    values = {}
+    for name, f in fields.items():
+        if name not in table:
+            continue
+        where = f"{section}.{name}"
+        value = _coerce(table[name], hints[name], where)
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise InputError(where, value, f"must be one of {', '.join(choices)}")
+        check = f.metadata.get("check")
+        reason = check(value) if check is not None and value is not None else None
+        if reason:
+            raise InputError(where, value, reason)
+        values[name] = value
+    return cls(**values)
+
+
+def describe(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, doc) of each parameter, for help texts."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, _type_name(hints[f.name]), f.default, _doc(f)) for f in dataclasses.fields(cls)]
+
+
+def to_table(record: Any) -> dict[str, Any]:
+    """The record as a TOML/JSON-ready table (tuples become lists, None entries are dropped)."""
+    out = {}
+    for f in dataclasses.fields(record):
+        v = getattr(record, f.name)
+        if v is None:
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _doc(f: dataclasses.Field) -> str:
+    doc = f.metadata.get("doc", "")
+    choices = f.metadata.get("choices")
+    return f"{doc} (one of: {', '.join(choices)})" if choices else doc
+
+
+def _type_name(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union:
+        return _type_name(next(a for a in args if a is not type(None)))
+    if typing.get_origin(tp) is tuple:
+        return f"list of {_type_name(args[0])}"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union and type(None) in args:
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(where, value, f"expected a {_type_name(tp)}")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):
+                raise InputError(where, value, "must be a number, not nan")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a declaration error, not user input
+        raise TypeError(f"unsupported parameter type {tp!r} for {where}")
+    raise InputError(where, value, f"expected a {_type_name(tp)}")

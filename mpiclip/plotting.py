@@ -1,0 +1,51 @@
+"""Figures from traces (matplotlib, imported only when a figure is drawn; never mpi4py)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mpiclip.trace import Trace
+
+X_AXES = ("bits", "rounds", "time")
+Y_AXES = ("grad_norm_sq", "loss")
+Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$"}
+
+
+def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndarray:
+    if x == "bits":
+        return tr.bits_per_worker(encoding, include_initial)
+    if x == "rounds":
+        return tr.rounds.astype(float)
+    return tr.time
+
+
+def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
+         include_initial: bool = False, title: str | None = None, logx: bool = False) -> str:
+    """Draw y against x for every trace into ``out`` (format from its suffix: .png, .pdf, .svg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    for tr in traces:
+        xs, ys = x_values(tr, x, encoding, include_initial), getattr(tr, y)
+        keep = np.isfinite(ys) & (ys > 0) if y == "grad_norm_sq" else np.isfinite(ys)
+        label = tr.label + ("" if tr.status == "completed" else f" ({tr.status.split(':')[0]})")
+        ax.plot(xs[keep], ys[keep], label=label, lw=1.5)
+    if y == "grad_norm_sq":
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel({"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
+                   "rounds": "round t", "time": "wall time (s)"}[x])
+    ax.set_ylabel(Y_LABEL[y])
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out

@@ -1,0 +1,324 @@
+"""Loss/gradient oracles for the workers of one rank, and their smoothness constants.
+
+A problem holds every local worker at once and returns all their gradients from one pass: for the
+linear models the rank's rows are one matrix, ``z = A x`` is one sparse product and the per-worker
+gradients ``(1/N_i) Σ_{j∈i} φ'(z_j) a_j`` are a second one against a block-transposed copy of A
+whose rows are (worker, feature) pairs. Both products add each worker's terms in sample order, so a
+worker's gradient has the same bits whichever other workers share its rank.
+
+Conventions (ALGORITHMS §2.6, §8): f = (1/n) Σ_i f_i is the mean over *workers*; L_i = λ_max of
+f_i's curvature bound on worker i's rows; L uses the whole data set (not the L_i); L̃ = sqrt(mean L_i²).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from mpiclip.comm import Comm
+from mpiclip.data import Shard
+from mpiclip.errors import InputError
+from mpiclip.params import at_least, nonnegative, param, positive
+from mpiclip.registry import Registry
+
+GRAM_MAX_D = 1024  # above this, λ_max comes from Lanczos iterations instead of a dense Gram matrix
+
+
+@dataclass(frozen=True)
+class Smoothness:
+    L: float
+    L_workers: np.ndarray  # (n,) L_i of every worker
+    mu: Optional[float] = None  # strong convexity / PL constant where the problem defines one
+
+    @property
+    def L_tilde(self) -> float:
+        return float(np.sqrt(np.mean(self.L_workers**2)))
+
+
+class Problem:
+    """Interface: per-worker losses and gradients of the local workers."""
+
+    d: int
+    worker_ids: np.ndarray
+
+    @property
+    def n_local(self) -> int:
+        return len(self.worker_ids)
+
+    def loss_grads(self, x: np.ndarray, with_loss: bool) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """(losses (n_local,) or None, gradients (n_local, d)) of the local workers at x."""
+        raise NotImplementedError
+
+    def smoothness(self, comm: Comm) -> Smoothness:
+        """Collective over all ranks; identical on every rank and for any number of ranks."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    params: type
+    labels: Optional[str]  # 'pm1' / 'raw' for data-driven problems, None if the problem makes its own
+    build: Callable  # (params, shard or None, worker_ids, n_workers) -> Problem
+    doc: str
+
+
+PROBLEMS: Registry[ProblemSpec] = Registry("problem")
+
+
+# --------------------------------------------------------------------------- linear models
+class LinearDesign:
+    """A = diag(row_scale)·X for the rank's rows, with per-worker mean products."""
+
+    def __init__(self, X, row_scale: np.ndarray, offsets: np.ndarray):
+        self.offsets = offsets
+        self.sizes = np.diff(offsets).astype(np.float64)
+        self.n_local, self.d = len(self.sizes), X.shape[1]
+        self.sparse = sp.issparse(X)
+        if self.sparse:
+            self.A = sp.csr_matrix(sp.diags(row_scale) @ X)
+            self.A.sort_indices()
+            coo = self.A.tocoo()
+            worker = np.repeat(np.arange(self.n_local), self.sizes.astype(np.int64))[coo.row]
+            self.BT = sp.csr_matrix((coo.data / self.sizes[worker], (worker * self.d + coo.col, coo.row)),
+                                    shape=(self.n_local * self.d, self.A.shape[0]))
+        else:
+            self.A = np.ascontiguousarray(row_scale[:, None] * X)
+
+    def rows(self, w: int):
+        return self.A[self.offsets[w] : self.offsets[w + 1]]
+
+    def products(self, x: np.ndarray) -> np.ndarray:
+        """z = A x for every local row."""
+        if self.sparse:
+            return self.A @ x
+        return np.concatenate([self.rows(w) @ x for w in range(self.n_local)])
+
+    def worker_means(self, s: np.ndarray) -> np.ndarray:
+        """(n_local, d): row i is (1/N_i) Σ_{j in worker i} s_j a_j."""
+        if self.sparse:
+            return (self.BT @ s).reshape(self.n_local, self.d)
+        out = np.empty((self.n_local, self.d))
+        for w in range(self.n_local):
+            out[w] = (self.rows(w).T @ s[self.offsets[w] : self.offsets[w + 1]]) / self.sizes[w]
+        return out
+
+    def worker_average(self, values: np.ndarray) -> np.ndarray:
+        """(n_local,) per-worker means of per-row values."""
+        return np.add.reduceat(values, self.offsets[:-1]) / self.sizes
+
+    def worker_lambda_max(self, w: int) -> float:
+        """λ_max(A_iᵀA_i / N_i) of local worker w."""
+        rows = self.rows(w)
+        if self.d <= GRAM_MAX_D:
+            return _top_eigenvalue(_dense_gram(rows)) / self.sizes[w]
+        op = spla.LinearOperator((self.d, self.d), matvec=lambda v: rows.T @ (rows @ v), dtype=np.float64)
+        return _lanczos_top(op) / self.sizes[w]
+
+    def data_lambda_max(self, comm: Comm, n_total: int) -> float:
+        """λ_max(AᵀA / N) over the rows of all ranks, summed in worker order."""
+        if self.d <= GRAM_MAX_D:
+            grams = np.stack([_dense_gram(self.rows(w)).ravel() for w in range(self.n_local)])
+            total = comm.sum_rows(grams, ordered=True).reshape(self.d, self.d)
+            return _top_eigenvalue(total) / n_total
+
+        def matvec(v):
+            per_worker = self.worker_means(self.products(np.ravel(v))) * self.sizes[:, None]
+            return comm.sum_rows(per_worker, ordered=True)
+
+        op = spla.LinearOperator((self.d, self.d), matvec=matvec, dtype=np.float64)
+        return _lanczos_top(op) / n_total
+
+
+def _dense_gram(rows) -> np.ndarray:
+    if sp.issparse(rows):
+        return (rows.T @ rows).toarray()
+    return rows.T @ rows
+
+
+def _top_eigenvalue(sym: np.ndarray) -> float:
+    d = sym.shape[0]
+    return float(scipy.linalg.eigh(sym, eigvals_only=True, subset_by_index=[d - 1, d - 1])[0])
+
+
+def _lanczos_top(op) -> float:
+    v0 = np.ones(op.shape[0]) / np.sqrt(op.shape[0])  # fixed start: every rank iterates in lockstep
+    return float(spla.eigsh(op, k=1, which="LA", v0=v0, tol=1e-10, return_eigenvectors=False)[0])
+
+
+class LinearModel(Problem):
+    """f_i(x) = (1/N_i) Σ_{j∈i} φ(z_j) + r(x) with z = A x; φ and r set by subclasses."""
+
+    curvature: float  # sup φ''
+    reg_L: float  # smoothness of r
+
+    def __init__(self, shard: Shard, n_workers: int, row_scale: np.ndarray):
+        self.worker_ids = shard.worker_ids
+        self.n_workers = n_workers
+        self.design = LinearDesign(shard.X, row_scale, shard.offsets)
+        self.d = self.design.d
+        self.local_sizes = shard.sizes
+
+    def loss_grads(self, x, with_loss):
+        z = self.design.products(x)
+        grads = self.design.worker_means(self._phi_prime(z))
+        grads += self._reg_grad(x)
+        losses = self.design.worker_average(self._phi(z)) + self._reg(x) if with_loss else None
+        return losses, grads
+
+    def smoothness(self, comm):
+        local = np.array([[self.curvature * self.design.worker_lambda_max(w) + self.reg_L]
+                          for w in range(self.n_local)])
+        L_workers = comm.allgather_rows(local)[:, 0]
+        n_total = int(comm.allgather_rows(self.local_sizes[:, None].astype(np.float64)).sum())
+        L = self.curvature * self.design.data_lambda_max(comm, n_total) + self.reg_L
+        return Smoothness(L, L_workers, self._mu())
+
+    def _mu(self) -> Optional[float]:
+        return None
+
+
+@dataclass(frozen=True)
+class LogRegParams:
+    lam: float = param(0.1, "regularisation strength λ", check=nonnegative)
+    regularizer: str = param("nonconvex", "'nonconvex': λ Σ x²/(1+x²) (EF21 papers); 'l2': (λ/2)‖x‖²; 'none'",
+                             choices=("nonconvex", "l2", "none"))
+
+
+class LogisticRegression(LinearModel):
+    """Logistic loss log(1 + exp(-y aᵀx)) with labels ±1, plus a regulariser (EF21 paper eq. (8)).
+
+    L_i = λ_max(A_iᵀA_i/(4N_i)) + 2λ for the nonconvex regulariser (ALGORITHMS §2.6). For the step-size
+    rule of the official EF21+ script, μ = λ.
+    """
+
+    curvature = 0.25
+
+    def __init__(self, params: LogRegParams, shard: Shard, n_workers: int):
+        super().__init__(shard, n_workers, shard.y)
+        self.lam, self.kind = params.lam, params.regularizer
+        self.reg_L = {"nonconvex": 2 * self.lam, "l2": self.lam, "none": 0.0}[self.kind]
+
+    @staticmethod
+    def _phi(z):
+        return np.log1p(np.exp(-np.abs(z))) + np.maximum(-z, 0.0)
+
+    @staticmethod
+    def _phi_prime(z):
+        with np.errstate(over="ignore"):
+            return -1.0 / (1.0 + np.exp(z))
+
+    def _reg(self, x):
+        if self.kind == "nonconvex":
+            return self.lam * float(np.sum(x * x / (1.0 + x * x)))
+        if self.kind == "l2":
+            return 0.5 * self.lam * float(x @ x)
+        return 0.0
+
+    def _reg_grad(self, x):
+        if self.kind == "nonconvex":
+            return self.lam * 2.0 * x / (1.0 + x * x) ** 2
+        if self.kind == "l2":
+            return self.lam * x
+        return 0.0
+
+    def _mu(self):
+        return self.lam if self.lam > 0 else None
+
+
+@dataclass(frozen=True)
+class LeastSquaresParams:
+    pass
+
+
+class LeastSquares(LinearModel):
+    """f_i(x) = (1/(2N_i)) ‖A_i x − b_i‖², so ∇f_i = (1/N_i) A_iᵀ(A_i x − b_i) and L_i = λ_max(A_iᵀA_i/N_i).
+
+    This fixes the EF21 repository's mixed convention (its gradient is that of 1/(2N) but its loss uses
+    1/N; ALGORITHMS §2.6 B): here loss and gradient agree.
+    """
+
+    curvature = 1.0
+    reg_L = 0.0
+
+    def __init__(self, params: LeastSquaresParams, shard: Shard, n_workers: int):
+        super().__init__(shard, n_workers, np.ones(len(shard.y)))
+        self.targets = shard.y
+
+    def _phi(self, z):
+        return 0.5 * (z - self.targets) ** 2
+
+    def _phi_prime(self, z):
+        return z - self.targets
+
+    @staticmethod
+    def _reg(x):
+        return 0.0
+
+    @staticmethod
+    def _reg_grad(x):
+        return 0.0
+
+
+PROBLEMS.register("logreg")(ProblemSpec(LogRegParams, "pm1", lambda p, s, ids, n: LogisticRegression(p, s, n),
+                                        "logistic regression, labels ±1, with a (nonconvex) regulariser"))
+PROBLEMS.register("least_squares")(ProblemSpec(LeastSquaresParams, "raw", lambda p, s, ids, n: LeastSquares(p, s, n),
+                                               "least squares (1/(2N_i))‖A_i x − b_i‖²"))
+
+
+# --------------------------------------------------------------------------- quadratic
+@dataclass(frozen=True)
+class QuadraticParams:
+    d: int = param(20, "dimension", check=at_least(1))
+    L: float = param(1.0, "largest L_i (worker 0's)", check=positive)
+    spread: float = param(0.5, "L_i falls linearly from L (worker 0) to (1 - spread)·L (last worker)",
+                          check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    mu: float = param(0.01, "smallest eigenvalue of every Q_i", check=positive)
+    zeta: float = param(1.0, "heterogeneity: b_i ~ N(0, zeta² I) independently per worker", check=nonnegative)
+    seed: int = param(0, "seed of the generated Q_i and b_i", check=nonnegative)
+
+    def __post_init__(self):
+        if self.mu > self.L * (1 - self.spread):
+            raise InputError("problem.mu", self.mu, f"exceeds the smallest L_i = (1 - spread)·L = {self.L * (1 - self.spread):g}")
+
+
+class Quadratic(Problem):
+    """f_i(x) = ½ xᵀQ_i x − b_iᵀx with Q_i = R_i diag(λ_i) R_iᵀ, λ_i geometric from mu to L_i exactly.
+
+    Worker i's (Q_i, b_i) come from ``default_rng([seed, 3, i])`` alone, so each rank makes only its own.
+    """
+
+    def __init__(self, params: QuadraticParams, worker_ids: np.ndarray, n_workers: int):
+        self.params, self.worker_ids, self.n_workers, self.d = params, np.asarray(worker_ids), n_workers, params.d
+        self.Q, self.b = map(np.stack, zip(*(quadratic_worker(params, n_workers, int(i)) for i in self.worker_ids)))
+
+    def loss_grads(self, x, with_loss):
+        Qx = np.matmul(self.Q, x)
+        grads = Qx - self.b
+        losses = 0.5 * (Qx @ x) - self.b @ x if with_loss else None
+        return losses, grads
+
+    def smoothness(self, comm):
+        L_workers = np.array([worker_L(self.params, self.n_workers, i) for i in range(self.n_workers)])
+        mean_Q = comm.sum_rows(self.Q.reshape(self.n_local, -1), ordered=True).reshape(self.d, self.d) / self.n_workers
+        eig = scipy.linalg.eigh(mean_Q, eigvals_only=True)
+        return Smoothness(float(eig[-1]), L_workers, float(eig[0]))
+
+
+def worker_L(p: QuadraticParams, n_workers: int, i: int) -> float:
+    return p.L * (1 - p.spread * (i / (n_workers - 1) if n_workers > 1 else 0.0))
+
+
+def quadratic_worker(p: QuadraticParams, n_workers: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([p.seed, 3, i])
+    R, _ = np.linalg.qr(rng.standard_normal((p.d, p.d)))
+    spectrum = np.geomspace(p.mu, worker_L(p, n_workers, i), p.d) if p.d > 1 else np.array([worker_L(p, n_workers, i)])
+    return (R * spectrum) @ R.T, p.zeta * rng.standard_normal(p.d)
+
+
+PROBLEMS.register("quadratic")(ProblemSpec(QuadraticParams, None, lambda p, s, ids, n: Quadratic(p, ids, n),
+                                           "synthetic heterogeneous quadratics with known L_i (no data set)"))

@@ -1,0 +1,87 @@
+"""Buffers trace rows on every rank and hands them to rank 0's writer in chunks.
+
+Scalars (f, ‖∇f‖², time) are known on every rank; per-worker columns (bits under each encoding and
+the method's diagnostics) live on the rank that holds the worker and are gathered to rank 0 with one
+Gatherv per flush, so the per-round cost is a few array writes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from mpiclip.comm import Comm
+from mpiclip.compressors import ENCODINGS, Message
+from mpiclip.trace import TraceWriter
+
+E = len(ENCODINGS)
+
+
+class Recorder:
+    def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
+                 flush_rows: int):
+        self.comm, self.writer, self.metrics = comm, writer, metrics
+        self.capacity = flush_rows
+        self.scalars = {k: np.zeros(flush_rows) for k in ("rounds", "time", "loss", "grad_norm_sq")}
+        self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
+        self.bits_down = np.zeros((flush_rows, E))
+        # per-worker columns: bits per encoding, then the method's metrics
+        self.block = np.full((flush_rows, n_local, E + len(metrics)), np.nan)
+        self.rows = 0
+        self.pending_up = np.zeros((n_local, E))
+        self.pending_down = np.zeros(E)
+        self.initial_up: Optional[np.ndarray] = None  # initial-round bits not yet written
+        self.initial_total = np.zeros((n_local, E))
+        self.total_up = np.zeros((n_local, E))  # everything ever sent, initial round included
+        self.total_down = np.zeros(E)
+
+    def add_message(self, msg: Message, down_bits: Optional[dict] = None) -> None:
+        up = np.stack([msg.bits[e] for e in ENCODINGS], axis=1)
+        self.total_up += up
+        if msg.initial:
+            self.initial_up = up if self.initial_up is None else self.initial_up + up
+            self.initial_total += up
+        else:
+            self.pending_up += up
+        if down_bits:
+            down = np.array([down_bits[e] for e in ENCODINGS], dtype=np.float64)
+            self.pending_down += down
+            self.total_down += down
+
+    def add_row(self, t: int, elapsed: float, loss: float, grad_norm_sq: float) -> None:
+        r = self.rows
+        s = self.scalars
+        s["rounds"][r], s["time"][r], s["loss"][r], s["grad_norm_sq"][r] = t, elapsed, loss, grad_norm_sq
+        self.block[r, :, :E] = self.pending_up
+        self.bits_down[r] = self.pending_down
+        self.pending_up[:] = 0.0
+        self.pending_down[:] = 0.0
+        self.rows += 1
+
+    def set_metrics(self, metrics: dict) -> None:
+        """Per-worker diagnostics of the round whose row was added last."""
+        r = self.rows - 1
+        for j, name in enumerate(self.metrics):
+            if name in metrics:
+                self.block[r, :, E + j] = metrics[name]
+
+    @property
+    def full(self) -> bool:
+        return self.rows == self.capacity
+
+    def flush(self) -> None:
+        """Collective: every rank calls it at the same row count."""
+        k = self.rows
+        block = self.comm.gather_to_root(self.block[:k])
+        initial = None
+        if self.initial_up is not None:
+            initial = self.comm.gather_to_root(self.initial_up[None])
+            self.initial_up = None
+        if self.writer is not None:
+            if initial is not None:
+                self.writer.set_initial_bits(initial[0])
+            scalars = {name: values[:k] for name, values in self.scalars.items()}
+            self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
+        self.block[:] = np.nan
+        self.rows = 0

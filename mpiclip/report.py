@@ -1,0 +1,82 @@
+"""Plain-text summaries of traces: one trace in detail, or a comparison table of several."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from mpiclip.trace import Trace
+
+
+def _fmt(value: float, spec: str = ".3g") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _last(a: np.ndarray) -> float:
+    return float(a[-1]) if len(a) else math.nan
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def comparison(traces: list[Trace], encoding: str = "paper") -> str:
+    header = ["run", "method", "compressor", "status", "rounds", f"bits/worker ({encoding})", "f(x)", "‖∇f(x)‖²",
+              "wall s"]
+    rows = []
+    for tr in traces:
+        bits = tr.bits_per_worker(encoding)
+        rows.append([tr.label, tr.attrs.get("method", "?"), _compressor(tr), tr.status.split(":")[0],
+                     str(int(_last(tr.rounds))) if len(tr.rounds) else "-", _fmt(_last(bits), ".4g"),
+                     _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)), _fmt(tr.attrs.get("wall_seconds"), ".2f")])
+    return table(rows, header)
+
+
+def _compressor(tr: Trace) -> str:
+    params = tr.config.get("compressor", {})
+    extra = ",".join(f"{k}={v}" for k, v in params.items() if k != "name")
+    return params.get("name", "?") + (f"({extra})" if extra else "")
+
+
+def describe(tr: Trace) -> str:
+    a = tr.attrs
+    status = tr.status
+    if status == "running":
+        age = _fmt(_last(tr.time), ".1f")
+        status = (f"running: no final status was written, so the run is still going or its processes were killed "
+                  f"(last row: round {int(_last(tr.rounds)) if len(tr.rounds) else '-'}, {age} s after start)")
+    lines = [
+        f"trace      {tr.path}",
+        f"run        {tr.label}   status: {status}",
+    ]
+    if a.get("stop_reason") and a.get("stop_reason") != tr.status:
+        lines.append(f"stopped    {a['stop_reason']}")
+    lines += [
+        f"method     {a.get('method')} with {_compressor(tr)} on {a.get('problem')} ({a.get('dataset')}), d = {a.get('d')}",
+        f"workers    {a.get('n_workers')} on {a.get('n_ranks')} ranks ({a.get('mpi_library')}; hosts {a.get('hostnames')})",
+        f"step size  γ = {_fmt(a.get('gamma'), '.6g')} ({a.get('stepsize_rule')} × {_fmt(a.get('stepsize_factor'), 'g')}); "
+        f"L = {_fmt(a.get('L'), '.6g')}, L̃ = {_fmt(a.get('L_tilde'), '.6g')}",
+        f"rows       {len(tr.rounds)} (rounds {int(tr.rounds[0]) if len(tr.rounds) else '-'}..{int(_last(tr.rounds)) if len(tr.rounds) else '-'})",
+        f"final      f = {_fmt(_last(tr.loss), '.10g')}, ‖∇f‖² = {_fmt(_last(tr.grad_norm_sq), '.6g')}",
+    ]
+    for e in tr.bits_up:
+        initial = tr.bits_initial.get(e)
+        extra = f" (+ {_fmt(float(initial.mean()), '.6g')} in the initial round)" if initial is not None and initial.any() else ""
+        lines.append(f"bits/worker {e:8s} {_fmt(_last(tr.bits_per_worker(e)), '.6g')}{extra}")
+    lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {_fmt(a.get('wall_seconds'), '.3f')} s")
+    if a.get("timing"):
+        lines.append(f"timing     {a['timing']}")
+    lines.append(f"command    {a.get('command')}")
+    lines.append(f"data       {a.get('dataset_checksum')}")
+    return "\n".join(lines)
+
+
+def relpath(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path

@@ -1,0 +1,322 @@
+"""The synchronous round loop, and the setup around it.
+
+Setup runs in two stages. :meth:`Run.prepare` checks everything that can be wrong with the input
+(config against the data, ranks against workers, the output path) without any collective, and the
+ranks then agree on the first error, so bad input ends every rank with the same message and nothing
+written. :meth:`Run.build` loads each rank's shard, computes the smoothness constants and the step
+size (collectives) and opens the trace. :meth:`Run.loop` runs the rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from mpiclip import data as datamod
+from mpiclip import rng, stepsize
+from mpiclip.comm import Comm, sequential_sum
+from mpiclip.compressors import COMPRESSORS, ENCODINGS, Message
+from mpiclip.config import Config
+from mpiclip.errors import InputError, Interrupted, MpiclipError, RunFailed
+from mpiclip.methods import METHODS, Aggregate, RoundContext
+from mpiclip.problems import PROBLEMS, Smoothness
+from mpiclip.recorder import Recorder
+from mpiclip.trace import TraceWriter
+
+PHASES = ("gradient", "compression", "communication", "update", "evaluation", "trace")
+
+
+@dataclass
+class Result:
+    name: str
+    path: str
+    status: str
+    rounds: int = 0
+    loss: float = math.nan
+    grad_norm_sq: float = math.nan
+    bits_per_worker: dict = field(default_factory=dict)  # encoding -> mean over workers, initial round excluded
+    wall: float = 0.0
+    timing: dict = field(default_factory=dict)
+    gamma: float = math.nan
+    skipped: bool = False
+
+
+class Timer:
+    def __init__(self):
+        self.totals = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.totals[phase] += time.perf_counter() - start
+
+
+def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker: bool) -> Aggregate:
+    """Move one round's messages: sparse ones by Allgatherv, dense ones by an (ordered) sum."""
+    if msg.sparse:
+        return Aggregate(n_workers, sparse=comm.gather_sparse(msg.counts, msg.values, msg.indices, msg.flags,
+                                                              msg.fixed_count))
+    if per_worker:
+        rows = comm.allgather_rows(msg.values)
+        return Aggregate(n_workers, total=sequential_sum(rows), rows=rows)
+    return Aggregate(n_workers, total=comm.sum_rows(msg.values, ordered))
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag that the ranks agree on at the next evaluated round; a second one aborts."""
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under some test runners)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Run:
+    def __init__(self, config: Config, comm: Comm, command: str = "", log=print):
+        self.config, self.comm, self.command, self.log = config, comm, command, log
+        self.timer = Timer()
+
+    # ------------------------------------------------------------------ stage 1: checks only
+    def prepare(self) -> bool:
+        """Validate against the data and the world; False if the run is to be skipped. No collectives."""
+        c, comm = self.config, self.comm
+        if comm.size > c.run.n_workers:
+            raise InputError("run.n_workers", c.run.n_workers,
+                             f"is less than the {comm.size} MPI ranks; every rank needs at least one worker")
+        problem_spec = PROBLEMS.get(c.problem.name, "problem.name")
+        self.plan = None
+        if problem_spec.labels is not None:
+            self.plan = datamod.plan(c.data, c.run.n_workers, problem_spec.labels)
+            self.d = self.plan.n_features
+        else:
+            self.d = c.problem.params.d
+        self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
+        self.compressor.validate(self.d)
+        self.method_cls = METHODS.get(c.method.name, "method.name")
+        rule = self.method_cls.default_rule if c.stepsize.rule == "auto" else c.stepsize.rule
+        if rule in ("ef21", "ef21_plus") and self.compressor.alpha(self.d) is None:
+            raise InputError("stepsize.rule", rule, f"needs a contractive compressor, and {c.compressor.name!r} "
+                             "has no α; use rule = 'constant' or 'inverse_L'")
+        self.x0 = self._initial_point()
+        return self._check_output()
+
+    def _initial_point(self) -> np.ndarray:
+        c = self.config.run
+        if c.x0 == "zeros":
+            return np.zeros(self.d)
+        if c.x0 == "normal":
+            return c.x0_scale * rng.generator(c.seed, rng.X0, 0, 0).standard_normal(self.d)
+        if not c.x0.endswith(".npy"):
+            raise InputError("run.x0", c.x0, "must be 'normal', 'zeros' or a .npy file")
+        try:
+            x0 = np.load(c.x0).astype(np.float64).ravel()
+        except (OSError, ValueError) as e:
+            raise InputError("run.x0", c.x0, f"cannot be loaded: {e}") from None
+        if x0.shape != (self.d,) or not np.isfinite(x0).all():
+            raise InputError("run.x0", c.x0, f"must hold {self.d} finite numbers (has shape {x0.shape})")
+        return x0
+
+    def _check_output(self) -> bool:
+        path, policy = self.config.trace_path, self.config.output.exists
+        if os.path.isdir(path):
+            raise InputError("output.path", path, "is a directory")
+        if os.path.exists(path):
+            if policy == "error":
+                raise InputError("output.path", path, "exists (set output.exists = 'overwrite' or 'skip')")
+            if policy == "skip":
+                return False
+            if not os.access(path, os.W_OK):
+                raise InputError("output.path", path, "exists and is not writable")
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError("output.path", path, f"cannot be created ({parent} is not a writable directory)")
+        return True
+
+    # ------------------------------------------------------------------ stage 2: collectives
+    def build(self, with_trace: bool = True) -> None:
+        c, comm = self.config, self.comm
+        layout = comm.bind(c.run.n_workers)
+        self.worker_ids = layout.workers_of(comm.rank)
+        spec = PROBLEMS.get(c.problem.name, "problem.name")
+        shard = self.plan.load(self.worker_ids) if self.plan is not None else None
+        self.problem = spec.build(c.problem.params, shard, self.worker_ids, c.run.n_workers)
+        self.smooth: Smoothness = comm.bcast(self.problem.smoothness(comm))
+        alpha = self.compressor.alpha(self.d)
+        self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, self.smooth.L,
+                                                 self.smooth.L_tilde, alpha, self.smooth.mu, c.compressor.name)
+        self.method = self.method_cls.create(c.method.params, self.compressor, self.gamma)
+        self.hostnames = comm.hostnames()
+        error, self.writer = None, None
+        if comm.rank == 0 and with_trace:
+            try:
+                self.writer = self._create_trace()
+            except OSError as e:
+                error = InputError("output.path", c.trace_path, f"cannot be written: {e.strerror or e}")
+        comm.agree(error)
+
+    def _create_trace(self) -> TraceWriter:
+        c, comm, s = self.config, self.comm, self.smooth
+        os.makedirs(os.path.dirname(os.path.abspath(c.trace_path)), exist_ok=True)
+        attrs = {
+            "name": c.run.name, "config": c.to_json(), "command": self.command, "n_workers": c.run.n_workers,
+            "n_ranks": comm.size, "mpi_library": comm.library, "hostnames": ",".join(self.hostnames),
+            "seed": c.run.seed, "method": c.method.name, "compressor": c.compressor.name, "problem": c.problem.name,
+            "d": self.d, "gamma": self.gamma, "stepsize_rule": self.rule, "stepsize_factor": c.stepsize.factor,
+            "L": s.L, "L_tilde": s.L_tilde, "mu": s.mu if s.mu is not None else math.nan,
+            "deterministic": c.run.deterministic,
+            "dataset_checksum": self.plan.summary.checksum if self.plan else f"generated:{c.problem.name}",
+            "dataset": self.plan.summary.description if self.plan else c.problem.name,
+        }
+        arrays = {"problem/L_workers": s.L_workers, "x0": self.x0}
+        if self.plan is not None:
+            arrays["partition/sample_counts"] = self.plan.sample_counts
+            arrays["partition/label_counts"] = self.plan.label_counts
+            arrays["partition/label_values"] = self.plan.label_values
+        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays)
+
+    # ------------------------------------------------------------------ stage 3: rounds
+    def loop(self) -> Result:
+        c, comm, timer, method = self.config, self.comm, self.timer, self.method
+        n, T, ordered = c.run.n_workers, c.run.rounds, c.run.deterministic
+        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows)
+        x = self.x0.copy()
+        worker_state, server_state = method.initial_state(x, len(self.worker_ids))
+        flags = np.zeros((len(self.worker_ids), 2))  # [stop requested, flush requested] on the first local row
+        status, t, loss, gnorm = "running", 0, math.nan, math.nan
+        start = last_flush = last_log = time.perf_counter()
+        with _Signals() as signals:
+            while True:
+                record = t % c.run.eval_every == 0 or t == T
+                with timer("gradient"):
+                    losses, grads = self.problem.loss_grads(x, with_loss=record)
+                if record:
+                    with timer("evaluation"):
+                        now = time.perf_counter()
+                        flags[0] = [signals.received is not None, now - last_flush > c.output.flush_seconds]
+                        total = comm.sum_rows(np.hstack([grads, losses[:, None], flags]), ordered)
+                        g = total[: self.d] / n
+                        loss, gnorm = float(total[self.d] / n), float(g @ g)
+                        recorder.add_row(t, now - start, loss, gnorm)
+                    if now - last_log > 2.0 and comm.rank == 0:
+                        last_log = now
+                        self.log(f"  round {t}/{T}  f = {loss:.6g}  ‖∇f‖² = {gnorm:.4g}")
+                    if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                        status = f"failed: diverged at round {t}"
+                    elif gnorm < c.run.tol:
+                        status = f"completed: tolerance reached at round {t}"
+                    elif total[self.d + 1] > 0:
+                        status = "interrupted"
+                    elif t == T:
+                        status = f"completed: round budget {T} reached"
+                    if status != "running":
+                        break
+                    if recorder.full or total[self.d + 2] > 0:
+                        with timer("trace"):
+                            recorder.flush()
+                        last_flush = time.perf_counter()
+                elif t == T:
+                    status = f"completed: round budget {T} reached"
+                    break
+                if t and t % c.run.check_every == 0:
+                    same, sums = comm.same_on_all(x)
+                    if not same:
+                        raise RunFailed(f"ranks hold different x at round {t} (checksums {sums})")
+                ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record)
+                with timer("compression"):
+                    worker_state, msg, metrics = method.worker_step(worker_state, grads, ctx)
+                if record:
+                    recorder.set_metrics(metrics)
+                with timer("communication"):
+                    agg = exchange(comm, msg, n, ordered, method.per_worker)
+                recorder.add_message(msg)
+                with timer("update"):
+                    server_state, x = method.server_step(server_state, x, agg, ctx)
+                    finite = bool(np.isfinite(x).all())
+                t += 1
+                if not finite:
+                    status = f"failed: diverged at round {t} (x is not finite)"
+                    break
+        with timer("trace"):
+            recorder.flush()
+        self.x_final = x
+        result = Result(c.run.name, c.trace_path, status, t, loss, gnorm, gamma=self.gamma,
+                        wall=time.perf_counter() - start)
+        result.bits_per_worker = self._bits_per_worker(recorder)
+        result.timing = dict(timer.totals)
+        if status == "interrupted":
+            self.signal = signals.received or signal.SIGTERM
+            result.status = f"interrupted: {signal.Signals(self.signal).name} at round {t}"
+        return result
+
+    def _bits_per_worker(self, recorder: Recorder) -> dict:
+        """Mean over all workers of the bits each sent, initial round excluded (the papers' #bits/n)."""
+        per_worker = self.comm.allgather_rows(recorder.total_up - recorder.initial_total)
+        return {e: float(per_worker[:, j].mean()) for j, e in enumerate(ENCODINGS)}
+
+    def finish(self, result: Result) -> None:
+        if self.writer is not None:
+            attrs = {"stop_reason": result.status, "rounds_run": result.rounds, "wall_seconds": result.wall,
+                     "timing": str(result.timing)}
+            status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
+            self.writer.finish(status, attrs, {"x_final": self.x_final})
+
+
+def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Run]:
+    """Stage 1 for every config, then one agreement: bad input anywhere stops everything before any run."""
+    runs, error = [], None
+    try:
+        for config in configs:
+            run = Run(config, comm, command, log)
+            run.skip = not run.prepare()
+            runs.append(run)
+    except InputError as e:
+        error = e
+    comm.agree(error)
+    skips = comm.bcast([run.skip for run in runs])
+    for run, skip in zip(runs, skips):
+        run.skip = skip
+    return runs
+
+
+def execute(run: Run) -> Result:
+    """Stages 2 and 3 of a prepared run on every rank; the same Result everywhere."""
+    config = run.config
+    if run.skip:
+        return Result(config.run.name, config.trace_path, "skipped: trace exists", skipped=True)
+    run.build()
+    try:
+        result = run.loop()
+    except BaseException as e:
+        if run.writer is not None:
+            reason = "interrupted" if isinstance(e, KeyboardInterrupt) else (
+                f"failed: {e}" if isinstance(e, MpiclipError) else f"failed: {type(e).__name__}: {e}")
+            run.writer.abandon(reason)
+        raise
+    run.finish(result)
+    return result
