@@ -22,6 +22,7 @@ import numpy as np
 from mpiclip.errors import InputError, MpiclipError
 
 INDEX_DTYPE = np.int32  # indices of sparse messages on the wire (d < 2**31)
+ENTRY = np.dtype([("v", "<f8"), ("i", "<i4")])  # one sparse entry on the wire, 12 bytes, no padding
 
 
 class AgreedError(MpiclipError):
@@ -118,6 +119,10 @@ class Comm:
     def bcast(self, obj, root: int = 0):
         raise NotImplementedError
 
+    def allgather_objects(self, obj) -> list:
+        """Every rank's ``obj`` (pickled; for small setup and report data, never per round)."""
+        raise NotImplementedError
+
     def hostnames(self) -> list[str]:
         raise NotImplementedError
 
@@ -163,6 +168,9 @@ class SerialComm(Comm):
     def bcast(self, obj, root=0):
         return obj
 
+    def allgather_objects(self, obj):
+        return [obj]
+
     def hostnames(self):
         return [socket.gethostname()]
 
@@ -194,6 +202,7 @@ class MPIComm(Comm):
         self._MPI = MPI
         self._c = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self._c.Get_rank(), self._c.Get_size()
+        self._layouts: dict = {}
         self.library = MPI.Get_library_version().strip().splitlines()[0].strip()
 
     def split(self, color: int) -> "MPIComm":
@@ -202,7 +211,7 @@ class MPIComm(Comm):
 
     def agree(self, error):
         report = None if error is None else (str(error), getattr(error, "exit_code", 1))
-        reports = self._c.allgather(report)
+        reports = self.allgather_objects(report)
         first = next((r for r in reports if r is not None), None)
         if first is not None:
             raise AgreedError(*first) from error
@@ -210,8 +219,11 @@ class MPIComm(Comm):
     def bcast(self, obj, root=0):
         return self._c.bcast(obj, root=root)
 
+    def allgather_objects(self, obj):
+        return self._c.allgather(obj)
+
     def hostnames(self):
-        return sorted(set(self._c.allgather(self._MPI.Get_processor_name())))
+        return sorted(set(self.allgather_objects(self._MPI.Get_processor_name())))
 
     def sum_rows(self, rows, ordered):
         MPI = self._MPI
@@ -234,20 +246,38 @@ class MPIComm(Comm):
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         workers = self.workers_per_rank
-        if fixed_count is not None and flags is None:
-            all_counts, all_flags = np.full(int(workers.sum()), fixed_count, dtype=np.int64), None
+        if fixed_count is not None:
+            all_counts, recv_spec = self._fixed_layout(fixed_count)
         else:
-            width = 1 if flags is None else 2
-            head_local = counts if flags is None else np.concatenate([counts, flags])
-            head = np.empty(int(workers.sum()) * width, dtype=np.int64)
-            self._c.Allgatherv(head_local.astype(np.int64), (head, workers * width))
-            all_counts, all_flags = _split_head(head, workers, width)
+            all_counts = np.empty(int(workers.sum()), dtype=np.int64)
+            self._c.Allgatherv(np.ascontiguousarray(counts, dtype=np.int64), (all_counts, workers))
+            recv_spec = self._entry_layout(all_counts)
+        all_flags = None
+        if flags is not None:
+            all_flags = np.empty(int(workers.sum()), dtype=np.int8)
+            self._c.Allgatherv(np.ascontiguousarray(flags, dtype=np.int8), (all_flags, workers))
+        # one collective for values and indices: packed (float64, int32) records of 12 bytes
+        send = np.empty(len(values), dtype=ENTRY)
+        send["v"] = values
+        send["i"] = indices
+        total, sizes, displacements = recv_spec
+        recv = np.empty(total, dtype=ENTRY)
+        self._c.Allgatherv([send, self._MPI.BYTE], [recv, (sizes, displacements), self._MPI.BYTE])
+        return SparseGather(all_counts, recv["v"], recv["i"], all_flags)
+
+    def _entry_layout(self, all_counts: np.ndarray):
+        workers = self.workers_per_rank
         per_rank = np.add.reduceat(all_counts, np.concatenate([[0], np.cumsum(workers)[:-1]]))
-        vals = np.empty(int(per_rank.sum()), dtype=np.float64)
-        idx = np.empty(int(per_rank.sum()), dtype=INDEX_DTYPE)
-        self._c.Allgatherv(np.ascontiguousarray(values, dtype=np.float64), (vals, per_rank))
-        self._c.Allgatherv(np.ascontiguousarray(indices, dtype=INDEX_DTYPE), (idx, per_rank))
-        return SparseGather(all_counts, vals, idx, all_flags)
+        sizes = per_rank * ENTRY.itemsize
+        return int(per_rank.sum()), sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def _fixed_layout(self, k: int):
+        key = (k, tuple(self.workers_per_rank))
+        if key not in self._layouts:
+            all_counts = np.full(int(self.workers_per_rank.sum()), k, dtype=np.int64)
+            all_counts.flags.writeable = False
+            self._layouts[key] = (all_counts, self._entry_layout(all_counts))
+        return self._layouts[key]
 
     def allgather_rows(self, rows):
         m = rows.shape[1]

@@ -13,6 +13,7 @@ handed to MPI × 8 (float64 values, int32 indices). Dense d-vectors cost 32·d i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -35,12 +36,12 @@ class Message:
 
     Dense: ``values`` is (n_local, d) and ``indices``/``counts`` are None. Sparse: worker i's entries are
     ``values[o_i:o_i+counts[i]]`` at coordinates ``indices[...]`` (increasing within a worker), flat in
-    worker order. ``flags`` carries one small integer per worker (e.g. EF21+'s choice); ``initial`` marks
-    an initialisation round, whose bits the trace keeps apart.
+    worker order. ``bits`` is (n_local, len(ENCODINGS)). ``flags`` carries one small integer per worker
+    (e.g. EF21+'s choice); ``initial`` marks an initialisation round, whose bits the trace keeps apart.
     """
 
     values: np.ndarray
-    bits: dict
+    bits: np.ndarray
     indices: Optional[np.ndarray] = None
     counts: Optional[np.ndarray] = None
     fixed_count: Optional[int] = None
@@ -52,7 +53,7 @@ class Message:
         return self.indices is not None
 
     def entry_rows(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.counts)), self.counts)
+        return _rows_of(self.counts, self.fixed_count)
 
     def dense(self, shape: tuple[int, int]) -> np.ndarray:
         if not self.sparse:
@@ -69,32 +70,80 @@ class Message:
         out[self.entry_rows(), self.indices] += self.values
         return out
 
+    def error_sq(self, v: np.ndarray, v_sq: Optional[np.ndarray] = None) -> np.ndarray:
+        """‖C(v) − v‖² per worker (``v_sq`` = ‖v‖² per worker if known), without densifying a sparse message."""
+        if not self.sparse:
+            diff = self.values - v
+            return np.einsum("ij,ij->i", diff, diff)
+        kept = v[self.entry_rows(), self.indices]
+        change = (self.values - kept) ** 2 - kept**2
+        if self.fixed_count is not None:
+            change = change.reshape(len(v), self.fixed_count).sum(axis=1)
+        else:
+            change = np.bincount(self.entry_rows(), change, minlength=len(v))
+        return (np.einsum("ij,ij->i", v, v) if v_sq is None else v_sq) + change
+
     def replace(self, **changes) -> "Message":
         return dataclasses.replace(self, **changes)
 
 
-def dense_bits(n_local: int, d: int) -> dict:
-    return {e: np.full(n_local, 64.0 * d if e == "wire" else 32.0 * d) for e in ENCODINGS}
+@functools.lru_cache(maxsize=64)
+def _fixed_rows(n_local: int, k: int) -> np.ndarray:
+    rows = np.repeat(np.arange(n_local), k)
+    rows.flags.writeable = False
+    return rows
 
 
-def sparse_bits(counts: np.ndarray, d: int) -> dict:
-    k = counts.astype(np.float64)
-    position = np.minimum(k * math.ceil(math.log2(d)) if d > 1 else 0.0 * k, d)
-    return {"paper": 32.0 * k, "coo32": 64.0 * k, "compact": 32.0 * k + position,
-            "wire": 8.0 * (VALUE_BYTES + INDEX_BYTES) * k}
+def _rows_of(counts: np.ndarray, fixed: Optional[int]) -> np.ndarray:
+    return _fixed_rows(len(counts), fixed) if fixed is not None else np.repeat(np.arange(len(counts)), counts)
+
+
+def sparse_bits_per_entry_count(k: float, d: int) -> np.ndarray:
+    """Bits of one worker's sparse message of k entries, in ENCODINGS order."""
+    position = min(k * math.ceil(math.log2(d)), d) if d > 1 and k > 0 else 0.0
+    return np.array([32.0 * k, 64.0 * k, 32.0 * k + position, 8.0 * (VALUE_BYTES + INDEX_BYTES) * k])
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform_bits(n_local: int, per_worker: tuple) -> np.ndarray:
+    bits = np.tile(np.array(per_worker), (n_local, 1))
+    bits.flags.writeable = False
+    return bits
+
+
+def dense_bits(n_local: int, d: int) -> np.ndarray:
+    return _uniform_bits(n_local, (32.0 * d, 32.0 * d, 32.0 * d, 64.0 * d))
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_sparse_bits(n_local: int, k: int, d: int) -> np.ndarray:
+    return _uniform_bits(n_local, tuple(sparse_bits_per_entry_count(k, d)))
+
+
+def sparse_bits(counts: np.ndarray, d: int, fixed: Optional[int] = None) -> np.ndarray:
+    if fixed is not None:
+        return _fixed_sparse_bits(len(counts), fixed, d)
+    return np.stack([sparse_bits_per_entry_count(float(k), d) for k in counts])
 
 
 def dense_message(v: np.ndarray, **extra) -> Message:
     return Message(values=v, bits=dense_bits(*v.shape), **extra)
 
 
+@functools.lru_cache(maxsize=64)
+def _fixed_counts(n_local: int, k: int) -> np.ndarray:
+    counts = np.full(n_local, k, dtype=np.int64)
+    counts.flags.writeable = False
+    return counts
+
+
 def sparse_message(v: np.ndarray, rows: np.ndarray, cols: np.ndarray, k: Optional[int] = None,
                    values: Optional[np.ndarray] = None) -> Message:
     """Entries (rows, cols) of v (row-major order); ``k`` if every worker sends exactly k entries."""
     n_local, d = v.shape
-    counts = np.full(n_local, k, dtype=np.int64) if k is not None else np.bincount(rows, minlength=n_local)
+    counts = _fixed_counts(n_local, k) if k is not None else np.bincount(rows, minlength=n_local)
     vals = v[rows, cols] if values is None else values
-    return Message(values=vals, bits=sparse_bits(counts, d), indices=cols.astype(INDEX_DTYPE), counts=counts,
+    return Message(values=vals, bits=sparse_bits(counts, d, k), indices=cols.astype(INDEX_DTYPE), counts=counts,
                    fixed_count=k)
 
 

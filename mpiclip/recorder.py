@@ -36,18 +36,18 @@ class Recorder:
         self.total_up = np.zeros((n_local, E))  # everything ever sent, initial round included
         self.total_down = np.zeros(E)
 
-    def add_message(self, msg: Message, down_bits: Optional[dict] = None) -> None:
-        up = np.stack([msg.bits[e] for e in ENCODINGS], axis=1)
+    def add_message(self, msg: Message, down_bits: Optional[np.ndarray] = None) -> None:
+        """Account one round's upload bits ((n_local, E) in the message) and download bits ((E,))."""
+        up = msg.bits
         self.total_up += up
         if msg.initial:
-            self.initial_up = up if self.initial_up is None else self.initial_up + up
+            self.initial_up = up.copy() if self.initial_up is None else self.initial_up + up
             self.initial_total += up
         else:
             self.pending_up += up
-        if down_bits:
-            down = np.array([down_bits[e] for e in ENCODINGS], dtype=np.float64)
-            self.pending_down += down
-            self.total_down += down
+        if down_bits is not None:
+            self.pending_down += down_bits
+            self.total_down += down_bits
 
     def add_row(self, t: int, elapsed: float, loss: float, grad_norm_sq: float) -> None:
         r = self.rows

@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -46,17 +45,6 @@ class Result:
     timing: dict = field(default_factory=dict)
     gamma: float = math.nan
     skipped: bool = False
-
-
-class Timer:
-    def __init__(self):
-        self.totals = dict.fromkeys(PHASES, 0.0)
-
-    @contextmanager
-    def __call__(self, phase: str):
-        start = time.perf_counter()
-        yield
-        self.totals[phase] += time.perf_counter() - start
 
 
 def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker: bool) -> Aggregate:
@@ -98,7 +86,7 @@ class _Signals:
 class Run:
     def __init__(self, config: Config, comm: Comm, command: str = "", log=print):
         self.config, self.comm, self.command, self.log = config, comm, command, log
-        self.timer = Timer()
+        self.timer_totals = dict.fromkeys(PHASES, 0.0)
 
     # ------------------------------------------------------------------ stage 1: checks only
     def prepare(self) -> bool:
@@ -202,44 +190,48 @@ class Run:
 
     # ------------------------------------------------------------------ stage 3: rounds
     def loop(self) -> Result:
-        c, comm, timer, method = self.config, self.comm, self.timer, self.method
-        n, T, ordered = c.run.n_workers, c.run.rounds, c.run.deterministic
+        c, comm, method, problem = self.config, self.comm, self.method, self.problem
+        n, T, ordered, d = c.run.n_workers, c.run.rounds, c.run.deterministic, self.d
         recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows)
         x = self.x0.copy()
         worker_state, server_state = method.initial_state(x, len(self.worker_ids))
         flags = np.zeros((len(self.worker_ids), 2))  # [stop requested, flush requested] on the first local row
+        spent = self.timer_totals
+        clock = time.perf_counter
         status, t, loss, gnorm = "running", 0, math.nan, math.nan
-        start = last_flush = last_log = time.perf_counter()
+        start = last_flush = last_log = clock()
         with _Signals() as signals:
             while True:
                 record = t % c.run.eval_every == 0 or t == T
-                with timer("gradient"):
-                    losses, grads = self.problem.loss_grads(x, with_loss=record)
+                t0 = clock()
+                losses, grads = problem.loss_grads(x, with_loss=record)
+                t1 = clock()
+                spent["gradient"] += t1 - t0
                 if record:
-                    with timer("evaluation"):
-                        now = time.perf_counter()
-                        flags[0] = [signals.received is not None, now - last_flush > c.output.flush_seconds]
-                        total = comm.sum_rows(np.hstack([grads, losses[:, None], flags]), ordered)
-                        g = total[: self.d] / n
-                        loss, gnorm = float(total[self.d] / n), float(g @ g)
-                        recorder.add_row(t, now - start, loss, gnorm)
-                    if now - last_log > 2.0 and comm.rank == 0:
-                        last_log = now
-                        self.log(f"  round {t}/{T}  f = {loss:.6g}  ‖∇f‖² = {gnorm:.4g}")
+                    flags[0] = (signals.received is not None, t1 - last_flush > c.output.flush_seconds)
+                    total = comm.sum_rows(np.hstack([grads, losses[:, None], flags]), ordered)
+                    g = total[:d] / n
+                    loss, gnorm = float(total[d] / n), float(g @ g)
+                    recorder.add_row(t, t1 - start, loss, gnorm)
+                    t0 = clock()
+                    spent["evaluation"] += t0 - t1
+                    if t0 - last_log > 2.0 and comm.rank == 0:
+                        last_log = t0
+                        self.log(f"      round {t}/{T}  f = {loss:.6g}  ‖∇f‖² = {gnorm:.4g}")
                     if not (math.isfinite(loss) and math.isfinite(gnorm)):
                         status = f"failed: diverged at round {t}"
                     elif gnorm < c.run.tol:
                         status = f"completed: tolerance reached at round {t}"
-                    elif total[self.d + 1] > 0:
+                    elif total[d + 1] > 0:
                         status = "interrupted"
                     elif t == T:
                         status = f"completed: round budget {T} reached"
                     if status != "running":
                         break
-                    if recorder.full or total[self.d + 2] > 0:
-                        with timer("trace"):
-                            recorder.flush()
-                        last_flush = time.perf_counter()
+                    if recorder.full or total[d + 2] > 0:
+                        recorder.flush()
+                        last_flush = clock()
+                        spent["trace"] += last_flush - t0
                 elif t == T:
                     status = f"completed: round budget {T} reached"
                     break
@@ -248,27 +240,32 @@ class Run:
                     if not same:
                         raise RunFailed(f"ranks hold different x at round {t} (checksums {sums})")
                 ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record)
-                with timer("compression"):
-                    worker_state, msg, metrics = method.worker_step(worker_state, grads, ctx)
+                t0 = clock()
+                worker_state, msg, metrics = method.worker_step(worker_state, grads, ctx)
+                t1 = clock()
+                agg = exchange(comm, msg, n, ordered, method.per_worker)
+                t2 = clock()
+                server_state, x = method.server_step(server_state, x, agg, ctx)
+                finite = bool(np.isfinite(x).all())
+                t3 = clock()
                 if record:
                     recorder.set_metrics(metrics)
-                with timer("communication"):
-                    agg = exchange(comm, msg, n, ordered, method.per_worker)
                 recorder.add_message(msg)
-                with timer("update"):
-                    server_state, x = method.server_step(server_state, x, agg, ctx)
-                    finite = bool(np.isfinite(x).all())
+                spent["compression"] += t1 - t0
+                spent["communication"] += t2 - t1
+                spent["update"] += t3 - t2
+                spent["trace"] += clock() - t3
                 t += 1
                 if not finite:
                     status = f"failed: diverged at round {t} (x is not finite)"
                     break
-        with timer("trace"):
-            recorder.flush()
+        t0 = clock()
+        recorder.flush()
+        spent["trace"] += clock() - t0
         self.x_final = x
-        result = Result(c.run.name, c.trace_path, status, t, loss, gnorm, gamma=self.gamma,
-                        wall=time.perf_counter() - start)
+        result = Result(c.run.name, c.trace_path, status, t, loss, gnorm, gamma=self.gamma, wall=clock() - start)
         result.bits_per_worker = self._bits_per_worker(recorder)
-        result.timing = dict(timer.totals)
+        result.timing = dict(spent)
         if status == "interrupted":
             self.signal = signals.received or signal.SIGTERM
             result.status = f"interrupted: {signal.Signals(self.signal).name} at round {t}"

@@ -17,7 +17,7 @@ import numpy as np
 
 from mpiclip.comm import sequential_sum
 from mpiclip.compressors import Compressor, dense_message
-from mpiclip.methods.base import METHODS, Method, compression_error, row_sq_norms
+from mpiclip.methods.base import METHODS, Method, relative_error, row_sq_norms
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
 
@@ -74,7 +74,7 @@ class CompressedGD(Method):
 
     def worker_step(self, state, grads, ctx):
         msg = self.compressor(grads, ctx.randomness(COMPRESSOR))
-        return state, msg, ({"compress_error": compression_error(grads, msg)} if ctx.record else {})
+        return state, msg, ({"compress_error": relative_error(msg.error_sq(grads), row_sq_norms(grads))} if ctx.record else {})
 
     def server_step(self, state, x, agg, ctx):
         return state, x - self.gamma * agg.plus_mean(np.zeros_like(x))
@@ -103,7 +103,7 @@ class EF14(Method):
         u = state.e + self.gamma * grads
         msg = self.compressor(u, ctx.randomness(COMPRESSOR))
         e = u - msg.dense(u.shape)
-        metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_error(u, msg)} if ctx.record else {}
+        metrics = {"error_sq": row_sq_norms(e), "compress_error": relative_error(msg.error_sq(u), row_sq_norms(u))} if ctx.record else {}
         return EF14State(e), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
@@ -142,9 +142,12 @@ class EF21(Method):
             return EF21State(grads), msg, ({"ef_error": zeros, "compress_error": zeros} if ctx.record else {})
         v = grads - state.g
         msg = self.compressor(v, ctx.randomness(COMPRESSOR))
-        g = msg.added_to(state.g)
-        metrics = {"ef_error": row_sq_norms(g - grads), "compress_error": compression_error(v, msg)} if ctx.record else {}
-        return EF21State(g), msg, metrics
+        metrics = {}
+        if ctx.record:  # g_i^t − ∇f_i(x^t) = C(v) − v
+            v_sq = row_sq_norms(v)
+            error = msg.error_sq(v, v_sq)
+            metrics = {"ef_error": error, "compress_error": relative_error(error, v_sq)}
+        return EF21State(msg.added_to(state.g)), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
         g = agg.plus_mean(state.g)
