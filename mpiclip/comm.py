@@ -163,7 +163,7 @@ class SerialComm(Comm):
 
     def agree(self, error):
         if error is not None:
-            raise _agreed(error) from error
+            raise error
 
     def bcast(self, obj, root=0):
         return obj
@@ -214,6 +214,8 @@ class MPIComm(Comm):
         reports = self.allgather_objects(report)
         first = next((r for r in reports if r is not None), None)
         if first is not None:
+            if report == first:
+                raise error
             raise AgreedError(*first) from error
 
     def bcast(self, obj, root=0):
@@ -324,10 +326,6 @@ def _split_head(head: np.ndarray, workers: np.ndarray, width: int):
 
 def _checksum(x: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(x).view(np.uint8))
-
-
-def _agreed(error: BaseException) -> AgreedError:
-    return AgreedError(str(error), getattr(error, "exit_code", 1))
 
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_ID")

@@ -192,15 +192,22 @@ def load(ref: str, overrides: list[str] = ()) -> list[Config]:
     """Every run a config reference describes, validated."""
     raw, description = read_source(ref)
     parsed = [parse_override(o) for o in overrides]
-    return [validate(apply_overrides(table, parsed)) for _, table in expand_variants(raw, description)]
+    configs = []
+    for label, table in expand_variants(raw, description):
+        try:
+            configs.append(validate(apply_overrides(table, parsed)))
+        except InputError as e:
+            if not label:
+                raise
+            raise InputError(e.field, e.value, f"{e.reason} (in variant {label!r} of {description})") from None
+    return configs
 
 
 # ------------------------------------------------------------------------------- validation
 def validate(table: dict) -> Config:
     for section, value in table.items():
         if section not in SECTIONS:
-            raise InputError(section, value if not isinstance(value, dict) else "[...]",
-                             f"unknown section (valid: {', '.join(SECTIONS)})")
+            raise InputError(section, value, f"unknown section (valid: {', '.join(SECTIONS)})")
         if not isinstance(value, dict):
             raise InputError(section, value, "must be a table ([section])")
     run = parse_params(RunParams, table.get("run", {}), "run")
@@ -219,17 +226,17 @@ def validate(table: dict) -> Config:
 
 def _choice(table: dict, section: str, registry, default: str) -> Choice:
     values = dict(table.get(section, {}))
-    name = values.pop("name", default)
+    name = values.get("name", default)
     if not isinstance(name, str):
         raise InputError(f"{section}.name", name, "expected a string")
     spec = registry.get(name, f"{section}.name")
-    return Choice(name, parse_params(spec.params, values, section))
+    return Choice(name, parse_params(spec.params, values, section, skip=("name",), owner=f"{section} {name!r}"))
 
 
 def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[DataSpec]:
     if not needs_data:
         if values:
-            raise InputError("data", "[...]", f"problem {problem!r} generates its own data; remove [data]")
+            raise InputError("data", values, f"problem {problem!r} generates its own data; remove [data]")
         return None
     values = values or {}
     source = SOURCES.get(values.get("source", DataParams.source), "data.source")
@@ -237,7 +244,8 @@ def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[Da
     common_keys = set(DataParams.__dataclass_fields__)
     source_keys = set(source.params.__dataclass_fields__)
     split_keys = set(split.params.__dataclass_fields__)
-    common = parse_params(DataParams, values, "data", skip=source_keys | split_keys)
+    common = parse_params(DataParams, values, "data", skip=source_keys | split_keys,
+                          owner=f"source {values.get('source', DataParams.source)!r} and split {values.get('split', DataParams.split)!r}")
     source_params = parse_params(source.params, values, "data", skip=common_keys | split_keys)
     split_params = parse_params(split.params, values, "data", skip=common_keys | source_keys)
     return DataSpec(common, source_params, split_params)

@@ -38,4 +38,6 @@ class Interrupted(MpiclipError):
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, dict):  # a whole table: its keys are enough to recognise it
+        return "{" + ", ".join(map(str, value)) + "}"
     return str(value)

@@ -36,15 +36,17 @@ def nonnegative(v: float) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
-def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[str] = ()) -> Any:
-    """Build ``cls`` from ``table``; keys in ``skip`` belong to someone else and are ignored."""
+def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[str] = (), owner: str = "") -> Any:
+    """Build ``cls`` from ``table``; keys in ``skip`` belong to someone else and are ignored; ``owner``
+    names the component in the message about an unknown key."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     skip = set(skip)
     unknown = sorted(set(table) - set(fields) - skip)
     if unknown:
         valid = ", ".join(sorted(set(fields) | skip)) or "none"
-        raise InputError(f"{section}.{unknown[0]}", table[unknown[0]], f"unknown key (valid keys: {valid})")
+        where = f" for {owner}" if owner else ""
+        raise InputError(f"{section}.{unknown[0]}", table[unknown[0]], f"unknown key{where} (valid keys: {valid})")
     values = {}
     for name, f in fields.items():
         if name not in table:
@@ -100,7 +102,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _coerce(value, next(a for a in args if a is not type(None)), where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise InputError(where, value, f"expected a {_type_name(tp)}")
+            raise InputError(where, value, f"expected {_a(_type_name(tp))}")
         return tuple(_coerce(v, args[0], where) for v in value)
     if tp is bool:
         if isinstance(value, bool):
@@ -118,4 +120,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     else:  # pragma: no cover - a declaration error, not user input
         raise TypeError(f"unsupported parameter type {tp!r} for {where}")
-    raise InputError(where, value, f"expected a {_type_name(tp)}")
+    raise InputError(where, value, f"expected {_a(_type_name(tp))}")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun

@@ -326,7 +326,8 @@ class Quadratic(Problem):
     def loss_grads(self, x, with_loss):
         Qx = np.matmul(self.Q, x)
         grads = Qx - self.b
-        losses = 0.5 * (Qx @ x) - self.b @ x if with_loss else None
+        # a row-wise reduction (not a matrix-vector product) keeps each worker's loss independent of its rank mates
+        losses = np.sum((0.5 * Qx - self.b) * x, axis=1) if with_loss else None
         return losses, grads
 
     def smoothness(self, comm):

@@ -54,7 +54,8 @@ def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker
                                                               msg.fixed_count))
     if per_worker:
         rows = comm.allgather_rows(msg.values)
-        return Aggregate(n_workers, total=sequential_sum(rows), rows=rows)
+        flags = None if msg.flags is None else comm.allgather_rows(msg.flags[:, None].astype(float))[:, 0].astype(np.int8)
+        return Aggregate(n_workers, total=sequential_sum(rows), rows=rows, flags=flags)
     return Aggregate(n_workers, total=comm.sum_rows(msg.values, ordered))
 
 
@@ -200,7 +201,7 @@ class Run:
         clock = time.perf_counter
         status, t, loss, gnorm = "running", 0, math.nan, math.nan
         start = last_flush = last_log = clock()
-        with _Signals() as signals:
+        with _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
             while True:
                 record = t % c.run.eval_every == 0 or t == T
                 t0 = clock()

@@ -46,6 +46,7 @@ class Aggregate:
     total: Optional[np.ndarray] = None  # dense Σ_i c_i
     sparse: Optional[SparseGather] = None
     rows: Optional[np.ndarray] = None  # (n, d) dense per-worker messages
+    flags: Optional[np.ndarray] = None  # (n,) per-worker flags of dense messages (sparse ones: in ``sparse``)
 
     def plus_mean(self, base: np.ndarray) -> np.ndarray:
         """base + (1/n) Σ_i c_i as a new array."""

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mpiclip.comm import sequential_sum
-from mpiclip.compressors import Compressor, dense_message
+from mpiclip.compressors import Compressor, Message, dense_message
 from mpiclip.methods.base import METHODS, Method, relative_error, row_sq_norms
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
@@ -190,21 +190,35 @@ class EF21Plus(Method):
         b, m = b_msg.dense(grads.shape), m_msg.added_to(state.g)
         chose_b = row_sq_norms(b - grads) < row_sq_norms(m - grads)
         g = np.where(chose_b[:, None], b, m)
-        k = b_msg.fixed_count
-        pick = lambda bb, mm: np.where(chose_b[:, None], bb.reshape(n_local, k), mm.reshape(n_local, k)).ravel()
-        msg = m_msg.replace(values=pick(b_msg.values, m_msg.values), indices=pick(b_msg.indices, m_msg.indices),
-                            flags=chose_b.astype(np.int8), fixed_count=None)
+        msg = _choose(chose_b, b_msg, m_msg)
         metrics = {"ef_error": row_sq_norms(g - grads), "chose_b": chose_b.astype(float)} if ctx.record else {}
         return EF21State(g), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
-        if agg.rows is not None:  # dense initial round: g_i = ∇f_i(x^0)
-            G = agg.rows.copy()
+        G = np.zeros((agg.n_workers, x.size)) if state is None else state.G.copy()
+        flags = agg.flags if agg.sparse is None else agg.sparse.flags
+        replaced = np.zeros(agg.n_workers, bool) if flags is None else flags.astype(bool)
+        G[replaced] = 0.0  # b_i replaces g_i; otherwise g_i += c_i
+        if agg.sparse is None:
+            G += agg.rows
         else:
-            G = (state.G if state is not None else np.zeros((agg.n_workers, x.size))).copy()
-            sp = agg.sparse
-            replaced = sp.flags.astype(bool) if sp.flags is not None else np.zeros(agg.n_workers, bool)
-            G[replaced] = 0.0
-            G[np.repeat(np.arange(agg.n_workers), sp.counts), sp.indices] += sp.values
+            G[np.repeat(np.arange(agg.n_workers), agg.sparse.counts), agg.sparse.indices] += agg.sparse.values
         g = sequential_sum(G) / agg.n_workers
         return EF21PlusServer(G, g), x - self.gamma * g
+
+
+def _choose(chose_b: np.ndarray, b_msg: Message, m_msg: Message) -> Message:
+    """Per worker, b's payload where chose_b else m's, flagged; bits are the chosen payload's."""
+    flags = chose_b.astype(np.int8)
+    bits = np.where(chose_b[:, None], b_msg.bits, m_msg.bits)
+    if not b_msg.sparse:
+        return b_msg.replace(values=np.where(chose_b[:, None], b_msg.values, m_msg.values), bits=bits, flags=flags)
+    b_rows, m_rows = b_msg.entry_rows(), m_msg.entry_rows()
+    take_b, take_m = chose_b[b_rows], ~chose_b[m_rows]
+    rows = np.concatenate([b_rows[take_b], m_rows[take_m]])
+    order = np.argsort(rows, kind="stable")  # worker order; within a worker the message's own order
+    pick = lambda bb, mm: np.concatenate([bb[take_b], mm[take_m]])[order]
+    counts = np.where(chose_b, b_msg.counts, m_msg.counts)
+    same = b_msg.fixed_count is not None and b_msg.fixed_count == m_msg.fixed_count
+    return m_msg.replace(values=pick(b_msg.values, m_msg.values), indices=pick(b_msg.indices, m_msg.indices),
+                         counts=counts, bits=bits, flags=flags, fixed_count=b_msg.fixed_count if same else None)

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time.
+
+    python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time] [--y grad_norm_sq|loss]
+        [--encoding paper|coo32|compact|wire] [--include-initial] [--logx] [--title TEXT]
+
+Reads HDF5 traces only (h5py, numpy, matplotlib); it never imports mpi4py. The bits axis is the papers'
+#bits/n: cumulative bits per worker sent before x^t, under the chosen encoding (default ``paper``,
+32 bits per transmitted value), with the initial round left out unless --include-initial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+try:
+    import mpiclip  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mpiclip.plotting import X_AXES, Y_AXES, plot
+from mpiclip.trace import load_trace
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("traces", nargs="+", metavar="TRACE")
+    ap.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
+    ap.add_argument("--x", choices=X_AXES, default="bits")
+    ap.add_argument("--y", choices=Y_AXES, default="grad_norm_sq")
+    ap.add_argument("--encoding", default="paper", help="bit encoding for --x bits (paper, coo32, compact, wire)")
+    ap.add_argument("--include-initial", action="store_true", help="add the initial round's bits")
+    ap.add_argument("--logx", action="store_true")
+    ap.add_argument("--title")
+    args = ap.parse_args(argv)
+    traces = []
+    for path in args.traces:
+        if not os.path.isfile(path):
+            print(f"plot_traces: error: trace = {path!r}: no such file", file=sys.stderr)
+            return 2
+        traces.append(load_trace(path))
+    missing = [t.path for t in traces if args.encoding not in t.bits_up]
+    if missing:
+        print(f"plot_traces: error: --encoding = {args.encoding!r}: not in {missing[0]}", file=sys.stderr)
+        return 2
+    plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
+         title=args.title, logx=args.logx)
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

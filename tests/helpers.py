@@ -1,0 +1,88 @@
+"""Shared test helpers: small data files, in-process runs, CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets"))
+
+
+def write_libsvm(path: str, X: np.ndarray, y: np.ndarray) -> str:
+    """Write a dense matrix as LibSVM (zeros omitted), 1-based indices."""
+    with open(path, "w") as f:
+        for row, label in zip(X, y):
+            feats = " ".join(f"{j + 1}:{v:.17g}" for j, v in enumerate(row) if v != 0)
+            f.write(f"{label:g} {feats}\n")
+    return path
+
+
+def random_classification(n: int = 60, d: int = 7, density: float = 0.5, seed: int = 0, labels=(0, 1)):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < density)
+    X[:, 0] += 0.5  # no empty rows: keeps feature 1 present everywhere
+    y = np.where(rng.random(n) < 0.5, labels[0], labels[1])
+    return X, y
+
+
+def config_table(**sections) -> dict:
+    """A small complete config as a table, with section overrides."""
+    table = {
+        "run": {"name": "t", "n_workers": 4, "rounds": 30},
+        "data": {"source": "synthetic", "n_samples": 200, "n_features": 12, "density": 0.3},
+        "problem": {"name": "logreg"},
+        "method": {"name": "ef21"},
+        "compressor": {"name": "topk", "k": 2},
+        "stepsize": {"factor": 4.0},
+    }
+    for name, values in sections.items():
+        if values is None:
+            table.pop(name, None)
+        else:
+            table[name] = values
+    return table
+
+
+def write_toml(path: str, table: dict) -> str:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    lines = []
+    for section, values in table.items():
+        if section == "variants":
+            for label, sections in values.items():
+                lines.append(f"[variants.{label}]")
+                lines += [f"{k} = {value(v)}" for k, v in sections.items()]
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in values.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def mpiclip(args: list[str], ranks: Optional[int] = None, cwd: Optional[str] = None, timeout: float = 120,
+            env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would: plain, or under mpiexec with ``ranks`` ranks."""
+    cmd = [sys.executable, "-m", "mpiclip", *args]
+    if ranks is not None:
+        mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+        cmd = [mpiexec if os.path.exists(mpiexec) else "mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
+               "-m", "mpiclip", *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("PMI_RANK", None)
+    full_env.pop("PMI_SIZE", None)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

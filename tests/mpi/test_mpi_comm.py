@@ -1,0 +1,106 @@
+"""The communicator's collectives against serial computations, including empty contributions."""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpiclip.comm import INDEX_DTYPE, AgreedError, MPIComm, SerialComm, sequential_sum
+from mpiclip.errors import InputError
+
+WORLD = MPI.COMM_WORLD
+
+
+def collective(ok: bool) -> bool:
+    return WORLD.allreduce(bool(ok), op=MPI.LAND)
+
+
+def everyone(n_workers, seed=0, m=5):
+    """Rows of all workers, identical on every rank; each rank keeps its block."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_workers, m)) * 10.0 ** rng.uniform(-6, 6, (n_workers, 1))
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("n_workers", [None, 7])
+def test_ordered_sum_is_the_serial_sequential_sum(n_workers):
+    comm = MPIComm()
+    n = n_workers or comm.size
+    layout = comm.bind(n)
+    rows = everyone(n)
+    mine = rows[layout.workers_of(comm.rank)]
+    ordered = comm.sum_rows(mine, ordered=True)
+    ok = np.array_equal(ordered, sequential_sum(rows))
+    unordered = comm.sum_rows(mine, ordered=False)
+    ok &= np.allclose(unordered, rows.sum(axis=0), rtol=1e-12, atol=1e-6)
+    ok &= np.array_equal(comm.allgather_rows(mine), rows)
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_sparse_gather_with_empty_messages_on_some_ranks():
+    comm = MPIComm()
+    n = comm.size + 3
+    layout = comm.bind(n)
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 4, size=n)
+    counts[layout.workers_of(0)] = 0  # rank 0 sends nothing at all
+    values = [rng.standard_normal(c) for c in counts]
+    indices = [np.sort(rng.choice(20, c, replace=False)).astype(INDEX_DTYPE) for c in counts]
+    flags = rng.integers(0, 2, size=n).astype(np.int8)
+    mine = layout.workers_of(comm.rank)
+    got = comm.gather_sparse(counts[mine], np.concatenate([values[w] for w in mine] + [np.zeros(0)]),
+                             np.concatenate([indices[w] for w in mine] + [np.zeros(0, INDEX_DTYPE)]), flags[mine])
+    ok = np.array_equal(got.counts, counts) and np.array_equal(got.flags, flags)
+    ok &= np.array_equal(got.values, np.concatenate(values)) and np.array_equal(got.indices, np.concatenate(indices))
+    serial = SerialComm()
+    serial.bind(n)
+    target, expected = np.ones(20), np.ones(20)
+    got.sum_into(target, divisor=n)
+    serial.gather_sparse(counts, np.concatenate(values), np.concatenate(indices)).sum_into(expected, divisor=n)
+    ok &= np.array_equal(target, expected)
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_fixed_count_gather_and_gather_to_root():
+    comm = MPIComm()
+    n = 2 * comm.size + 1
+    layout = comm.bind(n)
+    mine = layout.workers_of(comm.rank)
+    k = 2
+    vals = np.repeat(mine.astype(float), k) + 0.5
+    idx = np.tile(np.arange(k, dtype=INDEX_DTYPE), len(mine))
+    got = comm.gather_sparse(np.full(len(mine), k), vals, idx, fixed_count=k)
+    ok = np.array_equal(got.values, np.repeat(np.arange(n, dtype=float), k) + 0.5)
+    block = np.array([[[100.0 * r + w for _ in range(3)] for w in mine] for r in range(4)])
+    root = comm.gather_to_root(block)
+    if comm.rank == 0:
+        ok &= root.shape == (4, n, 3) and root[2, n - 1, 0] == 200.0 + n - 1
+    else:
+        ok &= root is None
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_agree_raises_the_first_error_everywhere():
+    comm = MPIComm()
+    error = InputError("run.rounds", -1, "must be >= 0") if comm.rank == comm.size - 1 else None
+    with pytest.raises((AgreedError, InputError), match=r"^run.rounds = -1: must be >= 0$") as info:
+        comm.agree(error)
+    assert collective(info.value.exit_code == 2)
+    comm.agree(None)  # no error: returns on every rank
+
+
+@pytest.mark.mpi(min_size=2)
+def test_checksum_detects_ranks_that_disagree():
+    comm = MPIComm()
+    x = np.linspace(0, 1, 11)
+    same, sums = comm.same_on_all(x)
+    ok = same and len(set(sums)) == 1
+    y = x.copy()
+    if comm.rank == 1:
+        y[3] = np.nextafter(y[3], 2.0)
+    same, sums = comm.same_on_all(y)
+    ok &= not same and sums[0] != sums[1]
+    ok &= comm.any(comm.rank == 1) and not comm.any(False)
+    assert collective(ok)

@@ -1,0 +1,121 @@
+"""Runs under mpiexec: the same trace on 1, 2 and P ranks; failures reach every rank."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from helpers import config_table
+from mpiclip import config as cfg
+from mpiclip import runner
+from mpiclip.comm import MPIComm
+from mpiclip.errors import InputError, RunFailed
+
+WORLD = MPI.COMM_WORLD
+
+
+def collective(ok: bool) -> bool:
+    """Assert on every rank together, so that ranks stay in step after a failure."""
+    return WORLD.allreduce(bool(ok), op=MPI.LAND)
+
+
+def run_on(comm, table, path):
+    table = {**table, "output": {"path": path, "exists": "overwrite"}}
+    config = cfg.validate(table)
+    (prepared,) = runner.prepare_all([config], comm, "mpi-test", log=lambda *a: None)
+    return runner.execute(prepared)
+
+
+def arrays(path):
+    with h5py.File(path) as f:
+        out = {}
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return out, dict(f.attrs)
+
+
+CASES = {
+    "ef21-topk-full-init": {},
+    "ef21-randk-dense-storage": {"compressor": {"name": "randk", "k": 3},
+                                 "data": {"source": "synthetic", "n_samples": 150, "n_features": 9, "density": 0.9,
+                                          "storage": "dense", "split": "iid"}},
+    "gd-dense-messages": {"method": {"name": "gd"}, "compressor": None},
+    "ef21-plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_plus", "factor": 4.0}},
+    "ef14-dirichlet": {"method": {"name": "ef14"}, "data": {"source": "synthetic", "n_samples": 300,
+                                                           "n_features": 10, "split": "dirichlet", "alpha": 0.3}},
+    "cgd-quadratic": {"method": {"name": "cgd"}, "problem": {"name": "quadratic", "d": 7}, "data": None},
+}
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case):
+    table = config_table(run={"name": case, "n_workers": 5, "rounds": 40, "eval_every": 3, "check_every": 7},
+                         **CASES[case])
+    world = MPIComm()
+    groups = {"all": world, "one": world.split(world.rank)}
+    if world.size >= 4 and world.size % 2 == 0:
+        groups["two"] = world.split(world.rank // 2)
+    paths = {}
+    for label, comm in groups.items():
+        path = os.path.join(str(mpi_tmp_path), f"{case}-{label}-g{world.rank // comm.size}.h5")
+        run_on(comm, table, path)
+        paths[label] = path
+    WORLD.Barrier()
+    ok = True
+    if world.rank == 0:
+        reference, ref_attrs = arrays(paths["all"])
+        assert ref_attrs["status"] == "completed" and ref_attrs["n_ranks"] == world.size
+        for label in groups:
+            data, attrs = arrays(paths[label])
+            for name in reference:
+                if name == "time":
+                    continue
+                same = np.array_equal(reference[name], data[name], equal_nan=True)
+                if not same:
+                    print(f"{case}: {name} differs between {world.size} ranks and group {label!r}")
+                ok &= same
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_out_of_step_fail_on_every_rank(mpi_tmp_path, monkeypatch):
+    original = runner.exchange
+
+    def skewed(comm, msg, n, ordered, per_worker):
+        agg = original(comm, msg, n, ordered, per_worker)
+        if WORLD.rank == 1 and agg.total is not None:
+            agg = type(agg)(agg.n_workers, total=agg.total + 1e-12)
+        return agg
+
+    monkeypatch.setattr(runner, "exchange", skewed)
+    table = config_table(run={"name": "skew", "n_workers": WORLD.size, "rounds": 50, "check_every": 10},
+                         method={"name": "gd"}, compressor=None)
+    path = os.path.join(str(mpi_tmp_path), "skew.h5")
+    with pytest.raises(RunFailed, match="ranks hold different x at round 10"):
+        run_on(MPIComm(), table, path)
+    WORLD.Barrier()
+    if WORLD.rank == 0:
+        with h5py.File(path) as f:
+            assert f.attrs["status"].startswith("failed: ranks hold different x at round 10")
+
+
+@pytest.mark.mpi(min_size=2)
+def test_bad_input_found_on_one_rank_stops_all(mpi_tmp_path, monkeypatch):
+    """An error seen by one rank only (here: a file only rank 1 cannot read) reaches every rank."""
+    from mpiclip import data
+
+    original = data.plan
+
+    def plan(spec, n, labels):
+        if WORLD.rank == WORLD.size - 1:
+            raise InputError("data.path", "x.txt", "cannot be read: Permission denied")
+        return original(spec, n, labels)
+
+    monkeypatch.setattr(data, "plan", plan)
+    table = config_table(run={"name": "one", "n_workers": WORLD.size, "rounds": 3})
+    path = os.path.join(str(mpi_tmp_path), "one.h5")
+    with pytest.raises(Exception, match=r"^data.path = 'x.txt': cannot be read: Permission denied$"):
+        run_on(MPIComm(), table, path)
+    assert collective(not os.path.exists(path))

@@ -1,0 +1,220 @@
+"""The command line as users run it: plain and under mpiexec, good and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from helpers import REPO, config_table, mpiclip, random_classification, write_libsvm, write_toml
+from mpiclip.trace import load_trace
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    table = config_table()
+    table["output"] = {"path": str(tmp_path / "out" / "{name}.h5")}
+    return write_toml(str(tmp_path / "c.toml"), table)
+
+
+def error_lines(proc):
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+def test_help_lists_every_command_and_option():
+    out = mpiclip(["--help"]).stdout
+    for word in ("run", "info", "presets", "options", "mpiexec"):
+        assert word in out
+    run_help = mpiclip(["run", "--help"]).stdout
+    for option in ("--set", "--plot", "--dry-run", "--quiet", "CONFIG"):
+        assert option in run_help
+    assert "--encoding" in mpiclip(["info", "--help"]).stdout
+
+
+def test_presets_and_options():
+    listing = mpiclip(["presets"]).stdout
+    assert "quickstart" in listing and "ef21-libsvm" in listing
+    assert mpiclip(["presets", "quickstart"]).stdout.startswith("# GD, EF and EF21")
+    bad = mpiclip(["presets", "nope"])
+    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: preset = 'nope': unknown (presets: ef21-libsvm, quickstart)"]
+    options = mpiclip(["options"]).stdout
+    for text in ("[run]", "n_workers (integer, default 4)", "name = 'topk'", "split = 'dirichlet'", "[stepsize]",
+                 "alpha (number, default 0.5)"):
+        assert text in options, text
+    assert mpiclip(["options", "compressor"]).stdout.startswith("[compressor]")
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_run_then_info(tmp_path, small_config, ranks):
+    proc = mpiclip(["run", small_config, "--set", "run.rounds=20"], ranks=ranks, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "bits/worker (paper)" in proc.stdout and proc.stdout.count("completed") >= 2
+    trace = tmp_path / "out" / "t.h5"
+    tr = load_trace(str(trace))
+    assert tr.status == "completed" and tr.attrs["n_ranks"] == (ranks or 1)
+    assert "run" in tr.attrs["command"] and "run.rounds=20" in tr.attrs["command"]
+    info = mpiclip(["info", str(trace)])
+    assert info.returncode == 0 and "status: completed" in info.stdout and "coo32" in info.stdout
+
+
+def test_dry_run_prints_constants_and_writes_nothing(tmp_path, small_config):
+    proc = mpiclip(["run", small_config, "--dry-run"], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "L = " in proc.stdout and "γ = " in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_quickstart_preset_end_to_end_on_four_ranks(tmp_path):
+    proc = mpiclip(["run", "quickstart", "--set", "run.rounds=300", "--plot", "results/q.png"], ranks=4,
+                   cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    traces = {m: load_trace(str(tmp_path / "results" / f"quickstart-{m}.h5")) for m in ("GD", "EF", "EF21")}
+    assert all(t.status == "completed" for t in traces.values())
+    # the EF21 point of the figure: far below EF at the same number of bits
+    assert traces["EF21"].grad_norm_sq[-1] < 1e-3 * traces["EF"].grad_norm_sq[-1]
+    assert (tmp_path / "results" / "q.png").stat().st_size > 10_000
+    table = proc.stdout[proc.stdout.index("run "):]
+    assert all(f"quickstart-{m}" in table for m in ("GD", "EF", "EF21"))
+
+
+def test_info_compares_several_traces(tmp_path, small_config):
+    for name in ("a", "b"):
+        assert mpiclip(["run", small_config, "--set", f"run.name={name}", "-q"], cwd=str(tmp_path)).returncode == 0
+    paths = [str(tmp_path / "out" / f"{n}.h5") for n in ("a", "b")]
+    out = mpiclip(["info", *paths, "--encoding", "coo32"]).stdout
+    assert "bits/worker (coo32)" in out and out.count("ef21") == 2
+    bad = mpiclip(["info", *paths, "--encoding", "morse"])
+    assert bad.returncode == 2 and "--encoding = 'morse'" in bad.stderr
+    missing = mpiclip(["info", str(tmp_path / "none.h5")])
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+BAD_INPUTS = [
+    (["--set", "method.name=ef22"], "method.name = 'ef22': unknown method (valid: cgd, ef14, ef21, ef21_plus, gd)"),
+    (["--set", "compressor.name=top"], "compressor.name = 'top': unknown compressor"),
+    (["--set", "problem.name=svm"], "problem.name = 'svm': unknown problem"),
+    (["--set", "compressor.k=0"], "compressor.k = 0: must be >= 1"),
+    (["--set", "compressor.k=13"], "compressor.k = 13: must be <= d = 12"),
+    (["--set", "stepsize.factor=-1"], "stepsize.factor = -1.0: must be > 0"),
+    (["--set", "stepsize.rule=constant", "--set", "stepsize.value=0"], "stepsize.value = 0.0: must be > 0"),
+    (["--set", "run.n_workers=201"], "run.n_workers = 201: exceeds the 200 samples"),
+    (["--set", "run.roundz=3"], "run.roundz = 3: unknown key"),
+    (["--set", "data.source=libsvm", "--set", "data.path=missing.txt"], "data.path = 'missing.txt': no such file"),
+    (["--set", "output.path=plain-file/x.h5"], "output.path = 'plain-file/x.h5': cannot be created"),
+]
+# every case plainly and on 2 ranks; the data-dependent ones on 4 ranks too
+BAD_CASES = [(r, a, m) for r in (None, 2) for a, m in BAD_INPUTS] + \
+            [(4, a, m) for a, m in BAD_INPUTS if "samples" in m or "d = 12" in m or "missing.txt" in m]
+
+
+@pytest.mark.parametrize("ranks, args, message", BAD_CASES,
+                         ids=[f"{r or 1}-{m.split(':')[0]}" for r, _, m in BAD_CASES])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, small_config, ranks, args, message):
+    (tmp_path / "plain-file").write_text("")
+    proc = mpiclip(["run", small_config, *args], ranks=ranks, cwd=str(tmp_path), timeout=60)
+    lines = error_lines(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"mpiclip: error: {message}"), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_more_ranks_than_workers(tmp_path, small_config):
+    proc = mpiclip(["run", small_config, "--set", "run.n_workers=2"], ranks=4, cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert error_lines(proc) == ["mpiclip: error: run.n_workers = 2: is less than the 4 MPI ranks; every rank "
+                                 "needs at least one worker"]
+
+
+def test_malformed_data_file_names_the_line(tmp_path, small_config):
+    X, y = random_classification(n=30, d=5)
+    path = write_libsvm(str(tmp_path / "d.txt"), X, y)
+    lines = open(path).read().splitlines()
+    lines[16] = lines[16] + " 7:abc"
+    open(path, "w").write("\n".join(lines) + "\n")
+    proc = mpiclip(["run", small_config, "--set", "data={source = \"libsvm\", path = \"d.txt\"}"], ranks=2,
+                   cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert error_lines(proc) == ["mpiclip: error: data.path = 'd.txt': line 17: feature '7:abc': value is not a number"]
+
+
+def test_invalid_toml_and_missing_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nrounds = \n")
+    proc = mpiclip(["run", str(bad)], ranks=2, cwd=str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "is not valid TOML" in proc.stderr
+    proc = mpiclip(["run", "nothere.toml"], cwd=str(tmp_path))
+    assert proc.returncode == 2 and error_lines(proc)[0].startswith("mpiclip: error: config = 'nothere.toml': no such file")
+
+
+def test_diverged_run_exits_nonzero_with_failed_trace(tmp_path, small_config):
+    proc = mpiclip(["run", small_config, "--set", "stepsize.rule=constant", "--set", "stepsize.value=1e8",
+                    "--set", "problem.name=least_squares", "--set", "data.labels=raw", "--set", "method.name=gd",
+                    "--set", "compressor.name=identity", "--set", "run.rounds=5000"], ranks=2, cwd=str(tmp_path))
+    assert proc.returncode == 1
+    assert "failed: diverged at round" in proc.stdout
+    assert load_trace(str(tmp_path / "out" / "t.h5")).status.startswith("failed: diverged at round")
+
+
+def long_run(tmp_path, ranks=None):
+    table = config_table(run={"name": "long", "n_workers": 4, "rounds": 10_000_000}, data=None,
+                         problem={"name": "quadratic", "d": 5})
+    table["output"] = {"path": str(tmp_path / "long.h5"), "flush_rows": 50}
+    path = write_toml(str(tmp_path / "long.toml"), table)
+    cmd = [sys.executable, "-m", "mpiclip", "run", path]
+    if ranks:
+        cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), sys.executable, "-m",
+               "mpi4py", "-m", "mpiclip", "run", path]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    trace = tmp_path / "long.h5"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if trace.exists():
+            try:
+                if len(load_trace(str(trace)).rounds) >= 200:
+                    break
+            except OSError:
+                pass
+        time.sleep(0.2)
+    return proc, trace
+
+
+def test_killed_run_leaves_a_readable_honest_trace(tmp_path):
+    proc, trace = long_run(tmp_path)
+    proc.kill()  # SIGKILL: nothing gets to clean up
+    proc.wait(timeout=30)
+    tr = load_trace(str(trace))
+    assert tr.status == "running" and len(tr.rounds) >= 200
+    assert np.all(np.diff(tr.rounds) == 1) and np.isfinite(tr.grad_norm_sq).all()
+    info = mpiclip(["info", str(trace)])
+    assert info.returncode == 0 and "no final status was written" in info.stdout
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_sigterm_interrupts_cleanly(tmp_path, ranks):
+    proc, trace = long_run(tmp_path, ranks)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (143, -15 if ranks else 143), (proc.returncode, err)
+    tr = load_trace(str(trace))
+    assert tr.status == "interrupted", tr.status
+    assert "SIGTERM" in tr.attrs["stop_reason"]
+    with h5py.File(trace) as f:
+        assert f["x_final"].shape == (5,)
+
+
+def test_analysis_script_plots_without_mpi(tmp_path, small_config):
+    assert mpiclip(["run", small_config, "-q"], cwd=str(tmp_path)).returncode == 0
+    trace = str(tmp_path / "out" / "t.h5")
+    code = ("import sys; sys.path.insert(0, %r); import plot_traces; "
+            "assert plot_traces.main([%r, '-o', %r, '--x', 'rounds', '--y', 'loss']) == 0; "
+            "assert 'mpi4py' not in sys.modules, 'mpi4py imported'; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code % (os.path.join(REPO, "analysis"), trace, str(tmp_path / "f.pdf"))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+    assert (tmp_path / "f.pdf").stat().st_size > 1000

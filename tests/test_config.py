@@ -1,0 +1,132 @@
+"""Config parsing and validation: every bad key or value is one error naming the field and the value."""
+
+import pytest
+
+from helpers import config_table, write_toml
+from mpiclip import config as cfg
+from mpiclip.errors import InputError
+
+
+def load_table(tmp_path, table, overrides=()):
+    return cfg.load(write_toml(str(tmp_path / "c.toml"), table), list(overrides))
+
+
+def error_of(tmp_path, table, overrides=()) -> str:
+    with pytest.raises(InputError) as info:
+        load_table(tmp_path, table, overrides)
+    return str(info.value)
+
+
+def test_defaults_are_filled_and_stored(tmp_path):
+    (c,) = load_table(tmp_path, config_table())
+    table = c.as_table()
+    assert table["run"]["seed"] == 0 and table["run"]["deterministic"] is True
+    assert table["compressor"] == {"name": "topk", "k": 2}
+    assert table["method"] == {"name": "ef21", "init": "full"}
+    assert table["data"]["split"] == "contiguous" and table["data"]["density"] == 0.3
+    assert c.trace_path == "results/t.h5"
+
+
+@pytest.mark.parametrize(
+    "sections, field, value",
+    [
+        ({"method": {"name": "ef22"}}, "method.name", "'ef22'"),
+        ({"compressor": {"name": "top_k"}}, "compressor.name", "'top_k'"),
+        ({"problem": {"name": "svm"}}, "problem.name", "'svm'"),
+        ({"compressor": {"name": "topk", "k": 0}}, "compressor.k", "0"),
+        ({"compressor": {"name": "topk", "kk": 2}}, "compressor.kk", "2"),
+        ({"run": {"n_workers": 4, "rouns": 10}}, "run.rouns", "10"),
+        ({"stepsize": {"factor": 0.0}}, "stepsize.factor", "0.0"),
+        ({"stepsize": {"factor": -2.0}}, "stepsize.factor", "-2.0"),
+        ({"stepsize": {"rule": "constant", "value": -1.0}}, "stepsize.value", "-1.0"),
+        ({"stepsize": {"rule": "constant"}}, "stepsize.value", "'missing'"),
+        ({"stepsize": {"rule": "ef21", "value": 0.1}}, "stepsize.value", "0.1"),
+        ({"stepsize": {"rule": "fast"}}, "stepsize.rule", "'fast'"),
+        ({"run": {"n_workers": 0}}, "run.n_workers", "0"),
+        ({"run": {"n_workers": 2.5}}, "run.n_workers", "2.5"),
+        ({"run": {"deterministic": "yes"}}, "run.deterministic", "'yes'"),
+        ({"data": {"source": "csv"}}, "data.source", "'csv'"),
+        ({"data": {"split": "random"}}, "data.split", "'random'"),
+        ({"data": {"split": "contiguous", "alpha": 0.3}}, "data.alpha", "0.3"),
+        ({"data": {"split": "dirichlet", "alpha": 0.0}}, "data.alpha", "0.0"),
+        ({"data": {"source": "synthetic", "density": 1.5}}, "data.density", "1.5"),
+        ({"output": {"exists": "append"}}, "output.exists", "'append'"),
+        ({"method": {"name": "gd"}}, "compressor.name", "'topk'"),
+        ({"problem": {"name": "quadratic"}}, "data", "{source, n_samples, n_features, density}"),
+        ({"problem": {"name": "quadratic", "mu": 2.0}, "data": None}, "problem.mu", "2.0"),
+    ],
+)
+def test_bad_values_name_field_and_value(tmp_path, sections, field, value):
+    message = error_of(tmp_path, config_table(**sections))
+    assert message.startswith(f"{field} = {value}: "), message
+    assert "\n" not in message
+
+
+def test_unknown_section_and_non_table(tmp_path):
+    table = config_table()
+    table["runs"] = {"rounds": 3}
+    assert error_of(tmp_path, table).startswith("runs = {rounds}: unknown section")
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[run\nrounds = 3\n")
+    with pytest.raises(InputError, match=r"^config = '.*bad.toml': is not valid TOML"):
+        cfg.load(str(path))
+
+
+def test_missing_config_and_unknown_preset():
+    with pytest.raises(InputError, match=r"^config = 'nope.toml': no such file"):
+        cfg.load("nope.toml")
+    with pytest.raises(InputError, match=r"^config = 'nopreset': is neither a .toml file nor a preset"):
+        cfg.load("nopreset")
+
+
+def test_overrides_parse_toml_values_and_bare_strings(tmp_path):
+    (c,) = load_table(tmp_path, config_table(), ["compressor.k=3", "run.name=abc", "stepsize.factor=2",
+                                                   "run.deterministic=false", 'output.path="x/{name}.h5"'])
+    assert c.compressor.params.k == 3 and c.run.name == "abc" and c.stepsize.factor == 2.0
+    assert c.run.deterministic is False and c.trace_path == "x/abc.h5"
+
+
+def test_override_errors(tmp_path):
+    assert error_of(tmp_path, config_table(), ["compressor"]).startswith("--set = 'compressor': expected section.key=value")
+    assert error_of(tmp_path, config_table(), ["solver.k=1"]).startswith("--set solver.k = 1: unknown section")
+    assert error_of(tmp_path, config_table(), ["compressor.k=x"]).startswith("compressor.k = 'x': expected an integer")
+
+
+def test_changing_a_component_drops_its_old_keys(tmp_path):
+    (c,) = load_table(tmp_path, config_table(), ["compressor.name=identity", "method.name=gd"])
+    assert c.compressor.name == "identity" and c.method.name == "gd"
+    # component first, then its keys, whatever the order on the command line
+    (c,) = load_table(tmp_path, config_table(), ["compressor.k=3", "compressor.name=randk"])
+    assert c.compressor.name == "randk" and c.compressor.params.k == 3
+
+
+def test_whole_section_override(tmp_path):
+    (c,) = load_table(tmp_path, config_table(), ['compressor={name = "randk", k = 4}'])
+    assert c.compressor.name == "randk" and c.compressor.params.k == 4
+
+
+def test_variants_expand_to_one_run_each(tmp_path):
+    table = config_table()
+    table["variants"] = {"GD": {"method": {"name": "gd"}, "compressor": {"name": "identity"}},
+                         "EF21": {"stepsize": {"factor": 8.0}}}
+    gd, ef21 = load_table(tmp_path, table)
+    assert (gd.run.name, gd.method.name, gd.compressor.name) == ("t-GD", "gd", "identity")
+    assert (ef21.run.name, ef21.method.name, ef21.stepsize.factor, ef21.compressor.params.k) == ("t-EF21", "ef21", 8.0, 2)
+    bad = config_table()
+    bad["variants"] = {"X": {"solver": {"a": 1}}}
+    assert error_of(tmp_path, bad).startswith("variants.X.solver")
+
+
+def test_every_preset_is_valid():
+    for name in cfg.preset_names():
+        overrides = ["data.path=x.txt"] if name == "ef21-libsvm" else []
+        assert cfg.load(name, overrides), name
+
+
+def test_config_round_trips_through_its_table(tmp_path):
+    (c,) = load_table(tmp_path, config_table(data={"source": "synthetic", "split": "dirichlet", "alpha": 0.7}))
+    again = cfg.validate(c.as_table())
+    assert again == c

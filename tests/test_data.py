@@ -1,0 +1,190 @@
+"""LibSVM reading (plain and compressed, every bad line named), partitions, shards."""
+
+import bz2
+import gzip
+import lzma
+
+import numpy as np
+import pytest
+
+from helpers import random_classification, write_libsvm
+from mpiclip.data import DataParams, DataSpec, LibsvmParams, SyntheticParams, libsvm, plan
+from mpiclip.data.partition import SPLITS, DirichletParams, NoParams, SeededParams, block_sizes
+from mpiclip.errors import InputError
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    X, y = random_classification(n=57, d=9, seed=3, labels=(1, 2))
+    return write_libsvm(str(tmp_path / "d.txt"), X, y), X, y
+
+
+@pytest.mark.parametrize("opener", [None, gzip.open, bz2.open, lzma.open])
+def test_reads_plain_and_compressed_files(tmp_path, dataset, opener):
+    path, X, y = dataset
+    if opener is not None:
+        packed = str(tmp_path / "packed.bin")  # no telling suffix: recognised by content
+        with open(path, "rb") as src, opener(packed, "wb") as dst:
+            dst.write(src.read())
+        path = packed
+    summary = libsvm.summarize(path, "data.path")
+    assert summary.n_rows == 57 and summary.n_features == 9
+    np.testing.assert_array_equal(summary.labels, y)
+    rows = np.array([0, 5, 6, 56])
+    A, labels = libsvm.read_rows(path, "data.path", rows, 9)
+    np.testing.assert_array_equal(A.toarray(), X[rows])
+    np.testing.assert_array_equal(labels, y[rows])
+
+
+def test_reads_only_the_requested_rows_across_blocks(tmp_path, monkeypatch, dataset):
+    path, X, y = dataset
+    monkeypatch.setattr(libsvm, "BLOCK_BYTES", 64)  # many small blocks
+    rows = np.arange(3, 57, 7)
+    A, labels = libsvm.read_rows(path, "data.path", rows, 12)
+    assert A.shape == (len(rows), 12)
+    np.testing.assert_array_equal(A.toarray()[:, :9], X[rows])
+
+
+def test_comments_blank_lines_and_crlf(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"# header\r\n+1 1:0.5 3:2\r\n\r\n-1 2:1 # trailing\r\n")
+    s = libsvm.summarize(str(path), "data.path")
+    assert s.n_rows == 2 and s.n_features == 3
+    A, y = libsvm.read_rows(str(path), "data.path", np.array([0, 1]), 3)
+    np.testing.assert_array_equal(A.toarray(), [[0.5, 0, 2], [0, 1, 0]])
+    np.testing.assert_array_equal(y, [1, -1])
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"1 3:1 4", "feature '4' is not index:value"),
+        (b"1 3:1:2", "feature '3:1:2' is not index:value"),
+        (b"x 1:1", "label 'x' is not a number"),
+        (b"1 a:1", "feature 'a:1': index is not an integer"),
+        (b"1 2.5:1", "feature '2.5:1': index is not an integer"),
+        (b"1 2:y", "feature '2:y': value is not a number"),
+        (b"1 0:1", "feature '0:1': indices start at 1"),
+        (b"1 2:nan", "feature '2:nan': value is not finite"),
+        (b"1 3:1 2:1", "feature '2:1': indices must increase along a line"),
+        (b"1 3:1 3:1", "feature '3:1': indices must increase along a line"),
+        (b"inf 1:1", "label 'inf' is not finite"),
+    ],
+)
+def test_bad_line_is_reported_with_its_number(tmp_path, line, reason):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"1 1:1\n\n-1 2:1\n" + line + b"\n1 1:1\n")
+    with pytest.raises(InputError) as info:
+        libsvm.summarize(str(path), "data.path")
+    assert str(info.value) == f"data.path = {str(path)!r}: line 4: {reason}"
+
+
+def test_missing_empty_and_directory_paths(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        libsvm.summarize(str(tmp_path / "none.txt"), "data.path")
+    with pytest.raises(InputError, match="is a directory"):
+        libsvm.summarize(str(tmp_path), "data.path")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(InputError, match="holds no samples"):
+        libsvm.summarize(str(tmp_path / "empty.txt"), "data.path")
+    (tmp_path / "broken.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(InputError, match="cannot be decompressed"):
+        libsvm.summarize(str(tmp_path / "broken.gz"), "data.path")
+
+
+# ----------------------------------------------------------------------------------- partitions
+LABELS = np.random.default_rng(1).integers(0, 3, size=103).astype(float)
+SPLIT_PARAMS = {"contiguous": NoParams(), "iid": SeededParams(4), "label_sorted": NoParams(),
+                "dirichlet": DirichletParams(0.5, 2)}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_PARAMS))
+@pytest.mark.parametrize("n", [1, 4, 10])
+def test_every_sample_in_exactly_one_shard(name, n):
+    shards = SPLITS.get(name, "data.split").make(LABELS, n, SPLIT_PARAMS[name])
+    assert len(shards) == n and all(len(s) for s in shards)
+    assert all(np.all(np.diff(s) > 0) for s in shards)
+    np.testing.assert_array_equal(np.sort(np.concatenate(shards)), np.arange(len(LABELS)))
+
+
+def test_contiguous_split_is_the_official_one():
+    shards = SPLITS.get("contiguous", "").make(np.zeros(8124), 20, NoParams())
+    assert [len(s) for s in shards] == [406] * 19 + [410]  # mushrooms, ALGORITHMS §8.2
+    assert shards[0][0] == 0 and shards[19][-1] == 8123 and shards[1][0] == 406
+    assert list(block_sizes(11055, 20)) == [552] * 19 + [567]
+
+
+def test_label_sorted_split_puts_labels_together():
+    shards = SPLITS.get("label_sorted", "").make(LABELS, 3, NoParams())
+    for a, b in zip(shards[:-1], shards[1:]):
+        assert LABELS[a].max() <= LABELS[b].min()
+
+
+def test_iid_and_dirichlet_depend_on_their_seed_only():
+    iid = SPLITS.get("iid", "").make
+    a, b, c = (iid(LABELS, 4, SeededParams(s)) for s in (1, 1, 2))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_dirichlet_skews_labels_more_for_small_alpha():
+    labels = np.repeat([0.0, 1.0], 2000)
+    make = SPLITS.get("dirichlet", "").make
+
+    def skew(alpha):
+        shards = make(labels, 10, DirichletParams(alpha, 0))
+        return np.mean([abs(labels[s].mean() - 0.5) for s in shards])
+
+    assert skew(0.05) > 0.3 > 0.05 > skew(100.0)
+
+
+def test_dirichlet_that_leaves_a_worker_empty_is_an_error():
+    with pytest.raises(InputError, match=r"^data.alpha = 0.001: the Dirichlet split left a worker"):
+        SPLITS.get("dirichlet", "").make(np.zeros(12), 10, DirichletParams(0.001, 0))
+
+
+# ----------------------------------------------------------------------------------- plan/shard
+def libsvm_spec(path, **common):
+    return DataSpec(DataParams(source="libsvm", **common), LibsvmParams(path=path), NoParams())
+
+
+def test_plan_maps_labels_and_loads_worker_rows_in_worker_order(dataset):
+    path, X, y = dataset
+    p = plan(libsvm_spec(path, split="label_sorted", storage="csr"), 4, "pm1")
+    assert list(p.label_values) == [1.0, 2.0]
+    shard = p.load(np.array([2, 3]))
+    rows = np.concatenate([p.shards[2], p.shards[3]])
+    np.testing.assert_array_equal(shard.X.toarray(), X[rows])
+    np.testing.assert_array_equal(shard.y, np.where(y[rows] == 2, 1.0, -1.0))
+    np.testing.assert_array_equal(shard.offsets, [0, len(p.shards[2]), len(rows)])
+    assert p.label_counts.sum() == 57 and p.sample_counts.sum() == 57
+
+
+def test_plan_errors(tmp_path, dataset):
+    path, X, y = dataset
+    with pytest.raises(InputError, match=r"^run.n_workers = 58: exceeds the 57 samples"):
+        plan(libsvm_spec(path), 58, "pm1")
+    three = write_libsvm(str(tmp_path / "three.txt"), X, np.arange(57) % 3)
+    with pytest.raises(InputError, match=r"^data.path = .*: has 3 distinct labels \(0, 1, 2\); a binary problem"):
+        plan(libsvm_spec(three), 4, "pm1")
+    assert plan(libsvm_spec(three, labels="raw"), 4, "pm1").label_map == "raw"
+    with pytest.raises(InputError, match=r"^data.n_features = 5: the file uses feature index 9"):
+        plan(DataSpec(DataParams(source="libsvm"), LibsvmParams(path=path, n_features=5), NoParams()), 2, "pm1")
+
+
+def test_storage_choice(dataset):
+    path, X, y = dataset
+    dense = plan(libsvm_spec(path, storage="dense"), 2, "pm1").load(np.array([0]))
+    sparse = plan(libsvm_spec(path, storage="csr"), 2, "pm1").load(np.array([0]))
+    assert isinstance(dense.X, np.ndarray) and not isinstance(sparse.X, np.ndarray)
+    np.testing.assert_array_equal(dense.X, sparse.X.toarray())
+
+
+def test_synthetic_rows_do_not_depend_on_who_makes_them():
+    spec = DataSpec(DataParams(), SyntheticParams(n_samples=9000, n_features=30, density=0.2), NoParams())
+    p = plan(spec, 5, "pm1")
+    together = p.load(np.arange(5))
+    apart = [p.load(np.array([w])) for w in range(5)]
+    np.testing.assert_array_equal(together.X.toarray(), np.vstack([s.X.toarray() for s in apart]))
+    assert set(np.unique(together.y)) == {-1.0, 1.0}
+    assert 0.15 < together.X.nnz / (9000 * 30) < 0.2

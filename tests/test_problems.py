@@ -1,0 +1,158 @@
+"""Oracles against independent computations: finite differences, closed forms, dense eigenvalues."""
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import SHARED_DATA
+from mpiclip import problems
+from mpiclip.comm import SerialComm
+from mpiclip.data import DataParams, DataSpec, LibsvmParams, Shard, SyntheticParams, plan
+from mpiclip.data.partition import NoParams
+from mpiclip.problems import (LeastSquares, LeastSquaresParams, LogisticRegression, LogRegParams, Quadratic,
+                              QuadraticParams)
+from mpiclip.stepsize import ef21_gamma
+
+
+def make_shard(storage="csr", n_workers=3, n=90, d=8, seed=0, values="gaussian"):
+    spec = DataSpec(DataParams(storage=storage), SyntheticParams(n_samples=n, n_features=d, density=0.4,
+                                                                values=values, seed=seed), NoParams())
+    p = plan(spec, n_workers, "pm1")
+    return p.load(np.arange(n_workers)), p
+
+
+def dense_parts(shard: Shard):
+    X = shard.X.toarray() if hasattr(shard.X, "toarray") else shard.X
+    return [(X[a:b], shard.y[a:b]) for a, b in zip(shard.offsets[:-1], shard.offsets[1:])]
+
+
+def logreg_reference(x, A, y, lam, kind):
+    """The official formulas (logreg_functions_fast.py), one worker, dense."""
+    loss = np.mean(np.logaddexp(0, -y * (A @ x)))
+    grad = -np.mean(A * y[:, None] / (1 + np.exp(y * (A @ x)))[:, None], axis=0)
+    if kind == "nonconvex":
+        loss, grad = loss + lam * np.sum(x**2 / (1 + x**2)), grad + lam * 2 * x / (1 + x**2) ** 2
+    elif kind == "l2":
+        loss, grad = loss + 0.5 * lam * x @ x, grad + lam * x
+    return loss, grad
+
+
+def central_differences(f, x, h=1e-6):
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(len(x))])
+
+
+@pytest.mark.parametrize("storage", ["csr", "dense"])
+@pytest.mark.parametrize("kind", ["nonconvex", "l2", "none"])
+def test_logreg_matches_official_formulas_and_finite_differences(storage, kind):
+    shard, _ = make_shard(storage)
+    prob = LogisticRegression(LogRegParams(lam=0.1, regularizer=kind), shard, 3)
+    x = np.random.default_rng(1).standard_normal(8)
+    losses, grads = prob.loss_grads(x, with_loss=True)
+    for w, (A, y) in enumerate(dense_parts(shard)):
+        loss, grad = logreg_reference(x, A, y, 0.1, kind)
+        assert losses[w] == pytest.approx(loss, rel=1e-13)
+        np.testing.assert_allclose(grads[w], grad, rtol=1e-12, atol=1e-15)
+        fd = central_differences(lambda v: prob.loss_grads(v, True)[0][w], x)
+        np.testing.assert_allclose(grads[w], fd, rtol=1e-6, atol=1e-8)
+    assert prob.loss_grads(x, with_loss=False)[0] is None
+
+
+def test_logreg_loss_is_accurate_at_extreme_margins():
+    shard, _ = make_shard()
+    prob = LogisticRegression(LogRegParams(lam=0.0, regularizer="none"), shard, 3)
+    for scale in (1.0, 50.0, 1e3, 1e5):
+        x = scale * np.random.default_rng(2).standard_normal(8)
+        losses, grads = prob.loss_grads(x, with_loss=True)
+        assert np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))
+        for w, (A, y) in enumerate(dense_parts(shard)):
+            exact = np.mean(np.logaddexp(0, -y * (A @ x)))
+            assert losses[w] == pytest.approx(exact, rel=1e-12, abs=1e-13 * scale)
+
+
+def test_least_squares_gradient_and_loss():
+    shard, _ = make_shard(values="gaussian")
+    prob = LeastSquares(LeastSquaresParams(), shard, 3)
+    x = np.random.default_rng(3).standard_normal(8)
+    losses, grads = prob.loss_grads(x, True)
+    for w, (A, b) in enumerate(dense_parts(shard)):
+        r = A @ x - b
+        assert losses[w] == pytest.approx(0.5 * np.mean(r**2), rel=1e-13)
+        np.testing.assert_allclose(grads[w], A.T @ r / len(b), rtol=1e-12)
+        np.testing.assert_allclose(grads[w], central_differences(lambda v: prob.loss_grads(v, True)[0][w], x),
+                                   rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("storage", ["csr", "dense"])
+def test_a_workers_gradient_does_not_depend_on_its_rank_mates(storage):
+    shard, p = make_shard(storage, n_workers=4, n=200)
+    together = LogisticRegression(LogRegParams(), shard, 4)
+    x = np.random.default_rng(4).standard_normal(8)
+    losses, grads = together.loss_grads(x, True)
+    for w in range(4):
+        alone = LogisticRegression(LogRegParams(), p.load(np.array([w])), 4)
+        l1, g1 = alone.loss_grads(x, True)
+        assert np.array_equal(g1[0], grads[w]) and l1[0] == losses[w]
+
+
+def test_smoothness_against_dense_eigenvalues():
+    shard, _ = make_shard(n_workers=3)
+    prob = LogisticRegression(LogRegParams(lam=0.1), shard, 3)
+    s = prob.smoothness(SerialComm())
+    parts = dense_parts(shard)
+    expected_i = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A, _ in parts]
+    A_all = np.vstack([A for A, _ in parts])
+    np.testing.assert_allclose(s.L_workers, expected_i, rtol=1e-12)
+    assert s.L == pytest.approx(np.linalg.eigvalsh(A_all.T @ A_all / (4 * len(A_all)))[-1] + 0.2, rel=1e-12)
+    assert s.L_tilde == pytest.approx(np.sqrt(np.mean(np.square(expected_i))), rel=1e-12)
+    assert s.mu == 0.1
+
+
+def test_lanczos_path_agrees_with_dense_gram(monkeypatch):
+    shard, _ = make_shard(n_workers=3, d=8)
+    dense = LogisticRegression(LogRegParams(), shard, 3).smoothness(SerialComm())
+    monkeypatch.setattr(problems, "GRAM_MAX_D", 4)
+    lanczos = LogisticRegression(LogRegParams(), shard, 3).smoothness(SerialComm())
+    assert lanczos.L == pytest.approx(dense.L, rel=1e-9)
+    np.testing.assert_allclose(lanczos.L_workers, dense.L_workers, rtol=1e-9)
+
+
+def test_quadratic_has_its_constructed_constants_and_minimiser():
+    params = QuadraticParams(d=6, L=2.0, spread=0.5, mu=0.05, zeta=1.0, seed=3)
+    prob = Quadratic(params, np.arange(4), 4)
+    s = prob.smoothness(SerialComm())
+    np.testing.assert_allclose(s.L_workers, [2.0, 5 / 3, 4 / 3, 1.0])
+    for Q, L_i in zip(prob.Q, s.L_workers):
+        eig = np.linalg.eigvalsh(Q)
+        assert eig[-1] == pytest.approx(L_i, rel=1e-12) and eig[0] == pytest.approx(0.05, rel=1e-10)
+    assert s.L == pytest.approx(np.linalg.eigvalsh(prob.Q.mean(axis=0))[-1], rel=1e-12)
+    x_star = np.linalg.solve(prob.Q.mean(axis=0), prob.b.mean(axis=0))
+    losses, grads = prob.loss_grads(x_star, True)
+    np.testing.assert_allclose(grads.mean(axis=0), 0, atol=1e-12)
+    x = np.random.default_rng(0).standard_normal(6)
+    fd = central_differences(lambda v: prob.loss_grads(v, True)[0][1], x)
+    np.testing.assert_allclose(prob.loss_grads(x, False)[1][1], fd, rtol=1e-6, atol=1e-8)
+    alone = Quadratic(params, np.array([2]), 4)
+    assert np.array_equal(alone.Q[0], prob.Q[2]) and np.array_equal(alone.b[0], prob.b[2])
+
+
+# Constants of the EF21 setting on the real data sets (ALGORITHMS §2.6 and §8.4-8.5).
+PAPER = {
+    "mushrooms": (2.786214233904, 3.493225975143, 1.28201006e-3),
+    "a9a": (1.771919699223, 1.773067081327, 2.29734535e-3),
+    "phishing": (0.362551, 0.366085, 2.01611604e-2),
+    "w8a": (0.861199, 1.016118, 1.64201608e-3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_constants_on_the_papers_datasets(name):
+    path = os.path.join(SHARED_DATA, f"{name}.txt")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present (the team's shared data sets)")
+    p = plan(DataSpec(DataParams(source="libsvm"), LibsvmParams(path=path), NoParams()), 20, "pm1")
+    prob = LogisticRegression(LogRegParams(lam=0.1), p.load(np.arange(20)), 20)
+    s = prob.smoothness(SerialComm())
+    L, L_tilde, gamma = PAPER[name]
+    assert s.L == pytest.approx(L, rel=1e-6) and s.L_tilde == pytest.approx(L_tilde, rel=1e-6)
+    assert ef21_gamma(s.L, s.L_tilde, 1 / p.n_features) == pytest.approx(gamma, rel=1e-7)
