@@ -2,7 +2,7 @@
 """Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time.
 
     python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time] [--y grad_norm_sq|loss]
-        [--encoding paper|coo32|compact|wire] [--include-initial] [--logx] [--title TEXT]
+        [--encoding paper|coo32|compact|wire] [--include-initial] [--logx] [--xmax auto|none|X] [--title TEXT]
 
 Reads HDF5 traces only (h5py, numpy, matplotlib); it never imports mpi4py. The bits axis is the papers'
 #bits/n: cumulative bits per worker sent before x^t, under the chosen encoding (default ``paper``,
@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--encoding", default="paper", help="bit encoding for --x bits (paper, coo32, compact, wire)")
     ap.add_argument("--include-initial", action="store_true", help="add the initial round's bits")
     ap.add_argument("--logx", action="store_true")
+    ap.add_argument("--xmax", default="auto", help="end of the x axis: 'auto' (where the shortest trace ends, so "
+                    "every curve spans it), 'none' (everything), or a number")
     ap.add_argument("--title")
     args = ap.parse_args(argv)
     traces = []
@@ -45,8 +47,13 @@ def main(argv=None) -> int:
     if missing:
         print(f"plot_traces: error: --encoding = {args.encoding!r}: not in {missing[0]}", file=sys.stderr)
         return 2
+    try:
+        xmax = {"auto": "auto", "none": None}.get(args.xmax) or float(args.xmax)
+    except ValueError:
+        print(f"plot_traces: error: --xmax = {args.xmax!r}: expected 'auto', 'none' or a number", file=sys.stderr)
+        return 2
     plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
-         title=args.title, logx=args.logx)
+         title=args.title, logx=args.logx, xmax=xmax)
     print(args.output)
     return 0
 

@@ -22,14 +22,22 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
 
 
 def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
-         include_initial: bool = False, title: str | None = None, logx: bool = False) -> str:
-    """Draw y against x for every trace into ``out`` (format from its suffix: .png, .pdf, .svg)."""
+         include_initial: bool = False, title: str | None = None, logx: bool = False,
+         xmax: float | str | None = "auto") -> str:
+    """Draw y against x for every trace into ``out`` (format from its suffix: .png, .pdf, .svg).
+
+    ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
+    papers compare methods at a common bit budget); a number sets it; None shows everything.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
+    if xmax == "auto":
+        xmax = min(ends) if ends and min(ends) > 0 else None
     for tr in traces:
         xs, ys = x_values(tr, x, encoding, include_initial), getattr(tr, y)
         keep = np.isfinite(ys) & (ys > 0) if y == "grad_norm_sq" else np.isfinite(ys)
@@ -39,6 +47,8 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
+    elif xmax is not None:
+        ax.set_xlim(0, float(xmax))
     ax.set_xlabel({"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
                    "rounds": "round t", "time": "wall time (s)"}[x])
     ax.set_ylabel(Y_LABEL[y])
