@@ -76,16 +76,17 @@ def main() -> int:
     ap.add_argument("--factor", type=float, default=64.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--eval-every", type=int, default=1)
     args = ap.parse_args()
     comm = make_comm()
     out = comm.bcast(tempfile.mkdtemp(prefix="mpiclip-bench-") if comm.rank == 0 else None)
     overrides = [f"data.path={args.data!r}", f"run.n_workers={args.workers}", f"run.rounds={args.rounds}",
-                 f"stepsize.factor={args.factor}", "run.eval_every=1", f"output.path='{out}/a9a-{{name}}.h5'",
+                 f"stepsize.factor={args.factor}", f"run.eval_every={args.eval_every}", f"output.path='{out}/a9a-{{name}}.h5'",
                  "output.exists='overwrite'"]
     configs = cfg.load("ef21-libsvm", overrides)
     best = None
     for rep in range(args.repeat):
-        run = runner.prepare_all(configs, comm)[0]
+        run = runner.prepare_all(configs, comm, log=lambda *a: None)[0]
         result = runner.execute(run)
         rows = comm.allgather_objects([result.timing[p] for p in runner.PHASES] + [result.wall])
         wall = max(r[-1] for r in rows)

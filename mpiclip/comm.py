@@ -347,6 +347,7 @@ def make_comm(kind: Optional[str] = None) -> Comm:
     comm = MPIComm()
     tasks = os.environ.get("SLURM_NTASKS") if "SLURM_STEP_ID" in os.environ else None
     if tasks is not None and tasks.isdigit() and int(tasks) > 1 and comm.size == 1:
+        comm.finalize()  # a clean exit: each of these singleton worlds would otherwise MPI_Abort
         raise InputError(
             "SLURM_NTASKS", int(tasks),
             "srun started several tasks but MPI sees a world of size 1; launch with srun --mpi=pmi2 "

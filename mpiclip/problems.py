@@ -235,9 +235,9 @@ class LogisticRegression(LinearModel):
         np.reciprocal(r, out=r)  # σ(−z)
         grads = design.worker_sums(r)
         grads /= -design.sizes[:, None]
-        if self.kind != "none":
-            grads += self._reg_grad(x)
-        return (self._losses(z, e) + self._reg(x) if with_loss else None), grads
+        reg, reg_grad = self._regulariser(x)
+        grads += reg_grad
+        return (self._losses(z, e) + reg if with_loss else None), grads
 
     def _losses(self, z: np.ndarray, e: np.ndarray) -> np.ndarray:
         design = self.design
@@ -250,17 +250,15 @@ class LogisticRegression(LinearModel):
             sums[w] = np.sum(np.log1p(np.exp(-np.abs(zw))) + np.maximum(-zw, 0.0))
         return sums / design.sizes
 
-    def _reg(self, x):
+    def _regulariser(self, x) -> tuple[float, np.ndarray | float]:
+        """(r(x), ∇r(x)): λ Σ x²/(1+x²) and λ·2x/(1+x²)², or (λ/2)‖x‖² and λx, or nothing."""
         if self.kind == "nonconvex":
-            return self.lam * float(np.sum(x * x / (1.0 + x * x)))
+            square = x * x
+            one_plus = 1.0 + square
+            return self.lam * float(np.sum(square / one_plus)), self.lam * 2.0 * x / (one_plus * one_plus)
         if self.kind == "l2":
-            return 0.5 * self.lam * float(x @ x)
-        return 0.0
-
-    def _reg_grad(self, x):
-        if self.kind == "nonconvex":
-            return self.lam * 2.0 * x / (1.0 + x * x) ** 2
-        return self.lam * x
+            return 0.5 * self.lam * float(x @ x), self.lam * x
+        return 0.0, 0.0
 
     def _mu(self):
         return self.lam if self.lam > 0 else None

@@ -49,9 +49,10 @@ CASES = {
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("n_workers", [4, 5])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case):
-    table = config_table(run={"name": case, "n_workers": 5, "rounds": 40, "eval_every": 3, "check_every": 7},
+def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case, n_workers):
+    table = config_table(run={"name": case, "n_workers": n_workers, "rounds": 40, "eval_every": 3, "check_every": 7},
                          **CASES[case])
     world = MPIComm()
     groups = {"all": world, "one": world.split(world.rank)}
@@ -59,7 +60,7 @@ def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case):
         groups["two"] = world.split(world.rank // 2)
     paths = {}
     for label, comm in groups.items():
-        path = os.path.join(str(mpi_tmp_path), f"{case}-{label}-g{world.rank // comm.size}.h5")
+        path = os.path.join(str(mpi_tmp_path), f"{case}-{n_workers}-{label}-g{world.rank // comm.size}.h5")
         run_on(comm, table, path)
         paths[label] = path
     WORLD.Barrier()
