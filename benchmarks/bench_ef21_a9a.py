@@ -85,7 +85,7 @@ def main() -> int:
                  "output.exists='overwrite'"]
     configs = cfg.load("ef21-libsvm", overrides)
     best = None
-    for rep in range(args.repeat):
+    for _ in range(args.repeat):
         run = runner.prepare_all(configs, comm, log=lambda *a: None)[0]
         result = runner.execute(run)
         rows = comm.allgather_objects([result.timing[p] for p in runner.PHASES] + [result.wall])

@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
     from mpiclip import config as cfg
     from mpiclip import runner
     from mpiclip.comm import make_comm
-    from mpiclip.errors import MpiclipError
+    from mpiclip.errors import InputError, MpiclipError
 
     comm = None
     try:
@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
             names = [c.trace_path for c in configs]
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:
-                raise cfg.InputError("output.path", duplicate, "is the trace of several runs; give them distinct run.name")
+                raise InputError("output.path", duplicate, "is the trace of several runs; give them distinct run.name")
         except MpiclipError as e:
             error = e
         comm.agree(error)

@@ -23,7 +23,7 @@ from mpiclip import rng, stepsize
 from mpiclip.comm import Comm, sequential_sum
 from mpiclip.compressors import COMPRESSORS, ENCODINGS, Message
 from mpiclip.config import Config
-from mpiclip.errors import InputError, Interrupted, MpiclipError, RunFailed
+from mpiclip.errors import InputError, MpiclipError, RunFailed
 from mpiclip.methods import METHODS, Aggregate, RoundContext
 from mpiclip.problems import PROBLEMS, Smoothness
 from mpiclip.recorder import Recorder
@@ -106,10 +106,7 @@ class Run:
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
-        rule = self.method_cls.default_rule if c.stepsize.rule == "auto" else c.stepsize.rule
-        if rule in ("ef21", "ef21_plus") and self.compressor.alpha(self.d) is None:
-            raise InputError("stepsize.rule", rule, f"needs a contractive compressor, and {c.compressor.name!r} "
-                             "has no α; use rule = 'constant' or 'inverse_L'")
+        stepsize.rule_for(c.stepsize, self.method_cls.default_rule, self.compressor.alpha(self.d), c.compressor.name)
         self.x0 = self._initial_point()
         return self._check_output()
 
@@ -233,13 +230,13 @@ class Run:
                         recorder.flush()
                         last_flush = clock()
                         spent["trace"] += last_flush - t0
-                elif t == T:
-                    status = f"completed: round budget {T} reached"
-                    break
                 if t and t % c.run.check_every == 0:
                     same, sums = comm.same_on_all(x)
                     if not same:
                         raise RunFailed(f"ranks hold different x at round {t} (checksums {sums})")
+                    if not record and comm.any(signals.received is not None):  # long stretches between records
+                        status = "interrupted"
+                        break
                 ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record)
                 t0 = clock()
                 worker_state, msg, metrics = method.worker_step(worker_state, grads, ctx)

@@ -56,13 +56,19 @@ def ef21_plus_gamma(L: float, L_tilde: float, alpha: float, mu: float) -> float:
     return min(1.0 / (L + L_tilde * math.sqrt(2.0) * root), theta / (2.0 * mu))
 
 
-def resolve(params: StepsizeParams, default_rule: str, L: float, L_tilde: float, alpha: Optional[float],
-            mu: Optional[float], compressor_name: str) -> tuple[str, float]:
-    """(rule actually used, γ)."""
+def rule_for(params: StepsizeParams, default_rule: str, alpha: Optional[float], compressor_name: str) -> str:
+    """The rule a run uses; raises if it needs a contraction constant the compressor lacks."""
     rule = default_rule if params.rule == "auto" else params.rule
     if rule in ("ef21", "ef21_plus") and alpha is None:
         raise InputError("stepsize.rule", rule, f"needs a contractive compressor, and {compressor_name!r} has no α; "
                          "use rule = 'constant' or 'inverse_L'")
+    return rule
+
+
+def resolve(params: StepsizeParams, default_rule: str, L: float, L_tilde: float, alpha: Optional[float],
+            mu: Optional[float], compressor_name: str) -> tuple[str, float]:
+    """(rule actually used, γ)."""
+    rule = rule_for(params, default_rule, alpha, compressor_name)
     if rule == "ef21":
         base = ef21_gamma(L, L_tilde, alpha)
     elif rule == "ef21_plus":

@@ -1,6 +1,5 @@
 """The command line as users run it: plain and under mpiexec, good and bad input."""
 
-import json
 import os
 import signal
 import subprocess
