@@ -44,6 +44,8 @@ class RunParams:
     n_workers: int = param(4, "number n of logical workers, spread over the MPI ranks in contiguous blocks",
                            check=at_least(1))
     rounds: int = param(1000, "round budget T: the run evaluates x^0 .. x^T", check=at_least(0))
+    max_bits: float = param(0.0, "bit budget: stop at the first recorded round where the mean bits per worker "
+                            "(paper encoding, initial round excluded) reach it (0: none)", check=nonnegative)
     tol: float = param(0.0, "stop once ‖∇f(x^t)‖² < tol at an evaluated round (0: never)", check=nonnegative)
     eval_every: int = param(1, "evaluate and record f and ‖∇f‖² every this many rounds (and at the end)",
                             check=at_least(1))

@@ -8,6 +8,7 @@ outside their range are :class:`~mpiclip.errors.InputError` naming ``section.key
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -21,6 +22,8 @@ Check = Callable[[Any], Optional[str]]
 def param(default: Any, doc: str, *, check: Check | None = None, choices: Iterable[str] | None = None) -> Any:
     """A dataclass field carrying its documentation, a range check and (for strings) the choices."""
     meta = {"doc": doc, "check": check, "choices": tuple(choices) if choices is not None else None}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -67,7 +70,11 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, doc) of each parameter, for help texts."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, _type_name(hints[f.name]), f.default, _doc(f)) for f in dataclasses.fields(cls)]
+    return [(f.name, _type_name(hints[f.name]), _default(f), _doc(f)) for f in dataclasses.fields(cls)]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def to_table(record: Any) -> dict[str, Any]:
@@ -93,7 +100,7 @@ def _type_name(tp: Any) -> str:
         return _type_name(next(a for a in args if a is not type(None)))
     if typing.get_origin(tp) is tuple:
         return f"list of {_type_name(args[0])}"
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+    return {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}.get(tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -117,6 +124,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
             return value
     else:  # pragma: no cover - a declaration error, not user input
         raise TypeError(f"unsupported parameter type {tp!r} for {where}")

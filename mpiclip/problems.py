@@ -51,6 +51,11 @@ class Problem:
 
     d: int
     worker_ids: np.ndarray
+    local_sizes: np.ndarray  # (n_local,) samples per local worker
+
+    def minibatch_grads(self, x: np.ndarray, batches: list) -> np.ndarray:
+        """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers)."""
+        raise NotImplementedError
 
     @property
     def n_local(self) -> int:
@@ -85,10 +90,11 @@ class LinearDesign:
     every worker's Σ_j s_j a_j at once, each summed in sample order.
     """
 
-    def __init__(self, X, row_scale: np.ndarray, offsets: np.ndarray):
+    def __init__(self, X, row_scale: np.ndarray, offsets: np.ndarray, targets: Optional[np.ndarray] = None):
         self.offsets = offsets
         self.sizes = np.diff(offsets).astype(np.float64)
         self.n_local, self.d = len(self.sizes), X.shape[1]
+        self.targets = targets
         self.sparse = sp.issparse(X)
         if self.sparse:
             A = sp.csr_matrix(sp.diags(row_scale) @ X, dtype=np.float64)
@@ -105,6 +111,20 @@ class LinearDesign:
 
     def rows(self, w: int):
         return self.A[self.offsets[w] : self.offsets[w + 1]]
+
+    def select(self, batches: list) -> "LinearDesign":
+        """The same design restricted to rows ``batches[i]`` (local row numbers) of each worker."""
+        rows = np.concatenate([self.offsets[w] + np.asarray(b, dtype=np.int64) for w, b in enumerate(batches)])
+        sub = object.__new__(LinearDesign)
+        sub.offsets = np.concatenate([[0], np.cumsum([len(b) for b in batches])])
+        sub.sizes = np.diff(sub.offsets).astype(np.float64)
+        sub.n_local, sub.d, sub.sparse = self.n_local, self.d, self.sparse
+        sub.targets = None if self.targets is None else self.targets[rows]
+        sub.A = self.A[rows]
+        if self.sparse:
+            sub.shifted = self.shifted[rows]
+            sub._z = np.empty(len(rows))
+        return sub
 
     def products(self, x: np.ndarray) -> np.ndarray:
         """z = A x for every local row (a buffer reused by the next call)."""
@@ -184,12 +204,21 @@ class LinearModel(Problem):
     curvature: float  # sup φ''
     reg_L: float  # smoothness of r
 
-    def __init__(self, shard: Shard, n_workers: int, row_scale: np.ndarray):
+    def __init__(self, shard: Shard, n_workers: int, row_scale: np.ndarray, targets: Optional[np.ndarray] = None):
         self.worker_ids = shard.worker_ids
         self.n_workers = n_workers
-        self.design = LinearDesign(shard.X, row_scale, shard.offsets)
+        self.design = LinearDesign(shard.X, row_scale, shard.offsets, targets)
         self.d = self.design.d
         self.local_sizes = shard.sizes
+
+    def loss_grads(self, x, with_loss):
+        return self._evaluate(self.design, x, with_loss)
+
+    def minibatch_grads(self, x, batches):
+        return self._evaluate(self.design.select(batches), x, False)[1]
+
+    def _evaluate(self, design: LinearDesign, x: np.ndarray, with_loss: bool):
+        raise NotImplementedError
 
     def smoothness(self, comm):
         local = np.array([[self.curvature * self.design.worker_lambda_max(w) + self.reg_L]
@@ -226,8 +255,7 @@ class LogisticRegression(LinearModel):
         self.lam, self.kind = params.lam, params.regularizer
         self.reg_L = {"nonconvex": 2 * self.lam, "l2": self.lam, "none": 0.0}[self.kind]
 
-    def loss_grads(self, x, with_loss):
-        design = self.design
+    def _evaluate(self, design, x, with_loss):
         z = design.products(x)
         with np.errstate(over="ignore"):
             e = np.exp(z)
@@ -237,10 +265,10 @@ class LogisticRegression(LinearModel):
         grads /= -design.sizes[:, None]
         reg, reg_grad = self._regulariser(x)
         grads += reg_grad
-        return (self._losses(z, e) + reg if with_loss else None), grads
+        return (self._losses(design, z, e) + reg if with_loss else None), grads
 
-    def _losses(self, z: np.ndarray, e: np.ndarray) -> np.ndarray:
-        design = self.design
+    @staticmethod
+    def _losses(design: LinearDesign, z: np.ndarray, e: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             terms = np.log1p(e)
         terms -= z
@@ -280,13 +308,12 @@ class LeastSquares(LinearModel):
     reg_L = 0.0
 
     def __init__(self, params: LeastSquaresParams, shard: Shard, n_workers: int):
-        super().__init__(shard, n_workers, np.ones(len(shard.y)))
-        self.targets = shard.y
+        super().__init__(shard, n_workers, np.ones(len(shard.y)), targets=shard.y)
 
-    def loss_grads(self, x, with_loss):
-        residual = self.design.products(x) - self.targets
-        grads = self.design.worker_means(residual)
-        return (0.5 * self.design.worker_average(residual * residual) if with_loss else None), grads
+    def _evaluate(self, design, x, with_loss):
+        residual = design.products(x) - design.targets
+        grads = design.worker_means(residual)
+        return (0.5 * design.worker_average(residual * residual) if with_loss else None), grads
 
 
 PROBLEMS.register("logreg")(ProblemSpec(LogRegParams, "pm1", lambda p, s, ids, n: LogisticRegression(p, s, n),
@@ -319,6 +346,7 @@ class Quadratic(Problem):
 
     def __init__(self, params: QuadraticParams, worker_ids: np.ndarray, n_workers: int):
         self.params, self.worker_ids, self.n_workers, self.d = params, np.asarray(worker_ids), n_workers, params.d
+        self.local_sizes = np.ones(len(self.worker_ids), dtype=np.int64)
         self.Q, self.b = map(np.stack, zip(*(quadratic_worker(params, n_workers, int(i)) for i in self.worker_ids)))
 
     def loss_grads(self, x, with_loss):

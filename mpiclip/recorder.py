@@ -1,8 +1,8 @@
 """Buffers trace rows on every rank and hands them to rank 0's writer in chunks.
 
-Scalars (f, ‖∇f‖², time) are known on every rank; per-worker columns (bits under each encoding and
-the method's diagnostics) live on the rank that holds the worker and are gathered to rank 0 with one
-Gatherv per flush, so the per-round cost is a few array writes.
+Scalars (f, ‖∇f‖², time, the method's extra metrics) are known on every rank; per-worker columns (bits
+under each encoding and the method's diagnostics) live on the rank that holds the worker and are
+gathered to rank 0 with one Gatherv per flush, so the per-round cost is a few array writes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ E = len(ENCODINGS)
 
 class Recorder:
     def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
-                 flush_rows: int):
-        self.comm, self.writer, self.metrics = comm, writer, metrics
+                 flush_rows: int, extra: tuple[str, ...] = ()):
+        self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
         self.capacity = flush_rows
-        self.scalars = {k: np.zeros(flush_rows) for k in ("rounds", "time", "loss", "grad_norm_sq")}
+        self.scalars = {k: np.full(flush_rows, np.nan) for k in ("time", "loss", "grad_norm_sq")}
         self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
+        for name in extra:
+            self.scalars[f"metrics/{name}"] = np.full(flush_rows, np.nan)
         self.bits_down = np.zeros((flush_rows, E))
         # per-worker columns: bits per encoding, then the method's metrics
         self.block = np.full((flush_rows, n_local, E + len(metrics)), np.nan)
@@ -32,12 +34,12 @@ class Recorder:
         self.pending_up = np.zeros((n_local, E))
         self.pending_down = np.zeros(E)
         self.initial_up: Optional[np.ndarray] = None  # initial-round bits not yet written
+        self.initial_down = np.zeros(E)
         self.initial_total = np.zeros((n_local, E))
         self.total_up = np.zeros((n_local, E))  # everything ever sent, initial round included
-        self.total_down = np.zeros(E)
 
-    def add_message(self, msg: Message, down_bits: Optional[np.ndarray] = None) -> None:
-        """Account one round's upload bits ((n_local, E) in the message) and download bits ((E,))."""
+    def add_message(self, msg: Message, downlink: Optional[Message] = None) -> None:
+        """Account one round's upload bits (per local worker) and the server's download broadcast."""
         up = msg.bits
         self.total_up += up
         if msg.initial:
@@ -45,14 +47,22 @@ class Recorder:
             self.initial_total += up
         else:
             self.pending_up += up
-        if down_bits is not None:
-            self.pending_down += down_bits
-            self.total_down += down_bits
+        if downlink is not None:
+            if downlink.initial:
+                self.initial_down += downlink.bits[0]
+            else:
+                self.pending_down += downlink.bits[0]
 
-    def add_row(self, t: int, elapsed: float, loss: float, grad_norm_sq: float) -> None:
+    def paper_bits(self) -> np.ndarray:
+        """Per local worker, the paper-encoding bits sent so far outside the initial round."""
+        return self.total_up[:, 0] - self.initial_total[:, 0]
+
+    def add_row(self, t: int, elapsed: float, loss: float, grad_norm_sq: float, extra: dict) -> None:
         r = self.rows
         s = self.scalars
         s["rounds"][r], s["time"][r], s["loss"][r], s["grad_norm_sq"][r] = t, elapsed, loss, grad_norm_sq
+        for name in self.extra:
+            s[f"metrics/{name}"][r] = extra.get(name, np.nan)
         self.block[r, :, :E] = self.pending_up
         self.bits_down[r] = self.pending_down
         self.pending_up[:] = 0.0
@@ -80,7 +90,7 @@ class Recorder:
             self.initial_up = None
         if self.writer is not None:
             if initial is not None:
-                self.writer.set_initial_bits(initial[0])
+                self.writer.set_initial_bits(initial[0], self.initial_down)
             scalars = {name: values[:k] for name, values in self.scalars.items()}
             self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
         self.block[:] = np.nan

@@ -10,17 +10,30 @@ import numpy as np
 
 # Streams keep independent uses of randomness apart.
 X0, COMPRESSOR, SAMPLING, ORACLE, NOISE, SERVER = range(6)
+SERVER_ID = 2**32 - 1  # the "worker id" of draws the (replicated) server makes
 
 
-def generator(seed: int, stream: int, worker: int, t: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream, worker, t])
+def generator(seed: int, stream: int, worker: int, t: int, *more: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, worker, t, *more])
 
 
 class WorkerRandomness:
-    """The generators of the local workers for one round and one stream."""
+    """The generators of the local workers for one round and one stream.
 
-    def __init__(self, seed: int, stream: int, worker_ids: np.ndarray, t: int):
-        self.seed, self.stream, self.worker_ids, self.t = seed, stream, worker_ids, t
+    ``rng[i]`` is a fresh generator for local worker i (the same on every call); ``child(tag)`` gives an
+    independent family, for a second random operator in the same round (e.g. a quantizer composed with a
+    random sparsifier).
+    """
+
+    def __init__(self, seed: int, stream: int, worker_ids: np.ndarray, t: int, path: tuple = ()):
+        self.seed, self.stream, self.worker_ids, self.t, self.path = seed, stream, worker_ids, t, path
 
     def __getitem__(self, local: int) -> np.random.Generator:
-        return generator(self.seed, self.stream, int(self.worker_ids[local]), self.t)
+        return generator(self.seed, self.stream, int(self.worker_ids[local]), self.t, *self.path)
+
+    def child(self, tag: int) -> "WorkerRandomness":
+        return WorkerRandomness(self.seed, self.stream, self.worker_ids, self.t, self.path + (tag,))
+
+    def for_workers(self, worker_ids: np.ndarray) -> "WorkerRandomness":
+        """The same family for other workers (a receiver regenerating their draws)."""
+        return WorkerRandomness(self.seed, self.stream, worker_ids, self.t, self.path)

@@ -20,13 +20,14 @@ import numpy as np
 
 from mpiclip import data as datamod
 from mpiclip import rng, stepsize
-from mpiclip.comm import Comm, sequential_sum
-from mpiclip.compressors import COMPRESSORS, ENCODINGS, Message
+from mpiclip.comm import Comm
+from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError, RunFailed
-from mpiclip.methods import METHODS, Aggregate, RoundContext
+from mpiclip.methods import METHODS, RoundContext
 from mpiclip.problems import PROBLEMS, Smoothness
 from mpiclip.recorder import Recorder
+from mpiclip.rounds import LocalOracle, exchange
 from mpiclip.trace import TraceWriter
 
 PHASES = ("gradient", "compression", "communication", "update", "evaluation", "trace")
@@ -45,18 +46,6 @@ class Result:
     timing: dict = field(default_factory=dict)
     gamma: float = math.nan
     skipped: bool = False
-
-
-def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker: bool) -> Aggregate:
-    """Move one round's messages: sparse ones by Allgatherv, dense ones by an (ordered) sum."""
-    if msg.sparse:
-        return Aggregate(n_workers, sparse=comm.gather_sparse(msg.counts, msg.values, msg.indices, msg.flags,
-                                                              msg.fixed_count))
-    if per_worker:
-        rows = comm.allgather_rows(msg.values)
-        flags = None if msg.flags is None else comm.allgather_rows(msg.flags[:, None].astype(float))[:, 0].astype(np.int8)
-        return Aggregate(n_workers, total=sequential_sum(rows), rows=rows, flags=flags)
-    return Aggregate(n_workers, total=comm.sum_rows(msg.values, ordered))
 
 
 class _Signals:
@@ -106,7 +95,11 @@ class Run:
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
-        stepsize.rule_for(c.stepsize, self.method_cls.default_rule, self.compressor.alpha(self.d), c.compressor.name)
+        if self.method_cls.needs_samples and self.plan is None:
+            raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
+        stepsize.check(c.stepsize, self.method_cls.default_rule, self.compressor.alpha(self.d),
+                       self.compressor.omega(self.d), c.compressor.name)
+        self.method_cls.create(c.method.params, self.compressor, 1.0).validate(self.d, c.run.n_workers)
         self.x0 = self._initial_point()
         return self._check_output()
 
@@ -153,10 +146,11 @@ class Run:
         shard = self.plan.load(self.worker_ids) if self.plan is not None else None
         self.problem = spec.build(c.problem.params, shard, self.worker_ids, c.run.n_workers)
         self.smooth: Smoothness = comm.bcast(self.problem.smoothness(comm))
-        alpha = self.compressor.alpha(self.d)
-        self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, self.smooth.L,
-                                                 self.smooth.L_tilde, alpha, self.smooth.mu, c.compressor.name)
-        self.method = self.method_cls.create(c.method.params, self.compressor, self.gamma)
+        constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
+                                       self.compressor.omega(self.d), c.run.n_workers)
+        self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
+        method = self.method_cls.create(c.method.params, self.compressor, self.gamma)
+        self.method = method.bind(self.plan.sample_counts if self.plan is not None else None)
         self.hostnames = comm.hostnames()
         error, self.writer = None, None
         if comm.rank == 0 and with_trace:
@@ -184,16 +178,18 @@ class Run:
             arrays["partition/sample_counts"] = self.plan.sample_counts
             arrays["partition/label_counts"] = self.plan.label_counts
             arrays["partition/label_values"] = self.plan.label_values
-        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays)
+        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays, self.method.extra)
 
     # ------------------------------------------------------------------ stage 3: rounds
     def loop(self) -> Result:
         c, comm, method, problem = self.config, self.comm, self.method, self.problem
         n, T, ordered, d = c.run.n_workers, c.run.rounds, c.run.deterministic, self.d
-        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows)
+        all_ids = np.arange(n)
+        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, method.extra)
         x = self.x0.copy()
         worker_state, server_state = method.initial_state(x, len(self.worker_ids))
-        flags = np.zeros((len(self.worker_ids), 2))  # [stop requested, flush requested] on the first local row
+        # per local worker: [stop requested, flush requested (first row only), paper bits so far]
+        control = np.zeros((len(self.worker_ids), 3))
         spent = self.timer_totals
         clock = time.perf_counter
         status, t, loss, gnorm = "running", 0, math.nan, math.nan
@@ -201,16 +197,18 @@ class Run:
         with _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
             while True:
                 record = t % c.run.eval_every == 0 or t == T
-                t0 = clock()
-                losses, grads = problem.loss_grads(x, with_loss=record)
-                t1 = clock()
-                spent["gradient"] += t1 - t0
+                oracle = LocalOracle(problem, x, with_loss=record)
                 if record:
-                    flags[0] = (signals.received is not None, t1 - last_flush > c.output.flush_seconds)
-                    total = comm.sum_rows(np.hstack([grads, losses[:, None], flags]), ordered)
+                    grads, losses = oracle.full(), oracle.losses()
+                spent["gradient"] += oracle.seconds
+                t1 = clock()
+                if record:
+                    control[0, :2] = (signals.received is not None, t1 - last_flush > c.output.flush_seconds)
+                    control[:, 2] = recorder.paper_bits()
+                    total = comm.sum_rows(np.hstack([grads, losses[:, None], control]), ordered)
                     g = total[:d] / n
                     loss, gnorm = float(total[d] / n), float(g @ g)
-                    recorder.add_row(t, t1 - start, loss, gnorm)
+                    recorder.add_row(t, t1 - start, loss, gnorm, method.evaluate(server_state, x, g))
                     t0 = clock()
                     spent["evaluation"] += t0 - t1
                     if t0 - last_log > 2.0 and comm.rank == 0:
@@ -224,6 +222,8 @@ class Run:
                         status = "interrupted"
                     elif t == T:
                         status = f"completed: round budget {T} reached"
+                    elif c.run.max_bits and total[d + 3] / n >= c.run.max_bits:
+                        status = f"completed: bit budget reached at round {t}"
                     if status != "running":
                         break
                     if recorder.full or total[d + 2] > 0:
@@ -237,19 +237,22 @@ class Run:
                     if not record and comm.any(signals.received is not None):  # long stretches between records
                         status = "interrupted"
                         break
-                ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record)
+                ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record, x)
+                before = oracle.seconds
                 t0 = clock()
-                worker_state, msg, metrics = method.worker_step(worker_state, grads, ctx)
+                worker_state, msg, metrics = method.worker_step(worker_state, oracle, ctx)
                 t1 = clock()
-                agg = exchange(comm, msg, n, ordered, method.per_worker)
+                inside = oracle.seconds - before  # gradients the step asked for count as gradient time
+                agg = exchange(comm, msg, n, ordered, method.per_worker, all_ids)
                 t2 = clock()
-                server_state, x = method.server_step(server_state, x, agg, ctx)
+                server_state, x, downlink = method.server_step(server_state, x, agg, ctx)
                 finite = bool(np.isfinite(x).all())
                 t3 = clock()
                 if record:
                     recorder.set_metrics(metrics)
-                recorder.add_message(msg)
-                spent["compression"] += t1 - t0
+                recorder.add_message(msg, downlink)
+                spent["gradient"] += inside
+                spent["compression"] += t1 - t0 - inside
                 spent["communication"] += t2 - t1
                 spent["update"] += t3 - t2
                 spent["trace"] += clock() - t3

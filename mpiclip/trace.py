@@ -8,7 +8,7 @@ imports mpi4py: analysis scripts use it directly.
 Bits convention: row r (recorded at round t_r) holds the bits each worker sent in rounds
 t_{r-1} .. t_r − 1, i.e. the communication that produced x^{t_r} from the previous recorded iterate.
 The cumulative sum over rows is therefore the number of bits sent before x^t existed. An initial round
-(EF21's uncompressed ∇f_i(x^0)) is kept apart in /bits/initial/up.
+(EF21's uncompressed ∇f_i(x^0)) is kept apart in /bits/initial/up (and /bits/initial/down).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class TraceWriter:
     """Rank 0's handle on one trace file."""
 
     def __init__(self, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
-                 arrays: dict[str, np.ndarray]):
+                 arrays: dict[str, np.ndarray], extra: tuple[str, ...] = ()):
         self.path, self.n = path, n_workers
         self.worker_metrics = worker_metrics
         self.rows = 0
@@ -59,6 +59,9 @@ class TraceWriter:
             _resizable(f, f"bits/up/{e}", n_workers)
             _resizable(f, f"bits/down/{e}", None)
             f.create_dataset(f"bits/initial/up/{e}", data=np.zeros(n_workers))
+            f.create_dataset(f"bits/initial/down/{e}", data=0.0)
+        for name in extra:
+            _resizable(f, f"metrics/{name}", None)
         for m in worker_metrics:
             _resizable(f, f"workers/{m}", n_workers)
         for name, value in arrays.items():
@@ -88,10 +91,11 @@ class TraceWriter:
         self.rows = hi
         f.flush()
 
-    def set_initial_bits(self, bits: np.ndarray) -> None:
-        """bits: (n, E) of the initial round."""
+    def set_initial_bits(self, up: np.ndarray, down: np.ndarray) -> None:
+        """up: (n, E) and down: (E,) bits of the initial round."""
         for j, e in enumerate(ENCODINGS):
-            self.f[f"bits/initial/up/{e}"][:] = bits[:, j]
+            self.f[f"bits/initial/up/{e}"][:] = up[:, j]
+            self.f[f"bits/initial/down/{e}"][()] = down[j]
         self.f.flush()
 
     def finish(self, status: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -139,6 +143,8 @@ class Trace:
     bits_down: dict  # encoding -> (T,)
     bits_initial: dict  # encoding -> (n,)
     workers: dict  # metric -> (T, n)
+    metrics: dict  # name -> (T,) the method's extra per-round scalars
+    bits_initial_down: dict  # encoding -> float
 
     @property
     def status(self) -> str:
@@ -147,6 +153,10 @@ class Trace:
     @property
     def label(self) -> str:
         return str(self.attrs.get("name", os.path.basename(self.path)))
+
+    def bits_down_cumulative(self, encoding: str = "paper", include_initial: bool = False) -> np.ndarray:
+        """Cumulative bits the server broadcast before each recorded x^t."""
+        return np.cumsum(self.bits_down[encoding]) + (self.bits_initial_down.get(encoding, 0.0) if include_initial else 0.0)
 
     def bits_per_worker(self, encoding: str = "paper", include_initial: bool = False) -> np.ndarray:
         """Cumulative bits per worker (mean over workers) sent before each recorded x^t: the papers' #bits/n."""
@@ -165,5 +175,5 @@ def load_trace(path: str) -> Trace:
         read = lambda name: f[name][()] if name in f else np.zeros(0)
         group = lambda name: {k: f[name][k][()] for k in f[name]} if name in f else {}
         return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
-                     {k: v for k, v in group("bits/up").items()}, group("bits/down"), group("bits/initial/up"),
-                     group("workers"))
+                     group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"),
+                     group("metrics"), {k: float(v) for k, v in group("bits/initial/down").items()})

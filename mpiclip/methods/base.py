@@ -4,11 +4,13 @@ A method is a small immutable object holding its hyper-parameters. Its steps tak
 immutable state records and never touch MPI, files or globals:
 
 * ``initial_state(x0, n_local) -> (worker_state, server_state)``
-* ``worker_step(worker_state, grads, ctx) -> (worker_state, Message, metrics)``: all local workers
-  at once; ``grads`` is (n_local, d), the local gradients at the current x; ``metrics`` maps the names
-  in ``metrics`` to (n_local,) arrays (only computed when ``ctx.record``).
-* ``server_step(server_state, x, aggregate, ctx) -> (server_state, x_next)``: replicated on every rank
-  from the same :class:`Aggregate`, so every rank holds the same x.
+* ``worker_step(worker_state, oracle, ctx) -> (worker_state, Message, metrics)``: all local workers at
+  once. ``oracle.full()`` gives their gradients (n_local, d) at the round's point ``ctx.x``;
+  ``oracle.minibatch(x, batches)`` stochastic ones. ``metrics`` maps the names in ``metrics`` to
+  (n_local,) arrays (computed when ``ctx.record``).
+* ``server_step(server_state, x, aggregate, ctx) -> (server_state, x_next, downlink)``: replicated on
+  every rank from the same :class:`Aggregate`, so every rank holds the same x; ``downlink`` is the
+  :class:`Message` the server broadcasts (its bits go to /bits/down) or None when there is none.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from mpiclip.comm import SparseGather, add_sparse_sum
 from mpiclip.compressors import Compressor, Message
 from mpiclip.registry import Registry
-from mpiclip.rng import WorkerRandomness
+from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,35 @@ class RoundContext:
     worker_ids: np.ndarray
     n_workers: int
     record: bool
+    x: Optional[np.ndarray] = None
 
     def randomness(self, stream: int) -> WorkerRandomness:
+        """Per-worker generators: the same draws for a worker whichever rank holds it."""
         return WorkerRandomness(self.seed, stream, self.worker_ids, self.t)
+
+    def shared(self, stream: int) -> np.random.Generator:
+        """One generator every rank shares this round (a server's draw, e.g. who participates)."""
+        return generator(self.seed, stream, SERVER_ID, self.t)
+
+    def server_randomness(self, stream: int) -> WorkerRandomness:
+        """The server's draws as a one-row family, for a compressor acting on the server's vector."""
+        return WorkerRandomness(self.seed, stream, np.array([SERVER_ID]), self.t)
+
+
+class Oracle:
+    """Gradients of the local workers; the runner gives one per round, at the round's point."""
+
+    def full(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def minibatch(self, x: np.ndarray, batches: list) -> np.ndarray:
+        """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers) at x."""
+        raise NotImplementedError
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """(n_local,) samples per local worker."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,9 @@ class Aggregate:
             return out
         return base + self.total / self.n_workers
 
+    def mean(self, d: int) -> np.ndarray:
+        return self.plus_mean(np.zeros(d))
+
 
 @dataclass(frozen=True)
 class NoParams:
@@ -68,8 +99,10 @@ class Method:
     name: ClassVar[str] = "?"
     params: ClassVar[type] = NoParams
     metrics: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[tuple[str, ...]] = ()  # per-round scalars from ``evaluate`` (trace /metrics/<name>)
     default_rule: ClassVar[str] = "ef21"
     uses_compressor: ClassVar[bool] = True
+    needs_samples: ClassVar[bool] = False  # uses minibatches, so needs a problem made of samples
     per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
 
     compressor: Compressor
@@ -83,11 +116,23 @@ class Method:
     def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def worker_step(self, state: Any, grads: np.ndarray, ctx: RoundContext) -> tuple[Any, Message, dict]:
+    def worker_step(self, state: Any, oracle: Oracle, ctx: RoundContext) -> tuple[Any, Message, dict]:
         raise NotImplementedError
 
-    def server_step(self, state: Any, x: np.ndarray, agg: Aggregate, ctx: RoundContext) -> tuple[Any, np.ndarray]:
+    def server_step(self, state: Any, x: np.ndarray, agg: Aggregate,
+                    ctx: RoundContext) -> tuple[Any, np.ndarray, Optional[Message]]:
         raise NotImplementedError
+
+    def evaluate(self, server_state: Any, x: np.ndarray, grad: np.ndarray) -> dict:
+        """Extra per-round scalars at a recorded round, from x and the full gradient ∇f(x)."""
+        return {}
+
+    def validate(self, d: int, n_workers: int) -> None:
+        """Raise InputError for settings that cannot work with this dimension or number of workers."""
+
+    def bind(self, sample_counts: Optional[np.ndarray]) -> "Method":
+        """This method with settings that depend on every worker's number of samples resolved."""
+        return self
 
 
 METHODS: Registry[type] = Registry("method")
@@ -101,3 +146,10 @@ def relative_error(error_sq: np.ndarray, v_sq: np.ndarray) -> np.ndarray:
     """‖C(v) − v‖² / ‖v‖² per worker (nan where v = 0): the α a user sees in practice is 1 − this."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return error_sq / v_sq
+
+
+def compression_metrics(msg: Message, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(‖C(v) − v‖², ‖C(v) − v‖²/‖v‖²) per worker."""
+    v_sq = row_sq_norms(v)
+    error = msg.error_sq(v, v_sq)
+    return error, relative_error(error, v_sq)

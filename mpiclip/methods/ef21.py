@@ -17,7 +17,7 @@ import numpy as np
 
 from mpiclip.comm import sequential_sum
 from mpiclip.compressors import Compressor, Message, dense_message
-from mpiclip.methods.base import METHODS, Method, relative_error, row_sq_norms
+from mpiclip.methods.base import METHODS, Method, compression_metrics, row_sq_norms
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
 
@@ -30,11 +30,32 @@ class EF21Params:
 
 
 class XState(NamedTuple):
-    """Server state of methods whose server only moves x."""
+    """State of methods that keep nothing between rounds."""
+
+
+class EF21State(NamedTuple):
+    g: np.ndarray  # (n_local, d) the workers' g_i
 
 
 class MeanState(NamedTuple):
     g: np.ndarray  # (d,) the server's estimate (1/n) Σ_i g_i
+
+
+def ef21_worker_update(compressor: Compressor, g: np.ndarray, target: np.ndarray, ctx,
+                       initial_full: bool) -> tuple[np.ndarray, Message, dict]:
+    """g_i ← g_i + C(target_i − g_i), the EF21 step every extension shares; with ``initial_full`` the
+    target itself is sent uncompressed (round 0 of the official code). Metrics: ``ef_error`` =
+    ‖g_i^new − target_i‖² = ‖C(v) − v‖² and ``compress_error`` = ‖C(v) − v‖²/‖v‖²."""
+    if initial_full:
+        zeros = np.zeros(len(target))
+        return target, dense_message(target, initial=True), {"ef_error": zeros, "compress_error": zeros}
+    v = target - g
+    msg = compressor(v, ctx.randomness(COMPRESSOR))
+    metrics = {}
+    if ctx.record:
+        error, relative = compression_metrics(msg, v)
+        metrics = {"ef_error": error, "compress_error": relative}
+    return msg.added_to(g), msg, metrics
 
 
 @METHODS.register("gd")
@@ -51,11 +72,11 @@ class GD(Method):
     def initial_state(self, x0, n_local):
         return XState(), XState()
 
-    def worker_step(self, state, grads, ctx):
-        return state, dense_message(grads), {}
+    def worker_step(self, state, oracle, ctx):
+        return state, dense_message(oracle.full()), {}
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - self.gamma * (agg.total / agg.n_workers)
+        return state, x - self.gamma * (agg.total / agg.n_workers), None
 
 
 @METHODS.register("cgd")
@@ -72,12 +93,13 @@ class CompressedGD(Method):
     def initial_state(self, x0, n_local):
         return XState(), XState()
 
-    def worker_step(self, state, grads, ctx):
+    def worker_step(self, state, oracle, ctx):
+        grads = oracle.full()
         msg = self.compressor(grads, ctx.randomness(COMPRESSOR))
-        return state, msg, ({"compress_error": relative_error(msg.error_sq(grads), row_sq_norms(grads))} if ctx.record else {})
+        return state, msg, ({"compress_error": compression_metrics(msg, grads)[1]} if ctx.record else {})
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - self.gamma * agg.plus_mean(np.zeros_like(x))
+        return state, x - self.gamma * agg.mean(x.size), None
 
 
 class EF14State(NamedTuple):
@@ -99,19 +121,15 @@ class EF14(Method):
     def initial_state(self, x0, n_local):
         return EF14State(np.zeros((n_local, x0.size))), XState()
 
-    def worker_step(self, state, grads, ctx):
-        u = state.e + self.gamma * grads
+    def worker_step(self, state, oracle, ctx):
+        u = state.e + self.gamma * oracle.full()
         msg = self.compressor(u, ctx.randomness(COMPRESSOR))
         e = u - msg.dense(u.shape)
-        metrics = {"error_sq": row_sq_norms(e), "compress_error": relative_error(msg.error_sq(u), row_sq_norms(u))} if ctx.record else {}
+        metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_metrics(msg, u)[1]} if ctx.record else {}
         return EF14State(e), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - agg.plus_mean(np.zeros_like(x))
-
-
-class EF21State(NamedTuple):
-    g: np.ndarray  # (n_local, d) the workers' g_i
+        return state, x - agg.mean(x.size), None
 
 
 @METHODS.register("ef21")
@@ -121,8 +139,7 @@ class EF21(Method):
     g^t = g^{t−1} + (1/n) Σ_i c_i^t, x^{t+1} = x^t − γ g^t, with g_i^{−1} = 0.
 
     ``init = "full"`` sends ∇f_i(x^0) uncompressed in round 0 (the official code; its bits are recorded
-    as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper). Recorded per worker:
-    ``ef_error`` = ‖g_i^t − ∇f_i(x^t)‖² and the compressor's relative error."""
+    as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper)."""
 
     compressor: Compressor
     gamma: float
@@ -131,27 +148,17 @@ class EF21(Method):
     params = EF21Params
     metrics = ("ef_error", "compress_error")
 
-
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
 
-    def worker_step(self, state, grads, ctx):
-        if ctx.t == 0 and self.init == "full":
-            msg = dense_message(grads, initial=True)
-            zeros = np.zeros(len(grads))
-            return EF21State(grads), msg, ({"ef_error": zeros, "compress_error": zeros} if ctx.record else {})
-        v = grads - state.g
-        msg = self.compressor(v, ctx.randomness(COMPRESSOR))
-        metrics = {}
-        if ctx.record:  # g_i^t − ∇f_i(x^t) = C(v) − v
-            v_sq = row_sq_norms(v)
-            error = msg.error_sq(v, v_sq)
-            metrics = {"ef_error": error, "compress_error": relative_error(error, v_sq)}
-        return EF21State(msg.added_to(state.g)), msg, metrics
+    def worker_step(self, state, oracle, ctx):
+        g, msg, metrics = ef21_worker_update(self.compressor, state.g, oracle.full(), ctx,
+                                             ctx.t == 0 and self.init == "full")
+        return EF21State(g), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
         g = agg.plus_mean(state.g)
-        return MeanState(g), x - self.gamma * g
+        return MeanState(g), x - self.gamma * g, None
 
 
 class EF21PlusServer(NamedTuple):
@@ -173,20 +180,21 @@ class EF21Plus(Method):
     name = "ef21_plus"
     params = EF21Params
     metrics = ("ef_error", "chose_b")
-    default_rule = "ef21_plus"
+    default_rule = "ef21_pl"
     per_worker = True
 
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), None
 
-    def worker_step(self, state, grads, ctx):
+    def worker_step(self, state, oracle, ctx):
+        grads = oracle.full()
         n_local = len(grads)
         if ctx.t == 0 and self.init == "full":
             msg = dense_message(grads, initial=True)
             return EF21State(grads), msg, ({"ef_error": np.zeros(n_local), "chose_b": np.zeros(n_local)} if ctx.record else {})
         rng = ctx.randomness(COMPRESSOR)
-        b_msg = self.compressor(grads, rng)
-        m_msg = self.compressor(grads - state.g, rng)
+        b_msg = self.compressor(grads, rng.child(1))
+        m_msg = self.compressor(grads - state.g, rng.child(2))
         b, m = b_msg.dense(grads.shape), m_msg.added_to(state.g)
         chose_b = row_sq_norms(b - grads) < row_sq_norms(m - grads)
         g = np.where(chose_b[:, None], b, m)
@@ -204,7 +212,7 @@ class EF21Plus(Method):
         else:
             G[np.repeat(np.arange(agg.n_workers), agg.sparse.counts), agg.sparse.indices] += agg.sparse.values
         g = sequential_sum(G) / agg.n_workers
-        return EF21PlusServer(G, g), x - self.gamma * g
+        return EF21PlusServer(G, g), x - self.gamma * g, None
 
 
 def _choose(chose_b: np.ndarray, b_msg: Message, m_msg: Message) -> Message:

@@ -41,10 +41,19 @@ CASES = {
                                  "data": {"source": "synthetic", "n_samples": 150, "n_features": 9, "density": 0.9,
                                           "storage": "dense", "split": "iid"}},
     "gd-dense-messages": {"method": {"name": "gd"}, "compressor": None},
-    "ef21-plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_plus", "factor": 4.0}},
+    "ef21-plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_pl", "factor": 4.0}},
     "ef14-dirichlet": {"method": {"name": "ef14"}, "data": {"source": "synthetic", "n_samples": 300,
                                                            "n_features": 10, "split": "dirichlet", "alpha": 0.3}},
     "cgd-quadratic": {"method": {"name": "cgd"}, "problem": {"name": "quadratic", "d": 7}, "data": None},
+    "ef21-sgd": {"method": {"name": "ef21_sgd", "batch": 0.3}},
+    "ef21-page": {"method": {"name": "ef21_page", "batch": 0.2}},
+    "ef21-pp": {"method": {"name": "ef21_pp", "participation": 0.6}},
+    "ef21-bc": {"method": {"name": "ef21_bc", "downlink": {"name": "randk", "k": 3}}},
+    "ef21-hb-shared-randk": {"method": {"name": "ef21_hb", "eta": 0.5}, "compressor": {"name": "randk_shared", "k": 2}},
+    "ef21-prox-box": {"method": {"name": "ef21_prox", "prox": "box", "lower": -0.3, "upper": 0.3}},
+    "diana-natural": {"method": {"name": "diana"}, "compressor": {"name": "compose", "inner": {"name": "randk_unbiased", "k": 4},
+                                                                  "outer": {"name": "natural"}, "scale": False}},
+    "diana-dithering": {"method": {"name": "diana"}, "compressor": {"name": "dithering", "s": 2}},
 }
 
 
@@ -84,8 +93,8 @@ def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case, n_workers):
 def test_ranks_out_of_step_fail_on_every_rank(mpi_tmp_path, monkeypatch):
     original = runner.exchange
 
-    def skewed(comm, msg, n, ordered, per_worker):
-        agg = original(comm, msg, n, ordered, per_worker)
+    def skewed(comm, msg, n, ordered, per_worker, ids):
+        agg = original(comm, msg, n, ordered, per_worker, ids)
         if WORLD.rank == 1 and agg.total is not None:
             agg = type(agg)(agg.n_workers, total=agg.total + 1e-12)
         return agg

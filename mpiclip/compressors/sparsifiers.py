@@ -1,0 +1,171 @@
+"""Identity, Top-k and Rand-k (scaled, unscaled, and with positions from a shared seed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiclip.compressors.base import COMPRESSORS, Compressor, CompressorSpec, NoParams
+from mpiclip.compressors.message import Cost, dense_message, sparse_message
+from mpiclip.errors import InputError
+from mpiclip.params import at_least, param
+
+
+@dataclass(frozen=True)
+class KParams:
+    k: int = param(1, "number of coordinates kept per worker (1 <= k <= d)", check=at_least(1))
+
+
+@dataclass(frozen=True)
+class SharedParams:
+    k: int = param(1, "number of coordinates kept per worker (1 <= k <= d)", check=at_least(1))
+    unbiased: bool = param(False, "scale the kept values by d/k (unbiased, ω = d/k − 1) instead of α = k/d")
+
+
+class Identity(Compressor):
+    """No compression: a dense message of 32·d bits."""
+
+    name = "identity"
+    exact_values = True
+
+    def __call__(self, v, rng):
+        return dense_message(v)
+
+    def alpha(self, d):
+        return 1.0
+
+    def omega(self, d):
+        return 0.0
+
+
+class _KSparsifier(Compressor):
+    def __init__(self, params):
+        self.k = params.k
+
+    def validate(self, d):
+        if self.k > d:
+            raise InputError("compressor.k", self.k, f"must be <= d = {d}")
+
+
+class TopK(_KSparsifier):
+    """Keep the k entries of largest magnitude of each worker's vector, with their signs.
+
+    Ties are broken towards the smaller coordinate index, so the result is deterministic and does not
+    depend on ``np.argpartition``'s internal order. α = k/d.
+    """
+
+    name = "topk"
+    exact_values = True
+
+    def __call__(self, v, rng):
+        rows, cols = top_k_positions(v, self.k)
+        return sparse_message(v, rows, cols, self.k)
+
+    def alpha(self, d):
+        return min(1.0, self.k / d)
+
+
+def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major (rows, cols) of the k largest |v| per row; ties go to the smaller column."""
+    n, d = v.shape
+    a = np.abs(v)
+    if k >= d:
+        return np.repeat(np.arange(n), d), np.tile(np.arange(d), n)
+    if k == 1:
+        return np.arange(n), np.argmax(a, axis=1)  # the first maximum: the smallest index among ties
+    kth = np.partition(a, d - k, axis=1)[:, d - k : d - k + 1]
+    greater = a > kth
+    tie = a == kth
+    room = k - greater.sum(axis=1, keepdims=True)
+    mask = greater | (tie & (np.cumsum(tie, axis=1) <= room))
+    rows, cols = np.nonzero(mask)
+    if len(rows) != n * k:  # NaNs defeat the comparisons; fall back to a stable sort
+        order = np.sort(np.argsort(-np.nan_to_num(a, nan=np.inf), axis=1, kind="stable")[:, :k], axis=1)
+        rows, cols = np.repeat(np.arange(n), k), order.ravel()
+    return rows, cols
+
+
+def rand_k_positions(rng, n: int, d: int, k: int) -> np.ndarray:
+    """(n, k) sorted positions, k drawn uniformly without replacement per worker from ``rng[i]``."""
+    return np.stack([np.sort(rng[i].choice(d, k, replace=False)) for i in range(n)]) if n else np.zeros((0, k), int)
+
+
+class RandK(_KSparsifier):
+    """k coordinates drawn uniformly without replacement per worker and round, unscaled: α = k/d."""
+
+    name = "randk"
+    randomized = True
+    exact_values = True
+
+    def __call__(self, v, rng):
+        n, d = v.shape
+        cols = rand_k_positions(rng, n, d, self.k).ravel()
+        rows = np.repeat(np.arange(n), self.k)
+        return sparse_message(v, rows, cols, self.k)
+
+    def alpha(self, d):
+        return min(1.0, self.k / d)
+
+
+class RandKUnbiased(_KSparsifier):
+    """Rand-k scaled by d/k: unbiased with ω = d/k − 1 (not contractive for k < d/2)."""
+
+    name = "randk_unbiased"
+    randomized = True
+
+    def __call__(self, v, rng):
+        n, d = v.shape
+        cols = rand_k_positions(rng, n, d, self.k).ravel()
+        rows = np.repeat(np.arange(n), self.k)
+        return sparse_message(v, rows, cols, self.k, values=v[rows, cols] * (d / self.k))
+
+    def alpha(self, d):
+        return 1.0 if self.k >= d else None
+
+    def omega(self, d):
+        return d / self.k - 1.0
+
+
+class RandKShared(_KSparsifier):
+    """Rand-k whose positions come from a seed the receiver shares: only the k values are sent.
+
+    The receiver regenerates worker i's positions from (run seed, worker id, round), the same draw the
+    worker made, so the message costs 32·k bits in every encoding but ``wire`` (64·k). Unscaled (α = k/d),
+    or scaled by d/k with ``unbiased = true`` (ω = d/k − 1).
+    """
+
+    name = "randk_shared"
+    randomized = True
+    positions_sent = False
+
+    def __init__(self, params: SharedParams):
+        super().__init__(params)
+        self.unbiased = params.unbiased
+        self.exact_values = not params.unbiased
+
+    def __call__(self, v, rng):
+        n, d = v.shape
+        cols = rand_k_positions(rng, n, d, self.k).ravel()
+        rows = np.repeat(np.arange(n), self.k)
+        values = v[rows, cols] * (d / self.k) if self.unbiased else None
+
+        def regenerate(worker_ids: np.ndarray) -> np.ndarray:
+            return rand_k_positions(rng.for_workers(worker_ids), len(worker_ids), d, self.k).ravel()
+
+        return sparse_message(v, rows, cols, self.k, values=values, cost=Cost(positions=False), regenerate=regenerate)
+
+    def alpha(self, d):
+        return (1.0 if self.k >= d else None) if self.unbiased else min(1.0, self.k / d)
+
+    def omega(self, d):
+        return d / self.k - 1.0 if self.unbiased else None
+
+
+COMPRESSORS.register("identity")(CompressorSpec(NoParams, lambda p: Identity(), "no compression (dense, 32·d bits)"))
+COMPRESSORS.register("topk")(CompressorSpec(KParams, TopK, "k largest magnitudes; ties to the smaller index; α = k/d"))
+COMPRESSORS.register("randk")(CompressorSpec(KParams, RandK, "k uniform coordinates, unscaled; α = k/d"))
+COMPRESSORS.register("randk_unbiased")(CompressorSpec(KParams, RandKUnbiased,
+                                                      "k uniform coordinates scaled by d/k; ω = d/k − 1"))
+COMPRESSORS.register("randk_shared")(CompressorSpec(SharedParams, RandKShared,
+                                                    "Rand-k with positions from a shared seed: values only on the wire"))
