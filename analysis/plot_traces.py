@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time.
 
-    python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time] [--y grad_norm_sq|loss]
+    python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time] [--y grad_norm_sq|loss|gap]
         [--encoding paper|coo32|compact|wire] [--include-initial] [--logx] [--xmax auto|none|X] [--title TEXT]
 
 Reads HDF5 traces only (h5py, numpy, matplotlib); it never imports mpi4py. The bits axis is the papers'
@@ -52,8 +52,12 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"plot_traces: error: --xmax = {args.xmax!r}: expected 'auto', 'none' or a number", file=sys.stderr)
         return 2
-    plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
-         title=args.title, logx=args.logx, xmax=xmax)
+    try:
+        plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
+             title=args.title, logx=args.logx, xmax=xmax)
+    except ValueError as e:
+        print(f"plot_traces: error: --y = {args.y!r}: {e}", file=sys.stderr)
+        return 2
     print(args.output)
     return 0
 

@@ -17,6 +17,7 @@ EPILOG = """examples:
   mpiexec -n 4 python -m mpi4py -m mpiclip run quickstart --plot results/quickstart.png
   mpiclip run my.toml --set compressor.k=2 --set stepsize.factor=64
   mpiclip run ef21-libsvm --set data.path=a9a.txt --dry-run
+  mpiclip stepsize ef21-libsvm --set data.path=a9a.txt --k 1 2 4 8
   mpiclip info results/*.h5
   mpiclip options compressor
 """
@@ -57,6 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
                              "point for your own config).")
     presets.add_argument("name", nargs="?")
     presets.set_defaults(func=cmd_presets)
+
+    steps = sub.add_parser("stepsize", help="print L, L̃, μ and the theoretical step sizes of a config",
+                           description="Load a config's data in this one process and print its smoothness "
+                           "constants and, for each k (or the config's compressor), α or ω and the step size of "
+                           "every rule that applies (without the config's factor). Nothing is run or written.")
+    steps.add_argument("config", metavar="CONFIG")
+    steps.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    steps.add_argument("--k", type=int, nargs="+", help="values of compressor.k to tabulate (e.g. 1 2 4 8)")
+    steps.set_defaults(func=cmd_stepsize)
+
+    sweep = sub.add_parser("sweep", help="grids of runs: list, run (locally or as a Slurm array task), best",
+                           description="A sweep file (TOML; see mpiclip/sweep.py) expands a grid over config keys "
+                           "into runs. `list` shows them with their trace status; `run` runs them on the ranks of "
+                           "the job, in groups of --ranks-per-run ranks, skipping runs whose trace completed; "
+                           "`best` picks the best run of each group and can draw the paper-style figure.")
+    sweep_sub = sweep.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
+    s_list.add_argument("sweep", metavar="SWEEP")
+    s_list.add_argument("--count", action="store_true", help="print only the number of runs")
+    s_list.set_defaults(func=cmd_sweep_list)
+    s_run = sweep_sub.add_parser("run", help="run the sweep (or a slice of it) on this job's ranks")
+    s_run.add_argument("sweep", metavar="SWEEP")
+    s_run.add_argument("--ranks-per-run", type=int, default=1, metavar="R",
+                       help="ranks per run; the job's ranks form size/R groups that take runs in turn (default 1)")
+    s_run.add_argument("--task", type=int, metavar="I", help="run only slice I (e.g. $SLURM_ARRAY_TASK_ID)")
+    s_run.add_argument("--runs-per-task", type=int, default=1, metavar="M", help="runs per slice (default 1)")
+    s_run.add_argument("--force", action="store_true", help="rerun runs whose trace already completed")
+    s_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a key of every run (e.g. data.path)")
+    s_run.set_defaults(func=cmd_sweep_run)
+    s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
+    s_best.add_argument("sweep", metavar="SWEEP")
+    s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
+    s_best.add_argument("--title")
+    s_best.set_defaults(func=cmd_sweep_best)
 
     options = sub.add_parser("options", help="document every config key",
                              description="Every section and key of a config, with type, default and meaning; "
@@ -186,6 +222,168 @@ def cmd_info(args) -> int:
         except KeyError as e:
             print(f"mpiclip: error: --encoding = {args.encoding!r}: {e.args[0]}", file=sys.stderr)
             return 2
+    return 0
+
+
+# ------------------------------------------------------------------------------- stepsize
+def cmd_stepsize(args) -> int:
+    from mpiclip import config as cfg
+    from mpiclip import report, stepsize
+    from mpiclip.comm import SerialComm
+    from mpiclip.compressors import COMPRESSORS
+    from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.runner import Run
+
+    try:
+        config = cfg.load(args.config, args.overrides)[0]
+        run = Run(config, SerialComm(), log=lambda *a: None)
+        run.prepare(check_output=False)
+        run.build(with_trace=False)
+        s, n, d = run.smooth, config.run.n_workers, run.d
+        print(f"{run.plan.summary.description if run.plan else config.problem.name}: n = {n} workers, d = {d}")
+        print(f"L = {s.L:.10g}   L̃ = {s.L_tilde:.10g}   max L_i = {s.L_workers.max():.10g}   "
+              f"μ = {s.mu if s.mu is not None else '-'}")
+        name, params = config.compressor.name, config.compressor.params
+        ks = args.k or [getattr(params, "k", None)]
+        if args.k and not hasattr(params, "k"):
+            raise InputError("--k", args.k, f"compressor {name!r} has no k")
+        rows = []
+        for k in ks:
+            compressor = COMPRESSORS.get(name, "compressor.name").build(type(params)(**{**vars(params), "k": k}) if k else params)
+            compressor.validate(d)
+            c = stepsize.Constants(s.L, s.L_tilde, s.mu, compressor.alpha(d), compressor.omega(d), n)
+            gammas = []
+            for rule in ("ef21", "ef21_pl", "diana", "inverse_L"):
+                try:
+                    gammas.append(f"{stepsize.RULES[rule](c, config.stepsize):.6g}")
+                except InputError:
+                    gammas.append("-")
+            rows.append([f"{name}" + (f" k={k}" if k else ""), _num(c.alpha), _num(c.omega), *gammas])
+        print()
+        print(report.table(rows, ["compressor", "α", "ω", "ef21", "ef21_pl", "diana", "inverse_L"]))
+        print(f"\nthe method's default rule: {run.method_cls.default_rule}; a run uses γ = stepsize.factor × rule")
+        return 0
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+# ---------------------------------------------------------------------------------- sweeps
+def cmd_sweep_list(args) -> int:
+    from mpiclip.errors import MpiclipError
+    from mpiclip.sweep import load_sweep, status_of
+
+    try:
+        sweep = load_sweep(args.sweep)
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.count:
+        print(len(sweep.runs))
+        return 0
+    statuses = [status_of(run.config.trace_path) for run in sweep.runs]
+    for run, status in zip(sweep.runs, statuses):
+        print(f"{run.index:5d}  {status.split(':')[0]:11s}  {run.label}")
+    counts = {s: sum(1 for x in statuses if x.split(":")[0] == s) for s in sorted({x.split(":")[0] for x in statuses})}
+    print(f"{len(sweep.runs)} runs in {sweep.output}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_sweep_run(args) -> int:
+    from mpiclip import runner
+    from mpiclip.comm import make_comm
+    from mpiclip.errors import InputError, MpiclipError, RunFailed
+    from mpiclip.sweep import load_sweep, status_of
+
+    comm = None
+    try:
+        comm = make_comm()
+        error, sweep = None, None
+        try:
+            sweep = load_sweep(args.sweep, args.overrides)
+            if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
+                raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
+            if args.runs_per_task < 1:
+                raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
+            if args.task is not None and not 0 <= args.task * args.runs_per_task < len(sweep.runs):
+                raise InputError("--task", args.task, f"is out of range: {len(sweep.runs)} runs, {args.runs_per_task} per task")
+        except MpiclipError as e:
+            error = e
+        comm.agree(error)
+        runs = list(sweep.runs)
+        if args.task is not None:
+            runs = runs[args.task * args.runs_per_task : (args.task + 1) * args.runs_per_task]
+        groups = comm.size // args.ranks_per_run
+        group = comm.rank // args.ranks_per_run
+        team = comm.split(group) if groups > 1 else comm
+        mine = runs[group::groups]
+        say = print if team.rank == 0 else (lambda *a, **k: None)
+        done = {"completed": 0, "skipped": 0, "failed": 0}
+        for run in mine:
+            status = team.bcast(status_of(run.config.trace_path) if team.rank == 0 else None)
+            if status.startswith("completed") and not args.force:
+                done["skipped"] += 1
+                continue
+            (prepared,) = runner.prepare_all([run.config], team, f"mpiclip sweep run {args.sweep}", lambda *a: None)
+            try:
+                result = runner.execute(prepared)
+            except RunFailed as e:  # ranks out of step: recorded in the trace; go on with the sweep
+                say(f"[{run.index}] {run.label}: failed: {e}")
+                done["failed"] += 1
+                continue
+            key = "completed" if result.status.startswith("completed") else "failed"
+            done[key] += 1
+            say(f"[{run.index}] {run.label}: {result.status}; ‖∇f‖² = {result.grad_norm_sq:.4g} "
+                f"({result.wall:.1f} s)")
+            if result.status.startswith("interrupted"):
+                return _exit(comm, 128 + prepared.signal)
+        totals = comm.allgather_objects(done if team.rank == 0 else None)
+        if comm.rank == 0:
+            summary = {k: sum(t[k] for t in totals if t) for k in done}
+            print(f"sweep {sweep.params.name}: {len(runs)} runs on {groups} group(s) of {args.ranks_per_run} rank(s): "
+                  + ", ".join(f"{v} {k}" for k, v in summary.items()))
+        return _exit(comm, 0)
+    except MpiclipError as e:
+        if comm is None or comm.rank == 0:
+            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
+        return _exit(comm, e.exit_code)
+
+
+def cmd_sweep_best(args) -> int:
+    from mpiclip import plotting, report
+    from mpiclip.errors import MpiclipError
+    from mpiclip.sweep import best_runs, load_sweep
+
+    try:
+        sweep = load_sweep(args.sweep)
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return e.exit_code
+    best = best_runs(sweep)
+    sel = sweep.select
+    rows = []
+    for b in best:
+        if b.run is None:
+            rows.append([b.group, "-", "-", "-", "-", f"{b.tried} runs, none completed"])
+            continue
+        tr = b.trace
+        final = plotting.y_values(tr, sel.metric)[-1]
+        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}",
+                     f"{b.score:.4g}", f"{b.tried} runs, {b.failed} failed"])
+    print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
+                              f"score ({sel.criterion})", "tried"]))
+    if args.plot:
+        chosen = [b.trace for b in best if b.trace is not None]
+        for b in best:
+            if b.trace is not None:
+                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{k.split('.')[-1]}={v}" for k, v in b.run.values
+                                                                   if k not in sel.group)
+        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name)
+        print(f"plot: {args.plot}")
     return 0
 
 

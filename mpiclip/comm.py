@@ -161,6 +161,9 @@ class Comm:
 class SerialComm(Comm):
     """One process holds every worker; the same results as MPIComm in ordered mode."""
 
+    def split(self, color: int) -> "SerialComm":
+        return self
+
     def agree(self, error):
         if error is not None:
             raise error

@@ -9,8 +9,17 @@ import numpy as np
 from mpiclip.trace import Trace
 
 X_AXES = ("bits", "rounds", "time")
-Y_AXES = ("grad_norm_sq", "loss")
-Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$"}
+Y_AXES = ("grad_norm_sq", "loss", "gap")
+Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$"}
+
+
+def y_values(tr: Trace, y: str) -> np.ndarray:
+    if y == "gap":
+        f_star = float(tr.attrs.get("f_star", np.nan))
+        if not np.isfinite(f_star):
+            raise ValueError(f"{tr.path} has no f_star (only least squares and quadratics know their optimum)")
+        return tr.loss - f_star
+    return getattr(tr, y)
 
 
 def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndarray:
@@ -39,11 +48,11 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
     if xmax == "auto":
         xmax = min(ends) if ends and min(ends) > 0 else None
     for tr in traces:
-        xs, ys = x_values(tr, x, encoding, include_initial), getattr(tr, y)
-        keep = np.isfinite(ys) & (ys > 0) if y == "grad_norm_sq" else np.isfinite(ys)
+        xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
+        keep = np.isfinite(ys) & (ys > 0) if y in ("grad_norm_sq", "gap") else np.isfinite(ys)
         label = tr.label + ("" if tr.status == "completed" else f" ({tr.status.split(':')[0]})")
         ax.plot(xs[keep], ys[keep], label=label, lw=1.5)
-    if y == "grad_norm_sq":
+    if y in ("grad_norm_sq", "gap"):
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")

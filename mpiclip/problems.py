@@ -37,9 +37,12 @@ except ImportError:  # pragma: no cover - scipy moved them; the public products 
 
 @dataclass(frozen=True)
 class Smoothness:
+    """A problem's constants: smoothness, and where the problem knows them μ and the optimal value f*."""
+
     L: float
     L_workers: np.ndarray  # (n,) L_i of every worker
     mu: Optional[float] = None  # strong convexity / PL constant where the problem defines one
+    f_star: Optional[float] = None  # min f where it has a closed form (least squares, quadratics)
 
     @property
     def L_tilde(self) -> float:
@@ -310,6 +313,27 @@ class LeastSquares(LinearModel):
     def __init__(self, params: LeastSquaresParams, shard: Shard, n_workers: int):
         super().__init__(shard, n_workers, np.ones(len(shard.y)), targets=shard.y)
 
+    def smoothness(self, comm):
+        """Also μ, the smallest positive eigenvalue of ∇²f = (1/n) Σ A_iᵀA_i/N_i (the PL constant; the
+        official scripts use σ_min(A)² with or without 1/N, ALGORITHMS §2.6 B), and f* from the normal
+        equations; both only for d <= GRAM_MAX_D (None above)."""
+        s = super().smoothness(comm)
+        if self.d > GRAM_MAX_D:
+            return s
+        design = self.design
+        rows = []
+        for w in range(self.n_local):
+            A, b = design.rows(w), design.targets[design.offsets[w] : design.offsets[w + 1]]
+            rows.append(np.concatenate([(_dense_gram(A) / design.sizes[w]).ravel(), A.T @ b / design.sizes[w]]))
+        total = comm.sum_rows(np.stack(rows), ordered=True) / self.n_workers
+        H, r = total[: self.d**2].reshape(self.d, self.d), total[self.d**2 :]
+        eig = scipy.linalg.eigh(H, eigvals_only=True)
+        positive = eig[eig > 1e-10 * eig[-1]]
+        x_star = scipy.linalg.lstsq(H, r)[0]
+        losses = self.loss_grads(x_star, True)[0]
+        f_star = float(comm.sum_rows(losses[:, None], ordered=True)[0] / self.n_workers)
+        return Smoothness(s.L, s.L_workers, float(positive[0]) if len(positive) else None, f_star)
+
     def _evaluate(self, design, x, with_loss):
         residual = design.products(x) - design.targets
         grads = design.worker_means(residual)
@@ -358,9 +382,13 @@ class Quadratic(Problem):
 
     def smoothness(self, comm):
         L_workers = np.array([worker_L(self.params, self.n_workers, i) for i in range(self.n_workers)])
-        mean_Q = comm.sum_rows(self.Q.reshape(self.n_local, -1), ordered=True).reshape(self.d, self.d) / self.n_workers
+        rows = np.concatenate([self.Q.reshape(self.n_local, -1), self.b], axis=1)
+        total = comm.sum_rows(rows, ordered=True) / self.n_workers
+        mean_Q, mean_b = total[: self.d**2].reshape(self.d, self.d), total[self.d**2 :]
         eig = scipy.linalg.eigh(mean_Q, eigvals_only=True)
-        return Smoothness(float(eig[-1]), L_workers, float(eig[0]))
+        x_star = scipy.linalg.solve(mean_Q, mean_b, assume_a="pos")
+        f_star = float(0.5 * x_star @ mean_Q @ x_star - mean_b @ x_star)
+        return Smoothness(float(eig[-1]), L_workers, float(eig[0]), f_star)
 
 
 def worker_L(p: QuadraticParams, n_workers: int, i: int) -> float:

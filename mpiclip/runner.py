@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -79,7 +80,7 @@ class Run:
         self.timer_totals = dict.fromkeys(PHASES, 0.0)
 
     # ------------------------------------------------------------------ stage 1: checks only
-    def prepare(self) -> bool:
+    def prepare(self, check_output: bool = True) -> bool:
         """Validate against the data and the world; False if the run is to be skipped. No collectives."""
         c, comm = self.config, self.comm
         if comm.size > c.run.n_workers:
@@ -101,7 +102,7 @@ class Run:
                        self.compressor.omega(self.d), c.compressor.name)
         self.method_cls.create(c.method.params, self.compressor, 1.0).validate(self.d, c.run.n_workers)
         self.x0 = self._initial_point()
-        return self._check_output()
+        return self._check_output() if check_output else True
 
     def _initial_point(self) -> np.ndarray:
         c = self.config.run
@@ -142,10 +143,7 @@ class Run:
         c, comm = self.config, self.comm
         layout = comm.bind(c.run.n_workers)
         self.worker_ids = layout.workers_of(comm.rank)
-        spec = PROBLEMS.get(c.problem.name, "problem.name")
-        shard = self.plan.load(self.worker_ids) if self.plan is not None else None
-        self.problem = spec.build(c.problem.params, shard, self.worker_ids, c.run.n_workers)
-        self.smooth: Smoothness = comm.bcast(self.problem.smoothness(comm))
+        self.problem, self.smooth = _problem(c, self.plan, self.worker_ids, comm)
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
                                        self.compressor.omega(self.d), c.run.n_workers)
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
@@ -169,6 +167,7 @@ class Run:
             "seed": c.run.seed, "method": c.method.name, "compressor": c.compressor.name, "problem": c.problem.name,
             "d": self.d, "gamma": self.gamma, "stepsize_rule": self.rule, "stepsize_factor": c.stepsize.factor,
             "L": s.L, "L_tilde": s.L_tilde, "mu": s.mu if s.mu is not None else math.nan,
+            "f_star": s.f_star if s.f_star is not None else math.nan,
             "deterministic": c.run.deterministic,
             "dataset_checksum": self.plan.summary.checksum if self.plan else f"generated:{c.problem.name}",
             "dataset": self.plan.summary.description if self.plan else c.problem.name,
@@ -283,6 +282,26 @@ class Run:
                      "timing": str(result.timing)}
             status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
             self.writer.finish(status, attrs, {"x_final": self.x_final})
+
+
+_PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
+    """(problem, smoothness) of this rank's workers; consecutive runs on the same data (a sweep) reuse them.
+
+    Every rank of ``comm`` runs the same sequence of configs, so all hit or miss the cache together and the
+    collectives of a miss stay matched."""
+    checksum = plan.summary.checksum if plan is not None else None
+    key = (checksum, c.data, c.problem.name, c.problem.params, tuple(worker_ids), c.run.n_workers, id(comm))
+    if key not in _PROBLEMS:
+        spec = PROBLEMS.get(c.problem.name, "problem.name")
+        shard = plan.load(worker_ids) if plan is not None else None
+        problem = spec.build(c.problem.params, shard, worker_ids, c.run.n_workers)
+        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm)))
+        while len(_PROBLEMS) > 2:
+            _PROBLEMS.popitem(last=False)
+    return _PROBLEMS[key]
 
 
 def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Run]:

@@ -156,3 +156,27 @@ def test_constants_on_the_papers_datasets(name):
     L, L_tilde, gamma = PAPER[name]
     assert s.L == pytest.approx(L, rel=1e-6) and s.L_tilde == pytest.approx(L_tilde, rel=1e-6)
     assert ef21_gamma(s.L, s.L_tilde, 1 / p.n_features) == pytest.approx(gamma, rel=1e-7)
+
+
+def test_least_squares_optimum_and_pl_constant():
+    shard, _ = make_shard(values="gaussian", n_workers=3)
+    prob = LeastSquares(LeastSquaresParams(), shard, 3)
+    s = prob.smoothness(SerialComm())
+    parts = dense_parts(shard)
+    # f = (1/n) Σ (1/(2N_i))‖A_i x − b_i‖²: a least-squares problem on rows scaled by sqrt(1/(n N_i))
+    A = np.vstack([a / np.sqrt(3 * len(a)) for a, _ in parts])
+    b = np.concatenate([y / np.sqrt(3 * len(y)) for _, y in parts])
+    x_star = np.linalg.lstsq(A, b, rcond=None)[0]
+    assert s.f_star == pytest.approx(0.5 * np.sum((A @ x_star - b) ** 2), rel=1e-10)
+    H = A.T @ A
+    assert s.mu == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-8)
+
+
+def test_quadratic_optimum():
+    params = QuadraticParams(d=5, mu=0.1, seed=4)
+    prob = Quadratic(params, np.arange(3), 3)
+    s = prob.smoothness(SerialComm())
+    Q, b = prob.Q.mean(axis=0), prob.b.mean(axis=0)
+    x_star = np.linalg.solve(Q, b)
+    assert s.f_star == pytest.approx(0.5 * x_star @ Q @ x_star - b @ x_star, rel=1e-12)
+    assert s.f_star == pytest.approx(prob.loss_grads(x_star, True)[0].mean(), rel=1e-10)

@@ -8,6 +8,8 @@ workers this rank holds.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -189,9 +191,25 @@ def _storage(X: sp.csr_matrix, storage: str):
     return X
 
 
+@functools.lru_cache(maxsize=4)
+def _summary(source: str, params, stamp) -> Summary:
+    """A data set's summary; the runs of a sweep on one file read it once per process (``stamp``, the
+    file's size and modification time, makes a changed file a new entry)."""
+    return SOURCES.get(source, "data.source").summarize(params)
+
+
+def _stamp(params) -> tuple:
+    path = getattr(params, "path", "")
+    try:
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return ()
+
+
 def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     """Summarise and split the data; every check of the data set itself happens here."""
-    summary = SOURCES.get(spec.common.source, "data.source").summarize(spec.source)
+    summary = _summary(spec.common.source, spec.source, _stamp(spec.source))
     where = "data.path" if spec.common.source == "libsvm" else "data.n_samples"
     value = getattr(spec.source, "path", summary.n_rows)
     if summary.n_rows < n_workers:

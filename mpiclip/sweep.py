@@ -1,0 +1,222 @@
+"""Sweeps: a grid over config keys, expanded to runs, run locally or as a Slurm job array, and reduced
+to the best run per group (the papers tune the step-size factor and k, then plot each method's best).
+
+A sweep file is TOML::
+
+    [sweep]
+    name = "ef21-a9a"                 # traces go to <output>/<run label>.h5
+    base = "ef21-libsvm"              # a preset or a config file (relative to the sweep file)
+    output = "results/sweeps/{name}"  # relative to the current directory
+    [set]                             # overrides for every run
+    "data.path" = "a9a.txt"
+    [[grid]]                          # one or more grids; each is a Cartesian product
+    "method.name" = ["ef21", "ef14"]
+    "stepsize.factor" = [1, 2, 4]
+    [select]
+    group = ["method.name"]           # one curve per distinct value of these keys
+    criterion = "final"               # final | min | bits_to (with target)
+
+This module never imports mpi4py: reading and reducing a sweep's traces needs no MPI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from mpiclip import config as cfg
+from mpiclip.errors import InputError
+from mpiclip.params import param, parse_params, positive
+
+SWEEP_KEYS = ("sweep", "set", "grid", "select")
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    name: str = param("sweep", "label of the sweep; {name} in output")
+    base: str = param("", "the config every run starts from: a preset name or a TOML file")
+    output: str = param("results/sweeps/{name}", "directory of the traces; {name} is the sweep's name")
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    group: tuple[str, ...] = param(("method.name",), "keys whose values make one curve each")
+    criterion: str = param("final", "best run of a group: 'final' (smallest final ‖∇f‖²), 'min' (smallest over "
+                           "the run), 'bits_to' (fewest bits per worker to reach target)",
+                           choices=("final", "min", "bits_to"))
+    target: float = param(1e-7, "level of the metric for criterion = 'bits_to'", check=positive)
+    encoding: str = param("paper", "bit encoding of the bits axis and of 'bits_to'",
+                          choices=("paper", "coo32", "compact", "wire"))
+    metric: str = param("grad_norm_sq", "what is compared and plotted: ‖∇f‖² or the gap f − f* (least squares, "
+                        "quadratics)", choices=("grad_norm_sq", "gap"))
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    index: int
+    label: str
+    values: tuple  # ((key, value), ...) of the grid point
+    config: Any  # the validated Config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: str
+    params: SweepParams
+    select: SelectParams
+    runs: tuple
+
+    @property
+    def output(self) -> str:
+        return self.params.output.replace("{name}", self.params.name)
+
+    def trace_path(self, run: SweepRun) -> str:
+        return run.config.trace_path
+
+
+def label_of(values) -> str:
+    return ",".join(f"{key}={_text(v)}" for key, v in values)
+
+
+def _text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, dict):
+        return "+".join(f"{k}{_text(x)}" for k, x in v.items())
+    return str(v)
+
+
+def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
+    """Read and validate a sweep file; every run's config is validated too. ``extra`` are --set overrides
+    applied to every run after the sweep's own."""
+    table, _ = cfg.read_source(path if path.endswith(".toml") else path + ".toml")
+    unknown = sorted(set(table) - set(SWEEP_KEYS))
+    if unknown:
+        raise InputError(unknown[0], table[unknown[0]], f"unknown sweep section (valid: {', '.join(SWEEP_KEYS)})")
+    params = parse_params(SweepParams, table.get("sweep", {}), "sweep")
+    if not params.base:
+        raise InputError("sweep.base", params.base, "a sweep needs a base config (a preset or a .toml file)")
+    select = parse_params(SelectParams, table.get("select", {}), "select")
+    sets = table.get("set", {})
+    if not isinstance(sets, dict):
+        raise InputError("set", sets, "must be a table of section.key = value")
+    grids = table.get("grid", [{}])
+    if isinstance(grids, dict):
+        grids = [grids]
+    points = []
+    for g, grid in enumerate(grids):
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise InputError(f"grid[{g}].{key}", values, "must be a non-empty list of values")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            points.append(tuple(zip(keys, combo)))
+    base = params.base
+    if base.endswith(".toml") and not os.path.isabs(base):
+        base = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    output = params.output.replace("{name}", params.name)
+    runs, seen = [], set()
+    for index, values in enumerate(points):
+        label = label_of(values)
+        if label in seen:
+            raise InputError("grid", label, "appears twice; grid points must differ")
+        seen.add(label)
+        overrides = [f"{k}={_toml(v)}" for k, v in list(sets.items()) + list(values)]
+        overrides += list(extra) + [f"run.name={_toml(label)}", f"output.path={_toml(os.path.join(output, '{name}.h5'))}",
+                      "output.exists='overwrite'"]
+        configs = cfg.load(base, overrides)
+        if len(configs) != 1:
+            raise InputError("sweep.base", params.base, "must describe one run (a config with variants cannot be swept)")
+        runs.append(SweepRun(index, label, values, configs[0]))
+    for key in select.group:
+        if not any(key == k for point in points for k, _ in point) and key.partition(".")[0] not in cfg.SECTIONS:
+            raise InputError("select.group", key, "is not a config key")
+    return Sweep(path, params, select, tuple(runs))
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v)
+
+
+def group_of(sweep: Sweep, run: SweepRun) -> str:
+    table = run.config.as_table()
+    parts = []
+    for key in sweep.select.group:
+        section, _, name = key.partition(".")
+        parts.append(f"{_text(table.get(section, {}).get(name, '-'))}")
+    return "/".join(parts)
+
+
+def status_of(path: str) -> str:
+    """'missing', or the trace's status attribute."""
+    if not os.path.exists(path):
+        return "missing"
+    from mpiclip.trace import open_trace
+
+    try:
+        with open_trace(path) as f:
+            return str(f.attrs.get("status", "?"))
+    except OSError:
+        return "unreadable"
+
+
+def score(trace, select: SelectParams) -> float:
+    """Smaller is better; inf for runs that failed or never got there."""
+    if not trace.status.startswith("completed") or len(trace.grad_norm_sq) == 0:
+        return math.inf
+    from mpiclip.plotting import y_values
+
+    g = y_values(trace, select.metric)
+    if select.criterion == "final":
+        return float(g[-1]) if np.isfinite(g[-1]) else math.inf
+    if select.criterion == "min":
+        return float(np.nanmin(g))
+    reached = np.flatnonzero(g <= select.target)
+    return float(trace.bits_per_worker(select.encoding)[reached[0]]) if len(reached) else math.inf
+
+
+@dataclass(frozen=True)
+class Best:
+    group: str
+    run: Optional[SweepRun]
+    score: float
+    trace: Any
+    tried: int
+    failed: int
+
+
+def best_runs(sweep: Sweep) -> list[Best]:
+    """The best completed run of each group, by the sweep's criterion (ties: the earlier run)."""
+    from mpiclip.trace import load_trace
+
+    groups: dict[str, list] = {}
+    for run in sweep.runs:
+        groups.setdefault(group_of(sweep, run), []).append(run)
+    out = []
+    for group, runs in groups.items():
+        best, best_score, best_trace, failed = None, math.inf, None, 0
+        for run in runs:
+            path = run.config.trace_path
+            if not os.path.exists(path):
+                continue
+            tr = load_trace(path)
+            if tr.status.startswith("failed"):
+                failed += 1
+            s = score(tr, sweep.select)
+            if s < best_score:
+                best, best_score, best_trace = run, s, tr
+        out.append(Best(group, best, best_score, best_trace, len(runs), failed))
+    return out
