@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise traces", description="One trace: its metadata, final values, "
                           "bits under every encoding and timing. Several: a comparison table.")
     info.add_argument("traces", nargs="+", metavar="TRACE")
-    info.add_argument("--encoding", default="paper", help="bit encoding of the table's bits column (default paper)")
+    info.add_argument("--encoding", default="paper", help="bit encoding of the table's bits columns (default paper)")
+    info.add_argument("--to", type=float, nargs="+", default=(), metavar="EPS",
+                      help="add columns: bits per worker until ‖∇f‖² first reached each EPS (a comparison table)")
     info.set_defaults(func=cmd_info)
 
     presets = sub.add_parser("presets", help="list the packaged configs, or print one",
@@ -214,11 +216,11 @@ def cmd_info(args) -> int:
         except OSError as e:
             print(f"mpiclip: error: trace = {path!r}: not a readable HDF5 trace ({e})", file=sys.stderr)
             return 2
-    if len(traces) == 1:
+    if len(traces) == 1 and not args.to:
         print(report.describe(traces[0]))
     else:
         try:
-            print(report.comparison(traces, args.encoding))
+            print(report.comparison(traces, args.encoding, tuple(args.to)))
         except KeyError as e:
             print(f"mpiclip: error: --encoding = {args.encoding!r}: {e.args[0]}", file=sys.stderr)
             return 2
@@ -372,10 +374,12 @@ def cmd_sweep_best(args) -> int:
             continue
         tr = b.trace
         final = plotting.y_values(tr, sel.metric)[-1]
-        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}",
-                     f"{b.score:.4g}", f"{b.tried} runs, {b.failed} failed"])
+        reached, value = b.score
+        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{value:.4g} ({'min' if sel.criterion == 'min' else 'final'})"
+        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
+                     f"{b.tried} runs, {b.failed} failed"])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
-                              f"score ({sel.criterion})", "tried"]))
+                              f"chosen by ({sel.criterion})", "tried"]))
     if args.plot:
         chosen = [b.trace for b in best if b.trace is not None]
         for b in best:

@@ -24,15 +24,23 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def comparison(traces: list[Trace], encoding: str = "paper") -> str:
+def bits_to(tr: Trace, level: float, encoding: str = "paper") -> float:
+    """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
+    reached = np.flatnonzero(tr.grad_norm_sq <= level)
+    return float(tr.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
+
+
+def comparison(traces: list[Trace], encoding: str = "paper", levels: tuple = ()) -> str:
+    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (DESIGN §6)."""
     header = ["run", "method", "compressor", "status", "rounds", f"bits/worker ({encoding})", "f(x)", "‖∇f(x)‖²",
-              "wall s"]
+              "wall s"] + [f"bits to {level:g}" for level in levels]
     rows = []
     for tr in traces:
         bits = tr.bits_per_worker(encoding)
         rows.append([tr.label, tr.attrs.get("method", "?"), _compressor(tr), tr.status.split(":")[0],
                      str(int(_last(tr.rounds))) if len(tr.rounds) else "-", _fmt(_last(bits), ".4g"),
-                     _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)), _fmt(tr.attrs.get("wall_seconds"), ".2f")])
+                     _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)), _fmt(tr.attrs.get("wall_seconds"), ".2f")]
+                    + [_fmt(bits_to(tr, level, encoding), ".4g") for level in levels])
     return table(rows, header)
 
 
@@ -67,6 +75,11 @@ def describe(tr: Trace) -> str:
         initial = tr.bits_initial.get(e)
         extra = f" (+ {_fmt(float(initial.mean()), '.6g')} in the initial round)" if initial is not None and initial.any() else ""
         lines.append(f"bits/worker {e:8s} {_fmt(_last(tr.bits_per_worker(e)), '.6g')}{extra}")
+    if any(v.any() for v in tr.bits_down.values()) or any(tr.bits_initial_down.values()):
+        down = ", ".join(f"{e} {_fmt(_last(tr.bits_down_cumulative(e)), '.6g')}" for e in tr.bits_down)
+        lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
+    for name, values in tr.metrics.items():
+        lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
     lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {_fmt(a.get('wall_seconds'), '.3f')} s")
     if a.get("timing"):
         lines.append(f"timing     {a['timing']}")

@@ -46,9 +46,9 @@ class SweepParams:
 @dataclass(frozen=True)
 class SelectParams:
     group: tuple[str, ...] = param(("method.name",), "keys whose values make one curve each")
-    criterion: str = param("final", "best run of a group: 'final' (smallest final ‖∇f‖²), 'min' (smallest over "
-                           "the run), 'bits_to' (fewest bits per worker to reach target)",
-                           choices=("final", "min", "bits_to"))
+    criterion: str = param("final", "best run of a group: 'final' (smallest final value), 'min' (smallest over "
+                           "the run), 'bits_to' (fewest bits per worker to reach target; if no run of the group "
+                           "reaches it, the smallest final value)", choices=("final", "min", "bits_to"))
     target: float = param(1e-7, "level of the metric for criterion = 'bits_to'", check=positive)
     encoding: str = param("paper", "bit encoding of the bits axis and of 'bits_to'",
                           choices=("paper", "coo32", "compact", "wire"))
@@ -173,26 +173,27 @@ def status_of(path: str) -> str:
         return "unreadable"
 
 
-def score(trace, select: SelectParams) -> float:
-    """Smaller is better; inf for runs that failed or never got there."""
+def score(trace, select: SelectParams) -> tuple[int, float]:
+    """A sort key, smaller is better: (0, bits to the target) for runs that reach it under 'bits_to', else
+    (1, final or smallest value); (2, inf) for runs that did not complete."""
     if not trace.status.startswith("completed") or len(trace.grad_norm_sq) == 0:
-        return math.inf
+        return (2, math.inf)
     from mpiclip.plotting import y_values
 
     g = y_values(trace, select.metric)
-    if select.criterion == "final":
-        return float(g[-1]) if np.isfinite(g[-1]) else math.inf
-    if select.criterion == "min":
-        return float(np.nanmin(g))
-    reached = np.flatnonzero(g <= select.target)
-    return float(trace.bits_per_worker(select.encoding)[reached[0]]) if len(reached) else math.inf
+    if select.criterion == "bits_to":
+        reached = np.flatnonzero(g <= select.target)
+        if len(reached):
+            return (0, float(trace.bits_per_worker(select.encoding)[reached[0]]))
+    value = float(np.nanmin(g)) if select.criterion == "min" else float(g[-1])
+    return (1, value if np.isfinite(value) else math.inf)
 
 
 @dataclass(frozen=True)
 class Best:
     group: str
     run: Optional[SweepRun]
-    score: float
+    score: tuple
     trace: Any
     tried: int
     failed: int
@@ -207,7 +208,7 @@ def best_runs(sweep: Sweep) -> list[Best]:
         groups.setdefault(group_of(sweep, run), []).append(run)
     out = []
     for group, runs in groups.items():
-        best, best_score, best_trace, failed = None, math.inf, None, 0
+        best, best_score, best_trace, failed = None, (2, math.inf), None, 0
         for run in runs:
             path = run.config.trace_path
             if not os.path.exists(path):

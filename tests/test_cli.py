@@ -87,6 +87,9 @@ def test_info_compares_several_traces(tmp_path, small_config):
     paths = [str(tmp_path / "out" / f"{n}.h5") for n in ("a", "b")]
     out = mpiclip(["info", *paths, "--encoding", "coo32"]).stdout
     assert "bits/worker (coo32)" in out and out.count("ef21") == 2
+    to = mpiclip(["info", paths[0], "--to", "1e-2", "1e-30"]).stdout
+    assert "bits to 0.01" in to and "bits to 1e-30" in to
+    assert to.splitlines()[-1].rstrip().endswith("-")  # never reached 1e-30
     bad = mpiclip(["info", *paths, "--encoding", "morse"])
     assert bad.returncode == 2 and "--encoding = 'morse'" in bad.stderr
     missing = mpiclip(["info", str(tmp_path / "none.h5")])

@@ -179,7 +179,7 @@ class EF21Plus(Method):
     init: str = "full"
     name = "ef21_plus"
     params = EF21Params
-    metrics = ("ef_error", "chose_b")
+    metrics = ("ef_error", "chose_b", "compress_error")
     default_rule = "ef21_pl"
     per_worker = True
 
@@ -191,7 +191,8 @@ class EF21Plus(Method):
         n_local = len(grads)
         if ctx.t == 0 and self.init == "full":
             msg = dense_message(grads, initial=True)
-            return EF21State(grads), msg, ({"ef_error": np.zeros(n_local), "chose_b": np.zeros(n_local)} if ctx.record else {})
+            zeros = np.zeros(n_local)
+            return EF21State(grads), msg, ({"ef_error": zeros, "chose_b": zeros, "compress_error": zeros} if ctx.record else {})
         rng = ctx.randomness(COMPRESSOR)
         b_msg = self.compressor(grads, rng.child(1))
         m_msg = self.compressor(grads - state.g, rng.child(2))
@@ -199,7 +200,10 @@ class EF21Plus(Method):
         chose_b = row_sq_norms(b - grads) < row_sq_norms(m - grads)
         g = np.where(chose_b[:, None], b, m)
         msg = _choose(chose_b, b_msg, m_msg)
-        metrics = {"ef_error": row_sq_norms(g - grads), "chose_b": chose_b.astype(float)} if ctx.record else {}
+        metrics = {}
+        if ctx.record:  # compress_error: of C(∇ − g), the candidate EF21 would send
+            metrics = {"ef_error": row_sq_norms(g - grads), "chose_b": chose_b.astype(float),
+                       "compress_error": compression_metrics(m_msg, grads - state.g)[1]}
         return EF21State(g), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
