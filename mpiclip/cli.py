@@ -237,7 +237,11 @@ def cmd_stepsize(args) -> int:
     from mpiclip.runner import Run
 
     try:
-        config = cfg.load(args.config, args.overrides)[0]
+        # every rule is tabulated below, so the config's own rule need not fit its compressor
+        config = cfg.load(args.config, args.overrides + ['stepsize={rule = "inverse_L"}'])[0]
+        name, params = config.compressor.name, config.compressor.params
+        if args.k and not hasattr(params, "k"):
+            raise InputError("--k", args.k, f"compressor {name!r} has no k")
         run = Run(config, SerialComm(), log=lambda *a: None)
         run.prepare(check_output=False)
         run.build(with_trace=False)
@@ -245,10 +249,7 @@ def cmd_stepsize(args) -> int:
         print(f"{run.plan.summary.description if run.plan else config.problem.name}: n = {n} workers, d = {d}")
         print(f"L = {s.L:.10g}   L̃ = {s.L_tilde:.10g}   max L_i = {s.L_workers.max():.10g}   "
               f"μ = {s.mu if s.mu is not None else '-'}")
-        name, params = config.compressor.name, config.compressor.params
         ks = args.k or [getattr(params, "k", None)]
-        if args.k and not hasattr(params, "k"):
-            raise InputError("--k", args.k, f"compressor {name!r} has no k")
         rows = []
         for k in ks:
             compressor = COMPRESSORS.get(name, "compressor.name").build(type(params)(**{**vars(params), "k": k}) if k else params)
@@ -384,9 +385,11 @@ def cmd_sweep_best(args) -> int:
         chosen = [b.trace for b in best if b.trace is not None]
         for b in best:
             if b.trace is not None:
-                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{k.split('.')[-1]}={v}" for k, v in b.run.values
+                short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
+                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
                                                                    if k not in sel.group)
-        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name)
+        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
+                      xmax=None)  # runs stop at the tolerance: show each chosen run whole
         print(f"plot: {args.plot}")
     return 0
 

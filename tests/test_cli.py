@@ -220,3 +220,15 @@ def test_analysis_script_plots_without_mpi(tmp_path, small_config):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
     assert (tmp_path / "f.pdf").stat().st_size > 1000
+
+
+def test_stepsize_command(tmp_path):
+    out = mpiclip(["stepsize", "synthetic-logreg", "--k", "1", "2", "--set", "run.n_workers=4"])
+    assert out.returncode == 0, out.stderr
+    assert "L = " in out.stdout and "topk k=1" in out.stdout and "topk k=2" in out.stdout
+    gammas = [float(line.split()[4]) for line in out.stdout.splitlines() if line.startswith("topk k=")]
+    assert gammas[1] > gammas[0]  # a larger α allows a larger γ
+    bad = mpiclip(["stepsize", "synthetic-logreg", "--k", "1", "--set", "compressor.name=natural"])
+    assert bad.returncode == 2 and "--k = [1]: compressor 'natural' has no k" in bad.stderr
+    diana = mpiclip(["stepsize", "synthetic-logreg", "--set", "compressor.name=natural"])
+    assert diana.returncode == 0 and "0.125" in diana.stdout  # ω of natural compression

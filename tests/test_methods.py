@@ -292,3 +292,16 @@ def test_resolve_rules():
         stepsize.check(params(rule="diana"), "ef21", 0.5, None, "topk")
     with pytest.raises(InputError, match=r"^stepsize.rule = 'ef21_pl': needs μ"):
         stepsize.resolve(params(rule="ef21_pl"), "ef21", c)
+
+
+def test_methods_that_cannot_use_shared_positions_say_so():
+    from mpiclip.compressors import RandKShared
+    from mpiclip.compressors.sparsifiers import SharedParams
+
+    shared = RandKShared(SharedParams(k=2))
+    with pytest.raises(InputError, match=r"^compressor.name = 'randk_shared': EF21\+ sends one of two"):
+        EF21Plus(shared, 0.1).validate(10, 5)
+    with pytest.raises(InputError, match=r"^compressor.name = 'randk_shared': regenerates positions"):
+        EF21PP(shared, 0.1, participation=0.5).validate(10, 5)
+    with pytest.raises(InputError, match=r"^method.participation = 0.1: selects no worker out of 5"):
+        EF21PP(TOPK, 0.1, participation=0.1).validate(10, 5)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mpiclip.comm import sequential_sum
+from mpiclip.errors import InputError
 from mpiclip.compressors import Compressor, Message, dense_message
 from mpiclip.methods.base import METHODS, Method, compression_metrics, row_sq_norms
 from mpiclip.params import param
@@ -182,6 +183,11 @@ class EF21Plus(Method):
     metrics = ("ef_error", "chose_b", "compress_error")
     default_rule = "ef21_pl"
     per_worker = True
+
+    def validate(self, d, n_workers):
+        if not self.compressor.positions_sent:
+            raise InputError("compressor.name", self.compressor.name, "EF21+ sends one of two candidates, so the "
+                             "receiver cannot regenerate its positions; use a compressor that sends them")
 
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), None

@@ -151,6 +151,9 @@ class EF21PP(EF21):
     def validate(self, d, n_workers):
         if int(self.participation * n_workers) < 1:
             raise InputError("method.participation", self.participation, f"selects no worker out of {n_workers}")
+        if not self.compressor.positions_sent:
+            raise InputError("compressor.name", self.compressor.name, "regenerates positions for every worker, "
+                             "which ef21_pp cannot do for the workers that sit a round out")
 
     def worker_step(self, state, oracle, ctx):
         grads = oracle.full()
@@ -189,10 +192,6 @@ def _spread(msg, mine: np.ndarray, shape: tuple[int, int]):
         return empty_message(n_local, d, msg.cost)
     counts = np.zeros(n_local, dtype=np.int64)
     counts[mine] = msg.counts
-    regenerate = msg.regenerate
-    if regenerate is not None:  # receivers regenerate only the participants' positions
-        raise InputError("compressor.name", "randk_shared", "is not supported with ef21_pp (positions of absent "
-                         "workers cannot be regenerated)")
     return msg.replace(counts=counts, bits=bits, fixed_count=None)
 
 
