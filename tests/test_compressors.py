@@ -120,3 +120,19 @@ def test_edge_cases_zero_vector_and_k_equal_d():
     msg = TopK(KParams(5))(RNG.standard_normal((2, 5)), rngs(n=2))
     assert msg.error_sq(msg.dense((2, 5))).max() == 0
     assert np.all(TopK(KParams(2))(z, rngs(n=2)).values == 0)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rounded", "half-zero"])
+def test_top_k_on_long_vectors_is_the_exact_rule(kind):
+    """The threshold path for long rows (d >= 65536) gives exactly the stable-sort answer, ties included."""
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((3, 100_003))
+    if kind == "rounded":
+        v = np.round(v * 2)
+    if kind == "half-zero":
+        v[:, ::2] = 0.0
+    for k in (2, 37, 1500):
+        rows, cols = top_k_positions(v, k)
+        for r in range(3):
+            expected = np.sort(np.argsort(-np.abs(v[r]), kind="stable")[:k])
+            np.testing.assert_array_equal(cols[rows == r], expected)

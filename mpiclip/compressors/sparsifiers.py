@@ -67,23 +67,48 @@ class TopK(_KSparsifier):
 
 
 def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-major (rows, cols) of the k largest |v| per row; ties go to the smaller column."""
+    """Row-major (rows, cols) of the k largest |v| per row; ties go to the smaller column.
+
+    ``argpartition`` picks k candidates in O(d); they are the answer unless the k-th largest magnitude is
+    tied with coordinates it left out, and only such rows are redone with the exact tie rule.
+    """
     n, d = v.shape
     a = np.abs(v)
     if k >= d:
         return np.repeat(np.arange(n), d), np.tile(np.arange(d), n)
     if k == 1:
         return np.arange(n), np.argmax(a, axis=1)  # the first maximum: the smallest index among ties
-    kth = np.partition(a, d - k, axis=1)[:, d - k : d - k + 1]
-    greater = a > kth
-    tie = a == kth
-    room = k - greater.sum(axis=1, keepdims=True)
-    mask = greater | (tie & (np.cumsum(tie, axis=1) <= room))
-    rows, cols = np.nonzero(mask)
-    if len(rows) != n * k:  # NaNs defeat the comparisons; fall back to a stable sort
-        order = np.sort(np.argsort(-np.nan_to_num(a, nan=np.inf), axis=1, kind="stable")[:, :k], axis=1)
-        rows, cols = np.repeat(np.arange(n), k), order.ravel()
-    return rows, cols
+    if d >= 1 << 16 and k <= d >> 6:
+        return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(row, k) for row in a])
+    cols = np.argpartition(a, d - k, axis=1)[:, d - k :]
+    chosen = np.take_along_axis(a, cols, axis=1)
+    kth = chosen.min(axis=1, keepdims=True)
+    ambiguous = np.flatnonzero((a == kth).sum(axis=1) != (chosen == kth).sum(axis=1))
+    for r in ambiguous:  # ties at the threshold (or NaNs): take the smaller indices
+        cols[r] = _exact_top_k(a[r], k)
+    cols.sort(axis=1)
+    return np.repeat(np.arange(n), k), cols.ravel()
+
+
+def _top_k_large(a: np.ndarray, k: int) -> np.ndarray:
+    """Top-k of one long row with small k: a threshold from a fixed strided sample keeps a few times k
+    candidates in one pass, and the exact rule runs on those. Every coordinate left out is at most the
+    threshold, below every candidate, so the result is exactly the full rule's (a fixed sample keeps it
+    deterministic)."""
+    d = len(a)
+    step = max(1, d // 16384)
+    sample = a[::step]
+    rank = min(len(sample) - 1, max(1, (4 * k * len(sample)) // d))
+    threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
+    candidates = np.flatnonzero(a > threshold)
+    if len(candidates) < k:  # an unlucky sample (e.g. many equal values): the full rule
+        return np.sort(_exact_top_k(a, k))
+    return np.sort(candidates[_exact_top_k(a[candidates], k)])
+
+
+def _exact_top_k(a: np.ndarray, k: int) -> np.ndarray:
+    order = np.argsort(-np.nan_to_num(a, nan=np.inf), kind="stable")  # stable: ties keep index order
+    return order[:k]
 
 
 def rand_k_positions(rng, n: int, d: int, k: int) -> np.ndarray:
