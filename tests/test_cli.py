@@ -40,7 +40,7 @@ def test_presets_and_options():
     assert "quickstart" in listing and "ef21-libsvm" in listing
     assert mpiclip(["presets", "quickstart"]).stdout.startswith("# GD, EF and EF21")
     bad = mpiclip(["presets", "nope"])
-    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: preset = 'nope': unknown (presets: ef21-libsvm, quickstart)"]
+    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: preset = 'nope': unknown (presets: ef21-libsvm, quickstart, synthetic-logreg)"]
     options = mpiclip(["options"]).stdout
     for text in ("[run]", "n_workers (integer, default 4)", "name = 'topk'", "split = 'dirichlet'", "[stepsize]",
                  "alpha (number, default 0.5)"):
