@@ -96,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     s_best.add_argument("--title")
     s_best.set_defaults(func=cmd_sweep_best)
 
+    priv = sub.add_parser("privacy", help="ε of a noise level, or the noise level for an (ε, δ) target",
+                          description="Privacy of the DP clipping methods: each round every worker sends a clipped "
+                          "message plus N(0, σ² I), a Gaussian mechanism of sensitivity 2τ (replace-one) or τ "
+                          "(add/remove a worker), composed over the rounds with Rényi DP (dp-accounting). Give "
+                          "--sigma for ε, or --epsilon for the σ that uses exactly that budget.")
+    priv.add_argument("--tau", type=float, required=True, help="clipping threshold τ")
+    priv.add_argument("--rounds", type=int, required=True, help="number of rounds (messages per worker)")
+    priv.add_argument("--delta", type=float, default=1e-5, help="δ (default 1e-5)")
+    group = priv.add_mutually_exclusive_group(required=True)
+    group.add_argument("--sigma", type=float, help="noise standard deviation: print ε")
+    group.add_argument("--epsilon", type=float, help="privacy target: print σ")
+    priv.add_argument("--relation", choices=("replace", "add_remove"), default="replace")
+    priv.add_argument("--records", type=int, help="samples per worker, for minibatch methods")
+    priv.add_argument("--batch", type=int, help="minibatch size per worker (sampled without replacement)")
+    priv.set_defaults(func=cmd_privacy)
+
     options = sub.add_parser("options", help="document every config key",
                              description="Every section and key of a config, with type, default and meaning; "
                              "registry sections list each component's own keys.")
@@ -392,6 +408,37 @@ def cmd_sweep_best(args) -> int:
                       xmax=None)  # runs stop at the tolerance: show each chosen run whole
         print(f"plot: {args.plot}")
     return 0
+
+
+# -------------------------------------------------------------------------------- privacy
+def cmd_privacy(args) -> int:
+    from mpiclip import privacy
+    from mpiclip.errors import InputError, MpiclipError
+
+    try:
+        checks = [("--tau", args.tau, args.tau > 0, "must be > 0"), ("--rounds", args.rounds, args.rounds >= 1, "must be >= 1"),
+                  ("--delta", args.delta, 0 < args.delta < 1, "must be in (0, 1)"),
+                  ("--sigma", args.sigma, args.sigma is None or args.sigma >= 0, "must be >= 0"),
+                  ("--epsilon", args.epsilon, args.epsilon is None or args.epsilon > 0, "must be > 0"),
+                  ("--batch", args.batch, (args.batch is None) == (args.records is None), "goes with --records"),
+                  ("--batch", args.batch, args.batch is None or 1 <= args.batch <= args.records, "must be in 1..--records")]
+        for field, value, ok, reason in checks:
+            if not ok:
+                raise InputError(field, value, reason)
+        sensitivity = 2 * args.tau if args.relation == "replace" else args.tau
+        mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, args.records, args.batch)]
+        if args.sigma is not None:
+            eps = privacy.Accountant(mech(args.sigma), args.delta, "--sigma").epsilon(args.rounds)
+            print(f"σ = {args.sigma:g}, τ = {args.tau:g} ({args.relation}, sensitivity {sensitivity:g}), "
+                  f"{args.rounds} rounds: ε = {eps:.6g} at δ = {args.delta:g}")
+        else:
+            sigma = privacy.sigma_for(args.epsilon, args.delta, args.rounds, mech(1.0), "--epsilon")
+            print(f"ε = {args.epsilon:g} at δ = {args.delta:g} after {args.rounds} rounds with τ = {args.tau:g} "
+                  f"({args.relation}): σ = {sigma:.6g} (noise multiplier σ/Δ = {sigma / sensitivity:.6g})")
+        return 0
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 # -------------------------------------------------------------------------------- presets

@@ -68,3 +68,64 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out
+
+
+def activity(tr: Trace, out: str, metric: str = "clip_active", title: str | None = None) -> str:
+    """Heat map of a per-worker metric (default: whether clipping was active), worker × recorded round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if metric not in tr.workers:
+        raise ValueError(f"{tr.path} has no /workers/{metric} (it has: {', '.join(tr.workers) or 'none'})")
+    values = tr.workers[metric].T  # (n, T)
+    fig, ax = plt.subplots(figsize=(7.0, 0.25 * values.shape[0] + 1.6), constrained_layout=True)
+    rounds = tr.rounds
+    limits = {"vmin": 0.0, "vmax": 1.0} if metric == "clip_active" else {}
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis", **limits,
+                      extent=(rounds[0] - 0.5, rounds[-1] + 0.5, values.shape[0] - 0.5, -0.5))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("round t")
+    ax.set_ylabel("worker")
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_title(title or f"{tr.label}: {metric}")
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", title: str | None = None) -> str:
+    """Final y against the final ε, one line per method, mean over runs with the same (method, ε) and
+    their spread as error bars (e.g. several seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict = {}
+    for tr in traces:
+        if "epsilon" not in tr.metrics or not len(tr.metrics["epsilon"]):
+            raise ValueError(f"{tr.path} records no epsilon (not a DP run)")
+        eps = float(tr.metrics["epsilon"][-1])
+        value = float(tr.metrics[y][-1]) if y in tr.metrics else float(getattr(tr, y)[-1])
+        points.setdefault(str(tr.attrs.get("method")), {}).setdefault(round(eps, 6), []).append(value)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    for method, by_eps in sorted(points.items()):
+        eps = np.array(sorted(by_eps))
+        values = [np.array(by_eps[e]) for e in eps]
+        mean = np.array([v.mean() for v in values])
+        spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
+        ax.errorbar(eps, mean, yerr=spread, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    if y == "grad_norm_sq":
+        ax.set_yscale("log")
+    ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
+    ax.set_ylabel({"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)"}.get(y, f"final {y}"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out

@@ -72,6 +72,12 @@ class Problem:
         """Collective over all ranks; identical on every rank and for any number of ranks."""
         raise NotImplementedError
 
+    score_names: tuple[str, ...] = ()  # per-worker scores of the last evaluation with losses (trace /metrics)
+
+    def scores(self) -> np.ndarray:
+        """(n_local, len(score_names)) from the last ``loss_grads(x, with_loss=True)``."""
+        return np.zeros((len(self.worker_ids), 0))
+
 
 @dataclass(frozen=True)
 class ProblemSpec:
@@ -79,6 +85,7 @@ class ProblemSpec:
     labels: Optional[str]  # 'pm1' / 'raw' for data-driven problems, None if the problem makes its own
     build: Callable  # (params, shard or None, worker_ids, n_workers) -> Problem
     doc: str
+    check: Optional[Callable] = None  # (params, n_workers) -> None, raises InputError; before any collective
 
 
 PROBLEMS: Registry[ProblemSpec] = Registry("problem")
@@ -254,9 +261,11 @@ class LogisticRegression(LinearModel):
     """
 
     curvature = 0.25
+    score_names = ("accuracy",)
 
     def __init__(self, params: LogRegParams, shard: Shard, n_workers: int):
         super().__init__(shard, n_workers, shard.y)
+        self._accuracy = np.full(self.n_local, np.nan)
         self.lam, self.kind = params.lam, params.regularizer
         self.reg_L = {"nonconvex": 2 * self.lam, "l2": self.lam, "none": 0.0}[self.kind]
 
@@ -270,7 +279,14 @@ class LogisticRegression(LinearModel):
         grads /= -design.sizes[:, None]
         reg, reg_grad = self._regulariser(x)
         grads += reg_grad
-        return (self._losses(design, z, e) + reg if with_loss else None), grads
+        if not with_loss:
+            return None, grads
+        if design is self.design:  # training accuracy: sign(aᵀx) = y exactly when the margin z is positive
+            self._accuracy = design.worker_average((z > 0).astype(np.float64))
+        return self._losses(design, z, e) + reg, grads
+
+    def scores(self):
+        return self._accuracy[:, None]
 
     @staticmethod
     def _losses(design: LinearDesign, z: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -346,6 +362,52 @@ PROBLEMS.register("logreg")(ProblemSpec(LogRegParams, "pm1", lambda p, s, ids, n
                                         "logistic regression, labels ±1, with a (nonconvex) regulariser"))
 PROBLEMS.register("least_squares")(ProblemSpec(LeastSquaresParams, "raw", lambda p, s, ids, n: LeastSquares(p, s, n),
                                                "least squares (1/(2N_i))‖A_i x − b_i‖²"))
+
+
+# --------------------------------------------------------------------------- clipping counterexample
+@dataclass(frozen=True)
+class CounterexampleParams:
+    d: int = param(2, "dimension", check=at_least(1))
+    s: float = param(1.0, "distance of the two workers' minimisers ±s·e_1 from 0", check=positive)
+    kappa: float = param(3.0, "curvature of worker 1 (worker 0 has 1)", check=positive)
+
+
+class Counterexample(Problem):
+    """Two workers where clipped gradients cancel away from the optimum (Clip21's Example 1.1 type, built
+    here): f_0(x) = ½‖x − c‖², f_1(x) = (κ/2)‖x + c‖², c = s·e_1. At x = 0 the gradients −c and κc are
+    antiparallel; once both norms exceed τ their clipped versions sum to 0, so Clip-GD does not move,
+    although ∇f(0) = (κ − 1)c/2 ≠ 0. f is (1+κ)/2-smooth and strongly convex; x* = c(1 − κ)/(1 + κ)."""
+
+    def __init__(self, params: CounterexampleParams, worker_ids: np.ndarray, n_workers: int):
+        self.params, self.worker_ids, self.d = params, np.asarray(worker_ids), params.d
+        self.local_sizes = np.ones(len(self.worker_ids), dtype=np.int64)
+        c = np.zeros(params.d)
+        c[0] = params.s
+        self.centres = np.stack([c if w == 0 else -c for w in self.worker_ids])
+        self.curv = np.array([1.0 if w == 0 else params.kappa for w in self.worker_ids])
+
+    def loss_grads(self, x, with_loss):
+        diff = x - self.centres
+        grads = self.curv[:, None] * diff
+        losses = 0.5 * self.curv * np.einsum("ij,ij->i", diff, diff) if with_loss else None
+        return losses, grads
+
+    def smoothness(self, comm):
+        k = self.params.kappa
+        x_star = np.zeros(self.d)
+        x_star[0] = self.params.s * (1 - k) / (1 + k)
+        f_star = 0.25 * ((x_star[0] - self.params.s) ** 2 + k * (x_star[0] + self.params.s) ** 2)
+        return Smoothness((1 + k) / 2, np.array([1.0, k]), (1 + k) / 2, f_star)
+
+
+def _two_workers(params, n_workers: int) -> None:
+    if n_workers != 2:
+        raise InputError("run.n_workers", n_workers, "the clipping counterexample has exactly 2 workers")
+
+
+PROBLEMS.register("clip_counterexample")(ProblemSpec(
+    CounterexampleParams, None, lambda p, s, ids, n: Counterexample(p, ids, n),
+    "two quadratics whose clipped gradients cancel at 0 (needs run.n_workers = 2)", check=_two_workers))
 
 
 # --------------------------------------------------------------------------- quadratic

@@ -9,6 +9,7 @@ size (collectives) and opens the trace. :meth:`Run.loop` runs the rounds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -26,6 +27,7 @@ from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError, RunFailed
 from mpiclip.methods import METHODS, RoundContext
+from mpiclip.methods.base import RunInfo
 from mpiclip.problems import PROBLEMS, Smoothness
 from mpiclip.recorder import Recorder
 from mpiclip.rounds import LocalOracle, exchange
@@ -87,6 +89,8 @@ class Run:
             raise InputError("run.n_workers", c.run.n_workers,
                              f"is less than the {comm.size} MPI ranks; every rank needs at least one worker")
         problem_spec = PROBLEMS.get(c.problem.name, "problem.name")
+        if problem_spec.check is not None:
+            problem_spec.check(c.problem.params, c.run.n_workers)
         self.plan = None
         if problem_spec.labels is not None:
             self.plan = datamod.plan(c.data, c.run.n_workers, problem_spec.labels)
@@ -98,9 +102,16 @@ class Run:
         self.method_cls = METHODS.get(c.method.name, "method.name")
         if self.method_cls.needs_samples and self.plan is None:
             raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
+        if self.compressor.clips and not self.method_cls.accepts_clipping:
+            raise InputError("compressor.name", c.compressor.name, f"clips, and method {c.method.name!r} does not "
+                             "support clipping (use clip_gd, clip21_gd, clip21_sgd, or ef21/cgd with compressor clip)")
         stepsize.check(c.stepsize, self.method_cls.default_rule, self.compressor.alpha(self.d),
                        self.compressor.omega(self.d), c.compressor.name)
-        self.method_cls.create(c.method.params, self.compressor, 1.0).validate(self.d, c.run.n_workers)
+        trial = self.method_cls.create(c.method.params, self.compressor, 1.0)
+        trial.validate(self.d, c.run.n_workers)
+        # resolved here (e.g. σ for a privacy target) so that impossible settings fail before any collective
+        self.unbound_gamma = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
+                                                self.plan.sample_counts if self.plan is not None else None))
         self.x0 = self._initial_point()
         return self._check_output() if check_output else True
 
@@ -147,8 +158,7 @@ class Run:
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
                                        self.compressor.omega(self.d), c.run.n_workers)
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
-        method = self.method_cls.create(c.method.params, self.compressor, self.gamma)
-        self.method = method.bind(self.plan.sample_counts if self.plan is not None else None)
+        self.method = dataclasses.replace(self.unbound_gamma, gamma=self.gamma)
         self.hostnames = comm.hostnames()
         error, self.writer = None, None
         if comm.rank == 0 and with_trace:
@@ -177,14 +187,16 @@ class Run:
             arrays["partition/sample_counts"] = self.plan.sample_counts
             arrays["partition/label_counts"] = self.plan.label_counts
             arrays["partition/label_values"] = self.plan.label_values
-        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays, self.method.extra)
+        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
+                           self.method.extra + self.problem.score_names)
 
     # ------------------------------------------------------------------ stage 3: rounds
     def loop(self) -> Result:
         c, comm, method, problem = self.config, self.comm, self.method, self.problem
         n, T, ordered, d = c.run.n_workers, c.run.rounds, c.run.deterministic, self.d
         all_ids = np.arange(n)
-        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, method.extra)
+        extra = method.extra + problem.score_names
+        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, extra)
         x = self.x0.copy()
         worker_state, server_state = method.initial_state(x, len(self.worker_ids))
         # per local worker: [stop requested, flush requested (first row only), paper bits so far]
@@ -204,10 +216,11 @@ class Run:
                 if record:
                     control[0, :2] = (signals.received is not None, t1 - last_flush > c.output.flush_seconds)
                     control[:, 2] = recorder.paper_bits()
-                    total = comm.sum_rows(np.hstack([grads, losses[:, None], control]), ordered)
+                    total = comm.sum_rows(np.hstack([grads, losses[:, None], control, problem.scores()]), ordered)
                     g = total[:d] / n
                     loss, gnorm = float(total[d] / n), float(g @ g)
-                    recorder.add_row(t, t1 - start, loss, gnorm, method.evaluate(server_state, x, g))
+                    scores = dict(zip(problem.score_names, total[d + 4 :] / n))
+                    recorder.add_row(t, t1 - start, loss, gnorm, {**method.evaluate(server_state, x, g, t), **scores})
                     t0 = clock()
                     spent["evaluation"] += t0 - t1
                     if t0 - last_log > 2.0 and comm.rank == 0:

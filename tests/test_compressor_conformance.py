@@ -33,7 +33,11 @@ CASES = {
     "natural+topk": {"name": "compose", "inner": {"name": "natural"}, "outer": {"name": "topk", "k": 3}},
     "unbiased-unscaled": {"name": "compose", "inner": {"name": "randk_unbiased", "k": 6},
                           "outer": {"name": "natural"}, "scale": False},
+    "clip": {"name": "clip", "tau": 1.0},
+    "topk+clip": {"name": "compose", "inner": {"name": "topk", "k": 4}, "outer": {"name": "clip", "tau": 0.5}},
+    "clip+topk": {"name": "compose", "inner": {"name": "clip", "tau": 0.5}, "outer": {"name": "topk", "k": 4}},
 }
+NO_CONSTANT = {"natural+topk", "clip", "topk+clip", "clip+topk"}  # no α or ω is claimed for these
 
 
 def test_every_registered_compressor_has_a_case():
@@ -88,7 +92,7 @@ def test_declared_constants_hold_by_monte_carlo(case):
         assert err.mean() <= omega * sq + 5 * se + 1e-12, (err.mean() / sq, omega)
         checked = True
     if not checked:  # no constant claimed: say so in the compressor's doc, and keep it finite
-        assert case == "natural+topk" and np.isfinite(err).all()
+        assert case in NO_CONSTANT and np.isfinite(err).all()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -109,7 +113,7 @@ def test_bits_follow_the_payload(case):
         np.testing.assert_array_equal(msg.bits[:, j], expected[e], err_msg=e)
     assert msg.values.dtype == np.float64 and (not msg.sparse or msg.indices.dtype == np.int32)
     value_bits = {"identity": 32, "topk": 32, "randk": 32, "randk_unbiased": 32, "randk_shared": 32, "natural": 9,
-                  "sign": 1}
+                  "sign": 1, "clip": 32}
     name = CASES[case]["name"]
     if name in value_bits:
         assert cost.value_bits == value_bits[name]

@@ -210,13 +210,15 @@ def test_prox_operators():
     xs = trajectory(EF21Prox(TOPK, 0.3, "full", prox="box", lower=-0.2, upper=0.2), LOGREG, rounds=30)
     assert np.all(np.abs(xs[1:]) <= 0.2)
     method = EF21Prox(TOPK, 0.3, "full", prox="l1", l1=0.5)
-    extra = method.evaluate(None, np.array([1.0, -2.0]), np.array([0.1, 0.1]))
+    extra = method.evaluate(None, np.array([1.0, -2.0]), np.array([0.1, 0.1]), 0)
     assert extra["regularizer"] == 1.5
     assert extra["grad_mapping_sq"] == pytest.approx(0.6**2 + 0.4**2)
 
 
 def test_page_resolves_the_official_probability():
-    method = EF21Page(TOPK, 0.3, "full", batch=0.25, p=0.0).bind(np.array([100, 100, 200]))
+    from mpiclip.methods.base import RunInfo
+
+    method = EF21Page(TOPK, 0.3, "full", batch=0.25, p=0.0).bind(RunInfo(3, 10, 5, np.array([100, 100, 200])))
     taus = np.array([25, 25, 50])
     assert method.p == pytest.approx(np.mean(taus / (taus + np.array([100, 100, 200]))))
 
@@ -225,7 +227,9 @@ def test_page_resolves_the_official_probability():
 def test_steps_do_not_mutate_their_inputs(name):
     cls = METHODS.get(name, "")
     compressor = Identity() if not cls.uses_compressor else (RandKUnbiased(KParams(3)) if name == "diana" else TopK(KParams(2)))
-    method = cls.create(cls.params(), compressor, 0.1).bind(LOGREG.local_sizes)
+    from mpiclip.methods.base import RunInfo
+
+    method = cls.create(cls.params(), compressor, 0.1).bind(RunInfo(5, 10, 10, LOGREG.local_sizes))
     comm = SerialComm()
     comm.bind(5)
     x = np.ones(10)

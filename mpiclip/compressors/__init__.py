@@ -6,7 +6,7 @@ that builds a message counts its bits; nothing downstream guesses. Importing thi
 every compressor.
 """
 
-from mpiclip.compressors import compose, quantizers, sparsifiers  # noqa: F401  (registers)
+from mpiclip.compressors import clipping, compose, quantizers, sparsifiers  # noqa: F401  (registers)
 from mpiclip.compressors.base import COMPRESSORS, Compressor, CompressorSpec, NoParams, build_compressor
 from mpiclip.compressors.message import (ENCODINGS, INDEX_BYTES, VALUE_BYTES, Cost, Message, dense_message,
                                          empty_message, message_bits, sparse_message)

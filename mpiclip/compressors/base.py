@@ -27,6 +27,7 @@ class Compressor:
     randomized = False
     exact_values = False
     positions_sent = True  # False when the receiver regenerates a sparse message's positions
+    clips = False  # applies clip_τ somewhere (only methods that accept clipping may use it)
 
     def __call__(self, v: np.ndarray, rng: WorkerRandomness) -> Message:
         raise NotImplementedError

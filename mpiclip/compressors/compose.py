@@ -55,6 +55,7 @@ class Compose(Compressor):
         self.randomized = self.inner.randomized or self.outer.randomized
         self.quantizes = isinstance(self.outer, Quantizer)
         self.positions_sent = (self.inner if self.quantizes else self.outer).positions_sent
+        self.clips = self.inner.clips or self.outer.clips
 
     def validate(self, d):
         self.inner.validate(d)

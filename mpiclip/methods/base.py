@@ -49,6 +49,16 @@ class RoundContext:
         return WorkerRandomness(self.seed, stream, np.array([SERVER_ID]), self.t)
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What a method may need to know about the run before it starts (see ``Method.bind``)."""
+
+    n_workers: int
+    rounds: int
+    d: int
+    sample_counts: Optional[np.ndarray] = None  # (n,) for problems made of samples
+
+
 class Oracle:
     """Gradients of the local workers; the runner gives one per round, at the round's point."""
 
@@ -103,6 +113,7 @@ class Method:
     default_rule: ClassVar[str] = "ef21"
     uses_compressor: ClassVar[bool] = True
     needs_samples: ClassVar[bool] = False  # uses minibatches, so needs a problem made of samples
+    accepts_clipping: ClassVar[bool] = False  # may use a compressor that clips (the EF21 family: Clip21-style)
     per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
 
     compressor: Compressor
@@ -123,15 +134,15 @@ class Method:
                     ctx: RoundContext) -> tuple[Any, np.ndarray, Optional[Message]]:
         raise NotImplementedError
 
-    def evaluate(self, server_state: Any, x: np.ndarray, grad: np.ndarray) -> dict:
-        """Extra per-round scalars at a recorded round, from x and the full gradient ∇f(x)."""
+    def evaluate(self, server_state: Any, x: np.ndarray, grad: np.ndarray, t: int) -> dict:
+        """Extra per-round scalars at recorded round t, from x^t and the full gradient ∇f(x^t)."""
         return {}
 
     def validate(self, d: int, n_workers: int) -> None:
         """Raise InputError for settings that cannot work with this dimension or number of workers."""
 
-    def bind(self, sample_counts: Optional[np.ndarray]) -> "Method":
-        """This method with settings that depend on every worker's number of samples resolved."""
+    def bind(self, info: RunInfo) -> "Method":
+        """This method with settings that depend on the run (e.g. every worker's number of samples) resolved."""
         return self
 
 

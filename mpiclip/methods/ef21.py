@@ -90,6 +90,7 @@ class CompressedGD(Method):
     gamma: float
     name = "cgd"
     metrics = ("compress_error",)
+    accepts_clipping = True  # with compressor clip this is Clip-GD
 
     def initial_state(self, x0, n_local):
         return XState(), XState()
@@ -148,6 +149,7 @@ class EF21(Method):
     name = "ef21"
     params = EF21Params
     metrics = ("ef_error", "compress_error")
+    accepts_clipping = True  # M = clip_τ gives Clip21 (ALGORITHMS §7.1); the clip21_* methods add DP and metrics
 
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))

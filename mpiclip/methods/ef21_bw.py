@@ -11,6 +11,7 @@ participates, identity downlink, η = 0, no regulariser), which the tests check 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
@@ -105,11 +106,11 @@ class EF21Page(EF21):
     metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
 
-    def bind(self, sample_counts):
-        if self.p > 0 or sample_counts is None:
+    def bind(self, info):
+        if self.p > 0 or info.sample_counts is None:
             return self
-        taus = minibatch_sizes(self.batch, sample_counts)
-        return EF21Page(self.compressor, self.gamma, self.init, self.batch, float(np.mean(taus / (taus + sample_counts))))
+        taus = minibatch_sizes(self.batch, info.sample_counts)
+        return dataclasses.replace(self, p=float(np.mean(taus / (taus + info.sample_counts))))
 
     def initial_state(self, x0, n_local):
         return PageState(np.zeros((n_local, x0.size)), np.zeros((n_local, x0.size)), x0), MeanState(np.zeros(x0.size))
@@ -319,7 +320,7 @@ class EF21Prox(EF21):
         g = agg.plus_mean(state.g)
         return MeanState(g), self._prox(x - self.gamma * g), None
 
-    def evaluate(self, server_state, x, grad):
+    def evaluate(self, server_state, x, grad, t):
         if self.prox == "l1":
             r = self.l1 * float(np.abs(x).sum())
         elif self.prox == "box":

@@ -54,6 +54,10 @@ CASES = {
     "diana-natural": {"method": {"name": "diana"}, "compressor": {"name": "compose", "inner": {"name": "randk_unbiased", "k": 4},
                                                                   "outer": {"name": "natural"}, "scale": False}},
     "diana-dithering": {"method": {"name": "diana"}, "compressor": {"name": "dithering", "s": 2}},
+    "clip21-dp": {"method": {"name": "clip21_gd", "tau": 0.3, "sigma": 0.05}, "compressor": {"name": "identity"}},
+    "clip-sgd-dp": {"method": {"name": "clip_sgd", "tau": 0.3, "sigma": 0.05, "batch": 0.3}, "compressor": {"name": "identity"}},
+    "clip21-topk": {"method": {"name": "clip21_gd", "tau": 0.1, "order": "compress_first"}},
+    "clip21-avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
 }
 
 

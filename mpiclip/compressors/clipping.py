@@ -1,0 +1,49 @@
+"""The clipping operator clip_τ(x) = min(1, τ/‖x‖)·x (Clip21, ALGORITHMS §4.1).
+
+A dense message of 32·d bits, or, acting on another compressor's message, the same positions with the
+kept values clipped as one vector. Not contractive with a fixed α (‖clip_τ(x) − x‖ = max(0, ‖x‖ − τ)),
+so theory-based step sizes do not apply. clip_τ(0) = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiclip.compressors.base import COMPRESSORS, CompressorSpec
+from mpiclip.compressors.message import FLOAT
+from mpiclip.compressors.quantizers import Quantizer
+from mpiclip.params import param, positive
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    tau: float = param(1.0, "clipping threshold τ", check=positive)
+
+
+def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """(clipped rows, norms before clipping)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", values, values))
+    with np.errstate(divide="ignore"):
+        scale = np.minimum(1.0, tau / norms)  # norm 0 gives inf, then 1: clip_τ(0) = 0
+    return values * scale[:, None], norms
+
+
+class Clip(Quantizer):
+    name = "clip"
+    clips = True
+    cost = FLOAT
+
+    def __init__(self, params: ClipParams):
+        self.tau = params.tau
+
+    def quantize(self, values, rng):
+        return clip_rows(values, self.tau)[0]
+
+    def alpha(self, d):
+        return None
+
+
+COMPRESSORS.register("clip")(CompressorSpec(ClipParams, Clip, "clip_τ(x) = min(1, τ/‖x‖)·x, dense 32·d bits "
+                                                               "(EF21-family methods only; Clip21 lives in the clip21_* methods)"))

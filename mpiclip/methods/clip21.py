@@ -1,0 +1,244 @@
+"""Clipped distributed gradient methods, with error feedback (Clip21) and without, and their DP variants.
+
+Khirirat, Gorbunov, Horváth, Islamov, Karray, Richtárik, "Clip21: Error Feedback for Gradient
+Clipping", arXiv:2305.18929 (no official code; ALGORITHMS §4, §7). With clip_τ(x) = min(1, τ/‖x‖)·x:
+
+* Clip-GD / Clip-SGD (the naive baselines): x ← x − γ (1/n) Σ_i clip_τ(∇f_i(x)). Clipped local
+  gradients can cancel at a non-stationary point, so the method stalls at a τ-dependent floor.
+* Clip21-GD / Clip21-SGD: c_i = clip_τ(∇f_i(x^t) − v_i), v_i ← v_i + c_i, v = (1/n) Σ v_i,
+  x ← x − γ v, with v_i^{−1} = 0, so the first messages are clip_τ(∇f_i(x^0)) (ALGORITHMS §8.7).
+* Clip21-Avg: the same messages at a fixed x: the server learns the mean of a_i = ∇f_i(x) exactly after
+  ⌈max_i ‖a_i‖/τ⌉ rounds (each round shortens a_i − v_i by τ in its own direction).
+
+DP variants (σ > 0): every message gets N(0, σ² I) and both worker and server update with the noisy
+message, so they stay consistent (ALGORITHMS §4.5). Sensitivity per round: 2τ for replace-one
+neighbours, τ for adding or removing a worker (``relation``); see :mod:`mpiclip.privacy`. The
+[compressor] section adds compression: ``order = "clip_first"`` sends C(clip_τ(u)), ``"compress_first"``
+clip_τ(C(u)); bits are counted from the final message. Noise and compression do not mix here: a
+data-dependent sparsifier's positions are not privatised.
+
+Recorded per worker: ``clip_active`` (‖u‖ > τ), ``norm_before_clip`` (‖u‖, u the vector clipped),
+``residual`` (‖∇f_i(x) − v_i‖ after the update for Clip21; ‖∇f_i(x) − message‖ for Clip-GD),
+``noise_scale`` (σ); per round ``epsilon`` (ε at the configured δ, after the rounds sent so far).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from mpiclip import privacy
+from mpiclip.compressors import Identity, dense_message
+from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
+from mpiclip.errors import InputError
+from mpiclip.methods.base import METHODS, Method, RunInfo
+from mpiclip.methods.ef21_bw import minibatch_sizes, sample_minibatches
+from mpiclip.params import nonnegative, param, positive
+from mpiclip.rng import COMPRESSOR, NOISE
+
+
+def _open_unit(v: float) -> Optional[str]:
+    return None if 0 < v < 1 else "must be in (0, 1)"
+
+
+@dataclass(frozen=True)
+class ClipMethodParams:
+    tau: float = param(1.0, "clipping threshold τ", check=positive)
+    sigma: float = param(0.0, "standard deviation σ of the Gaussian noise added to every message (DP); 0: none",
+                         check=nonnegative)
+    target_epsilon: float = param(0.0, "if > 0, σ is chosen so that run.rounds rounds use exactly this ε at δ",
+                                  check=nonnegative)
+    delta: float = param(1e-5, "δ of the (ε, δ) guarantee", check=_open_unit)
+    relation: str = param("replace", "neighbouring datasets: 'replace' one record (sensitivity 2τ) or "
+                          "'add_remove' a worker's contribution (τ)", choices=privacy.RELATIONS)
+    order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
+                       "clip(C(u))", choices=("clip_first", "compress_first"))
+
+    def __post_init__(self):
+        if self.sigma > 0 and self.target_epsilon > 0:
+            raise InputError("method.target_epsilon", self.target_epsilon, "and method.sigma are alternatives; set one")
+
+
+@dataclass(frozen=True)
+class ClipSGDParams(ClipMethodParams):
+    batch: float = param(0.25, "minibatch fraction: τ_i = int(batch·N_i) rows per worker and round, without "
+                         "replacement", check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+
+
+class MeanState(NamedTuple):
+    v: np.ndarray  # (d,) the server's (1/n) Σ v_i
+
+
+class VState(NamedTuple):
+    v: np.ndarray  # (n_local, d)
+
+
+class NoState(NamedTuple):
+    pass
+
+
+@dataclass(frozen=True)
+class _Clipped(Method):
+    """Shared machinery: the clipped (optionally compressed, optionally noisy) message of u."""
+
+    compressor: Any
+    gamma: float
+    tau: float = 1.0
+    sigma: float = 0.0
+    target_epsilon: float = 0.0
+    delta: float = 1e-5
+    relation: str = "replace"
+    order: str = "clip_first"
+    accountant: Any = None  # set by bind when there is noise
+    params = ClipMethodParams
+    metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
+    extra = ("epsilon",)
+    default_rule = "inverse_L"
+    accepts_clipping = True  # in the sense that validate() explains why a clipping compressor is not needed
+    minibatch = False
+    batch = 1.0
+
+    def validate(self, d, n_workers):
+        if self.compressor.clips:
+            raise InputError("compressor.name", self.compressor.name, f"{self.name} clips by itself; set method.tau "
+                             "and use [compressor] only for compression")
+        if (self.sigma > 0 or self.target_epsilon > 0) and not isinstance(self.compressor, Identity):
+            raise InputError("compressor.name", self.compressor.name, "DP noise is added to uncompressed messages "
+                             "only (a sparsifier's data-dependent positions are not privatised)")
+
+    def _mechanisms(self, info: RunInfo, sigma: float) -> list:
+        sensitivity = 2.0 * self.tau if self.relation == "replace" else self.tau
+        if not self.minibatch or info.sample_counts is None:
+            return [privacy.Mechanism(sigma, sensitivity, self.relation)]
+        taus = minibatch_sizes(self.batch, info.sample_counts)
+        return [privacy.Mechanism(sigma, sensitivity, self.relation, int(n), int(b))
+                for n, b in zip(info.sample_counts, taus)]
+
+    def bind(self, info):
+        sigma = self.sigma
+        if self.target_epsilon > 0:
+            sigma = privacy.sigma_for(self.target_epsilon, self.delta, info.rounds, self._mechanisms(info, 1.0))
+        if sigma == 0:
+            return self
+        return dataclasses.replace(self, sigma=sigma, accountant=privacy.Accountant(self._mechanisms(info, sigma), self.delta))
+
+    def evaluate(self, server_state, x, grad, t):
+        return {"epsilon": self.accountant.epsilon(t) if self.accountant is not None else float("inf")}
+
+    def _target(self, oracle, ctx) -> np.ndarray:
+        if not self.minibatch:
+            return oracle.full()
+        return oracle.minibatch(ctx.x, sample_minibatches(ctx, oracle.sizes, self.batch))
+
+    def _message(self, u: np.ndarray, ctx):
+        """(message, norms of u): clip and compress in the configured order, then add the noise."""
+        clip = Clip(ClipParams(self.tau))
+        rng = ctx.randomness(COMPRESSOR)
+        if self.order == "clip_first":
+            clipped, norms = clip_rows(u, self.tau)
+            msg = dense_message(clipped) if isinstance(self.compressor, Identity) else self.compressor(clipped, rng)
+        else:
+            norms = np.sqrt(np.einsum("ij,ij->i", u, u))
+            msg = clip.on(self.compressor(u, rng), rng)
+        if self.sigma > 0:
+            noise_rng = ctx.randomness(NOISE)
+            noise = np.stack([noise_rng[i].standard_normal(u.shape[1]) for i in range(len(u))]) * self.sigma
+            msg = dense_message(msg.values + noise)
+        return msg, norms
+
+    def _metrics(self, norms, residual, n_local) -> dict:
+        return {"clip_active": (norms > self.tau).astype(float), "norm_before_clip": norms, "residual": residual,
+                "noise_scale": np.full(n_local, self.sigma)}
+
+
+@METHODS.register("clip_gd")
+@dataclass(frozen=True)
+class ClipGD(_Clipped):
+    """Clip-GD: x ← x − γ (1/n) Σ_i [clip_τ(∇f_i(x)) + noise] (the naive baseline, biased)."""
+
+    name = "clip_gd"
+
+    def initial_state(self, x0, n_local):
+        return NoState(), NoState()
+
+    def worker_step(self, state, oracle, ctx):
+        grads = self._target(oracle, ctx)
+        msg, norms = self._message(grads, ctx)
+        metrics = {}
+        if ctx.record:
+            diff = grads - msg.dense(grads.shape)
+            metrics = self._metrics(norms, np.sqrt(np.einsum("ij,ij->i", diff, diff)), len(grads))
+        return state, msg, metrics
+
+    def server_step(self, state, x, agg, ctx):
+        return state, x - self.gamma * agg.mean(x.size), None
+
+
+@METHODS.register("clip_sgd")
+@dataclass(frozen=True)
+class ClipSGD(ClipGD):
+    """Clip-SGD: Clip-GD with τ_i-nice minibatch gradients."""
+
+    batch: float = 0.25
+    name = "clip_sgd"
+    params = ClipSGDParams
+    minibatch = True
+    needs_samples = True
+
+
+@METHODS.register("clip21_gd")
+@dataclass(frozen=True)
+class Clip21GD(_Clipped):
+    """Clip21-GD: c_i = clip_τ(∇f_i(x) − v_i) [+ noise], v_i ← v_i + c_i, x ← x − γ (1/n) Σ_i v_i."""
+
+    name = "clip21_gd"
+
+    def initial_state(self, x0, n_local):
+        return VState(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
+
+    def worker_step(self, state, oracle, ctx):
+        grads = self._target(oracle, ctx)
+        msg, norms = self._message(grads - state.v, ctx)
+        v = msg.added_to(state.v)
+        metrics = {}
+        if ctx.record:
+            diff = grads - v
+            metrics = self._metrics(norms, np.sqrt(np.einsum("ij,ij->i", diff, diff)), len(grads))
+        return VState(v), msg, metrics
+
+    def server_step(self, state, x, agg, ctx):
+        v = agg.plus_mean(state.v)
+        return MeanState(v), x - self.gamma * v, None
+
+
+@METHODS.register("clip21_sgd")
+@dataclass(frozen=True)
+class Clip21SGD(Clip21GD):
+    """Clip21-SGD: Clip21-GD with τ_i-nice minibatch gradients."""
+
+    batch: float = 0.25
+    name = "clip21_sgd"
+    params = ClipSGDParams
+    minibatch = True
+    needs_samples = True
+
+
+@METHODS.register("clip21_avg")
+@dataclass(frozen=True)
+class Clip21Avg(Clip21GD):
+    """Clip21-Avg: clipped mean estimation of a_i = ∇f_i(x^0) at a fixed point; x never moves. Records
+    ``estimate_error`` = ‖v − (1/n) Σ a_i‖² per round (exactly 0, to rounding, after ⌈max_i ‖a_i‖/τ⌉
+    rounds without noise)."""
+
+    name = "clip21_avg"
+    extra = ("epsilon", "estimate_error")
+
+    def server_step(self, state, x, agg, ctx):
+        return MeanState(agg.plus_mean(state.v)), x, None
+
+    def evaluate(self, server_state, x, grad, t):
+        err = server_state.v - grad
+        return {**super().evaluate(server_state, x, grad, t), "estimate_error": float(err @ err)}

@@ -1,0 +1,230 @@
+"""Clipping: the operator, Clip21-Avg's exact bound, the counterexample where Clip-GD stalls, DP noise
+and privacy accounting (against published values), bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import config_table
+from mpiclip import config as cfg
+from mpiclip import privacy, runner
+from mpiclip.comm import SerialComm
+from mpiclip.compressors import Identity, KParams, TopK, sparse_message
+from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
+from mpiclip.errors import InputError
+from mpiclip.methods import RoundContext
+from mpiclip.methods.base import RunInfo
+from mpiclip.methods.clip21 import Clip21Avg, Clip21GD, ClipGD
+from mpiclip.rounds import LocalOracle, exchange
+from mpiclip.trace import load_trace
+
+
+def test_clip_operator():
+    v = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    clipped, norms = clip_rows(v, 1.0)
+    np.testing.assert_allclose(clipped, [[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]])
+    np.testing.assert_allclose(norms, [5.0, 0.5, 0.0])
+    clip = Clip(ClipParams(1.0))
+    msg = clip(v, None)
+    assert msg.bits[0, 0] == 64 and not msg.sparse  # 32·d
+    # on a sparse message it clips the kept values as one vector, positions unchanged
+    sparse = sparse_message(np.array([[3.0, 0.0, 4.0]]), np.array([0, 0]), np.array([0, 2]), 2)
+    on = clip.on(sparse, None)
+    np.testing.assert_allclose(on.dense((1, 3)), [[0.6, 0.0, 0.8]])
+    assert on.bits[0, 0] == 64 and on.bits[0, 1] == 128
+
+
+class Fixed:
+    """An oracle with fixed gradients a_i (Clip21-Avg's vectors)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def full(self):
+        return self.a
+
+
+def drive(method, a, rounds):
+    comm = SerialComm()
+    comm.bind(len(a))
+    x = np.zeros(a.shape[1])
+    ws, ss = method.initial_state(x, len(a))
+    for t in range(rounds):
+        ctx = RoundContext(t, 0, np.arange(len(a)), len(a), True, x)
+        ws, msg, _ = method.worker_step(ws, Fixed(a), ctx)
+        ss, x, _ = method.server_step(ss, x, exchange(comm, msg, len(a), True, False, np.arange(len(a))), ctx)
+    return ss, ws
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0, 2.5])
+def test_clip21_avg_is_exact_after_the_bound_and_not_before(tau):
+    a = np.random.default_rng(0).standard_normal((5, 7)) * np.array([1, 4, 0.5, 2, 3])[:, None]
+    norms = np.linalg.norm(a, axis=1)
+    bound = math.ceil(norms.max() / tau)
+    method = Clip21Avg(Identity(), 0.0, tau=tau)
+    server, workers = drive(method, a, bound)
+    np.testing.assert_allclose(workers.v, a, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(server.v, a.mean(axis=0), rtol=1e-12, atol=1e-12)
+    # one round fewer: the longest vector still lacks ‖a‖ − (bound − 1)τ > 0, in its own direction
+    _, early = drive(method, a, bound - 1)
+    gap = np.linalg.norm(a - early.v, axis=1)
+    np.testing.assert_allclose(gap, np.maximum(0.0, norms - (bound - 1) * tau), rtol=1e-10, atol=1e-12)
+    assert gap.max() > 0
+
+
+def run_table(tmp_path, **sections):
+    table = config_table(**sections)
+    table["output"] = {"path": str(tmp_path / "{name}.h5"), "exists": "overwrite"}
+    (config,) = [cfg.validate(table)]
+    (prepared,) = runner.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
+    return runner.execute(prepared), prepared
+
+
+def counterexample(tmp_path, method, rounds=400, factor=1.0):
+    return run_table(tmp_path, run={"name": method["name"], "n_workers": 2, "rounds": rounds, "x0": "zeros"},
+                     data=None, problem={"name": "clip_counterexample", "d": 3, "s": 1.0, "kappa": 3.0},
+                     method=method, compressor={"name": "identity"}, stepsize={"factor": factor})
+
+
+def test_clip_gd_stalls_where_clip21_and_gd_converge(tmp_path):
+    grad0 = (3.0 - 1.0) / 2  # ‖∇f(0)‖ = (κ − 1)s/2
+    stalled, _ = counterexample(tmp_path, {"name": "clip_gd", "tau": 0.5})
+    assert stalled.grad_norm_sq == pytest.approx(grad0**2, rel=1e-12)  # x never moves from 0
+    fixed, _ = counterexample(tmp_path, {"name": "clip21_gd", "tau": 0.5})
+    gd, _ = counterexample(tmp_path, {"name": "gd"})
+    assert fixed.grad_norm_sq < 1e-20 and gd.grad_norm_sq < 1e-20
+    tr = load_trace(fixed.path)
+    assert tr.workers["clip_active"][0].tolist() == [1.0, 1.0]  # both clipped at the start
+    assert tr.workers["clip_active"][-2].tolist() == [0.0, 0.0]  # and inactive at the end: plain GD
+    gap = tr.loss[-1] - tr.attrs["f_star"]
+    assert abs(gap) < 1e-14
+
+
+def test_clip_gd_floor_grows_as_tau_shrinks(tmp_path):
+    """Along e_1, ∇f_0 = x − 1 and ∇f_1 = 3(x + 1). For τ <= 1 Clip-GD is stuck at 0 (‖∇f‖² = 1); for τ = 1.2
+    it stops where x − 1 + 1.2 = 0, at x = −0.2 (‖∇f‖² = (2x + 1)² = 0.36); from τ = 1.5 on, nothing is
+    clipped at x* = −0.5 and it converges."""
+    finals = {tau: counterexample(tmp_path, {"name": "clip_gd", "tau": tau}, rounds=2000)[0].grad_norm_sq
+              for tau in (0.5, 1.2, 2.0)}
+    assert finals[0.5] == pytest.approx(1.0)
+    assert finals[1.2] == pytest.approx(0.36, rel=1e-6)
+    assert finals[2.0] < 1e-20
+
+
+def test_dp_noise_is_reproducible_and_accounted(tmp_path):
+    result, prepared = run_table(tmp_path, run={"name": "dp", "n_workers": 4, "rounds": 40},
+                                 method={"name": "clip21_gd", "tau": 0.5, "sigma": 0.2}, compressor={"name": "identity"},
+                                 stepsize={"factor": 1.0})
+    again, _ = run_table(tmp_path, run={"name": "dp2", "n_workers": 4, "rounds": 40},
+                         method={"name": "clip21_gd", "tau": 0.5, "sigma": 0.2}, compressor={"name": "identity"},
+                         stepsize={"factor": 1.0})
+    a, b = load_trace(result.path), load_trace(again.path)
+    np.testing.assert_array_equal(a.grad_norm_sq, b.grad_norm_sq)
+    eps = a.metrics["epsilon"]
+    assert eps[0] == 0 and np.all(np.diff(eps) > 0)
+    expected = privacy.Accountant([privacy.Mechanism(0.2, 1.0)], 1e-5).epsilon(40)
+    assert eps[-1] == pytest.approx(expected)
+    assert np.all(a.workers["noise_scale"][:-1] == 0.2)
+
+
+def test_target_epsilon_sets_sigma(tmp_path):
+    result, prepared = run_table(tmp_path, run={"name": "target", "n_workers": 4, "rounds": 30},
+                                 method={"name": "clip_gd", "tau": 1.0, "target_epsilon": 4.0, "delta": 1e-6},
+                                 compressor={"name": "identity"})
+    tr = load_trace(result.path)
+    assert tr.metrics["epsilon"][-1] == pytest.approx(4.0, rel=1e-6)
+    sigma = prepared.method.sigma
+    mech = privacy.Mechanism(sigma, 2.0)
+    assert privacy.Accountant([mech], 1e-6).epsilon(30) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_minibatch_accounting_is_amplified(tmp_path):
+    full, _ = run_table(tmp_path, run={"name": "full", "n_workers": 4, "rounds": 20},
+                        method={"name": "clip21_gd", "tau": 1.0, "sigma": 3.0}, compressor={"name": "identity"})
+    sgd, _ = run_table(tmp_path, run={"name": "sgd", "n_workers": 4, "rounds": 20},
+                       method={"name": "clip21_sgd", "tau": 1.0, "sigma": 3.0, "batch": 0.1}, compressor={"name": "identity"})
+    assert load_trace(sgd.path).metrics["epsilon"][-1] < 0.5 * load_trace(full.path).metrics["epsilon"][-1]
+
+
+def test_accountant_against_published_values():
+    """Opacus' example (60000 records, batch 256, noise 1.12, 60 epochs, δ = 1e-5, orders 10, 20, 100,
+    the classic conversion) gives ε = 2.95; dp-accounting's RDP with that conversion reproduces it, and the
+    Gaussian mechanism's RDP is the closed form λΔ²/(2σ²) per round."""
+    dp_accounting = pytest.importorskip("dp_accounting")
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    accountant = rdp.RdpAccountant(orders=[10, 20, 100])
+    accountant.compose(dp_accounting.PoissonSampledDpEvent(256 / 60000, dp_accounting.GaussianDpEvent(1.12)),
+                       int(60 * 60000 / 256))
+    classic = min(r + math.log(1e5) / (a - 1) for a, r in zip([10, 20, 100], accountant.rdp))
+    assert classic == pytest.approx(2.95, abs=0.02)
+    orders, per_round, _ = privacy._per_round_rdp(privacy.Mechanism(3.0, 2.0), "x")
+    np.testing.assert_allclose(per_round, orders * 2.0**2 / (2 * 3.0**2), rtol=1e-12)
+    # ε of T Gaussian rounds is at most the classic bound min_λ T λΔ²/(2σ²) + log(1/δ)/(λ − 1)
+    ours = privacy.Accountant([privacy.Mechanism(3.0, 2.0)], 1e-5).epsilon(50)
+    classic = min(50 * a * 4 / 18 + math.log(1e5) / (a - 1) for a in np.linspace(1.01, 200, 20000))
+    assert ours <= classic and ours > 0.8 * classic
+
+
+def test_sigma_for_round_trip_and_unreachable_target():
+    mechs = [privacy.Mechanism(1.0, 2.0)]
+    sigma = privacy.sigma_for(1.0, 1e-5, 100, mechs)
+    assert privacy.Accountant([privacy.Mechanism(sigma, 2.0)], 1e-5).epsilon(100) == pytest.approx(1.0, rel=1e-8)
+    with pytest.raises(InputError, match=r"^method.target_epsilon = 1e-09: is unreachable"):
+        privacy.sigma_for(1e-9, 1e-5, 100, mechs)
+
+
+def test_clipping_then_compression_orders(tmp_path):
+    for order in ("clip_first", "compress_first"):
+        result, _ = run_table(tmp_path, run={"name": order, "n_workers": 4, "rounds": 30},
+                              method={"name": "clip21_gd", "tau": 0.05, "order": order},
+                              compressor={"name": "topk", "k": 3}, stepsize={"factor": 1.0})
+        tr = load_trace(result.path)
+        assert tr.bits_up["paper"][1:].max() == 32 * 3 and tr.bits_up["coo32"][1:].max() == 64 * 3
+    method = Clip21GD(TopK(KParams(2)), 0.1, tau=0.5, order="compress_first")
+    ws, _ = method.initial_state(np.zeros(6), 1)
+    u = np.array([[3.0, 0.0, -4.0, 0.1, 0.0, 0.0]])
+    _, msg, _ = method.worker_step(ws, Fixed(u), RoundContext(0, 0, np.arange(1), 1, True, np.zeros(6)))
+    np.testing.assert_allclose(msg.dense(u.shape), [[0.3, 0, -0.4, 0, 0, 0]])
+    method = Clip21GD(TopK(KParams(2)), 0.1, tau=0.5, order="clip_first")  # clips all of u (norm 5.001) first
+    _, msg, _ = method.worker_step(ws, Fixed(u), RoundContext(0, 0, np.arange(1), 1, True, np.zeros(6)))
+    scale = 0.5 / np.linalg.norm(u)
+    np.testing.assert_allclose(msg.dense(u.shape), [[3 * scale, 0, -4 * scale, 0, 0, 0]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"method": {"name": "clip21_gd", "tau": 0.0}}, r"^method.tau = 0.0: must be > 0"),
+    ({"method": {"name": "clip21_gd", "tau": -1.0}}, r"^method.tau = -1.0: must be > 0"),
+    ({"method": {"name": "clip_gd", "sigma": -0.1}}, r"^method.sigma = -0.1: must be >= 0"),
+    ({"method": {"name": "clip_gd", "delta": 1.0}}, r"^method.delta = 1.0: must be in \(0, 1\)"),
+    ({"method": {"name": "clip_gd", "delta": 0.0}}, r"^method.delta = 0.0: must be in \(0, 1\)"),
+    ({"method": {"name": "clip_gd", "sigma": 1.0, "target_epsilon": 2.0}}, r"^method.target_epsilon = 2.0: and method.sigma"),
+    ({"method": {"name": "clip_gd", "target_epsilon": 1e-9}}, r"^method.target_epsilon = 1e-09: is unreachable"),
+    ({"method": {"name": "ef14"}, "compressor": {"name": "clip", "tau": 1.0}},
+     r"^compressor.name = 'clip': clips, and method 'ef14' does not support clipping"),
+    ({"method": {"name": "diana"}, "compressor": {"name": "compose", "inner": {"name": "clip", "tau": 1.0},
+                                                 "outer": {"name": "natural"}, "scale": False}},
+     r"^compressor.name = 'compose': clips, and method 'diana' does not support clipping"),
+    ({"method": {"name": "clip21_gd"}, "compressor": {"name": "clip", "tau": 1.0}},
+     r"^compressor.name = 'clip': clip21_gd clips by itself"),
+    ({"method": {"name": "clip21_gd", "sigma": 0.1}, "compressor": {"name": "topk", "k": 2}},
+     r"^compressor.name = 'topk': DP noise is added to uncompressed messages only"),
+    ({"method": {"name": "clip_sgd", "sigma": 1.0, "relation": "add_remove"}, "compressor": {"name": "identity"}},
+     r"^method.relation = 'add_remove': minibatch .* replace-one neighbours only"),
+])
+def test_bad_clipping_input(tmp_path, sections, message):
+    sections.setdefault("compressor", {"name": "identity"})
+    with pytest.raises(InputError, match=message):
+        run_table(tmp_path, **sections)
+    assert not list(tmp_path.glob("*.h5"))
+
+
+def test_ef21_with_the_clip_compressor_is_clip21_with_compressed_init(tmp_path):
+    ef21, _ = run_table(tmp_path, run={"name": "a", "n_workers": 4, "rounds": 25},
+                        method={"name": "ef21", "init": "compressed"}, compressor={"name": "clip", "tau": 0.2},
+                        stepsize={"rule": "inverse_L"})
+    clip21, _ = run_table(tmp_path, run={"name": "b", "n_workers": 4, "rounds": 25},
+                          method={"name": "clip21_gd", "tau": 0.2}, compressor={"name": "identity"},
+                          stepsize={"rule": "inverse_L"})
+    np.testing.assert_array_equal(load_trace(ef21.path).grad_norm_sq, load_trace(clip21.path).grad_norm_sq)
