@@ -2,6 +2,7 @@
 and privacy accounting (against published values), bad input."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -228,3 +229,46 @@ def test_ef21_with_the_clip_compressor_is_clip21_with_compressed_init(tmp_path):
                           method={"name": "clip21_gd", "tau": 0.2}, compressor={"name": "identity"},
                           stepsize={"rule": "inverse_L"})
     np.testing.assert_array_equal(load_trace(ef21.path).grad_norm_sq, load_trace(clip21.path).grad_norm_sq)
+
+
+def test_privacy_command():
+    from helpers import mpiclip
+
+    sigma = mpiclip(["privacy", "--tau", "1", "--rounds", "100", "--epsilon", "3"])
+    assert sigma.returncode == 0, sigma.stderr
+    value = float(sigma.stdout.split("σ = ")[1].split()[0])
+    eps = mpiclip(["privacy", "--tau", "1", "--rounds", "100", "--sigma", str(value)])
+    assert float(eps.stdout.split("ε = ")[1].split()[0]) == pytest.approx(3.0, rel=1e-4)
+    amplified = mpiclip(["privacy", "--tau", "1", "--rounds", "100", "--sigma", str(value), "--records", "1000",
+                         "--batch", "10"])
+    assert float(amplified.stdout.split("ε = ")[1].split()[0]) < 1.0
+    for args, message in [(["--tau", "0", "--rounds", "1", "--sigma", "1"], "--tau = 0.0: must be > 0"),
+                          (["--tau", "1", "--rounds", "1", "--sigma", "1", "--delta", "1"], "--delta = 1.0: must be in (0, 1)"),
+                          (["--tau", "1", "--rounds", "1", "--sigma", "-1"], "--sigma = -1.0: must be >= 0"),
+                          (["--tau", "1", "--rounds", "10", "--epsilon", "1e-12"], "--epsilon = 1e-12: is unreachable")]:
+        bad = mpiclip(["privacy", *args])
+        assert bad.returncode == 2 and bad.stderr.startswith(f"mpiclip: error: {message}"), bad.stderr
+
+
+def test_clipping_figures_without_mpi(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    paths = []
+    for method in ("clip_gd", "clip21_gd"):
+        for eps in (4.0, 16.0):
+            result, _ = run_table(tmp_path, run={"name": f"{method}-{eps:g}", "n_workers": 4, "rounds": 20},
+                                  method={"name": method, "tau": 0.05, "target_epsilon": eps},
+                                  compressor={"name": "identity"}, stepsize={"factor": 1.0})
+            paths.append(result.path)
+    code = ("import sys; sys.path.insert(0, %r); import clip_activity, privacy_utility; "
+            "assert clip_activity.main([%r, '-o', %r]) == 0; "
+            "assert privacy_utility.main(%r + ['-o', %r, '--y', 'accuracy']) == 0; "
+            "assert 'mpi4py' not in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code % (os.path.join(REPO, "analysis"), paths[0], str(tmp_path / "a.png"),
+                                                         paths, str(tmp_path / "p.png"))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+    assert (tmp_path / "a.png").stat().st_size > 5000 and (tmp_path / "p.png").stat().st_size > 5000
