@@ -49,7 +49,7 @@ def convergence(name: str, taus: tuple, out: str, lines: list) -> None:
         print(f"{name}: no traces yet", file=sys.stderr)
         return
     rows, chosen = [], []
-    for values, config, tr in runs:
+    for _, config, tr in runs:
         method = config.method.name
         tau = getattr(config.method.params, "tau", None)
         rows.append([method, "-" if tau is None else f"{tau:g}", f"{tr.grad_norm_sq[-1]:.3g}", f"{tr.loss[-1]:.6g}",
@@ -80,7 +80,7 @@ def privacy(name: str, out: str, lines: list) -> None:
         print(f"{name}: no traces yet", file=sys.stderr)
         return
     groups = defaultdict(list)  # (method, ε, τ, factor) -> traces over seeds
-    for values, config, tr in runs:
+    for _, config, tr in runs:
         p = config.method.params
         groups[(config.method.name, p.target_epsilon, p.tau, config.stepsize.factor)].append(tr)
     mean = lambda trs, key: float(np.mean([(tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1] for tr in trs]))

@@ -17,7 +17,6 @@ import resource
 import sys
 import tempfile
 
-import numpy as np
 
 from mpiclip import config as cfg
 from mpiclip import runner

@@ -292,15 +292,24 @@ def _num(v) -> str:
 
 
 # ---------------------------------------------------------------------------------- sweeps
-def cmd_sweep_list(args) -> int:
+def _sweep_or_report(path: str):
+    """The sweep, or None after printing its input error (sweep files hold no runtime errors)."""
     from mpiclip.errors import MpiclipError
-    from mpiclip.sweep import load_sweep, status_of
+    from mpiclip.sweep import load_sweep
 
     try:
-        sweep = load_sweep(args.sweep)
+        return load_sweep(path)
     except MpiclipError as e:
         print(f"mpiclip: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return None
+
+
+def cmd_sweep_list(args) -> int:
+    from mpiclip.sweep import status_of
+
+    sweep = _sweep_or_report(args.sweep)
+    if sweep is None:
+        return 2
     if args.count:
         print(len(sweep.runs))
         return 0
@@ -374,14 +383,11 @@ def cmd_sweep_run(args) -> int:
 
 def cmd_sweep_best(args) -> int:
     from mpiclip import plotting, report
-    from mpiclip.errors import MpiclipError
-    from mpiclip.sweep import best_runs, load_sweep
+    from mpiclip.sweep import best_runs
 
-    try:
-        sweep = load_sweep(args.sweep)
-    except MpiclipError as e:
-        print(f"mpiclip: error: {e}", file=sys.stderr)
-        return e.exit_code
+    sweep = _sweep_or_report(args.sweep)
+    if sweep is None:
+        return 2
     best = best_runs(sweep)
     sel = sweep.select
     rows = []

@@ -28,7 +28,7 @@ from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError, RunFailed
 from mpiclip.methods import METHODS, RoundContext
 from mpiclip.methods.base import RunInfo
-from mpiclip.problems import PROBLEMS, Smoothness
+from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.rounds import LocalOracle, exchange
 from mpiclip.trace import TraceWriter

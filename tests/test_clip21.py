@@ -15,9 +15,8 @@ from mpiclip.compressors import Identity, KParams, TopK, sparse_message
 from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
 from mpiclip.errors import InputError
 from mpiclip.methods import RoundContext
-from mpiclip.methods.base import RunInfo
-from mpiclip.methods.clip21 import Clip21Avg, Clip21GD, ClipGD
-from mpiclip.rounds import LocalOracle, exchange
+from mpiclip.methods.clip21 import Clip21Avg, Clip21GD
+from mpiclip.rounds import exchange
 from mpiclip.trace import load_trace
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import mpiclip
 from mpiclip.errors import InputError
-from mpiclip.sweep import SelectParams, best_runs, load_sweep, score, status_of
+from mpiclip.sweep import SelectParams, load_sweep, score, status_of
 from mpiclip.trace import load_trace
 
 SWEEP = """
