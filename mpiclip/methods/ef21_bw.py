@@ -162,7 +162,7 @@ class EF21PP(EF21):
             return super().worker_step(state, oracle, ctx)
         chosen = ctx.shared(SAMPLING).choice(ctx.n_workers, int(self.participation * ctx.n_workers), replace=False)
         mine = np.isin(ctx.worker_ids, chosen)
-        sub = ctx.__class__(ctx.t, ctx.seed, ctx.worker_ids[mine], ctx.n_workers, ctx.record, ctx.x)
+        sub = dataclasses.replace(ctx, worker_ids=ctx.worker_ids[mine])
         g = state.g.copy()
         part_g, part_msg, part_metrics = ef21_worker_update(self.compressor, state.g[mine], grads[mine], sub, False)
         g[mine] = part_g
