@@ -62,10 +62,6 @@ class SparseGather:
     indices: np.ndarray  # (sum counts,)
     flags: Optional[np.ndarray]  # (n,) int8 or None
 
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)])
-
     def sum_into(self, target: np.ndarray, divisor: float = 1.0) -> None:
         """target += (sum of all payloads) / divisor, summed per coordinate in worker order."""
         add_sparse_sum(target, self.indices, self.values, divisor)
@@ -319,18 +315,6 @@ class MPIComm(Comm):
     def finalize(self):
         if not self._MPI.Is_finalized():
             self._MPI.Finalize()
-
-
-def _split_head(head: np.ndarray, workers: np.ndarray, width: int):
-    if width == 1:
-        return head, None
-    counts, flags = [], []
-    pos = 0
-    for w in workers:
-        counts.append(head[pos : pos + w])
-        flags.append(head[pos + w : pos + 2 * w])
-        pos += 2 * w
-    return np.concatenate(counts), np.concatenate(flags).astype(np.int8)
 
 
 def _checksum(x: np.ndarray) -> int:

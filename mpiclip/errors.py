@@ -27,14 +27,6 @@ class RunFailed(MpiclipError):
     exit_code = 1
 
 
-class Interrupted(MpiclipError):
-    """SIGINT/SIGTERM arrived; the trace was closed with status 'interrupted'."""
-
-    def __init__(self, signum: int, message: str):
-        self.exit_code = 128 + signum
-        super().__init__(message)
-
-
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)

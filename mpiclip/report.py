@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -87,9 +86,3 @@ def describe(tr: Trace) -> str:
     lines.append(f"data       {a.get('dataset_checksum')}")
     return "\n".join(lines)
 
-
-def relpath(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return path

@@ -30,9 +30,9 @@ class LocalOracle(Oracle):
             self.seconds += time.perf_counter() - start
         return self._full
 
-    def losses(self) -> np.ndarray:
-        if self._full is None or (self._losses is None and self.with_loss):
-            self.full()
+    def losses(self) -> Optional[np.ndarray]:
+        """Per-worker losses at x (None unless the oracle was made ``with_loss``)."""
+        self.full()
         return self._losses
 
     def minibatch(self, x, batches):

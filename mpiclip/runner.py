@@ -110,7 +110,7 @@ class Run:
         trial = self.method_cls.create(c.method.params, self.compressor, 1.0)
         trial.validate(self.d, c.run.n_workers)
         # resolved here (e.g. σ for a privacy target) so that impossible settings fail before any collective
-        self.unbound_gamma = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
+        self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
                                                 self.plan.sample_counts if self.plan is not None else None))
         self.x0 = self._initial_point()
         return self._check_output() if check_output else True
@@ -158,7 +158,7 @@ class Run:
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
                                        self.compressor.omega(self.d), c.run.n_workers)
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
-        self.method = dataclasses.replace(self.unbound_gamma, gamma=self.gamma)
+        self.method = dataclasses.replace(self.bound_method, gamma=self.gamma)
         self.hostnames = comm.hostnames()
         error, self.writer = None, None
         if comm.rank == 0 and with_trace:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from mpiclip.comm import SparseGather, add_sparse_sum
+from mpiclip.comm import SparseGather
 from mpiclip.compressors import Compressor, Message
 from mpiclip.registry import Registry
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
@@ -90,7 +90,7 @@ class Aggregate:
         """base + (1/n) Σ_i c_i as a new array."""
         if self.sparse is not None:
             out = base.copy()
-            add_sparse_sum(out, self.sparse.indices, self.sparse.values, self.n_workers)
+            self.sparse.sum_into(out, self.n_workers)
             return out
         return base + self.total / self.n_workers
 

@@ -41,11 +41,9 @@ def sample_minibatches(ctx, sizes: np.ndarray, fraction: float) -> list:
     return [np.sort(rng[i].choice(int(n), int(tau), replace=False)) for i, (n, tau) in enumerate(zip(sizes, taus))]
 
 
-def _estimate(oracle, x, batches, sizes) -> np.ndarray:
-    """The minibatch gradient; a batch that is the whole shard is the full gradient (same bits)."""
-    if all(len(b) == n for b, n in zip(batches, sizes)):
-        return oracle.full()
-    return oracle.minibatch(x, batches)
+def _whole(batches: list, sizes: np.ndarray) -> bool:
+    """Is every batch its worker's whole shard? Then the full gradient is the estimate (the same bits)."""
+    return all(len(b) == n for b, n in zip(batches, sizes))
 
 
 # ------------------------------------------------------------------------------------------ SGD
@@ -73,7 +71,8 @@ class EF21SGD(EF21):
             target, samples = oracle.full(), oracle.sizes
         else:
             batches = sample_minibatches(ctx, oracle.sizes, self.batch)
-            target, samples = _estimate(oracle, ctx.x, batches, oracle.sizes), np.array([len(b) for b in batches])
+            target = oracle.full() if _whole(batches, oracle.sizes) else oracle.minibatch(ctx.x, batches)
+            samples = np.array([len(b) for b in batches])
         g, msg, metrics = ef21_worker_update(self.compressor, state.g, target, ctx, initial)
         if ctx.record:
             metrics["samples"] = samples.astype(float)
@@ -120,7 +119,7 @@ class EF21Page(EF21):
             v, samples = oracle.full(), oracle.sizes
         else:
             batches = sample_minibatches(ctx, oracle.sizes, self.batch)
-            if all(len(b) == n for b, n in zip(batches, oracle.sizes)):
+            if _whole(batches, oracle.sizes):
                 v, samples = oracle.full(), oracle.sizes
             else:
                 v = state.v + (oracle.minibatch(ctx.x, batches) - oracle.minibatch(state.x_prev, batches))
