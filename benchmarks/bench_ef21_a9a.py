@@ -20,9 +20,12 @@ import time
 import numpy as np
 
 from mpiclip import config as cfg
-from mpiclip import runner
+from mpiclip import session
+from mpiclip.runners.synchronous import SynchronousRunner
 from mpiclip.comm import make_comm
 from mpiclip.trace import load_trace
+
+PHASES = SynchronousRunner.phases
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "a9a.txt"))
@@ -86,9 +89,9 @@ def main() -> int:
     configs = cfg.load("ef21-libsvm", overrides)
     best = None
     for _ in range(args.repeat):
-        run = runner.prepare_all(configs, comm, log=lambda *a: None)[0]
-        result = runner.execute(run)
-        rows = comm.allgather_objects([result.timing[p] for p in runner.PHASES] + [result.wall])
+        run = session.prepare_all(configs, comm, log=lambda *a: None)[0]
+        result = session.execute(run)
+        rows = comm.allgather_objects([result.timing[p] for p in PHASES] + [result.wall])
         wall = max(r[-1] for r in rows)
         if best is None or wall < best[0]:
             best = (wall, rows, result)
@@ -97,7 +100,7 @@ def main() -> int:
         print(f"EF21 Top-1, {args.workers} workers on {comm.size} rank(s), {args.rounds} rounds, every round recorded "
               f"({comm.library})")
         print(f"final ‖∇f‖² = {result.grad_norm_sq:.6g}, status {result.status}")
-        print("rank  " + "  ".join(f"{p:>13s}" for p in runner.PHASES) + "        loop")
+        print("rank  " + "  ".join(f"{p:>13s}" for p in PHASES) + "        loop")
         for r, row in enumerate(rows):
             print(f"{r:4d}  " + "  ".join(f"{v:13.3f}" for v in row[:-1]) + f"  {row[-1]:10.3f}")
         print(f"loop wall time (max over ranks, best of {args.repeat}): {wall:.3f} s = {wall / args.rounds * 1e3:.3f} ms/round")

@@ -19,8 +19,11 @@ import tempfile
 
 
 from mpiclip import config as cfg
-from mpiclip import runner
+from mpiclip import session
+from mpiclip.runners.synchronous import SynchronousRunner
 from mpiclip.comm import make_comm
+
+PHASES = SynchronousRunner.phases
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 A9A = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "a9a.txt"))
@@ -45,19 +48,19 @@ def main() -> int:
         overrides = overrides + [f"run.rounds={args.rounds}", f"run.eval_every={args.eval_every}",
                                  f"output.path='{out}/{name}.h5'", "output.exists='overwrite'", "run.check_every=100"]
         (config,) = cfg.load(base, overrides)
-        (run,) = runner.prepare_all([config], comm, log=lambda *a: None)
-        result = runner.execute(run)
+        (run,) = session.prepare_all([config], comm, log=lambda *a: None)
+        result = session.execute(run)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rows = comm.allgather_objects([result.timing[p] for p in runner.PHASES] + [result.wall, rss])
+        rows = comm.allgather_objects([result.timing[p] for p in PHASES] + [result.wall, rss])
         wire = result.bits_per_worker["wire"] / 8 / max(1, result.rounds - 1)
         if comm.rank == 0:
             d, n = run.d, config.run.n_workers
             print(f"\n{name}: d = {d}, n = {n} workers on {comm.size} rank(s), {result.rounds} rounds, "
                   f"Top-{config.compressor.params.k}; final ‖∇f‖² = {result.grad_norm_sq:.4g}")
             print(f"message bytes per worker per round: {wire:.0f} (a dense d-vector would be {8 * d})")
-            print("rank  " + "  ".join(f"{p:>13s}" for p in runner.PHASES) + "   (ms per round)   peak RSS MB")
+            print("rank  " + "  ".join(f"{p:>13s}" for p in PHASES) + "   (ms per round)   peak RSS MB")
             for r, row in enumerate(rows):
-                per = [1e3 * v / result.rounds for v in row[: len(runner.PHASES)]]
+                per = [1e3 * v / result.rounds for v in row[: len(PHASES)]]
                 print(f"{r:4d}  " + "  ".join(f"{v:13.3f}" for v in per) + f"   loop {row[-2]:.2f} s   {row[-1]:10.0f}")
     return 0
 

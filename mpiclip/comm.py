@@ -20,9 +20,7 @@ from typing import Optional
 import numpy as np
 
 from mpiclip.errors import InputError, MpiclipError
-
-INDEX_DTYPE = np.int32  # indices of sparse messages on the wire (d < 2**31)
-ENTRY = np.dtype([("v", "<f8"), ("i", "<i4")])  # one sparse entry on the wire, 12 bytes, no padding
+from mpiclip.wire import ENTRY, RowReduce, SparseGather, sequential_sum
 
 
 class AgreedError(MpiclipError):
@@ -51,45 +49,6 @@ class Layout:
 
     def workers_of(self, rank: int) -> np.ndarray:
         return np.arange(self.starts[rank], self.starts[rank] + self.counts[rank])
-
-
-@dataclass(frozen=True)
-class SparseGather:
-    """Every worker's sparse payload in worker order: worker i owns ``values[offsets[i]:offsets[i+1]]``."""
-
-    counts: np.ndarray  # (n,)
-    values: np.ndarray  # (sum counts,)
-    indices: np.ndarray  # (sum counts,)
-    flags: Optional[np.ndarray]  # (n,) int8 or None
-
-    def sum_into(self, target: np.ndarray, divisor: float = 1.0) -> None:
-        """target += (sum of all payloads) / divisor, summed per coordinate in worker order."""
-        add_sparse_sum(target, self.indices, self.values, divisor)
-
-
-def add_sparse_sum(target: np.ndarray, indices: np.ndarray, values: np.ndarray, divisor: float = 1.0) -> None:
-    """target += (Σ_j values[j] e_{indices[j]}) / divisor; each coordinate's terms are added in input order.
-
-    ``np.bincount`` accumulates sequentially in input order, so the result does not depend on how the
-    terms were grouped over ranks. Its dense form costs O(d), the unique-index form O(m log m); both give
-    the same bits, so the cheaper one is used.
-    """
-    m, d = len(indices), len(target)
-    if m == 0:
-        return
-    if m * 16 < d:
-        uniq, inverse = np.unique(indices, return_inverse=True)
-        target[uniq] += np.bincount(inverse, weights=values, minlength=len(uniq)) / divisor
-    else:
-        target += np.bincount(indices, weights=values, minlength=d) / divisor
-
-
-def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.ndarray:
-    """((start + rows[0]) + rows[1]) + ...: the worker-order sum, independent of any blocking."""
-    acc = rows[0].copy() if start is None else start + rows[0]
-    for row in rows[1:]:
-        acc += row
-    return acc
 
 
 class Comm:
@@ -146,12 +105,20 @@ class Comm:
     def any(self, flag: bool) -> bool:
         raise NotImplementedError
 
+    def max_flags(self, flags: np.ndarray) -> np.ndarray:
+        """Elementwise maximum over ranks of a small float array (requests every rank must act on)."""
+        raise NotImplementedError
+
     def same_on_all(self, x: np.ndarray) -> tuple[bool, list[int]]:
         """Compare a checksum of ``x`` across ranks; returns (all equal, per-rank checksums)."""
         raise NotImplementedError
 
     def finalize(self) -> None:
         pass
+
+    def row_reduce(self) -> RowReduce:
+        """The ordered cross-rank reductions, for code that must not see the communicator (problems)."""
+        return RowReduce(sum=lambda rows: self.sum_rows(rows, ordered=True), gather=self.allgather_rows)
 
 
 class SerialComm(Comm):
@@ -187,6 +154,9 @@ class SerialComm(Comm):
 
     def any(self, flag):
         return bool(flag)
+
+    def max_flags(self, flags):
+        return np.asarray(flags, dtype=np.float64).copy()
 
     def same_on_all(self, x):
         return True, [_checksum(x)]
@@ -306,6 +276,11 @@ class MPIComm(Comm):
         out = np.zeros(1, dtype=np.int64)
         self._c.Allreduce(np.array([int(bool(flag))], dtype=np.int64), out, op=self._MPI.MAX)
         return bool(out[0])
+
+    def max_flags(self, flags):
+        out = np.empty(len(flags), dtype=np.float64)
+        self._c.Allreduce(np.ascontiguousarray(flags, dtype=np.float64), out, op=self._MPI.MAX)
+        return out
 
     def same_on_all(self, x):
         sums = np.empty(self.size, dtype=np.int64)

@@ -4,6 +4,9 @@ Every configurable component (problem, compressor, method, data source, split, a
 sections) declares its parameters as a frozen dataclass whose fields are made with :func:`param`.
 :func:`parse_params` turns a TOML table into such a record: unknown keys, wrong types, and values
 outside their range are :class:`~mpiclip.errors.InputError` naming ``section.key`` and the value.
+A record may define ``check(self)`` for rules that tie several keys together; it runs after parsing
+(not in ``__post_init__``, because method classes inherit their parameter records and are rebuilt
+with resolved values, e.g. a σ computed from a privacy target).
 """
 
 from __future__ import annotations
@@ -64,7 +67,10 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
         if reason:
             raise InputError(where, value, reason)
         values[name] = value
-    return cls(**values)
+    record = cls(**values)
+    if hasattr(record, "check"):
+        record.check()
+    return record
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:

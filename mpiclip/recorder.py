@@ -2,7 +2,9 @@
 
 Scalars (f, ‖∇f‖², time, the method's extra metrics) are known on every rank; per-worker columns (bits
 under each encoding and the method's diagnostics) live on the rank that holds the worker and are
-gathered to rank 0 with one Gatherv per flush, so the per-round cost is a few array writes.
+gathered to rank 0 with one Gatherv per flush, so the per-round cost is a few array writes. The bits
+themselves are counted in the run state's :class:`~mpiclip.runners.base.Ledger`; a row takes the bits
+sent since the previous row.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Optional
 import numpy as np
 
 from mpiclip.comm import Comm
-from mpiclip.compressors import ENCODINGS, Message
+from mpiclip.compressors import ENCODINGS
+from mpiclip.runners.base import Ledger
 from mpiclip.trace import TraceWriter
 
 E = len(ENCODINGS)
@@ -30,43 +33,18 @@ class Recorder:
         self.bits_down = np.zeros((flush_rows, E))
         # per-worker columns: bits per encoding, then the method's metrics
         self.block = np.full((flush_rows, n_local, E + len(metrics)), np.nan)
-        self.rows = 0
-        self.pending_up = np.zeros((n_local, E))
-        self.pending_down = np.zeros(E)
-        self.initial_up: Optional[np.ndarray] = None  # initial-round bits not yet written
-        self.initial_down = np.zeros(E)
-        self.initial_total = np.zeros((n_local, E))
-        self.total_up = np.zeros((n_local, E))  # everything ever sent, initial round included
+        self.rows = 0  # buffered, not yet written
 
-    def add_message(self, msg: Message, downlink: Optional[Message] = None) -> None:
-        """Account one round's upload bits (per local worker) and the server's download broadcast."""
-        up = msg.bits
-        self.total_up += up
-        if msg.initial:
-            self.initial_up = up.copy() if self.initial_up is None else self.initial_up + up
-            self.initial_total += up
-        else:
-            self.pending_up += up
-        if downlink is not None:
-            if downlink.initial:
-                self.initial_down += downlink.bits[0]
-            else:
-                self.pending_down += downlink.bits[0]
-
-    def paper_bits(self) -> np.ndarray:
-        """Per local worker, the paper-encoding bits sent so far outside the initial round."""
-        return self.total_up[:, 0] - self.initial_total[:, 0]
-
-    def add_row(self, t: int, elapsed: float, loss: float, grad_norm_sq: float, extra: dict) -> None:
+    def add_row(self, ledger: Ledger, t: int, elapsed: float, loss: float, grad_norm_sq: float, extra: dict) -> None:
         r = self.rows
         s = self.scalars
         s["rounds"][r], s["time"][r], s["loss"][r], s["grad_norm_sq"][r] = t, elapsed, loss, grad_norm_sq
         for name in self.extra:
             s[f"metrics/{name}"][r] = extra.get(name, np.nan)
-        self.block[r, :, :E] = self.pending_up
-        self.bits_down[r] = self.pending_down
-        self.pending_up[:] = 0.0
-        self.pending_down[:] = 0.0
+        self.block[r, :, :E] = ledger.pending_up
+        self.bits_down[r] = ledger.pending_down
+        ledger.pending_up[:] = 0.0
+        ledger.pending_down[:] = 0.0
         self.rows += 1
 
     def set_metrics(self, metrics: dict) -> None:
@@ -80,17 +58,17 @@ class Recorder:
     def full(self) -> bool:
         return self.rows == self.capacity
 
-    def flush(self) -> None:
+    def flush(self, ledger: Ledger) -> None:
         """Collective: every rank calls it at the same row count."""
         k = self.rows
         block = self.comm.gather_to_root(self.block[:k])
         initial = None
-        if self.initial_up is not None:
-            initial = self.comm.gather_to_root(self.initial_up[None])
-            self.initial_up = None
+        if ledger.initial_unwritten:
+            initial = self.comm.gather_to_root(ledger.initial_up[None])
+            ledger.initial_unwritten = False
         if self.writer is not None:
             if initial is not None:
-                self.writer.set_initial_bits(initial[0], self.initial_down)
+                self.writer.set_initial_bits(initial[0], ledger.initial_down)
             scalars = {name: values[:k] for name, values in self.scalars.items()}
             self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
         self.block[:] = np.nan

@@ -1,12 +1,19 @@
-"""Name -> component registries (DESIGN §2 rule 6): an unknown name lists the valid ones."""
+"""Name -> component registries (DESIGN §2 rule 6): an unknown name lists the valid ones.
+
+One style for every kind of component (runners, methods, compressors, problems, data sources,
+splits): a class registered with ``@REGISTRY.register("name")``, which declares its parameters once,
+as the frozen dataclass in its ``params`` attribute (see :mod:`mpiclip.params`), and documents itself
+in the first line of its docstring. Registration sets the class's ``name``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Generic, Iterator, TypeVar
 
 from mpiclip.errors import InputError
 
-T = TypeVar("T")
+T = TypeVar("T", bound=type)
 
 
 class Registry(Generic[T]):
@@ -15,11 +22,14 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
-        def add(entry: T) -> T:
+        def add(cls: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
-            self._entries[name] = entry
-            return entry
+            if not dataclasses.is_dataclass(getattr(cls, "params", None)):
+                raise TypeError(f"{self.kind} {name!r} must declare its parameters as a dataclass in `params`")
+            cls.name = name
+            self._entries[name] = cls
+            return cls
 
         return add
 
@@ -29,6 +39,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise InputError(field, name, f"unknown {self.kind} (valid: {', '.join(sorted(self))})") from None
 
+    def doc(self, name: str) -> str:
+        """The first line of the entry's docstring."""
+        return (self._entries[name].__doc__ or "").strip().split("\n")[0]
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -37,3 +51,8 @@ class Registry(Generic[T]):
 
     def items(self):
         return self._entries.items()
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """A component without parameters."""

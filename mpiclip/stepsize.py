@@ -83,7 +83,7 @@ class StepsizeParams:
     factor: float = param(1.0, "multiplier of the rule's γ (the papers tune it over powers of two)", check=positive)
     value: Optional[float] = param(None, "γ for rule = 'constant'", check=positive)
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.rule == "constant" and self.value is None:
             raise InputError("stepsize.value", "missing", "rule = 'constant' needs a value")
         if self.rule != "constant" and self.value is not None:

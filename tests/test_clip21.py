@@ -9,14 +9,14 @@ import pytest
 
 from helpers import config_table
 from mpiclip import config as cfg
-from mpiclip import privacy, runner
+from mpiclip import privacy, session
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import Identity, KParams, TopK, sparse_message
 from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
 from mpiclip.errors import InputError
 from mpiclip.methods import RoundContext
 from mpiclip.methods.clip21 import Clip21Avg, Clip21GD
-from mpiclip.rounds import exchange
+from mpiclip.runners.synchronous import exchange
 from mpiclip.trace import load_trace
 
 
@@ -77,8 +77,8 @@ def run_table(tmp_path, **sections):
     table = config_table(**sections)
     table["output"] = {"path": str(tmp_path / "{name}.h5"), "exists": "overwrite"}
     (config,) = [cfg.validate(table)]
-    (prepared,) = runner.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
-    return runner.execute(prepared), prepared
+    (prepared,) = session.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
+    return session.execute(prepared), prepared
 
 
 def counterexample(tmp_path, method, rounds=400, factor=1.0):

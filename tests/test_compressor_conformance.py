@@ -10,7 +10,7 @@ from mpiclip.comm import SerialComm
 from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.compressors.base import build_compressor
 from mpiclip.rng import WorkerRandomness
-from mpiclip.rounds import exchange
+from mpiclip.runners.synchronous import exchange
 
 D = 12
 CASES = {

@@ -67,7 +67,7 @@ def test_bits_under_every_encoding():
 
 
 def test_wire_bits_are_the_bytes_handed_to_mpi():
-    from mpiclip.comm import ENTRY
+    from mpiclip.wire import ENTRY
 
     msg = TopK(KParams(3))(RNG.standard_normal((2, 50)), rngs(n=2))
     assert msg.bits[0, ENCODINGS.index("wire")] == 8 * 3 * ENTRY.itemsize

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from helpers import SHARED_DATA
-from mpiclip import problems
-from mpiclip.comm import SerialComm
+from mpiclip.problems import linear
 from mpiclip.data import DataParams, DataSpec, LibsvmParams, Shard, SyntheticParams, plan
 from mpiclip.data.partition import NoParams
 from mpiclip.problems import (LeastSquares, LeastSquaresParams, LogisticRegression, LogRegParams, Quadratic,
                               QuadraticParams)
 from mpiclip.stepsize import ef21_gamma
+from mpiclip.wire import ALL_LOCAL
 
 
 def make_shard(storage="csr", n_workers=3, n=90, d=8, seed=0, values="gaussian"):
@@ -98,7 +98,7 @@ def test_a_workers_gradient_does_not_depend_on_its_rank_mates(storage):
 def test_smoothness_against_dense_eigenvalues():
     shard, _ = make_shard(n_workers=3)
     prob = LogisticRegression(LogRegParams(lam=0.1), shard, 3)
-    s = prob.smoothness(SerialComm())
+    s = prob.smoothness(ALL_LOCAL)
     parts = dense_parts(shard)
     expected_i = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A, _ in parts]
     A_all = np.vstack([A for A, _ in parts])
@@ -110,9 +110,9 @@ def test_smoothness_against_dense_eigenvalues():
 
 def test_lanczos_path_agrees_with_dense_gram(monkeypatch):
     shard, _ = make_shard(n_workers=3, d=8)
-    dense = LogisticRegression(LogRegParams(), shard, 3).smoothness(SerialComm())
-    monkeypatch.setattr(problems, "GRAM_MAX_D", 4)
-    lanczos = LogisticRegression(LogRegParams(), shard, 3).smoothness(SerialComm())
+    dense = LogisticRegression(LogRegParams(), shard, 3).smoothness(ALL_LOCAL)
+    monkeypatch.setattr(linear, "GRAM_MAX_D", 4)
+    lanczos = LogisticRegression(LogRegParams(), shard, 3).smoothness(ALL_LOCAL)
     assert lanczos.L == pytest.approx(dense.L, rel=1e-9)
     np.testing.assert_allclose(lanczos.L_workers, dense.L_workers, rtol=1e-9)
 
@@ -120,7 +120,7 @@ def test_lanczos_path_agrees_with_dense_gram(monkeypatch):
 def test_quadratic_has_its_constructed_constants_and_minimiser():
     params = QuadraticParams(d=6, L=2.0, spread=0.5, mu=0.05, zeta=1.0, seed=3)
     prob = Quadratic(params, np.arange(4), 4)
-    s = prob.smoothness(SerialComm())
+    s = prob.smoothness(ALL_LOCAL)
     np.testing.assert_allclose(s.L_workers, [2.0, 5 / 3, 4 / 3, 1.0])
     for Q, L_i in zip(prob.Q, s.L_workers):
         eig = np.linalg.eigvalsh(Q)
@@ -152,7 +152,7 @@ def test_constants_on_the_papers_datasets(name):
         pytest.skip(f"{path} not present (the team's shared data sets)")
     p = plan(DataSpec(DataParams(source="libsvm"), LibsvmParams(path=path), NoParams()), 20, "pm1")
     prob = LogisticRegression(LogRegParams(lam=0.1), p.load(np.arange(20)), 20)
-    s = prob.smoothness(SerialComm())
+    s = prob.smoothness(ALL_LOCAL)
     L, L_tilde, gamma = PAPER[name]
     assert s.L == pytest.approx(L, rel=1e-6) and s.L_tilde == pytest.approx(L_tilde, rel=1e-6)
     assert ef21_gamma(s.L, s.L_tilde, 1 / p.n_features) == pytest.approx(gamma, rel=1e-7)
@@ -161,7 +161,7 @@ def test_constants_on_the_papers_datasets(name):
 def test_least_squares_optimum_and_pl_constant():
     shard, _ = make_shard(values="gaussian", n_workers=3)
     prob = LeastSquares(LeastSquaresParams(), shard, 3)
-    s = prob.smoothness(SerialComm())
+    s = prob.smoothness(ALL_LOCAL)
     parts = dense_parts(shard)
     # f = (1/n) Σ (1/(2N_i))‖A_i x − b_i‖²: a least-squares problem on rows scaled by sqrt(1/(n N_i))
     A = np.vstack([a / np.sqrt(3 * len(a)) for a, _ in parts])
@@ -175,7 +175,7 @@ def test_least_squares_optimum_and_pl_constant():
 def test_quadratic_optimum():
     params = QuadraticParams(d=5, mu=0.1, seed=4)
     prob = Quadratic(params, np.arange(3), 3)
-    s = prob.smoothness(SerialComm())
+    s = prob.smoothness(ALL_LOCAL)
     Q, b = prob.Q.mean(axis=0), prob.b.mean(axis=0)
     x_star = np.linalg.solve(Q, b)
     assert s.f_star == pytest.approx(0.5 * x_star @ Q @ x_star - b @ x_star, rel=1e-12)

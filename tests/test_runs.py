@@ -9,7 +9,7 @@ import pytest
 
 from helpers import config_table
 from mpiclip import config as cfg
-from mpiclip import runner
+from mpiclip import session
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError
@@ -20,8 +20,8 @@ def run(tmp_path, overrides=(), **sections):
     table = config_table(**sections)
     table.setdefault("output", {})["path"] = str(tmp_path / "{name}.h5")
     (config,) = [cfg.validate(cfg.apply_overrides(table, [cfg.parse_override(o) for o in overrides]))]
-    (prepared,) = runner.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
-    result = runner.execute(prepared)
+    (prepared,) = session.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
+    result = session.execute(prepared)
     return result, load_trace(result.path)
 
 

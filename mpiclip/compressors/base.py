@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from mpiclip.compressors.message import Message
 from mpiclip.errors import InputError
 from mpiclip.params import parse_params
-from mpiclip.registry import Registry
+from mpiclip.registry import NoParams, Registry
 from mpiclip.rng import WorkerRandomness
 
 
@@ -23,11 +22,19 @@ class Compressor:
     quantizer composed on top of it acts on the kept values only.
     """
 
-    name = "?"
+    name = "?"  # set by registration
+    params: type = NoParams
     randomized = False
     exact_values = False
     positions_sent = True  # False when the receiver regenerates a sparse message's positions
     clips = False  # applies clip_τ somewhere (only methods that accept clipping may use it)
+
+    def __init__(self, params: Any = None):
+        pass
+
+    @classmethod
+    def build(cls, params: Any) -> "Compressor":
+        return cls(params)
 
     def __call__(self, v: np.ndarray, rng: WorkerRandomness) -> Message:
         raise NotImplementedError
@@ -42,19 +49,7 @@ class Compressor:
         """Raise InputError if the compressor cannot act in dimension d."""
 
 
-@dataclass(frozen=True)
-class CompressorSpec:
-    params: type
-    build: Callable
-    doc: str
-
-
-COMPRESSORS: Registry[CompressorSpec] = Registry("compressor")
-
-
-@dataclass(frozen=True)
-class NoParams:
-    pass
+COMPRESSORS: Registry[type[Compressor]] = Registry("compressor")
 
 
 def build_compressor(table: Any, where: str) -> Compressor:
@@ -62,7 +57,7 @@ def build_compressor(table: Any, where: str) -> Compressor:
     if not isinstance(table, dict) or "name" not in table:
         raise InputError(where, table, 'expected an inline table naming a compressor, e.g. {name = "topk", k = 2}')
     name = table["name"]
-    spec = COMPRESSORS.get(name, f"{where}.name")
-    params = parse_params(spec.params, {k: v for k, v in table.items() if k != "name"}, where,
+    cls = COMPRESSORS.get(name, f"{where}.name")
+    params = parse_params(cls.params, {k: v for k, v in table.items() if k != "name"}, where,
                           skip=("name",), owner=f"compressor {name!r}")
-    return spec.build(params)
+    return cls.build(params)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiclip.compressors.base import COMPRESSORS, CompressorSpec
+from mpiclip.compressors.base import COMPRESSORS
 from mpiclip.compressors.message import FLOAT
 from mpiclip.compressors.quantizers import Quantizer
 from mpiclip.params import param, positive
@@ -30,8 +30,11 @@ def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return values * scale[:, None], norms
 
 
+@COMPRESSORS.register("clip")
 class Clip(Quantizer):
-    name = "clip"
+    """clip_τ(x) = min(1, τ/‖x‖)·x, dense 32·d bits (EF21-family methods only; Clip21 is the clip21_* methods)."""
+
+    params = ClipParams
     clips = True
     cost = FLOAT
 
@@ -44,6 +47,3 @@ class Clip(Quantizer):
     def alpha(self, d):
         return None
 
-
-COMPRESSORS.register("clip")(CompressorSpec(ClipParams, Clip, "clip_τ(x) = min(1, τ/‖x‖)·x, dense 32·d bits "
-                                                               "(EF21-family methods only; Clip21 lives in the clip21_* methods)"))

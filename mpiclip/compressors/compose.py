@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from mpiclip.compressors.base import COMPRESSORS, Compressor, CompressorSpec, build_compressor
+from mpiclip.compressors.base import COMPRESSORS, Compressor, build_compressor
 from mpiclip.compressors.message import Message
 from mpiclip.compressors.quantizers import Quantizer
 from mpiclip.errors import InputError
@@ -37,7 +37,7 @@ class ComposeParams:
                                   "{name = \"natural\"}")
     scale: bool = param(True, "divide an unbiased outer quantizer's output by 1 + ω, making the composition contractive")
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.inner is None or self.outer is None:
             raise InputError("compressor.inner" if self.inner is None else "compressor.outer", "missing",
                              "compose needs inner and outer operators")
@@ -45,8 +45,11 @@ class ComposeParams:
         _component(self.outer, "compressor.outer")
 
 
+@COMPRESSORS.register("compose")
 class Compose(Compressor):
-    name = "compose"
+    """outer ∘ inner, e.g. inner = {name = "topk", k = 2}, outer = {name = "natural"}."""
+
+    params = ComposeParams
 
     def __init__(self, params: ComposeParams):
         self.inner = _component(params.inner, "compressor.inner")
@@ -102,6 +105,3 @@ def _keep_value_cost(outer: Message, inner: Message) -> Message:
     cost = dataclasses.replace(outer.cost, value_bits=inner.cost.value_bits, header_bits=inner.cost.header_bits)
     return outer.with_values(outer.values, cost)
 
-
-COMPRESSORS.register("compose")(CompressorSpec(ComposeParams, Compose,
-                                               "outer ∘ inner, e.g. inner = {name = \"topk\", k = 2}, outer = {name = \"natural\"}"))

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mpiclip.comm import INDEX_DTYPE
+from mpiclip.wire import INDEX_DTYPE
 
 ENCODINGS = ("paper", "coo32", "compact", "wire")
 VALUE_BYTES, INDEX_BYTES = 8, np.dtype(INDEX_DTYPE).itemsize

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiclip.compressors.base import COMPRESSORS, Compressor, CompressorSpec, NoParams
+from mpiclip.compressors.base import COMPRESSORS, Compressor
 from mpiclip.compressors.message import Cost, Message, dense_message
 from mpiclip.params import at_least, param
 
@@ -57,12 +57,13 @@ class _One:
         return self.rng[self.i]
 
 
+@COMPRESSORS.register("natural")
 class Natural(Quantizer):
-    """Natural compression (Horváth et al. 2019): each nonzero x_j becomes sign(x_j)·2^⌊log2|x_j|⌋ or
-    sign(x_j)·2^⌈log2|x_j|⌉, with the probabilities that make it unbiased; ω = 1/8; 9 bits per value
-    (sign and exponent of a float32)."""
+    """Natural compression (Horváth et al. 2019): unbiased rounding to a power of two; ω = 1/8; 9 bits/value.
 
-    name = "natural"
+    Each nonzero x_j becomes sign(x_j)·2^⌊log2|x_j|⌋ or sign(x_j)·2^⌈log2|x_j|⌉, with the probabilities
+    that make it unbiased; 9 bits per value are the sign and exponent of a float32."""
+
     randomized = True
 
     def quantize(self, values, rng):
@@ -83,12 +84,14 @@ class DitheringParams:
     s: int = param(1, "number of levels s (QSGD); ω = min(m/s², √m/s) for m values", check=at_least(1))
 
 
+@COMPRESSORS.register("dithering")
 class Dithering(Quantizer):
-    """Random dithering / QSGD (Alistarh et al. 2017) with s levels and the ℓ2 norm:
+    """Random dithering / QSGD (Alistarh et al. 2017) with s levels and the ℓ2 norm; ω = min(d/s², √d/s).
+
     C(x)_j = ‖x‖ sign(x_j) ξ_j/s, ξ_j = ⌊s|x_j|/‖x‖⌋ + Bernoulli(fractional part); unbiased,
     ω = min(m/s², √m/s); 32 bits for the norm plus 1 + ⌈log2(s + 1)⌉ bits per value."""
 
-    name = "dithering"
+    params = DitheringParams
     randomized = True
 
     def __init__(self, params: DitheringParams):
@@ -109,11 +112,12 @@ class Dithering(Quantizer):
         return min(d / self.s**2, math.sqrt(d) / self.s)
 
 
+@COMPRESSORS.register("sign")
 class ScaledSign(Quantizer):
-    """Scaled sign: C(x) = (‖x‖₁/m) sign(x) over m values; deterministic and biased, contractive with
-    α = ‖x‖₁²/(m‖x‖²) ≥ 1/m; 32 bits for the scale plus 1 bit per value."""
+    """Scaled sign (‖x‖₁/m)·sign(x) over m values; biased, α ≥ 1/m; 32 bits for the scale, 1 per value.
 
-    name = "sign"
+    Deterministic and contractive with α = ‖x‖₁²/(m‖x‖²) ≥ 1/m."""
+
 
     def quantize(self, values, rng):
         m = values.shape[1]
@@ -126,8 +130,3 @@ class ScaledSign(Quantizer):
     def alpha(self, d):
         return 1.0 / d
 
-
-COMPRESSORS.register("natural")(CompressorSpec(NoParams, lambda p: Natural(), "natural compression; ω = 1/8; 9 bits/value"))
-COMPRESSORS.register("dithering")(CompressorSpec(DitheringParams, Dithering,
-                                                 "random dithering / QSGD with s levels; ω = min(d/s², √d/s)"))
-COMPRESSORS.register("sign")(CompressorSpec(NoParams, lambda p: ScaledSign(), "scaled sign (‖x‖₁/d)·sign(x); α ≥ 1/d"))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiclip.compressors.base import COMPRESSORS, Compressor, CompressorSpec, NoParams
+from mpiclip.compressors.base import COMPRESSORS, Compressor
 from mpiclip.compressors.message import Cost, dense_message, sparse_message
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, param
@@ -23,10 +23,10 @@ class SharedParams:
     unbiased: bool = param(False, "scale the kept values by d/k (unbiased, ω = d/k − 1) instead of α = k/d")
 
 
+@COMPRESSORS.register("identity")
 class Identity(Compressor):
     """No compression: a dense message of 32·d bits."""
 
-    name = "identity"
     exact_values = True
 
     def __call__(self, v, rng):
@@ -40,6 +40,8 @@ class Identity(Compressor):
 
 
 class _KSparsifier(Compressor):
+    params = KParams
+
     def __init__(self, params):
         self.k = params.k
 
@@ -48,14 +50,14 @@ class _KSparsifier(Compressor):
             raise InputError("compressor.k", self.k, f"must be <= d = {d}")
 
 
+@COMPRESSORS.register("topk")
 class TopK(_KSparsifier):
-    """Keep the k entries of largest magnitude of each worker's vector, with their signs.
+    """Top-k: the k entries of largest magnitude of each worker's vector; ties to the smaller index; α = k/d.
 
     Ties are broken towards the smaller coordinate index, so the result is deterministic and does not
-    depend on ``np.argpartition``'s internal order. α = k/d.
+    depend on ``np.argpartition``'s internal order.
     """
 
-    name = "topk"
     exact_values = True
 
     def __call__(self, v, rng):
@@ -116,10 +118,10 @@ def rand_k_positions(rng, n: int, d: int, k: int) -> np.ndarray:
     return np.stack([np.sort(rng[i].choice(d, k, replace=False)) for i in range(n)]) if n else np.zeros((0, k), int)
 
 
+@COMPRESSORS.register("randk")
 class RandK(_KSparsifier):
-    """k coordinates drawn uniformly without replacement per worker and round, unscaled: α = k/d."""
+    """Rand-k: k coordinates drawn uniformly without replacement per worker and round, unscaled; α = k/d."""
 
-    name = "randk"
     randomized = True
     exact_values = True
 
@@ -133,10 +135,10 @@ class RandK(_KSparsifier):
         return min(1.0, self.k / d)
 
 
+@COMPRESSORS.register("randk_unbiased")
 class RandKUnbiased(_KSparsifier):
     """Rand-k scaled by d/k: unbiased with ω = d/k − 1 (not contractive for k < d/2)."""
 
-    name = "randk_unbiased"
     randomized = True
 
     def __call__(self, v, rng):
@@ -152,15 +154,16 @@ class RandKUnbiased(_KSparsifier):
         return d / self.k - 1.0
 
 
+@COMPRESSORS.register("randk_shared")
 class RandKShared(_KSparsifier):
-    """Rand-k whose positions come from a seed the receiver shares: only the k values are sent.
+    """Rand-k with positions from a seed the receiver shares: only the k values are sent.
 
     The receiver regenerates worker i's positions from (run seed, worker id, round), the same draw the
     worker made, so the message costs 32·k bits in every encoding but ``wire`` (64·k). Unscaled (α = k/d),
     or scaled by d/k with ``unbiased = true`` (ω = d/k − 1).
     """
 
-    name = "randk_shared"
+    params = SharedParams
     randomized = True
     positions_sent = False
 
@@ -186,11 +189,3 @@ class RandKShared(_KSparsifier):
     def omega(self, d):
         return d / self.k - 1.0 if self.unbiased else None
 
-
-COMPRESSORS.register("identity")(CompressorSpec(NoParams, lambda p: Identity(), "no compression (dense, 32·d bits)"))
-COMPRESSORS.register("topk")(CompressorSpec(KParams, TopK, "k largest magnitudes; ties to the smaller index; α = k/d"))
-COMPRESSORS.register("randk")(CompressorSpec(KParams, RandK, "k uniform coordinates, unscaled; α = k/d"))
-COMPRESSORS.register("randk_unbiased")(CompressorSpec(KParams, RandKUnbiased,
-                                                      "k uniform coordinates scaled by d/k; ω = d/k − 1"))
-COMPRESSORS.register("randk_shared")(CompressorSpec(SharedParams, RandKShared,
-                                                    "Rand-k with positions from a shared seed: values only on the wire"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,61 +61,76 @@ class Summary:
     description: str
 
 
-@dataclass(frozen=True)
 class Source:
+    """Interface: ``summarize(params)`` reads what validation and splitting need (labels, size, checksum);
+    ``read(params, rows, d)`` materialises the given global rows, in increasing order, as (CSR, labels)."""
+
     params: type
-    summarize: Callable[[Any], Summary]
-    read: Callable[[Any, np.ndarray, int], tuple[sp.csr_matrix, np.ndarray]]
-    doc: str
+
+    @staticmethod
+    def summarize(params) -> Summary:
+        raise NotImplementedError
+
+    @staticmethod
+    def read(params, rows: np.ndarray, d: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        raise NotImplementedError
 
 
-SOURCES: Registry[Source] = Registry("data source")
+SOURCES: Registry[type[Source]] = Registry("data source")
 
 
-def _libsvm_summary(p: LibsvmParams) -> Summary:
-    if not p.path:
-        raise InputError("data.path", p.path, "a LibSVM source needs a file path")
-    s = libsvm.summarize(p.path, "data.path")
-    d = s.n_features
-    if p.n_features:
-        if p.n_features < s.n_features:
-            raise InputError("data.n_features", p.n_features, f"the file uses feature index {s.n_features}")
-        d = p.n_features
-    return Summary(s.n_rows, d, s.labels, f"sha256:{s.sha256}", f"libsvm:{p.path}")
+@SOURCES.register("libsvm")
+class LibsvmSource(Source):
+    """A LibSVM file; rows keep their file order."""
+
+    params = LibsvmParams
+
+    @staticmethod
+    def summarize(p: LibsvmParams) -> Summary:
+        if not p.path:
+            raise InputError("data.path", p.path, "a LibSVM source needs a file path")
+        s = libsvm.summarize(p.path, "data.path")
+        d = s.n_features
+        if p.n_features:
+            if p.n_features < s.n_features:
+                raise InputError("data.n_features", p.n_features, f"the file uses feature index {s.n_features}")
+            d = p.n_features
+        return Summary(s.n_rows, d, s.labels, f"sha256:{s.sha256}", f"libsvm:{p.path}")
+
+    @staticmethod
+    def read(p: LibsvmParams, rows: np.ndarray, d: int):
+        return libsvm.read_rows(p.path, "data.path", rows, d)
 
 
-def _libsvm_read(p: LibsvmParams, rows: np.ndarray, d: int):
-    return libsvm.read_rows(p.path, "data.path", rows, d)
+@SOURCES.register("synthetic")
+class SyntheticSource(Source):
+    """Sparse data from a planted logistic model, made in fixed chunks."""
 
+    params = SyntheticParams
 
-def _synthetic_chunks(p: SyntheticParams, chunks):
-    w = synthetic.planted_weights(p.seed, p.n_features, p.density)
-    for c in chunks:
-        yield c, synthetic.chunk(p.seed, c, p.n_samples, p.n_features, p.density, p.values, p.noise, w)
+    @staticmethod
+    def _chunks(p: SyntheticParams, chunks):
+        w = synthetic.planted_weights(p.seed, p.n_features, p.density)
+        for c in chunks:
+            yield c, synthetic.chunk(p.seed, c, p.n_samples, p.n_features, p.density, p.values, p.noise, w)
 
+    @staticmethod
+    def summarize(p: SyntheticParams) -> Summary:
+        labels = [y for _, (_, y) in SyntheticSource._chunks(p, range(synthetic.n_chunks(p.n_samples)))]
+        text = ",".join(f"{k}={v}" for k, v in vars(p).items())
+        return Summary(p.n_samples, p.n_features, np.concatenate(labels), f"synthetic:{text}", f"synthetic({text})")
 
-def _synthetic_summary(p: SyntheticParams) -> Summary:
-    labels = [y for _, (_, y) in _synthetic_chunks(p, range(synthetic.n_chunks(p.n_samples)))]
-    text = ",".join(f"{k}={v}" for k, v in vars(p).items())
-    return Summary(p.n_samples, p.n_features, np.concatenate(labels), f"synthetic:{text}", f"synthetic({text})")
-
-
-def _synthetic_read(p: SyntheticParams, rows: np.ndarray, d: int):
-    needed = np.unique(rows // synthetic.CHUNK_ROWS)
-    parts, labels = [], []
-    for c, (X, y) in _synthetic_chunks(p, needed):
-        local = rows[(rows // synthetic.CHUNK_ROWS) == c] - c * synthetic.CHUNK_ROWS
-        parts.append(X[local])
-        labels.append(y[local])
-    if not parts:
-        return sp.csr_matrix((0, d)), np.zeros(0)
-    return sp.vstack(parts, format="csr"), np.concatenate(labels)
-
-
-SOURCES.register("libsvm")(Source(LibsvmParams, _libsvm_summary, _libsvm_read,
-                                  "a LibSVM file; rows keep their file order"))
-SOURCES.register("synthetic")(Source(SyntheticParams, _synthetic_summary, _synthetic_read,
-                                     "sparse data from a planted logistic model, made in fixed chunks"))
+    @staticmethod
+    def read(p: SyntheticParams, rows: np.ndarray, d: int):
+        needed = np.unique(rows // synthetic.CHUNK_ROWS)
+        parts, labels = [], []
+        for c, (X, y) in SyntheticSource._chunks(p, needed):
+            local = rows[(rows // synthetic.CHUNK_ROWS) == c] - c * synthetic.CHUNK_ROWS
+            parts.append(X[local])
+            labels.append(y[local])
+        if not parts:
+            return sp.csr_matrix((0, d)), np.zeros(0)
+        return sp.vstack(parts, format="csr"), np.concatenate(labels)
 
 
 @dataclass(frozen=True)

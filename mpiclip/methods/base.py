@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from mpiclip.comm import SparseGather
+from mpiclip.wire import SparseGather
 from mpiclip.compressors import Compressor, Message
-from mpiclip.registry import Registry
+from mpiclip.registry import NoParams, Registry
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
 
 
@@ -99,15 +99,20 @@ class Aggregate:
 
 
 @dataclass(frozen=True)
-class NoParams:
-    pass
-
-
 class Method:
-    """Base of all methods; ``create`` builds one from its validated [method] parameters."""
+    """Base of all methods: the compressor and step size, then the method's own hyper-parameters.
 
-    name: ClassVar[str] = "?"
+    A method declares its [method] keys once, as a parameter record (a frozen dataclass of
+    :func:`~mpiclip.params.param` fields) that it inherits from and names in ``params``; e.g.
+    ``class EF21(EF21Params, Method)`` is constructed as ``EF21(compressor, gamma, init="full")``.
+    """
+
+    compressor: Compressor
+    gamma: float
+
+    name: ClassVar[str] = "?"  # set by registration
     params: ClassVar[type] = NoParams
+    runner: ClassVar[str] = "synchronous"  # the runner that drives it (mpiclip.runners)
     metrics: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[tuple[str, ...]] = ()  # per-round scalars from ``evaluate`` (trace /metrics/<name>)
     default_rule: ClassVar[str] = "ef21"
@@ -116,12 +121,9 @@ class Method:
     accepts_clipping: ClassVar[bool] = False  # may use a compressor that clips (the EF21 family: Clip21-style)
     per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
 
-    compressor: Compressor
-    gamma: float
-
     @classmethod
     def create(cls, params: Any, compressor: Compressor, gamma: float) -> "Method":
-        """The method's dataclass fields after (compressor, gamma) are named like its [method] keys."""
+        """The method with its validated [method] parameters."""
         return cls(compressor, gamma, **{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
 
     def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
@@ -146,7 +148,7 @@ class Method:
         return self
 
 
-METHODS: Registry[type] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def row_sq_norms(a: np.ndarray) -> np.ndarray:

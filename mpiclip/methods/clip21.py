@@ -35,7 +35,7 @@ from mpiclip.compressors import Identity, dense_message
 from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, RunInfo
-from mpiclip.methods.ef21_bw import minibatch_sizes, sample_minibatches
+from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
 from mpiclip.params import nonnegative, param, positive
 from mpiclip.rng import COMPRESSOR, NOISE
 
@@ -57,7 +57,7 @@ class ClipMethodParams:
     order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
                        "clip(C(u))", choices=("clip_first", "compress_first"))
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.sigma > 0 and self.target_epsilon > 0:
             raise InputError("method.target_epsilon", self.target_epsilon, "and method.sigma are alternatives; set one")
 
@@ -81,17 +81,9 @@ class NoState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _Clipped(Method):
+class _Clipped(ClipMethodParams, Method):
     """Shared machinery: the clipped (optionally compressed, optionally noisy) message of u."""
 
-    compressor: Any
-    gamma: float
-    tau: float = 1.0
-    sigma: float = 0.0
-    target_epsilon: float = 0.0
-    delta: float = 1e-5
-    relation: str = "replace"
-    order: str = "clip_first"
     accountant: Any = None  # set by bind when there is noise
     params = ClipMethodParams
     metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
@@ -159,7 +151,6 @@ class _Clipped(Method):
 class ClipGD(_Clipped):
     """Clip-GD: x ← x − γ (1/n) Σ_i [clip_τ(∇f_i(x)) + noise] (the naive baseline, biased)."""
 
-    name = "clip_gd"
 
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
@@ -179,11 +170,9 @@ class ClipGD(_Clipped):
 
 @METHODS.register("clip_sgd")
 @dataclass(frozen=True)
-class ClipSGD(ClipGD):
+class ClipSGD(ClipSGDParams, ClipGD):
     """Clip-SGD: Clip-GD with τ_i-nice minibatch gradients."""
 
-    batch: float = 0.25
-    name = "clip_sgd"
     params = ClipSGDParams
     minibatch = True
     needs_samples = True
@@ -194,7 +183,6 @@ class ClipSGD(ClipGD):
 class Clip21GD(_Clipped):
     """Clip21-GD: c_i = clip_τ(∇f_i(x) − v_i) [+ noise], v_i ← v_i + c_i, x ← x − γ (1/n) Σ_i v_i."""
 
-    name = "clip21_gd"
 
     def initial_state(self, x0, n_local):
         return VState(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
@@ -216,11 +204,9 @@ class Clip21GD(_Clipped):
 
 @METHODS.register("clip21_sgd")
 @dataclass(frozen=True)
-class Clip21SGD(Clip21GD):
+class Clip21SGD(ClipSGDParams, Clip21GD):
     """Clip21-SGD: Clip21-GD with τ_i-nice minibatch gradients."""
 
-    batch: float = 0.25
-    name = "clip21_sgd"
     params = ClipSGDParams
     minibatch = True
     needs_samples = True
@@ -233,7 +219,6 @@ class Clip21Avg(Clip21GD):
     ``estimate_error`` = ‖v − (1/n) Σ a_i‖² per round (exactly 0, to rounding, after ⌈max_i ‖a_i‖/τ⌉
     rounds without noise)."""
 
-    name = "clip21_avg"
     extra = ("epsilon", "estimate_error")
 
     def server_step(self, state, x, agg, ctx):

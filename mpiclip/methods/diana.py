@@ -36,13 +36,9 @@ class DianaServer(NamedTuple):
 
 @METHODS.register("diana")
 @dataclass(frozen=True)
-class Diana(Method):
+class Diana(DianaParams, Method):
     """DIANA with an unbiased compressor Q of variance ω (see the module docstring)."""
 
-    compressor: object
-    gamma: float
-    a: float = 0.0
-    name = "diana"
     params = DianaParams
     metrics = ("shift_error", "compress_error")
     default_rule = "diana"

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mpiclip.comm import sequential_sum
+from mpiclip.wire import sequential_sum
 from mpiclip.errors import InputError
 from mpiclip.compressors import Compressor, Message, dense_message
 from mpiclip.methods.base import METHODS, Method, compression_metrics, row_sq_norms
@@ -64,9 +64,6 @@ def ef21_worker_update(compressor: Compressor, g: np.ndarray, target: np.ndarray
 class GD(Method):
     """Distributed gradient descent, x^{t+1} = x^t − γ (1/n) Σ_i ∇f_i(x^t) (uncompressed baseline)."""
 
-    compressor: Compressor
-    gamma: float
-    name = "gd"
     default_rule = "inverse_L"
     uses_compressor = False
 
@@ -86,9 +83,6 @@ class CompressedGD(Method):
     """Naive distributed compressed GD, x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)); may diverge for biased C
     (Beznosikov et al. 2020), which is what error feedback repairs."""
 
-    compressor: Compressor
-    gamma: float
-    name = "cgd"
     metrics = ("compress_error",)
     accepts_clipping = True  # with compressor clip this is Clip-GD
 
@@ -115,9 +109,6 @@ class EF14(Method):
     w_i^t = C(e_i^t + γ∇f_i(x^t)), e_i^{t+1} = e_i^t + γ∇f_i(x^t) − w_i^t, x^{t+1} = x^t − (1/n) Σ_i w_i^t,
     with e_i^0 = 0 (so w_i^0 = C(γ∇f_i(x^0)), an ordinary compressed message)."""
 
-    compressor: Compressor
-    gamma: float
-    name = "ef14"
     metrics = ("error_sq", "compress_error")
 
     def initial_state(self, x0, n_local):
@@ -136,17 +127,13 @@ class EF14(Method):
 
 @METHODS.register("ef21")
 @dataclass(frozen=True)
-class EF21(Method):
+class EF21(EF21Params, Method):
     """EF21 (Alg. 1 of the paper): c_i^t = C(∇f_i(x^t) − g_i^{t−1}), g_i^t = g_i^{t−1} + c_i^t,
     g^t = g^{t−1} + (1/n) Σ_i c_i^t, x^{t+1} = x^t − γ g^t, with g_i^{−1} = 0.
 
     ``init = "full"`` sends ∇f_i(x^0) uncompressed in round 0 (the official code; its bits are recorded
     as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper)."""
 
-    compressor: Compressor
-    gamma: float
-    init: str = "full"
-    name = "ef21"
     params = EF21Params
     metrics = ("ef_error", "compress_error")
     accepts_clipping = True  # M = clip_τ gives Clip21 (ALGORITHMS §7.1); the clip21_* methods add DP and metrics
@@ -171,16 +158,12 @@ class EF21PlusServer(NamedTuple):
 
 @METHODS.register("ef21_plus")
 @dataclass(frozen=True)
-class EF21Plus(Method):
+class EF21Plus(EF21Params, Method):
     """EF21+ (same paper): each worker forms b_i = C(∇f_i) and m_i = g_i + C(∇f_i − g_i) and keeps b_i only
     if ‖b_i − ∇f_i‖ < ‖m_i − ∇f_i‖ (ties to m_i, as the official code). The message is the chosen payload
     plus a flag (flag bits not counted, as the paper); the server keeps every g_i to apply a replacement,
     so its state is (n, d) on every rank. Theory holds for deterministic C only."""
 
-    compressor: Compressor
-    gamma: float
-    init: str = "full"
-    name = "ef21_plus"
     params = EF21Params
     metrics = ("ef_error", "chose_b", "compress_error")
     default_rule = "ef21_pl"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpiclip.comm import INDEX_DTYPE, AgreedError, MPIComm, SerialComm, sequential_sum
+from mpiclip.comm import AgreedError, MPIComm, SerialComm
+from mpiclip.wire import INDEX_DTYPE, sequential_sum
 from mpiclip.errors import InputError
 
 WORLD = MPI.COMM_WORLD

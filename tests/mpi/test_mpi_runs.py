@@ -9,7 +9,8 @@ from mpi4py import MPI
 
 from helpers import config_table
 from mpiclip import config as cfg
-from mpiclip import runner
+from mpiclip import session
+from mpiclip.runners import synchronous
 from mpiclip.comm import MPIComm
 from mpiclip.errors import InputError, RunFailed
 
@@ -24,8 +25,8 @@ def collective(ok: bool) -> bool:
 def run_on(comm, table, path):
     table = {**table, "output": {"path": path, "exists": "overwrite"}}
     config = cfg.validate(table)
-    (prepared,) = runner.prepare_all([config], comm, "mpi-test", log=lambda *a: None)
-    return runner.execute(prepared)
+    (prepared,) = session.prepare_all([config], comm, "mpi-test", log=lambda *a: None)
+    return session.execute(prepared)
 
 
 def arrays(path):
@@ -95,7 +96,7 @@ def test_same_trace_on_1_2_and_all_ranks(mpi_tmp_path, case, n_workers):
 
 @pytest.mark.mpi(min_size=2)
 def test_ranks_out_of_step_fail_on_every_rank(mpi_tmp_path, monkeypatch):
-    original = runner.exchange
+    original = synchronous.exchange
 
     def skewed(comm, msg, n, ordered, per_worker, ids):
         agg = original(comm, msg, n, ordered, per_worker, ids)
@@ -103,7 +104,7 @@ def test_ranks_out_of_step_fail_on_every_rank(mpi_tmp_path, monkeypatch):
             agg = type(agg)(agg.n_workers, total=agg.total + 1e-12)
         return agg
 
-    monkeypatch.setattr(runner, "exchange", skewed)
+    monkeypatch.setattr(synchronous, "exchange", skewed)
     table = config_table(run={"name": "skew", "n_workers": WORLD.size, "rounds": 50, "check_every": 10},
                          method={"name": "gd"}, compressor=None)
     path = os.path.join(str(mpi_tmp_path), "skew.h5")

@@ -1,10 +1,11 @@
-"""The synchronous round loop, and the setup around it.
+"""One run's life, for every kind of runner (DESIGN §8): validate → build → open the trace → loop → close.
 
-Setup runs in two stages. :meth:`Run.prepare` checks everything that can be wrong with the input
-(config against the data, ranks against workers, the output path) without any collective, and the
-ranks then agree on the first error, so bad input ends every rank with the same message and nothing
-written. :meth:`Run.build` loads each rank's shard, computes the smoothness constants and the step
-size (collectives) and opens the trace. :meth:`Run.loop` runs the rounds.
+:meth:`Session.prepare` checks everything that can be wrong with the input (config against the data,
+ranks against workers, the output path) without any collective; the ranks then agree on the first
+error, so bad input ends every rank with the same message and nothing written. :meth:`Session.build`
+loads each rank's shard, computes the problem's constants through the communicator's ordered
+reductions and the step size, and opens the trace. :meth:`Session.run` drives the method's runner,
+turns signals into an orderly stop, and writes an honest final status.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ from mpiclip import rng, stepsize
 from mpiclip.comm import Comm
 from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
-from mpiclip.errors import InputError, MpiclipError, RunFailed
-from mpiclip.methods import METHODS, RoundContext
+from mpiclip.errors import InputError, MpiclipError
+from mpiclip.methods import METHODS
 from mpiclip.methods.base import RunInfo
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
-from mpiclip.rounds import LocalOracle, exchange
+from mpiclip.runners import RUNNERS, Control, RunState, Setup
 from mpiclip.trace import TraceWriter
-
-PHASES = ("gradient", "compression", "communication", "update", "evaluation", "trace")
 
 
 @dataclass
@@ -51,35 +50,11 @@ class Result:
     skipped: bool = False
 
 
-class _Signals:
-    """SIGINT/SIGTERM set a flag that the ranks agree on at the next evaluated round; a second one aborts."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. under some test runners)
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class Run:
+class Session:
     def __init__(self, config: Config, comm: Comm, command: str = "", log=print):
         self.config, self.comm, self.command, self.log = config, comm, command, log
-        self.timer_totals = dict.fromkeys(PHASES, 0.0)
+        self.skip = False
+        self.signal: Optional[int] = None
 
     # ------------------------------------------------------------------ stage 1: checks only
     def prepare(self, check_output: bool = True) -> bool:
@@ -88,18 +63,18 @@ class Run:
         if comm.size > c.run.n_workers:
             raise InputError("run.n_workers", c.run.n_workers,
                              f"is less than the {comm.size} MPI ranks; every rank needs at least one worker")
-        problem_spec = PROBLEMS.get(c.problem.name, "problem.name")
-        if problem_spec.check is not None:
-            problem_spec.check(c.problem.params, c.run.n_workers)
+        problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
+        problem_cls.check(c.problem.params, c.run.n_workers)
         self.plan = None
-        if problem_spec.labels is not None:
-            self.plan = datamod.plan(c.data, c.run.n_workers, problem_spec.labels)
+        if problem_cls.labels is not None:
+            self.plan = datamod.plan(c.data, c.run.n_workers, problem_cls.labels)
             self.d = self.plan.n_features
         else:
             self.d = c.problem.params.d
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
+        self.runner_cls = RUNNERS.get(self.method_cls.runner, "method.name")
         if self.method_cls.needs_samples and self.plan is None:
             raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
         if self.compressor.clips and not self.method_cls.accepts_clipping:
@@ -190,103 +165,35 @@ class Run:
         return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
                            self.method.extra + self.problem.score_names)
 
-    # ------------------------------------------------------------------ stage 3: rounds
-    def loop(self) -> Result:
-        c, comm, method, problem = self.config, self.comm, self.method, self.problem
-        n, T, ordered, d = c.run.n_workers, c.run.rounds, c.run.deterministic, self.d
-        all_ids = np.arange(n)
-        extra = method.extra + problem.score_names
+    # ------------------------------------------------------------------ stage 3: the loop
+    def run(self) -> Result:
+        c, comm, method = self.config, self.comm, self.method
+        extra = method.extra + self.problem.score_names
         recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, extra)
-        x = self.x0.copy()
-        worker_state, server_state = method.initial_state(x, len(self.worker_ids))
-        # per local worker: [stop requested, flush requested (first row only), paper bits so far]
-        control = np.zeros((len(self.worker_ids), 3))
-        spent = self.timer_totals
-        clock = time.perf_counter
-        status, t, loss, gnorm = "running", 0, math.nan, math.nan
-        start = last_flush = last_log = clock()
-        with _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-            while True:
-                record = t % c.run.eval_every == 0 or t == T
-                oracle = LocalOracle(problem, x, with_loss=record)
-                if record:
-                    grads, losses = oracle.full(), oracle.losses()
-                spent["gradient"] += oracle.seconds
-                t1 = clock()
-                if record:
-                    control[0, :2] = (signals.received is not None, t1 - last_flush > c.output.flush_seconds)
-                    control[:, 2] = recorder.paper_bits()
-                    total = comm.sum_rows(np.hstack([grads, losses[:, None], control, problem.scores()]), ordered)
-                    g = total[:d] / n
-                    loss, gnorm = float(total[d] / n), float(g @ g)
-                    scores = dict(zip(problem.score_names, total[d + 4 :] / n))
-                    recorder.add_row(t, t1 - start, loss, gnorm, {**method.evaluate(server_state, x, g, t), **scores})
-                    t0 = clock()
-                    spent["evaluation"] += t0 - t1
-                    if t0 - last_log > 2.0 and comm.rank == 0:
-                        last_log = t0
-                        self.log(f"      round {t}/{T}  f = {loss:.6g}  ‖∇f‖² = {gnorm:.4g}")
-                    if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                        status = f"failed: diverged at round {t}"
-                    elif gnorm < c.run.tol:
-                        status = f"completed: tolerance reached at round {t}"
-                    elif total[d + 1] > 0:
-                        status = "interrupted"
-                    elif t == T:
-                        status = f"completed: round budget {T} reached"
-                    elif c.run.max_bits and total[d + 3] / n >= c.run.max_bits:
-                        status = f"completed: bit budget reached at round {t}"
-                    if status != "running":
-                        break
-                    if recorder.full or total[d + 2] > 0:
-                        recorder.flush()
-                        last_flush = clock()
-                        spent["trace"] += last_flush - t0
-                if t and t % c.run.check_every == 0:
-                    same, sums = comm.same_on_all(x)
-                    if not same:
-                        raise RunFailed(f"ranks hold different x at round {t} (checksums {sums})")
-                    if not record and comm.any(signals.received is not None):  # long stretches between records
-                        status = "interrupted"
-                        break
-                ctx = RoundContext(t, c.run.seed, self.worker_ids, n, record, x)
-                before = oracle.seconds
-                t0 = clock()
-                worker_state, msg, metrics = method.worker_step(worker_state, oracle, ctx)
-                t1 = clock()
-                inside = oracle.seconds - before  # gradients the step asked for count as gradient time
-                agg = exchange(comm, msg, n, ordered, method.per_worker, all_ids)
-                t2 = clock()
-                server_state, x, downlink = method.server_step(server_state, x, agg, ctx)
-                finite = bool(np.isfinite(x).all())
-                t3 = clock()
-                if record:
-                    recorder.set_metrics(metrics)
-                recorder.add_message(msg, downlink)
-                spent["gradient"] += inside
-                spent["compression"] += t1 - t0 - inside
-                spent["communication"] += t2 - t1
-                spent["update"] += t3 - t2
-                spent["trace"] += clock() - t3
-                t += 1
-                if not finite:
-                    status = f"failed: diverged at round {t} (x is not finite)"
-                    break
-        t0 = clock()
-        recorder.flush()
-        spent["trace"] += clock() - t0
-        self.x_final = x
-        result = Result(c.run.name, c.trace_path, status, t, loss, gnorm, gamma=self.gamma, wall=clock() - start)
-        result.bits_per_worker = self._bits_per_worker(recorder)
-        result.timing = dict(spent)
-        if status == "interrupted":
-            self.signal = signals.received or signal.SIGTERM
-            result.status = f"interrupted: {signal.Signals(self.signal).name} at round {t}"
+        self.timing = dict.fromkeys(self.runner_cls.phases, 0.0)
+        start = time.perf_counter()
+        with Control(c.output.flush_seconds) as control:
+            setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log)
+            runner = self.runner_cls(setup)
+            state = runner.start(None)
+            while not runner.done(state):
+                state = runner.advance(state)
+        t0 = time.perf_counter()
+        recorder.flush(state.ledger)
+        self.timing["trace"] = self.timing.get("trace", 0.0) + time.perf_counter() - t0
+        self.state = state
+        status = state.status if not control.stop else "interrupted"
+        result = Result(c.run.name, c.trace_path, status, state.t, state.loss, state.grad_norm_sq, gamma=self.gamma,
+                        wall=time.perf_counter() - start, timing=dict(self.timing))
+        result.bits_per_worker = self._bits_per_worker(state)
+        if control.stop:
+            self.signal = control.stop_signal or signal.SIGTERM
+            result.status = f"interrupted: {signal.Signals(self.signal).name} at round {state.t}"
         return result
 
-    def _bits_per_worker(self, recorder: Recorder) -> dict:
+    def _bits_per_worker(self, state: RunState) -> dict:
         """Mean over all workers of the bits each sent, initial round excluded (the papers' #bits/n)."""
-        per_worker = self.comm.allgather_rows(recorder.total_up - recorder.initial_total)
+        per_worker = self.comm.allgather_rows(state.ledger.counted_up())
         return {e: float(per_worker[:, j].mean()) for j, e in enumerate(ENCODINGS)}
 
     def finish(self, result: Result) -> None:
@@ -294,7 +201,7 @@ class Run:
             attrs = {"stop_reason": result.status, "rounds_run": result.rounds, "wall_seconds": result.wall,
                      "timing": str(result.timing)}
             status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
-            self.writer.finish(status, attrs, {"x_final": self.x_final})
+            self.writer.finish(status, attrs, {"x_final": self.state.x})
 
 
 _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
@@ -308,45 +215,45 @@ def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
     checksum = plan.summary.checksum if plan is not None else None
     key = (checksum, c.data, c.problem.name, c.problem.params, tuple(worker_ids), c.run.n_workers, id(comm))
     if key not in _PROBLEMS:
-        spec = PROBLEMS.get(c.problem.name, "problem.name")
+        problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
         shard = plan.load(worker_ids) if plan is not None else None
-        problem = spec.build(c.problem.params, shard, worker_ids, c.run.n_workers)
-        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm)))
+        problem = problem_cls.build(c.problem.params, shard, worker_ids, c.run.n_workers)
+        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())))
         while len(_PROBLEMS) > 2:
             _PROBLEMS.popitem(last=False)
     return _PROBLEMS[key]
 
 
-def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Run]:
+def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Session]:
     """Stage 1 for every config, then one agreement: bad input anywhere stops everything before any run."""
-    runs, error = [], None
+    sessions, error = [], None
     try:
         for config in configs:
-            run = Run(config, comm, command, log)
-            run.skip = not run.prepare()
-            runs.append(run)
+            session = Session(config, comm, command, log)
+            session.skip = not session.prepare()
+            sessions.append(session)
     except InputError as e:
         error = e
     comm.agree(error)
-    skips = comm.bcast([run.skip for run in runs])
-    for run, skip in zip(runs, skips):
-        run.skip = skip
-    return runs
+    skips = comm.bcast([s.skip for s in sessions])
+    for session, skip in zip(sessions, skips):
+        session.skip = skip
+    return sessions
 
 
-def execute(run: Run) -> Result:
-    """Stages 2 and 3 of a prepared run on every rank; the same Result everywhere."""
-    config = run.config
-    if run.skip:
+def execute(session: Session) -> Result:
+    """Stages 2 and 3 of a prepared session on every rank; the same Result everywhere."""
+    config = session.config
+    if session.skip:
         return Result(config.run.name, config.trace_path, "skipped: trace exists", skipped=True)
-    run.build()
+    session.build()
     try:
-        result = run.loop()
+        result = session.run()
     except BaseException as e:
-        if run.writer is not None:
+        if session.writer is not None:
             reason = "interrupted" if isinstance(e, KeyboardInterrupt) else (
                 f"failed: {e}" if isinstance(e, MpiclipError) else f"failed: {type(e).__name__}: {e}")
-            run.writer.abandon(reason)
+            session.writer.abandon(reason)
         raise
-    run.finish(result)
+    session.finish(result)
     return result

@@ -55,12 +55,10 @@ class SGDParams(EF21Params):
 
 @METHODS.register("ef21_sgd")
 @dataclass(frozen=True)
-class EF21SGD(EF21):
+class EF21SGD(SGDParams, EF21):
     """EF21-SGD: g_i ← g_i + C(∇̃f_i(x) − g_i) with ∇̃f_i a τ_i-nice minibatch gradient (g_i^0 = ∇f_i(x^0)).
     Converges to a noise floor that shrinks with the batch. ``samples`` counts gradients of samples."""
 
-    batch: float = 0.25
-    name = "ef21_sgd"
     params = SGDParams
     metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
@@ -90,17 +88,15 @@ class PageState(NamedTuple):
     g: np.ndarray  # (n_local, d)
     v: np.ndarray  # (n_local, d) the PAGE estimators
     x_prev: np.ndarray  # (d,) the previous point, for the minibatch difference
+    replicated = ("x_prev",)  # the same on every rank, not one row per worker
 
 
 @METHODS.register("ef21_page")
 @dataclass(frozen=True)
-class EF21Page(EF21):
+class EF21Page(PageParams, EF21):
     """EF21-PAGE: v_i ← ∇f_i(x^t) with probability p, else v_i + mean_{j∈I_i}(∇f_ij(x^t) − ∇f_ij(x^{t−1}))
     on one minibatch I_i at both points; then g_i ← g_i + C(v_i − g_i). v_i^0 = g_i^0 = ∇f_i(x^0)."""
 
-    batch: float = 0.25
-    p: float = 0.0
-    name = "ef21_page"
     params = PageParams
     metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
@@ -139,12 +135,10 @@ class PPParams(EF21Params):
 
 @METHODS.register("ef21_pp")
 @dataclass(frozen=True)
-class EF21PP(EF21):
+class EF21PP(PPParams, EF21):
     """EF21-PP: each round the server draws S^t, int(participation·n) workers without replacement; they
     do the EF21 step, the others send nothing and keep g_i; the server still averages all n g_i."""
 
-    participation: float = 0.5
-    name = "ef21_pp"
     params = PPParams
     metrics = ("ef_error", "compress_error", "participated")
 
@@ -201,7 +195,7 @@ class BCParams(EF21Params):
     downlink: dict = param({"name": "identity"}, "the server's compressor C_M for g ← g + C_M(w − g), an inline "
                            "table such as {name = \"topk\", k = 4}")
 
-    def __post_init__(self):
+    def check(self) -> None:
         build_compressor(self.downlink, "method.downlink")
 
 
@@ -212,19 +206,17 @@ class BCServer(NamedTuple):
 
 @METHODS.register("ef21_bc")
 @dataclass(frozen=True)
-class EF21BC(EF21):
+class EF21BC(BCParams, EF21):
     """EF21-BC (bidirectional): uplink EF21 w_i ← w_i + C(∇f_i − w_i); the server forms w = mean w_i and
     broadcasts C_M(w − g), so g ← g + C_M(w − g) on every worker and x ← x − γ g. Downlink bits go to
     /bits/down (its initial dense g^0 to /bits/initial/down). With the identity downlink the server sends
     w itself, which is EF21."""
 
-    downlink: Any = None
-    name = "ef21_bc"
     params = BCParams
 
-    @classmethod
-    def create(cls, params, compressor, gamma):
-        return cls(compressor, gamma, params.init, build_compressor(params.downlink, "method.downlink"))
+    def __post_init__(self):
+        if isinstance(self.downlink, dict):  # from the config; a test may pass a compressor itself
+            object.__setattr__(self, "downlink", build_compressor(self.downlink, "method.downlink"))
 
     def validate(self, d, n_workers):
         self.downlink.validate(d)
@@ -257,12 +249,10 @@ class HBServer(NamedTuple):
 
 @METHODS.register("ef21_hb")
 @dataclass(frozen=True)
-class EF21HB(EF21):
+class EF21HB(HBParams, EF21):
     """EF21-HB in the official code's form: g as EF21, v^t = η v^{t−1} + g^t (v^0 = g^0), x^{t+1} = x^t − γ v^t
     (the poster's v = ηv + γg puts γ twice; ALGORITHMS §3.5)."""
 
-    eta: float = 0.99
-    name = "ef21_hb"
     params = HBParams
 
     def initial_state(self, x0, n_local):
@@ -283,7 +273,7 @@ class ProxParams(EF21Params):
     lower: float = param(-1.0, "lower end of the box for prox = 'box'")
     upper: float = param(1.0, "upper end of the box for prox = 'box'")
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.prox == "box" and not self.lower < self.upper:
             raise InputError("method.upper", self.upper, f"must exceed method.lower = {self.lower}")
 
@@ -299,16 +289,11 @@ def prox_step(z: np.ndarray, gamma: float, prox: str, l1: float, lower: float, u
 
 @METHODS.register("ef21_prox")
 @dataclass(frozen=True)
-class EF21Prox(EF21):
+class EF21Prox(ProxParams, EF21):
     """EF21-Prox: x^{t+1} = prox_{γr}(x^t − γ g^t) for r = l1‖x‖₁ or the indicator of a box.
     Recorded per round: r(x^t) and the squared gradient mapping ‖(x − prox_{γr}(x − γ∇f(x)))/γ‖²,
     the stationarity measure of f + r."""
 
-    prox: str = "l1"
-    l1: float = 0.0
-    lower: float = -1.0
-    upper: float = 1.0
-    name = "ef21_prox"
     params = ProxParams
     extra = ("regularizer", "grad_mapping_sq")
 

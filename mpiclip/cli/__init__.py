@@ -1,0 +1,38 @@
+"""Command line: ``mpiclip run | info | presets | options | stepsize | privacy | sweep``, one module per command.
+
+Launch runs on several ranks with ``mpiexec -n P python -m mpi4py -m mpiclip run CONFIG``; without a
+launcher a run is one process. Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mpiclip import __version__
+from mpiclip.cli import info, run, sweep, tools
+
+EPILOG = """examples:
+  mpiexec -n 4 python -m mpi4py -m mpiclip run quickstart --plot results/quickstart.png
+  mpiclip run my.toml --set compressor.k=2 --set stepsize.factor=64
+  mpiclip run ef21-libsvm --set data.path=a9a.txt --dry-run
+  mpiclip stepsize ef21-libsvm --set data.path=a9a.txt --k 1 2 4 8
+  mpiclip info results/*.h5
+  mpiclip options compressor
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mpiclip", description="Communication-efficient and clipped distributed "
+                                "optimization on MPI ranks, with HDF5 traces.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mpiclip {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for module in (run, info, tools, sweep):
+        module.add_parsers(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,116 @@
+"""`mpiclip run`: run configs on the ranks of the job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import shlex
+
+
+def add_parsers(sub) -> None:
+    run = sub.add_parser("run", help="run one or more configs (files or preset names)",
+                         description="Run configs on the ranks of the MPI job (one process without a launcher). "
+                         "Each CONFIG is a TOML file or a preset name (`mpiclip presets`); a config with "
+                         "[variants.*] tables runs once per variant. Every config is validated, against its data "
+                         "too, before the first run starts. One HDF5 trace per run; rank 0 prints a summary table.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("configs", nargs="+", metavar="CONFIG")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config key (TOML value; a bare word is a string); repeatable; applied to "
+                     "every config. SECTION={...} replaces a whole section")
+    run.add_argument("--plot", metavar="FILE", help="after the runs, draw ‖∇f‖² against bits per worker "
+                     "(paper encoding) of all of them into FILE (.png/.pdf/.svg; needs matplotlib)")
+    run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
+                     "and step sizes, without running or writing anything")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from mpiclip import config as cfg
+    from mpiclip import session as sessions
+    from mpiclip.comm import make_comm
+    from mpiclip.errors import InputError, MpiclipError
+
+    comm = None
+    try:
+        comm = make_comm()
+        say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
+        error, configs = None, []
+        try:
+            configs = [c for ref in args.configs for c in cfg.load(ref, args.overrides)]
+            names = [c.trace_path for c in configs]
+            duplicate = next((p for p in names if names.count(p) > 1), None)
+            if duplicate:
+                raise InputError("output.path", duplicate, "is the trace of several runs; give them distinct run.name")
+        except MpiclipError as e:
+            error = e
+        comm.agree(error)
+        command = shlex.join(["mpiclip"] + sys.argv[1:]) if sys.argv else "mpiclip"
+        runs = sessions.prepare_all(configs, comm, command, say)
+        results = []
+        for i, run in enumerate(runs, 1):
+            c = run.config
+            if run.skip:
+                say(f"[{i}/{len(runs)}] {c.run.name}: skipped, {c.trace_path} exists (output.exists = 'skip')")
+                continue
+            if args.dry_run:
+                run.build(with_trace=False)
+                say(_header(i, len(runs), run))
+                continue
+            say(f"[{i}/{len(runs)}] {c.run.name}: starting")
+            result = sessions.execute(run)
+            say(_header(i, len(runs), run))
+            say(f"      {result.status}; f = {result.loss:.6g}, ‖∇f‖² = {result.grad_norm_sq:.4g}; "
+                f"{result.bits_per_worker.get('paper', 0):.4g} bits/worker; {result.wall:.2f} s -> {result.path}")
+            results.append(result)
+            if result.status.startswith("interrupted"):
+                _finish_table(comm, results, args, say)
+                return _exit(comm, 128 + run.signal)
+        if args.dry_run:
+            return _exit(comm, 0)
+        _finish_table(comm, results, args, say)
+        failed = [r for r in results if r.status.startswith("failed")]
+        return _exit(comm, 1 if failed else 0)
+    except MpiclipError as e:
+        if comm is None or comm.rank == 0:
+            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
+        return _exit(comm, e.exit_code)
+
+
+def _header(i: int, total: int, run) -> str:
+    c, s = run.config, run.smooth
+    comp = run.compressor.name + "".join(f" {k}={v}" for k, v in vars(c.compressor.params).items())
+    return (f"[{i}/{total}] {c.run.name}: {c.method.name} with {comp} on {c.problem.name} "
+            f"({run.plan.summary.description if run.plan else 'generated'}), n = {c.run.n_workers} workers on "
+            f"{run.comm.size} rank(s), d = {run.d}\n"
+            f"      L = {s.L:.6g}, L̃ = {s.L_tilde:.6g}, γ = {run.gamma:.6g} ({run.rule} × {c.stepsize.factor:g})")
+
+
+def _finish_table(comm, results, args, say) -> None:
+    if comm.rank != 0 or not results:
+        return
+    from mpiclip import report
+    from mpiclip.trace import load_trace
+
+    traces = [load_trace(r.path) for r in results]
+    print()
+    print(report.comparison(traces))
+    if args.plot:
+        from mpiclip import plotting
+
+        try:
+            plotting.plot(traces, args.plot)
+            print(f"\nplot: {args.plot}")
+        except ImportError:
+            print("mpiclip: --plot needs matplotlib: pip install 'mpiclip[plot]'", file=sys.stderr)
+
+
+def _exit(comm, code: int) -> int:
+    """Finalize MPI before a non-zero exit, so that `python -m mpi4py` does not turn it into MPI_Abort noise."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if comm is not None and code != 0:
+        comm.finalize()
+    return code

@@ -1,0 +1,159 @@
+"""`mpiclip sweep list | run | best`: grids of runs."""
+
+from __future__ import annotations
+
+import sys
+
+from mpiclip.cli.run import _exit
+
+
+def add_parsers(sub) -> None:
+    sweep = sub.add_parser("sweep", help="grids of runs: list, run (locally or as a Slurm array task), best",
+                           description="A sweep file (TOML; see mpiclip/sweep.py) expands a grid over config keys "
+                           "into runs. `list` shows them with their trace status; `run` runs them on the ranks of "
+                           "the job, in groups of --ranks-per-run ranks, skipping runs whose trace completed; "
+                           "`best` picks the best run of each group and can draw the paper-style figure.")
+    sweep_sub = sweep.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
+    s_list.add_argument("sweep", metavar="SWEEP")
+    s_list.add_argument("--count", action="store_true", help="print only the number of runs")
+    s_list.set_defaults(func=cmd_sweep_list)
+    s_run = sweep_sub.add_parser("run", help="run the sweep (or a slice of it) on this job's ranks")
+    s_run.add_argument("sweep", metavar="SWEEP")
+    s_run.add_argument("--ranks-per-run", type=int, default=1, metavar="R",
+                       help="ranks per run; the job's ranks form size/R groups that take runs in turn (default 1)")
+    s_run.add_argument("--task", type=int, metavar="I", help="run only slice I (e.g. $SLURM_ARRAY_TASK_ID)")
+    s_run.add_argument("--runs-per-task", type=int, default=1, metavar="M", help="runs per slice (default 1)")
+    s_run.add_argument("--force", action="store_true", help="rerun runs whose trace already completed")
+    s_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a key of every run (e.g. data.path)")
+    s_run.set_defaults(func=cmd_sweep_run)
+    s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
+    s_best.add_argument("sweep", metavar="SWEEP")
+    s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
+    s_best.add_argument("--title")
+    s_best.set_defaults(func=cmd_sweep_best)
+
+
+def _sweep_or_report(path: str):
+    """The sweep, or None after printing its input error (sweep files hold no runtime errors)."""
+    from mpiclip.errors import MpiclipError
+    from mpiclip.sweep import load_sweep
+
+    try:
+        return load_sweep(path)
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_sweep_list(args) -> int:
+    from mpiclip.sweep import status_of
+
+    sweep = _sweep_or_report(args.sweep)
+    if sweep is None:
+        return 2
+    if args.count:
+        print(len(sweep.runs))
+        return 0
+    statuses = [status_of(run.config.trace_path) for run in sweep.runs]
+    for run, status in zip(sweep.runs, statuses):
+        print(f"{run.index:5d}  {status.split(':')[0]:11s}  {run.label}")
+    counts = {s: sum(1 for x in statuses if x.split(":")[0] == s) for s in sorted({x.split(":")[0] for x in statuses})}
+    print(f"{len(sweep.runs)} runs in {sweep.output}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_sweep_run(args) -> int:
+    from mpiclip import session as sessions
+    from mpiclip.comm import make_comm
+    from mpiclip.errors import InputError, MpiclipError, RunFailed
+    from mpiclip.sweep import load_sweep, status_of
+
+    comm = None
+    try:
+        comm = make_comm()
+        error, sweep = None, None
+        try:
+            sweep = load_sweep(args.sweep, args.overrides)
+            if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
+                raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
+            if args.runs_per_task < 1:
+                raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
+            if args.task is not None and not 0 <= args.task * args.runs_per_task < len(sweep.runs):
+                raise InputError("--task", args.task, f"is out of range: {len(sweep.runs)} runs, {args.runs_per_task} per task")
+        except MpiclipError as e:
+            error = e
+        comm.agree(error)
+        runs = list(sweep.runs)
+        if args.task is not None:
+            runs = runs[args.task * args.runs_per_task : (args.task + 1) * args.runs_per_task]
+        groups = comm.size // args.ranks_per_run
+        group = comm.rank // args.ranks_per_run
+        team = comm.split(group) if groups > 1 else comm
+        mine = runs[group::groups]
+        say = print if team.rank == 0 else (lambda *a, **k: None)
+        done = {"completed": 0, "skipped": 0, "failed": 0}
+        for run in mine:
+            status = team.bcast(status_of(run.config.trace_path) if team.rank == 0 else None)
+            if status.startswith("completed") and not args.force:
+                done["skipped"] += 1
+                continue
+            (prepared,) = sessions.prepare_all([run.config], team, f"mpiclip sweep run {args.sweep}", lambda *a: None)
+            try:
+                result = sessions.execute(prepared)
+            except RunFailed as e:  # ranks out of step: recorded in the trace; go on with the sweep
+                say(f"[{run.index}] {run.label}: failed: {e}")
+                done["failed"] += 1
+                continue
+            key = "completed" if result.status.startswith("completed") else "failed"
+            done[key] += 1
+            say(f"[{run.index}] {run.label}: {result.status}; ‖∇f‖² = {result.grad_norm_sq:.4g} "
+                f"({result.wall:.1f} s)")
+            if result.status.startswith("interrupted"):
+                return _exit(comm, 128 + prepared.signal)
+        totals = comm.allgather_objects(done if team.rank == 0 else None)
+        if comm.rank == 0:
+            summary = {k: sum(t[k] for t in totals if t) for k in done}
+            print(f"sweep {sweep.params.name}: {len(runs)} runs on {groups} group(s) of {args.ranks_per_run} rank(s): "
+                  + ", ".join(f"{v} {k}" for k, v in summary.items()))
+        return _exit(comm, 0)
+    except MpiclipError as e:
+        if comm is None or comm.rank == 0:
+            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
+        return _exit(comm, e.exit_code)
+
+
+def cmd_sweep_best(args) -> int:
+    from mpiclip import plotting, report
+    from mpiclip.sweep import best_runs
+
+    sweep = _sweep_or_report(args.sweep)
+    if sweep is None:
+        return 2
+    best = best_runs(sweep)
+    sel = sweep.select
+    rows = []
+    for b in best:
+        if b.run is None:
+            rows.append([b.group, "-", "-", "-", "-", f"{b.tried} runs, none completed"])
+            continue
+        tr = b.trace
+        final = plotting.y_values(tr, sel.metric)[-1]
+        reached, value = b.score
+        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{value:.4g} ({'min' if sel.criterion == 'min' else 'final'})"
+        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
+                     f"{b.tried} runs, {b.failed} failed"])
+    print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
+                              f"chosen by ({sel.criterion})", "tried"]))
+    if args.plot:
+        chosen = [b.trace for b in best if b.trace is not None]
+        for b in best:
+            if b.trace is not None:
+                short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
+                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
+                                                                   if k not in sel.group)
+        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
+                      xmax=None)  # runs stop at the tolerance: show each chosen run whole
+        print(f"plot: {args.plot}")
+    return 0

@@ -1,0 +1,83 @@
+"""The problem interface: per-worker losses and gradients of a rank's workers, and smoothness constants.
+
+A problem holds every local worker at once and returns all their gradients from one pass. It never
+sees the communicator: the constants that need every worker (L on the whole data set, the L_i of all
+workers, f*) are computed through the :class:`~mpiclip.wire.RowReduce` the session hands to
+:meth:`Problem.smoothness`.
+
+Conventions (ALGORITHMS §2.6, §8): f = (1/n) Σ_i f_i is the mean over *workers*; L_i = λ_max of
+f_i's curvature bound on worker i's rows; L uses the whole data set (not the L_i); L̃ = sqrt(mean L_i²).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from mpiclip.registry import NoParams, Registry
+from mpiclip.wire import RowReduce
+
+
+@dataclass(frozen=True)
+class Smoothness:
+    """A problem's constants: smoothness, and where the problem knows them μ and the optimal value f*."""
+
+    L: float
+    L_workers: np.ndarray  # (n,) L_i of every worker
+    mu: Optional[float] = None  # strong convexity / PL constant where the problem defines one
+    f_star: Optional[float] = None  # min f where it has a closed form (least squares, quadratics)
+
+    @property
+    def L_tilde(self) -> float:
+        return float(np.sqrt(np.mean(self.L_workers**2)))
+
+
+class Problem:
+    """Interface: per-worker losses and gradients of the local workers.
+
+    Registered problems declare ``params`` (their [problem] keys) and ``labels``: 'pm1' or 'raw' for
+    problems made of a data set's samples, None for problems that make their own data.
+    """
+
+    name: ClassVar[str] = "?"  # set by registration
+    params: ClassVar[type] = NoParams
+    labels: ClassVar[Optional[str]] = None
+    score_names: ClassVar[tuple[str, ...]] = ()  # per-worker scores of the last evaluation with losses (trace /metrics)
+
+    d: int
+    worker_ids: np.ndarray
+    local_sizes: np.ndarray  # (n_local,) samples per local worker
+
+    @classmethod
+    def build(cls, params: Any, shard: Any, worker_ids: np.ndarray, n_workers: int) -> "Problem":
+        """The problem of this rank's workers; ``shard`` holds their rows (None without a data set)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def check(params: Any, n_workers: int) -> None:
+        """Raise InputError for settings that cannot work with this many workers (before any collective)."""
+
+    @property
+    def n_local(self) -> int:
+        return len(self.worker_ids)
+
+    def loss_grads(self, x: np.ndarray, with_loss: bool) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """(losses (n_local,) or None, gradients (n_local, d)) of the local workers at x."""
+        raise NotImplementedError
+
+    def minibatch_grads(self, x: np.ndarray, batches: list) -> np.ndarray:
+        """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers)."""
+        raise NotImplementedError
+
+    def smoothness(self, reduce: RowReduce) -> Smoothness:
+        """Collective through ``reduce``; identical on every rank and for any number of ranks."""
+        raise NotImplementedError
+
+    def scores(self) -> np.ndarray:
+        """(n_local, len(score_names)) from the last ``loss_grads(x, with_loss=True)``."""
+        return np.zeros((len(self.worker_ids), 0))
+
+
+PROBLEMS: Registry[type[Problem]] = Registry("problem")

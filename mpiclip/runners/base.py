@@ -1,0 +1,192 @@
+"""What every runner shares: the run state, the bit ledger, the session's controls and the runner interface.
+
+A runner owns one kind of loop (DESIGN §8): ``start(state)`` makes or accepts the state,
+``advance(state)`` moves it by one round (or one event), ``done(state)`` says whether the loop has
+ended. Everything around the loop (validation, building, the trace file, signals, checkpoints, the
+final status) belongs to :class:`mpiclip.session.Session`.
+
+:class:`RunState` is plain data: a checkpoint writes it and a resumed run reads it and calls
+``advance`` again, so a run stopped at round t and resumed gives the trace of the uninterrupted run.
+Its ``workers`` part holds one row per local worker (re-split by worker id when a run resumes on another
+number of ranks); everything else is the same on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+
+from mpiclip.compressors import ENCODINGS, Message
+from mpiclip.registry import NoParams, Registry
+
+E = len(ENCODINGS)
+
+
+@dataclass
+class Ledger:
+    """Bits sent, per local worker and encoding (rows) and by the server (replicated vectors).
+
+    ``pending_*`` are the bits since the last trace row; the initial round (e.g. EF21's uncompressed
+    ∇f_i(x^0)) is kept apart, as the trace does.
+    """
+
+    sent_up: np.ndarray  # (n_local, E) everything each worker sent, the initial round included
+    initial_up: np.ndarray  # (n_local, E) of which in the initial round
+    pending_up: np.ndarray  # (n_local, E) since the last row, initial round excluded
+    pending_down: np.ndarray  # (E,)
+    initial_down: np.ndarray  # (E,)
+    initial_unwritten: bool = False  # initial-round bits the trace has not received yet
+
+    per_worker: ClassVar[tuple[str, ...]] = ("sent_up", "initial_up", "pending_up")
+
+    @classmethod
+    def empty(cls, n_local: int) -> "Ledger":
+        return cls(np.zeros((n_local, E)), np.zeros((n_local, E)), np.zeros((n_local, E)), np.zeros(E), np.zeros(E))
+
+    def add(self, msg: Message, downlink: Optional[Message] = None) -> None:
+        """Account one round's upload bits (per local worker) and the server's broadcast."""
+        up = msg.bits
+        self.sent_up += up
+        if msg.initial:
+            self.initial_up += up
+            self.initial_unwritten = True
+        else:
+            self.pending_up += up
+        if downlink is not None:
+            if downlink.initial:
+                self.initial_down += downlink.bits[0]
+                self.initial_unwritten = True
+            else:
+                self.pending_down += downlink.bits[0]
+
+    def counted_up(self) -> np.ndarray:
+        """(n_local, E): bits each local worker sent outside the initial round."""
+        return self.sent_up - self.initial_up
+
+
+@dataclass
+class RunState:
+    """Everything needed to continue a run (DESIGN §8), as plain data.
+
+    ``workers`` is the method's worker state (a NamedTuple of arrays with one row per local worker; fields
+    named in its ``replicated`` attribute are the same on every rank); ``server`` is the replicated server
+    state. Randomness of the synchronous methods is keyed by (seed, stream, worker, round), so it needs
+    no saved state; runners with persistent generators keep their ``bit_generator.state`` in ``rngs`` and
+    other replicated data (a simulated clock, an event queue) in ``extra``.
+    """
+
+    t: int  # the next round to run: x is x^t
+    x: np.ndarray
+    workers: Any
+    server: Any
+    ledger: Ledger
+    rows: int = 0  # trace rows recorded so far
+    elapsed: float = 0.0  # wall seconds of the run before this process took it over
+    loss: float = math.nan  # at the last recorded row
+    grad_norm_sq: float = math.nan
+    status: str = "running"
+    rngs: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+class Control:
+    """The session's requests to the loop (stop, save a checkpoint, flush the trace) and the ranks' verdict.
+
+    Signal handlers only set local flags; the runner folds ``requests()`` into a reduction that every
+    rank makes at the same round and hands the sums to ``settle``, so all ranks act at the same round.
+    SIGINT/SIGTERM ask to stop (after a checkpoint), SIGUSR1 to save a checkpoint and go on; a second
+    SIGINT/SIGTERM aborts at once.
+    """
+
+    STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SAVE_SIGNALS = (signal.SIGUSR1,)
+
+    def __init__(self, flush_seconds: float = math.inf):
+        self.flush_seconds = flush_seconds
+        self.stop_signal: Optional[int] = None
+        self.save_signal = False
+        self.last_flush = time.perf_counter()
+        self.stop = self.save = self.flush = False  # agreed by all ranks
+        self._previous: dict = {}
+
+    def __enter__(self) -> "Control":
+        for sig in self.STOP_SIGNALS + self.SAVE_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under some test runners)
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if signum in self.SAVE_SIGNALS:
+            self.save_signal = True
+            return
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def requests(self, flush_check: bool = True) -> np.ndarray:
+        """[stop, save, flush] wanted on this rank, as numbers a sum over ranks keeps apart."""
+        flush = flush_check and time.perf_counter() - self.last_flush > self.flush_seconds
+        return np.array([self.stop_signal is not None, self.save_signal, flush], dtype=np.float64)
+
+    def settle(self, sums: np.ndarray) -> None:
+        """The sums over ranks of ``requests()``: what every rank now does."""
+        self.stop, self.save, self.flush = (bool(v > 0) for v in sums[:3])
+
+    def saved(self) -> None:
+        self.save = self.save_signal = False
+
+    def flushed(self) -> None:
+        self.flush = False
+        self.last_flush = time.perf_counter()
+
+
+@dataclass
+class Setup:
+    """What the session built for the runner."""
+
+    config: Any  # mpiclip.config.Config
+    comm: Any  # mpiclip.comm.Comm
+    method: Any  # the bound method with its step size
+    problem: Any
+    worker_ids: np.ndarray
+    x0: np.ndarray
+    recorder: Any  # mpiclip.recorder.Recorder
+    control: Control
+    timing: dict  # phase -> seconds, for the timing split
+    log: Callable[[str], None] = print
+
+
+class Runner:
+    """Interface of a loop; ``params`` are the keys of its config section, if it has one."""
+
+    name: ClassVar[str] = "?"  # set by registration
+    params: ClassVar[type] = NoParams
+    phases: ClassVar[tuple[str, ...]] = ()  # keys of the timing split
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+
+    def start(self, state: Optional[RunState]) -> RunState:
+        """The initial state (``state`` None) or the resumed one, ready for ``advance``."""
+        raise NotImplementedError
+
+    def advance(self, state: RunState) -> RunState:
+        raise NotImplementedError
+
+    def done(self, state: RunState) -> bool:
+        return state.status != "running" or self.setup.control.stop
+
+
+RUNNERS: Registry[type[Runner]] = Registry("runner")

@@ -1,0 +1,72 @@
+"""What travels between workers, without the communicator: message layouts and deterministic sums.
+
+Pure numpy (DESIGN §8): the compressors build messages in these layouts, the methods sum what
+arrived with these functions, and :mod:`mpiclip.comm` moves the bytes. Every sum here adds the
+per-worker terms one after another in worker-id order, so a result has the same bits however the
+workers are spread over ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+INDEX_DTYPE = np.int32  # indices of sparse messages on the wire (d < 2**31)
+ENTRY = np.dtype([("v", "<f8"), ("i", "<i4")])  # one sparse entry on the wire, 12 bytes, no padding
+
+
+@dataclass(frozen=True)
+class SparseGather:
+    """Every worker's sparse payload in worker order: worker i owns its ``counts[i]`` entries in turn."""
+
+    counts: np.ndarray  # (n,)
+    values: np.ndarray  # (sum counts,)
+    indices: np.ndarray  # (sum counts,)
+    flags: Optional[np.ndarray]  # (n,) int8 or None
+
+    def sum_into(self, target: np.ndarray, divisor: float = 1.0) -> None:
+        """target += (sum of all payloads) / divisor, summed per coordinate in worker order."""
+        add_sparse_sum(target, self.indices, self.values, divisor)
+
+
+def add_sparse_sum(target: np.ndarray, indices: np.ndarray, values: np.ndarray, divisor: float = 1.0) -> None:
+    """target += (Σ_j values[j] e_{indices[j]}) / divisor; each coordinate's terms are added in input order.
+
+    ``np.bincount`` accumulates sequentially in input order, so the result does not depend on how the
+    terms were grouped over ranks. Its dense form costs O(d), the unique-index form O(m log m); both give
+    the same bits, so the cheaper one is used.
+    """
+    m, d = len(indices), len(target)
+    if m == 0:
+        return
+    if m * 16 < d:
+        uniq, inverse = np.unique(indices, return_inverse=True)
+        target[uniq] += np.bincount(inverse, weights=values, minlength=len(uniq)) / divisor
+    else:
+        target += np.bincount(indices, weights=values, minlength=d) / divisor
+
+
+def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.ndarray:
+    """((start + rows[0]) + rows[1]) + ...: the worker-order sum, independent of any blocking."""
+    acc = rows[0].copy() if start is None else start + rows[0]
+    for row in rows[1:]:
+        acc += row
+    return acc
+
+
+@dataclass(frozen=True)
+class RowReduce:
+    """The two cross-worker reductions a problem needs for its constants, given to it by the session.
+
+    ``sum(rows)``: rows (n_local, m) of this rank's workers -> Σ over all workers, in worker order, the
+    same on every rank. ``gather(rows)``: -> (n, m), every worker's row in worker order.
+    """
+
+    sum: Callable[[np.ndarray], np.ndarray]
+    gather: Callable[[np.ndarray], np.ndarray]
+
+
+# One process holding every worker: the reductions are local (tests and single-process tools).
+ALL_LOCAL = RowReduce(sum=sequential_sum, gather=lambda rows: np.asarray(rows, dtype=np.float64))
