@@ -21,8 +21,8 @@ import numpy as np
 
 from mpiclip import config as cfg
 from mpiclip import session
-from mpiclip.runners.synchronous import SynchronousRunner
 from mpiclip.comm import make_comm
+from mpiclip.runners.synchronous import SynchronousRunner
 from mpiclip.trace import load_trace
 
 PHASES = SynchronousRunner.phases

@@ -17,11 +17,10 @@ import resource
 import sys
 import tempfile
 
-
 from mpiclip import config as cfg
 from mpiclip import session
-from mpiclip.runners.synchronous import SynchronousRunner
 from mpiclip.comm import make_comm
+from mpiclip.runners.synchronous import SynchronousRunner
 
 PHASES = SynchronousRunner.phases
 

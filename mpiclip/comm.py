@@ -266,7 +266,8 @@ class MPIComm(Comm):
         rows, n_local, m = block.shape
         sizes = self.workers_per_rank
         recv = np.empty(rows * int(sizes.sum()) * m, dtype=np.float64) if self.rank == 0 else None
-        self._c.Gatherv(np.ascontiguousarray(block, dtype=np.float64), (recv, sizes * rows * m) if self.rank == 0 else None, root=0)
+        spec = (recv, sizes * rows * m) if self.rank == 0 else None
+        self._c.Gatherv(np.ascontiguousarray(block, dtype=np.float64), spec, root=0)
         if self.rank != 0:
             return None
         parts = np.split(recv, np.cumsum(sizes * rows * m)[:-1])

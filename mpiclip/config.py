@@ -246,8 +246,8 @@ def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[Da
     common_keys = set(DataParams.__dataclass_fields__)
     source_keys = set(source.params.__dataclass_fields__)
     split_keys = set(split.params.__dataclass_fields__)
-    common = parse_params(DataParams, values, "data", skip=source_keys | split_keys,
-                          owner=f"source {values.get('source', DataParams.source)!r} and split {values.get('split', DataParams.split)!r}")
+    owner = f"source {values.get('source', DataParams.source)!r} and split {values.get('split', DataParams.split)!r}"
+    common = parse_params(DataParams, values, "data", skip=source_keys | split_keys, owner=owner)
     source_params = parse_params(source.params, values, "data", skip=common_keys | split_keys)
     split_params = parse_params(split.params, values, "data", skip=common_keys | source_keys)
     return DataSpec(common, source_params, split_params)

@@ -57,7 +57,8 @@ def _per_round_rdp(mechanism: Mechanism, field: str) -> tuple[np.ndarray, np.nda
     if mechanism.batch is not None and mechanism.batch < mechanism.records and mechanism.relation != "replace":
         raise InputError("method.relation", mechanism.relation, "minibatch (sampled without replacement) accounting "
                          "is available for replace-one neighbours only")
-    relation = dpa.NeighboringRelation.REPLACE_ONE if mechanism.relation == "replace" else dpa.NeighboringRelation.ADD_OR_REMOVE_ONE
+    relations = dpa.NeighboringRelation
+    relation = relations.REPLACE_ONE if mechanism.relation == "replace" else relations.ADD_OR_REMOVE_ONE
     accountant = rdp.RdpAccountant(neighboring_relation=relation)
     accountant.compose(mechanism.event(dpa), 1)
     return np.asarray(accountant.orders, dtype=float), np.asarray(accountant.rdp, dtype=float), rdp

@@ -17,6 +17,10 @@ def _last(a: np.ndarray) -> float:
     return float(a[-1]) if len(a) else math.nan
 
 
+def _span(rounds: np.ndarray) -> str:
+    return f"{int(rounds[0])}..{int(rounds[-1])}" if len(rounds) else "-..-"
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -67,7 +71,7 @@ def describe(tr: Trace) -> str:
         f"workers    {a.get('n_workers')} on {a.get('n_ranks')} ranks ({a.get('mpi_library')}; hosts {a.get('hostnames')})",
         f"step size  γ = {_fmt(a.get('gamma'), '.6g')} ({a.get('stepsize_rule')} × {_fmt(a.get('stepsize_factor'), 'g')}); "
         f"L = {_fmt(a.get('L'), '.6g')}, L̃ = {_fmt(a.get('L_tilde'), '.6g')}",
-        f"rows       {len(tr.rounds)} (rounds {int(tr.rounds[0]) if len(tr.rounds) else '-'}..{int(_last(tr.rounds)) if len(tr.rounds) else '-'})",
+        f"rows       {len(tr.rounds)} (rounds {_span(tr.rounds)})",
         f"final      f = {_fmt(_last(tr.loss), '.10g')}, ‖∇f‖² = {_fmt(_last(tr.grad_norm_sq), '.6g')}",
     ]
     for e in tr.bits_up:
@@ -79,7 +83,8 @@ def describe(tr: Trace) -> str:
         lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
     for name, values in tr.metrics.items():
         lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
-    lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {_fmt(a.get('wall_seconds'), '.3f')} s")
+    wall = _fmt(a.get("wall_seconds"), ".3f")
+    lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {wall} s")
     if a.get("timing"):
         lines.append(f"timing     {a['timing']}")
     lines.append(f"command    {a.get('command')}")

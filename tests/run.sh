@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite: serial tests, then the MPI tests on 2 and 4 ranks.
+# Set up and run the whole test suite: ruff, the serial tests, then the MPI tests on 2 and 4 ranks.
 #   usage: tests/run.sh            (uses ./.venv, created if missing; set VENV=... to use another)
 # Fails if any suite fails, if a suite collects no tests (pytest exit code 5), or if any rank of an
 # MPI suite fails or hangs (MPI_NOTES §3: conftest.py reduces failures over ranks, `-m mpi4py` aborts
@@ -25,6 +25,7 @@ run_suite() {  # name, command...
   if [ $rc -ne 0 ]; then echo "=== $name FAILED (exit $rc)"; status=1; else echo "=== $name passed"; fi
 }
 
+run_suite "lint" "$VENV/bin/ruff" check mpiclip tests analysis benchmarks
 run_suite "serial" timeout 1800 "$PY" -m pytest tests --ignore=tests/mpi -p no:cacheprovider -q -ra
 for ranks in 2 4; do
   rm -f mpitest-rank*.log

@@ -9,8 +9,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from helpers import REPO, config_table, mpiclip, random_classification, write_libsvm, write_toml
+
 from mpiclip.trace import load_trace
 
 

@@ -1,8 +1,8 @@
 """Config parsing and validation: every bad key or value is one error naming the field and the value."""
 
 import pytest
-
 from helpers import config_table, write_toml
+
 from mpiclip import config as cfg
 from mpiclip.errors import InputError
 

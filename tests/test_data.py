@@ -6,8 +6,8 @@ import lzma
 
 import numpy as np
 import pytest
-
 from helpers import random_classification, write_libsvm
+
 from mpiclip.data import DataParams, DataSpec, LibsvmParams, SyntheticParams, libsvm, plan
 from mpiclip.data.partition import SPLITS, DirichletParams, NoParams, SeededParams, block_sizes
 from mpiclip.errors import InputError

@@ -4,13 +4,19 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import SHARED_DATA
-from mpiclip.problems import linear
+
 from mpiclip.data import DataParams, DataSpec, LibsvmParams, Shard, SyntheticParams, plan
 from mpiclip.data.partition import NoParams
-from mpiclip.problems import (LeastSquares, LeastSquaresParams, LogisticRegression, LogRegParams, Quadratic,
-                              QuadraticParams)
+from mpiclip.problems import (
+    LeastSquares,
+    LeastSquaresParams,
+    LogisticRegression,
+    LogRegParams,
+    Quadratic,
+    QuadraticParams,
+    linear,
+)
 from mpiclip.stepsize import ef21_gamma
 from mpiclip.wire import ALL_LOCAL
 

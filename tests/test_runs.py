@@ -6,8 +6,8 @@ import math
 import h5py
 import numpy as np
 import pytest
-
 from helpers import config_table
+
 from mpiclip import config as cfg
 from mpiclip import session
 from mpiclip.comm import SerialComm

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import mpiclip
+
 from mpiclip.errors import InputError
 from mpiclip.sweep import SelectParams, load_sweep, score, status_of
 from mpiclip.trace import load_trace

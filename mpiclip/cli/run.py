@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
 import shlex
+import sys
 
 
 def add_parsers(sub) -> None:

@@ -141,7 +141,8 @@ def cmd_sweep_best(args) -> int:
         tr = b.trace
         final = plotting.y_values(tr, sel.metric)[-1]
         reached, value = b.score
-        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{value:.4g} ({'min' if sel.criterion == 'min' else 'final'})"
+        kind = "min" if sel.criterion == "min" else "final"
+        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{value:.4g} ({kind})"
         rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
                      f"{b.tried} runs, {b.failed} failed"])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",

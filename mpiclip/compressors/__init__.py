@@ -8,8 +8,17 @@ every compressor.
 
 from mpiclip.compressors import clipping, compose, quantizers, sparsifiers  # noqa: F401  (registers)
 from mpiclip.compressors.base import COMPRESSORS, Compressor, build_compressor
-from mpiclip.compressors.message import (ENCODINGS, INDEX_BYTES, VALUE_BYTES, Cost, Message, dense_message,
-                                         empty_message, message_bits, sparse_message)
+from mpiclip.compressors.message import (
+                                         ENCODINGS,
+                                         INDEX_BYTES,
+                                         VALUE_BYTES,
+                                         Cost,
+                                         Message,
+                                         dense_message,
+                                         empty_message,
+                                         message_bits,
+                                         sparse_message,
+)
 from mpiclip.compressors.sparsifiers import Identity, KParams, RandK, RandKShared, RandKUnbiased, TopK, top_k_positions
 
 __all__ = ["COMPRESSORS", "build_compressor", "Compressor", "ENCODINGS", "INDEX_BYTES", "VALUE_BYTES",

@@ -114,7 +114,7 @@ def _parse(lines: list[bytes], lineno0: int, path: str, field: str) -> _Block:
             raise ValueError
     except ValueError:
         _raise_first_bad_line(lines, lineno0, path, field)
-        raise AssertionError("a block failed to parse but no line is bad")  # pragma: no cover
+        raise AssertionError("a block failed to parse but no line is bad") from None  # pragma: no cover
     return _Block(labels, indptr, indices.astype(np.int32), values)
 
 

@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from mpiclip.wire import SparseGather
 from mpiclip.compressors import Compressor, Message
 from mpiclip.registry import NoParams, Registry
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
+from mpiclip.wire import SparseGather
 
 
 @dataclass(frozen=True)

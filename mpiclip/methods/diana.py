@@ -23,7 +23,8 @@ from mpiclip.rng import COMPRESSOR
 
 @dataclass(frozen=True)
 class DianaParams:
-    a: float = param(0.0, "shift step a in (0, 1]; 0 takes 1/(ω + 1)", check=lambda v: None if 0 <= v <= 1 else "must be in [0, 1]")
+    a: float = param(0.0, "shift step a in (0, 1]; 0 takes 1/(ω + 1)",
+                     check=lambda v: None if 0 <= v <= 1 else "must be in [0, 1]")
 
 
 class DianaWorkers(NamedTuple):

@@ -15,12 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mpiclip.wire import sequential_sum
-from mpiclip.errors import InputError
 from mpiclip.compressors import Compressor, Message, dense_message
+from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, compression_metrics, row_sq_norms
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
+from mpiclip.wire import sequential_sum
 
 
 @dataclass(frozen=True)

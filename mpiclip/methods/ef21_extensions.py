@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -238,7 +238,7 @@ class EF21BC(BCParams, EF21):
 # ------------------------------------------------------------------------------------------- HB
 @dataclass(frozen=True)
 class HBParams(EF21Params):
-    eta: float = param(0.99, "momentum η (official default 0.99): v ← η v + g, x ← x − γ v", 
+    eta: float = param(0.99, "momentum η (official default 0.99): v ← η v + g, x ← x − γ v",
                        check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
 
 

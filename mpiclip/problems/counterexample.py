@@ -22,9 +22,10 @@ class CounterexampleParams:
 class Counterexample(Problem):
     """Two quadratics whose clipped gradients cancel at 0 (needs run.n_workers = 2).
 
-    Clip21's Example 1.1 type, built here: f_0(x) = ½‖x − c‖², f_1(x) = (κ/2)‖x + c‖², c = s·e_1. At x = 0 the gradients −c and κc are
-    antiparallel; once both norms exceed τ their clipped versions sum to 0, so Clip-GD does not move,
-    although ∇f(0) = (κ − 1)c/2 ≠ 0. f is (1+κ)/2-smooth and strongly convex; x* = c(1 − κ)/(1 + κ)."""
+    Clip21's Example 1.1 type, built here: f_0(x) = ½‖x − c‖², f_1(x) = (κ/2)‖x + c‖², c = s·e_1. At
+    x = 0 the gradients −c and κc are antiparallel; once both norms exceed τ their clipped versions sum to
+    0, so Clip-GD does not move, although ∇f(0) = (κ − 1)c/2 ≠ 0. f is (1+κ)/2-smooth and strongly
+    convex; x* = c(1 − κ)/(1 + κ)."""
 
     params = CounterexampleParams
 

@@ -8,8 +8,8 @@ import numpy as np
 import scipy.linalg
 
 from mpiclip.data import Shard
-from mpiclip.problems.base import PROBLEMS, Smoothness
 from mpiclip.problems import linear
+from mpiclip.problems.base import PROBLEMS, Smoothness
 from mpiclip.problems.linear import LinearModel, _dense_gram
 
 
@@ -22,10 +22,9 @@ class LeastSquaresParams:
 class LeastSquares(LinearModel):
     """Least squares (1/(2N_i))‖A_i x − b_i‖² on raw labels.
 
-    ∇f_i = (1/N_i) A_iᵀ(A_i x − b_i) and L_i = λ_max(A_iᵀA_i/N_i), so ∇f_i = (1/N_i) A_iᵀ(A_i x − b_i) and L_i = λ_max(A_iᵀA_i/N_i).
-
-    This fixes the EF21 repository's mixed convention (its gradient is that of 1/(2N) but its loss uses
-    1/N; ALGORITHMS §2.6 B): here loss and gradient agree.
+    ∇f_i = (1/N_i) A_iᵀ(A_i x − b_i) and L_i = λ_max(A_iᵀA_i/N_i). This fixes the EF21 repository's
+    mixed convention (its gradient is that of 1/(2N) but its loss uses 1/N; ALGORITHMS §2.6 B): here
+    loss and gradient agree.
     """
 
     params = LeastSquaresParams

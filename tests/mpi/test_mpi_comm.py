@@ -5,8 +5,8 @@ import pytest
 from mpi4py import MPI
 
 from mpiclip.comm import AgreedError, MPIComm, SerialComm
-from mpiclip.wire import INDEX_DTYPE, sequential_sum
 from mpiclip.errors import InputError
+from mpiclip.wire import INDEX_DTYPE, sequential_sum
 
 WORLD = MPI.COMM_WORLD
 

@@ -5,14 +5,14 @@ import os
 import h5py
 import numpy as np
 import pytest
+from helpers import config_table
 from mpi4py import MPI
 
-from helpers import config_table
 from mpiclip import config as cfg
 from mpiclip import session
-from mpiclip.runners import synchronous
 from mpiclip.comm import MPIComm
 from mpiclip.errors import InputError, RunFailed
+from mpiclip.runners import synchronous
 
 WORLD = MPI.COMM_WORLD
 
