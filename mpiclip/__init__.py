@@ -5,4 +5,4 @@ when a communicator is created.
 """
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2

@@ -15,12 +15,14 @@ import socket
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from mpiclip.errors import InputError, MpiclipError
 from mpiclip.wire import ENTRY, RowReduce, SparseGather, sequential_sum
+
+_RING_TAG, _STREAM_TAG = 11, 12
 
 
 class AgreedError(MpiclipError):
@@ -102,6 +104,13 @@ class Comm:
         """(rows, n_local, m) blocks of all ranks -> (rows, n, m) on rank 0 (None elsewhere)."""
         raise NotImplementedError
 
+    def stream_to_root(self, block: np.ndarray, write: Callable[[int, np.ndarray], None]) -> None:
+        """Hand every rank's (n_local, ...) block, in rank order, to ``write(first_worker, block)`` on rank 0.
+
+        One rank's block crosses the wire at a time, so rank 0 never holds more than its own and one other
+        rank's rows (a checkpoint of n workers' d-vectors must not need n·d memory on one rank)."""
+        raise NotImplementedError
+
     def any(self, flag: bool) -> bool:
         raise NotImplementedError
 
@@ -151,6 +160,9 @@ class SerialComm(Comm):
 
     def gather_to_root(self, block):
         return block
+
+    def stream_to_root(self, block, write):
+        write(0, block)
 
     def any(self, flag):
         return bool(flag)
@@ -208,10 +220,10 @@ class MPIComm(Comm):
         start = None
         if self.rank > 0:
             start = np.empty(m, dtype=np.float64)
-            self._c.Recv(start, source=self.rank - 1, tag=11)
+            self._c.Recv(start, source=self.rank - 1, tag=_RING_TAG)
         acc = sequential_sum(np.ascontiguousarray(rows, dtype=np.float64), start)
         if self.rank < self.size - 1:
-            self._c.Send(acc, dest=self.rank + 1, tag=11)
+            self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
         self._c.Bcast(acc, root=self.size - 1)
         return acc
 
@@ -272,6 +284,18 @@ class MPIComm(Comm):
             return None
         parts = np.split(recv, np.cumsum(sizes * rows * m)[:-1])
         return np.concatenate([p.reshape(rows, s, m) for p, s in zip(parts, sizes)], axis=1)
+
+    def stream_to_root(self, block, write):
+        block = np.ascontiguousarray(block)
+        if self.rank != 0:
+            self._c.Send(block, dest=0, tag=_STREAM_TAG)
+            return
+        write(0, block)
+        layout = Layout(int(self.workers_per_rank.sum()), self.size)
+        for r in range(1, self.size):
+            part = np.empty((int(layout.counts[r]),) + block.shape[1:], dtype=block.dtype)
+            self._c.Recv(part, source=r, tag=_STREAM_TAG)
+            write(int(layout.starts[r]), part)
 
     def any(self, flag):
         out = np.zeros(1, dtype=np.int64)

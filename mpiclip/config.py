@@ -13,6 +13,7 @@ Overrides and variants merge into a section key by key, except that naming a dif
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "resume")
 SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "output")
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
@@ -55,6 +57,11 @@ class RunParams:
     check_every: int = param(200, "compare a checksum of x across ranks every this many rounds", check=at_least(1))
     x0: str = param("normal", "x^0: 'normal' (N(0, x0_scale² I) from run.seed), 'zeros', or a .npy file")
     x0_scale: float = param(1.0, "standard deviation of x^0 for x0 = 'normal'", check=positive)
+    checkpoint_every: int = param(0, "write a checkpoint beside the trace every this many rounds (0: only when "
+                                  "SIGTERM/SIGINT stop the run or SIGUSR1 asks for one)", check=at_least(0))
+    resume: str = param("no", "continue from the checkpoint beside the trace: 'yes' (it must exist; `run --resume`), "
+                        "'auto' (if there is one, else start; for batch jobs that may be requeued), 'no'",
+                        choices=("no", "auto", "yes"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,31 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.as_table(), sort_keys=True)
 
+    def to_toml(self) -> str:
+        """The complete config as a TOML file (``mpiclip run`` reads it back to the same config)."""
+        lines = []
+        for section, values in self.as_table().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of everything that shapes the trajectory and the trace's rows: the config without the run's
+        name, where its files go and how often it checks, flushes or checkpoints (a resumed run may change those)."""
+        table = self.as_table()
+        table.pop("output")
+        for key in UNHASHED_RUN_KEYS:
+            table["run"].pop(key, None)
+        return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def checkpoint_path(self) -> str:
+        """The checkpoint file beside the trace."""
+        base = self.trace_path[:-3] if self.trace_path.endswith(".h5") else self.trace_path
+        return base + ".ckpt.h5"
+
     @property
     def trace_path(self) -> str:
         return self.output.path.replace("{name}", self.run.name)
@@ -125,6 +157,19 @@ def read_source(ref: str) -> tuple[dict, str]:
         raise InputError("config", ref, "is neither a .toml file nor a preset (presets: " + ", ".join(preset_names()) + ")")
     text = resources.files("mpiclip.presets").joinpath(ref + ".toml").read_text()
     return tomllib.loads(text), f"preset:{ref}"
+
+
+def toml_value(v: Any) -> str:
+    """A TOML literal for a config value (tables inline)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -11,6 +11,7 @@ turns signals into an orderly stop, and writes an honest final status.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -21,8 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from mpiclip import checkpoint, provenance, rng, stepsize
 from mpiclip import data as datamod
-from mpiclip import rng, stepsize
 from mpiclip.comm import Comm
 from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
@@ -32,7 +33,7 @@ from mpiclip.methods.base import RunInfo
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
-from mpiclip.trace import TraceWriter
+from mpiclip.trace import TraceWriter, open_trace, trace_status
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Session:
         self.config, self.comm, self.command, self.log = config, comm, command, log
         self.skip = False
         self.signal: Optional[int] = None
+        self.resume: Optional[checkpoint.Stamp] = None  # set by prepare when the run continues from a checkpoint
 
     # ------------------------------------------------------------------ stage 1: checks only
     def prepare(self, check_output: bool = True) -> bool:
@@ -88,7 +90,7 @@ class Session:
         self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
                                                 self.plan.sample_counts if self.plan is not None else None))
         self.x0 = self._initial_point()
-        return self._check_output() if check_output else True
+        return self._plan_output() if check_output else True
 
     def _initial_point(self) -> np.ndarray:
         c = self.config.run
@@ -105,6 +107,39 @@ class Session:
         if x0.shape != (self.d,) or not np.isfinite(x0).all():
             raise InputError("run.x0", c.x0, f"must hold {self.d} finite numbers (has shape {x0.shape})")
         return x0
+
+    def _plan_output(self) -> bool:
+        """Resume from the checkpoint beside the trace, start afresh, or skip (False), as run.resume and
+        output.exists say; every reason not to is an InputError."""
+        c = self.config
+        if c.run.resume != "no" and os.path.exists(c.checkpoint_path):
+            self.resume = checkpoint.inspect(c.checkpoint_path, c.hash, c.run.n_workers)
+            self._check_resumable(self.resume)
+            return True
+        if c.run.resume == "yes":
+            raise InputError("run.resume", "yes", f"there is no checkpoint {c.checkpoint_path} to resume from")
+        if c.run.resume == "auto" and trace_status(c.trace_path).startswith("completed"):
+            return False
+        return self._check_output()
+
+    def _check_resumable(self, stamp: checkpoint.Stamp) -> None:
+        c, path = self.config, self.config.trace_path
+        if stamp.n_ranks != self.comm.size and not c.run.deterministic:
+            raise InputError("run.deterministic", False, f"the checkpoint was written on {stamp.n_ranks} ranks and "
+                             f"Allreduce sums depend on the rank count; resume on {stamp.n_ranks} ranks")
+        try:
+            with open_trace(path) as f:
+                run_id, rows = f.attrs.get("run_id"), len(f["rounds"]) if "rounds" in f else 0
+        except (OSError, KeyError) as e:
+            raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
+        if run_id != stamp.run_id:
+            raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
+                             f"(the trace's run is {run_id}); move the checkpoint away or resume into the right trace")
+        if rows < stamp.rows:
+            raise InputError("output.path", path, f"holds {rows} rows, fewer than the {stamp.rows} the checkpoint "
+                             "counts; the trace was damaged after the checkpoint was written")
+        if not os.access(path, os.W_OK):
+            raise InputError("output.path", path, "exists and is not writable")
 
     def _check_output(self) -> bool:
         path, policy = self.config.trace_path, self.config.output.exists
@@ -135,10 +170,20 @@ class Session:
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
         self.method = dataclasses.replace(self.bound_method, gamma=self.gamma)
         self.hostnames = comm.hostnames()
-        error, self.writer = None, None
-        if comm.rank == 0 and with_trace:
+        self.run_id = self.resume.run_id if self.resume else comm.bcast(provenance.new_run_id())
+        error, self.writer, self.resumed = None, None, None
+        if self.resume is not None and with_trace:
+            try:  # every rank reads its own workers' rows
+                self.resumed = checkpoint.read(c.checkpoint_path, self.worker_ids)
+                if self.resumed.x.shape != (self.d,):
+                    raise InputError("checkpoint", c.checkpoint_path, f"holds x of shape {self.resumed.x.shape}, not ({self.d},)")
+            except (OSError, KeyError, ValueError) as e:
+                error = InputError("checkpoint", c.checkpoint_path, f"cannot be read: {e}")
+            except InputError as e:
+                error = e
+        if comm.rank == 0 and with_trace and error is None:
             try:
-                self.writer = self._create_trace()
+                self.writer = self._reopen_trace() if self.resume else self._create_trace()
             except OSError as e:
                 error = InputError("output.path", c.trace_path, f"cannot be written: {e.strerror or e}")
         comm.agree(error)
@@ -156,28 +201,51 @@ class Session:
             "deterministic": c.run.deterministic,
             "dataset_checksum": self.plan.summary.checksum if self.plan else f"generated:{c.problem.name}",
             "dataset": self.plan.summary.description if self.plan else c.problem.name,
+            "run_id": self.run_id, "config_toml": c.to_toml(), "config_hash": c.hash, "runner": self.runner_cls.name,
+            "provenance": json.dumps(provenance.collect(comm.library, self.hostnames)),
         }
         arrays = {"problem/L_workers": s.L_workers, "x0": self.x0}
         if self.plan is not None:
             arrays["partition/sample_counts"] = self.plan.sample_counts
             arrays["partition/label_counts"] = self.plan.label_counts
             arrays["partition/label_values"] = self.plan.label_values
-        return TraceWriter(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
-                           self.method.extra + self.problem.score_names)
+            arrays["partition/indices"] = np.concatenate(self.plan.shards)
+            arrays["partition/offsets"] = np.concatenate([[0], np.cumsum(self.plan.sample_counts)])
+        writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
+                                    self.method.extra + self.problem.score_names)
+        if os.path.exists(c.checkpoint_path):  # a stale checkpoint of an earlier run must not be resumed into this trace
+            os.remove(c.checkpoint_path)
+        return writer
+
+    def _reopen_trace(self) -> TraceWriter:
+        c, stamp = self.config, self.resume
+        with open_trace(c.trace_path) as f:
+            history = json.loads(f.attrs.get("resumed", "[]"))
+        history.append({"round": stamp.t, "rows": stamp.rows, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "provenance": provenance.collect(self.comm.library, self.hostnames)})
+        return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
+                                  {"resumed": json.dumps(history), "n_ranks": self.comm.size})
 
     # ------------------------------------------------------------------ stage 3: the loop
     def run(self) -> Result:
         c, comm, method = self.config, self.comm, self.method
         extra = method.extra + self.problem.score_names
         recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, extra)
-        self.timing = dict.fromkeys(self.runner_cls.phases, 0.0)
+        self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
+        every = c.run.checkpoint_every
         with Control(c.output.flush_seconds) as control:
             setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log)
             runner = self.runner_cls(setup)
-            state = runner.start(None)
+            state = runner.start(self.resumed)
+            saved_at = state.t
             while not runner.done(state):
+                if control.save or (every and state.t % every == 0 and state.t != saved_at):
+                    self._checkpoint(state, runner, recorder)
+                    saved_at = state.t
                 state = runner.advance(state)
+            if control.stop:
+                self._checkpoint(state, runner, recorder)
         t0 = time.perf_counter()
         recorder.flush(state.ledger)
         self.timing["trace"] = self.timing.get("trace", 0.0) + time.perf_counter() - t0
@@ -191,6 +259,25 @@ class Session:
             result.status = f"interrupted: {signal.Signals(self.signal).name} at round {state.t}"
         return result
 
+    def _checkpoint(self, state: RunState, runner, recorder: Recorder) -> None:
+        """Collective, at the top of round state.t: every recorded row reaches the disk, then the state does."""
+        c, comm = self.config, self.comm
+        t0 = time.perf_counter()
+        recorder.flush(state.ledger)
+        error = None
+        if self.writer is not None:
+            try:
+                self.writer.sync()
+            except OSError as e:
+                error = MpiclipError(f"trace {c.trace_path} cannot be written: {e}")
+        comm.agree(error)
+        state.elapsed = runner.elapsed()
+        stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
+                 "n_workers": c.run.n_workers, "deterministic": c.run.deterministic}
+        checkpoint.write(c.checkpoint_path, state, comm, stamp)
+        runner.setup.control.saved()
+        self.timing["checkpoint"] += time.perf_counter() - t0
+
     def _bits_per_worker(self, state: RunState) -> dict:
         """Mean over all workers of the bits each sent, initial round excluded (the papers' #bits/n)."""
         per_worker = self.comm.allgather_rows(state.ledger.counted_up())
@@ -202,6 +289,9 @@ class Session:
                      "timing": str(result.timing)}
             status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
             self.writer.finish(status, attrs, {"x_final": self.state.x})
+            if not status.startswith("interrupted") and os.path.exists(self.config.checkpoint_path):
+                os.remove(self.config.checkpoint_path)  # the run has ended for good: nothing to resume
+
 
 
 _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()

@@ -126,9 +126,11 @@ def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
         if label in seen:
             raise InputError("grid", label, "appears twice; grid points must differ")
         seen.add(label)
-        overrides = [f"{k}={_toml(v)}" for k, v in list(sets.items()) + list(values)]
-        overrides += list(extra) + [f"run.name={_toml(label)}", f"output.path={_toml(os.path.join(output, '{name}.h5'))}",
-                      "output.exists='overwrite'"]
+        overrides = [f"{k}={cfg.toml_value(v)}" for k, v in list(sets.items()) + list(values)]
+        trace = cfg.toml_value(os.path.join(output, "{name}.h5"))
+        # a point whose run was stopped resumes from its checkpoint; any other unfinished point starts again
+        overrides += list(extra) + [f"run.name={cfg.toml_value(label)}", f"output.path={trace}", "output.exists='overwrite'",
+                                    "run.resume='auto'"]
         configs = cfg.load(base, overrides)
         if len(configs) != 1:
             raise InputError("sweep.base", params.base, "must describe one run (a config with variants cannot be swept)")
@@ -137,18 +139,6 @@ def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
         if not any(key == k for point in points for k, _ in point) and key.partition(".")[0] not in cfg.SECTIONS:
             raise InputError("select.group", key, "is not a config key")
     return Sweep(path, params, select, tuple(runs))
-
-
-def _toml(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return repr(v)
 
 
 def group_of(sweep: Sweep, run: SweepRun) -> str:
@@ -162,15 +152,9 @@ def group_of(sweep: Sweep, run: SweepRun) -> str:
 
 def status_of(path: str) -> str:
     """'missing', or the trace's status attribute."""
-    if not os.path.exists(path):
-        return "missing"
-    from mpiclip.trace import open_trace
+    from mpiclip.trace import trace_status
 
-    try:
-        with open_trace(path) as f:
-            return str(f.attrs.get("status", "?"))
-    except OSError:
-        return "unreadable"
+    return trace_status(path)
 
 
 def score(trace, select: SelectParams) -> tuple[int, float]:

@@ -1,9 +1,17 @@
-"""HDF5 traces (DESIGN §5): written by rank 0 in chunks, readable after a crash, never lying about status.
+"""HDF5 traces (DESIGN §5, §8 schema 2): written by rank 0 in chunks, readable after a crash, never lying
+about status; read back by :func:`load_trace` (schema 1 and 2).
 
-The file is created with every dataset resizable and then switched to SWMR mode, so that whatever is
-flushed stays readable even if the process is killed (open such a file with ``swmr=True``, as
-:func:`open_trace` does). The final status is written after leaving SWMR mode. This module never
-imports mpi4py: analysis scripts use it directly.
+Schema 2 files are written with the HDF5 1.10 format bounds, so h5dump 1.10 and newer open them, and
+switched to SWMR mode once laid out, so that whatever is flushed stays readable even if the process
+is killed (open such a file with ``swmr=True``, as :func:`open_trace` does). Every dataset but the
+scalar ones is chunked and compressed (gzip + shuffle) and carries a ``units`` attribute; the row index
+``/rounds`` (and ``/events/update`` for asynchronous runs) is an HDF5 dimension scale attached to the
+per-row datasets, and ``/worker`` to their worker axis, so xarray reads them::
+
+    xarray.open_dataset(path, engine="h5netcdf", phony_dims="access")                 # f, ‖∇f‖², time
+    xarray.open_dataset(path, engine="h5netcdf", phony_dims="access", group="workers") # per-worker metrics
+
+This module never imports mpi4py: analysis scripts use it directly.
 
 Bits convention: row r (recorded at round t_r) holds the bits each worker sent in rounds
 t_{r-1} .. t_r − 1, i.e. the communication that produced x^{t_r} from the previous recorded iterate.
@@ -16,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import h5py
@@ -27,57 +35,147 @@ from mpiclip.compressors import ENCODINGS
 
 BITS_CONVENTION = ("row r holds the bits sent in rounds t_{r-1}..t_r-1 (cumsum = bits sent before x^t); "
                    "the initial round is in /bits/initial/up")
-CHUNK_ROWS = 1024
+LIBVER = ("v110", "v110")  # h5dump 1.10 reads the file; SWMR needs at least v110
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+CHUNK_BYTES = 1 << 18  # rows per chunk: about 256 kB of a per-row dataset, at most 1024 rows
+
+UNITS = {"rounds": "round", "time": "s", "sim_time": "s", "update": "update", "start": "update", "delay": "update",
+         "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1"}
+# Reserved for the asynchronous and federated runners (DESIGN §8): created when a runner asks for them.
+EVENT_COLUMNS = {"update": "i8", "worker": "i8", "start": "i8", "delay": "i8", "sim_time": "f8", "norm": "f8",
+                 "clipped": "i1"}
+FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance")
+RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
 
 
-def _resizable(group, name, cols: Optional[int], dtype="f8"):
-    shape, maxshape, chunks = ((0,), (None,), (CHUNK_ROWS,)) if cols is None else ((0, cols), (None, cols), (CHUNK_ROWS, cols))
-    return group.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype,
-                                fillvalue=np.nan if dtype == "f8" else 0)
+def _chunk_rows(cols: int) -> int:
+    rows = max(16, min(1024, CHUNK_BYTES // (8 * max(cols, 1))))
+    return 1 << (rows.bit_length() - 1)
+
+
+def _rows_dataset(group: h5py.Group, name: str, cols: Optional[int], dtype: str, units: str) -> h5py.Dataset:
+    """A resizable per-row dataset: (rows,) or (rows, cols)."""
+    shape, maxshape = ((0,), (None,)) if cols is None else ((0, cols), (None, cols))
+    chunks = (_chunk_rows(1),) if cols is None else (_chunk_rows(cols), cols)
+    ds = group.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype,
+                              fillvalue=np.nan if dtype == "f8" else 0, **COMPRESSION)
+    ds.attrs["units"] = units
+    return ds
+
+
+def _array_dataset(group: h5py.Group, name: str, data, units: str = "1") -> h5py.Dataset:
+    data = np.asarray(data)
+    if data.ndim == 0:  # scalars cannot be chunked
+        ds = group.create_dataset(name, data=data)
+    else:  # an empty array gets an unlimited axis: HDF5 cannot chunk a fixed empty shape
+        ds = group.create_dataset(name, data=data, chunks=True, maxshape=None if data.size else (None,) * data.ndim,
+                                  **COMPRESSION)
+    ds.attrs["units"] = units
+    return ds
+
+
+def _units(name: str) -> str:
+    return UNITS.get(name.split("/")[-1], UNITS["bits"] if name.startswith("bits/") else "1")
 
 
 class TraceWriter:
-    """Rank 0's handle on one trace file."""
+    """Rank 0's handle on one trace file.
 
-    def __init__(self, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
-                 arrays: dict[str, np.ndarray], extra: tuple[str, ...] = ()):
-        self.path, self.n = path, n_workers
-        self.worker_metrics = worker_metrics
-        self.rows = 0
+    ``create`` lays out a new file; ``reopen`` continues one (a resumed run): the per-row datasets are
+    cut back to the rows the checkpoint knows, the end-of-run attributes are removed and the status is
+    ``running`` again.
+    """
+
+    def __init__(self, path: str, f: h5py.File, n_workers: int, worker_metrics: tuple[str, ...], rows: int):
+        self.path, self.f, self.n, self.worker_metrics, self.rows = path, f, n_workers, worker_metrics, rows
+
+    @classmethod
+    def create(cls, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
+               arrays: dict[str, np.ndarray], extra: tuple[str, ...] = (), events: bool = False,
+               clients: Optional[int] = None) -> "TraceWriter":
+        """``extra``: per-row scalars of the method (/metrics/<name>; the federated names go to the root);
+        ``events``: the /events/ table of an asynchronous run; ``clients``: clients sampled per round."""
         if os.path.exists(path):
             os.remove(path)
-        self.f = h5py.File(path, "w", libver="latest")
-        f = self.f
+        f = h5py.File(path, "w", libver=LIBVER)
         for key, value in {**attrs, "mpiclip_version": __version__, "schema_version": SCHEMA_VERSION,
                            "status": "running", "bits_convention": BITS_CONVENTION, "encodings": list(ENCODINGS),
                            "started": _now()}.items():
             f.attrs[key] = value
-        for name, cols, dtype in (("rounds", None, "i8"), ("time", None, "f8"), ("loss", None, "f8"),
-                                  ("grad_norm_sq", None, "f8")):
-            _resizable(f, name, cols, dtype)
+        rounds = _rows_dataset(f, "rounds", None, "i8", UNITS["rounds"])
+        rounds.make_scale("rounds")
+        worker = _array_dataset(f, "worker", np.arange(n_workers), UNITS["worker"])
+        worker.make_scale("worker")
+        per_row = [_rows_dataset(f, name, None, "f8", _units(name)) for name in ("time", "loss", "grad_norm_sq")]
         for e in ENCODINGS:
-            _resizable(f, f"bits/up/{e}", n_workers)
-            _resizable(f, f"bits/down/{e}", None)
-            f.create_dataset(f"bits/initial/up/{e}", data=np.zeros(n_workers))
-            f.create_dataset(f"bits/initial/down/{e}", data=0.0)
+            per_row.append(_rows_dataset(f, f"bits/up/{e}", n_workers, "f8", "bit"))
+            per_row.append(_rows_dataset(f, f"bits/down/{e}", None, "f8", "bit"))
+            _array_dataset(f, f"bits/initial/up/{e}", np.zeros(n_workers), "bit").dims[0].attach_scale(worker)
+            _array_dataset(f, f"bits/initial/down/{e}", 0.0, "bit")
         for name in extra:
-            _resizable(f, f"metrics/{name}", None)
+            per_row.append(_rows_dataset(f, _scalar_path(f"metrics/{name}"), None, "f8", "1"))
         for m in worker_metrics:
-            _resizable(f, f"workers/{m}", n_workers)
+            per_row.append(_rows_dataset(f, f"workers/{m}", n_workers, "f8", "1"))
+        for ds in per_row:
+            ds.dims[0].attach_scale(rounds)
+            if ds.ndim == 2:
+                ds.dims[1].attach_scale(worker)
+        if events:
+            update = _rows_dataset(f, "events/update", None, "i8", UNITS["update"])
+            update.make_scale("update")
+            columns = [_rows_dataset(f, f"events/{c}", None, dt, _units(c)) for c, dt in EVENT_COLUMNS.items() if c != "update"]
+            columns += [_rows_dataset(f, f"events/bits/{e}", None, "f8", "bit") for e in ENCODINGS]
+            for ds in columns:
+                ds.dims[0].attach_scale(update)
+        if clients is not None:
+            _rows_dataset(f, "clients", clients, "i8", "client id")
         for name, value in arrays.items():
-            f.create_dataset(name, data=value)
+            _array_dataset(f, name, value, _units(name))
         f.swmr_mode = True
         f.flush()
+        return cls(path, f, n_workers, worker_metrics, 0)
+
+    @classmethod
+    def reopen(cls, path: str, run_id: str, rows: int, n_workers: int, worker_metrics: tuple[str, ...],
+               attrs: dict, counts: Optional[dict] = None) -> "TraceWriter":
+        """Continue the trace of run ``run_id`` after its first ``rows`` rows (``counts``: the lengths of
+        tables with their own row index, such as events/update).
+
+        The trace is copied, cut back to those rows, into a new file that then replaces it: a file whose
+        writer was killed cannot be opened for writing again (its SWMR flags stay set), and the old trace
+        stays whole until the new one is in place."""
+        tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.resume-{os.getpid()}")
+        with open_trace(path) as old:
+            if old.attrs.get("run_id") != run_id:
+                raise ValueError(f"{path} belongs to run {old.attrs.get('run_id')!r}, not {run_id!r}")
+            f = h5py.File(tmp, "w", libver=LIBVER)
+            try:
+                _copy_rows(old, f, {"rounds": rows, **(counts or {})})
+                for key in RUN_ATTRS:
+                    f.attrs.pop(key, None)
+                for key, value in {**attrs, "status": "running"}.items():
+                    f.attrs[key] = value
+                f.flush()
+                os.fsync(f.id.get_vfd_handle())
+                os.replace(tmp, path)
+                f.swmr_mode = True
+            except BaseException:
+                f.close()
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+        return cls(path, f, n_workers, worker_metrics, rows)
 
     def append(self, scalars: dict[str, np.ndarray], bits_up: np.ndarray, bits_down: np.ndarray,
                workers: np.ndarray) -> None:
-        """scalars: rounds/time/loss/grad_norm_sq (k,); bits_up (k, n, E); bits_down (k, E); workers (k, n, M)."""
+        """scalars: rounds/time/loss/grad_norm_sq/metrics (k,); bits_up (k, n, E); bits_down (k, E); workers (k, n, M)."""
         k = len(scalars["rounds"])
         if k == 0:
             return
         lo, hi = self.rows, self.rows + k
         f = self.f
         for name, values in scalars.items():
+            name = _scalar_path(name)
             f[name].resize((hi,))
             f[name][lo:hi] = values
         for j, e in enumerate(ENCODINGS):
@@ -91,6 +189,15 @@ class TraceWriter:
         self.rows = hi
         f.flush()
 
+    def append_table(self, group: str, columns: dict[str, np.ndarray]) -> None:
+        """Append rows to a table with its own row count (``events``: one row per arrival; ``clients``)."""
+        for name, values in columns.items():
+            ds = self.f[f"{group}/{name}" if name else group]
+            lo = ds.shape[0]
+            ds.resize((lo + len(values),) + ds.shape[1:])
+            ds[lo:] = values
+        self.f.flush()
+
     def set_initial_bits(self, up: np.ndarray, down: np.ndarray) -> None:
         """up: (n, E) and down: (E,) bits of the initial round."""
         for j, e in enumerate(ENCODINGS):
@@ -98,12 +205,17 @@ class TraceWriter:
             self.f[f"bits/initial/down/{e}"][()] = down[j]
         self.f.flush()
 
+    def sync(self) -> None:
+        """Flush HDF5's buffers and the operating system's to the disk (before a checkpoint commits)."""
+        self.f.flush()
+        os.fsync(self.f.id.get_vfd_handle())
+
     def finish(self, status: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
         """Leave SWMR mode, then write the final status and arrays."""
         self.f.close()
-        with h5py.File(self.path, "r+") as f:
+        with h5py.File(self.path, "r+", libver=LIBVER) as f:
             for name, value in arrays.items():
-                f.create_dataset(name, data=value)
+                _array_dataset(f, name, value, _units(name))
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.attrs["finished"] = _now()
@@ -115,6 +227,52 @@ class TraceWriter:
             self.finish(status, {}, {})
         except Exception:  # the original error matters more
             pass
+
+
+def _scalar_path(name: str) -> str:
+    """Where a recorder's per-row scalar lives: the federated metrics at the root (DESIGN §8)."""
+    leaf = name.removeprefix("metrics/")
+    return leaf if leaf in FEDERATED_SCALARS else name
+
+
+SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")  # HDF5's own bookkeeping of scales
+
+
+def _copy_rows(old: h5py.File, new: h5py.File, lengths: dict) -> None:
+    """Copy every object of ``old`` but /x_final into ``new``, per-row datasets cut to the length of their row
+    index (their first dimension scale), and attach the dimension scales again."""
+    for key, value in old.attrs.items():
+        new.attrs[key] = value
+    scales, attached = [], []
+
+    def copy(name: str, obj) -> None:
+        if isinstance(obj, h5py.Group):
+            target = new.require_group(name)
+        elif name == "x_final":
+            return
+        else:
+            rows = None
+            if obj.ndim and obj.maxshape[0] is None:
+                index = name if obj.is_scale or not len(obj.dims[0]) else obj.dims[0][0].name.lstrip("/")
+                rows = lengths.get(index)
+            data = obj[()] if rows is None else obj[:rows]
+            layout = {} if obj.chunks is None else {"chunks": obj.chunks, "maxshape": obj.maxshape,
+                                                     "compression": obj.compression, "compression_opts": obj.compression_opts,
+                                                     "shuffle": obj.shuffle}
+            target = new.create_dataset(name, data=data, dtype=obj.dtype, fillvalue=obj.fillvalue, **layout)
+            if obj.is_scale:
+                scales.append((name, obj.attrs["NAME"]))
+            attached.extend((name, dim, scale.name) for dim in range(obj.ndim) for scale in obj.dims[dim].values()
+                            if not obj.is_scale)
+        for key, value in obj.attrs.items():
+            if key not in SCALE_ATTRS:
+                target.attrs[key] = value
+
+    old.visititems(copy)
+    for name, label in scales:
+        new[name].make_scale(label.decode() if isinstance(label, bytes) else label)
+    for name, dim, scale in attached:
+        new[name].dims[dim].attach_scale(new[scale])
 
 
 def _now() -> str:
@@ -130,6 +288,17 @@ def open_trace(path: str) -> h5py.File:
         return h5py.File(path, "r")
 
 
+def trace_status(path: str) -> str:
+    """'missing', 'unreadable', or the trace's status attribute."""
+    if not os.path.exists(path):
+        return "missing"
+    try:
+        with open_trace(path) as f:
+            return str(f.attrs.get("status", "?"))
+    except OSError:
+        return "unreadable"
+
+
 @dataclass
 class Trace:
     path: str
@@ -143,8 +312,17 @@ class Trace:
     bits_down: dict  # encoding -> (T,)
     bits_initial: dict  # encoding -> (n,)
     workers: dict  # metric -> (T, n)
-    metrics: dict  # name -> (T,) the method's extra per-round scalars
+    metrics: dict  # name -> (T,) the method's extra per-round scalars (and the federated ones)
     bits_initial_down: dict  # encoding -> float
+    events: dict = field(default_factory=dict)  # column -> (U,), asynchronous runs (schema 2)
+
+    @property
+    def schema(self) -> int:
+        return int(self.attrs.get("schema_version", 1))
+
+    @property
+    def provenance(self) -> dict:
+        return json.loads(self.attrs.get("provenance", "{}"))
 
     @property
     def status(self) -> str:
@@ -169,11 +347,16 @@ class Trace:
 
 
 def load_trace(path: str) -> Trace:
+    """Every per-row array and the attributes of a schema 1 or 2 trace (a running one too)."""
     with open_trace(path) as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         config = json.loads(attrs.get("config", "{}"))
         read = lambda name: f[name][()] if name in f else np.zeros(0)
-        group = lambda name: {k: f[name][k][()] for k in f[name]} if name in f else {}
+        group = lambda name: {k: f[name][k][()] for k in f[name] if isinstance(f[name][k], h5py.Dataset)} if name in f else {}
+        metrics = {**group("metrics"), **{name: f[name][()] for name in FEDERATED_SCALARS if name in f}}
+        events = group("events")
+        if "events/bits" in f:
+            events.update({f"bits/{k}": v for k, v in group("events/bits").items()})
         return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
-                     group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"),
-                     group("metrics"), {k: float(v) for k, v in group("bits/initial/down").items()})
+                     group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"), metrics,
+                     {k: float(v) for k, v in group("bits/initial/down").items()}, events)

@@ -20,6 +20,8 @@ def add_parsers(sub) -> None:
                      "every config. SECTION={...} replaces a whole section")
     run.add_argument("--plot", metavar="FILE", help="after the runs, draw ‖∇f‖² against bits per worker "
                      "(paper encoding) of all of them into FILE (.png/.pdf/.svg; needs matplotlib)")
+    run.add_argument("--resume", action="store_true", help="continue each run from the checkpoint beside its trace "
+                     "(an error if there is none; `[run] resume = \"auto\"` resumes when there is one)")
     run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
                      "and step sizes, without running or writing anything")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
@@ -38,7 +40,8 @@ def cmd_run(args) -> int:
         say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
         error, configs = None, []
         try:
-            configs = [c for ref in args.configs for c in cfg.load(ref, args.overrides)]
+            overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
+            configs = [c for ref in args.configs for c in cfg.load(ref, overrides)]
             names = [c.trace_path for c in configs]
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:

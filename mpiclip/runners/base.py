@@ -76,8 +76,9 @@ class RunState:
     ``workers`` is the method's worker state (a NamedTuple of arrays with one row per local worker; fields
     named in its ``replicated`` attribute are the same on every rank); ``server`` is the replicated server
     state. Randomness of the synchronous methods is keyed by (seed, stream, worker, round), so it needs
-    no saved state; runners with persistent generators keep their ``bit_generator.state`` in ``rngs`` and
-    other replicated data (a simulated clock, an event queue) in ``extra``.
+    no saved state; runners with persistent generators keep their ``bit_generator.state`` in ``rngs``
+    (replicated) or ``worker_rngs`` (one per local worker), and other replicated data (a simulated clock,
+    an event queue) in ``extra``.
     """
 
     t: int  # the next round to run: x is x^t
@@ -90,8 +91,9 @@ class RunState:
     loss: float = math.nan  # at the last recorded row
     grad_norm_sq: float = math.nan
     status: str = "running"
-    rngs: dict = field(default_factory=dict)
+    rngs: dict = field(default_factory=dict)  # name -> bit_generator.state of replicated generators
     extra: dict = field(default_factory=dict)
+    worker_rngs: list = field(default_factory=list)  # per local worker: bit_generator.state of its generator
 
 
 class Control:
@@ -177,6 +179,11 @@ class Runner:
 
     def __init__(self, setup: Setup):
         self.setup = setup
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, before a resume included (the trace's /time)."""
+        return time.perf_counter() - self.started
 
     def start(self, state: Optional[RunState]) -> RunState:
         """The initial state (``state`` None) or the resumed one, ready for ``advance``."""

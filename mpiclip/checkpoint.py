@@ -1,0 +1,252 @@
+"""Checkpoints: a :class:`~mpiclip.runners.base.RunState` in one HDF5 file beside the trace, and back.
+
+Writing is collective: rank 0 lays out a temporary file, every per-worker array arrives from its rank
+block by block (:meth:`Comm.stream_to_root`, so rank 0 never holds every worker's state), and rank 0
+then fsyncs it and renames it over the previous checkpoint: the rename is the one commit point, so a
+checkpoint on disk is always complete. The file is stamped with the config hash, the run id, the
+runner and the rank/worker layout, and reading it back checks all of them.
+
+Layout::
+
+    / attrs      format, run_id, config_hash, runner, method, n_workers, n_ranks, deterministic, t, rows,
+                 elapsed, loss, grad_norm_sq, status, rngs (JSON), created, mpiclip_version
+    /x           (d,)
+    /workers/    the method's worker state: one row per worker (n, ...) for each field, a field the state
+                 class lists in ``replicated`` as one copy; attrs ``type`` (module:qualname) or none
+    /server/     the replicated server state, the same way
+    /ledger/     sent_up, initial_up, pending_up (n, E); pending_down, initial_down (E,)
+    /extra/      runner-specific replicated arrays (attrs hold the JSON-able values)
+
+Each rank reads back only its own workers' rows, so a run may resume on another number of ranks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import h5py
+import numpy as np
+
+from mpiclip import __version__
+from mpiclip.errors import InputError, RunFailed
+from mpiclip.runners.base import Ledger, RunState
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A checkpoint's identity, readable without loading its arrays (and without any collective)."""
+
+    path: str
+    run_id: str
+    config_hash: str
+    runner: str
+    method: str
+    n_workers: int
+    n_ranks: int
+    deterministic: bool
+    t: int
+    rows: int
+
+
+def inspect(path: str, config_hash: str, n_workers: int) -> Stamp:
+    """The stamp of the checkpoint at ``path``; InputError (one line) if it cannot be resumed from."""
+    if not os.path.exists(path):
+        raise InputError("checkpoint", path, "does not exist: nothing to resume from")
+    try:
+        with _open(path) as f:
+            a = f.attrs
+            if a.get("format") != FORMAT:
+                raise InputError("checkpoint", path, f"has format {a.get('format')!r}; this mpiclip reads {FORMAT}")
+            stamp = Stamp(path, str(a["run_id"]), str(a["config_hash"]), str(a["runner"]), str(a["method"]),
+                          int(a["n_workers"]), int(a["n_ranks"]), bool(a["deterministic"]), int(a["t"]), int(a["rows"]))
+            missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
+            if missing:
+                raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
+    except (OSError, KeyError) as e:
+        raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
+    if stamp.config_hash != config_hash:
+        raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "
+                         f"{config_hash[:12]}…); resume with the config that wrote it, or start again")
+    if stamp.n_workers != n_workers:  # covered by the hash; a clearer message for the common mistake
+        raise InputError("run.n_workers", n_workers, f"differs from the checkpoint's {stamp.n_workers} workers")
+    return stamp
+
+
+def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
+    """Collective: write ``state`` (this rank's workers) to ``path`` atomically; rank 0 writes the file.
+
+    ``stamp`` holds run_id, config_hash, runner, method, n_workers, deterministic. A write error on rank 0
+    (disk full, quota) is raised on every rank as RunFailed after the collective part has finished, so
+    no rank is left waiting; the previous checkpoint then stays in place."""
+    sink = _Sink(path if comm.rank == 0 else None)
+    sink.run(lambda f: _write_head(f, state, comm.size, stamp))
+    workers = state.workers
+    if workers is not None:
+        sink.run(lambda f: _write_tree(f.create_group("workers"), workers, per_worker=True))
+        replicated = getattr(workers, "replicated", ())
+        for name in workers._fields:
+            if name not in replicated:
+                _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
+    else:
+        sink.run(lambda f: _write_tree(f.create_group("workers"), None))
+    for name in Ledger.per_worker:
+        _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
+    _write_block(sink, comm, "worker_rngs", _rng_rows(state))
+    sink.commit()
+    comm.agree(sink.error)
+
+
+class _Sink:
+    """Rank 0's temporary checkpoint file; the first OSError is kept and later writes are skipped, so that
+    the ranks still go through every collective step together."""
+
+    def __init__(self, path: Optional[str]):
+        self.path, self.f, self.error = path, None, None
+        if path is not None:
+            self.tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+            self.run(lambda _: setattr(self, "f", h5py.File(self.tmp, "w", libver=("v110", "v110"))), need_file=False)
+
+    def run(self, action: Callable[[h5py.File], None], need_file: bool = True) -> None:
+        if self.path is None or self.error is not None or (need_file and self.f is None):
+            return
+        try:
+            action(self.f)
+        except OSError as e:
+            self.error = RunFailed(f"checkpoint {self.path} cannot be written: {e}")
+
+    def commit(self) -> None:
+        """fsync, then rename over the previous checkpoint: the one moment the new checkpoint exists."""
+        if self.path is None:
+            return
+
+        def close(f: h5py.File) -> None:
+            f.attrs["complete"] = True
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+            f.close()
+            os.replace(self.tmp, self.path)
+            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+        self.run(close)
+        if self.error is not None:
+            try:
+                if self.f is not None and self.f.id.valid:
+                    self.f.close()
+                os.remove(self.tmp)
+            except OSError:
+                pass
+
+
+def read(path: str, worker_ids: np.ndarray) -> RunState:
+    """The run state of this rank's workers (worker ids are contiguous); the state classes are named in the file."""
+    lo, hi = int(worker_ids[0]), int(worker_ids[-1]) + 1
+    with _open(path) as f:
+        a = f.attrs
+        ledger = Ledger(*(f[f"ledger/{name}"][lo:hi] for name in Ledger.per_worker),
+                        f["ledger/pending_down"][()], f["ledger/initial_down"][()], bool(a["initial_unwritten"]))
+        rngs = [json.loads(s) for s in f["worker_rngs"].asstr()[lo:hi]] if "worker_rngs" in f else []
+        extra = {**json.loads(a["extra"]), **{k: v[()] for k, v in f["extra"].items()}}
+        return RunState(int(a["t"]), f["x"][()], _read_tree(f["workers"], (lo, hi)), _read_tree(f["server"]), ledger,
+                        int(a["rows"]), float(a["elapsed"]), float(a["loss"]), float(a["grad_norm_sq"]), str(a["status"]),
+                        json.loads(a["rngs"]), extra, rngs)
+
+
+# ------------------------------------------------------------------------------------ writing
+def _write_head(f: h5py.File, state: RunState, n_ranks: int, stamp: dict) -> None:
+    jsonable = {k: v for k, v in state.extra.items() if not isinstance(v, np.ndarray)}
+    attrs = {**stamp, "format": FORMAT, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "elapsed": state.elapsed,
+             "loss": state.loss, "grad_norm_sq": state.grad_norm_sq, "status": state.status,
+             "rngs": json.dumps(state.rngs), "extra": json.dumps(jsonable), "initial_unwritten": state.ledger.initial_unwritten,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mpiclip_version": __version__, "complete": False}
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    f.create_dataset("x", data=state.x)
+    _write_tree(f.create_group("server"), state.server)
+    f.create_dataset("ledger/pending_down", data=state.ledger.pending_down)
+    f.create_dataset("ledger/initial_down", data=state.ledger.initial_down)
+    extra = f.create_group("extra")
+    for key, value in state.extra.items():
+        if isinstance(value, np.ndarray):
+            extra.create_dataset(key, data=value)
+
+
+def _write_tree(group: h5py.Group, node: Any, per_worker: bool = False) -> None:
+    """A NamedTuple of arrays (or None) as a group; with ``per_worker`` only its replicated fields (the
+    per-worker ones arrive block by block)."""
+    if node is None:
+        group.attrs["type"] = "none"
+        return
+    cls = type(node)
+    group.attrs["type"] = f"{cls.__module__}:{cls.__qualname__}"
+    replicated = getattr(node, "replicated", ())
+    for name, value in zip(node._fields, node):
+        if per_worker and name not in replicated:
+            continue
+        if hasattr(value, "_fields") or value is None:
+            _write_tree(group.create_group(name), value)
+        else:
+            group.create_dataset(name, data=np.asarray(value))
+
+
+def _write_block(sink: _Sink, comm: Any, name: str, block: np.ndarray) -> None:
+    """Collective: every rank's rows of one per-worker array into the rows of one dataset on rank 0."""
+    block = np.asarray(block)
+    n = int(comm.workers_per_rank.sum())
+    if block.dtype.kind in "OU":  # strings (generator states as JSON) do not travel as buffers: few and small
+        rows = [s for part in comm.allgather_objects(list(block)) for s in part]
+        sink.run(lambda f: f.create_dataset(name, data=np.array(rows, dtype=object), dtype=h5py.string_dtype()))
+        return
+    sink.run(lambda f: f.create_dataset(name, shape=(n,) + block.shape[1:], dtype=block.dtype))
+
+    def put(first: int, rows: np.ndarray) -> None:
+        sink.run(lambda f: f[name].write_direct(np.ascontiguousarray(rows), dest_sel=np.s_[first : first + len(rows)]))
+
+    comm.stream_to_root(block, put)
+
+
+def _rng_rows(state: RunState) -> np.ndarray:
+    return np.array([json.dumps(s) for s in state.worker_rngs] if state.worker_rngs else
+                    ["{}"] * len(state.ledger.sent_up), dtype=object)
+
+
+# ------------------------------------------------------------------------------------ reading
+def _read_tree(group: h5py.Group, rows: Optional[tuple[int, int]] = None) -> Any:
+    """A NamedTuple written by ``_write_tree``; ``rows`` selects the local workers of per-worker fields."""
+    kind = group.attrs["type"]
+    if kind == "none":
+        return None
+    module, _, qualname = kind.partition(":")
+    cls: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    replicated = getattr(cls, "replicated", ())
+    values = []
+    for name in cls._fields:
+        item = group[name]
+        if isinstance(item, h5py.Group):
+            values.append(_read_tree(item))
+        elif rows is not None and name not in replicated:
+            values.append(item[rows[0] : rows[1]])
+        else:
+            values.append(item[()])
+    return cls(*values)
+
+
+def _open(path: str) -> h5py.File:
+    # the file never changes once renamed into place: no lock, so every rank can read it at once (also on NFS)
+    return h5py.File(path, "r", locking=False)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
