@@ -240,7 +240,7 @@ class Session:
             state = runner.start(self.resumed)
             saved_at = state.t
             while not runner.done(state):
-                if control.save or (every and state.t % every == 0 and state.t != saved_at):
+                if control.save or (every and state.t % every == 0 and saved_at != state.t < c.run.rounds):
                     self._checkpoint(state, runner, recorder)
                     saved_at = state.t
                 state = runner.advance(state)
@@ -300,18 +300,18 @@ _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
 def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
     """(problem, smoothness) of this rank's workers; consecutive runs on the same data (a sweep) reuse them.
 
-    Every rank of ``comm`` runs the same sequence of configs, so all hit or miss the cache together and the
-    collectives of a miss stay matched."""
+    The ranks agree on hit or miss (one tiny reduction), so the collectives of a miss stay matched even if
+    the ranks' caches differ. An entry keeps its communicator alive, so that ``id(comm)`` is not reused."""
     checksum = plan.summary.checksum if plan is not None else None
     key = (checksum, c.data, c.problem.name, c.problem.params, tuple(worker_ids), c.run.n_workers, id(comm))
-    if key not in _PROBLEMS:
+    if comm.max_flags(np.array([key not in _PROBLEMS]))[0] > 0:
         problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
         shard = plan.load(worker_ids) if plan is not None else None
         problem = problem_cls.build(c.problem.params, shard, worker_ids, c.run.n_workers)
-        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())))
+        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())), comm)
         while len(_PROBLEMS) > 2:
             _PROBLEMS.popitem(last=False)
-    return _PROBLEMS[key]
+    return _PROBLEMS[key][:2]
 
 
 def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Session]:

@@ -86,3 +86,49 @@ def mpiclip(args: list[str], ranks: Optional[int] = None, cwd: Optional[str] = N
     full_env.pop("PMI_RANK", None)
     full_env.pop("PMI_SIZE", None)
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+# One small config per registered method (tests check that every method has one), with its randomness
+# switched on where it has any: minibatches, random compressors, DP noise, partial participation.
+METHOD_CASES = {
+    "gd": {"method": {"name": "gd"}, "compressor": {"name": "identity"}},
+    "cgd": {"method": {"name": "cgd"}, "compressor": {"name": "randk", "k": 3}},
+    "ef14": {"method": {"name": "ef14"}},
+    "ef21": {"method": {"name": "ef21"}},
+    "ef21_plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_pl", "factor": 4.0}},
+    "ef21_sgd": {"method": {"name": "ef21_sgd", "batch": 0.3}},
+    "ef21_page": {"method": {"name": "ef21_page", "batch": 0.2}},
+    "ef21_pp": {"method": {"name": "ef21_pp", "participation": 0.6}},
+    "ef21_bc": {"method": {"name": "ef21_bc", "downlink": {"name": "randk", "k": 3}}},
+    "ef21_hb": {"method": {"name": "ef21_hb", "eta": 0.5}, "compressor": {"name": "randk_shared", "k": 2}},
+    "ef21_prox": {"method": {"name": "ef21_prox", "prox": "l1", "l1": 0.01}},
+    "diana": {"method": {"name": "diana"}, "compressor": {"name": "dithering", "s": 2}},
+    "clip_gd": {"method": {"name": "clip_gd", "tau": 0.3, "sigma": 0.05}, "compressor": {"name": "identity"}},
+    "clip_sgd": {"method": {"name": "clip_sgd", "tau": 0.3, "sigma": 0.05, "batch": 0.3}, "compressor": {"name": "identity"}},
+    "clip21_gd": {"method": {"name": "clip21_gd", "tau": 0.1, "order": "compress_first"}},
+    "clip21_sgd": {"method": {"name": "clip21_sgd", "tau": 0.3, "sigma": 0.02, "batch": 0.3},
+                   "compressor": {"name": "identity"}},
+    "clip21_avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
+}
+
+
+def stop_round(name: str, rounds: int) -> int:
+    """A round in [1, rounds) to stop a method at, arbitrary but fixed per method (reproducible failures)."""
+    return 1 + int(np.random.default_rng(list(name.encode())).integers(rounds - 1))
+
+
+def trace_arrays(path: str) -> dict:
+    """Every dataset of a trace but the wall-time column, by name."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    out.pop("time", None)
+    return out
+
+
+def differences(a: dict, b: dict) -> list:
+    """Names of the datasets that are not bit-identical (or exist in one only)."""
+    return sorted(set(a) ^ set(b)) + [k for k in sorted(set(a) & set(b))
+                                      if a[k].shape != b[k].shape or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")]

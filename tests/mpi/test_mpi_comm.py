@@ -105,3 +105,21 @@ def test_checksum_detects_ranks_that_disagree():
     ok &= not same and sums[0] != sums[1]
     ok &= comm.any(comm.rank == 1) and not comm.any(False)
     assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_stream_to_root_hands_every_block_in_rank_order():
+    comm = MPIComm()
+    n = 2 * comm.size + 1
+    layout = comm.bind(n)
+    mine = layout.workers_of(comm.rank)
+    block = np.stack([np.full((3, 2), w, dtype=np.int64) for w in mine])
+    seen = []
+    comm.stream_to_root(block, lambda first, rows: seen.append((first, rows.copy())))
+    ok = True
+    if comm.rank == 0:
+        ok &= [first for first, _ in seen] == list(layout.starts)
+        ok &= np.array_equal(np.concatenate([rows for _, rows in seen])[:, 0, 0], np.arange(n))
+    else:
+        ok &= seen == []
+    assert collective(ok)

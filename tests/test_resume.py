@@ -1,0 +1,241 @@
+"""Checkpoint and resume: a run stopped at any round and resumed writes the uninterrupted run's trace,
+bit for bit (wall time aside), for every registered method; bad checkpoints are refused and nothing
+already written is lost."""
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import pytest
+from helpers import METHOD_CASES, config_table, differences, mpiclip, stop_round, trace_arrays, write_toml
+
+from mpiclip import config as cfg
+from mpiclip import session
+from mpiclip.comm import SerialComm
+from mpiclip.errors import InputError
+from mpiclip.methods import METHODS
+from mpiclip.runners import RUNNERS
+from mpiclip.runners.synchronous import SynchronousRunner
+
+ROUNDS = 60
+
+
+def case(name: str, path, **run) -> dict:
+    table = config_table(run={"name": name, "n_workers": 5, "rounds": ROUNDS, "eval_every": 3, "check_every": 4, **run},
+                         **METHOD_CASES[name])
+    table["output"] = {"path": str(path), "exists": "overwrite", "flush_rows": 7}
+    return table
+
+
+def run(table: dict, *overrides: str):
+    config = cfg.validate(cfg.apply_overrides(table, [cfg.parse_override(o) for o in overrides]))
+    (prepared,) = session.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
+    return session.execute(prepared)
+
+
+@contextlib.contextmanager
+def at_round(monkeypatch, t: int, act):
+    """Call ``act()`` once, at the top of round t (before the runner's step)."""
+    original = SynchronousRunner.advance
+    fired = []
+
+    def advance(self, state):
+        if state.t == t and not fired:
+            fired.append(t)
+            act()
+        return original(self, state)
+
+    monkeypatch.setattr(SynchronousRunner, "advance", advance)
+    yield fired
+    monkeypatch.setattr(SynchronousRunner, "advance", original)
+
+
+def signal_self(sig):
+    return lambda: os.kill(os.getpid(), sig)
+
+
+def test_every_method_has_a_case_and_a_registered_runner():
+    assert set(METHOD_CASES) == set(METHODS)
+    for name, method in METHODS.items():
+        assert method.runner in RUNNERS, name
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_CASES))
+def test_signal_stop_then_resume_is_the_uninterrupted_trace(tmp_path, monkeypatch, name):
+    full = run(case(name, tmp_path / "full.h5"))
+    assert full.status.startswith("completed")
+    table = case(name, tmp_path / "cut.h5")
+    t = stop_round(name, ROUNDS)
+    with at_round(monkeypatch, t, signal_self(signal.SIGTERM)) as fired:
+        stopped = run(table)
+    assert fired == [t]
+    assert stopped.status.startswith("interrupted: SIGTERM at round"), stopped.status
+    stop = int(stopped.status.rsplit(" ", 1)[1])
+    assert t <= stop <= t + 3  # the next recorded or checked round
+    ckpt = tmp_path / "cut.ckpt.h5"
+    with h5py.File(ckpt) as f:
+        assert f.attrs["t"] == stop and f.attrs["complete"]
+    with h5py.File(tmp_path / "cut.h5") as f:
+        assert f.attrs["status"] == "interrupted" and len(f["rounds"]) == (stop + 2) // 3
+    resumed = run(table, "run.resume='yes'")
+    assert resumed.status == full.status and resumed.bits_per_worker == full.bits_per_worker
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+    assert not ckpt.exists()  # the run has ended: nothing left to resume
+
+
+@pytest.mark.parametrize("name", ["ef21_sgd", "clip21_sgd", "ef21_page"])
+def test_sigusr1_saves_and_goes_on_and_a_crash_resumes_from_it(tmp_path, monkeypatch, name):
+    full = run(case(name, tmp_path / "full.h5"))
+    table = case(name, tmp_path / "cut.h5")
+
+    def crash():
+        raise RuntimeError("node lost")
+
+    with at_round(monkeypatch, 20, signal_self(signal.SIGUSR1)):
+        with at_round(monkeypatch, 41, crash):
+            with pytest.raises(RuntimeError, match="node lost"):
+                run(table)
+    with h5py.File(tmp_path / "cut.h5") as f:
+        assert f.attrs["status"] == "failed: RuntimeError: node lost"
+    with h5py.File(tmp_path / "cut.ckpt.h5") as f:
+        assert f.attrs["t"] == 21  # agreed at round 20 (a checked round), saved at the top of the next one
+    resumed = run(table, "run.resume='auto'")
+    assert resumed.status == full.status
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+
+
+def test_checkpoint_every_writes_at_its_rounds_and_changes_nothing(tmp_path, monkeypatch):
+    full = run(case("ef21", tmp_path / "full.h5"))
+    table = case("ef21", tmp_path / "cut.h5", checkpoint_every=10)
+    seen = []
+    original = session.checkpoint.write
+    monkeypatch.setattr(session.checkpoint, "write", lambda path, state, comm, stamp: (
+        seen.append(state.t), original(path, state, comm, stamp)))
+    every = run(table)
+    assert seen == [10, 20, 30, 40, 50] and every.timing["checkpoint"] > 0
+    assert every.status == full.status
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+
+
+KILL_DRIVER = """
+import os, signal, sys
+from mpiclip.cli import main
+from mpiclip.runners.synchronous import SynchronousRunner
+original = SynchronousRunner.advance
+def advance(self, state):
+    if state.t == {t}:
+        os.kill(os.getpid(), signal.SIGKILL)  # every rank at the same round: the whole job dies
+    return original(self, state)
+SynchronousRunner.advance = advance
+sys.exit(main({argv!r}))
+"""
+
+
+def killed_run(config_path: str, t: int, ranks):
+    code = KILL_DRIVER.format(t=t, argv=["run", config_path, "-q"])
+    cmd = [sys.executable, "-c", code]
+    if ranks:
+        cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpi4py",
+               "-c", code]
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_CASES))
+def test_kill_9_of_the_whole_job_then_resume_on_another_rank_count(tmp_path, name):
+    """checkpoint_every + SIGKILL at a later round; the resumed run (on 2 ranks if it was killed on 1, and
+    the other way round) completes the uninterrupted trace."""
+    ranks = (None, 2) if sorted(METHOD_CASES).index(name) % 2 else (2, None)
+    run(case(name, tmp_path / "full.h5"))
+    table = case(name, tmp_path / "cut.h5", checkpoint_every=8)
+    path = write_toml(str(tmp_path / "cut.toml"), table)
+    t = max(9, stop_round(name, ROUNDS))
+    killed = killed_run(path, t, ranks[0])
+    assert killed.returncode != 0
+    with h5py.File(tmp_path / "cut.ckpt.h5") as f:
+        assert f.attrs["t"] == 8 * (t // 8) and f.attrs["n_ranks"] == (ranks[0] or 1)
+    with h5py.File(tmp_path / "cut.h5", "r", swmr=True) as f:
+        assert f.attrs["status"] == "running"  # its writer never got to say otherwise
+    resumed = mpiclip(["run", path, "--resume", "-q"], ranks=ranks[1])
+    assert resumed.returncode == 0, resumed.stderr
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+    with h5py.File(tmp_path / "cut.h5") as f:
+        assert f.attrs["status"] == "completed" and f.attrs["n_ranks"] == (ranks[1] or 1)
+        assert '"round": %d' % (8 * (t // 8)) in f.attrs["resumed"]
+
+
+# ----------------------------------------------------------------------------------- refusals
+def digest(*paths) -> list:
+    return [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+
+
+@pytest.fixture
+def stopped(tmp_path, monkeypatch):
+    """A run stopped by SIGTERM at round 30: its table, trace and checkpoint."""
+    table = case("ef21", tmp_path / "cut.h5")
+    with at_round(monkeypatch, 30, signal_self(signal.SIGTERM)):
+        assert run(table).status.startswith("interrupted")
+    return table, tmp_path / "cut.h5", tmp_path / "cut.ckpt.h5"
+
+
+def test_a_checkpoint_of_another_config_is_refused(stopped):
+    table, trace, ckpt = stopped
+    before = digest(trace, ckpt)
+    with pytest.raises(InputError, match=r"^checkpoint = '.*cut.ckpt.h5': belongs to another config \(hash "):
+        run(table, "run.resume='yes'", "stepsize.factor=2.0")
+    assert digest(trace, ckpt) == before
+    # keys that do not change the trajectory may change
+    assert run(table, "run.resume='yes'", "run.check_every=5", "output.flush_rows=3").status.startswith("completed")
+
+
+def test_a_truncated_checkpoint_is_refused(stopped):
+    table, trace, ckpt = stopped
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    before = digest(trace, ckpt)
+    with pytest.raises(InputError, match=r"^checkpoint = '.*': is not a readable checkpoint \(truncated or corrupt"):
+        run(table, "run.resume='yes'")
+    with pytest.raises(InputError, match=r"^checkpoint = .*not a readable checkpoint"):
+        run(table, "run.resume='auto'")  # auto does not silently start again over a damaged checkpoint
+    assert digest(trace, ckpt) == before
+
+
+def test_resume_without_a_checkpoint_and_into_a_foreign_trace_is_refused(tmp_path, stopped):
+    table, trace, ckpt = stopped
+    other = case("ef21", tmp_path / "other.h5")
+    run(other)
+    with pytest.raises(InputError, match=r"^run.resume = 'yes': there is no checkpoint .*other.ckpt.h5 to resume from$"):
+        run(other, "run.resume='yes'")
+    os.replace(ckpt, tmp_path / "other.ckpt.h5")  # a checkpoint beside a trace of another run
+    before = digest(tmp_path / "other.h5", tmp_path / "other.ckpt.h5")
+    with pytest.raises(InputError, match=r"^output.path = .*other.h5': is not the trace of the checkpoint's run"):
+        run(other, "run.resume='yes'")
+    assert digest(tmp_path / "other.h5", tmp_path / "other.ckpt.h5") == before
+
+
+def test_cli_resume_reports_one_line(tmp_path, stopped):
+    table, trace, ckpt = stopped
+    path = write_toml(str(tmp_path / "c.toml"), {**table, "stepsize": {"factor": 8.0}})
+    proc = mpiclip(["run", path, "--resume"])
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        f"mpiclip: error: checkpoint = '{ckpt}': belongs to another config (hash "
+        + proc.stderr.split("(hash ", 1)[1].strip()]
+
+
+def test_resume_auto_resumes_skips_or_starts(tmp_path, stopped):
+    table, trace, ckpt = stopped
+    assert run(table, "run.resume='auto'").status.startswith("completed") and not ckpt.exists()
+    assert run(table, "run.resume='auto'").skipped  # completed: nothing to do
+    fresh = case("ef21", tmp_path / "fresh.h5")
+    assert run(fresh, "run.resume='auto'").status.startswith("completed")
+
+
+def test_starting_afresh_removes_a_stale_checkpoint(stopped):
+    table, trace, ckpt = stopped
+    assert run(table, "output.exists='overwrite'").status.startswith("completed")
+    assert not ckpt.exists()
