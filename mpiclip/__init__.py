@@ -1,6 +1,6 @@
 """mpiclip: communication-efficient and clipped distributed optimization on MPI ranks.
 
-Importing the package is cheap and never imports mpi4py; only :mod:`mpiclip.comm` does, and only
+Importing the package is cheap and never imports mpi4py; only :mod:`mpiclip.comm.mpi` does, and only
 when a communicator is created.
 """
 

@@ -65,10 +65,10 @@ def cmd_sweep_list(args) -> int:
 
 
 def cmd_sweep_run(args) -> int:
-    from mpiclip import session as sessions
     from mpiclip.comm import make_comm
-    from mpiclip.errors import InputError, MpiclipError, RunFailed
-    from mpiclip.sweep import load_sweep, status_of
+    from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.sweep import load_sweep
+    from mpiclip.sweep_run import run_sweep, slice_of
 
     comm = None
     try:
@@ -85,38 +85,13 @@ def cmd_sweep_run(args) -> int:
         except MpiclipError as e:
             error = e
         comm.agree(error)
-        runs = list(sweep.runs)
-        if args.task is not None:
-            runs = runs[args.task * args.runs_per_task : (args.task + 1) * args.runs_per_task]
-        groups = comm.size // args.ranks_per_run
-        group = comm.rank // args.ranks_per_run
-        team = comm.split(group) if groups > 1 else comm
-        mine = runs[group::groups]
-        say = print if team.rank == 0 else (lambda *a, **k: None)
-        done = {"completed": 0, "skipped": 0, "failed": 0}
-        for run in mine:
-            status = team.bcast(status_of(run.config.trace_path) if team.rank == 0 else None)
-            if status.startswith("completed") and not args.force:
-                done["skipped"] += 1
-                continue
-            (prepared,) = sessions.prepare_all([run.config], team, f"mpiclip sweep run {args.sweep}", lambda *a: None)
-            try:
-                result = sessions.execute(prepared)
-            except RunFailed as e:  # ranks out of step: recorded in the trace; go on with the sweep
-                say(f"[{run.index}] {run.label}: failed: {e}")
-                done["failed"] += 1
-                continue
-            key = "completed" if result.status.startswith("completed") else "failed"
-            done[key] += 1
-            say(f"[{run.index}] {run.label}: {result.status}; ‖∇f‖² = {result.grad_norm_sq:.4g} "
-                f"({result.wall:.1f} s)")
-            if result.status.startswith("interrupted"):
-                return _exit(comm, 128 + prepared.signal)
-        totals = comm.allgather_objects(done if team.rank == 0 else None)
+        runs = slice_of(sweep, args.task, args.runs_per_task)
+        summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip sweep run {args.sweep}")
+        if stopped is not None:  # every group stops: a signal reaches the whole job
+            return _exit(comm, 128 + stopped)
         if comm.rank == 0:
-            summary = {k: sum(t[k] for t in totals if t) for k in done}
-            print(f"sweep {sweep.params.name}: {len(runs)} runs on {groups} group(s) of {args.ranks_per_run} rank(s): "
-                  + ", ".join(f"{v} {k}" for k, v in summary.items()))
+            print(f"sweep {sweep.params.name}: {len(runs)} runs on {comm.size // args.ranks_per_run} group(s) of "
+                  f"{args.ranks_per_run} rank(s): " + ", ".join(f"{v} {k}" for k, v in summary.items()))
         return _exit(comm, 0)
     except MpiclipError as e:
         if comm is None or comm.rank == 0:

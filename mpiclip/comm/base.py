@@ -1,0 +1,277 @@
+"""The communicator interface shared by SerialComm and MPIComm; no MPI here.
+
+Also the worker layout over ranks and the point-to-point statuses and requests."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from mpiclip.errors import MpiclipError
+from mpiclip.wire import RowReduce, SparseGather
+
+_RING_TAG, _STREAM_TAG = 11, 12
+
+
+# Wildcards of the point-to-point calls. MPI's own values differ between libraries (MPICH's
+# MPI_ANY_SOURCE is -2), so callers use these and MPIComm translates them.
+ANY_SOURCE = -1
+ANY_TAG = -1
+
+
+@dataclass(frozen=True)
+class Status:
+    """A received or probed message: its sender, its tag and its length in elements.
+
+    ``count`` counts elements of the receive buffer's dtype after a receive, and of the ``dtype``
+    argument after a probe (bytes unless given). So a receiver of a message of known dtype but
+    unknown length probes, allocates, then receives exactly that message::
+
+        st = comm.probe(tag=TAG, dtype=np.float64)
+        buf = np.empty(st.count, dtype=np.float64)
+        comm.recv(buf, st.source, st.tag)
+
+    (the receive matches the probed message because messages between two ranks do not overtake
+    each other; this holds when a single thread receives.)
+    """
+
+    source: int
+    tag: int
+    count: int
+
+
+CANCELLED = Status(ANY_SOURCE, ANY_TAG, 0)  # what a cancelled receive completes with
+
+
+class Request:
+    """A pending :meth:`Comm.isend` or :meth:`Comm.irecv`.
+
+    It holds ``buf`` so that the array outlives the transfer even if the caller drops it. Once the
+    request has completed (through ``wait``, ``test``, ``cancel`` or the comm's ``waitany``/``waitall``)
+    it is inactive: ``waitany`` skips it and ``wait``/``test`` return the same status again. A send's
+    status describes the message sent (source is the sender's own rank).
+    """
+
+    def __init__(self, buf: np.ndarray):
+        self.buf = buf
+        self._status: Optional[Status] = None
+
+    @property
+    def active(self) -> bool:
+        """Not completed yet (as far as the caller has been told)."""
+        return self._status is None
+
+    def wait(self) -> Status:
+        """Block until the transfer is complete; its status."""
+        raise NotImplementedError
+
+    def test(self) -> Optional[Status]:
+        """The status if the transfer is complete, else None (never blocks)."""
+        raise NotImplementedError
+
+    def cancel(self) -> bool:
+        """Withdraw a receive that has not matched a message yet.
+
+        Returns True if it was withdrawn (it then completes with :data:`CANCELLED`), False if it
+        had already completed. Meant for receives: MPI 4.1 deprecates cancelling sends.
+        """
+        raise NotImplementedError
+
+
+def _element_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.kind not in "biufc" or dt.fields is not None:
+        raise ValueError(f"point-to-point messages carry numeric arrays; dtype {dt} is not supported")
+    return dt
+
+
+def _check_buffer(buf, writable: bool) -> np.ndarray:
+    # MPI reads and writes the array's memory in place, so a copy (non-contiguous) would be wrong
+    if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous or (writable and not buf.flags.writeable):
+        raise ValueError("point-to-point buffers must be C-contiguous numpy arrays"
+                         + (" and writable" if writable else ""))
+    _element_dtype(buf.dtype)
+    return buf
+
+
+def _elements(nbytes: int, dtype) -> int:
+    dt = np.dtype(dtype)
+    if nbytes % dt.itemsize:
+        raise ValueError(f"a message of {nbytes} bytes is not a whole number of {dt} elements")
+    return nbytes // dt.itemsize
+
+
+class AgreedError(MpiclipError):
+    """An error found on some rank during setup, raised on every rank after :meth:`Comm.agree`."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Contiguous blocks of workers per rank; the first ``n % P`` ranks hold one more."""
+
+    n_workers: int
+    n_ranks: int
+
+    @property
+    def counts(self) -> np.ndarray:
+        base, extra = divmod(self.n_workers, self.n_ranks)
+        return np.array([base + (r < extra) for r in range(self.n_ranks)], dtype=np.int64)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def workers_of(self, rank: int) -> np.ndarray:
+        return np.arange(self.starts[rank], self.starts[rank] + self.counts[rank])
+
+
+class Comm:
+    """Interface shared by :class:`SerialComm` and :class:`MPIComm`."""
+
+    rank: int = 0
+    size: int = 1
+    library: str = "none (serial)"
+
+    workers_per_rank: np.ndarray = np.ones(1, dtype=np.int64)
+
+    def bind(self, n_workers: int) -> Layout:
+        """Fix the worker layout used by the collectives below; returns it."""
+        layout = Layout(n_workers, self.size)
+        self.workers_per_rank = layout.counts
+        return layout
+
+    # -- setup-time (pickle-based, small objects) --------------------------------------------------
+    def agree(self, error: Optional[BaseException]) -> None:
+        """Collective: if any rank passes an error, raise the lowest rank's error on every rank."""
+        raise NotImplementedError
+
+    def bcast(self, obj, root: int = 0):
+        raise NotImplementedError
+
+    def allgather_objects(self, obj) -> list:
+        """Every rank's ``obj`` (pickled; for small setup and report data, never per round)."""
+        raise NotImplementedError
+
+    def hostnames(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- hot path (buffer-based) ---------------------------------------------------------------
+    def sum_rows(self, rows: np.ndarray, ordered: bool) -> np.ndarray:
+        """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""
+        raise NotImplementedError
+
+    def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:
+        """Allgatherv of every worker's (values, indices) payload, in worker order.
+
+        ``fixed_count`` promises that every worker on every rank sends exactly that many entries and
+        saves the exchange of counts.
+        """
+        raise NotImplementedError
+
+    def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(n_local, m) float rows of every rank -> (n, m) on every rank, in worker order."""
+        raise NotImplementedError
+
+    def gather_to_root(self, block: np.ndarray) -> Optional[np.ndarray]:
+        """(rows, n_local, m) blocks of all ranks -> (rows, n, m) on rank 0 (None elsewhere)."""
+        raise NotImplementedError
+
+    def stream_to_root(self, block: np.ndarray, write: Callable[[int, np.ndarray], None]) -> None:
+        """Hand every rank's (n_local, ...) block, in rank order, to ``write(first_worker, block)`` on rank 0.
+
+        One rank's block crosses the wire at a time, so rank 0 never holds more than its own and one other
+        rank's rows (a checkpoint of n workers' d-vectors must not need n·d memory on one rank)."""
+        raise NotImplementedError
+
+    def any(self, flag: bool) -> bool:
+        raise NotImplementedError
+
+    def max_flags(self, flags: np.ndarray) -> np.ndarray:
+        """Elementwise maximum over ranks of a small float array (requests every rank must act on)."""
+        raise NotImplementedError
+
+    def same_on_all(self, x: np.ndarray) -> tuple[bool, list[int]]:
+        """Compare a checksum of ``x`` across ranks; returns (all equal, per-rank checksums)."""
+        raise NotImplementedError
+
+    def split(self, color: int, key: Optional[int] = None) -> "Comm":
+        """Collective: the communicator of the ranks that pass the same ``color``, ranked by ``key``
+        (default: the rank here). Messages sent on one communicator never match receives on another."""
+        raise NotImplementedError
+
+    # -- point-to-point (buffer-based; arrays must be C-contiguous and numeric) --------------------
+    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+        """Send ``buf`` to rank ``dest``; returns once ``buf`` may be reused.
+
+        MPI may wait for the matching receive (MPICH does for a send to one's own rank): post that
+        receive first or use :meth:`isend`. SerialComm always buffers.
+        """
+        raise NotImplementedError
+
+    def recv(self, buf: np.ndarray, source: int = ANY_SOURCE, tag: int = ANY_TAG) -> Status:
+        """Receive the oldest matching message into ``buf``, which must be at least as long.
+
+        ``status.count`` is the number of elements of ``buf.dtype`` written (the message may be shorter).
+        """
+        raise NotImplementedError
+
+    def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> Request:
+        """Start a send; ``buf`` must not be modified until the request completes."""
+        raise NotImplementedError
+
+    def irecv(self, buf: np.ndarray, source: int = ANY_SOURCE, tag: int = ANY_TAG) -> Request:
+        """Start a receive into ``buf``; read it only after the request completes."""
+        raise NotImplementedError
+
+    def iprobe(self, source: int = ANY_SOURCE, tag: int = ANY_TAG, dtype=np.uint8) -> Optional[Status]:
+        """The status of the oldest matching message, without receiving it, or None if there is none yet.
+
+        ``count`` is in elements of ``dtype`` (bytes by default); ValueError if the message is not a
+        whole number of them.
+        """
+        raise NotImplementedError
+
+    def probe(self, source: int = ANY_SOURCE, tag: int = ANY_TAG, dtype=np.uint8) -> Status:
+        """Like :meth:`iprobe`, but block until a matching message is there."""
+        raise NotImplementedError
+
+    def waitany(self, requests: list[Request]) -> tuple[int, Status]:
+        """Block until one active request of ``requests`` completes; its index and status.
+
+        Called repeatedly on the same list it returns every index once. ValueError if none is active.
+        """
+        raise NotImplementedError
+
+    def waitall(self, requests: list[Request]) -> list[Status]:
+        """Block until every request completes; their statuses, in order."""
+        raise NotImplementedError
+
+    def _peer(self, rank: int, wildcard: bool) -> int:
+        if (wildcard and rank == ANY_SOURCE) or 0 <= rank < self.size:
+            return rank
+        raise ValueError(f"rank {rank} is not in this communicator of {self.size} rank(s)"
+                         + (" nor ANY_SOURCE" if wildcard else ""))
+
+    @staticmethod
+    def _tag(tag: int, wildcard: bool) -> int:
+        if (wildcard and tag == ANY_TAG) or tag >= 0:
+            return tag
+        raise ValueError(f"tag {tag} must be >= 0" + (" or ANY_TAG" if wildcard else ""))
+
+    def finalize(self) -> None:
+        pass
+
+    def row_reduce(self) -> RowReduce:
+        """The ordered cross-rank reductions, for code that must not see the communicator (problems)."""
+        return RowReduce(sum=lambda rows: self.sum_rows(rows, ordered=True), gather=self.allgather_rows)
+
+
+def _checksum(x: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(x).view(np.uint8))

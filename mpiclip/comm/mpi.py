@@ -1,0 +1,272 @@
+"""Buffer-based collectives and point-to-point calls over an mpi4py communicator: the only module that
+imports mpi4py (DESIGN §2 rule 1), and only when an :class:`MPIComm` is made."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from mpiclip.comm.base import (
+    _RING_TAG,
+    _STREAM_TAG,
+    ANY_SOURCE,
+    ANY_TAG,
+    CANCELLED,
+    AgreedError,
+    Comm,
+    Layout,
+    Request,
+    Status,
+    _check_buffer,
+    _checksum,
+    _element_dtype,
+)
+from mpiclip.wire import ENTRY, SparseGather, sequential_sum
+
+
+class MPIComm(Comm):
+    """Collectives over an mpi4py communicator (COMM_WORLD unless given)."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self._c = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self._c.Get_rank(), self._c.Get_size()
+        self._layouts: dict = {}
+        self.library = MPI.Get_library_version().strip().splitlines()[0].strip()
+
+    def split(self, color: int, key: Optional[int] = None) -> "MPIComm":
+        """A sub-communicator (used by tests to run 1, 2 and 4 ranks in one job)."""
+        return MPIComm(self._c.Split(color, self.rank if key is None else key))
+
+    # -- point-to-point ------------------------------------------------------------------------------
+    def _mpi_source(self, source: int) -> int:
+        return self._MPI.ANY_SOURCE if self._peer(source, wildcard=True) == ANY_SOURCE else source
+
+    def _mpi_tag(self, tag: int) -> int:
+        return self._MPI.ANY_TAG if self._tag(tag, wildcard=True) == ANY_TAG else tag
+
+    def _status(self, st, dtype) -> Status:
+        """Status of an MPI status, counted in elements of ``dtype``."""
+        MPI, dt = self._MPI, _element_dtype(dtype)
+        datatype = MPI.Datatype.fromcode(dt.char)  # the type mpi4py itself sends such arrays as
+        if datatype.Get_size() != dt.itemsize:
+            raise ValueError(f"dtype {dt} has no MPI datatype of its size")
+        if st.Is_cancelled():
+            return CANCELLED
+        count = st.Get_count(datatype)
+        if count == MPI.UNDEFINED:
+            raise ValueError(f"a message of {st.Get_count(MPI.BYTE)} bytes is not a whole number of {dt} elements")
+        return Status(st.Get_source(), st.Get_tag(), count)
+
+    def send(self, buf, dest, tag=0):
+        self._c.Send(_check_buffer(buf, writable=False), self._peer(dest, wildcard=False),
+                     self._tag(tag, wildcard=False))
+
+    def recv(self, buf, source=ANY_SOURCE, tag=ANY_TAG):
+        st = self._MPI.Status()
+        self._c.Recv(_check_buffer(buf, writable=True), self._mpi_source(source), self._mpi_tag(tag), st)
+        return self._status(st, buf.dtype)
+
+    def isend(self, buf, dest, tag=0):
+        request = self._c.Isend(_check_buffer(buf, writable=False), self._peer(dest, wildcard=False),
+                                self._tag(tag, wildcard=False))
+        return _MPIRequest(self, request, buf, sent=Status(self.rank, tag, buf.size))
+
+    def irecv(self, buf, source=ANY_SOURCE, tag=ANY_TAG):
+        request = self._c.Irecv(_check_buffer(buf, writable=True), self._mpi_source(source), self._mpi_tag(tag))
+        return _MPIRequest(self, request, buf)
+
+    def iprobe(self, source=ANY_SOURCE, tag=ANY_TAG, dtype=np.uint8):
+        st = self._MPI.Status()
+        if not self._c.Iprobe(self._mpi_source(source), self._mpi_tag(tag), st):
+            return None
+        return self._status(st, dtype)
+
+    def probe(self, source=ANY_SOURCE, tag=ANY_TAG, dtype=np.uint8):
+        st = self._MPI.Status()
+        self._c.Probe(self._mpi_source(source), self._mpi_tag(tag), st)
+        return self._status(st, dtype)
+
+    def waitany(self, requests):
+        # completed requests hold REQUEST_NULL (mpi4py writes the handles back), which Waitany skips
+        st = self._MPI.Status()
+        i = self._MPI.Request.Waitany([r._request for r in requests], st)
+        if i == self._MPI.UNDEFINED:
+            raise ValueError("waitany: no active request")
+        return i, requests[i]._complete(st)
+
+    def waitall(self, requests):
+        pending = [r for r in requests if r.active]
+        statuses = [self._MPI.Status() for _ in pending]
+        self._MPI.Request.Waitall([r._request for r in pending], statuses)
+        for r, st in zip(pending, statuses):
+            r._complete(st)
+        return [r.wait() for r in requests]
+
+    def agree(self, error):
+        report = None if error is None else (str(error), getattr(error, "exit_code", 1))
+        reports = self.allgather_objects(report)
+        first = next((r for r in reports if r is not None), None)
+        if first is not None:
+            if report == first:
+                raise error
+            raise AgreedError(*first) from error
+
+    def bcast(self, obj, root=0):
+        return self._c.bcast(obj, root=root)
+
+    def allgather_objects(self, obj):
+        return self._c.allgather(obj)
+
+    def hostnames(self):
+        return sorted(set(self.allgather_objects(self._MPI.Get_processor_name())))
+
+    def sum_rows(self, rows, ordered):
+        MPI = self._MPI
+        m = rows.shape[1]
+        if not ordered:
+            local = rows.sum(axis=0)
+            out = np.empty(m, dtype=np.float64)
+            self._c.Allreduce(local, out, op=MPI.SUM)
+            return out
+        # Ring: rank r adds its workers, in order, to the partial sum of ranks < r.
+        start = None
+        if self.rank > 0:
+            start = np.empty(m, dtype=np.float64)
+            self._c.Recv(start, source=self.rank - 1, tag=_RING_TAG)
+        acc = sequential_sum(np.ascontiguousarray(rows, dtype=np.float64), start)
+        if self.rank < self.size - 1:
+            self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
+        self._c.Bcast(acc, root=self.size - 1)
+        return acc
+
+    def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
+        workers = self.workers_per_rank
+        if fixed_count is not None:
+            all_counts, recv_spec = self._fixed_layout(fixed_count)
+        else:
+            all_counts = np.empty(int(workers.sum()), dtype=np.int64)
+            self._c.Allgatherv(np.ascontiguousarray(counts, dtype=np.int64), (all_counts, workers))
+            recv_spec = self._entry_layout(all_counts)
+        all_flags = None
+        if flags is not None:
+            all_flags = np.empty(int(workers.sum()), dtype=np.int8)
+            self._c.Allgatherv(np.ascontiguousarray(flags, dtype=np.int8), (all_flags, workers))
+        total, sizes, displacements = recv_spec
+        if indices is None:  # positions regenerated by the receiver: values only
+            vals = np.empty(total, dtype=np.float64)
+            count = sizes // ENTRY.itemsize
+            self._c.Allgatherv(np.ascontiguousarray(values, dtype=np.float64),
+                               (vals, (count, displacements // ENTRY.itemsize)))
+            return SparseGather(all_counts, vals, None, all_flags)
+        # one collective for values and indices: packed (float64, int32) records of 12 bytes
+        send = np.empty(len(values), dtype=ENTRY)
+        send["v"] = values
+        send["i"] = indices
+        recv = np.empty(total, dtype=ENTRY)
+        self._c.Allgatherv([send, self._MPI.BYTE], [recv, (sizes, displacements), self._MPI.BYTE])
+        return SparseGather(all_counts, recv["v"], recv["i"], all_flags)
+
+    def _entry_layout(self, all_counts: np.ndarray):
+        workers = self.workers_per_rank
+        per_rank = np.add.reduceat(all_counts, np.concatenate([[0], np.cumsum(workers)[:-1]]))
+        sizes = per_rank * ENTRY.itemsize
+        return int(per_rank.sum()), sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def _fixed_layout(self, k: int):
+        key = (k, tuple(self.workers_per_rank))
+        if key not in self._layouts:
+            all_counts = np.full(int(self.workers_per_rank.sum()), k, dtype=np.int64)
+            all_counts.flags.writeable = False
+            self._layouts[key] = (all_counts, self._entry_layout(all_counts))
+        return self._layouts[key]
+
+    def allgather_rows(self, rows):
+        m = rows.shape[1]
+        out = np.empty((int(self.workers_per_rank.sum()), m), dtype=np.float64)
+        self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (out, self.workers_per_rank * m))
+        return out
+
+    def gather_to_root(self, block):
+        rows, n_local, m = block.shape
+        sizes = self.workers_per_rank
+        recv = np.empty(rows * int(sizes.sum()) * m, dtype=np.float64) if self.rank == 0 else None
+        spec = (recv, sizes * rows * m) if self.rank == 0 else None
+        self._c.Gatherv(np.ascontiguousarray(block, dtype=np.float64), spec, root=0)
+        if self.rank != 0:
+            return None
+        parts = np.split(recv, np.cumsum(sizes * rows * m)[:-1])
+        return np.concatenate([p.reshape(rows, s, m) for p, s in zip(parts, sizes)], axis=1)
+
+    def stream_to_root(self, block, write):
+        block = np.ascontiguousarray(block)
+        if self.rank != 0:
+            self._c.Send(block, dest=0, tag=_STREAM_TAG)
+            return
+        write(0, block)
+        layout = Layout(int(self.workers_per_rank.sum()), self.size)
+        for r in range(1, self.size):
+            part = np.empty((int(layout.counts[r]),) + block.shape[1:], dtype=block.dtype)
+            self._c.Recv(part, source=r, tag=_STREAM_TAG)
+            write(int(layout.starts[r]), part)
+
+    def any(self, flag):
+        out = np.zeros(1, dtype=np.int64)
+        self._c.Allreduce(np.array([int(bool(flag))], dtype=np.int64), out, op=self._MPI.MAX)
+        return bool(out[0])
+
+    def max_flags(self, flags):
+        out = np.empty(len(flags), dtype=np.float64)
+        self._c.Allreduce(np.ascontiguousarray(flags, dtype=np.float64), out, op=self._MPI.MAX)
+        return out
+
+    def same_on_all(self, x):
+        sums = np.empty(self.size, dtype=np.int64)
+        self._c.Allgather(np.array([_checksum(x)], dtype=np.int64), sums)
+        return bool(np.all(sums == sums[0])), [int(s) for s in sums]
+
+    def finalize(self):
+        if not self._MPI.Is_finalized():
+            self._MPI.Finalize()
+
+
+class _MPIRequest(Request):
+    """An mpi4py request and the buffer it reads or writes."""
+
+    def __init__(self, comm: MPIComm, request, buf: np.ndarray, sent: Optional[Status] = None):
+        super().__init__(buf)
+        self._comm, self._request, self._sent = comm, request, sent
+
+    def _complete(self, st) -> Status:
+        if self._sent is not None and not st.Is_cancelled():
+            self._status = self._sent  # MPI leaves a send's status fields undefined
+        else:
+            self._status = self._comm._status(st, self.buf.dtype)
+        return self._status
+
+    def wait(self):
+        if self._status is None:
+            st = self._comm._MPI.Status()
+            self._request.Wait(st)
+            self._complete(st)
+        return self._status
+
+    def test(self):
+        if self._status is None:
+            st = self._comm._MPI.Status()
+            if self._request.Test(st):
+                self._complete(st)
+        return self._status
+
+    def cancel(self):
+        if self._status is not None:
+            return False
+        self._request.Cancel()
+        # the request only ends (and releases the buffer) once waited for; it may have matched meanwhile
+        st = self._comm._MPI.Status()
+        self._request.Wait(st)
+        self._complete(st)
+        return st.Is_cancelled()

@@ -1,0 +1,55 @@
+"""Running a sweep (:mod:`mpiclip.sweep` defines it): the job's ranks form groups that take runs in turn.
+
+Runs whose trace completed are skipped; a run stopped by a signal resumes from its checkpoint the next
+time (the sweep's runs use ``run.resume = "auto"``), any other unfinished run starts again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from mpiclip import session as sessions
+from mpiclip.comm import Comm
+from mpiclip.errors import RunFailed
+from mpiclip.sweep import Sweep, SweepRun, status_of
+
+
+def slice_of(sweep: Sweep, task: Optional[int], runs_per_task: int) -> list[SweepRun]:
+    """The runs of array task ``task`` (all of them without one)."""
+    runs = list(sweep.runs)
+    return runs if task is None else runs[task * runs_per_task : (task + 1) * runs_per_task]
+
+
+def run_sweep(runs: list[SweepRun], comm: Comm, ranks_per_run: int = 1, force: bool = False, command: str = "",
+              say: Callable[[str], None] = print) -> tuple[dict, Optional[int]]:
+    """Collective over ``comm``: (counts of completed/skipped/failed runs over all groups, the signal that
+    stopped a run or None). ``say`` prints on each group's first rank."""
+    groups = comm.size // ranks_per_run
+    group = comm.rank // ranks_per_run
+    team = comm.split(group) if groups > 1 else comm
+    tell = say if team.rank == 0 else (lambda *a, **k: None)
+    done = {"completed": 0, "skipped": 0, "failed": 0}
+    stopped = None
+    for run in runs[group::groups]:
+        config = run.config
+        status = team.bcast(status_of(config.trace_path) if team.rank == 0 else None)
+        if status.startswith("completed") and not force:
+            done["skipped"] += 1
+            continue
+        if force:  # start again, whatever checkpoint there is
+            config = dataclasses.replace(config, run=dataclasses.replace(config.run, resume="no"))
+        (prepared,) = sessions.prepare_all([config], team, command, lambda *a: None)
+        try:
+            result = sessions.execute(prepared)
+        except RunFailed as e:  # ranks out of step: recorded in the trace; go on with the sweep
+            tell(f"[{run.index}] {run.label}: failed: {e}")
+            done["failed"] += 1
+            continue
+        done["completed" if result.status.startswith("completed") else "failed"] += 1
+        tell(f"[{run.index}] {run.label}: {result.status}; ‖∇f‖² = {result.grad_norm_sq:.4g} ({result.wall:.1f} s)")
+        if result.status.startswith("interrupted"):
+            stopped = prepared.signal
+            break
+    totals = comm.allgather_objects(done if team.rank == 0 else None)
+    return {k: sum(t[k] for t in totals if t) for k in done}, stopped
