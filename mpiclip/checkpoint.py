@@ -8,14 +8,15 @@ runner and the rank/worker layout, and reading it back checks all of them.
 
 Layout::
 
-    / attrs      format, run_id, config_hash, runner, method, n_workers, n_ranks, deterministic, t, rows,
-                 elapsed, loss, grad_norm_sq, status, rngs (JSON), created, mpiclip_version
+    / attrs      format; stamp (JSON: run_id, config_hash, runner, method, n_workers, n_ranks, deterministic,
+                 t, rows, created, mpiclip_version); state (JSON: elapsed, loss, grad_norm_sq, status, rngs,
+                 the JSON-able extra, whether initial-round bits are still to be written to the trace)
     /x           (d,)
     /workers/    the method's worker state: one row per worker (n, ...) for each field, a field the state
                  class lists in ``replicated`` as one copy; attrs ``type`` (module:qualname) or none
     /server/     the replicated server state, the same way
     /ledger/     sent_up, initial_up, pending_up (n, E); pending_down, initial_down (E,)
-    /extra/      runner-specific replicated arrays (attrs hold the JSON-able values)
+    /extra/      runner-specific replicated arrays (the JSON-able values are in ``state``)
 
 Each rank reads back only its own workers' rows, so a run may resume on another number of ranks.
 """
@@ -37,6 +38,7 @@ from mpiclip.errors import InputError, RunFailed
 from mpiclip.runners.base import Ledger, RunState
 
 FORMAT = 1
+STAMP_FIELDS = ("run_id", "config_hash", "runner", "method", "n_workers", "n_ranks", "deterministic", "t", "rows")
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,12 @@ def inspect(path: str, config_hash: str, n_workers: int) -> Stamp:
             a = f.attrs
             if a.get("format") != FORMAT:
                 raise InputError("checkpoint", path, f"has format {a.get('format')!r}; this mpiclip reads {FORMAT}")
-            stamp = Stamp(path, str(a["run_id"]), str(a["config_hash"]), str(a["runner"]), str(a["method"]),
-                          int(a["n_workers"]), int(a["n_ranks"]), bool(a["deterministic"]), int(a["t"]), int(a["rows"]))
+            head = json.loads(a["stamp"])
+            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS))
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
-    except (OSError, KeyError) as e:
+    except (OSError, KeyError, ValueError) as e:
         raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
     if stamp.config_hash != config_hash:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "
@@ -98,7 +100,8 @@ def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
         sink.run(lambda f: _write_tree(f.create_group("workers"), None))
     for name in Ledger.per_worker:
         _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
-    _write_block(sink, comm, "worker_rngs", _rng_rows(state))
+    if state.worker_rngs:  # runners with per-worker generators only (the same on every rank of a run)
+        _write_block(sink, comm, "worker_rngs", np.array([json.dumps(s) for s in state.worker_rngs], dtype=object))
     sink.commit()
     comm.agree(sink.error)
 
@@ -127,7 +130,6 @@ class _Sink:
             return
 
         def close(f: h5py.File) -> None:
-            f.attrs["complete"] = True
             f.flush()
             os.fsync(f.id.get_vfd_handle())
             f.close()
@@ -148,33 +150,33 @@ def read(path: str, worker_ids: np.ndarray) -> RunState:
     """The run state of this rank's workers (worker ids are contiguous); the state classes are named in the file."""
     lo, hi = int(worker_ids[0]), int(worker_ids[-1]) + 1
     with _open(path) as f:
-        a = f.attrs
+        head, a = json.loads(f.attrs["stamp"]), json.loads(f.attrs["state"])
         ledger = Ledger(*(f[f"ledger/{name}"][lo:hi] for name in Ledger.per_worker),
-                        f["ledger/pending_down"][()], f["ledger/initial_down"][()], bool(a["initial_unwritten"]))
+                        f["ledger/pending_down"][()], f["ledger/initial_down"][()], a["initial_unwritten"])
         rngs = [json.loads(s) for s in f["worker_rngs"].asstr()[lo:hi]] if "worker_rngs" in f else []
-        extra = {**json.loads(a["extra"]), **{k: v[()] for k, v in f["extra"].items()}}
-        return RunState(int(a["t"]), f["x"][()], _read_tree(f["workers"], (lo, hi)), _read_tree(f["server"]), ledger,
-                        int(a["rows"]), float(a["elapsed"]), float(a["loss"]), float(a["grad_norm_sq"]), str(a["status"]),
-                        json.loads(a["rngs"]), extra, rngs)
+        extra = {**a["extra"], **{k: v[()] for k, v in f["extra"].items()}} if "extra" in f else a["extra"]
+        return RunState(head["t"], f["x"][()], _read_tree(f["workers"], (lo, hi)), _read_tree(f["server"]), ledger,
+                        head["rows"], a["elapsed"], a["loss"], a["grad_norm_sq"], a["status"], a["rngs"], extra, rngs)
 
 
 # ------------------------------------------------------------------------------------ writing
 def _write_head(f: h5py.File, state: RunState, n_ranks: int, stamp: dict) -> None:
-    jsonable = {k: v for k, v in state.extra.items() if not isinstance(v, np.ndarray)}
-    attrs = {**stamp, "format": FORMAT, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "elapsed": state.elapsed,
-             "loss": state.loss, "grad_norm_sq": state.grad_norm_sq, "status": state.status,
-             "rngs": json.dumps(state.rngs), "extra": json.dumps(jsonable), "initial_unwritten": state.ledger.initial_unwritten,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mpiclip_version": __version__, "complete": False}
-    for key, value in attrs.items():
-        f.attrs[key] = value
+    """Two JSON attributes rather than twenty: a checkpoint every few rounds must be cheap to write."""
+    arrays = {k: v for k, v in state.extra.items() if isinstance(v, np.ndarray)}
+    head = {**stamp, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "mpiclip_version": __version__}
+    body = {"elapsed": state.elapsed, "loss": state.loss, "grad_norm_sq": state.grad_norm_sq, "status": state.status,
+            "rngs": state.rngs, "extra": {k: v for k, v in state.extra.items() if k not in arrays},
+            "initial_unwritten": state.ledger.initial_unwritten}
+    f.attrs["format"] = FORMAT
+    f.attrs["stamp"] = json.dumps(head)
+    f.attrs["state"] = json.dumps(body)
     f.create_dataset("x", data=state.x)
     _write_tree(f.create_group("server"), state.server)
     f.create_dataset("ledger/pending_down", data=state.ledger.pending_down)
     f.create_dataset("ledger/initial_down", data=state.ledger.initial_down)
-    extra = f.create_group("extra")
-    for key, value in state.extra.items():
-        if isinstance(value, np.ndarray):
-            extra.create_dataset(key, data=value)
+    for key, value in arrays.items():
+        f.create_dataset(f"extra/{key}", data=value)
 
 
 def _write_tree(group: h5py.Group, node: Any, per_worker: bool = False) -> None:
@@ -209,11 +211,6 @@ def _write_block(sink: _Sink, comm: Any, name: str, block: np.ndarray) -> None:
         sink.run(lambda f: f[name].write_direct(np.ascontiguousarray(rows), dest_sel=np.s_[first : first + len(rows)]))
 
     comm.stream_to_root(block, put)
-
-
-def _rng_rows(state: RunState) -> np.ndarray:
-    return np.array([json.dumps(s) for s in state.worker_rngs] if state.worker_rngs else
-                    ["{}"] * len(state.ledger.sent_up), dtype=object)
 
 
 # ------------------------------------------------------------------------------------ reading

@@ -37,7 +37,7 @@ BITS_CONVENTION = ("row r holds the bits sent in rounds t_{r-1}..t_r-1 (cumsum =
                    "the initial round is in /bits/initial/up")
 LIBVER = ("v110", "v110")  # h5dump 1.10 reads the file; SWMR needs at least v110
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-CHUNK_BYTES = 1 << 18  # rows per chunk: about 256 kB of a per-row dataset, at most 1024 rows
+CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an append rewrites its last, partial chunk)
 
 UNITS = {"rounds": "round", "time": "s", "sim_time": "s", "update": "update", "start": "update", "delay": "update",
          "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1"}
@@ -88,6 +88,7 @@ class TraceWriter:
 
     def __init__(self, path: str, f: h5py.File, n_workers: int, worker_metrics: tuple[str, ...], rows: int):
         self.path, self.f, self.n, self.worker_metrics, self.rows = path, f, n_workers, worker_metrics, rows
+        self._open: dict[str, h5py.Dataset] = {}
 
     @classmethod
     def create(cls, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
@@ -172,22 +173,23 @@ class TraceWriter:
         k = len(scalars["rounds"])
         if k == 0:
             return
-        lo, hi = self.rows, self.rows + k
-        f = self.f
-        for name, values in scalars.items():
-            name = _scalar_path(name)
-            f[name].resize((hi,))
-            f[name][lo:hi] = values
+        columns = [(_scalar_path(name), values) for name, values in scalars.items()]
         for j, e in enumerate(ENCODINGS):
-            f[f"bits/up/{e}"].resize((hi, self.n))
-            f[f"bits/up/{e}"][lo:hi] = bits_up[:, :, j]
-            f[f"bits/down/{e}"].resize((hi,))
-            f[f"bits/down/{e}"][lo:hi] = bits_down[:, j]
-        for j, m in enumerate(self.worker_metrics):
-            f[f"workers/{m}"].resize((hi, self.n))
-            f[f"workers/{m}"][lo:hi] = workers[:, :, j]
+            columns += [(f"bits/up/{e}", bits_up[:, :, j]), (f"bits/down/{e}", bits_down[:, j])]
+        columns += [(f"workers/{m}", workers[:, :, j]) for j, m in enumerate(self.worker_metrics)]
+        lo, hi = self.rows, self.rows + k
+        for name, values in columns:
+            ds = self._dataset(name)
+            ds.resize(hi, axis=0)
+            ds[lo:hi] = values
         self.rows = hi
-        f.flush()
+        self.f.flush()
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """Open datasets are kept: looking one up by path costs more than writing a chunk of rows."""
+        if name not in self._open:
+            self._open[name] = self.f[name]
+        return self._open[name]
 
     def append_table(self, group: str, columns: dict[str, np.ndarray]) -> None:
         """Append rows to a table with its own row count (``events``: one row per arrival; ``clients``)."""
