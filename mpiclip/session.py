@@ -244,17 +244,18 @@ class Session:
                     self._checkpoint(state, runner, recorder)
                     saved_at = state.t
                 state = runner.advance(state)
-            if control.stop:
+            stopped = control.stop and state.status == "running"  # a run that ends at that very round just ends
+            if stopped:
                 self._checkpoint(state, runner, recorder)
+            state.elapsed = runner.elapsed()
         t0 = time.perf_counter()
         recorder.flush(state.ledger)
         self.timing["trace"] = self.timing.get("trace", 0.0) + time.perf_counter() - t0
         self.state = state
-        status = state.status if not control.stop else "interrupted"
-        result = Result(c.run.name, c.trace_path, status, state.t, state.loss, state.grad_norm_sq, gamma=self.gamma,
+        result = Result(c.run.name, c.trace_path, state.status, state.t, state.loss, state.grad_norm_sq, gamma=self.gamma,
                         wall=time.perf_counter() - start, timing=dict(self.timing))
         result.bits_per_worker = self._bits_per_worker(state)
-        if control.stop:
+        if stopped:
             self.signal = control.stop_signal or signal.SIGTERM
             result.status = f"interrupted: {signal.Signals(self.signal).name} at round {state.t}"
         return result
@@ -285,13 +286,12 @@ class Session:
 
     def finish(self, result: Result) -> None:
         if self.writer is not None:
-            attrs = {"stop_reason": result.status, "rounds_run": result.rounds, "wall_seconds": result.wall,
+            attrs = {"stop_reason": result.status, "rounds_run": result.rounds, "wall_seconds": self.state.elapsed,
                      "timing": str(result.timing)}
             status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
             self.writer.finish(status, attrs, {"x_final": self.state.x})
             if not status.startswith("interrupted") and os.path.exists(self.config.checkpoint_path):
                 os.remove(self.config.checkpoint_path)  # the run has ended for good: nothing to resume
-
 
 
 _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()

@@ -243,3 +243,11 @@ def test_starting_afresh_removes_a_stale_checkpoint(stopped):
     table, trace, ckpt = stopped
     assert run(table, "output.exists='overwrite'").status.startswith("completed")
     assert not ckpt.exists()
+
+
+def test_a_stop_agreed_at_the_last_round_completes_the_run(tmp_path, monkeypatch):
+    table = case("ef21", tmp_path / "last.h5")
+    with at_round(monkeypatch, ROUNDS, signal_self(signal.SIGTERM)) as fired:
+        result = run(table)
+    assert fired == [ROUNDS] and result.status == f"completed: round budget {ROUNDS} reached"
+    assert not (tmp_path / "last.ckpt.h5").exists()

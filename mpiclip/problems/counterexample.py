@@ -39,7 +39,7 @@ class Counterexample(Problem):
             raise InputError("run.n_workers", n_workers, "the clipping counterexample has exactly 2 workers")
 
     def __init__(self, params: CounterexampleParams, worker_ids: np.ndarray, n_workers: int):
-        self.params, self.worker_ids, self.d = params, np.asarray(worker_ids), params.d
+        self.settings, self.worker_ids, self.d = params, np.asarray(worker_ids), params.d
         self.local_sizes = np.ones(len(self.worker_ids), dtype=np.int64)
         c = np.zeros(params.d)
         c[0] = params.s
@@ -53,8 +53,8 @@ class Counterexample(Problem):
         return losses, grads
 
     def smoothness(self, reduce):
-        k = self.params.kappa
+        k = self.settings.kappa
         x_star = np.zeros(self.d)
-        x_star[0] = self.params.s * (1 - k) / (1 + k)
-        f_star = 0.25 * ((x_star[0] - self.params.s) ** 2 + k * (x_star[0] + self.params.s) ** 2)
+        x_star[0] = self.settings.s * (1 - k) / (1 + k)
+        f_star = 0.25 * ((x_star[0] - self.settings.s) ** 2 + k * (x_star[0] + self.settings.s) ** 2)
         return Smoothness((1 + k) / 2, np.array([1.0, k]), (1 + k) / 2, f_star)

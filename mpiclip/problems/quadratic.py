@@ -43,7 +43,7 @@ class Quadratic(Problem):
         return cls(params, worker_ids, n_workers)
 
     def __init__(self, params: QuadraticParams, worker_ids: np.ndarray, n_workers: int):
-        self.params, self.worker_ids, self.n_workers, self.d = params, np.asarray(worker_ids), n_workers, params.d
+        self.settings, self.worker_ids, self.n_workers, self.d = params, np.asarray(worker_ids), n_workers, params.d
         self.local_sizes = np.ones(len(self.worker_ids), dtype=np.int64)
         self.Q, self.b = map(np.stack, zip(*(quadratic_worker(params, n_workers, int(i)) for i in self.worker_ids)))
 
@@ -55,7 +55,7 @@ class Quadratic(Problem):
         return losses, grads
 
     def smoothness(self, reduce):
-        L_workers = np.array([worker_L(self.params, self.n_workers, i) for i in range(self.n_workers)])
+        L_workers = np.array([worker_L(self.settings, self.n_workers, i) for i in range(self.n_workers)])
         rows = np.concatenate([self.Q.reshape(self.n_local, -1), self.b], axis=1)
         total = reduce.sum(rows) / self.n_workers
         mean_Q, mean_b = total[: self.d**2].reshape(self.d, self.d), total[self.d**2 :]

@@ -162,12 +162,12 @@ class SynchronousRunner(Runner):
             status = f"failed: diverged at round {t}"
         elif gnorm < run.tol:
             status = f"completed: tolerance reached at round {t}"
-        elif s.control.stop:
-            return False  # round t is recorded when the run resumes
         elif t == run.rounds:
             status = f"completed: round budget {run.rounds} reached"
         elif run.max_bits and bits >= run.max_bits:
             status = f"completed: bit budget reached at round {t}"
+        elif s.control.stop:
+            return False  # round t is recorded when the run resumes
         scores = dict(zip(s.problem.score_names, total[d + 1 + CONTROLS :] / n))
         s.recorder.add_row(state.ledger, t, t1 - self.started, loss, gnorm, {**s.method.evaluate(state.server, state.x, g, t),
                                                                            **scores})
