@@ -232,3 +232,13 @@ def test_stepsize_command(tmp_path):
     assert bad.returncode == 2 and "--k = [1]: compressor 'natural' has no k" in bad.stderr
     diana = mpiclip(["stepsize", "synthetic-logreg", "--set", "compressor.name=natural"])
     assert diana.returncode == 0 and "0.125" in diana.stdout  # ω of natural compression
+
+
+def test_pure_layers_and_analysis_never_reach_the_run_layer():
+    """Methods, compressors, problems, data, wire and what analysis/ imports never load the communicator."""
+    code = ("import sys; import mpiclip.methods, mpiclip.compressors, mpiclip.problems, mpiclip.data, mpiclip.wire, "
+            "mpiclip.sweep, mpiclip.trace, mpiclip.plotting, mpiclip.report; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('mpiclip.comm', 'mpiclip.session', 'mpiclip.runners', "
+            "'mpiclip.checkpoint', 'mpi4py'))); print(bad)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
