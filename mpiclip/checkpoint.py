@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -36,6 +35,7 @@ import numpy as np
 from mpiclip import __version__
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.runners.base import Ledger, RunState
+from mpiclip.trace import LIBVER, temporary_beside, timestamp
 
 FORMAT = 1
 STAMP_FIELDS = ("run_id", "config_hash", "runner", "method", "n_workers", "n_ranks", "deterministic", "t", "rows")
@@ -57,7 +57,7 @@ class Stamp:
     rows: int
 
 
-def inspect(path: str, config_hash: str, n_workers: int) -> Stamp:
+def inspect(path: str, config_hash: str) -> Stamp:
     """The stamp of the checkpoint at ``path``; InputError (one line) if it cannot be resumed from."""
     if not os.path.exists(path):
         raise InputError("checkpoint", path, "does not exist: nothing to resume from")
@@ -76,8 +76,6 @@ def inspect(path: str, config_hash: str, n_workers: int) -> Stamp:
     if stamp.config_hash != config_hash:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "
                          f"{config_hash[:12]}…); resume with the config that wrote it, or start again")
-    if stamp.n_workers != n_workers:  # covered by the hash; a clearer message for the common mistake
-        raise InputError("run.n_workers", n_workers, f"differs from the checkpoint's {stamp.n_workers} workers")
     return stamp
 
 
@@ -90,14 +88,10 @@ def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
     sink = _Sink(path if comm.rank == 0 else None)
     sink.run(lambda f: _write_head(f, state, comm.size, stamp))
     workers = state.workers
-    if workers is not None:
-        sink.run(lambda f: _write_tree(f.create_group("workers"), workers, per_worker=True))
-        replicated = getattr(workers, "replicated", ())
-        for name in workers._fields:
-            if name not in replicated:
-                _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
-    else:
-        sink.run(lambda f: _write_tree(f.create_group("workers"), None))
+    sink.run(lambda f: _write_tree(f.create_group("workers"), workers, per_worker=True))
+    for name in getattr(workers, "_fields", ()):
+        if name not in getattr(workers, "replicated", ()):
+            _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
     for name in Ledger.per_worker:
         _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
     if state.worker_rngs:  # runners with per-worker generators only (the same on every rank of a run)
@@ -113,8 +107,8 @@ class _Sink:
     def __init__(self, path: Optional[str]):
         self.path, self.f, self.error = path, None, None
         if path is not None:
-            self.tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-            self.run(lambda _: setattr(self, "f", h5py.File(self.tmp, "w", libver=("v110", "v110"))), need_file=False)
+            self.tmp = temporary_beside(path, "tmp")
+            self.run(lambda _: setattr(self, "f", h5py.File(self.tmp, "w", libver=LIBVER)), need_file=False)
 
     def run(self, action: Callable[[h5py.File], None], need_file: bool = True) -> None:
         if self.path is None or self.error is not None or (need_file and self.f is None):
@@ -163,7 +157,7 @@ def read(path: str, worker_ids: np.ndarray) -> RunState:
 def _write_head(f: h5py.File, state: RunState, n_ranks: int, stamp: dict) -> None:
     """Two JSON attributes rather than twenty: a checkpoint every few rounds must be cheap to write."""
     arrays = {k: v for k, v in state.extra.items() if isinstance(v, np.ndarray)}
-    head = {**stamp, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    head = {**stamp, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "created": timestamp(),
             "mpiclip_version": __version__}
     body = {"elapsed": state.elapsed, "loss": state.loss, "grad_norm_sq": state.grad_norm_sq, "status": state.status,
             "rngs": state.rngs, "extra": {k: v for k, v in state.extra.items() if k not in arrays},

@@ -33,7 +33,7 @@ from mpiclip.methods.base import RunInfo
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
-from mpiclip.trace import TraceWriter, open_trace, trace_status
+from mpiclip.trace import TraceWriter, open_trace, timestamp, trace_status
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Session:
         output.exists say; every reason not to is an InputError."""
         c = self.config
         if c.run.resume != "no" and os.path.exists(c.checkpoint_path):
-            self.resume = checkpoint.inspect(c.checkpoint_path, c.hash, c.run.n_workers)
+            self.resume = checkpoint.inspect(c.checkpoint_path, c.hash)
             self._check_resumable(self.resume)
             return True
         if c.run.resume == "yes":
@@ -221,7 +221,7 @@ class Session:
         c, stamp = self.config, self.resume
         with open_trace(c.trace_path) as f:
             history = json.loads(f.attrs.get("resumed", "[]"))
-        history.append({"round": stamp.t, "rows": stamp.rows, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
                         "provenance": provenance.collect(self.comm.library, self.hostnames)})
         return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
                                   {"resumed": json.dumps(history), "n_ranks": self.comm.size})

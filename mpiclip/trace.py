@@ -101,7 +101,7 @@ class TraceWriter:
         f = h5py.File(path, "w", libver=LIBVER)
         for key, value in {**attrs, "mpiclip_version": __version__, "schema_version": SCHEMA_VERSION,
                            "status": "running", "bits_convention": BITS_CONVENTION, "encodings": list(ENCODINGS),
-                           "started": _now()}.items():
+                           "started": timestamp()}.items():
             f.attrs[key] = value
         rounds = _rows_dataset(f, "rounds", None, "i8", UNITS["rounds"])
         rounds.make_scale("rounds")
@@ -145,7 +145,7 @@ class TraceWriter:
         The trace is copied, cut back to those rows, into a new file that then replaces it: a file whose
         writer was killed cannot be opened for writing again (its SWMR flags stay set), and the old trace
         stays whole until the new one is in place."""
-        tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.resume-{os.getpid()}")
+        tmp = temporary_beside(path, "resume")
         with open_trace(path) as old:
             if old.attrs.get("run_id") != run_id:
                 raise ValueError(f"{path} belongs to run {old.attrs.get('run_id')!r}, not {run_id!r}")
@@ -220,7 +220,7 @@ class TraceWriter:
                 _array_dataset(f, name, value, _units(name))
             for key, value in attrs.items():
                 f.attrs[key] = value
-            f.attrs["finished"] = _now()
+            f.attrs["finished"] = timestamp()
             f.attrs["status"] = status
 
     def abandon(self, status: str) -> None:
@@ -277,8 +277,13 @@ def _copy_rows(old: h5py.File, new: h5py.File, lengths: dict) -> None:
         new[name].dims[dim].attach_scale(new[scale])
 
 
-def _now() -> str:
+def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def temporary_beside(path: str, purpose: str) -> str:
+    """A hidden file in ``path``'s directory, renamed over ``path`` once complete (same file system)."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{purpose}-{os.getpid()}")
 
 
 # ------------------------------------------------------------------------------------ reading

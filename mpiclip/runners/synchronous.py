@@ -109,8 +109,6 @@ class SynchronousRunner(Runner):
                 spent["gradient"] += oracle.seconds
                 if not self._evaluate(state, oracle):
                     return state
-            else:
-                spent["gradient"] += oracle.seconds
             if t and t % run.check_every == 0:
                 self._check_step(state, record)
                 if control.stop:
