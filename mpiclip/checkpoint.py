@@ -55,6 +55,7 @@ class Stamp:
     deterministic: bool
     t: int
     rows: int
+    events: int = 0  # rows of the trace's /events the checkpoint counts (asynchronous runs)
 
 
 def inspect(path: str, config_hash: str) -> Stamp:
@@ -67,7 +68,8 @@ def inspect(path: str, config_hash: str) -> Stamp:
             if a.get("format") != FORMAT:
                 raise InputError("checkpoint", path, f"has format {a.get('format')!r}; this mpiclip reads {FORMAT}")
             head = json.loads(a["stamp"])
-            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS))
+            events = int(json.loads(a["state"])["extra"].get("events", 0))
+            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS), events)
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")

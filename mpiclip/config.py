@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
 
+from mpiclip.asynchrony import AsyncParams
 from mpiclip.compressors import COMPRESSORS
 from mpiclip.data import SOURCES, DataParams, DataSpec
 from mpiclip.data.partition import SPLITS
@@ -36,7 +37,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "resume")
-SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "output")
+SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "async", "output")
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
 
@@ -90,6 +91,7 @@ class Config:
     compressor: Choice
     stepsize: StepsizeParams
     output: OutputParams
+    asynchrony: Optional[AsyncParams] = None  # [async], for the methods of the asynchronous runner only
 
     def as_table(self) -> dict:
         """The complete config (every default filled in) as nested tables."""
@@ -100,6 +102,8 @@ class Config:
             choice = getattr(self, section)
             table[section] = {"name": choice.name, **to_table(choice.params)}
         table["stepsize"] = to_table(self.stepsize)
+        if self.asynchrony is not None:
+            table["async"] = to_table(self.asynchrony)
         table["output"] = to_table(self.output)
         return table
 
@@ -260,15 +264,24 @@ def validate(table: dict) -> Config:
     run = parse_params(RunParams, table.get("run", {}), "run")
     problem = _choice(table, "problem", PROBLEMS, "logreg")
     method = _choice(table, "method", METHODS, "ef21")
-    uses_compressor = METHODS.get(method.name, "method.name").uses_compressor
-    compressor = _choice(table, "compressor", COMPRESSORS, "topk" if uses_compressor else "identity")
+    method_cls = METHODS.get(method.name, "method.name")
+    uses_compressor = method_cls.uses_compressor
+    compressor = _choice(table, "compressor", COMPRESSORS, method_cls.default_compressor if uses_compressor else "identity")
     if not uses_compressor and compressor.name != "identity":
         raise InputError("compressor.name", compressor.name, f"method {method.name!r} sends uncompressed messages; "
                          "use 'identity' or drop [compressor]")
     data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
     stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
     output = parse_params(OutputParams, table.get("output", {}), "output")
-    return Config(run, data, problem, method, compressor, stepsize, output)
+    asynchrony = None
+    if method_cls.runner == "asynchronous":
+        asynchrony = parse_params(AsyncParams, table.get("async", {}), "async")
+        asynchrony.validate(run.n_workers)
+    elif "async" in table:
+        names = ", ".join(n for n, c in METHODS.items() if c.runner == "asynchronous")
+        raise InputError("async", table["async"], f"method {method.name!r} runs in synchronous rounds; [async] is for "
+                         f"the asynchronous methods ({names})")
+    return Config(run, data, problem, method, compressor, stepsize, output, asynchrony)
 
 
 def _choice(table: dict, section: str, registry, default: str) -> Choice:

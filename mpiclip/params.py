@@ -42,6 +42,14 @@ def nonnegative(v: float) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
+def finite_positive(v: float) -> str | None:
+    return None if 0 < v < math.inf else "must be a finite number > 0"
+
+
+def finite_nonnegative(v: float) -> str | None:
+    return None if 0 <= v < math.inf else "must be a finite number >= 0"
+
+
 def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[str] = (), owner: str = "") -> Any:
     """Build ``cls`` from ``table``; keys in ``skip`` belong to someone else and are ignored; ``owner``
     names the component in the message about an unknown key."""

@@ -16,15 +16,17 @@ import numpy as np
 from mpiclip.comm import Comm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.runners.base import Ledger
-from mpiclip.trace import TraceWriter
+from mpiclip.trace import EVENT_COLUMNS, TraceWriter
 
 E = len(ENCODINGS)
 
 
 class Recorder:
     def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
-                 flush_rows: int, extra: tuple[str, ...] = ()):
+                 flush_rows: int, extra: tuple[str, ...] = (), events: bool = False):
         self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
+        self.events: Optional[list] = [] if events else None  # arrivals since the last flush (replicated)
+        self.events_written = 0
         self.capacity = flush_rows
         self.scalars = {k: np.full(flush_rows, np.nan) for k in ("time", "loss", "grad_norm_sq")}
         self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
@@ -54,6 +56,11 @@ class Recorder:
             if name in metrics:
                 self.block[r, :, E + j] = metrics[name]
 
+    def add_event(self, update: int, worker: int, start: int, delay: int, sim_time: float, norm: float,
+                  clipped: bool, job: int, bits: np.ndarray) -> None:
+        """One arrival at the server (asynchronous runs; the same on every rank)."""
+        self.events.append((update, worker, start, delay, sim_time, norm, clipped, job, *bits))
+
     @property
     def full(self) -> bool:
         return self.rows == self.capacity
@@ -71,5 +78,13 @@ class Recorder:
                 self.writer.set_initial_bits(initial[0], ledger.initial_down)
             scalars = {name: values[:k] for name, values in self.scalars.items()}
             self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
+        if self.events:
+            if self.writer is not None:
+                table = np.array(self.events, dtype=np.float64)
+                columns = {name: table[:, j].astype(dtype) for j, (name, dtype) in enumerate(EVENT_COLUMNS.items())}
+                columns.update({f"bits/{e}": table[:, len(EVENT_COLUMNS) + j] for j, e in enumerate(ENCODINGS)})
+                self.writer.append_table("events", columns)
+            self.events_written += len(self.events)
+            self.events.clear()
         self.block[:] = np.nan
         self.rows = 0

@@ -76,7 +76,7 @@ class Session:
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
-        self.runner_cls = RUNNERS.get(self.method_cls.runner, "method.name")
+        self.runner_cls = RUNNERS.get(self.method_cls.runner, "method.name").resolve(c)
         if self.method_cls.needs_samples and self.plan is None:
             raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
         if self.compressor.clips and not self.method_cls.accepts_clipping:
@@ -87,10 +87,16 @@ class Session:
         trial = self.method_cls.create(c.method.params, self.compressor, 1.0)
         trial.validate(self.d, c.run.n_workers)
         # resolved here (e.g. σ for a privacy target) so that impossible settings fail before any collective
+        concurrency = c.asynchrony.jobs_in_flight(c.run.n_workers) if c.asynchrony else 0
         self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
-                                                self.plan.sample_counts if self.plan is not None else None))
+                                                self.plan.sample_counts if self.plan is not None else None, concurrency))
+        self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": self.plan is not None,
+                                                     "checksum": self._dataset_checksum(), "ranks": comm.size})
         self.x0 = self._initial_point()
         return self._plan_output() if check_output else True
+
+    def _dataset_checksum(self) -> str:
+        return self.plan.summary.checksum if self.plan else f"generated:{self.config.problem.name}"
 
     def _initial_point(self) -> np.ndarray:
         c = self.config.run
@@ -130,14 +136,16 @@ class Session:
         try:
             with open_trace(path) as f:
                 run_id, rows = f.attrs.get("run_id"), len(f["rounds"]) if "rounds" in f else 0
+                events = len(f["events/update"]) if "events/update" in f else 0
         except (OSError, KeyError) as e:
             raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
         if run_id != stamp.run_id:
             raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
                              f"(the trace's run is {run_id}); move the checkpoint away or resume into the right trace")
-        if rows < stamp.rows:
-            raise InputError("output.path", path, f"holds {rows} rows, fewer than the {stamp.rows} the checkpoint "
-                             "counts; the trace was damaged after the checkpoint was written")
+        if rows < stamp.rows or events < stamp.events:
+            raise InputError("output.path", path, f"holds {rows} rows and {events} events, fewer than the {stamp.rows} "
+                             f"and {stamp.events} the checkpoint counts; the trace was damaged after the checkpoint "
+                             "was written")
         if not os.access(path, os.W_OK):
             raise InputError("output.path", path, "exists and is not writable")
 
@@ -165,6 +173,12 @@ class Session:
         layout = comm.bind(c.run.n_workers)
         self.worker_ids = layout.workers_of(comm.rank)
         self.problem, self.smooth = _problem(c, self.plan, self.worker_ids, comm)
+        self.jobs = None
+        job_workers = self.runner_cls.job_workers(c, comm.rank, comm.size)
+        if job_workers is not None and len(job_workers):  # e.g. every worker's data on every rank (homogeneous)
+            shard = self.plan.load(job_workers) if self.plan is not None else None
+            self.jobs = PROBLEMS.get(c.problem.name, "problem.name").build(c.problem.params, shard, job_workers,
+                                                                            c.run.n_workers)
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
                                        self.compressor.omega(self.d), c.run.n_workers)
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
@@ -199,7 +213,7 @@ class Session:
             "L": s.L, "L_tilde": s.L_tilde, "mu": s.mu if s.mu is not None else math.nan,
             "f_star": s.f_star if s.f_star is not None else math.nan,
             "deterministic": c.run.deterministic,
-            "dataset_checksum": self.plan.summary.checksum if self.plan else f"generated:{c.problem.name}",
+            "dataset_checksum": self._dataset_checksum(),
             "dataset": self.plan.summary.description if self.plan else c.problem.name,
             "run_id": self.run_id, "config_toml": c.to_toml(), "config_hash": c.hash, "runner": self.runner_cls.name,
             "provenance": json.dumps(provenance.collect(comm.library, self.hostnames)),
@@ -212,7 +226,7 @@ class Session:
             arrays["partition/indices"] = np.concatenate(self.plan.shards)
             arrays["partition/offsets"] = np.concatenate([[0], np.cumsum(self.plan.sample_counts)])
         writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
-                                    self.method.extra + self.problem.score_names)
+                                    self._row_scalars(), events=self.runner_cls.events)
         if os.path.exists(c.checkpoint_path):  # a stale checkpoint of an earlier run must not be resumed into this trace
             os.remove(c.checkpoint_path)
         return writer
@@ -223,20 +237,28 @@ class Session:
             history = json.loads(f.attrs.get("resumed", "[]"))
         history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
                         "provenance": provenance.collect(self.comm.library, self.hostnames)})
+        counts = {"events/update": stamp.events} if self.runner_cls.events else None
         return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
-                                  {"resumed": json.dumps(history), "n_ranks": self.comm.size})
+                                  {"resumed": json.dumps(history), "n_ranks": self.comm.size}, counts)
+
+    def _row_scalars(self) -> tuple[str, ...]:
+        """Per-row scalars besides f and ‖∇f‖²: the runner's, the method's and the problem's scores."""
+        return self.runner_cls.scalars + self.method.extra + self.problem.score_names
 
     # ------------------------------------------------------------------ stage 3: the loop
     def run(self) -> Result:
         c, comm, method = self.config, self.comm, self.method
-        extra = method.extra + self.problem.score_names
-        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows, extra)
+        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows,
+                            self._row_scalars(), self.runner_cls.events)
         self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
         every = c.run.checkpoint_every
         with Control(c.output.flush_seconds) as control:
-            setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log)
+            setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log,
+                          self.jobs)
             runner = self.runner_cls(setup)
+            if self.resumed is not None:
+                recorder.events_written = int(self.resumed.extra.get("events", 0))
             state = runner.start(self.resumed)
             saved_at = state.t
             while not runner.done(state):
@@ -251,7 +273,7 @@ class Session:
         t0 = time.perf_counter()
         recorder.flush(state.ledger)
         self.timing["trace"] = self.timing.get("trace", 0.0) + time.perf_counter() - t0
-        self.state = state
+        self.state, self.summary = state, runner.summary(state)
         result = Result(c.run.name, c.trace_path, state.status, state.t, state.loss, state.grad_norm_sq, gamma=self.gamma,
                         wall=time.perf_counter() - start, timing=dict(self.timing))
         result.bits_per_worker = self._bits_per_worker(state)
@@ -273,6 +295,9 @@ class Session:
                 error = MpiclipError(f"trace {c.trace_path} cannot be written: {e}")
         comm.agree(error)
         state.elapsed = runner.elapsed()
+        state = runner.snapshot(state)
+        if runner.events:
+            state.extra["events"] = recorder.events_written
         stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
                  "n_workers": c.run.n_workers, "deterministic": c.run.deterministic}
         checkpoint.write(c.checkpoint_path, state, comm, stamp)
@@ -287,7 +312,7 @@ class Session:
     def finish(self, result: Result) -> None:
         if self.writer is not None:
             attrs = {"stop_reason": result.status, "rounds_run": result.rounds, "wall_seconds": self.state.elapsed,
-                     "timing": str(result.timing)}
+                     "timing": str(result.timing), **self.summary}
             status = result.status if result.status.startswith("failed") else result.status.split(":")[0]
             self.writer.finish(status, attrs, {"x_final": self.state.x})
             if not status.startswith("interrupted") and os.path.exists(self.config.checkpoint_path):

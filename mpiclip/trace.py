@@ -39,12 +39,14 @@ LIBVER = ("v110", "v110")  # h5dump 1.10 reads the file; SWMR needs at least v11
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an append rewrites its last, partial chunk)
 
-UNITS = {"rounds": "round", "time": "s", "sim_time": "s", "update": "update", "start": "update", "delay": "update",
+UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)", "update": "update", "start": "update",
+         "delay": "update",
          "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1"}
 # Reserved for the asynchronous and federated runners (DESIGN §8): created when a runner asks for them.
 EVENT_COLUMNS = {"update": "i8", "worker": "i8", "start": "i8", "delay": "i8", "sim_time": "f8", "norm": "f8",
-                 "clipped": "i1"}
+                 "clipped": "i1", "job": "i8"}  # job: the worker's job index, which keys the job's random draws
 FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance")
+ROOT_SCALARS = FEDERATED_SCALARS + ("sim_time",)  # per-row scalars kept at the root rather than in /metrics
 RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
 
 
@@ -114,7 +116,7 @@ class TraceWriter:
             _array_dataset(f, f"bits/initial/up/{e}", np.zeros(n_workers), "bit").dims[0].attach_scale(worker)
             _array_dataset(f, f"bits/initial/down/{e}", 0.0, "bit")
         for name in extra:
-            per_row.append(_rows_dataset(f, _scalar_path(f"metrics/{name}"), None, "f8", "1"))
+            per_row.append(_rows_dataset(f, _scalar_path(f"metrics/{name}"), None, "f8", _units(name)))
         for m in worker_metrics:
             per_row.append(_rows_dataset(f, f"workers/{m}", n_workers, "f8", "1"))
         for ds in per_row:
@@ -234,7 +236,7 @@ class TraceWriter:
 def _scalar_path(name: str) -> str:
     """Where a recorder's per-row scalar lives: the federated metrics at the root (DESIGN §8)."""
     leaf = name.removeprefix("metrics/")
-    return leaf if leaf in FEDERATED_SCALARS else name
+    return leaf if leaf in ROOT_SCALARS else name
 
 
 SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")  # HDF5's own bookkeeping of scales
@@ -360,7 +362,7 @@ def load_trace(path: str) -> Trace:
         config = json.loads(attrs.get("config", "{}"))
         read = lambda name: f[name][()] if name in f else np.zeros(0)
         group = lambda name: {k: f[name][k][()] for k in f[name] if isinstance(f[name][k], h5py.Dataset)} if name in f else {}
-        metrics = {**group("metrics"), **{name: f[name][()] for name in FEDERATED_SCALARS if name in f}}
+        metrics = {**group("metrics"), **{name: f[name][()] for name in ROOT_SCALARS if name in f}}
         events = group("events")
         if "events/bits" in f:
             events.update({f"bits/{k}": v for k, v in group("events/bits").items()})

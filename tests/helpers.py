@@ -109,6 +109,20 @@ METHOD_CASES = {
     "clip21_sgd": {"method": {"name": "clip21_sgd", "tau": 0.3, "sigma": 0.02, "batch": 0.3},
                    "compressor": {"name": "identity"}},
     "clip21_avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
+    # asynchronous: every compute-time model, oracle, assignment and data setting somewhere
+    "asgd": {"method": {"name": "asgd"}, "compressor": {"name": "identity"},
+             "async": {"oracle": "minibatch", "batch_size": 5, "slow_workers": [4], "slow_factor": 5.0}},
+    "clipped_asgd": {"method": {"name": "clipped_asgd", "tau": 0.3}, "compressor": {"name": "identity"},
+                     "async": {"oracle": "noise", "noise_theta": 2.0, "noise_sigma": 0.5, "assignment": "random"}},
+    "delay_adaptive_asgd": {"method": {"name": "delay_adaptive_asgd"}, "compressor": {"name": "randk", "k": 3},
+                            "async": {"compute_time": "lognormal", "concurrency": 3}},
+    "minibatch_sgd": {"method": {"name": "minibatch_sgd"}, "compressor": {"name": "identity"},
+                      "async": {"data": "homogeneous", "oracle": "minibatch", "batch_size": 4}},
+    "rennala_sgd": {"method": {"name": "rennala_sgd", "batch": 3, "tau": 0.5}, "compressor": {"name": "topk", "k": 2},
+                    "async": {"outages": [[1, 2.0, 6.0]], "data": "homogeneous", "oracle": "noise"}},
+    "ringmaster_asgd": {"method": {"name": "ringmaster_asgd", "max_delay": 3, "stops": True},
+                        "compressor": {"name": "identity"},
+                        "async": {"compute_time": "list", "times": [[1.0, 2.0, 0.5]], "slow_workers": [0], "slow_factor": 7.0}},
 }
 
 

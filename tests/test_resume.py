@@ -20,6 +20,7 @@ from mpiclip.comm import SerialComm
 from mpiclip.errors import InputError
 from mpiclip.methods import METHODS
 from mpiclip.runners import RUNNERS
+from mpiclip.runners.asynchronous import AsynchronousRunner
 from mpiclip.runners.synchronous import SynchronousRunner
 
 ROUNDS = 60
@@ -41,18 +42,16 @@ def run(table: dict, *overrides: str):
 @contextlib.contextmanager
 def at_round(monkeypatch, t: int, act):
     """Call ``act()`` once, at the top of round t (before the runner's step)."""
-    original = SynchronousRunner.advance
     fired = []
+    for runner in (SynchronousRunner, AsynchronousRunner):
+        def advance(self, state, original=runner.advance):
+            if state.t == t and not fired:
+                fired.append(t)
+                act()
+            return original(self, state)
 
-    def advance(self, state):
-        if state.t == t and not fired:
-            fired.append(t)
-            act()
-        return original(self, state)
-
-    monkeypatch.setattr(SynchronousRunner, "advance", advance)
+        monkeypatch.setattr(runner, "advance", advance)
     yield fired
-    monkeypatch.setattr(SynchronousRunner, "advance", original)
 
 
 def stamp_of(path) -> dict:
@@ -128,13 +127,14 @@ def test_checkpoint_every_writes_at_its_rounds_and_changes_nothing(tmp_path, mon
 KILL_DRIVER = """
 import os, signal, sys
 from mpiclip.cli import main
+from mpiclip.runners.asynchronous import AsynchronousRunner
 from mpiclip.runners.synchronous import SynchronousRunner
-original = SynchronousRunner.advance
-def advance(self, state):
-    if state.t == {t}:
-        os.kill(os.getpid(), signal.SIGKILL)  # every rank at the same round: the whole job dies
-    return original(self, state)
-SynchronousRunner.advance = advance
+for runner in (SynchronousRunner, AsynchronousRunner):
+    def advance(self, state, original=runner.advance):
+        if state.t == {t}:
+            os.kill(os.getpid(), signal.SIGKILL)  # every rank at the same round: the whole job dies
+        return original(self, state)
+    runner.advance = advance
 sys.exit(main({argv!r}))
 """
 

@@ -175,6 +175,10 @@ class Comm:
         """
         raise NotImplementedError
 
+    def bcast_array(self, buf: np.ndarray, root: int) -> None:
+        """Collective: ``buf`` (C-contiguous, the same shape everywhere) takes the root's values on every rank."""
+        raise NotImplementedError
+
     def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
         """(n_local, m) float rows of every rank -> (n, m) on every rank, in worker order."""
         raise NotImplementedError

@@ -201,6 +201,9 @@ class MPIComm(Comm):
         parts = np.split(recv, np.cumsum(sizes * rows * m)[:-1])
         return np.concatenate([p.reshape(rows, s, m) for p, s in zip(parts, sizes)], axis=1)
 
+    def bcast_array(self, buf, root):
+        self._c.Bcast(_check_buffer(buf, writable=True), root=self._peer(root, wildcard=False))
+
     def stream_to_root(self, block, write):
         block = np.ascontiguousarray(block)
         if self.rank != 0:

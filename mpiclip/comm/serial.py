@@ -180,6 +180,9 @@ class SerialComm(Comm):
     def stream_to_root(self, block, write):
         write(0, block)
 
+    def bcast_array(self, buf, root):
+        self._peer(root, wildcard=False)
+
     def any(self, flag):
         return bool(flag)
 

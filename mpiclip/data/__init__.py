@@ -9,6 +9,7 @@ workers this rank holds.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from mpiclip.data import libsvm, synthetic
+from mpiclip.data import libsvm, regression, synthetic
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, nonnegative, param
@@ -27,7 +28,7 @@ from mpiclip.registry import Registry
 class DataParams:
     """Keys of [data] shared by every source."""
 
-    source: str = param("synthetic", "where the samples come from: 'synthetic' or 'libsvm'")
+    source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression' or 'libsvm'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'auto' asks the problem", choices=("auto", "pm1", "raw"))
@@ -49,6 +50,15 @@ class SyntheticParams:
                            check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
     values: str = param("binary", "value of a present feature", choices=("binary", "gaussian"))
     noise: float = param(0.5, "label noise: y = sign(a.w* + noise*N(0,1))", check=nonnegative)
+    seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
+
+
+@dataclass(frozen=True)
+class RegressionParams:
+    n_samples: int = param(10000, "number of samples N", check=at_least(1))
+    n_features: int = param(400, "number of features d", check=at_least(1))
+    noise: float = param(1e-5, "target noise: b = A x* + noise*N(0,1)",
+                         check=lambda v: None if math.isfinite(v) and v >= 0 else "must be finite and >= 0")
     seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
 
 
@@ -133,6 +143,23 @@ class SyntheticSource(Source):
         return sp.vstack(parts, format="csr"), np.concatenate(labels)
 
 
+@SOURCES.register("regression")
+class RegressionSource(Source):
+    """Dense least-squares data, A ~ U[0,1)/sqrt(d), b = A x* + noise*N(0,1) (konstmish/asynchronous_sgd)."""
+
+    params = RegressionParams
+
+    @staticmethod
+    def summarize(p: RegressionParams) -> Summary:
+        labels = regression.targets(p.seed, p.n_samples, p.n_features, p.noise)
+        text = ",".join(f"{k}={v!r}" for k, v in vars(p).items())
+        return Summary(p.n_samples, p.n_features, labels, f"regression:{text}", f"regression({text})")
+
+    @staticmethod
+    def read(p: RegressionParams, rows: np.ndarray, d: int):
+        return regression.read(p.seed, p.n_samples, p.n_features, p.noise, rows)
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """The parsed [data] section."""
@@ -180,8 +207,9 @@ class Plan:
 
     @property
     def label_counts(self) -> np.ndarray:
-        labels = self.summary.labels
-        return np.array([[np.count_nonzero(labels[s] == v) for v in self.label_values] for s in self.shards])
+        which = np.searchsorted(self.label_values, self.summary.labels)  # label_values: the sorted distinct labels
+        k = len(self.label_values)
+        return np.array([np.bincount(which[s], minlength=k) for s in self.shards]).reshape(len(self.shards), k)
 
     def load(self, worker_ids: np.ndarray) -> Shard:
         rows = np.concatenate([self.shards[w] for w in worker_ids])

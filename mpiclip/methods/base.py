@@ -57,6 +57,7 @@ class RunInfo:
     rounds: int
     d: int
     sample_counts: Optional[np.ndarray] = None  # (n,) for problems made of samples
+    concurrency: int = 0  # jobs in flight τ_C of an asynchronous run (0: not one)
 
 
 class Oracle:
@@ -116,6 +117,7 @@ class Method:
     metrics: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[tuple[str, ...]] = ()  # per-round scalars from ``evaluate`` (trace /metrics/<name>)
     default_rule: ClassVar[str] = "ef21"
+    default_compressor: ClassVar[str] = "topk"  # when the config has no [compressor]
     uses_compressor: ClassVar[bool] = True
     needs_samples: ClassVar[bool] = False  # uses minibatches, so needs a problem made of samples
     accepts_clipping: ClassVar[bool] = False  # may use a compressor that clips (the EF21 family: Clip21-style)

@@ -71,6 +71,14 @@ class Problem:
         """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers)."""
         raise NotImplementedError
 
+    def worker_grad(self, x: np.ndarray, local: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """(d,) the gradient of local worker ``local`` alone at x, over its rows ``rows`` (None: all), with the
+        bits of its row in ``loss_grads`` / ``minibatch_grads`` (asynchronous jobs compute one worker at a time)."""
+        if rows is None:
+            return self.loss_grads(x, False)[1][local]
+        batches = [rows if i == local else np.arange(min(1, int(n))) for i, n in enumerate(self.local_sizes)]
+        return self.minibatch_grads(x, batches)[local]
+
     def smoothness(self, reduce: RowReduce) -> Smoothness:
         """Collective through ``reduce``; identical on every rank and for any number of ranks."""
         raise NotImplementedError

@@ -72,6 +72,25 @@ class LinearDesign:
             sub._z = np.empty(len(rows))
         return sub
 
+    def worker(self, w: int) -> "LinearDesign":
+        """The design of local worker w alone, sharing this one's arrays (no copy of the data)."""
+        lo, hi = int(self.offsets[w]), int(self.offsets[w + 1])
+        sub = object.__new__(LinearDesign)
+        sub.offsets = np.array([0, hi - lo])
+        sub.sizes = self.sizes[w : w + 1]
+        sub.n_local, sub.d, sub.sparse = 1, self.d, self.sparse
+        sub.targets = None if self.targets is None else self.targets[lo:hi]
+        if self.sparse:
+            A = self.A
+            start, end = A.indptr[lo], A.indptr[hi]
+            sub.A = sp.csr_matrix((A.data[start:end], A.indices[start:end], A.indptr[lo : hi + 1] - start),
+                                  shape=(hi - lo, self.d), copy=False)
+            sub.shifted = sub.A  # one worker: no column shift
+            sub._z = np.empty(hi - lo)
+        else:
+            sub.A = self.A[lo:hi]
+        return sub
+
     def products(self, x: np.ndarray) -> np.ndarray:
         """z = A x for every local row (a buffer reused by the next call)."""
         if not self.sparse:
@@ -164,6 +183,13 @@ class LinearModel(Problem):
 
     def minibatch_grads(self, x, batches):
         return self._evaluate(self.design.select(batches), x, False)[1]
+
+    def worker_grad(self, x, local, rows=None):
+        designs = self.__dict__.setdefault("_single", {})
+        if local not in designs:
+            designs[local] = self.design.worker(local)
+        design = designs[local] if rows is None else designs[local].select([rows])
+        return self._evaluate(design, x, False)[1][0]
 
     def _evaluate(self, design: LinearDesign, x: np.ndarray, with_loss: bool):
         raise NotImplementedError

@@ -168,6 +168,7 @@ class Setup:
     control: Control
     timing: dict  # phase -> seconds, for the timing split
     log: Callable[[str], None] = print
+    jobs: Any = None  # the problem of the workers whose jobs this rank computes, if not its own (``job_workers``)
 
 
 class Runner:
@@ -176,6 +177,23 @@ class Runner:
     name: ClassVar[str] = "?"  # set by registration
     params: ClassVar[type] = NoParams
     phases: ClassVar[tuple[str, ...]] = ()  # keys of the timing split
+    scalars: ClassVar[tuple[str, ...]] = ()  # per-row scalars of the runner (at the trace's root)
+    events: ClassVar[bool] = False  # writes the /events table
+
+    @classmethod
+    def check(cls, config: Any, method: Any, problem_info: dict) -> None:
+        """Raise InputError for settings this loop cannot run (no collectives; before anything is written).
+        ``problem_info``: d, samples (is the problem made of samples), checksum (of the data)."""
+
+    @classmethod
+    def resolve(cls, config: Any) -> type["Runner"]:
+        """The runner class that drives this config (a mode of the loop may be a runner of its own)."""
+        return cls
+
+    @classmethod
+    def job_workers(cls, config: Any, rank: int, size: int) -> Optional[np.ndarray]:
+        """The workers whose data this rank needs besides its own shard (``Setup.jobs``), or None."""
+        return None
 
     def __init__(self, setup: Setup):
         self.setup = setup
@@ -195,5 +213,54 @@ class Runner:
     def done(self, state: RunState) -> bool:
         return state.status != "running" or self.setup.control.stop
 
+    def snapshot(self, state: RunState) -> RunState:
+        """The state with everything a checkpoint needs written into it (e.g. a scheduler's arrays)."""
+        return state
+
+    def summary(self, state: RunState) -> dict:
+        """Attributes the trace gets when the run ends."""
+        return {}
+
 
 RUNNERS: Registry[type[Runner]] = Registry("runner")
+
+CONTROLS = 4  # columns folded into a recorded row's reduction: stop, save, flush requests; paper bits
+
+
+@dataclass
+class Row:
+    """The exact metrics of a recorded iterate, summed over every worker."""
+
+    grad: np.ndarray  # ∇f(x)
+    loss: float
+    grad_norm_sq: float
+    bits: float  # mean paper bits per worker sent so far (initial round excluded)
+    scores: dict
+
+
+def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarray) -> Row:
+    """Collective: f(x), ∇f(x) and the problem's scores from the local workers' full ``grads`` and ``losses``
+    at x, with the session's stop/save/flush requests folded into the same reduction and settled."""
+    s, run = setup, setup.config.run
+    n, d = run.n_workers, len(state.x)
+    controls = np.zeros((len(s.worker_ids), CONTROLS))
+    controls[0, :3] = s.control.requests()
+    controls[:, 3] = state.ledger.counted_up()[:, 0]
+    total = s.comm.sum_rows(np.hstack([grads, losses[:, None], controls, s.problem.scores()]), run.deterministic)
+    g = total[:d] / n
+    s.control.settle(total[d + 1 : d + 4])
+    scores = dict(zip(s.problem.score_names, total[d + 1 + CONTROLS :] / n))
+    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, scores)
+
+
+def end_status(run: Any, t: int, row: Row) -> str:
+    """'running', or why the run ends at recorded iterate t (divergence, tolerance, budgets)."""
+    if not (math.isfinite(row.loss) and math.isfinite(row.grad_norm_sq)):
+        return f"failed: diverged at round {t}"
+    if row.grad_norm_sq < run.tol:
+        return f"completed: tolerance reached at round {t}"
+    if t == run.rounds:
+        return f"completed: round budget {run.rounds} reached"
+    if run.max_bits and row.bits >= run.max_bits:
+        return f"completed: bit budget reached at round {t}"
+    return "running"

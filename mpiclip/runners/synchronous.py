@@ -10,7 +10,6 @@ top of round t and a resumed run records it as the uninterrupted run did.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Optional
 
@@ -21,10 +20,8 @@ from mpiclip.compressors import Message
 from mpiclip.errors import RunFailed
 from mpiclip.methods.base import Aggregate, Oracle, RoundContext
 from mpiclip.problems import Problem
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
 from mpiclip.wire import SparseGather, sequential_sum
-
-CONTROLS = 4  # columns folded into a recorded round's reduction: stop, save, flush requests; paper bits
 
 
 class LocalOracle(Oracle):
@@ -143,39 +140,21 @@ class SynchronousRunner(Runner):
     def _evaluate(self, state: RunState, oracle: LocalOracle) -> bool:
         """Record row t (f, ‖∇f‖², the method's and the problem's scores) and apply the stopping rules and
         the session's requests; False if the loop ends at this round."""
-        s, run = self.setup, self.setup.config.run
-        n, d, t = run.n_workers, len(state.x), state.t
+        s, run, t = self.setup, self.setup.config.run, state.t
         t1 = time.perf_counter()
-        controls = np.zeros((len(s.worker_ids), CONTROLS))
-        controls[0, :3] = s.control.requests()
-        controls[:, 3] = state.ledger.counted_up()[:, 0]
-        total = s.comm.sum_rows(np.hstack([oracle.full(), oracle.losses()[:, None], controls, s.problem.scores()]),
-                                run.deterministic)
-        g = total[:d] / n
-        loss, gnorm = float(total[d] / n), float(g @ g)
-        s.control.settle(total[d + 1 : d + 4])
-        bits = total[d + 4] / n
-        status = "running"
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            status = f"failed: diverged at round {t}"
-        elif gnorm < run.tol:
-            status = f"completed: tolerance reached at round {t}"
-        elif t == run.rounds:
-            status = f"completed: round budget {run.rounds} reached"
-        elif run.max_bits and bits >= run.max_bits:
-            status = f"completed: bit budget reached at round {t}"
-        elif s.control.stop:
+        row = exact_row(s, state, oracle.full(), oracle.losses())
+        status = end_status(run, t, row)
+        if status == "running" and s.control.stop:
             return False  # round t is recorded when the run resumes
-        scores = dict(zip(s.problem.score_names, total[d + 1 + CONTROLS :] / n))
-        s.recorder.add_row(state.ledger, t, t1 - self.started, loss, gnorm, {**s.method.evaluate(state.server, state.x, g, t),
-                                                                           **scores})
+        s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
+                           {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores})
         state.rows += 1
-        state.loss, state.grad_norm_sq, state.status = loss, gnorm, status
+        state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
         t0 = time.perf_counter()
         s.timing["evaluation"] += t0 - t1
         if t0 - self.last_log > 2.0 and s.comm.rank == 0:
             self.last_log = t0
-            s.log(f"      round {t}/{run.rounds}  f = {loss:.6g}  ‖∇f‖² = {gnorm:.4g}")
+            s.log(f"      round {t}/{run.rounds}  f = {row.loss:.6g}  ‖∇f‖² = {row.grad_norm_sq:.4g}")
         return status == "running"
 
     def _check_step(self, state: RunState, recorded: bool) -> None:

@@ -14,6 +14,7 @@ from mpiclip import config as cfg
 from mpiclip import session
 from mpiclip.comm import MPIComm
 from mpiclip.errors import InputError
+from mpiclip.runners.asynchronous import AsynchronousRunner
 from mpiclip.runners.synchronous import SynchronousRunner
 
 WORLD = MPI.COMM_WORLD
@@ -37,18 +38,21 @@ def run_on(comm, table, *overrides):
     return session.execute(prepared)
 
 
+RUNNER_CLASSES = (SynchronousRunner, AsynchronousRunner)
+
+
 def term_at(monkeypatch, t: int, ranks):
-    """SIGTERM to this process at the top of round t if its world rank is in ``ranks``."""
-    original = SynchronousRunner.advance
+    """SIGTERM to this process at the top of round t if its world rank is in ``ranks``; returns the undo."""
+    originals = [runner.advance for runner in RUNNER_CLASSES]
+    for runner, original in zip(RUNNER_CLASSES, originals):
+        def advance(self, state, original=original):
+            if state.t == t and WORLD.rank in ranks and not getattr(self, "_signalled", False):
+                self._signalled = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, state)
 
-    def advance(self, state):
-        if state.t == t and WORLD.rank in ranks and not getattr(self, "_signalled", False):
-            self._signalled = True
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, state)
-
-    monkeypatch.setattr(SynchronousRunner, "advance", advance)
-    return original
+        monkeypatch.setattr(runner, "advance", advance)
+    return lambda: [monkeypatch.setattr(r, "advance", o) for r, o in zip(RUNNER_CLASSES, originals)]
 
 
 def copy_run(src: str, dst: str) -> None:
@@ -66,9 +70,9 @@ def test_stop_on_all_ranks_and_resume_on_one_and_back(mpi_tmp_path, monkeypatch,
     t = stop_round(name, ROUNDS)
 
     # stopped on all ranks (the signal reaches rank 0 only), resumed on one rank (a copy per rank)
-    original = term_at(monkeypatch, t, {0})
+    undo = term_at(monkeypatch, t, {0})
     stopped = run_on(world, table_for(name, base("world") + ".h5"))
-    monkeypatch.setattr(SynchronousRunner, "advance", original)
+    undo()
     ok = stopped.status.startswith("interrupted: SIGTERM")
     WORLD.Barrier()
     copy_run(base("world"), base(f"copy{world.rank}"))
@@ -78,9 +82,9 @@ def test_stop_on_all_ranks_and_resume_on_one_and_back(mpi_tmp_path, monkeypatch,
     ok &= differences(reference, trace_arrays(base(f"copy{world.rank}") + ".h5")) == []
 
     # stopped on one rank, resumed on all of them
-    term_at(monkeypatch, t, set(range(world.size)))
+    undo = term_at(monkeypatch, t, set(range(world.size)))
     alone = run_on(one, table_for(name, base(f"one{world.rank}") + ".h5"))
-    monkeypatch.setattr(SynchronousRunner, "advance", original)
+    undo()
     ok &= alone.status.startswith("interrupted: SIGTERM")
     WORLD.Barrier()
     resumed = run_on(world, table_for(name, base("one0") + ".h5"), "run.resume='yes'")
@@ -97,9 +101,9 @@ def test_allreduce_runs_resume_only_on_their_rank_count(mpi_tmp_path, monkeypatc
     world, tmp = MPIComm(), str(mpi_tmp_path)
     path = os.path.join(tmp, "unordered")
     table = table_for("ef21", path + ".h5", deterministic=False)
-    original = term_at(monkeypatch, 10, {0})
+    undo = term_at(monkeypatch, 10, {0})
     assert collective(run_on(world, table).status.startswith("interrupted"))
-    monkeypatch.setattr(SynchronousRunner, "advance", original)
+    undo()
     WORLD.Barrier()
     copy_run(path, path + f"-{world.rank}")
     with pytest.raises(InputError, match=r"^run.deterministic = False: the checkpoint was written on \d ranks"):

@@ -5,7 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from helpers import config_table
+from helpers import METHOD_CASES, config_table
 from mpi4py import MPI
 
 from mpiclip import config as cfg
@@ -15,6 +15,7 @@ from mpiclip.errors import InputError, RunFailed
 from mpiclip.runners import synchronous
 
 WORLD = MPI.COMM_WORLD
+ASYNCHRONOUS = ("asgd", "clipped_asgd", "delay_adaptive_asgd", "minibatch_sgd", "rennala_sgd", "ringmaster_asgd")
 
 
 def collective(ok: bool) -> bool:
@@ -59,6 +60,8 @@ CASES = {
     "clip-sgd-dp": {"method": {"name": "clip_sgd", "tau": 0.3, "sigma": 0.05, "batch": 0.3}, "compressor": {"name": "identity"}},
     "clip21-topk": {"method": {"name": "clip21_gd", "tau": 0.1, "order": "compress_first"}},
     "clip21-avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
+    # asynchronous runs in simulated time: the schedule and every job's gradient do not depend on the ranks
+    **{f"async-{name}": case for name, case in METHOD_CASES.items() if name in ASYNCHRONOUS},
 }
 
 

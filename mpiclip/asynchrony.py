@@ -1,0 +1,361 @@
+"""The clock of asynchronous runs ([async]): workers' compute times, stragglers, outages, job assignment.
+
+A :class:`Schedule` is the simulated world of an asynchronous run, replicated on every rank: each
+worker computes one gradient (a *job*) at a time; job k of worker j takes ``factor_j · base(j, k)``
+units of simulated time (paused through the worker's outages), and a priority queue of finish times
+(ties by worker id) says who arrives next. Every draw is keyed by (seed, worker, job index) or (seed,
+request index), never by the rank or by real time, so the schedule depends on the config only, and
+a run gives the same trace on any number of ranks (DESIGN §8).
+
+Jobs are handed out after each arrival by the method's policy (:class:`Policy`): back to the worker
+that finished, or (``assignment = "random"``, Koloskova et al., NeurIPS 2022) to a uniformly random
+worker. A busy worker queues the request and starts it when it becomes free, at the newest iterate
+(the worker pulls the model when it starts, as in a parameter server), so that no worker ever holds
+more than one gradient in flight. ``concurrency`` τ_C jobs are handed out at the start, so τ_C jobs
+are always in flight (computing or queued).
+
+A :class:`ReplaySchedule` instead re-applies the arrivals recorded in another trace's ``/events``
+(worker, start, job index, time), so a simulated or a real run is reproduced in simulated mode.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from mpiclip.errors import InputError, RunFailed
+from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
+from mpiclip.rng import ASSIGN, SERVER_ID, TIMES, generator
+
+BLOCK = 1024  # draws made at once per key: a generator costs ~20 µs to make, a draw from a block ~0.1 µs
+
+
+@dataclass(frozen=True)
+class AsyncParams:
+    mode: str = param("simulated", "'simulated': a deterministic clock, the same trace on any number of ranks; "
+                      "'real': rank 0 is the server and the other ranks' workers send gradients as they finish",
+                      choices=("simulated", "real"))
+    assignment: str = param("finisher", "who gets the job handed out after an arrival: the worker that finished, or "
+                            "a uniformly 'random' worker (a busy one queues it)", choices=("finisher", "random"))
+    concurrency: int = param(0, "jobs in flight τ_C (0: one per worker)", check=at_least(0))
+    compute_time: str = param("exponential", "compute-time model of one gradient: 'constant' (mean_time), "
+                              "'exponential' or 'lognormal' with mean mean_time, or 'list' (the times in `times`)",
+                              choices=("constant", "exponential", "lognormal", "list"))
+    mean_time: float = param(1.0, "mean compute time of a gradient (simulated time units)", check=finite_positive)
+    lognormal_sigma: float = param(0.5, "σ of log(compute time) for compute_time = 'lognormal'", check=finite_nonnegative)
+    times: tuple[tuple[float, ...], ...] = param((), "compute_time = 'list': the compute times of successive jobs, "
+                                                 "cycled; one list for every worker or one per worker")
+    slow_workers: tuple[int, ...] = param((), "ids of straggling workers, whose compute times are multiplied by "
+                                          "slow_factor")
+    slow_factor: float = param(10.0, "compute-time factor of the slow workers", check=finite_positive)
+    factors: tuple[float, ...] = param((), "compute-time factor of every worker (n numbers; instead of slow_workers)")
+    outages: tuple[tuple[float, ...], ...] = param((), "[worker, from, to] triples: the worker computes nothing in "
+                                                   "[from, to) (its job is paused)")
+    oracle: str = param("full", "a worker's gradient: its 'full' gradient, a seeded 'minibatch' of batch_size samples, "
+                        "or the full gradient plus sub-Weibull 'noise' (ALGORITHMS §5.4)",
+                        choices=("full", "minibatch", "noise"))
+    batch_size: int = param(1, "samples per minibatch gradient (oracle = 'minibatch')", check=at_least(1))
+    noise_theta: float = param(1.0, "tail parameter θ of the sub-Weibull noise (1/2 sub-Gaussian, 1 sub-exponential, "
+                               "> 1 heavier)", check=finite_positive)
+    noise_sigma: float = param(1.0, "scale σ of the noise: P(‖ξ‖ ≥ t) = exp(−(t/σ)^(1/θ))", check=finite_nonnegative)
+    data: str = param("heterogeneous", "'heterogeneous': each worker's gradients are of its own shard f_i; "
+                      "'homogeneous': every worker samples the whole objective f", choices=("heterogeneous", "homogeneous"))
+    max_time: float = param(0.0, "simulated (or, in real mode, wall) time budget; 0: none", check=finite_nonnegative)
+    replay: str = param("", "a trace whose recorded arrivals (/events) this simulated run re-applies")
+    time_unit: float = param(0.0, "real mode: seconds a worker sleeps per unit of drawn compute time after each "
+                             "gradient (stragglers on a laptop; 0: none)", check=finite_nonnegative)
+
+    def validate(self, n: int) -> None:
+        """Checks that need the number of workers (InputError, before anything is read or written)."""
+        if self.concurrency > n:
+            raise InputError("async.concurrency", self.concurrency, f"exceeds the {n} workers (at most one job computes "
+                             "per worker; 0 means one per worker)")
+        if self.compute_time == "list":
+            if len(self.times) not in (1, n):
+                raise InputError("async.times", len(self.times), f"lists given: need 1 or n = {n}")
+            for times in self.times:
+                if not times or not all(0 < v < math.inf for v in times):
+                    raise InputError("async.times", list(times), "each list needs finite times > 0")
+        elif self.times:
+            raise InputError("async.times", list(self.times[0]), f"is only used with compute_time = 'list' "
+                             f"(compute_time is {self.compute_time!r})")
+        for w in self.slow_workers:
+            if not 0 <= w < n:
+                raise InputError("async.slow_workers", w, f"is not a worker id (0..{n - 1})")
+        if self.factors:
+            if self.slow_workers:
+                raise InputError("async.factors", list(self.factors), "and async.slow_workers both set; give one")
+            if len(self.factors) != n:
+                raise InputError("async.factors", len(self.factors), f"factors given for n = {n} workers")
+            bad = next((v for v in self.factors if not 0 < v < math.inf), None)
+            if bad is not None:
+                raise InputError("async.factors", bad, "must be a finite number > 0")
+        for outage in self.outages:
+            if len(outage) != 3 or outage[0] != int(outage[0]) or not 0 <= outage[0] < n:
+                raise InputError("async.outages", list(outage), f"expected [worker, from, to] with a worker id in 0..{n - 1}")
+            if not 0 <= outage[1] < outage[2] < math.inf:
+                raise InputError("async.outages", list(outage), "needs 0 <= from < to < inf")
+        if self.mode == "real" and self.replay:
+            raise InputError("async.replay", self.replay, "is a simulated-mode setting (mode is 'real')")
+
+    def worker_factors(self, n: int) -> np.ndarray:
+        if self.factors:
+            return np.array(self.factors, dtype=np.float64)
+        factors = np.ones(n)
+        factors[list(self.slow_workers)] = self.slow_factor
+        return factors
+
+    def jobs_in_flight(self, n: int) -> int:
+        return self.concurrency or n
+
+
+class Policy(NamedTuple):
+    """How a method consumes arrivals: the server steps once ``batch`` gradients are admitted; a gradient
+    ``max_delay`` or more updates stale is discarded; ``stops`` restarts jobs that become that stale
+    (Ringmaster); ``wait_all`` hands out jobs only after a step, one to every worker (minibatch SGD)."""
+
+    batch: int = 1
+    max_delay: float = math.inf
+    stops: bool = False
+    wait_all: bool = False
+
+
+class Arrival(NamedTuple):
+    worker: int
+    start: int  # the update index of the iterate the gradient was computed at
+    job: int  # the worker's job index (keys its minibatch and noise draws)
+    time: float
+
+
+class ComputeTimes:
+    """Compute time of job k of worker j: factor_j × a draw of the model, keyed by (seed, j, k)."""
+
+    def __init__(self, params: AsyncParams, n: int, seed: int):
+        self.p, self.seed = params, seed
+        self.factors = params.worker_factors(n)
+        self.outages: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        for w, lo, hi in sorted((int(o[0]), o[1], o[2]) for o in params.outages):
+            windows = self.outages[w]
+            if windows and lo <= windows[-1][1]:  # overlapping windows merge
+                windows[-1] = (windows[-1][0], max(windows[-1][1], hi))
+            else:
+                windows.append((lo, hi))
+        self._blocks: dict[int, tuple[int, np.ndarray]] = {}
+
+    def duration(self, w: int, k: int) -> float:
+        """Units of compute of job k of worker w (before outages)."""
+        p = self.p
+        if p.compute_time == "list":
+            times = p.times[w if len(p.times) > 1 else 0]
+            return self.factors[w] * times[k % len(times)]
+        if p.compute_time == "constant":
+            return self.factors[w] * p.mean_time
+        block, values = self._blocks.get(w, (-1, None))
+        if block != k // BLOCK:
+            rng = generator(self.seed, TIMES, w, k // BLOCK)
+            if p.compute_time == "exponential":
+                values = rng.standard_exponential(BLOCK)
+            else:  # log-normal with mean 1
+                s = p.lognormal_sigma
+                values = np.exp(s * rng.standard_normal(BLOCK) - 0.5 * s * s)
+            self._blocks[w] = (k // BLOCK, values)
+        return self.factors[w] * p.mean_time * float(values[k % BLOCK])
+
+    def finish(self, w: int, k: int, now: float) -> float:
+        """When job k of worker w, started at ``now``, is done: its compute pauses through the outages."""
+        t, remaining = now, self.duration(w, k)
+        for lo, hi in self.outages[w]:
+            if hi <= t:
+                continue
+            if lo >= t + remaining:
+                break
+            if lo > t:
+                remaining -= lo - t
+            t = hi
+        return t + remaining
+
+
+class Schedule:
+    """The simulated clock and the workers' jobs (replicated; plain arrays, saved in checkpoints)."""
+
+    def __init__(self, params: AsyncParams, n: int, seed: int, policy: Policy, saved: Optional[dict] = None,
+                 simulated: bool = True):
+        self.p, self.n, self.seed, self.policy, self.simulated = params, n, seed, policy, simulated
+        self.times = ComputeTimes(params, n, seed)
+        self.random = params.assignment == "random"
+        if saved is None:
+            self.finish = np.full(n, np.inf)  # finish time of the job in progress (inf: idle)
+            self.start = np.full(n, -1, dtype=np.int64)  # its iterate's update index
+            self.job = np.full(n, -1, dtype=np.int64)  # its job index
+            self.started = np.zeros(n, dtype=np.int64)  # jobs started so far
+            self.queued = np.zeros(n, dtype=np.int64)  # requests waiting for the worker to become free
+            self.clock, self.arrivals, self.requests, self.stopped = 0.0, 0, 0, 0
+        else:
+            for name in ("finish", "start", "job", "started", "queued"):
+                setattr(self, name, np.array(saved[f"schedule_{name}"]))
+            self.clock, self.arrivals = float(saved["schedule_clock"]), int(saved["schedule_arrivals"])
+            self.requests, self.stopped = int(saved["schedule_requests"]), int(saved["schedule_stopped"])
+        busy = np.flatnonzero(np.isfinite(self.finish))
+        self.heap = [(float(self.finish[w]), int(w), int(self.job[w])) for w in busy]
+        heapq.heapify(self.heap)
+        self._draws: tuple[int, Optional[np.ndarray]] = (-1, None)
+
+    def saved(self) -> dict:
+        """The state a checkpoint keeps (in RunState.extra)."""
+        out = {f"schedule_{name}": getattr(self, name).copy() for name in ("finish", "start", "job", "started", "queued")}
+        out.update(schedule_clock=self.clock, schedule_arrivals=self.arrivals, schedule_requests=self.requests,
+                   schedule_stopped=self.stopped)
+        return out
+
+    # ---------------------------------------------------------------- the run's side
+    def begin(self) -> list[tuple[int, int]]:
+        """The jobs handed out at x^0, as (worker, job index)."""
+        if self.policy.wait_all:
+            return [self._start(w, 0) for w in range(self.n)]
+        jobs = self.p.jobs_in_flight(self.n)
+        if not self.random:
+            return [self._start(w, 0) for w in range(jobs)]
+        starts: list[tuple[int, int]] = []
+        for _ in range(jobs):
+            self._request(0, starts)
+        return starts
+
+    def next_time(self) -> float:
+        """When the next arrival happens (inf if no job is in flight)."""
+        self._drop_stale()
+        return self.heap[0][0] if self.heap else math.inf
+
+    def pop(self) -> Arrival:
+        self._drop_stale()
+        time, w, k = heapq.heappop(self.heap)
+        self.clock = time
+        self.finish[w] = np.inf
+        self.arrivals += 1
+        return Arrival(w, int(self.start[w]), k, time)
+
+    def arrived(self, w: int, time: float) -> Arrival:
+        """Real mode: worker w's job has arrived (instead of ``pop``, which takes it from the simulated clock)."""
+        self.clock = time
+        self.finish[w] = np.inf
+        self.arrivals += 1
+        return Arrival(w, int(self.start[w]), int(self.job[w]), time)
+
+    def after(self, arrival: Arrival, stepped: bool, t: int) -> list[tuple[int, int]]:
+        """Jobs handed out after ``arrival`` (x^t is now the newest iterate), as (worker, job index)."""
+        policy, w = self.policy, arrival.worker
+        if policy.wait_all:
+            return [self._start(v, t) for v in range(self.n)] if stepped else []
+        starts: list[tuple[int, int]] = []
+        if self.random:
+            self._request(t, starts)
+            if not np.isfinite(self.finish[w]) and self.queued[w]:
+                self.queued[w] -= 1
+                starts.append(self._start(w, t))
+        else:
+            starts.append(self._start(w, t))
+        if stepped and policy.stops:
+            stale = np.flatnonzero(np.isfinite(self.finish) & (self.start <= t - policy.max_delay))
+            self.stopped += len(stale)
+            starts += [self._start(int(v), t) for v in stale]
+        return starts
+
+    # ---------------------------------------------------------------- internals
+    def _start(self, w: int, t: int) -> tuple[int, int]:
+        k = int(self.started[w])
+        self.started[w] += 1
+        self.start[w], self.job[w] = t, k
+        if not self.simulated:  # busy until its gradient really arrives
+            self.finish[w] = self.clock
+            return w, k
+        self.finish[w] = self.times.finish(w, k, self.clock)
+        heapq.heappush(self.heap, (float(self.finish[w]), w, k))
+        return w, k
+
+    def _request(self, t: int, starts: list) -> None:
+        """A job for a uniformly random worker: started now if it is idle, queued otherwise."""
+        block, draws = self._draws
+        if block != self.requests // BLOCK:
+            draws = generator(self.seed, ASSIGN, SERVER_ID, self.requests // BLOCK).integers(0, self.n, BLOCK)
+            self._draws = (self.requests // BLOCK, draws)
+        w = int(draws[self.requests % BLOCK])
+        self.requests += 1
+        if np.isfinite(self.finish[w]):
+            self.queued[w] += 1
+        else:
+            starts.append(self._start(w, t))
+
+    def _drop_stale(self) -> None:
+        """Heap entries of jobs that were stopped and restarted are skipped."""
+        heap = self.heap
+        while heap and (heap[0][2] != self.job[heap[0][1]] or not np.isfinite(self.finish[heap[0][1]])):
+            heapq.heappop(heap)
+
+
+class ReplaySchedule:
+    """Arrivals re-applied from a recorded trace: the same workers, start indices, job indices and times.
+
+    A worker starts its next recorded job once its previous one has arrived and the run has reached the
+    job's start index, at which x^start is the newest iterate; a schedule that does not fit the replaying
+    method (a job due at an update the run has already left) is a RunFailed."""
+
+    def __init__(self, events: dict, n: int, saved: Optional[dict] = None):
+        self.worker = events["worker"].astype(np.int64)
+        self.start = events["start"].astype(np.int64)
+        self.job = events["job"].astype(np.int64)
+        self.time = events["sim_time"].astype(np.float64)
+        self.n = n
+        self.arrivals = int(saved["schedule_arrivals"]) if saved else 0
+        self.clock = float(saved["schedule_clock"]) if saved else 0.0
+        self.inflight = np.array(saved["schedule_inflight"], dtype=bool) if saved else np.zeros(n, dtype=bool)
+        self.stopped = 0
+        arrived = np.bincount(self.worker[: self.arrivals], minlength=n)
+        self.queues = []
+        for w in range(n):
+            mine = np.flatnonzero(self.worker == w)
+            mine = mine[np.argsort(self.job[mine], kind="stable")]
+            self.queues.append(collections.deque(mine[arrived[w] + self.inflight[w] :].tolist()))
+        self.due = [(int(self.start[q[0]]), w) for w, q in enumerate(self.queues) if q and not self.inflight[w]]
+        heapq.heapify(self.due)
+
+    def saved(self) -> dict:
+        return {"schedule_arrivals": self.arrivals, "schedule_clock": self.clock, "schedule_inflight": self.inflight.copy()}
+
+    def begin(self) -> list[tuple[int, int]]:
+        return self._launch(0)
+
+    def next_time(self) -> float:
+        return float(self.time[self.arrivals]) if self.arrivals < len(self.time) else math.inf
+
+    def pop(self) -> Arrival:
+        i = self.arrivals
+        w = int(self.worker[i])
+        if not self.inflight[w]:
+            raise RunFailed(f"the replayed schedule does not fit this method: recorded arrival {i} (worker {w}, "
+                            f"computed at update {self.start[i]}) arrives before this run reached that update")
+        self.inflight[w] = False
+        if self.queues[w]:
+            heapq.heappush(self.due, (int(self.start[self.queues[w][0]]), w))
+        self.arrivals += 1
+        self.clock = float(self.time[i])
+        return Arrival(w, int(self.start[i]), int(self.job[i]), self.clock)
+
+    def after(self, arrival: Arrival, stepped: bool, t: int) -> list[tuple[int, int]]:
+        return self._launch(t)
+
+    def _launch(self, t: int) -> list[tuple[int, int]]:
+        """Start the recorded jobs that are due at update t on idle workers."""
+        out = []
+        while self.due and self.due[0][0] <= t:
+            start, w = heapq.heappop(self.due)
+            e = self.queues[w].popleft()
+            if start != t:
+                raise RunFailed(f"the replayed schedule does not fit this method: worker {w}'s recorded job {self.job[e]} "
+                                f"was computed at update {start}, which this run left before the worker was free")
+            self.inflight[w] = True
+            out.append((w, int(self.job[e])))
+        return out

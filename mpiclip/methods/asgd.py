@@ -1,0 +1,202 @@
+"""Asynchronous SGD with and without clipping, and the baselines a straggler study needs.
+
+The server applies each worker's gradient when it arrives, computed at an iterate ``delay`` updates old;
+the runner (:mod:`mpiclip.runners.asynchronous`) owns the clock and the jobs, these methods only say
+what the worker sends and what the server does with it (ALGORITHMS §5, §9.1):
+
+* ``asgd``: x ← x − γ g (standard parameter-server ASGD).
+* ``clipped_asgd``: x ← x − γ clip_τ(g), clip_τ(g) = min(1, τ/‖g‖) g. Erickson & Johansson, "Clipping
+  Makes Distributed and Federated Asynchronous SGD Robust to Stragglers" (arXiv 2606.13287): with
+  constant γ and τ the guarantee depends on the concurrency τ_C instead of the maximum delay τ_max.
+* ``delay_adaptive_asgd``: γ_t = γ · τ_C / max(τ_C, d_t) (Mishchenko, Bach, Even, Woodworth, "Asynchronous
+  SGD Beats Minibatch SGD Under Arbitrary Delays", NeurIPS 2022; their code: ``lr * num_workers /
+  max(num_workers, delay)``, with τ_C = number of workers when each holds one job).
+* ``minibatch_sgd``: every worker computes at x^k, the server waits for all n and steps with the mean.
+* ``rennala_sgd``: Tyurin & Richtárik, "Optimal Time Complexities of Parallel Stochastic Optimization
+  Methods Under a Fixed Computation Model" (NeurIPS 2023): workers compute at x^k and restart at once;
+  the server keeps only gradients computed at x^k until it has B, then steps with their mean; stale
+  gradients are discarded.
+* ``ringmaster_asgd``: Maranjyan, Tyurin, Richtárik, "Ringmaster ASGD: The First Asynchronous SGD with
+  Optimal Time Complexity" (ICML 2025): ASGD that discards a gradient R or more updates stale; with
+  ``stops``, a job that becomes R stale is stopped and restarted at the newest iterate.
+
+Every method takes an optional clip threshold ``tau`` (the server clips each gradient before using it)
+and, through [compressor], EF21 on the uplink: worker j sends c = C(g − h_j) and both sides set
+h_j ← h_j + c; the server uses h_j in place of g (h_j^0 = 0, so no uncompressed first round). With a
+batch B > 1 the step is x ← x − (1/B) Σ_b γ_b clip_τ(g_b).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from mpiclip.asynchrony import Policy
+from mpiclip.compressors import Identity, Message
+from mpiclip.errors import InputError
+from mpiclip.methods.base import METHODS, Method, RunInfo
+from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
+from mpiclip.rng import WorkerRandomness
+
+
+class AsyncWorkers(NamedTuple):
+    gradient: np.ndarray  # (n_local, d) each worker's gradient in flight (computed when its job started)
+    estimate: np.ndarray  # (n_local, d) EF21 estimate h_j of the uplink; (n_local, 0) without compression
+
+
+class AsyncServer(NamedTuple):
+    total: np.ndarray  # (d,) Σ γ_b clip_τ(g_b) of the gradients admitted since the last step
+    count: np.ndarray  # () how many
+
+
+class Received(NamedTuple):
+    """What the server did with one arrival."""
+
+    admitted: bool
+    stepped: bool
+    norm: float  # ‖g‖ of the vector it received (before clipping)
+    clipped: bool
+
+
+@dataclass(frozen=True)
+class AsyncParams:
+    tau: float = param(0.0, "clip threshold τ: the server uses clip_τ(g) = min(1, τ/‖g‖)·g (0: no clipping)",
+                       check=finite_nonnegative)
+
+
+@dataclass(frozen=True)
+class AsyncSGD(Method):
+    """Base of the asynchronous methods: the uplink message and the server's use of one arrival."""
+
+    tau: float = 0.0
+    concurrency: int = 1  # τ_C, set by bind
+    n_workers: int = 1
+
+    runner: ClassVar[str] = "asynchronous"
+    default_rule: ClassVar[str] = "inverse_L"
+    default_compressor: ClassVar[str] = "identity"
+    accepts_clipping: ClassVar[bool] = True  # in the sense that validate() explains how these methods clip
+    delay_adaptive: ClassVar[bool] = False
+
+    def bind(self, info: RunInfo) -> "AsyncSGD":
+        return dataclasses.replace(self, concurrency=info.concurrency or info.n_workers, n_workers=info.n_workers)
+
+    def validate(self, d, n_workers):
+        if self.compressor.clips:
+            raise InputError("compressor.name", self.compressor.name, f"{self.name} clips with method.tau; use "
+                             "[compressor] only for compression")
+
+    def policy(self) -> Policy:
+        return Policy()
+
+    def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[AsyncWorkers, AsyncServer]:
+        d = len(x0)
+        width = 0 if isinstance(self.compressor, Identity) else d
+        return (AsyncWorkers(np.zeros((n_local, d)), np.zeros((n_local, width))),
+                AsyncServer(np.zeros(d), np.zeros((), dtype=np.int64)))
+
+    def send(self, estimate: np.ndarray, gradient: np.ndarray, rng: WorkerRandomness) -> tuple[np.ndarray, np.ndarray, Message]:
+        """(new estimate, the vector the server uses, the message): one worker's upload of ``gradient`` (d,)."""
+        if estimate.size == 0:
+            msg = self.compressor(gradient[None], rng)
+            return estimate, gradient, msg
+        msg = self.compressor((gradient - estimate)[None], rng)
+        new = msg.added_to(estimate[None])[0]
+        return new, new, msg
+
+    def admits(self, delay: int) -> bool:
+        return delay < self.policy().max_delay
+
+    def receive(self, server: AsyncServer, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[AsyncServer, np.ndarray, Received]:
+        """The server's use of the vector ``v`` computed ``delay`` updates ago: (server, x, what happened)."""
+        norm = math.sqrt(float(v @ v))
+        if not self.admits(delay):
+            return server, x, Received(False, False, norm, False)
+        clipped = 0 < self.tau < norm
+        used = v * (self.tau / norm) if clipped else v
+        gamma = self.gamma * self.concurrency / max(self.concurrency, delay) if self.delay_adaptive else self.gamma
+        total, count = server.total + gamma * used, int(server.count) + 1
+        batch = self.policy().batch
+        if count < batch:
+            return AsyncServer(total, np.asarray(count)), x, Received(True, False, norm, clipped)
+        fresh = AsyncServer(np.zeros_like(total), np.zeros((), dtype=np.int64))
+        return fresh, x - total / batch, Received(True, True, norm, clipped)
+
+
+@dataclass(frozen=True)
+class ClippedParams:
+    tau: float = param(1.0, "clip threshold τ: the server uses clip_τ(g) = min(1, τ/‖g‖)·g", check=finite_positive)
+
+
+@dataclass(frozen=True)
+class RennalaParams(AsyncParams):
+    batch: int = param(0, "gradients computed at x^k the server collects before stepping (0: n)", check=at_least(0))
+
+
+@dataclass(frozen=True)
+class RingmasterParams(AsyncParams):
+    max_delay: int = param(0, "R: a gradient R or more updates stale is discarded (0: R = n)", check=at_least(0))
+    stops: bool = param(False, "stop (and restart at the newest iterate) a job as soon as it is R updates stale")
+
+
+@METHODS.register("asgd")
+@dataclass(frozen=True)
+class ASGD(AsyncParams, AsyncSGD):
+    """Asynchronous SGD: x ← x − γ g at each arrival."""
+
+    params = AsyncParams
+
+
+@METHODS.register("clipped_asgd")
+@dataclass(frozen=True)
+class ClippedASGD(ClippedParams, AsyncSGD):
+    """Clipped asynchronous SGD: x ← x − γ clip_τ(g) at each arrival (Erickson & Johansson 2026)."""
+
+    params = ClippedParams
+
+
+@METHODS.register("delay_adaptive_asgd")
+@dataclass(frozen=True)
+class DelayAdaptiveASGD(AsyncParams, AsyncSGD):
+    """Delay-adaptive ASGD: γ_t = γ·τ_C/max(τ_C, d_t) (Mishchenko et al. 2022)."""
+
+    params = AsyncParams
+    delay_adaptive = True
+
+
+@METHODS.register("minibatch_sgd")
+@dataclass(frozen=True)
+class MinibatchSGD(AsyncParams, AsyncSGD):
+    """Minibatch SGD in the asynchronous clock: wait for all n gradients at x^k, step with their mean."""
+
+    params = AsyncParams
+
+    def policy(self):
+        return Policy(batch=self.n_workers, wait_all=True)
+
+
+@METHODS.register("rennala_sgd")
+@dataclass(frozen=True)
+class RennalaSGD(RennalaParams, AsyncSGD):
+    """Rennala SGD: collect B gradients computed at x^k (stale ones discarded), step with their mean."""
+
+    params = RennalaParams
+
+    def policy(self):
+        return Policy(batch=self.batch or self.n_workers, max_delay=1)
+
+
+@METHODS.register("ringmaster_asgd")
+@dataclass(frozen=True)
+class RingmasterASGD(RingmasterParams, AsyncSGD):
+    """Ringmaster ASGD: ASGD that discards gradients R or more updates stale (optionally stopping them)."""
+
+    params = RingmasterParams
+
+    def policy(self):
+        return Policy(max_delay=self.max_delay or self.n_workers, stops=self.stops)
+

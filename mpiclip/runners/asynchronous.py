@@ -1,0 +1,267 @@
+"""Asynchronous runs in simulated time (the ASGD family): the server applies each gradient when it arrives.
+
+Every rank holds the replicated world: the iterate x, the method's server state and the
+:class:`~mpiclip.asynchrony.Schedule` (the clock and the jobs). When a job starts, the rank that holds
+its worker computes the gradient at the newest iterate (in :class:`~mpiclip.methods.asgd.AsyncWorkers`,
+one gradient in flight per worker); when it arrives, that rank runs the worker's upload (EF21
+compression if any, its bits) and broadcasts the vector the server uses, and every rank applies the
+same server step. So the trajectory depends on the config and the seed only: the same trace on 1, 2
+or n ranks, resumed or not.
+
+``advance`` runs one server update t → t+1: at a recorded update it first evaluates f(x^t) and ∇f(x^t)
+exactly (with the session's stop/save/flush requests in the same reduction), then it processes
+arrivals until the method steps (one arrival for ASGD; B admitted ones for Rennala SGD; n for
+minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the method discards it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import numpy as np
+
+from mpiclip.asynchrony import ReplaySchedule, Schedule
+from mpiclip.compressors import ENCODINGS
+from mpiclip.errors import InputError, RunFailed
+from mpiclip.oracles import JobOracle
+from mpiclip.rng import COMPRESSOR, WorkerRandomness
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
+from mpiclip.trace import open_trace
+
+E = len(ENCODINGS)
+
+
+def read_replay(path: str) -> dict:
+    """The /events columns of a trace to replay, and the attributes that say which run it was."""
+    try:
+        with open_trace(path) as f:
+            if "events/worker" not in f or "events/job" not in f:
+                raise InputError("async.replay", path, "has no arrival schedule (/events with a job column): it is not "
+                                 "the trace of an asynchronous run")
+            events = {name: f[f"events/{name}"][()] for name in ("worker", "start", "job", "sim_time")}
+            attrs = {k: f.attrs.get(k) for k in ("n_workers", "problem", "dataset_checksum", "d", "config_hash")}
+    except OSError as e:
+        raise InputError("async.replay", path, f"cannot be read: {e}") from None
+    return {"events": events, "attrs": attrs}
+
+
+@RUNNERS.register("asynchronous")
+class AsynchronousRunner(Runner):
+    """Server updates in a simulated clock: one gradient (or one batch) per update, applied as it arrives."""
+
+    phases = ("gradient", "upload", "communication", "update", "evaluation", "trace")
+    scalars = ("sim_time",)
+    events = True
+
+    @classmethod
+    def check(cls, config, method, problem_info: dict) -> None:
+        """Settings that cannot work together (InputError before anything is read or written; no collectives)."""
+        p, n = config.asynchrony, config.run.n_workers
+        policy = method.policy()
+        if policy.wait_all and (p.concurrency not in (0, n) or p.assignment != "finisher"):
+            raise InputError("async.concurrency" if p.concurrency not in (0, n) else "async.assignment",
+                             p.concurrency if p.concurrency not in (0, n) else p.assignment,
+                             f"{method.name} waits for every worker each step (use concurrency = 0, assignment = 'finisher')")
+        if policy.stops and p.assignment != "finisher":
+            raise InputError("async.assignment", p.assignment, "stopping stale jobs needs assignment = 'finisher'")
+        if p.oracle == "minibatch" and not problem_info["samples"]:
+            raise InputError("async.oracle", "minibatch", f"problem {config.problem.name!r} has no samples to draw")
+        if p.replay:
+            replay = read_replay(p.replay)
+            attrs, want = replay["attrs"], {"n_workers": n, "problem": config.problem.name, "d": problem_info["d"],
+                                            "dataset_checksum": problem_info["checksum"]}
+            for key, value in want.items():
+                if attrs.get(key) is not None and str(attrs[key]) != str(value):
+                    raise InputError("async.replay", p.replay, f"is a run with {key} = {attrs[key]}, this run has {value}")
+
+    @classmethod
+    def resolve(cls, config):
+        return RUNNERS.get("asynchronous-real", "async.mode") if config.asynchrony.mode == "real" else cls
+
+    @classmethod
+    def job_workers(cls, config, rank, size):
+        return np.arange(config.run.n_workers) if config.asynchrony.data == "homogeneous" else None
+
+    def __init__(self, setup):
+        super().__init__(setup)
+        s = setup
+        self.p, self.n = s.config.asynchrony, s.config.run.n_workers
+        self.policy = s.method.policy()
+        self.owner = np.repeat(np.arange(s.comm.size), s.comm.workers_per_rank)
+        self.first = int(s.worker_ids[0])
+        self.oracle = JobOracle(s.jobs if s.jobs is not None else s.problem, self.p, s.config.run.seed)
+        d = len(s.x0)
+        self.buffer = np.zeros(d + E)  # the vector the server uses and its bits, from the worker's rank
+        self.last_log = self.started
+        self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
+
+    # ---------------------------------------------------------------- state
+    def start(self, state: Optional[RunState]) -> RunState:
+        s = self.setup
+        if state is None:
+            workers, server = s.method.initial_state(s.x0, len(s.worker_ids))
+            state = RunState(0, s.x0.copy(), workers, server, Ledger.empty(len(s.worker_ids)))
+            state.extra = {"now": 0.0, "recorded": -1, "delays": np.zeros(1, dtype=np.int64), "discarded": 0}
+            self.schedule = self._schedule(None)
+            self._compute(state, self.schedule.begin())
+        else:
+            self.schedule = self._schedule(state.extra)
+        self.started = time.perf_counter() - state.elapsed
+        return state
+
+    def _schedule(self, saved: Optional[dict]):
+        if self.replay is not None:
+            return ReplaySchedule(self.replay, self.n, saved)
+        return Schedule(self.p, self.n, self.setup.config.run.seed, self.policy, saved)
+
+    def snapshot(self, state: RunState) -> RunState:
+        state.extra.update(self.schedule.saved())
+        return state
+
+    # ---------------------------------------------------------------- one server update
+    def advance(self, state: RunState) -> RunState:
+        s, run = self.setup, self.setup.config.run
+        t = state.t
+        next_time = self.schedule.next_time()
+        out_of_time = bool(self.p.max_time) and next_time > self.p.max_time
+        ended = out_of_time or math.isinf(next_time)
+        if state.extra["recorded"] != t and (t % run.eval_every == 0 or t == run.rounds or ended):
+            if not self._evaluate(state, ended, out_of_time):
+                return state
+        elif ended:  # the row of x^t is already written
+            state.status = (f"completed: time budget {self.p.max_time:g} reached at update {t}" if out_of_time
+                            else f"completed: the replayed schedule ends at update {t}")
+            return state
+        if t and t % run.check_every == 0:
+            self._check_step(state)
+            if s.control.stop:
+                return state
+        with np.errstate(over="ignore", invalid="ignore"):
+            while True:
+                arrival = self.schedule.pop()
+                stepped = self._arrive(state, arrival)
+                if stepped or (self.p.max_time and self.schedule.next_time() > self.p.max_time):
+                    break
+                if math.isinf(self.schedule.next_time()):
+                    break
+        if not np.isfinite(state.x).all():
+            state.status = f"failed: diverged at update {state.t} (x is not finite)"
+        return state
+
+    def _arrive(self, state: RunState, arrival) -> bool:
+        """One gradient reaches the server: the worker's upload, the server's use of it, the next jobs."""
+        s, clock, spent = self.setup, time.perf_counter, self.setup.timing
+        t, w = state.t, arrival.worker
+        delay = t - arrival.start
+        if delay < 0:
+            raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
+                            f"{arrival.start} reaches the server at update {t}")
+        t0 = clock()
+        owner = int(self.owner[w])
+        if owner == s.comm.rank:
+            i = w - self.first
+            workers = state.workers
+            rng = WorkerRandomness(s.config.run.seed, COMPRESSOR, np.array([w]), arrival.job)
+            estimate, vector, msg = s.method.send(workers.estimate[i], workers.gradient[i], rng)
+            if workers.estimate.size:
+                workers.estimate[i] = estimate
+            bits = msg.bits[0]
+            state.ledger.sent_up[i] += bits
+            state.ledger.pending_up[i] += bits
+            self.buffer[:-E] = vector
+            self.buffer[-E:] = bits
+        t1 = clock()
+        if s.comm.size > 1:
+            s.comm.bcast_array(self.buffer, owner)
+        t2 = clock()
+        vector, bits = self.buffer[:-E], self.buffer[-E:]
+        state.server, x, received = s.method.receive(state.server, state.x, vector, delay)
+        state.x = x
+        s.recorder.add_event(t if received.admitted else -1, w, arrival.start, delay, arrival.time, received.norm,
+                             received.clipped, arrival.job, bits)
+        self._count(state, delay, received.admitted)
+        if received.stepped:
+            state.t = t + 1
+            state.extra["now"] = arrival.time
+        t3 = clock()
+        spent["upload"] += t1 - t0
+        spent["communication"] += t2 - t1
+        spent["update"] += t3 - t2
+        self._compute(state, self.schedule.after(arrival, received.stepped, state.t))
+        return received.stepped
+
+    @staticmethod
+    def _count(state: RunState, delay: int, admitted: bool) -> None:
+        """The delay histogram and the discarded count (for the trace's summary attributes)."""
+        delays = state.extra["delays"]
+        if delay >= len(delays):
+            delays = state.extra["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
+        delays[delay] += 1
+        state.extra["discarded"] += not admitted
+
+    def _compute(self, state: RunState, starts: list) -> None:
+        """The gradients of the jobs that start now, at x^t, each on its worker's rank."""
+        t0 = time.perf_counter()
+        rank = self.setup.comm.rank
+        for w, job in starts:
+            if self.owner[w] == rank:
+                i = w - self.first
+                state.workers.gradient[i] = self.oracle.gradient(state.x, i, w, job, state.t)
+        self.setup.timing["gradient"] += time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- rows
+    def _evaluate(self, state: RunState, ended: bool, out_of_time: bool) -> bool:
+        """Record row t; False if the loop ends here."""
+        s, run, t = self.setup, self.setup.config.run, state.t
+        t1 = time.perf_counter()
+        losses, grads = s.problem.loss_grads(state.x, with_loss=True)
+        row = exact_row(s, state, grads, losses)
+        status = end_status(run, t, row)
+        if status == "running" and ended:
+            status = (f"completed: time budget {self.p.max_time:g} reached at update {t}" if out_of_time
+                      else f"completed: the replayed schedule ends at update {t}")
+        if status == "running" and s.control.stop:
+            return False
+        s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
+                           {"sim_time": state.extra["now"], **row.scores})
+        s.recorder.set_metrics({})
+        if s.recorder.full or s.control.flush:
+            s.recorder.flush(state.ledger)
+            s.control.flushed()
+        state.rows += 1
+        state.extra["recorded"] = t
+        state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
+        t0 = time.perf_counter()
+        s.timing["evaluation"] += t0 - t1
+        if t0 - self.last_log > 2.0 and s.comm.rank == 0:
+            self.last_log = t0
+            s.log(f"      update {t}/{run.rounds}  time {state.extra['now']:.6g}  f = {row.loss:.6g}  "
+                  f"‖∇f‖² = {row.grad_norm_sq:.4g}")
+        return status == "running"
+
+    def _check_step(self, state: RunState) -> None:
+        s = self.setup
+        same, sums = s.comm.same_on_all(state.x)
+        if not same:
+            raise RunFailed(f"ranks hold different x at update {state.t} (checksums {sums})")
+        s.control.settle(s.comm.max_flags(s.control.requests(flush_check=False)))
+
+    # ---------------------------------------------------------------- the end
+    def summary(self, state: RunState) -> dict:
+        """Trace attributes: the delays seen (all arrivals), τ_C, and the share of gradients discarded."""
+        counts = state.extra["delays"]
+        arrivals = int(counts.sum())
+        seen = np.flatnonzero(counts)
+        cumulative = np.cumsum(counts)
+        return {
+            "tau_max": int(seen[-1]) if len(seen) else 0,
+            "delay_mean": float(np.arange(len(counts)) @ counts / arrivals) if arrivals else math.nan,
+            "delay_p99": int(np.searchsorted(cumulative, 0.99 * arrivals)) if arrivals else 0,
+            "concurrency": self.p.jobs_in_flight(self.n) if not self.policy.wait_all else self.n,
+            "arrivals": arrivals,
+            "discarded_fraction": state.extra["discarded"] / arrivals if arrivals else 0.0,
+            "stopped_jobs": int(self.schedule.stopped),
+            "sim_time": float(state.extra["now"]),
+        }

@@ -1,0 +1,86 @@
+"""Real asynchrony under mpiexec: rank 0 serves, the other ranks compute; the recorded schedule replays
+in simulated mode to the same trace, bit for bit."""
+
+import os
+
+import numpy as np
+import pytest
+from helpers import config_table, differences, trace_arrays
+from mpi4py import MPI
+
+from mpiclip import config as cfg
+from mpiclip import session
+from mpiclip.comm import MPIComm
+from mpiclip.errors import InputError
+from mpiclip.trace import load_trace
+
+WORLD = MPI.COMM_WORLD
+
+REAL_CASES = {
+    "asgd-random": ({"name": "asgd"}, {"name": "identity"}, {"assignment": "random"}),
+    "clipped-noise": ({"name": "clipped_asgd", "tau": 0.2}, {"name": "identity"},
+                      {"oracle": "noise", "noise_sigma": 0.3, "slow_workers": [0], "slow_factor": 5.0, "time_unit": 2e-4}),
+    "delay-adaptive-topk": ({"name": "delay_adaptive_asgd"}, {"name": "topk", "k": 2}, {"oracle": "minibatch", "batch_size": 7}),
+    "minibatch-sgd": ({"name": "minibatch_sgd"}, {"name": "identity"}, {}),
+    "rennala": ({"name": "rennala_sgd", "batch": 3}, {"name": "identity"}, {"data": "homogeneous"}),
+    "ringmaster": ({"name": "ringmaster_asgd", "max_delay": 2}, {"name": "randk", "k": 3}, {}),
+}
+
+
+def collective(ok: bool) -> bool:
+    return WORLD.allreduce(bool(ok), op=MPI.LAND)
+
+
+def run_on(comm, table):
+    config = cfg.validate(table)
+    (prepared,) = session.prepare_all([config], comm, "mpi-test", log=lambda *a: None)
+    return session.execute(prepared)
+
+
+def table_for(path: str, method: dict, compressor: dict, asynchrony: dict, n: int) -> dict:
+    table = config_table(run={"name": "r", "n_workers": n, "rounds": 60, "eval_every": 4}, method=method,
+                         compressor=compressor, stepsize={"factor": 1.0})
+    table["async"] = asynchrony
+    table["output"] = {"path": path, "exists": "overwrite", "flush_rows": 5}
+    return table
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", sorted(REAL_CASES))
+def test_a_real_run_replays_in_simulated_mode_to_the_same_trace(mpi_tmp_path, case):
+    method, compressor, asynchrony = REAL_CASES[case]
+    world, tmp = MPIComm(), str(mpi_tmp_path)
+    n = world.size + 2
+    real = os.path.join(tmp, f"{case}-real.h5")
+    result = run_on(world, table_for(real, method, compressor, {**asynchrony, "mode": "real"}, n))
+    ok = result.status == "completed: round budget 60 reached"
+    WORLD.Barrier()
+    replay = os.path.join(tmp, f"{case}-replay{world.rank}.h5")
+    simulated = {k: v for k, v in asynchrony.items() if k != "time_unit"}
+    again = run_on(world.split(world.rank), table_for(replay, method, compressor, {**simulated, "replay": real}, n))
+    ok &= again.status == result.status
+    ok &= differences(trace_arrays(real), trace_arrays(replay)) == []
+    ev = load_trace(real).events
+    applied = ev["update"] >= 0
+    ok &= bool(np.array_equal(ev["delay"][applied], ev["update"][applied] - ev["start"][applied]))
+    ok &= bool((np.bincount(ev["worker"], minlength=n) > 0).all())  # every worker really computed
+    if not ok:
+        print(case, result.status, again.status, differences(trace_arrays(real), trace_arrays(replay)))
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_real_mode_refusals_reach_every_rank(mpi_tmp_path):
+    world = MPIComm()
+    path = os.path.join(str(mpi_tmp_path), "bad.h5")
+    for asynchrony, run, message in [({"mode": "real", "slow_workers": [1]}, {}, "async.time_unit = 0.0"),
+                                     ({"mode": "real"}, {"checkpoint_every": 5}, "run.checkpoint_every = 5"),
+                                     ({"mode": "real", "outages": [[0, 1.0, 2.0]]}, {}, "async.outages")]:
+        table = table_for(path, {"name": "asgd"}, {"name": "identity"}, asynchrony, world.size + 1)
+        table["run"].update(run)
+        with pytest.raises(InputError, match=message):
+            run_on(world, table)
+    with pytest.raises(InputError, match="stops"):
+        run_on(world, table_for(path, {"name": "ringmaster_asgd", "stops": True}, {"name": "identity"}, {"mode": "real"},
+                                world.size + 1))
+    assert collective(not os.path.exists(path))
