@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time.
+"""Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time; for asynchronous
+runs also against simulated time and gradients computed, their delay histograms and per-worker counts.
 
-    python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time] [--y grad_norm_sq|loss|gap]
+    python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time|sim_time|gradients]
+        [--y grad_norm_sq|loss|gap]
         [--encoding paper|coo32|compact|wire] [--include-initial] [--logx] [--xmax auto|none|X] [--title TEXT]
+    python analysis/plot_traces.py results/async-*.h5 -o delays.png --delays       # τ_C and τ_max marked
+    python analysis/plot_traces.py results/asgd.h5 -o workers.png --contributions   # applied/discarded per worker
 
 Reads HDF5 traces only (h5py, numpy, matplotlib); it never imports mpi4py. The bits axis is the papers'
 #bits/n: cumulative bits per worker sent before x^t, under the chosen encoding (default ``paper``,
@@ -20,7 +24,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mpiclip.plotting import X_AXES, Y_AXES, plot
+from mpiclip.plotting import X_AXES, Y_AXES, contributions, delays, plot
 from mpiclip.trace import load_trace
 
 
@@ -36,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--xmax", default="auto", help="end of the x axis: 'auto' (where the shortest trace ends, so "
                     "every curve spans it), 'none' (everything), or a number")
     ap.add_argument("--title")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--delays", action="store_true", help="delay histograms of asynchronous runs")
+    kind.add_argument("--contributions", action="store_true", help="gradients per worker of one asynchronous run")
     args = ap.parse_args(argv)
     traces = []
     for path in args.traces:
@@ -53,10 +60,15 @@ def main(argv=None) -> int:
         print(f"plot_traces: error: --xmax = {args.xmax!r}: expected 'auto', 'none' or a number", file=sys.stderr)
         return 2
     try:
-        plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
-             title=args.title, logx=args.logx, xmax=xmax)
+        if args.delays:
+            delays(traces, args.output, title=args.title)
+        elif args.contributions:
+            contributions(traces[0], args.output, title=args.title)
+        else:
+            plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
+                 title=args.title, logx=args.logx, xmax=xmax)
     except ValueError as e:
-        print(f"plot_traces: error: --y = {args.y!r}: {e}", file=sys.stderr)
+        print(f"plot_traces: error: {e}", file=sys.stderr)
         return 2
     print(args.output)
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 
 from mpiclip.trace import Trace
 
-X_AXES = ("bits", "rounds", "time")
+X_AXES = ("bits", "rounds", "time", "sim_time", "gradients")
 Y_AXES = ("grad_norm_sq", "loss", "gap")
 Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$"}
 
@@ -27,7 +27,18 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
         return tr.bits_per_worker(encoding, include_initial)
     if x == "rounds":
         return tr.rounds.astype(float)
+    if x in ("sim_time", "gradients"):
+        if "sim_time" not in tr.metrics:
+            raise ValueError(f"{tr.path} is not an asynchronous run (no /sim_time)")
+        if x == "sim_time":
+            return tr.metrics["sim_time"]
+        return gradients_computed(tr).astype(float)
     return tr.time
+
+
+def gradients_computed(tr: Trace) -> np.ndarray:
+    """(T,) gradients that had reached the server when each row's iterate existed (applied or not)."""
+    return np.searchsorted(tr.events["sim_time"], tr.metrics["sim_time"], side="right")
 
 
 def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
@@ -59,12 +70,66 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
     elif xmax is not None:
         ax.set_xlim(0, float(xmax))
     ax.set_xlabel({"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
-                   "rounds": "round t", "time": "wall time (s)"}[x])
+                   "rounds": "round (server update) t", "time": "wall time (s)", "sim_time": "simulated time",
+                   "gradients": "gradients computed"}[x])
     ax.set_ylabel(Y_LABEL[y])
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
+    """Histogram of the delays of every arrival, one per trace, with τ_C (concurrency) and τ_max marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    for i, tr in enumerate(traces):
+        if not tr.events:
+            raise ValueError(f"{tr.path} is not an asynchronous run (no /events)")
+        d = tr.events["delay"]
+        color = f"C{i}"
+        bins = np.unique(np.round(np.geomspace(1, max(d.max(), 1) + 1, 60))) - 1
+        ax.hist(d, bins=np.append(bins, bins[-1] + 1), histtype="step", color=color, label=tr.label)
+        ax.axvline(d.max(), color=color, ls=":", lw=1)
+        ax.axvline(float(tr.attrs.get("concurrency", np.nan)), color=color, ls="--", lw=1)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("delay (updates)  — dashed: τ_C, dotted: τ_max")
+    ax.set_ylabel("arrivals")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def contributions(tr: Trace, out: str, title: str | None = None) -> str:
+    """Applied and discarded gradients of every worker of an asynchronous run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = int(tr.attrs.get("n_workers", tr.events["worker"].max() + 1))
+    applied = tr.events["update"] >= 0
+    counts = [np.bincount(tr.events["worker"][mask], minlength=n) for mask in (applied, ~applied)]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    ax.bar(np.arange(n), counts[0], label="applied")
+    ax.bar(np.arange(n), counts[1], bottom=counts[0], label="discarded")
+    ax.set_xlabel("worker")
+    ax.set_ylabel("gradients")
+    ax.legend()
+    ax.set_title(title or f"{tr.label}: gradients per worker")
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out

@@ -19,13 +19,15 @@ from mpiclip.runners.base import Ledger
 from mpiclip.trace import EVENT_COLUMNS, TraceWriter
 
 E = len(ENCODINGS)
+EVENT_ROWS = 4096  # arrivals buffered before they are written
 
 
 class Recorder:
     def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
                  flush_rows: int, extra: tuple[str, ...] = (), events: bool = False):
         self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
-        self.events: Optional[list] = [] if events else None  # arrivals since the last flush (replicated)
+        self.events = np.zeros((EVENT_ROWS if events else 0, len(EVENT_COLUMNS) + E))  # arrivals not yet written
+        self.n_events = 0
         self.events_written = 0
         self.capacity = flush_rows
         self.scalars = {k: np.full(flush_rows, np.nan) for k in ("time", "loss", "grad_norm_sq")}
@@ -58,8 +60,13 @@ class Recorder:
 
     def add_event(self, update: int, worker: int, start: int, delay: int, sim_time: float, norm: float,
                   clipped: bool, job: int, bits: np.ndarray) -> None:
-        """One arrival at the server (asynchronous runs; the same on every rank)."""
-        self.events.append((update, worker, start, delay, sim_time, norm, clipped, job, *bits))
+        """One arrival at the server (asynchronous runs; the same on every rank, or on the server only)."""
+        row = self.events[self.n_events]
+        row[: len(EVENT_COLUMNS)] = (update, worker, start, delay, sim_time, norm, clipped, job)
+        row[len(EVENT_COLUMNS) :] = bits
+        self.n_events += 1
+        if self.n_events == len(self.events):  # every rank holds the same events: no collective needed
+            self._write_events()
 
     @property
     def full(self) -> bool:
@@ -78,13 +85,17 @@ class Recorder:
                 self.writer.set_initial_bits(initial[0], ledger.initial_down)
             scalars = {name: values[:k] for name, values in self.scalars.items()}
             self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
-        if self.events:
-            if self.writer is not None:
-                table = np.array(self.events, dtype=np.float64)
-                columns = {name: table[:, j].astype(dtype) for j, (name, dtype) in enumerate(EVENT_COLUMNS.items())}
-                columns.update({f"bits/{e}": table[:, len(EVENT_COLUMNS) + j] for j, e in enumerate(ENCODINGS)})
-                self.writer.append_table("events", columns)
-            self.events_written += len(self.events)
-            self.events.clear()
         self.block[:] = np.nan
         self.rows = 0
+        self._write_events()
+
+    def _write_events(self) -> None:
+        if not self.n_events:
+            return
+        if self.writer is not None:
+            table = self.events[: self.n_events]
+            columns = {name: table[:, j].astype(dtype) for j, (name, dtype) in enumerate(EVENT_COLUMNS.items())}
+            columns.update({f"bits/{e}": table[:, len(EVENT_COLUMNS) + j] for j, e in enumerate(ENCODINGS)})
+            self.writer.append_table("events", columns)
+        self.events_written += self.n_events
+        self.n_events = 0

@@ -83,6 +83,12 @@ def describe(tr: Trace) -> str:
         lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
     for name, values in tr.metrics.items():
         lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
+    if tr.events:
+        workers = np.bincount(tr.events["worker"][tr.events["update"] >= 0], minlength=int(a.get("n_workers", 0)))
+        lines.append(f"arrivals   {len(tr.events['update'])} ({_fmt(a.get('discarded_fraction'), '.3g')} discarded); delays: "
+                     f"τ_max {a.get('tau_max', '-')}, mean {_fmt(a.get('delay_mean'), '.4g')}, 99th percentile "
+                     f"{a.get('delay_p99', '-')}; τ_C {a.get('concurrency', '-')}; applied per worker "
+                     f"{workers.min()}..{workers.max()}")
     wall = _fmt(a.get("wall_seconds"), ".3f")
     lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {wall} s")
     if a.get("timing"):

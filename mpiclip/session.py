@@ -280,6 +280,8 @@ class Session:
         if stopped:
             self.signal = control.stop_signal or signal.SIGTERM
             result.status = f"interrupted: {signal.Signals(self.signal).name} at round {state.t}"
+        elif state.status.startswith("interrupted"):  # a runner that stops on a signal by itself (real asynchrony)
+            self.signal = control.stop_signal or signal.SIGTERM
         return result
 
     def _checkpoint(self, state: RunState, runner, recorder: Recorder) -> None:

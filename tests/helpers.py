@@ -111,7 +111,7 @@ METHOD_CASES = {
     "clip21_avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
     # asynchronous: every compute-time model, oracle, assignment and data setting somewhere
     "asgd": {"method": {"name": "asgd"}, "compressor": {"name": "identity"},
-             "async": {"oracle": "minibatch", "batch_size": 5, "slow_workers": [4], "slow_factor": 5.0}},
+             "async": {"oracle": "minibatch", "batch_size": 5, "slow_workers": [3], "slow_factor": 5.0}},
     "clipped_asgd": {"method": {"name": "clipped_asgd", "tau": 0.3}, "compressor": {"name": "identity"},
                      "async": {"oracle": "noise", "noise_theta": 2.0, "noise_sigma": 0.5, "assignment": "random"}},
     "delay_adaptive_asgd": {"method": {"name": "delay_adaptive_asgd"}, "compressor": {"name": "randk", "k": 3},

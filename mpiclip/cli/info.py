@@ -74,6 +74,7 @@ def cmd_presets(args) -> int:
 
 def cmd_options(args) -> int:
     from mpiclip import config as cfg
+    from mpiclip.asynchrony import AsyncParams
     from mpiclip.compressors import COMPRESSORS
     from mpiclip.data import SOURCES, DataParams
     from mpiclip.data.partition import SPLITS
@@ -99,6 +100,7 @@ def cmd_options(args) -> int:
         "method": registry(METHODS, "name"),
         "compressor": registry(COMPRESSORS, "name"),
         "stepsize": keys(StepsizeParams),
+        "async": ["  (asynchronous methods only)"] + keys(AsyncParams),
         "output": keys(cfg.OutputParams),
     }
     if args.section and args.section not in sections:

@@ -29,6 +29,7 @@ batch B > 1 the step is x ← x − (1/B) Σ_b γ_b clip_τ(g_b).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
@@ -36,11 +37,17 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from mpiclip.asynchrony import Policy
-from mpiclip.compressors import Identity, Message
+from mpiclip.compressors import Identity
+from mpiclip.compressors.message import FLOAT, message_bits
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import WorkerRandomness
+
+
+def dense_bits(d: int) -> np.ndarray:
+    """(E,) bits of one worker's dense message of d floats."""
+    return message_bits(None, 1, d, FLOAT, None)[0]
 
 
 class AsyncWorkers(NamedTuple):
@@ -99,17 +106,24 @@ class AsyncSGD(Method):
         return (AsyncWorkers(np.zeros((n_local, d)), np.zeros((n_local, width))),
                 AsyncServer(np.zeros(d), np.zeros((), dtype=np.int64)))
 
-    def send(self, estimate: np.ndarray, gradient: np.ndarray, rng: WorkerRandomness) -> tuple[np.ndarray, np.ndarray, Message]:
-        """(new estimate, the vector the server uses, the message): one worker's upload of ``gradient`` (d,)."""
+    def send(self, estimate: np.ndarray, gradient: np.ndarray,
+             rng: WorkerRandomness) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(new estimate, the vector the server uses, the bits of the message (one per encoding)): one worker's
+        upload of ``gradient`` (d,)."""
         if estimate.size == 0:
-            msg = self.compressor(gradient[None], rng)
-            return estimate, gradient, msg
+            if isinstance(self.compressor, Identity):  # the hot path: a dense message, the same bits every time
+                return estimate, gradient, dense_bits(len(gradient))
+            return estimate, gradient, self.compressor(gradient[None], rng).bits[0]
         msg = self.compressor((gradient - estimate)[None], rng)
         new = msg.added_to(estimate[None])[0]
-        return new, new, msg
+        return new, new, msg.bits[0]
+
+    @functools.cached_property
+    def rules(self) -> Policy:
+        return self.policy()
 
     def admits(self, delay: int) -> bool:
-        return delay < self.policy().max_delay
+        return delay < self.rules.max_delay
 
     def receive(self, server: AsyncServer, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[AsyncServer, np.ndarray, Received]:
         """The server's use of the vector ``v`` computed ``delay`` updates ago: (server, x, what happened)."""
@@ -119,8 +133,10 @@ class AsyncSGD(Method):
         clipped = 0 < self.tau < norm
         used = v * (self.tau / norm) if clipped else v
         gamma = self.gamma * self.concurrency / max(self.concurrency, delay) if self.delay_adaptive else self.gamma
+        batch = self.rules.batch
+        if batch == 1:  # x − (0 + γu)/1 is x − γu to the last bit
+            return server, x - gamma * used, Received(True, True, norm, clipped)
         total, count = server.total + gamma * used, int(server.count) + 1
-        batch = self.policy().batch
         if count < batch:
             return AsyncServer(total, np.asarray(count)), x, Received(True, False, norm, clipped)
         fresh = AsyncServer(np.zeros_like(total), np.zeros((), dtype=np.int64))

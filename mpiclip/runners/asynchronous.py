@@ -41,7 +41,7 @@ def read_replay(path: str) -> dict:
                 raise InputError("async.replay", path, "has no arrival schedule (/events with a job column): it is not "
                                  "the trace of an asynchronous run")
             events = {name: f[f"events/{name}"][()] for name in ("worker", "start", "job", "sim_time")}
-            attrs = {k: f.attrs.get(k) for k in ("n_workers", "problem", "dataset_checksum", "d", "config_hash")}
+            attrs = {k: f.attrs.get(k) for k in ("n_workers", "problem", "dataset_checksum", "d")}
     except OSError as e:
         raise InputError("async.replay", path, f"cannot be read: {e}") from None
     return {"events": events, "attrs": attrs}
@@ -89,7 +89,9 @@ class AsynchronousRunner(Runner):
         s = setup
         self.p, self.n = s.config.asynchrony, s.config.run.n_workers
         self.policy = s.method.policy()
-        self.owner = np.repeat(np.arange(s.comm.size), s.comm.workers_per_rank)
+        self.owner = np.repeat(np.arange(s.comm.size), s.comm.workers_per_rank).tolist()
+        self.rank, self.size, self.seed = s.comm.rank, s.comm.size, s.config.run.seed
+        self.keyed = s.method.compressor.randomized  # the upload draws from the (seed, worker, job) generators
         self.first = int(s.worker_ids[0])
         self.oracle = JobOracle(s.jobs if s.jobs is not None else s.problem, self.p, s.config.run.seed)
         d = len(s.x0)
@@ -131,8 +133,7 @@ class AsynchronousRunner(Runner):
             if not self._evaluate(state, ended, out_of_time):
                 return state
         elif ended:  # the row of x^t is already written
-            state.status = (f"completed: time budget {self.p.max_time:g} reached at update {t}" if out_of_time
-                            else f"completed: the replayed schedule ends at update {t}")
+            state.status = self._ended(t, out_of_time)
             return state
         if t and t % run.check_every == 0:
             self._check_step(state)
@@ -159,24 +160,24 @@ class AsynchronousRunner(Runner):
             raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
                             f"{arrival.start} reaches the server at update {t}")
         t0 = clock()
-        owner = int(self.owner[w])
-        if owner == s.comm.rank:
+        owner = self.owner[w]
+        if owner == self.rank:
             i = w - self.first
             workers = state.workers
-            rng = WorkerRandomness(s.config.run.seed, COMPRESSOR, np.array([w]), arrival.job)
-            estimate, vector, msg = s.method.send(workers.estimate[i], workers.gradient[i], rng)
+            rng = WorkerRandomness(self.seed, COMPRESSOR, np.array([w]), arrival.job) if self.keyed else None
+            estimate, vector, bits = s.method.send(workers.estimate[i], workers.gradient[i], rng)
             if workers.estimate.size:
                 workers.estimate[i] = estimate
-            bits = msg.bits[0]
             state.ledger.sent_up[i] += bits
             state.ledger.pending_up[i] += bits
-            self.buffer[:-E] = vector
-            self.buffer[-E:] = bits
         t1 = clock()
-        if s.comm.size > 1:
+        if self.size > 1:  # the arriving vector and its bits, from the worker's rank to every rank
+            if owner == self.rank:
+                self.buffer[:-E] = vector
+                self.buffer[-E:] = bits
             s.comm.bcast_array(self.buffer, owner)
+            vector, bits = self.buffer[:-E], self.buffer[-E:]
         t2 = clock()
-        vector, bits = self.buffer[:-E], self.buffer[-E:]
         state.server, x, received = s.method.receive(state.server, state.x, vector, delay)
         state.x = x
         s.recorder.add_event(t if received.admitted else -1, w, arrival.start, delay, arrival.time, received.norm,
@@ -204,7 +205,7 @@ class AsynchronousRunner(Runner):
     def _compute(self, state: RunState, starts: list) -> None:
         """The gradients of the jobs that start now, at x^t, each on its worker's rank."""
         t0 = time.perf_counter()
-        rank = self.setup.comm.rank
+        rank = self.rank
         for w, job in starts:
             if self.owner[w] == rank:
                 i = w - self.first
@@ -220,8 +221,7 @@ class AsynchronousRunner(Runner):
         row = exact_row(s, state, grads, losses)
         status = end_status(run, t, row)
         if status == "running" and ended:
-            status = (f"completed: time budget {self.p.max_time:g} reached at update {t}" if out_of_time
-                      else f"completed: the replayed schedule ends at update {t}")
+            status = self._ended(t, out_of_time)
         if status == "running" and s.control.stop:
             return False
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
@@ -240,6 +240,11 @@ class AsynchronousRunner(Runner):
             s.log(f"      update {t}/{run.rounds}  time {state.extra['now']:.6g}  f = {row.loss:.6g}  "
                   f"‖∇f‖² = {row.grad_norm_sq:.4g}")
         return status == "running"
+
+    def _ended(self, t: int, out_of_time: bool) -> str:
+        if out_of_time:
+            return f"completed: time budget {self.p.max_time:g} reached at update {t}"
+        return f"completed: the replayed schedule ends at update {t}"
 
     def _check_step(self, state: RunState) -> None:
         s = self.setup

@@ -185,13 +185,13 @@ class RealAsynchronousRunner(AsynchronousRunner):
             row = w - first  # in the job problem (all workers for homogeneous data, then first = 0)
             gradient = oracle.gradient(x, row, w, k, t)
             rng = WorkerRandomness(s.config.run.seed, COMPRESSOR, np.array([w]), k)
-            estimate, vector, msg = s.method.send(estimates[row], gradient, rng)
+            estimate, vector, bits = s.method.send(estimates[row], gradient, rng)
             if estimates.size:
                 estimates[row] = estimate
             if p.time_unit:
                 time.sleep(p.time_unit * times.duration(w, k))
             out[:HEAD] = (w, k, t, time.perf_counter() - began)
-            out[HEAD : HEAD + E] = msg.bits[0]
+            out[HEAD : HEAD + E] = bits
             out[HEAD + E :] = vector
             comm.send(out, 0, GRADIENT)
         comm.send(np.zeros(1), 0, DONE)
