@@ -35,6 +35,8 @@ from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
 from mpiclip.trace import TraceWriter, open_trace, timestamp, trace_status
 
+MAX_LABELS = 1000  # distinct labels beyond which a trace does not count them per worker
+
 
 @dataclass
 class Result:
@@ -221,8 +223,9 @@ class Session:
         arrays = {"problem/L_workers": s.L_workers, "x0": self.x0}
         if self.plan is not None:
             arrays["partition/sample_counts"] = self.plan.sample_counts
-            arrays["partition/label_counts"] = self.plan.label_counts
-            arrays["partition/label_values"] = self.plan.label_values
+            if len(self.plan.label_values) <= MAX_LABELS:  # classes, not real-valued regression targets
+                arrays["partition/label_counts"] = self.plan.label_counts
+                arrays["partition/label_values"] = self.plan.label_values
             arrays["partition/indices"] = np.concatenate(self.plan.shards)
             arrays["partition/offsets"] = np.concatenate([[0], np.cumsum(self.plan.sample_counts)])
         writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,

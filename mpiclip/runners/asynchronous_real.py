@@ -29,7 +29,7 @@ import numpy as np
 from mpiclip.asynchrony import ComputeTimes, Schedule
 from mpiclip.comm import ANY_SOURCE, ANY_TAG
 from mpiclip.comm.base import Layout
-from mpiclip.errors import InputError
+from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.asynchronous import AsynchronousRunner, E
@@ -115,7 +115,9 @@ class RealAsynchronousRunner(AsynchronousRunner):
             now = time.perf_counter() - started
             w, k, start = (int(v) for v in incoming[:3])
             arrival = self.schedule.arrived(w, now)
-            assert (arrival.job, arrival.start) == (k, start), "a gradient of a job the server did not hand out"
+            if (arrival.job, arrival.start) != (k, start):
+                raise RunFailed(f"worker {w} sent job {k} computed at update {start}, which the server did not hand out "
+                                f"(it expects job {arrival.job} at update {arrival.start})")
             bits, vector = incoming[HEAD : HEAD + E], incoming[HEAD + E :]
             bits_since[w] += bits
             delay = t - start
