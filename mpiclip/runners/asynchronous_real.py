@@ -59,7 +59,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
         if (p.slow_workers or p.factors or p.compute_time != "exponential") and p.time_unit == 0:
             raise InputError("async.time_unit", 0.0, "real mode slows workers down by sleeping time_unit × their drawn "
                              "compute time; set it > 0 to use slow workers, factors or a compute-time model")
-        for key, value in (("checkpoint_every", run.checkpoint_every), ("resume", run.resume != "no"),
+        for key, value in (("checkpoint_every", run.checkpoint_every), ("resume", run.resume == "yes"),
                            ("tol", run.tol), ("max_bits", run.max_bits)):
             if value:
                 raise InputError(f"run.{key}", getattr(run, key), "is not available in real mode (its schedule depends "

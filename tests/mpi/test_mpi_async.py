@@ -75,6 +75,7 @@ def test_real_mode_refusals_reach_every_rank(mpi_tmp_path):
     path = os.path.join(str(mpi_tmp_path), "bad.h5")
     for asynchrony, run, message in [({"mode": "real", "slow_workers": [1]}, {}, "async.time_unit = 0.0"),
                                      ({"mode": "real"}, {"checkpoint_every": 5}, "run.checkpoint_every = 5"),
+                                     ({"mode": "real"}, {"resume": "yes"}, "run.resume = 'yes'"),
                                      ({"mode": "real", "outages": [[0, 1.0, 2.0]]}, {}, "async.outages")]:
         table = table_for(path, {"name": "asgd"}, {"name": "identity"}, asynchrony, world.size + 1)
         table["run"].update(run)
