@@ -256,7 +256,8 @@ class Session:
         self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
         every = c.run.checkpoint_every
-        with Control(c.output.flush_seconds) as control:
+        # divergence is reported in the status (non-finite x or f), not warned about
+        with Control(c.output.flush_seconds) as control, np.errstate(over="ignore", invalid="ignore"):
             setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log,
                           self.jobs)
             runner = self.runner_cls(setup)

@@ -137,18 +137,14 @@ class AsynchronousRunner(Runner):
             return state
         if t and t % run.check_every == 0:
             self._check_step(state)
-            if s.control.stop:
+            if s.control.stop or state.status != "running":
                 return state
-        with np.errstate(over="ignore", invalid="ignore"):
-            while True:
-                arrival = self.schedule.pop()
-                stepped = self._arrive(state, arrival)
-                if stepped or (self.p.max_time and self.schedule.next_time() > self.p.max_time):
-                    break
-                if math.isinf(self.schedule.next_time()):
-                    break
-        if not np.isfinite(state.x).all():
-            state.status = f"failed: diverged at update {state.t} (x is not finite)"
+        while True:  # arrivals until the method steps (or the time or the schedule runs out)
+            stepped = self._arrive(state, self.schedule.pop())
+            if stepped or math.isinf(self.schedule.next_time()):
+                break
+            if self.p.max_time and self.schedule.next_time() > self.p.max_time:
+                break
         return state
 
     def _arrive(self, state: RunState, arrival) -> bool:
@@ -251,6 +247,9 @@ class AsynchronousRunner(Runner):
         same, sums = s.comm.same_on_all(state.x)
         if not same:
             raise RunFailed(f"ranks hold different x at update {state.t} (checksums {sums})")
+        if not np.isfinite(state.x).all():  # between recorded rows (a recorded row reports it itself)
+            state.status = f"failed: diverged at update {state.t} (x is not finite)"
+            return
         s.control.settle(s.comm.max_flags(s.control.requests(flush_check=False)))
 
     # ---------------------------------------------------------------- the end
