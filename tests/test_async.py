@@ -410,3 +410,28 @@ def test_sigterm_ends_a_real_run_with_its_rows_evaluated_and_no_checkpoint(tmp_p
     assert len(tr.rounds) > 1 and np.isfinite(tr.grad_norm_sq).all()
     assert len(tr.events["update"]) >= tr.rounds[-1]
     assert not (tmp_path / "real.ckpt.h5").exists()
+
+
+def test_job_oracles_are_unbiased_and_keyed_by_worker_and_job():
+    from mpiclip import data as datamod
+    from mpiclip.oracles import JobOracle
+    from mpiclip.problems import PROBLEMS
+
+    config = cfg.validate(config_table(run={"name": "o", "n_workers": 4}))
+    plan = datamod.plan(config.data, 4, "pm1")
+    ids = np.arange(4)
+    problem = PROBLEMS.get("logreg", "").build(config.problem.params, plan.load(ids), ids, 4)
+    x = np.random.default_rng(3).standard_normal(12)
+    full = problem.loss_grads(x, False)[1]
+    for data, target in (("heterogeneous", full[2]), ("homogeneous", full.mean(axis=0))):
+        for oracle, extra in (("minibatch", {"batch_size": 5}), ("noise", {"noise_sigma": 0.5, "noise_theta": 2.0})):
+            p = params(4, data=data, oracle=oracle, **extra)
+            jobs = JobOracle(problem, p, seed=1)
+            draws = np.array([jobs.gradient(x, 2, 2, k, 0) for k in range(3000)])
+            spread = draws.std(axis=0) / np.sqrt(len(draws))
+            assert np.all(np.abs(draws.mean(axis=0) - target) < 6 * spread + 1e-12), (data, oracle)
+            again = JobOracle(problem, p, seed=1)
+            np.testing.assert_array_equal(again.gradient(x, 2, 2, 17, 5), draws[17])  # keyed, not sequential
+            assert not np.array_equal(jobs.gradient(x, 1, 1, 17, 0), draws[17])  # another worker, other draws
+    exact = JobOracle(problem, params(4), seed=1)
+    np.testing.assert_array_equal(exact.gradient(x, 2, 2, 0, 0), full[2])
