@@ -9,7 +9,6 @@ workers this rank holds.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import scipy.sparse as sp
 from mpiclip.data import libsvm, regression, synthetic
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
-from mpiclip.params import at_least, nonnegative, param
+from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
 from mpiclip.registry import Registry
 
 
@@ -57,8 +56,7 @@ class SyntheticParams:
 class RegressionParams:
     n_samples: int = param(10000, "number of samples N", check=at_least(1))
     n_features: int = param(400, "number of features d", check=at_least(1))
-    noise: float = param(1e-5, "target noise: b = A x* + noise*N(0,1)",
-                         check=lambda v: None if math.isfinite(v) and v >= 0 else "must be finite and >= 0")
+    noise: float = param(1e-5, "target noise: b = A x* + noise*N(0,1)", check=finite_nonnegative)
     seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
 
 
