@@ -188,3 +188,45 @@ def test_synthetic_rows_do_not_depend_on_who_makes_them():
     np.testing.assert_array_equal(together.X.toarray(), np.vstack([s.X.toarray() for s in apart]))
     assert set(np.unique(together.y)) == {-1.0, 1.0}
     assert 0.15 < together.X.nnz / (9000 * 30) < 0.2
+
+
+# ------------------------------------------------------------------------- federated splits (issue 11)
+def federated_labels(classes=4, per_class=(30, 20, 25, 25), seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.repeat(np.arange(classes), per_class))
+
+
+def test_percentage_iid_as_gradalign_cuts_the_label_sorted_rest_into_equal_chunks():
+    from mpiclip.data.partition import PercentageParams
+
+    labels = federated_labels()  # 100 samples
+    split = SPLITS.get("percentage_iid", "")
+    zero = split.make(labels, 4, PercentageParams(0.0, 5))
+    assert [len(s) for s in zero] == [25] * 4
+    flat = np.concatenate([s[np.argsort(labels[s], kind="stable")] for s in zero])
+    np.testing.assert_array_equal(labels[flat], np.sort(labels))  # chunk w is the w-th quarter of the sorted labels
+    half = split.make(labels, 5, PercentageParams(0.5, 5))
+    assert sorted(np.concatenate(half).tolist()) == list(range(100))  # every sample once
+    iid = np.random.default_rng([5, 3]).permutation(100)[:50]
+    for shard in half:
+        assert len(shard) == 20 and np.isin(shard, iid).sum() == 10  # 10 iid + 10 label-sorted rows each
+    everyone = split.make(labels, 3, PercentageParams(-1.0, 0))
+    assert all(np.array_equal(s, np.arange(100)) for s in everyone)
+    with pytest.raises(InputError, match=r"^data.percentage = 0.0: leaves 100 label-sorted samples of 100, which do "
+                                         r"not divide into 3 equal chunks"):
+        split.make(labels, 3, PercentageParams(0.0, 0))
+    with pytest.raises(InputError, match=r"^data.percentage = 0.3: leaves 30 iid samples"):
+        split.make(labels, 4, PercentageParams(0.3, 0))
+
+
+def test_one_class_gives_every_worker_a_single_class():
+    labels = federated_labels()
+    split = SPLITS.get("one_class", "")
+    shards = split.make(labels, 8, NoParams())
+    assert sorted(np.concatenate(shards).tolist()) == list(range(100))
+    for w, shard in enumerate(shards):
+        assert set(labels[shard]) == {w % 4}
+    with pytest.raises(InputError, match=r"^run.n_workers = 6: one_class needs a multiple of the 4 classes"):
+        split.make(labels, 6, NoParams())
+    with pytest.raises(InputError, match=r"^data.split = 'one_class': class 1 has 20 samples for 30 workers"):
+        split.make(labels, 120, NoParams())

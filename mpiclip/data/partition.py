@@ -108,3 +108,68 @@ class Dirichlet(Split):
         raise InputError("data.alpha", params.alpha,
                          f"the Dirichlet split left a worker without samples in 100 draws ({len(labels)} samples, "
                          f"{n_workers} workers); use a larger alpha or fewer workers")
+
+
+def _percentage(v: float) -> str | None:
+    return None if v == -1 or 0 <= v <= 1 else "must be in [0, 1], or -1 (every worker holds every sample)"
+
+
+@dataclass(frozen=True)
+class PercentageParams:
+    percentage: float = param(0.0, "share p of the samples spread iid; the other 1 − p are sorted by label and cut "
+                              "into equal contiguous chunks (p = 0 with as many workers as classes: one class each); "
+                              "-1: every worker holds every sample", check=_percentage)
+    split_seed: int = param(0, "seed of the permutation that picks the iid share")
+
+
+@SPLITS.register("percentage_iid")
+class PercentageIID(Split):
+    """GradAlign's split: a share p iid, the rest sorted by label in equal chunks (epfml/GradientAlignment).
+
+    As ``partition_noniid`` in ``utils/data_processing/data_splitter.py``: a random permutation (here numpy's,
+    seeded by ``split_seed``, not torch's) gives the first ⌊N·p⌋ rows to the iid share, in n equal chunks; the
+    others, grouped by label in increasing row order within each label, are cut into n equal contiguous chunks;
+    worker w gets iid chunk w and sorted chunk w. Both shares must divide by n, as the code's ``view(n, -1)``
+    requires; p = 1 is an iid split into N/n rows each (``random_split``); p = -1 gives everyone everything."""
+
+    params = PercentageParams
+
+    @staticmethod
+    def make(labels: np.ndarray, n_workers: int, params: PercentageParams) -> list[np.ndarray]:
+        rows = len(labels)
+        if params.percentage == -1:
+            return [np.arange(rows) for _ in range(n_workers)]
+        perm = np.random.default_rng([params.split_seed, 3]).permutation(rows)
+        iid, rest = perm[: int(rows * params.percentage)], perm[int(rows * params.percentage) :]
+        structured = np.concatenate([np.intersect1d(np.flatnonzero(labels == c), rest) for c in np.unique(labels)])
+        for share, part in (("iid", iid), ("label-sorted", structured)):
+            if len(part) % n_workers:
+                raise InputError("data.percentage", params.percentage, f"leaves {len(part)} {share} samples of {rows}, "
+                                 f"which do not divide into {n_workers} equal chunks (GradAlign's split needs them equal)")
+        iid_chunks, sorted_chunks = iid.reshape(n_workers, -1), structured.reshape(n_workers, -1)
+        return [np.sort(np.concatenate([iid_chunks[w], sorted_chunks[w]])) for w in range(n_workers)]
+
+
+@SPLITS.register("one_class")
+class OneClass(Split):
+    """Worker w holds only class w mod K (of the K classes present); a class shared by n/K workers is cut into
+    contiguous blocks of its rows in file order."""
+
+    params = NoParams
+
+    @staticmethod
+    def make(labels: np.ndarray, n_workers: int, params: NoParams) -> list[np.ndarray]:
+        classes = np.unique(labels)
+        if n_workers % len(classes):
+            raise InputError("run.n_workers", n_workers, f"one_class needs a multiple of the {len(classes)} classes "
+                             "in the data (every worker holds one class, every class the same number of workers)")
+        per_class = n_workers // len(classes)
+        shards: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n_workers
+        for k, c in enumerate(classes):
+            members = np.flatnonzero(labels == c)
+            if len(members) < per_class:
+                raise InputError("data.split", "one_class", f"class {c} has {len(members)} samples for {per_class} "
+                                 "workers")
+            for q, block in enumerate(_cut(members, per_class)):
+                shards[k + q * len(classes)] = block
+        return shards
