@@ -230,3 +230,51 @@ def test_one_class_gives_every_worker_a_single_class():
         split.make(labels, 6, NoParams())
     with pytest.raises(InputError, match=r"^data.split = 'one_class': class 1 has 20 samples for 30 workers"):
         split.make(labels, 120, NoParams())
+
+
+def leaf_spec(**values):
+    from mpiclip import config as cfg
+
+    return cfg.validate({"data": {"source": "leaf_synthetic", "users": 6, "n_features": 12, "classes": 4, **values},
+                         "problem": {"name": "least_squares"}, "run": {"n_workers": 6}}).data
+
+
+def test_leaf_synthetic_rows_do_not_depend_on_who_reads_them_and_users_differ():
+    from mpiclip.data import SOURCES, leaf
+
+    spec = leaf_spec(split="natural")
+    p = spec.source
+    source = SOURCES.get("leaf_synthetic", "")
+    summary = source.summarize(p)
+    sizes = leaf.sizes(p.seed, p.users)
+    assert summary.n_rows == sizes.sum() and (sizes >= 50).all()
+    np.testing.assert_array_equal(summary.groups, np.repeat(np.arange(6), sizes))
+    X, y = source.read(p, np.arange(summary.n_rows), 12)
+    np.testing.assert_array_equal(y, summary.labels)
+    rows = np.random.default_rng(0).permutation(summary.n_rows)[:300]
+    X2, y2 = source.read(p, rows, 12)
+    np.testing.assert_array_equal(X2.toarray(), X.toarray()[rows])
+    np.testing.assert_array_equal(y2, y[rows])
+    # heterogeneous users: their label histograms differ (total variation between users' label shares)
+    shares = np.array([np.bincount(y[summary.groups == k].astype(int), minlength=4) / sizes[k] for k in range(6)])
+    assert np.abs(shares[:, None] - shares[None]).sum(axis=2).max() > 0.8
+    # features: x ~ N(v_k, diag(j^-1.2)) within a user
+    Xd = X.toarray()[summary.groups == int(np.argmax(sizes))]
+    np.testing.assert_allclose(Xd.var(axis=0) / np.arange(1, 13) ** -1.2, 1.0, atol=6 * np.sqrt(2 / len(Xd)))
+
+
+def test_natural_split_gives_each_worker_its_user_and_refuses_other_counts():
+    from mpiclip.data import leaf
+
+    shards = plan(leaf_spec(split="natural"), 6, "raw").shards
+    sizes = leaf.sizes(0, 6)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for k, shard in enumerate(shards):
+        np.testing.assert_array_equal(shard, np.arange(starts[k], starts[k + 1]))
+    with pytest.raises(InputError, match=r"^run.n_workers = 5: the natural split needs one worker per client \(6\)"):
+        plan(leaf_spec(split="natural"), 5, "raw")
+    from mpiclip import config as cfg
+
+    synthetic = cfg.validate({"data": {"source": "synthetic", "split": "natural"}}).data
+    with pytest.raises(InputError, match=r"^data.split = 'natural': needs a source with natural clients"):
+        plan(synthetic, 4, "pm1")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import scipy.sparse as sp
 
-from mpiclip.data import libsvm, regression, synthetic
+from mpiclip.data import leaf, libsvm, regression, synthetic
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
@@ -27,7 +27,8 @@ from mpiclip.registry import Registry
 class DataParams:
     """Keys of [data] shared by every source."""
 
-    source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression' or 'libsvm'")
+    source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression', 'leaf_synthetic' or "
+                        "'libsvm'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'auto' asks the problem", choices=("auto", "pm1", "raw"))
@@ -61,12 +62,24 @@ class RegressionParams:
 
 
 @dataclass(frozen=True)
+class LeafSyntheticParams:
+    alpha: float = param(1.0, "α: spread of the users' models (u_k ~ N(0, α²))", check=finite_nonnegative)
+    beta: float = param(1.0, "β: spread of the users' feature means (B_k ~ N(0, β²))", check=finite_nonnegative)
+    users: int = param(30, "number of users (natural clients)", check=at_least(1))
+    n_features: int = param(60, "number of features d", check=at_least(1))
+    classes: int = param(10, "number of classes K", check=at_least(2))
+    iid: bool = param(False, "one shared model and feature means B_k·1 (the code's iid variant)")
+    seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
+
+
+@dataclass(frozen=True)
 class Summary:
     n_rows: int
     n_features: int
     labels: np.ndarray  # raw labels of all rows
     checksum: str
     description: str
+    groups: Optional[np.ndarray] = None  # the natural client of every row, for sources that have them
 
 
 class Source:
@@ -156,6 +169,37 @@ class RegressionSource(Source):
     @staticmethod
     def read(p: RegressionParams, rows: np.ndarray, d: int):
         return regression.read(p.seed, p.n_samples, p.n_features, p.noise, rows)
+
+
+@SOURCES.register("leaf_synthetic")
+class LeafSyntheticSource(Source):
+    """LEAF/FedProx Synthetic(α, β): users with their own softmax model and feature mean; rows user by user."""
+
+    params = LeafSyntheticParams
+
+    @staticmethod
+    def _users(p: LeafSyntheticParams, which):
+        counts = leaf.sizes(p.seed, p.users)
+        for k in which:
+            yield k, leaf.user(p.seed, int(k), int(counts[k]), p.n_features, p.classes, p.alpha, p.beta, p.iid)
+
+    @staticmethod
+    def summarize(p: LeafSyntheticParams) -> Summary:
+        counts = leaf.sizes(p.seed, p.users)
+        labels = np.concatenate([y for _, (_, y) in LeafSyntheticSource._users(p, range(p.users))])
+        text = ",".join(f"{k}={v!r}" for k, v in vars(p).items())
+        return Summary(int(counts.sum()), p.n_features, labels, f"leaf_synthetic:{text}", f"leaf_synthetic({text})",
+                       np.repeat(np.arange(p.users), counts))
+
+    @staticmethod
+    def read(p: LeafSyntheticParams, rows: np.ndarray, d: int):
+        starts = np.concatenate([[0], np.cumsum(leaf.sizes(p.seed, p.users))])
+        owner = np.searchsorted(starts, rows, side="right") - 1
+        X, y = np.empty((len(rows), d)), np.empty(len(rows))
+        for k, (Xk, yk) in LeafSyntheticSource._users(p, np.unique(owner)):
+            mine = np.flatnonzero(owner == k)
+            X[mine], y[mine] = Xk[rows[mine] - starts[k]], yk[rows[mine] - starts[k]]
+        return sp.csr_matrix(X), y
 
 
 @dataclass(frozen=True)
@@ -262,7 +306,10 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
         raise InputError(where, value, f"has {len(values)} distinct labels ({shown}); a binary problem needs exactly 2 "
                          "(or set data.labels = 'raw')")
     split = SPLITS.get(spec.common.split, "data.split")
-    shards = split.make(summary.labels, n_workers, spec.split)
+    if split.by_groups and summary.groups is None:
+        raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic), not "
+                         f"{spec.common.source!r}")
+    shards = split.make(summary.groups if split.by_groups else summary.labels, n_workers, spec.split)
     empty = [w for w, s in enumerate(shards) if len(s) == 0]
     if empty:
         raise InputError("data.split", spec.common.split, f"leaves worker {empty[0]} without samples")

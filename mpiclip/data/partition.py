@@ -20,6 +20,7 @@ class Split:
     """Interface: ``make(labels, n_workers, params)`` returns n arrays of global row numbers, each sorted."""
 
     params: type = NoParams
+    by_groups = False  # splits by the source's natural clients (Summary.groups) instead of the labels
 
     @staticmethod
     def make(labels: np.ndarray, n_workers: int, params) -> list[np.ndarray]:
@@ -173,3 +174,19 @@ class OneClass(Split):
             for q, block in enumerate(_cut(members, per_class)):
                 shards[k + q * len(classes)] = block
         return shards
+
+
+@SPLITS.register("natural")
+class Natural(Split):
+    """Worker k holds the rows of the source's natural client k (e.g. a LEAF user); needs n = number of clients."""
+
+    params = NoParams
+    by_groups = True
+
+    @staticmethod
+    def make(groups: np.ndarray, n_workers: int, params: NoParams) -> list[np.ndarray]:
+        clients = int(groups.max()) + 1 if len(groups) else 0
+        if n_workers != clients:
+            raise InputError("run.n_workers", n_workers, f"the natural split needs one worker per client ({clients})")
+        order = np.argsort(groups, kind="stable")
+        return np.split(order, np.cumsum(np.bincount(groups, minlength=clients))[:-1])
