@@ -278,3 +278,43 @@ def test_natural_split_gives_each_worker_its_user_and_refuses_other_counts():
     synthetic = cfg.validate({"data": {"source": "synthetic", "split": "natural"}}).data
     with pytest.raises(InputError, match=r"^data.split = 'natural': needs a source with natural clients"):
         plan(synthetic, 4, "pm1")
+
+
+def npz_spec(path, **values):
+    from mpiclip import config as cfg
+
+    return cfg.validate({"data": {"source": "npz", "path": str(path), **values}, "problem": {"name": "least_squares"},
+                         "run": {"n_workers": 3}}).data
+
+
+def test_npz_source_reads_the_users_arrays_and_flattens_images(tmp_path):
+    from mpiclip.data import SOURCES
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((30, 4, 5)), rng.integers(0, 3, 30)
+    np.savez(tmp_path / "d.npz", images=images, classes=labels)
+    spec = npz_spec(tmp_path / "d.npz", x_key="images", y_key="classes")
+    p = plan(spec, 3, "raw")
+    assert p.n_features == 20 and p.summary.checksum.startswith("sha256:")
+    shard = p.load(np.array([1, 2]))
+    rows = np.concatenate([p.shards[1], p.shards[2]])
+    np.testing.assert_array_equal(np.asarray(shard.X.todense() if hasattr(shard.X, "todense") else shard.X),
+                                  images.reshape(30, 20)[rows])
+    np.testing.assert_array_equal(shard.y, labels[rows])
+    X, y = SOURCES.get("npz", "").read(spec.source, np.array([5, 1]), 20)
+    np.testing.assert_array_equal(X.toarray(), images.reshape(30, 20)[[5, 1]])
+
+
+@pytest.mark.parametrize("arrays,keys,message", [
+    ({"X": np.ones((4, 2)), "y": np.ones(4)}, {"x_key": "features"}, r"^data.x_key = 'features': is not an array of"),
+    ({"X": np.ones((4, 2)), "y": np.ones(3)}, {}, r"^data.y_key = 'y': must hold one number per row of X \(4\)"),
+    ({"X": np.ones(4), "y": np.ones(4)}, {}, r"^data.x_key = 'X': must be a numeric array with one row per sample"),
+    ({"X": np.array([[1.0, np.nan]]), "y": np.ones(1)}, {}, r"^data.path = .*: holds non-finite values"),
+])
+def test_npz_source_refuses_bad_files_in_one_line(tmp_path, arrays, keys, message):
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(InputError, match=message):
+        plan(npz_spec(tmp_path / "d.npz", **keys), 1, "raw")
+    (tmp_path / "plain.npz").write_text("not numpy")
+    with pytest.raises(InputError, match=r"^data.path = .*plain.npz': is not a readable .npz file"):
+        plan(npz_spec(tmp_path / "plain.npz"), 1, "raw")

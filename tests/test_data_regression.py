@@ -137,7 +137,7 @@ def test_bad_parameters_name_the_field_and_value(data, field, value):
 
 def test_binary_problem_rejects_real_targets():
     spec = DataSpec(DataParams(source="regression"), RegressionParams(n_samples=50, n_features=3), NoParams())
-    with pytest.raises(InputError, match=r"^data.n_samples = 50: has 50 distinct labels .*a binary problem needs"):
+    with pytest.raises(InputError, match=r"^data.source = 'regression': has 50 distinct labels .*a binary problem needs"):
         plan(spec, 2, "pm1")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 import scipy.sparse as sp
 
-from mpiclip.data import leaf, libsvm, regression, synthetic
+from mpiclip.data import leaf, libsvm, npz, regression, synthetic
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
@@ -27,8 +27,8 @@ from mpiclip.registry import Registry
 class DataParams:
     """Keys of [data] shared by every source."""
 
-    source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression', 'leaf_synthetic' or "
-                        "'libsvm'")
+    source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression', 'leaf_synthetic', "
+                        "'libsvm' or 'npz'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'auto' asks the problem", choices=("auto", "pm1", "raw"))
@@ -59,6 +59,13 @@ class RegressionParams:
     n_features: int = param(400, "number of features d", check=at_least(1))
     noise: float = param(1e-5, "target noise: b = A x* + noise*N(0,1)", check=finite_nonnegative)
     seed: int = param(0, "seed of the generated data (independent of run.seed)", check=nonnegative)
+
+
+@dataclass(frozen=True)
+class NpzParams:
+    path: str = param("", "a numpy .npz file with a feature array (one row per sample; images are flattened) and labels")
+    x_key: str = param("X", "name of the feature array in the file")
+    y_key: str = param("y", "name of the label vector in the file")
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,24 @@ class RegressionSource(Source):
     @staticmethod
     def read(p: RegressionParams, rows: np.ndarray, d: int):
         return regression.read(p.seed, p.n_samples, p.n_features, p.noise, rows)
+
+
+@SOURCES.register("npz")
+class NpzSource(Source):
+    """A numpy .npz file of features and labels (the user's own data set); rows keep their order."""
+
+    params = NpzParams
+
+    @staticmethod
+    def summarize(p: NpzParams) -> Summary:
+        if not p.path:
+            raise InputError("data.path", p.path, "an npz source needs a file path")
+        rows, d, labels, sha = npz.summarize(p.path, p.x_key, p.y_key)
+        return Summary(rows, d, labels, f"sha256:{sha}", f"npz:{p.path}")
+
+    @staticmethod
+    def read(p: NpzParams, rows: np.ndarray, d: int):
+        return npz.read(p.path, p.x_key, p.y_key, rows, d)
 
 
 @SOURCES.register("leaf_synthetic")
@@ -295,8 +320,7 @@ def _stamp(params) -> tuple:
 def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     """Summarise and split the data; every check of the data set itself happens here."""
     summary = _summary(spec.common.source, spec.source, _stamp(spec.source))
-    where = "data.path" if spec.common.source == "libsvm" else "data.n_samples"
-    value = getattr(spec.source, "path", summary.n_rows)
+    where, value = ("data.path", spec.source.path) if hasattr(spec.source, "path") else ("data.source", spec.common.source)
     if summary.n_rows < n_workers:
         raise InputError("run.n_workers", n_workers, f"exceeds the {summary.n_rows} samples of {summary.description}")
     label_map = problem_labels if spec.common.labels == "auto" else spec.common.labels
