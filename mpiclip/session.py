@@ -72,7 +72,8 @@ class Session:
         self.plan = None
         if problem_cls.labels is not None:
             self.plan = datamod.plan(c.data, c.run.n_workers, problem_cls.labels)
-            self.d = self.plan.n_features
+            problem_cls.check_data(c.problem.params, self.plan)
+            self.d = problem_cls.dimension(c.problem.params, self.plan)
         else:
             self.d = c.problem.params.d
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
@@ -84,6 +85,9 @@ class Session:
         if self.compressor.clips and not self.method_cls.accepts_clipping:
             raise InputError("compressor.name", c.compressor.name, f"clips, and method {c.method.name!r} does not "
                              "support clipping (use clip_gd, clip21_gd, clip21_sgd, or ef21/cgd with compressor clip)")
+        if not problem_cls.smooth and stepsize.rule_for(c.stepsize, self.method_cls.default_rule) != "constant":
+            raise InputError("stepsize.rule", c.stepsize.rule, f"problem {c.problem.name!r} has no smoothness constant "
+                             "to derive γ from; set rule = 'constant' and value")
         stepsize.check(c.stepsize, self.method_cls.default_rule, self.compressor.alpha(self.d),
                        self.compressor.omega(self.d), c.compressor.name)
         trial = self.method_cls.create(c.method.params, self.compressor, 1.0)

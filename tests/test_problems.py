@@ -186,3 +186,77 @@ def test_quadratic_optimum():
     x_star = np.linalg.solve(Q, b)
     assert s.f_star == pytest.approx(0.5 * x_star @ Q @ x_star - b @ x_star, rel=1e-12)
     assert s.f_star == pytest.approx(prob.loss_grads(x_star, True)[0].mean(), rel=1e-10)
+
+
+# ------------------------------------------------------------------------- classifiers (issue 11)
+def classifier(name="softmax", n_workers=3, **params):
+    from mpiclip import config as cfg
+    from mpiclip import data as datamod
+    from mpiclip.problems import PROBLEMS
+
+    config = cfg.validate({"data": {"source": "leaf_synthetic", "users": 3, "n_features": 6, "classes": 3},
+                           "problem": {"name": name, **params}, "run": {"n_workers": n_workers}})
+    plan = datamod.plan(config.data, n_workers, "classes")
+    ids = np.arange(n_workers)
+    return PROBLEMS.get(name, "").build(config.problem.params, plan.load(ids), ids, n_workers), plan
+
+
+def test_classifier_gradients_are_the_models_on_each_workers_rows():
+    from mpiclip.models import Network
+
+    for name, params in (("softmax", {}), ("mlp", {"hidden": [5, 4], "activation": "relu"})):
+        problem, plan = classifier(name, **params)
+        x = problem.net.init(np.random.default_rng(0))
+        losses, grads = problem.loss_grads(x, True)
+        assert problem.d == problem.net.n_params and isinstance(problem.net, Network)
+        for w, rows in enumerate(plan.shards):
+            A = plan.load(np.array([w])).X
+            y = np.searchsorted(plan.label_values, plan.summary.labels[rows]).astype(int)
+            loss, grad = problem.net.loss_grad(x, A, y, problem.lam)
+            assert losses[w] == pytest.approx(loss, rel=1e-13)
+            np.testing.assert_allclose(grads[w], grad, rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(problem.worker_grad(x, w), grads[w])
+        assert np.all((problem.scores() >= 0) & (problem.scores() <= 1))
+
+
+def test_softmax_smoothness_bounds_the_hessian():
+    problem, _ = classifier("softmax", lam=0.01)
+    smooth = problem.smoothness(ALL_LOCAL)
+    rng = np.random.default_rng(1)
+    h = 1e-6
+    for _ in range(3):
+        x = rng.standard_normal(problem.d)
+        for w in range(problem.n_local):
+            H = np.stack([(problem.worker_grad(x + h * e, w) - problem.worker_grad(x - h * e, w)) / (2 * h)
+                          for e in np.eye(problem.d)])
+            top = np.linalg.eigvalsh(0.5 * (H + H.T))[-1]
+            assert top <= smooth.L_workers[w] * (1 + 1e-6)
+    assert smooth.mu == 0.01
+
+
+def test_classifier_settings_that_do_not_fit_are_refused(tmp_path):
+    from helpers import config_table
+
+    from mpiclip import config as cfg
+    from mpiclip import session
+    from mpiclip.comm import SerialComm
+    from mpiclip.errors import InputError
+
+    def run(**sections):
+        base = {"data": {"source": "leaf_synthetic", "users": 3, "n_features": 6, "classes": 3}}
+        table = config_table(run={"name": "c", "n_workers": 3, "rounds": 5}, method={"name": "gd"},
+                             compressor={"name": "identity"}, **{**base, **sections})
+        table["output"] = {"path": str(tmp_path / "c.h5")}
+        (prepared,) = session.prepare_all([cfg.validate(table)], SerialComm(), "test", log=lambda *a: None)
+        return session.execute(prepared)
+
+    assert run(problem={"name": "softmax"}).status.startswith("completed")
+    for sections, message in [({"problem": {"name": "softmax", "classes": 5}}, "problem.classes = 5: does not match the 3"),
+                              ({"problem": {"name": "mlp", "hidden": [4, 4, 4]}}, r"problem.hidden = \[4, 4, 4\]: must be one or two"),
+                              ({"problem": {"name": "mlp"}}, "stepsize.rule = 'auto': problem 'mlp' has no smoothness"),
+                              ({"problem": {"name": "softmax"}, "data": {"source": "regression", "n_samples": 30}},
+                               "a classifier needs at least 2 classes with integer labels")]:
+        (tmp_path / "c.h5").unlink(missing_ok=True)
+        with pytest.raises(InputError, match=message):
+            run(**sections)
+        assert not (tmp_path / "c.h5").exists()

@@ -31,7 +31,8 @@ class DataParams:
                         "'libsvm' or 'npz'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
-                        "them; 'auto' asks the problem", choices=("auto", "pm1", "raw"))
+                        "them; 'classes' numbers the distinct (integer) labels 0..K-1; 'auto' asks the problem",
+                        choices=("auto", "pm1", "raw", "classes"))
     storage: str = param("auto", "feature matrix layout; 'auto' is dense above 50% nonzeros",
                          choices=("auto", "csr", "dense"))
 
@@ -244,6 +245,7 @@ class Shard:
     offsets: np.ndarray  # (n_local + 1,) row offsets of each local worker
     X: Any  # (rows, d) scipy CSR or numpy array
     y: np.ndarray  # (rows,)
+    classes: int = 0  # K, for labels numbered as classes 0..K-1
 
     @property
     def n_features(self) -> int:
@@ -288,8 +290,11 @@ class Plan:
         X, y = X_sorted[position], y_sorted[position]
         if self.label_map == "pm1":
             y = np.where(y == self.label_values.max(), 1.0, -1.0)
+        elif self.label_map == "classes":
+            y = np.searchsorted(self.label_values, y).astype(np.float64)
         offsets = np.concatenate([[0], np.cumsum([len(self.shards[w]) for w in worker_ids])])
-        return Shard(np.asarray(worker_ids), offsets, _storage(X, self.spec.common.storage), y)
+        classes = len(self.label_values) if self.label_map == "classes" else 0
+        return Shard(np.asarray(worker_ids), offsets, _storage(X, self.spec.common.storage), y, classes)
 
 
 def _storage(X: sp.csr_matrix, storage: str):
@@ -329,6 +334,9 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
         raise InputError(where, value, f"has {len(values)} distinct labels ({shown}); a binary problem needs exactly 2 "
                          "(or set data.labels = 'raw')")
+    if label_map == "classes" and (len(values) < 2 or not np.array_equal(values, np.round(values))):
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        raise InputError(where, value, f"has labels {shown}: a classifier needs at least 2 classes with integer labels")
     split = SPLITS.get(spec.common.split, "data.split")
     if split.by_groups and summary.groups is None:
         raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic), not "

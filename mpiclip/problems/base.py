@@ -45,6 +45,7 @@ class Problem:
     params: ClassVar[type] = NoParams
     labels: ClassVar[Optional[str]] = None
     score_names: ClassVar[tuple[str, ...]] = ()  # per-worker scores of the last evaluation with losses (trace /metrics)
+    smooth: ClassVar[bool] = True  # has a smoothness constant L (else step sizes must be given)
 
     d: int
     worker_ids: np.ndarray
@@ -58,6 +59,15 @@ class Problem:
     @staticmethod
     def check(params: Any, n_workers: int) -> None:
         """Raise InputError for settings that cannot work with this many workers (before any collective)."""
+
+    @classmethod
+    def check_data(cls, params: Any, plan: Any) -> None:
+        """Raise InputError for settings that do not fit the data set (``plan``: :class:`mpiclip.data.Plan`)."""
+
+    @classmethod
+    def dimension(cls, params: Any, plan: Any) -> int:
+        """The dimension of x for a problem made of the samples of ``plan`` (one weight per feature here)."""
+        return plan.n_features
 
     @property
     def n_local(self) -> int:

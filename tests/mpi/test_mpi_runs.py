@@ -60,6 +60,8 @@ CASES = {
     "clip-sgd-dp": {"method": {"name": "clip_sgd", "tau": 0.3, "sigma": 0.05, "batch": 0.3}, "compressor": {"name": "identity"}},
     "clip21-topk": {"method": {"name": "clip21_gd", "tau": 0.1, "order": "compress_first"}},
     "clip21-avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
+    "softmax-leaf-synthetic": {"problem": {"name": "softmax"}, "data": {"source": "leaf_synthetic", "users": 5,
+                                                                        "n_features": 6, "classes": 3, "split": "iid"}},
     # asynchronous runs in simulated time: the schedule and every job's gradient do not depend on the ranks
     **{f"async-{name}": case for name, case in METHOD_CASES.items() if name in ASYNCHRONOUS},
 }
