@@ -318,3 +318,36 @@ def test_npz_source_refuses_bad_files_in_one_line(tmp_path, arrays, keys, messag
     (tmp_path / "plain.npz").write_text("not numpy")
     with pytest.raises(InputError, match=r"^data.path = .*plain.npz': is not a readable .npz file"):
         plan(npz_spec(tmp_path / "plain.npz"), 1, "raw")
+
+
+def digits_spec(**values):
+    from mpiclip import config as cfg
+
+    return cfg.validate({"data": {"source": "digits", **values}, "problem": {"name": "softmax"},
+                         "run": {"n_workers": 10}}).data
+
+
+def test_digits_are_scikit_learns_scaled_to_the_unit_interval():
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    p = plan(digits_spec(split="one_class"), 10, "classes")
+    assert p.summary.n_rows == 1797 and p.n_features == 64 and list(p.label_values) == list(range(10))
+    for k in (0, 7):
+        shard = p.load(np.array([k]))
+        X = shard.X.toarray() if hasattr(shard.X, "toarray") else shard.X
+        np.testing.assert_array_equal(X, reference.data[reference.target == k] / 16.0)
+        assert set(shard.y) == {float(k)} and shard.classes == 10
+    assert plan(digits_spec(), 10, "classes").summary.checksum == p.summary.checksum
+
+
+def test_digits_without_scikit_learn_is_a_one_line_error(monkeypatch):
+    import sys
+
+    from mpiclip.data import _summary
+
+    _summary.cache_clear()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if it were not installed
+    with pytest.raises(InputError, match=r"^data.source = 'digits': needs scikit-learn.*pip install 'mpiclip\[fed\]'"):
+        plan(digits_spec(), 10, "classes")
+    _summary.cache_clear()

@@ -9,6 +9,7 @@ workers this rank holds.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -20,7 +21,7 @@ from mpiclip.data import leaf, libsvm, npz, regression, synthetic
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
-from mpiclip.registry import Registry
+from mpiclip.registry import NoParams, Registry
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DataParams:
     """Keys of [data] shared by every source."""
 
     source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression', 'leaf_synthetic', "
-                        "'libsvm' or 'npz'")
+                        "'digits', 'libsvm' or 'npz'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'classes' numbers the distinct (integer) labels 0..K-1; 'auto' asks the problem",
@@ -177,6 +178,34 @@ class RegressionSource(Source):
     @staticmethod
     def read(p: RegressionParams, rows: np.ndarray, d: int):
         return regression.read(p.seed, p.n_samples, p.n_features, p.noise, rows)
+
+
+@SOURCES.register("digits")
+class DigitsSource(Source):
+    """scikit-learn's handwritten digits (1,797 8×8 images, 10 classes), features scaled to [0, 1] (extra `fed`)."""
+
+    params = NoParams
+
+    @staticmethod
+    def _arrays() -> tuple[np.ndarray, np.ndarray]:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise InputError("data.source", "digits", "needs scikit-learn, which ships the data set: "
+                             "pip install 'mpiclip[fed]'") from None
+        digits = load_digits()
+        return digits.data / 16.0, digits.target.astype(np.float64)
+
+    @staticmethod
+    def summarize(p: NoParams) -> Summary:
+        X, y = DigitsSource._arrays()
+        digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
+        return Summary(X.shape[0], X.shape[1], y, f"sha256:{digest}", "digits (scikit-learn, features / 16)")
+
+    @staticmethod
+    def read(p: NoParams, rows: np.ndarray, d: int):
+        X, y = DigitsSource._arrays()
+        return sp.csr_matrix(X[rows]), y[rows]
 
 
 @SOURCES.register("npz")
