@@ -71,8 +71,11 @@ class Classifier(Problem):
         self._accuracy = np.full(self.n_local, np.nan)
 
     def _rows(self, w: int, rows=None):
+        """Worker w's rows (a view when all of them), or its rows ``rows`` (local numbers)."""
         lo, hi = int(self.offsets[w]), int(self.offsets[w + 1])
-        index = np.arange(lo, hi) if rows is None else lo + np.asarray(rows, dtype=np.int64)
+        if rows is None:
+            return self.X[lo:hi], self.y[lo:hi]
+        index = lo + np.asarray(rows, dtype=np.int64)
         return self.X[index], self.y[index]
 
     def loss_grads(self, x, with_loss):
