@@ -34,7 +34,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mpiclip.plotting import x_values
+from mpiclip.plotting import pyplot, save, x_values
 from mpiclip.report import table
 from mpiclip.sweep import load_sweep
 from mpiclip.trace import load_trace
@@ -124,15 +124,6 @@ def fmt(v: float, digits: int = 3) -> str:
 
 
 # ---------------------------------------------------------------- figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _label(r: Run) -> str:
     extra = f", τ = {r.tau:g}" if r.method == "clipped_asgd" else ""
     return f"{NAMES[r.method]} (γ = {r.gamma:g}{extra})"
@@ -140,7 +131,7 @@ def _label(r: Run) -> str:
 
 def curves(best: dict, metric: str, x: str, out: str, title: str) -> None:
     """One panel per slowdown; every method's best run against x ('time', 'arrivals' or 'bits')."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [x] if x != "work" else ["arrivals", "bits"]
     fig, axes = plt.subplots(len(rows), 3, figsize=(15, 4.6 * len(rows)), constrained_layout=True, squeeze=False)
     finite = [r.y[(r.y > 0) & np.isfinite(r.y)] for r in best.values()]
@@ -165,14 +156,13 @@ def curves(best: dict, metric: str, x: str, out: str, title: str) -> None:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out, dpi=110)
 
 
 def delays(asgd: dict, out: str, title: str) -> None:
     """ASGD's delays per slowdown: arrivals per unit of delay in log-spaced bins (log axes), the straggler's
     arrivals stacked in red; τ_C, the mean and τ_max marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
     tmax = max(int(r.attr("tau_max")) for r in asgd.values())
     edges = np.unique(np.concatenate([np.arange(0, 10), np.geomspace(10, tmax + 2, 50).astype(int)])) - 0.5
@@ -202,13 +192,12 @@ def delays(asgd: dict, out: str, title: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out, dpi=110)
 
 
 def workers(asgd: dict, out: str, title: str) -> str:
     """Updates applied per worker, ASGD at s = 1 and s = 100; returns a sentence on the straggler's share."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8), constrained_layout=True)
     text = []
     for k, (s, color) in enumerate(((1.0, "tab:gray"), (100.0, "tab:blue"))):
@@ -230,8 +219,7 @@ def workers(asgd: dict, out: str, title: str) -> str:
     ax.set_title(title + "\n" + "\n".join(text), fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(loc="lower left")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out, dpi=110)
     return "; ".join(text)
 
 
@@ -377,7 +365,7 @@ def variants(name: str, keys: tuple, out: str, lines: list, note: str, baseline:
                      str(int(r.attr("updates", r.tr.rounds[-1]))), str(int(r.attr("tau_max"))),
                      f"{float(r.attr('delay_mean')):.1f}", f"{float(r.attr('discarded_fraction')):.3f}"])
     # figure: ASGD and Clipped ASGD at s = 1 and the largest s, one panel per variant
-    plt = _pyplot()
+    plt = pyplot()
     vs = sorted({k[0] for k in best})
     fig, axes = plt.subplots(1, len(vs), figsize=(max(5.4 * len(vs), 9.0), 4.6), constrained_layout=True, squeeze=False)
     for ax, v in zip(axes[0], vs):
@@ -394,8 +382,7 @@ def variants(name: str, keys: tuple, out: str, lines: list, note: str, baseline:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{name}: best-tuned runs (γ, τ by the median over the last 10% of the time budget)", fontsize=11)
-    fig.savefig(os.path.join(out, f"{name}.png"), dpi=110)
-    plt.close(fig)
+    save(fig, os.path.join(out, f"{name}.png"), dpi=110)
     t = METRIC_TEXT[metric]
     lines += [f"## {name}", "", note, "", f"{len(runs)} runs. Per variant, method and s: the best γ (/ τ) by the final "
               f"{t} at time {runs[0].config.asynchrony.max_time:g} and by the median over the last 10% of the budget "

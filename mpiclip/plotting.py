@@ -13,6 +13,23 @@ Y_AXES = ("grad_norm_sq", "loss", "gap")
 Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$"}
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported only when a figure is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str, dpi: int = 130) -> str:
+    """Write ``fig`` to ``out`` (format from the suffix) and release it."""
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
+    return out
+
+
 def y_values(tr: Trace, y: str) -> np.ndarray:
     if y == "gap":
         f_star = float(tr.attrs.get("f_star", np.nan))
@@ -49,11 +66,7 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
     ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
     papers compare methods at a common bit budget); a number sets it; None shows everything.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
     ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
     if xmax == "auto":
@@ -77,18 +90,12 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
     """Histogram of the delays of every arrival, one per trace, with τ_C (concurrency) and τ_max marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
     for i, tr in enumerate(traces):
         if not tr.events:
@@ -108,18 +115,12 @@ def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def contributions(tr: Trace, out: str, title: str | None = None) -> str:
     """Applied and discarded gradients of every worker of an asynchronous run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = int(tr.attrs.get("n_workers", tr.events["worker"].max() + 1))
     applied = tr.events["update"] >= 0
     counts = [np.bincount(tr.events["worker"][mask], minlength=n) for mask in (applied, ~applied)]
@@ -130,18 +131,12 @@ def contributions(tr: Trace, out: str, title: str | None = None) -> str:
     ax.set_ylabel("gradients")
     ax.legend()
     ax.set_title(title or f"{tr.label}: gradients per worker")
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def activity(tr: Trace, out: str, metric: str = "clip_active", title: str | None = None) -> str:
     """Heat map of a per-worker metric (default: whether clipping was active), worker × recorded round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if metric not in tr.workers:
         raise ValueError(f"{tr.path} has no /workers/{metric} (it has: {', '.join(tr.workers) or 'none'})")
     values = tr.workers[metric].T  # (n, T)
@@ -155,19 +150,13 @@ def activity(tr: Trace, out: str, metric: str = "clip_active", title: str | None
     ax.set_ylabel("worker")
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_title(title or f"{tr.label}: {metric}")
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", title: str | None = None) -> str:
     """Final y against the final ε, one line per method, mean over runs with the same (method, ε) and
     their spread as error bars (e.g. several seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     points: dict = {}
     for tr in traces:
         if "epsilon" not in tr.metrics or not len(tr.metrics["epsilon"]):
@@ -191,6 +180,4 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save(fig, out)
