@@ -344,10 +344,12 @@ def test_digits_are_scikit_learns_scaled_to_the_unit_interval():
 def test_digits_without_scikit_learn_is_a_one_line_error(monkeypatch):
     import sys
 
-    from mpiclip.data import _summary
+    from mpiclip.data import DigitsSource, _summary
 
     _summary.cache_clear()
+    DigitsSource._arrays.cache_clear()
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if it were not installed
     with pytest.raises(InputError, match=r"^data.source = 'digits': needs scikit-learn.*pip install 'mpiclip\[fed\]'"):
         plan(digits_spec(), 10, "classes")
     _summary.cache_clear()
+    DigitsSource._arrays.cache_clear()

@@ -187,7 +187,9 @@ class DigitsSource(Source):
     params = NoParams
 
     @staticmethod
+    @functools.lru_cache(maxsize=1)
     def _arrays() -> tuple[np.ndarray, np.ndarray]:
+        """(features / 16, labels), loaded once per process (the summary and every shard read them)."""
         try:
             from sklearn.datasets import load_digits
         except ImportError:

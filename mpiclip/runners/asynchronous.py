@@ -16,7 +16,9 @@ minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the metho
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from typing import Optional
 
@@ -34,7 +36,17 @@ E = len(ENCODINGS)
 
 
 def read_replay(path: str) -> dict:
-    """The /events columns of a trace to replay, and the attributes that say which run it was."""
+    """The /events columns of a trace to replay, and the attributes that say which run it was (read once for
+    the checks before the run and the run itself, unless the file changes)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError("async.replay", path, f"cannot be read: {e}") from None
+    return _read_replay(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_replay(path: str, size: int, mtime: int) -> dict:
     try:
         with open_trace(path) as f:
             if "events/worker" not in f or "events/job" not in f:
@@ -139,12 +151,10 @@ class AsynchronousRunner(Runner):
             self._check_step(state)
             if s.control.stop or state.status != "running":
                 return state
-        while True:  # arrivals until the method steps (or the time or the schedule runs out)
-            stepped = self._arrive(state, self.schedule.pop())
-            if stepped or math.isinf(self.schedule.next_time()):
-                break
-            if self.p.max_time and self.schedule.next_time() > self.p.max_time:
-                break
+        while not self._arrive(state, self.schedule.pop()):  # arrivals until the method steps
+            following = self.schedule.next_time()
+            if math.isinf(following) or (self.p.max_time and following > self.p.max_time):
+                break  # the schedule or the time runs out first
         return state
 
     def _arrive(self, state: RunState, arrival) -> bool:
