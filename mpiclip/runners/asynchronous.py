@@ -27,6 +27,7 @@ import numpy as np
 from mpiclip.asynchrony import ReplaySchedule, Schedule
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError, RunFailed
+from mpiclip.methods.asgd import Received
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
@@ -184,14 +185,7 @@ class AsynchronousRunner(Runner):
             s.comm.bcast_array(self.buffer, owner)
             vector, bits = self.buffer[:-E], self.buffer[-E:]
         t2 = clock()
-        state.server, x, received = s.method.receive(state.server, state.x, vector, delay)
-        state.x = x
-        s.recorder.add_event(t if received.admitted else -1, w, arrival.start, delay, arrival.time, received.norm,
-                             received.clipped, arrival.job, bits)
-        self._count(state, delay, received.admitted)
-        if received.stepped:
-            state.t = t + 1
-            state.extra["now"] = arrival.time
+        received = self._apply(state, arrival, vector, bits)
         t3 = clock()
         spent["upload"] += t1 - t0
         spent["communication"] += t2 - t1
@@ -199,14 +193,22 @@ class AsynchronousRunner(Runner):
         self._compute(state, self.schedule.after(arrival, received.stepped, state.t))
         return received.stepped
 
-    @staticmethod
-    def _count(state: RunState, delay: int, admitted: bool) -> None:
-        """The delay histogram and the discarded count (for the trace's summary attributes)."""
+    def _apply(self, state: RunState, arrival, vector: np.ndarray, bits: np.ndarray) -> Received:
+        """The server's use of an arrival at update state.t: its step, the /events row, the delay histogram and
+        the discarded count (the trace's summary attributes)."""
+        t, delay = state.t, state.t - arrival.start
+        state.server, state.x, received = self.setup.method.receive(state.server, state.x, vector, delay)
+        self.setup.recorder.add_event(t if received.admitted else -1, arrival.worker, arrival.start, delay, arrival.time,
+                                      received.norm, received.clipped, arrival.job, bits)
         delays = state.extra["delays"]
         if delay >= len(delays):
             delays = state.extra["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
         delays[delay] += 1
-        state.extra["discarded"] += not admitted
+        state.extra["discarded"] += not received.admitted
+        if received.stepped:
+            state.t = t + 1
+            state.extra["now"] = arrival.time
+        return received
 
     def _compute(self, state: RunState, starts: list) -> None:
         """The gradients of the jobs that start now, at x^t, each on its worker's rank."""

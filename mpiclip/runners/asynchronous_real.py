@@ -109,7 +109,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
         rows = [(0, 0.0, state.x.copy(), np.zeros((n, E)))]
         bits_since = np.zeros((n, E))
         incoming = np.empty(HEAD + E + d)
-        started, t, status = time.perf_counter(), 0, "running"
+        started, status = time.perf_counter(), "running"
         while status == "running":
             comm.recv(incoming, ANY_SOURCE, GRADIENT)
             now = time.perf_counter() - started
@@ -120,14 +120,8 @@ class RealAsynchronousRunner(AsynchronousRunner):
                                 f"(it expects job {arrival.job} at update {arrival.start})")
             bits, vector = incoming[HEAD : HEAD + E], incoming[HEAD + E :]
             bits_since[w] += bits
-            delay = t - start
-            state.server, state.x, received = s.method.receive(state.server, state.x, vector, delay)
-            self._count(state, delay, received.admitted)
-            s.recorder.add_event(t if received.admitted else -1, w, start, delay, now, received.norm, received.clipped,
-                                 k, bits)
-            if received.stepped:
-                t += 1
-                state.extra["now"] = now
+            received = self._apply(state, arrival, vector, bits)
+            t = state.t
             out_of_time = bool(p.max_time) and now > p.max_time
             if received.stepped and (t % run.eval_every == 0 or t == run.rounds) or (out_of_time and rows[-1][0] != t):
                 rows.append((t, state.extra["now"], state.x.copy(), bits_since.copy()))
