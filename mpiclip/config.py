@@ -26,6 +26,7 @@ from mpiclip.compressors import COMPRESSORS
 from mpiclip.data import SOURCES, DataParams, DataSpec
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
+from mpiclip.federation import FederatedParams
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
 from mpiclip.problems import PROBLEMS
@@ -37,7 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "resume")
-SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "async", "output")
+SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "async", "federated", "output")
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
 
@@ -56,7 +57,8 @@ class RunParams:
     deterministic: bool = param(True, "sum in worker order so the trajectory is bit-identical on any number of "
                                 "ranks; false uses Allreduce (faster for large dense messages)")
     check_every: int = param(200, "compare a checksum of x across ranks every this many rounds", check=at_least(1))
-    x0: str = param("normal", "x^0: 'normal' (N(0, x0_scale² I) from run.seed), 'zeros', or a .npy file")
+    x0: str = param("normal", "x^0: 'normal' (N(0, x0_scale² I) from run.seed), 'zeros', 'model' (the network's "
+                    "torch-like initialisation from run.seed; softmax and mlp), or a .npy file")
     x0_scale: float = param(1.0, "standard deviation of x^0 for x0 = 'normal'", check=positive)
     checkpoint_every: int = param(0, "write a checkpoint beside the trace every this many rounds (0: only when "
                                   "SIGTERM/SIGINT stop the run or SIGUSR1 asks for one)", check=at_least(0))
@@ -92,6 +94,7 @@ class Config:
     stepsize: StepsizeParams
     output: OutputParams
     asynchrony: Optional[AsyncParams] = None  # [async], for the methods of the asynchronous runner only
+    federated: Optional[FederatedParams] = None  # [federated], for the methods of the federated runner only
 
     def as_table(self) -> dict:
         """The complete config (every default filled in) as nested tables."""
@@ -104,6 +107,8 @@ class Config:
         table["stepsize"] = to_table(self.stepsize)
         if self.asynchrony is not None:
             table["async"] = to_table(self.asynchrony)
+        if self.federated is not None:
+            table["federated"] = to_table(self.federated)
         table["output"] = to_table(self.output)
         return table
 
@@ -127,6 +132,9 @@ class Config:
         table.pop("output")
         for key in UNHASHED_RUN_KEYS:
             table["run"].pop(key, None)
+        if self.data is not None and not self.data.common.test_fraction:  # traces made before the test set keep their hash
+            for key in DataParams.UNSET_UNHASHED:
+                table["data"].pop(key, None)
         return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -273,15 +281,23 @@ def validate(table: dict) -> Config:
     data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
     stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
     output = parse_params(OutputParams, table.get("output", {}), "output")
-    asynchrony = None
-    if method_cls.runner == "asynchronous":
-        asynchrony = parse_params(AsyncParams, table.get("async", {}), "async")
-        asynchrony.validate(run.n_workers)
-    elif "async" in table:
-        names = ", ".join(n for n, c in METHODS.items() if c.runner == "asynchronous")
-        raise InputError("async", table["async"], f"method {method.name!r} runs in synchronous rounds; [async] is for "
-                         f"the asynchronous methods ({names})")
-    return Config(run, data, problem, method, compressor, stepsize, output, asynchrony)
+    asynchrony = _runner_section(table, "async", AsyncParams, "asynchronous", method.name, method_cls.runner, run)
+    federated = _runner_section(table, "federated", FederatedParams, "federated", method.name, method_cls.runner, run)
+    return Config(run, data, problem, method, compressor, stepsize, output, asynchrony, federated)
+
+
+def _runner_section(table: dict, section: str, params: type, runner: str, method: str, method_runner: str,
+                    run: RunParams) -> Any:
+    """The section of a runner's own settings, for its methods only."""
+    if method_runner == runner:
+        values = parse_params(params, table.get(section, {}), section)
+        values.validate(run.n_workers)
+        return values
+    if section in table:
+        names = ", ".join(n for n, c in METHODS.items() if c.runner == runner)
+        raise InputError(section, table[section], f"method {method!r} runs on the {method_runner} runner; [{section}] "
+                         f"is for the {runner} methods ({names})")
+    return None
 
 
 def _choice(table: dict, section: str, registry, default: str) -> Choice:

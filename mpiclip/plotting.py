@@ -8,9 +8,12 @@ import numpy as np
 
 from mpiclip.trace import Trace
 
-X_AXES = ("bits", "rounds", "time", "sim_time", "gradients")
-Y_AXES = ("grad_norm_sq", "loss", "gap")
-Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$"}
+X_AXES = ("bits", "rounds", "time", "sim_time", "gradients", "comm_rounds")
+Y_AXES = ("grad_norm_sq", "loss", "gap", "test_loss", "test_accuracy", "train_accuracy", "grad_variance")
+Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$",
+           "test_loss": "test loss", "test_accuracy": "test accuracy", "train_accuracy": "train accuracy",
+           "grad_variance": r"$\frac{1}{n}\sum_i \|\nabla f_i(x^t) - \nabla f(x^t)\|^2$"}
+LOG_Y = ("grad_norm_sq", "gap", "grad_variance")
 
 
 def pyplot():
@@ -36,7 +39,11 @@ def y_values(tr: Trace, y: str) -> np.ndarray:
         if not np.isfinite(f_star):
             raise ValueError(f"{tr.path} has no f_star (only least squares and quadratics know their optimum)")
         return tr.loss - f_star
-    return getattr(tr, y)
+    if y in ("grad_norm_sq", "loss"):
+        return getattr(tr, y)
+    if y not in tr.metrics:
+        raise KeyError(f"{tr.path} has no {y} (test metrics need a classifier and data.test_fraction > 0)")
+    return tr.metrics[y]
 
 
 def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndarray:
@@ -44,6 +51,10 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
         return tr.bits_per_worker(encoding, include_initial)
     if x == "rounds":
         return tr.rounds.astype(float)
+    if x == "comm_rounds":
+        if "comm_rounds" not in tr.metrics:
+            raise ValueError(f"{tr.path} is not a federated run (no /comm_rounds)")
+        return tr.metrics["comm_rounds"]
     if x in ("sim_time", "gradients"):
         if "sim_time" not in tr.metrics:
             raise ValueError(f"{tr.path} is not an asynchronous run (no /sim_time)")
@@ -73,10 +84,10 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
         xmax = min(ends) if ends and min(ends) > 0 else None
     for tr in traces:
         xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
-        keep = np.isfinite(ys) & (ys > 0) if y in ("grad_norm_sq", "gap") else np.isfinite(ys)
+        keep = np.isfinite(ys) & (ys > 0) if y in LOG_Y else np.isfinite(ys)
         label = tr.label + ("" if tr.status == "completed" else f" ({tr.status.split(':')[0]})")
         ax.plot(xs[keep], ys[keep], label=label, lw=1.5)
-    if y in ("grad_norm_sq", "gap"):
+    if y in LOG_Y:
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
@@ -84,7 +95,7 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
         ax.set_xlim(0, float(xmax))
     ax.set_xlabel({"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
                    "rounds": "round (server update) t", "time": "wall time (s)", "sim_time": "simulated time",
-                   "gradients": "gradients computed"}[x])
+                   "gradients": "gradients computed", "comm_rounds": "communication rounds"}[x])
     ax.set_ylabel(Y_LABEL[y])
     if title:
         ax.set_title(title)

@@ -24,8 +24,10 @@ EVENT_ROWS = 4096  # arrivals buffered before they are written
 
 class Recorder:
     def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
-                 flush_rows: int, extra: tuple[str, ...] = (), events: bool = False):
+                 flush_rows: int, extra: tuple[str, ...] = (), events: bool = False, clients: Optional[int] = None):
         self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
+        self.clients = np.zeros((EVENT_ROWS if clients else 0, clients or 0), dtype=np.int64)  # rounds' sampled clients
+        self.n_clients = 0
         self.events = np.zeros((EVENT_ROWS if events else 0, len(EVENT_COLUMNS) + E))  # arrivals not yet written
         self.n_events = 0
         self.events_written = 0
@@ -68,6 +70,13 @@ class Recorder:
         if self.n_events == len(self.events):  # every rank holds the same events: no collective needed
             self._write_events()
 
+    def add_clients(self, ids: np.ndarray) -> None:
+        """The clients sampled in the next round (federated runs; the same on every rank)."""
+        self.clients[self.n_clients] = ids
+        self.n_clients += 1
+        if self.n_clients == len(self.clients):
+            self._write_clients()
+
     @property
     def full(self) -> bool:
         return self.rows == self.capacity
@@ -88,6 +97,12 @@ class Recorder:
         self.block[:] = np.nan
         self.rows = 0
         self._write_events()
+        self._write_clients()
+
+    def _write_clients(self) -> None:
+        if self.n_clients and self.writer is not None:
+            self.writer.append_table("clients", {"": self.clients[: self.n_clients]})
+        self.n_clients = 0
 
     def _write_events(self) -> None:
         if not self.n_events:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 # Streams keep independent uses of randomness apart.
-X0, COMPRESSOR, SAMPLING, ORACLE, NOISE, SERVER, TIMES, ASSIGN = range(8)
+X0, COMPRESSOR, SAMPLING, ORACLE, NOISE, SERVER, TIMES, ASSIGN, CLIENTS = range(9)
 SERVER_ID = 2**32 - 1  # the "worker id" of draws the (replicated) server makes
 
 

@@ -110,8 +110,16 @@ class Session:
             return np.zeros(self.d)
         if c.x0 == "normal":
             return c.x0_scale * rng.generator(c.seed, rng.X0, 0, 0).standard_normal(self.d)
+        if c.x0 == "model":
+            problem = self.config.problem
+            x0 = PROBLEMS.get(problem.name, "problem.name").model_init(problem.params, self.plan,
+                                                                       rng.generator(c.seed, rng.X0, 0, 0))
+            if x0 is None:
+                raise InputError("run.x0", c.x0, f"problem {problem.name!r} has no model initialisation (softmax and mlp "
+                                 "do); use 'normal', 'zeros' or a .npy file")
+            return x0
         if not c.x0.endswith(".npy"):
-            raise InputError("run.x0", c.x0, "must be 'normal', 'zeros' or a .npy file")
+            raise InputError("run.x0", c.x0, "must be 'normal', 'zeros', 'model' or a .npy file")
         try:
             x0 = np.load(c.x0).astype(np.float64).ravel()
         except (OSError, ValueError) as e:
@@ -143,12 +151,13 @@ class Session:
             with open_trace(path) as f:
                 run_id, rows = f.attrs.get("run_id"), len(f["rounds"]) if "rounds" in f else 0
                 events = len(f["events/update"]) if "events/update" in f else 0
+                sampled = len(f["clients"]) if "clients" in f else None
         except (OSError, KeyError) as e:
             raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
         if run_id != stamp.run_id:
             raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
                              f"(the trace's run is {run_id}); move the checkpoint away or resume into the right trace")
-        if rows < stamp.rows or events < stamp.events:
+        if rows < stamp.rows or events < stamp.events or (sampled is not None and sampled < stamp.t):
             raise InputError("output.path", path, f"holds {rows} rows and {events} events, fewer than the {stamp.rows} "
                              f"and {stamp.events} the checkpoint counts; the trace was damaged after the checkpoint "
                              "was written")
@@ -178,11 +187,11 @@ class Session:
         c, comm = self.config, self.comm
         layout = comm.bind(c.run.n_workers)
         self.worker_ids = layout.workers_of(comm.rank)
-        self.problem, self.smooth = _problem(c, self.plan, self.worker_ids, comm)
+        self.problem, self.smooth, storage = _problem(c, self.plan, self.worker_ids, comm)
         self.jobs = None
         job_workers = self.runner_cls.job_workers(c, comm.rank, comm.size)
         if job_workers is not None and len(job_workers):  # e.g. every worker's data on every rank (homogeneous)
-            shard = self.plan.load(job_workers) if self.plan is not None else None
+            shard = self.plan.load(job_workers, storage=storage) if self.plan is not None else None
             self.jobs = PROBLEMS.get(c.problem.name, "problem.name").build(c.problem.params, shard, job_workers,
                                                                             c.run.n_workers)
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
@@ -232,8 +241,11 @@ class Session:
                 arrays["partition/label_values"] = self.plan.label_values
             arrays["partition/indices"] = np.concatenate(self.plan.shards)
             arrays["partition/offsets"] = np.concatenate([[0], np.cumsum(self.plan.sample_counts)])
+            if len(self.plan.test_rows):
+                arrays["partition/test_indices"] = self.plan.test_rows
         writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
-                                    self._row_scalars(), events=self.runner_cls.events)
+                                    self._row_scalars(), events=self.runner_cls.events,
+                                    clients=self.runner_cls.clients(c))
         if os.path.exists(c.checkpoint_path):  # a stale checkpoint of an earlier run must not be resumed into this trace
             os.remove(c.checkpoint_path)
         return writer
@@ -244,7 +256,9 @@ class Session:
             history = json.loads(f.attrs.get("resumed", "[]"))
         history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
                         "provenance": provenance.collect(self.comm.library, self.hostnames)})
-        counts = {"events/update": stamp.events} if self.runner_cls.events else None
+        counts = {"events/update": stamp.events} if self.runner_cls.events else {}
+        if self.runner_cls.clients(c) is not None:
+            counts["clients"] = stamp.t  # one row per round run
         return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
                                   {"resumed": json.dumps(history), "n_ranks": self.comm.size}, counts)
 
@@ -256,7 +270,7 @@ class Session:
     def run(self) -> Result:
         c, comm, method = self.config, self.comm, self.method
         recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows,
-                            self._row_scalars(), self.runner_cls.events)
+                            self._row_scalars(), self.runner_cls.events, self.runner_cls.clients(c))
         self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
         every = c.run.checkpoint_every
@@ -333,7 +347,7 @@ _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
 
 
 def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
-    """(problem, smoothness) of this rank's workers; consecutive runs on the same data (a sweep) reuse them.
+    """(problem, smoothness, storage of its rows) of this rank's workers; consecutive runs on the same data (a sweep) reuse them.
 
     The ranks agree on hit or miss (one tiny reduction), so the collectives of a miss stay matched even if
     the ranks' caches differ. An entry keeps its communicator alive, so that ``id(comm)`` is not reused."""
@@ -341,12 +355,12 @@ def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
     key = (checksum, c.data, c.problem.name, c.problem.params, tuple(worker_ids), c.run.n_workers, id(comm))
     if comm.max_flags(np.array([key not in _PROBLEMS]))[0] > 0:
         problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
-        shard = plan.load(worker_ids) if plan is not None else None
+        shard = plan.load(worker_ids, comm.row_reduce().sum) if plan is not None else None
         problem = problem_cls.build(c.problem.params, shard, worker_ids, c.run.n_workers)
-        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())), comm)
+        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())), shard and shard.storage, comm)
         while len(_PROBLEMS) > 2:
             _PROBLEMS.popitem(last=False)
-    return _PROBLEMS[key][:2]
+    return _PROBLEMS[key][:3]
 
 
 def prepare_all(configs: list[Config], comm: Comm, command: str = "", log=print) -> list[Session]:

@@ -43,17 +43,25 @@ class SweepParams:
     output: str = param("results/sweeps/{name}", "directory of the traces; {name} is the sweep's name")
 
 
+METRICS = ("grad_norm_sq", "gap", "loss", "test_loss", "test_accuracy", "train_accuracy")
+
+
+def larger_is_better(metric: str) -> bool:
+    return metric.endswith("accuracy")
+
+
 @dataclass(frozen=True)
 class SelectParams:
     group: tuple[str, ...] = param(("method.name",), "keys whose values make one curve each")
-    criterion: str = param("final", "best run of a group: 'final' (smallest final value), 'min' (smallest over "
+    criterion: str = param("final", "best run of a group: 'final' (best final value), 'min' (best value over "
                            "the run), 'bits_to' (fewest bits per worker to reach target; if no run of the group "
                            "reaches it, the smallest final value)", choices=("final", "min", "bits_to"))
     target: float = param(1e-7, "level of the metric for criterion = 'bits_to'", check=positive)
     encoding: str = param("paper", "bit encoding of the bits axis and of 'bits_to'",
                           choices=("paper", "coo32", "compact", "wire"))
-    metric: str = param("grad_norm_sq", "what is compared and plotted: ‖∇f‖² or the gap f − f* (least squares, "
-                        "quadratics)", choices=("grad_norm_sq", "gap"))
+    metric: str = param("grad_norm_sq", "what is compared and plotted: ‖∇f‖², the gap f − f* (least squares, "
+                        "quadratics), f, or a classifier's test loss or accuracy (accuracies: larger is better, "
+                        "and 'bits_to' means reaching at least target)", choices=METRICS)
 
 
 @dataclass(frozen=True)
@@ -164,12 +172,16 @@ def score(trace, select: SelectParams) -> tuple[int, float]:
         return (2, math.inf)
     from mpiclip.plotting import y_values
 
-    g = y_values(trace, select.metric)
+    try:
+        g = y_values(trace, select.metric)
+    except (KeyError, ValueError):  # a trace without the metric (e.g. no test set) cannot win
+        return (2, math.inf)
+    sign = -1.0 if larger_is_better(select.metric) else 1.0
     if select.criterion == "bits_to":
-        reached = np.flatnonzero(g <= select.target)
+        reached = np.flatnonzero(sign * g <= sign * select.target)
         if len(reached):
             return (0, float(trace.bits_per_worker(select.encoding)[reached[0]]))
-    value = float(np.nanmin(g)) if select.criterion == "min" else float(g[-1])
+    value = float(np.nanmin(sign * g)) if select.criterion == "min" else sign * float(g[-1])
     return (1, value if np.isfinite(value) else math.inf)
 
 

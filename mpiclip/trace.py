@@ -41,11 +41,11 @@ CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an ap
 
 UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)", "update": "update", "start": "update",
          "delay": "update",
-         "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1"}
+         "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1", "comm_rounds": "communication round"}
 # Reserved for the asynchronous and federated runners (DESIGN §8): created when a runner asks for them.
 EVENT_COLUMNS = {"update": "i8", "worker": "i8", "start": "i8", "delay": "i8", "sim_time": "f8", "norm": "f8",
                  "clipped": "i1", "job": "i8"}  # job: the worker's job index, which keys the job's random draws
-FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance")
+FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance", "comm_rounds")
 ROOT_SCALARS = FEDERATED_SCALARS + ("sim_time",)  # per-row scalars kept at the root rather than in /metrics
 RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
 
@@ -324,6 +324,7 @@ class Trace:
     metrics: dict  # name -> (T,) the method's extra per-round scalars (and the federated ones)
     bits_initial_down: dict  # encoding -> float
     events: dict = field(default_factory=dict)  # column -> (U,), asynchronous runs (schema 2)
+    clients: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # (R, P) federated runs
 
     @property
     def schema(self) -> int:
@@ -368,4 +369,5 @@ def load_trace(path: str) -> Trace:
             events.update({f"bits/{k}": v for k, v in group("events/bits").items()})
         return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
                      group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"), metrics,
-                     {k: float(v) for k, v in group("bits/initial/down").items()}, events)
+                     {k: float(v) for k, v in group("bits/initial/down").items()}, events,
+                     f["clients"][()] if "clients" in f else np.zeros((0, 0), dtype=np.int64))

@@ -123,7 +123,28 @@ METHOD_CASES = {
     "ringmaster_asgd": {"method": {"name": "ringmaster_asgd", "max_delay": 3, "stops": True},
                         "compressor": {"name": "identity"},
                         "async": {"compute_time": "list", "times": [[1.0, 2.0, 0.5]], "slow_workers": [0], "slow_factor": 7.0}},
+    # federated: sampling, minibatches, schedules, clipping, compression and every server optimizer somewhere
+    "fedavg": {"method": {"name": "fedavg", "local_steps": 3}, "compressor": {"name": "identity"},
+               "federated": {"clients_per_round": 3, "batch_size": 8}, "stepsize": {"factor": 1.0}},
+    "fedga": {"method": {"name": "fedga", "local_steps": 2, "beta": 0.5, "beta_decay": True},
+              "compressor": {"name": "identity"}, "stepsize": {"factor": 1.0},
+              "federated": {"clients_per_round": 2, "batch_size": 6, "lr_milestones": [10], "server_optimizer": "fedadam",
+                            "server_lr": 0.1}},
+    "gradalign": {"method": {"name": "gradalign", "beta": 0.3, "fg_rows": 10}, "compressor": {"name": "identity"},
+                  "stepsize": {"factor": 1.0},
+                  "federated": {"weighting": "samples", "uplink": "model", "server_momentum": 0.9, "nesterov": True}},
+    "scaffold": {"method": {"name": "scaffold", "local_steps": 2}, "compressor": {"name": "topk", "k": 3},
+                 "stepsize": {"factor": 1.0}, "federated": {"clients_per_round": 3, "batch_size": 5, "clip": 0.5}},
+    "scaffold_stored": {"method": {"name": "scaffold_stored", "local_steps": 2}, "compressor": {"name": "identity"},
+                        "stepsize": {"factor": 1.0},
+                        "federated": {"clients_per_round": 2, "server_optimizer": "fedyogi", "server_lr": 0.05}},
+    "fedprox": {"method": {"name": "fedprox", "mu": 0.1, "local_steps": 2}, "compressor": {"name": "randk", "k": 3},
+                "stepsize": {"factor": 1.0},
+                "federated": {"batch_size": 7, "update_clip": 0.5, "server_optimizer": "fedavgm", "server_momentum": 0.5}},
+    "lbsgd": {"method": {"name": "lbsgd"}, "compressor": {"name": "identity"}, "stepsize": {"factor": 1.0},
+              "federated": {"clients_per_round": 3, "server_optimizer": "fedadagrad", "server_lr": 0.1}},
 }
+FEDERATED = ("fedavg", "fedga", "gradalign", "scaffold", "scaffold_stored", "fedprox", "lbsgd")
 
 
 def stop_round(name: str, rounds: int) -> int:

@@ -319,7 +319,7 @@ BAD = [
     ({"async": {"mean_time": float("nan")}}, "async.mean_time = nan"),
     ({"method": {"name": "minibatch_sgd"}, "async": {"assignment": "random"}}, "async.assignment = 'random'"),
     ({"method": {"name": "ringmaster_asgd", "stops": True}, "async": {"assignment": "random"}}, "async.assignment"),
-    ({"method": {"name": "ef21"}, "async": {"concurrency": 2}}, "async = {concurrency}: method 'ef21' runs in synchronous"),
+    ({"method": {"name": "ef21"}, "async": {"concurrency": 2}}, "async = {concurrency}: method 'ef21' runs on the synchronous runner"),
     ({"async": {"replay": "/nonexistent/x.h5"}}, "async.replay = '/nonexistent/x.h5': cannot be read"),
     ({"compressor": {"name": "clip", "tau": 1.0}}, "compressor.name = 'clip': asgd clips with method.tau"),
     ({"async": {"mode": "real"}}, "async.mode = 'real': needs a server rank and at least one worker rank"),

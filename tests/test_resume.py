@@ -21,6 +21,7 @@ from mpiclip.errors import InputError
 from mpiclip.methods import METHODS
 from mpiclip.runners import RUNNERS
 from mpiclip.runners.asynchronous import AsynchronousRunner
+from mpiclip.runners.federated import FederatedRunner
 from mpiclip.runners.synchronous import SynchronousRunner
 
 ROUNDS = 60
@@ -43,7 +44,7 @@ def run(table: dict, *overrides: str):
 def at_round(monkeypatch, t: int, act):
     """Call ``act()`` once, at the top of round t (before the runner's step)."""
     fired = []
-    for runner in (SynchronousRunner, AsynchronousRunner):
+    for runner in (SynchronousRunner, AsynchronousRunner, FederatedRunner):
         def advance(self, state, original=runner.advance):
             if state.t == t and not fired:
                 fired.append(t)
@@ -128,8 +129,9 @@ KILL_DRIVER = """
 import os, signal, sys
 from mpiclip.cli import main
 from mpiclip.runners.asynchronous import AsynchronousRunner
+from mpiclip.runners.federated import FederatedRunner
 from mpiclip.runners.synchronous import SynchronousRunner
-for runner in (SynchronousRunner, AsynchronousRunner):
+for runner in (SynchronousRunner, AsynchronousRunner, FederatedRunner):
     def advance(self, state, original=runner.advance):
         if state.t == {t}:
             os.kill(os.getpid(), signal.SIGKILL)  # every rank at the same round: the whole job dies

@@ -78,6 +78,7 @@ def cmd_options(args) -> int:
     from mpiclip.compressors import COMPRESSORS
     from mpiclip.data import SOURCES, DataParams
     from mpiclip.data.partition import SPLITS
+    from mpiclip.federation import FederatedParams
     from mpiclip.methods import METHODS
     from mpiclip.params import describe
     from mpiclip.problems import PROBLEMS
@@ -101,6 +102,7 @@ def cmd_options(args) -> int:
         "compressor": registry(COMPRESSORS, "name"),
         "stepsize": keys(StepsizeParams),
         "async": ["  (asynchronous methods only)"] + keys(AsyncParams),
+        "federated": ["  (federated methods only)"] + keys(FederatedParams),
         "output": keys(cfg.OutputParams),
     }
     if args.section and args.section not in sections:

@@ -64,6 +64,11 @@ def message_bits(counts: Optional[np.ndarray], n_local: int, d: int, cost: Cost,
     return np.stack([cost.per_worker(float(c), d, True) for c in counts]) if len(counts) else np.zeros((0, 4))
 
 
+def dense_bits(d: int) -> np.ndarray:
+    """(E,) bits of one worker's dense message of d floats."""
+    return message_bits(None, 1, d, FLOAT, None)[0]
+
+
 @dataclass(frozen=True)
 class Message:
     """What the local workers send in one round.

@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
 
 from mpiclip.data import leaf, libsvm, npz, regression, synthetic
-from mpiclip.data.partition import SPLITS
+from mpiclip.data.partition import SPLITS, block_sizes
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
 from mpiclip.registry import NoParams, Registry
@@ -34,8 +34,15 @@ class DataParams:
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'classes' numbers the distinct (integer) labels 0..K-1; 'auto' asks the problem",
                         choices=("auto", "pm1", "raw", "classes"))
-    storage: str = param("auto", "feature matrix layout; 'auto' is dense above 50% nonzeros",
+    storage: str = param("auto", "feature matrix layout; 'auto' is dense above 50% nonzeros in the whole data set",
                          choices=("auto", "csr", "dense"))
+    test_fraction: float = param(0.0, "share of the samples held out as a test set before the split (per natural "
+                                 "client for sources that have them); classifiers report test loss and accuracy "
+                                 "on it (0: no test set)", check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    test_seed: int = param(0, "seed of the test rows' draw (independent of run.seed and the split's seed)",
+                           check=nonnegative)
+
+    UNSET_UNHASHED = ("test_fraction", "test_seed")  # left out of the config hash while there is no test set
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,9 @@ class Shard:
     X: Any  # (rows, d) scipy CSR or numpy array
     y: np.ndarray  # (rows,)
     classes: int = 0  # K, for labels numbered as classes 0..K-1
+    test: Optional["Shard"] = None  # the held-out rows this rank's workers evaluate, block by block
+    test_total: int = 0  # held-out rows over all workers
+    storage: str = "csr"  # the layout of X: 'csr' or 'dense'
 
     @property
     def n_features(self) -> int:
@@ -295,7 +305,9 @@ class Plan:
     summary: Summary
     shards: list  # n arrays of global row numbers
     label_values: np.ndarray  # distinct raw labels
-    label_map: str  # 'pm1' or 'raw'
+    label_map: str  # 'pm1', 'raw' or 'classes'
+    # held-out global rows, sorted (in no worker's shard)
+    test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_features(self) -> int:
@@ -311,8 +323,37 @@ class Plan:
         k = len(self.label_values)
         return np.array([np.bincount(which[s], minlength=k) for s in self.shards]).reshape(len(self.shards), k)
 
-    def load(self, worker_ids: np.ndarray) -> Shard:
-        rows = np.concatenate([self.shards[w] for w in worker_ids])
+    @property
+    def test_blocks(self) -> list:
+        """The held-out rows cut into one block per worker (evaluation only), so that test metrics are sums
+        in worker order and the same on any number of ranks."""
+        return _cut_blocks(self.test_rows, len(self.shards))
+
+    def load(self, worker_ids: np.ndarray, sum_rows: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+             storage: Optional[str] = None) -> Shard:
+        """The rows of ``worker_ids``, stored as ``storage`` ('dense' or 'csr'; default: data.storage).
+
+        With "auto" the layout follows the density of the whole data set, which ``sum_rows`` (an ordered sum
+        over every worker's rows, all ranks taking part) measures when the rank holds only part of it: a
+        worker's gradient is computed differently on CSR and dense rows, so the layout must not depend on
+        how the workers are spread over ranks. ``Shard.storage`` tells the choice."""
+        shard = self._read([self.shards[w] for w in worker_ids], worker_ids)
+        if len(self.test_rows):
+            shard.test = self._read([self.test_blocks[w] for w in worker_ids], worker_ids)
+            shard.test_total = len(self.test_rows)
+        storage = storage or self.spec.common.storage
+        if storage == "auto":
+            counts = _nonzeros(shard)
+            nnz, size = (sum_rows(counts) if sum_rows is not None else counts.sum(axis=0))
+            storage = "dense" if nnz > 0.5 * size else "csr"
+        for part in (shard, shard.test):
+            if part is not None:
+                part.X = _storage(part.X, storage)
+        shard.storage = storage
+        return shard
+
+    def _read(self, parts: list, worker_ids: np.ndarray) -> Shard:
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         source = SOURCES.get(self.spec.common.source, "data.source")
         X_sorted, y_sorted = source.read(self.spec.source, rows[order], self.n_features)
@@ -323,14 +364,24 @@ class Plan:
             y = np.where(y == self.label_values.max(), 1.0, -1.0)
         elif self.label_map == "classes":
             y = np.searchsorted(self.label_values, y).astype(np.float64)
-        offsets = np.concatenate([[0], np.cumsum([len(self.shards[w]) for w in worker_ids])])
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         classes = len(self.label_values) if self.label_map == "classes" else 0
-        return Shard(np.asarray(worker_ids), offsets, _storage(X, self.spec.common.storage), y, classes)
+        return Shard(np.asarray(worker_ids), offsets, X.tocsr(), y, classes)
+
+
+def _cut_blocks(rows: np.ndarray, n: int) -> list:
+    bounds = np.concatenate([[0], np.cumsum(block_sizes(len(rows), n))])
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _nonzeros(shard: Shard) -> np.ndarray:
+    """(n_local, 2): each local worker's [nonzeros, entries] of its training rows."""
+    nnz = np.diff(shard.X.indptr[shard.offsets]).astype(np.float64)
+    return np.column_stack([nnz, shard.sizes * float(shard.n_features)])
 
 
 def _storage(X: sp.csr_matrix, storage: str):
-    density = X.nnz / max(1, X.shape[0] * X.shape[1])
-    if storage == "dense" or (storage == "auto" and density > 0.5):
+    if storage == "dense":
         return X.toarray()
     X = X.tocsr()
     X.sort_indices()
@@ -372,8 +423,29 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     if split.by_groups and summary.groups is None:
         raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic), not "
                          f"{spec.common.source!r}")
-    shards = split.make(summary.groups if split.by_groups else summary.labels, n_workers, spec.split)
+    test_rows = held_out(summary, spec.common.test_fraction, spec.common.test_seed)
+    train = np.setdiff1d(np.arange(summary.n_rows), test_rows, assume_unique=True)
+    if len(train) < n_workers:
+        raise InputError("data.test_fraction", spec.common.test_fraction, f"leaves {len(train)} training samples for "
+                         f"{n_workers} workers")
+    by = summary.groups if split.by_groups else summary.labels
+    shards = [train[s] for s in split.make(by[train], n_workers, spec.split)]
     empty = [w for w, s in enumerate(shards) if len(s) == 0]
     if empty:
         raise InputError("data.split", spec.common.split, f"leaves worker {empty[0]} without samples")
-    return Plan(spec, summary, shards, values, label_map)
+    return Plan(spec, summary, shards, values, label_map, test_rows)
+
+
+def held_out(summary: Summary, fraction: float, seed: int) -> np.ndarray:
+    """The sorted test rows: round(fraction·N) rows drawn without replacement, or that share of each natural
+    client's rows (as LEAF holds out part of every user's data)."""
+    if fraction == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([seed, 4])
+    if summary.groups is None:
+        return np.sort(rng.permutation(summary.n_rows)[: round(fraction * summary.n_rows)])
+    picked = []
+    for g in np.unique(summary.groups):
+        members = np.flatnonzero(summary.groups == g)
+        picked.append(rng.permutation(members)[: round(fraction * len(members))])
+    return np.sort(np.concatenate(picked)).astype(np.int64)

@@ -38,16 +38,11 @@ import numpy as np
 
 from mpiclip.asynchrony import Policy
 from mpiclip.compressors import Identity
-from mpiclip.compressors.message import FLOAT, message_bits
+from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import WorkerRandomness
-
-
-def dense_bits(d: int) -> np.ndarray:
-    """(E,) bits of one worker's dense message of d floats."""
-    return message_bits(None, 1, d, FLOAT, None)[0]
 
 
 class AsyncWorkers(NamedTuple):

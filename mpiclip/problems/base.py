@@ -46,6 +46,7 @@ class Problem:
     labels: ClassVar[Optional[str]] = None
     score_names: ClassVar[tuple[str, ...]] = ()  # per-worker scores of the last evaluation with losses (trace /metrics)
     smooth: ClassVar[bool] = True  # has a smoothness constant L (else step sizes must be given)
+    weight_decay: float = 0.0  # λ of a torch-style weight decay λx inside the gradient (classifiers)
 
     d: int
     worker_ids: np.ndarray
@@ -69,6 +70,11 @@ class Problem:
         """The dimension of x for a problem made of the samples of ``plan`` (one weight per feature here)."""
         return plan.n_features
 
+    @classmethod
+    def model_init(cls, params: Any, plan: Any, rng: np.random.Generator) -> Optional[np.ndarray]:
+        """x^0 from the model's own initialisation (``run.x0 = "model"``), or None if the problem has none."""
+        return None
+
     @property
     def n_local(self) -> int:
         return len(self.worker_ids)
@@ -81,9 +87,10 @@ class Problem:
         """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers)."""
         raise NotImplementedError
 
-    def worker_grad(self, x: np.ndarray, local: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
+    def worker_grad(self, x: np.ndarray, local: int, rows: Optional[np.ndarray] = None, decay: bool = True) -> np.ndarray:
         """(d,) the gradient of local worker ``local`` alone at x, over its rows ``rows`` (None: all), with the
-        bits of its row in ``loss_grads`` / ``minibatch_grads`` (asynchronous jobs compute one worker at a time)."""
+        bits of its row in ``loss_grads`` / ``minibatch_grads`` (asynchronous jobs compute one worker at a time).
+        ``decay=False`` leaves out the ``weight_decay``·x term (a clipped gradient gets it after clipping, as torch)."""
         if rows is None:
             return self.loss_grads(x, False)[1][local]
         batches = [rows if i == local else np.arange(min(1, int(n))) for i, n in enumerate(self.local_sizes)]

@@ -43,7 +43,7 @@ class Classifier(Problem):
     """Shared machinery: per-worker cross-entropy of a :class:`Network` on the worker's rows."""
 
     labels = "classes"
-    score_names = ("accuracy",)
+    score_names = ("train_accuracy",)  # per worker; the trace's train accuracy is their mean, as f is of the f_i
 
     @classmethod
     def network(cls, params, n_features: int, classes: int) -> Network:
@@ -52,6 +52,10 @@ class Classifier(Problem):
     @classmethod
     def dimension(cls, params, plan) -> int:
         return cls.network(params, plan.n_features, len(plan.label_values)).n_params
+
+    @classmethod
+    def model_init(cls, params, plan, rng):
+        return cls.network(params, plan.n_features, len(plan.label_values)).init(rng)
 
     @classmethod
     def check_data(cls, params, plan) -> None:
@@ -68,7 +72,11 @@ class Classifier(Problem):
         self.net = self.network(params, shard.n_features, params.classes or shard.classes)
         self.d, self.lam = self.net.n_params, params.lam
         self.X, self.y, self.offsets = shard.X, shard.y.astype(np.int64), shard.offsets
-        self._accuracy = np.full(self.n_local, np.nan)
+        self.test, self.weight_decay = shard.test, self.lam
+        if self.test is not None:  # worker w's score is n/N_test × its block's sums, so the mean over workers is the test mean
+            self.score_names = self.score_names + ("test_loss", "test_accuracy")
+            self.test_scale = n_workers / shard.test_total
+        self._scores = np.full((self.n_local, len(self.score_names)), np.nan)
 
     def _rows(self, w: int, rows=None):
         """Worker w's rows (a view when all of them), or its rows ``rows`` (local numbers)."""
@@ -84,17 +92,22 @@ class Classifier(Problem):
             A, y = self._rows(w)
             losses[w], grads[w] = self.net.loss_grad(x, A, y, self.lam)
             if with_loss:
-                self._accuracy[w] = self.net.accuracy(x, A, y)
+                self._scores[w, 0] = self.net.accuracy(x, A, y)
+        if with_loss and self.test is not None:
+            for w in range(self.n_local):
+                lo, hi = self.test.offsets[w], self.test.offsets[w + 1]
+                loss, correct = self.net.evaluate(x, self.test.X[lo:hi], self.test.y[lo:hi].astype(np.int64))
+                self._scores[w, 1:] = self.test_scale * (hi - lo) * loss, self.test_scale * correct
         return (losses if with_loss else None), grads
 
     def minibatch_grads(self, x, batches):
         return np.stack([self.net.loss_grad(x, *self._rows(w, b), self.lam)[1] for w, b in enumerate(batches)])
 
-    def worker_grad(self, x, local, rows=None):
-        return self.net.loss_grad(x, *self._rows(local, rows), self.lam)[1]
+    def worker_grad(self, x, local, rows=None, decay=True):
+        return self.net.loss_grad(x, *self._rows(local, rows), self.lam if decay else 0.0)[1]
 
     def scores(self):
-        return self._accuracy[:, None]
+        return self._scores
 
     def smoothness(self, reduce):
         if not self.smooth:

@@ -184,7 +184,7 @@ class LinearModel(Problem):
     def minibatch_grads(self, x, batches):
         return self._evaluate(self.design.select(batches), x, False)[1]
 
-    def worker_grad(self, x, local, rows=None):
+    def worker_grad(self, x, local, rows=None, decay=True):
         designs = self.__dict__.setdefault("_single", {})
         if local not in designs:
             designs[local] = self.design.worker(local)

@@ -1,7 +1,7 @@
 """Runners, one loop each (DESIGN §8); importing this package registers them. Each method names the
 runner that drives it (``Method.runner``)."""
 
-from mpiclip.runners import asynchronous, asynchronous_real, synchronous  # noqa: F401  (registers)
+from mpiclip.runners import asynchronous, asynchronous_real, federated, synchronous  # noqa: F401  (registers)
 from mpiclip.runners.base import RUNNERS, Control, Ledger, Runner, RunState, Setup
 
 __all__ = ["RUNNERS", "Control", "Ledger", "Runner", "RunState", "Setup"]

@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Optional
 import numpy as np
 
 from mpiclip.compressors import ENCODINGS, Message
+from mpiclip.errors import RunFailed
 from mpiclip.registry import NoParams, Registry
 
 E = len(ENCODINGS)
@@ -63,6 +64,12 @@ class Ledger:
                 self.initial_unwritten = True
             else:
                 self.pending_down += downlink.bits[0]
+
+    def count(self, up: np.ndarray, down: np.ndarray) -> None:
+        """Account bits outside any initial round: ``up`` (n_local, E) per local worker, ``down`` (E,)."""
+        self.sent_up += up
+        self.pending_up += up
+        self.pending_down += down
 
     def counted_up(self) -> np.ndarray:
         """(n_local, E): bits each local worker sent outside the initial round."""
@@ -181,6 +188,11 @@ class Runner:
     events: ClassVar[bool] = False  # writes the /events table
 
     @classmethod
+    def clients(cls, config: Any) -> Optional[int]:
+        """Clients sampled per round, if the runner writes the /clients table (one row per round run)."""
+        return None
+
+    @classmethod
     def check(cls, config: Any, method: Any, problem_info: dict) -> None:
         """Raise InputError for settings this loop cannot run (no collectives; before anything is written).
         ``problem_info``: d, samples (is the problem made of samples), checksum (of the data)."""
@@ -236,21 +248,38 @@ class Row:
     grad_norm_sq: float
     bits: float  # mean paper bits per worker sent so far (initial round excluded)
     scores: dict
+    extra: Optional[np.ndarray] = None  # the sums of the caller's extra columns
 
 
-def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarray) -> Row:
+def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarray,
+              extra: Optional[np.ndarray] = None) -> Row:
     """Collective: f(x), ∇f(x) and the problem's scores from the local workers' full ``grads`` and ``losses``
-    at x, with the session's stop/save/flush requests folded into the same reduction and settled."""
+    at x, with the session's stop/save/flush requests folded into the same reduction and settled; ``extra``
+    (n_local, m) columns are summed over all workers in the same reduction."""
     s, run = setup, setup.config.run
     n, d = run.n_workers, len(state.x)
     controls = np.zeros((len(s.worker_ids), CONTROLS))
     controls[0, :3] = s.control.requests()
     controls[:, 3] = state.ledger.counted_up()[:, 0]
-    total = s.comm.sum_rows(np.hstack([grads, losses[:, None], controls, s.problem.scores()]), run.deterministic)
+    scores = s.problem.scores()
+    columns = [grads, losses[:, None], controls, scores] + ([] if extra is None else [extra])
+    total = s.comm.sum_rows(np.hstack(columns), run.deterministic)
     g = total[:d] / n
     s.control.settle(total[d + 1 : d + 4])
-    scores = dict(zip(s.problem.score_names, total[d + 1 + CONTROLS :] / n))
-    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, scores)
+    at = d + 1 + CONTROLS
+    named = dict(zip(s.problem.score_names, total[at : at + scores.shape[1]] / n))
+    tail = None if extra is None else total[at + scores.shape[1] :]
+    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, tail)
+
+
+def check_ranks(setup: Setup, state: RunState, recorded: bool) -> None:
+    """Collective, every check_every rounds: the ranks hold the same x, and (between records, whose reduction
+    settles them) the session's requests are agreed."""
+    same, sums = setup.comm.same_on_all(state.x)
+    if not same:
+        raise RunFailed(f"ranks hold different x at round {state.t} (checksums {sums})")
+    if not recorded:
+        setup.control.settle(setup.comm.max_flags(setup.control.requests(flush_check=False)))
 
 
 def end_status(run: Any, t: int, row: Row) -> str:

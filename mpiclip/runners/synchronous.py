@@ -17,10 +17,9 @@ import numpy as np
 
 from mpiclip.comm import Comm
 from mpiclip.compressors import Message
-from mpiclip.errors import RunFailed
 from mpiclip.methods.base import Aggregate, Oracle, RoundContext
 from mpiclip.problems import Problem
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row
 from mpiclip.wire import SparseGather, sequential_sum
 
 
@@ -107,7 +106,7 @@ class SynchronousRunner(Runner):
                 if not self._evaluate(state, oracle):
                     return state
             if t and t % run.check_every == 0:
-                self._check_step(state, record)
+                check_ranks(self.setup, state, record)
                 if control.stop:
                     return state
             ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
@@ -156,12 +155,3 @@ class SynchronousRunner(Runner):
             self.last_log = t0
             s.log(f"      round {t}/{run.rounds}  f = {row.loss:.6g}  ‖∇f‖² = {row.grad_norm_sq:.4g}")
         return status == "running"
-
-    def _check_step(self, state: RunState, recorded: bool) -> None:
-        """Every check_every rounds: the ranks hold the same x, and (between records) the requests are agreed."""
-        s = self.setup
-        same, sums = s.comm.same_on_all(state.x)
-        if not same:
-            raise RunFailed(f"ranks hold different x at round {state.t} (checksums {sums})")
-        if not recorded:  # long stretches between records
-            s.control.settle(s.comm.max_flags(s.control.requests(flush_check=False)))

@@ -5,7 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from helpers import METHOD_CASES, config_table
+from helpers import FEDERATED, METHOD_CASES, config_table
 from mpi4py import MPI
 
 from mpiclip import config as cfg
@@ -64,6 +64,13 @@ CASES = {
                                                                         "n_features": 6, "classes": 3, "split": "iid"}},
     # asynchronous runs in simulated time: the schedule and every job's gradient do not depend on the ranks
     **{f"async-{name}": case for name, case in METHOD_CASES.items() if name in ASYNCHRONOUS},
+    # federated rounds: sampled clients' local steps on their own ranks, summed in worker order
+    **{f"fed-{name}": case for name, case in METHOD_CASES.items() if name in FEDERATED},
+    "fed-fedga-mlp-digits-test-set": {
+        "problem": {"name": "mlp", "hidden": [8]}, "method": {"name": "fedga", "local_steps": 2, "beta": 0.5},
+        "compressor": {"name": "identity"}, "stepsize": {"rule": "constant", "value": 0.3},
+        "data": {"source": "digits", "split": "dirichlet", "alpha": 0.5, "test_fraction": 0.25},
+        "federated": {"clients_per_round": 3, "batch_size": 10}},
 }
 
 
