@@ -15,6 +15,7 @@ from mpiclip import session
 from mpiclip.comm import MPIComm
 from mpiclip.errors import InputError
 from mpiclip.runners.asynchronous import AsynchronousRunner
+from mpiclip.runners.federated import FederatedRunner
 from mpiclip.runners.synchronous import SynchronousRunner
 
 WORLD = MPI.COMM_WORLD
@@ -38,7 +39,7 @@ def run_on(comm, table, *overrides):
     return session.execute(prepared)
 
 
-RUNNER_CLASSES = (SynchronousRunner, AsynchronousRunner)
+RUNNER_CLASSES = (SynchronousRunner, AsynchronousRunner, FederatedRunner)
 
 
 def term_at(monkeypatch, t: int, ranks):
