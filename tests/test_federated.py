@@ -106,10 +106,14 @@ def test_the_learning_rate_schedule_is_multistep():
 
 
 # --------------------------------------------------------------------------- methods against reference loops
-def test_gradalign_is_its_closed_form(tmp_path):
-    """K = 1, full batches, all clients, η_s = 1: x ← x − η (1/n) Σ ∇f_i(x − β(ĝ − g_i))."""
+@pytest.mark.parametrize("problem", ["logreg", "least_squares"])
+def test_gradalign_is_its_closed_form(tmp_path, problem):
+    """K = 1, full batches, all clients, η_s = 1: x ← x − η (1/n) Σ ∇f_i(x − β(ĝ − g_i)); the binary
+    logistic regression and least squares of the synchronous family run federated too."""
     beta, eta = 0.7, 0.5
-    t = table(tmp_path / "a.h5", {"name": "gradalign", "beta": beta})
+    data = {"source": "regression", "n_samples": 120, "n_features": 6} if problem == "least_squares" else None
+    t = table(tmp_path / "a.h5", {"name": "gradalign", "beta": beta}, problem={"name": problem},
+              **({"data": data} if data else {}))
     out = run(t)
     problem, _ = all_clients(t)
     x = np.zeros(problem.d)
@@ -364,3 +368,35 @@ def test_bad_input_is_one_line_naming_the_field_before_anything_is_written(tmp_p
         session.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert not (tmp_path / "bad.h5").exists()
+
+
+# --------------------------------------------------------------------------- data for federated runs
+def test_the_test_set_is_held_out_per_natural_client_and_never_trained_on():
+    spec = cfg.validate(table("/tmp/unused.h5", {"name": "fedavg"}, data={
+        "source": "leaf_synthetic", "users": N, "split": "natural", "test_fraction": 0.25, "test_seed": 3},
+        problem={"name": "softmax"})).data
+    plan = datamod.plan(spec, N, "classes")
+    groups = plan.summary.groups
+    for user in range(N):
+        rows = np.flatnonzero(groups == user)
+        held = np.intersect1d(rows, plan.test_rows)
+        assert len(held) == round(0.25 * len(rows))
+        assert np.array_equal(np.union1d(held, plan.shards[user]), rows)  # the rest is the user's training shard
+    again = datamod.plan(spec, N, "classes")
+    assert np.array_equal(again.test_rows, plan.test_rows)
+    blocks = plan.test_blocks  # evaluation blocks, one per worker, covering the test rows once
+    assert np.array_equal(np.concatenate(blocks), plan.test_rows)
+
+
+def test_auto_storage_follows_the_whole_data_set_not_a_ranks_share():
+    """Digits is 51% nonzero overall; some one-class shards are denser than half, others sparser."""
+    pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn (extra 'test' installs it)")
+    spec = cfg.validate(table("/tmp/unused.h5", {"name": "fedavg"}, data={"source": "digits", "split": "one_class"},
+                              problem={"name": "softmax"})).data
+    plan = datamod.plan(spec, 10, "classes")
+    everyone = plan.load(np.arange(10))
+    everyone_counts = datamod._nonzeros(plan.load(np.arange(10), storage="csr"))
+    total = lambda rows: everyone_counts.sum(axis=0)  # what the ordered sum over all ranks returns
+    alone = {w: plan.load(np.array([w])).storage for w in range(10)}
+    assert len(set(alone.values())) == 2  # decided by each worker's own rows, the layouts differ
+    assert {plan.load(np.array([w]), total).storage for w in range(10)} == {everyone.storage}
