@@ -89,6 +89,12 @@ def describe(tr: Trace) -> str:
                      f"τ_max {a.get('tau_max', '-')}, mean {_fmt(a.get('delay_mean'), '.4g')}, 99th percentile "
                      f"{a.get('delay_p99', '-')}; τ_C {a.get('concurrency', '-')}; applied per worker "
                      f"{workers.min()}..{workers.max()}")
+    if len(tr.clients):
+        sampled = np.bincount(tr.clients.ravel(), minlength=int(a.get("n_workers", 0)))
+        fed = tr.config.get("federated", {})
+        lines.append(f"clients    {tr.clients.shape[1]} of {a.get('n_workers')} per round over {len(tr.clients)} rounds "
+                     f"(each sampled {sampled.min()}..{sampled.max()} times); server {fed.get('server_optimizer', '-')} "
+                     f"η_s = {_fmt(fed.get('server_lr'), 'g')}; {fed.get('weighting', '-')} averaging")
     wall = _fmt(a.get("wall_seconds"), ".3f")
     lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {wall} s")
     if a.get("timing"):

@@ -284,6 +284,18 @@ def test_recorded_metrics_are_the_independent_ones(digits_run):
     assert out["test_accuracy"][-1] > out["test_accuracy"][0] + 0.1  # it learns
 
 
+def test_info_describes_the_sampling(digits_run):
+    from mpiclip import report
+    from mpiclip.trace import load_trace
+
+    t, out, _ = digits_run
+    text = report.describe(load_trace(t["output"]["path"]))
+    counts = np.bincount(out["clients"].ravel(), minlength=10)
+    assert (f"clients    3 of 10 per round over {ROUNDS} rounds (each sampled {counts.min()}..{counts.max()} times); "
+            "server sgd η_s = 1; uniform averaging") in text
+    assert f"test_accuracy final {out['test_accuracy'][-1]:.6g}" in text
+
+
 def test_bits_and_communication_rounds_per_round(digits_run):
     t, out, (problem, _) = digits_run
     d, P = problem.d, 3
