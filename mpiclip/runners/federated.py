@@ -172,20 +172,22 @@ class FederatedRunner(Runner):
         clock = time.perf_counter
         t0 = clock()
         controls = state.workers.control.copy() if method.control_uplink else state.workers.control
-        updates = np.empty((len(local), d))
+        models = np.empty((len(local), d))
         extras = np.empty((len(local), d if method.control_uplink else 0))
         for j, i in enumerate(local):
             result = method.client_update(x, controls[i], state.server.method, self.views[i], int(s.worker_ids[i]),
                                           rnd, g_i.get(i), g_hat)
-            updates[j] = x - result.model
+            models[j] = result.model
             if result.control is not None:
                 controls[i] = result.control
                 extras[j] = result.extra
         state.workers = Clients(controls)
+        updates = x - models
         if fed.update_clip:
             norms = np.sqrt(row_sq_norms(updates))
             over = norms > fed.update_clip
             updates[over] *= (fed.update_clip / norms[over])[:, None]
+            models[over] = x - updates[over]
         if "grad_gap" in metrics:
             norms = np.full(len(s.worker_ids), np.nan)
             norms[local] = np.sqrt(row_sq_norms(updates))
@@ -194,7 +196,7 @@ class FederatedRunner(Runner):
         if s.config.compressor.name != "identity":
             msg = method.compressor(updates, WorkerRandomness(run.seed, COMPRESSOR, s.worker_ids[local], rnd.t))
             updates, bits = msg.dense(updates.shape), msg.bits
-        payload = updates if fed.uplink == "update" else x - updates
+        payload = updates if fed.uplink == "update" else models  # the models themselves, as the code averages them
         weight = s.problem.local_sizes[local].astype(np.float64) if fed.weighting == "samples" else np.ones(len(local))
         rows = np.zeros((len(s.worker_ids), d + 1 + extras.shape[1]))
         rows[local, :d] = payload if fed.weighting == "uniform" else weight[:, None] * payload
