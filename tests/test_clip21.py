@@ -193,6 +193,31 @@ def test_clipping_then_compression_orders(tmp_path):
     np.testing.assert_allclose(msg.dense(u.shape), [[3 * scale, 0, -4 * scale, 0, 0, 0]], rtol=1e-15)
 
 
+@pytest.mark.parametrize("compressor", [TopK(KParams(1)), TopK(KParams(3)), Identity()])
+@pytest.mark.parametrize("order", ["clip_first", "compress_first"])
+def test_clip_diagnostics_are_those_of_the_vector_really_clipped(compressor, order):
+    """clip_active and norm_before_clip, recomputed from the messages: under compress_first the clipped
+    vector is C(u), so a worker whose u is long but whose Top-k is short is not clipped."""
+    rng = np.random.default_rng(4)
+    u = rng.standard_normal((40, 9)) * rng.choice([0.02, 0.2, 2.0], size=(40, 1))
+    tau = 0.3
+    method = Clip21GD(compressor, 0.1, tau=tau, order=order)
+    ctx = RoundContext(0, 0, np.arange(40), 40, True, np.zeros(9))
+    msg, norms = method._message(u, ctx)
+    clipped = u
+    if order == "compress_first" and isinstance(compressor, TopK):  # Top-k by hand
+        clipped = np.stack([np.where(np.abs(r) >= np.sort(np.abs(r))[-compressor.k], r, 0.0) for r in u])
+    expected = np.linalg.norm(clipped, axis=1)
+    np.testing.assert_allclose(norms, expected, rtol=1e-14)
+    active = method._metrics(norms, np.zeros(40), 40)["clip_active"].astype(bool)
+    if order == "compress_first" or isinstance(compressor, Identity):  # the message is clip_τ(v) itself
+        sent = np.linalg.norm(msg.dense(u.shape), axis=1)
+        np.testing.assert_allclose(sent[active], tau, rtol=1e-12)  # clipped: norm τ
+        np.testing.assert_allclose(sent[~active], expected[~active], rtol=1e-12)  # not clipped: v unchanged
+    if order == "compress_first" and isinstance(compressor, TopK) and compressor.k == 1:
+        assert (np.linalg.norm(u, axis=1) > tau).sum() > active.sum() > 0  # the old diagnostic over-reported
+
+
 @pytest.mark.parametrize("sections, message", [
     ({"method": {"name": "clip21_gd", "tau": 0.0}}, r"^method.tau = 0.0: must be > 0"),
     ({"method": {"name": "clip21_gd", "tau": -1.0}}, r"^method.tau = -1.0: must be > 0"),

@@ -30,6 +30,19 @@ def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return values * scale[:, None], norms
 
 
+def message_norms(msg) -> np.ndarray:
+    """(n_local,) ‖c_i‖ of each worker's message, computed as clip_τ would compute them on it (``Quantizer.on``)."""
+    if not msg.sparse:
+        return np.sqrt(np.einsum("ij,ij->i", msg.values, msg.values))
+    n_local = len(msg.counts)
+    if msg.fixed_count is not None:
+        values = msg.values.reshape(n_local, msg.fixed_count)
+        return np.sqrt(np.einsum("ij,ij->i", values, values))
+    offsets = np.concatenate([[0], np.cumsum(msg.counts)])
+    rows = [msg.values[None, a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return np.array([np.sqrt(np.einsum("ij,ij->i", r, r))[0] for r in rows])
+
+
 @COMPRESSORS.register("clip")
 class Clip(Quantizer):
     """clip_τ(x) = min(1, τ/‖x‖)·x, dense 32·d bits (EF21-family methods only; Clip21 is the clip21_* methods)."""

@@ -17,7 +17,8 @@ neighbours, τ for adding or removing a worker (``relation``); see :mod:`mpiclip
 clip_τ(C(u)); bits are counted from the final message. Noise and compression do not mix here: a
 data-dependent sparsifier's positions are not privatised.
 
-Recorded per worker: ``clip_active`` (‖u‖ > τ), ``norm_before_clip`` (‖u‖, u the vector clipped),
+Recorded per worker: ``clip_active`` (‖v‖ > τ) and ``norm_before_clip`` (‖v‖), v the vector clipped: u for
+``clip_first``, C(u) for ``compress_first``;
 ``residual`` (‖∇f_i(x) − v_i‖ after the update for Clip21; ‖∇f_i(x) − message‖ for Clip-GD),
 ``noise_scale`` (σ); per round ``epsilon`` (ε at the configured δ, after the rounds sent so far).
 """
@@ -32,7 +33,7 @@ import numpy as np
 
 from mpiclip import privacy
 from mpiclip.compressors import Identity, dense_message
-from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
+from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows, message_norms
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, RunInfo
 from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
@@ -132,9 +133,10 @@ class _Clipped(ClipMethodParams, Method):
         if self.order == "clip_first":
             clipped, norms = clip_rows(u, self.tau)
             msg = dense_message(clipped) if isinstance(self.compressor, Identity) else self.compressor(clipped, rng)
-        else:
-            norms = np.sqrt(np.einsum("ij,ij->i", u, u))
-            msg = clip.on(self.compressor(u, rng), rng)
+        else:  # the vector clipped is C(u): its norm says whether clipping acted
+            compressed = self.compressor(u, rng)
+            norms = message_norms(compressed)
+            msg = clip.on(compressed, rng)
         if self.sigma > 0:
             noise_rng = ctx.randomness(NOISE)
             noise = np.stack([noise_rng[i].standard_normal(u.shape[1]) for i in range(len(u))]) * self.sigma
