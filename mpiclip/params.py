@@ -74,11 +74,23 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
         reason = check(value) if check is not None and value is not None else None
         if reason:
             raise InputError(where, value, reason)
+        if not _finite(value):  # no setting means anything at infinity (and inf makes runs that look fine)
+            raise InputError(where, value, "must be finite")
         values[name] = value
     record = cls(**values)
     if hasattr(record, "check"):
         record.check()
     return record
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:

@@ -130,3 +130,19 @@ def test_config_round_trips_through_its_table(tmp_path):
     (c,) = load_table(tmp_path, config_table(data={"source": "synthetic", "split": "dirichlet", "alpha": 0.7}))
     again = cfg.validate(c.as_table())
     assert again == c
+
+
+@pytest.mark.parametrize("override", [
+    "stepsize.factor=inf", "stepsize.factor=-inf", "run.x0_scale=inf", "run.tol=inf", "run.max_bits=inf",
+    "output.flush_seconds=inf", "data.noise=inf", "method.tau=inf", "method.sigma=inf", "method.delta=-inf",
+    "stepsize.value=inf", "method.eta=inf",
+])
+def test_no_setting_takes_an_infinite_number(override):
+    """inf passes a "> 0" check but makes a run that looks fine (γ = inf·rule diverges; tol = inf stops at once)."""
+    key, value = cfg.parse_override(override)
+    method = {"name": "clip21_gd", "tau": 1.0} if key.startswith("method.") and key != "method.eta" else {"name": "ef21_hb"}
+    table = config_table(method=method, compressor={"name": "identity"} if method["name"] == "clip21_gd" else None)
+    table["stepsize"] = {"rule": "constant", "value": 0.1} if key == "stepsize.value" else table["stepsize"]
+    with pytest.raises(InputError) as e:
+        cfg.validate(cfg.apply_overrides(table, [(key, value)]))
+    assert str(e.value).startswith(f"{key} = {value}: must be"), str(e.value)
