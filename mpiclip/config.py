@@ -70,7 +70,8 @@ class RunParams:
 @dataclass(frozen=True)
 class OutputParams:
     path: str = param("results/{name}.h5", "trace file; {name} is run.name")
-    exists: str = param("error", "what to do if the trace exists: 'error', 'overwrite', or 'skip' the run",
+    exists: str = param("error", "what to do if the trace exists: 'error', 'overwrite', or 'skip' the run if its "
+                        "trace completed (a failed, interrupted or unreadable trace is run again)",
                         choices=("error", "overwrite", "skip"))
     flush_rows: int = param(1000, "write buffered rows to the trace every this many rows", check=at_least(1))
     flush_seconds: float = param(30.0, "... or once this many seconds have passed", check=positive)

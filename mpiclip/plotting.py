@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 
+from mpiclip.paths import existing_parent, takes_files
 from mpiclip.trace import Trace
 
 X_AXES = ("bits", "rounds", "time", "sim_time", "gradients", "comm_rounds")
@@ -14,6 +16,26 @@ Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap":
            "test_loss": "test loss", "test_accuracy": "test accuracy", "train_accuracy": "train accuracy",
            "grad_variance": r"$\frac{1}{n}\sum_i \|\nabla f_i(x^t) - \nabla f(x^t)\|^2$"}
 LOG_Y = ("grad_norm_sq", "gap", "grad_variance")
+
+
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_figure_path(path: str, field: str = "--plot") -> None:
+    """Raise InputError unless a figure can be written at ``path`` (before any run starts)."""
+    from mpiclip.errors import InputError
+
+    if os.path.splitext(path)[1].lower() not in FIGURE_FORMATS:
+        raise InputError(field, path, f"needs one of the suffixes {', '.join(FIGURE_FORMATS)}")
+    parent = existing_parent(path)  # directories that do not exist yet are made when the figure is saved
+    if not takes_files(parent):
+        raise InputError(field, path, f"cannot be written ({parent} is not a writable directory)")
+    if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(field, path, "exists and is not a writable file")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(field, path, "needs matplotlib: pip install 'mpiclip[plot]'") from None
 
 
 def pyplot():
@@ -27,7 +49,8 @@ def pyplot():
 
 
 def save(fig, out: str, dpi: int = 130) -> str:
-    """Write ``fig`` to ``out`` (format from the suffix) and release it."""
+    """Write ``fig`` to ``out`` (format from the suffix, its directory made if needed) and release it."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=dpi)
     pyplot().close(fig)
     return out

@@ -16,7 +16,7 @@ import numpy as np
 from mpiclip.comm import Comm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.runners.base import Ledger
-from mpiclip.trace import EVENT_COLUMNS, TraceWriter
+from mpiclip.trace import EVENT_COLUMNS, TraceWriteError, TraceWriter
 
 E = len(ENCODINGS)
 EVENT_ROWS = 4096  # arrivals buffered before they are written
@@ -82,22 +82,29 @@ class Recorder:
         return self.rows == self.capacity
 
     def flush(self, ledger: Ledger) -> None:
-        """Collective: every rank calls it at the same row count."""
+        """Collective: every rank calls it at the same row count. A write error of rank 0 (a full disk, a
+        file-size limit) is raised on every rank, so that the run ends with an honest status and no rank
+        waits for the others."""
         k = self.rows
         block = self.comm.gather_to_root(self.block[:k])
         initial = None
         if ledger.initial_unwritten:
             initial = self.comm.gather_to_root(ledger.initial_up[None])
             ledger.initial_unwritten = False
-        if self.writer is not None:
-            if initial is not None:
-                self.writer.set_initial_bits(initial[0], ledger.initial_down)
-            scalars = {name: values[:k] for name, values in self.scalars.items()}
-            self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
+        error = None
+        try:
+            if self.writer is not None:
+                if initial is not None:
+                    self.writer.set_initial_bits(initial[0], ledger.initial_down)
+                scalars = {name: values[:k] for name, values in self.scalars.items()}
+                self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
+            self._write_events()
+            self._write_clients()
+        except TraceWriteError as e:
+            error = e
         self.block[:] = np.nan
         self.rows = 0
-        self._write_events()
-        self._write_clients()
+        self.comm.agree(error)
 
     def _write_clients(self) -> None:
         if self.n_clients and self.writer is not None:

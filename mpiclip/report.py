@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from mpiclip import writer_lock
 from mpiclip.trace import Trace
 
 
@@ -56,10 +57,11 @@ def _compressor(tr: Trace) -> str:
 def describe(tr: Trace) -> str:
     a = tr.attrs
     status = tr.status
-    if status == "running":
+    if status == "running" or status.startswith("failed: writer lost"):
         age = _fmt(_last(tr.time), ".1f")
-        status = (f"running: no final status was written, so the run is still going or its processes were killed "
-                  f"(last row: round {int(_last(tr.rounds)) if len(tr.rounds) else '-'}, {age} s after start)")
+        writer = writer_lock.describe(writer_lock.read_holder(writer_lock.lock_path(tr.path)))
+        status = (f"{status}{': written by ' + writer if status == 'running' else ''} (last row flushed: round "
+                  f"{int(_last(tr.rounds)) if len(tr.rounds) else '-'}, {age} s after start)")
     lines = [
         f"trace      {tr.path}",
         f"run        {tr.label}   status: {status}",

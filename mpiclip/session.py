@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from mpiclip import checkpoint, provenance, rng, stepsize
+from mpiclip import checkpoint, limits, provenance, rng, stepsize, writer_lock
 from mpiclip import data as datamod
 from mpiclip.comm import Comm
 from mpiclip.compressors import COMPRESSORS, ENCODINGS
@@ -30,10 +30,11 @@ from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError
 from mpiclip.methods import METHODS
 from mpiclip.methods.base import RunInfo
+from mpiclip.paths import existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
-from mpiclip.trace import TraceWriter, open_trace, timestamp, trace_status
+from mpiclip.trace import TraceWriteError, TraceWriter, open_trace, timestamp, trace_status
 
 MAX_LABELS = 1000  # distinct labels beyond which a trace does not count them per worker
 
@@ -76,6 +77,10 @@ class Session:
             self.d = problem_cls.dimension(c.problem.params, self.plan)
         else:
             self.d = c.problem.params.d
+        per_rank = -(-c.run.n_workers // comm.size)
+        where = ("data.path", c.data.source.path) if self.plan is not None and getattr(c.data.source, "path", "") else \
+            ("data.n_features", self.d) if self.plan is not None else ("problem.d", self.d)
+        limits.check_run(self.d, per_rank, *where)
         self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
@@ -132,6 +137,7 @@ class Session:
         """Resume from the checkpoint beside the trace, start afresh, or skip (False), as run.resume and
         output.exists say; every reason not to is an InputError."""
         c = self.config
+        self._check_output_place()
         if c.run.resume != "no" and os.path.exists(c.checkpoint_path):
             self.resume = checkpoint.inspect(c.checkpoint_path, c.hash)
             self._check_resumable(self.resume)
@@ -164,6 +170,31 @@ class Session:
         if not os.access(path, os.W_OK):
             raise InputError("output.path", path, "exists and is not writable")
 
+    def _check_output_place(self) -> None:
+        """The trace stays inside the directory its path template names, and is never one of the run's inputs."""
+        c = self.config
+        template = c.output.path
+        if "{name}" in template:
+            base = os.path.realpath(os.path.dirname(template.split("{name}")[0]) or ".")
+            if os.path.commonpath([base, os.path.realpath(c.trace_path)]) != base:
+                raise InputError("run.name", c.run.name, f"puts the trace at {c.trace_path}, outside the output "
+                                 f"directory {base} (output.path = {template!r})")
+        inputs = {"run.x0": c.run.x0 if c.run.x0.endswith(".npy") else ""}
+        if c.data is not None:
+            inputs["data.path"] = getattr(c.data.source, "path", "")
+        if c.asynchrony is not None:
+            inputs["async.replay"] = c.asynchrony.replay
+        if self.comm.rank == 0:  # the writer's host tests the lock
+            alive, holder = writer_lock.holder_alive(c.trace_path)
+            if alive:
+                raise InputError("output.path", c.trace_path, f"is being written by {writer_lock.describe(holder)}; "
+                                 "wait for that run to end or write elsewhere")
+        for out in (c.trace_path, c.checkpoint_path):
+            for key, path in inputs.items():
+                if path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
+                    raise InputError("output.path", c.trace_path, f"would overwrite the run's input {key} = {path!r}; "
+                                     "mpiclip never writes its inputs")
+
     def _check_output(self) -> bool:
         path, policy = self.config.trace_path, self.config.output.exists
         if os.path.isdir(path):
@@ -171,14 +202,12 @@ class Session:
         if os.path.exists(path):
             if policy == "error":
                 raise InputError("output.path", path, "exists (set output.exists = 'overwrite' or 'skip')")
-            if policy == "skip":
-                return False
+            if policy == "skip" and trace_status(path).startswith("completed"):
+                return False  # a failed, interrupted or unreadable trace is run again
             if not os.access(path, os.W_OK):
                 raise InputError("output.path", path, "exists and is not writable")
-        parent = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        parent = existing_parent(path)
+        if not os.path.isdir(parent) or not takes_files(parent):
             raise InputError("output.path", path, f"cannot be created ({parent} is not a writable directory)")
         return True
 
@@ -213,6 +242,8 @@ class Session:
         if comm.rank == 0 and with_trace and error is None:
             try:
                 self.writer = self._reopen_trace() if self.resume else self._create_trace()
+            except writer_lock.WriterBusy as e:  # a run that started after this one's checks
+                error = InputError("output.path", c.trace_path, str(e))
             except OSError as e:
                 error = InputError("output.path", c.trace_path, f"cannot be written: {e.strerror or e}")
         comm.agree(error)
@@ -315,8 +346,8 @@ class Session:
         if self.writer is not None:
             try:
                 self.writer.sync()
-            except OSError as e:
-                error = MpiclipError(f"trace {c.trace_path} cannot be written: {e}")
+            except TraceWriteError as e:
+                error = e
         comm.agree(error)
         state.elapsed = runner.elapsed()
         state = runner.snapshot(state)

@@ -21,8 +21,10 @@ The cumulative sum over rows is therefore the number of bits sent before x^t exi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -32,11 +34,14 @@ import numpy as np
 
 from mpiclip import SCHEMA_VERSION, __version__
 from mpiclip.compressors import ENCODINGS
+from mpiclip.errors import MpiclipError
+from mpiclip.writer_lock import WriterLock, live_status
 
 BITS_CONVENTION = ("row r holds the bits sent in rounds t_{r-1}..t_r-1 (cumsum = bits sent before x^t); "
                    "the initial round is in /bits/initial/up")
 LIBVER = ("v110", "v110")  # h5dump 1.10 reads the file; SWMR needs at least v110
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+ROOM_MARGIN = 1 << 16  # bytes kept free for HDF5's metadata and the final status
 CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an append rewrites its last, partial chunk)
 
 UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)", "update": "update", "start": "update",
@@ -85,11 +90,14 @@ class TraceWriter:
 
     ``create`` lays out a new file; ``reopen`` continues one (a resumed run): the per-row datasets are
     cut back to the rows the checkpoint knows, the end-of-run attributes are removed and the status is
-    ``running`` again.
+    ``running`` again. The writer holds the trace's lock (:mod:`mpiclip.writer_lock`) from before it
+    touches the file until the final status is written; every flush renews the lock's heartbeat.
     """
 
-    def __init__(self, path: str, f: h5py.File, n_workers: int, worker_metrics: tuple[str, ...], rows: int):
+    def __init__(self, path: str, f: h5py.File, n_workers: int, worker_metrics: tuple[str, ...], rows: int,
+                 lock: WriterLock):
         self.path, self.f, self.n, self.worker_metrics, self.rows = path, f, n_workers, worker_metrics, rows
+        self.lock = lock
         self._open: dict[str, h5py.Dataset] = {}
 
     @classmethod
@@ -98,9 +106,14 @@ class TraceWriter:
                clients: Optional[int] = None) -> "TraceWriter":
         """``extra``: per-row scalars of the method (/metrics/<name>; the federated names go to the root);
         ``events``: the /events/ table of an asynchronous run; ``clients``: clients sampled per round."""
-        if os.path.exists(path):
-            os.remove(path)
-        f = h5py.File(path, "w", libver=LIBVER)
+        lock = WriterLock(path).acquire()
+        try:
+            if os.path.exists(path):
+                os.remove(path)
+            f = h5py.File(path, "w", libver=LIBVER)
+        except BaseException:
+            lock.release()
+            raise
         for key, value in {**attrs, "mpiclip_version": __version__, "schema_version": SCHEMA_VERSION,
                            "status": "running", "bits_convention": BITS_CONVENTION, "encodings": list(ENCODINGS),
                            "started": timestamp()}.items():
@@ -136,7 +149,7 @@ class TraceWriter:
             _array_dataset(f, name, value, _units(name))
         f.swmr_mode = True
         f.flush()
-        return cls(path, f, n_workers, worker_metrics, 0)
+        return cls(path, f, n_workers, worker_metrics, 0, lock)
 
     @classmethod
     def reopen(cls, path: str, run_id: str, rows: int, n_workers: int, worker_metrics: tuple[str, ...],
@@ -147,6 +160,15 @@ class TraceWriter:
         The trace is copied, cut back to those rows, into a new file that then replaces it: a file whose
         writer was killed cannot be opened for writing again (its SWMR flags stay set), and the old trace
         stays whole until the new one is in place."""
+        lock = WriterLock(path).acquire()
+        try:
+            return cls._reopen(path, run_id, rows, n_workers, worker_metrics, attrs, counts, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _reopen(cls, path, run_id, rows, n_workers, worker_metrics, attrs, counts, lock) -> "TraceWriter":
         tmp = temporary_beside(path, "resume")
         with open_trace(path) as old:
             if old.attrs.get("run_id") != run_id:
@@ -167,7 +189,7 @@ class TraceWriter:
                 if os.path.exists(tmp):
                     os.remove(tmp)
                 raise
-        return cls(path, f, n_workers, worker_metrics, rows)
+        return cls(path, f, n_workers, worker_metrics, rows, lock)
 
     def append(self, scalars: dict[str, np.ndarray], bits_up: np.ndarray, bits_down: np.ndarray,
                workers: np.ndarray) -> None:
@@ -179,13 +201,36 @@ class TraceWriter:
         for j, e in enumerate(ENCODINGS):
             columns += [(f"bits/up/{e}", bits_up[:, :, j]), (f"bits/down/{e}", bits_down[:, j])]
         columns += [(f"workers/{m}", workers[:, :, j]) for j, m in enumerate(self.worker_metrics)]
-        lo, hi = self.rows, self.rows + k
-        for name, values in columns:
-            ds = self._dataset(name)
-            ds.resize(hi, axis=0)
-            ds[lo:hi] = values
-        self.rows = hi
-        self.f.flush()
+        with self._writing(sum(np.asarray(v).nbytes for _, v in columns), len(columns)):
+            lo, hi = self.rows, self.rows + k
+            for name, values in columns:
+                ds = self._dataset(name)
+                ds.resize(hi, axis=0)
+                ds[lo:hi] = values
+            self.rows = hi
+            self.f.flush()
+            self.lock.beat()
+
+    @contextlib.contextmanager
+    def _writing(self, nbytes: int, datasets: int = 1):
+        """Refuse a write that the disk or the file-size limit cannot take (before the file is touched, so
+        that it stays readable with every earlier row), and turn write errors into :class:`TraceWriteError`.
+        The bound: the data twice, a fresh chunk for every dataset written, and room for the final status."""
+        need = 2 * nbytes + datasets * CHUNK_BYTES + ROOM_MARGIN
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            if st.f_bavail * st.f_frsize < need:
+                raise TraceWriteError(f"no space left: the trace's file system has {st.f_bavail * st.f_frsize} bytes "
+                                      f"free, the next rows need about {need}")
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if limit != resource.RLIM_INFINITY and os.path.getsize(self.path) + need > limit:
+                raise TraceWriteError(f"the file-size limit (ulimit -f) of {limit} bytes would be passed by the next rows "
+                                      f"(the trace has {os.path.getsize(self.path)} bytes)")
+            yield
+        except TraceWriteError:
+            raise
+        except (OSError, RuntimeError) as e:
+            raise TraceWriteError(getattr(e, "strerror", None) or str(e)) from None
 
     def _dataset(self, name: str) -> h5py.Dataset:
         """Open datasets are kept: looking one up by path costs more than writing a chunk of rows."""
@@ -195,42 +240,59 @@ class TraceWriter:
 
     def append_table(self, group: str, columns: dict[str, np.ndarray]) -> None:
         """Append rows to a table with its own row count (``events``: one row per arrival; ``clients``)."""
-        for name, values in columns.items():
-            ds = self.f[f"{group}/{name}" if name else group]
-            lo = ds.shape[0]
-            ds.resize((lo + len(values),) + ds.shape[1:])
-            ds[lo:] = values
-        self.f.flush()
+        with self._writing(sum(np.asarray(v).nbytes for v in columns.values()), len(columns)):
+            for name, values in columns.items():
+                ds = self.f[f"{group}/{name}" if name else group]
+                lo = ds.shape[0]
+                ds.resize((lo + len(values),) + ds.shape[1:])
+                ds[lo:] = values
+            self.f.flush()
 
     def set_initial_bits(self, up: np.ndarray, down: np.ndarray) -> None:
         """up: (n, E) and down: (E,) bits of the initial round."""
-        for j, e in enumerate(ENCODINGS):
-            self.f[f"bits/initial/up/{e}"][:] = up[:, j]
-            self.f[f"bits/initial/down/{e}"][()] = down[j]
-        self.f.flush()
+        with self._writing(up.nbytes + down.nbytes):
+            for j, e in enumerate(ENCODINGS):
+                self.f[f"bits/initial/up/{e}"][:] = up[:, j]
+                self.f[f"bits/initial/down/{e}"][()] = down[j]
+            self.f.flush()
 
     def sync(self) -> None:
         """Flush HDF5's buffers and the operating system's to the disk (before a checkpoint commits)."""
-        self.f.flush()
-        os.fsync(self.f.id.get_vfd_handle())
+        with self._writing(0):
+            self.f.flush()
+            os.fsync(self.f.id.get_vfd_handle())
 
     def finish(self, status: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
         """Leave SWMR mode, then write the final status and arrays."""
-        self.f.close()
-        with h5py.File(self.path, "r+", libver=LIBVER) as f:
-            for name, value in arrays.items():
-                _array_dataset(f, name, value, _units(name))
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs["finished"] = timestamp()
-            f.attrs["status"] = status
+        try:
+            self.f.close()
+            with h5py.File(self.path, "r+", libver=LIBVER) as f:
+                for name, value in arrays.items():
+                    _array_dataset(f, name, value, _units(name))
+                for key, value in attrs.items():
+                    f.attrs[key] = value
+                f.attrs["finished"] = timestamp()
+                f.attrs["status"] = status
+        except BaseException:
+            self.lock.release(keep=bool(self.lock.failed))  # a noted status outlives the writer
+            raise
+        self.lock.release()
 
     def abandon(self, status: str) -> None:
-        """Best effort after an unexpected error: record why the run stopped."""
+        """Best effort after an unexpected error: record why the run stopped. If even the status cannot be
+        written into the trace (a full disk), the lock file keeps it for the readers."""
+        self.lock.note(status)
         try:
             self.finish(status, {}, {})
         except Exception:  # the original error matters more
             pass
+
+
+class TraceWriteError(MpiclipError):
+    """The trace cannot be written (no space, a file-size limit, an I/O error): the run fails honestly."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the trace cannot be written: {reason}")
 
 
 def _scalar_path(name: str) -> str:
@@ -298,14 +360,16 @@ def open_trace(path: str) -> h5py.File:
 
 
 def trace_status(path: str) -> str:
-    """'missing', 'unreadable', or the trace's status attribute."""
+    """'missing', 'unreadable', or the trace's status (``failed: writer lost`` for a running trace whose
+    writer is gone)."""
     if not os.path.exists(path):
         return "missing"
     try:
         with open_trace(path) as f:
-            return str(f.attrs.get("status", "?"))
+            status = str(f.attrs.get("status", "?"))
     except OSError:
         return "unreadable"
+    return live_status(path, status)
 
 
 @dataclass
@@ -360,6 +424,8 @@ def load_trace(path: str) -> Trace:
     """Every per-row array and the attributes of a schema 1 or 2 trace (a running one too)."""
     with open_trace(path) as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        if "status" in attrs:
+            attrs["status"] = live_status(path, str(attrs["status"]))
         config = json.loads(attrs.get("config", "{}"))
         read = lambda name: f[name][()] if name in f else np.zeros(0)
         group = lambda name: {k: f[name][k][()] for k in f[name] if isinstance(f[name][k], h5py.Dataset)} if name in f else {}

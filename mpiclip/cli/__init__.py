@@ -7,6 +7,7 @@ launcher a run is one process. Only rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import signal
 
 from mpiclip import __version__
 from mpiclip.cli import info, run, sweep, tools
@@ -35,4 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # past a file-size limit, a write fails (and the run says so) instead of killing
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     return args.func(args)

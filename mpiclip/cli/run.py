@@ -46,6 +46,10 @@ def cmd_run(args) -> int:
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:
                 raise InputError("output.path", duplicate, "is the trace of several runs; give them distinct run.name")
+            if args.plot:
+                from mpiclip.plotting import check_figure_path
+
+                check_figure_path(args.plot)
         except MpiclipError as e:
             error = e
         comm.agree(error)
@@ -102,11 +106,8 @@ def _finish_table(comm, results, args, say) -> None:
     if args.plot:
         from mpiclip import plotting
 
-        try:
-            plotting.plot(traces, args.plot)
-            print(f"\nplot: {args.plot}")
-        except ImportError:
-            print("mpiclip: --plot needs matplotlib: pip install 'mpiclip[plot]'", file=sys.stderr)
+        plotting.plot(traces, args.plot)
+        print(f"\nplot: {args.plot}")
 
 
 def _exit(comm, code: int) -> int:

@@ -101,11 +101,18 @@ def cmd_sweep_run(args) -> int:
 
 def cmd_sweep_best(args) -> int:
     from mpiclip import plotting, report
-    from mpiclip.sweep import best_runs
+    from mpiclip.errors import InputError
+    from mpiclip.sweep import best_runs, larger_is_better
 
     sweep = _sweep_or_report(args.sweep)
     if sweep is None:
         return 2
+    if args.plot:
+        try:
+            plotting.check_figure_path(args.plot)
+        except InputError as e:
+            print(f"mpiclip: error: {e}", file=sys.stderr)
+            return 2
     best = best_runs(sweep)
     sel = sweep.select
     rows = []
@@ -117,7 +124,8 @@ def cmd_sweep_best(args) -> int:
         final = plotting.y_values(tr, sel.metric)[-1]
         reached, value = b.score
         kind = "min" if sel.criterion == "min" else "final"
-        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{value:.4g} ({kind})"
+        shown = -value if reached and larger_is_better(sel.metric) else value  # scores are smaller-is-better
+        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{shown:.4g} ({kind})"
         rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
                      f"{b.tried} runs, {b.failed} failed"])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",

@@ -17,9 +17,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from mpiclip import limits
 from mpiclip.data import leaf, libsvm, npz, regression, synthetic
 from mpiclip.data.partition import SPLITS, block_sizes
 from mpiclip.errors import InputError
+from mpiclip.limits import MAX_INDEX
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
 from mpiclip.registry import NoParams, Registry
 
@@ -112,6 +114,11 @@ class Source:
     def read(params, rows: np.ndarray, d: int) -> tuple[sp.csr_matrix, np.ndarray]:
         raise NotImplementedError
 
+    @staticmethod
+    def footprint(params) -> tuple[float, float]:
+        """Bytes that a generated source's labels and one of its chunks need at most (0: unknown)."""
+        return 0.0, 0.0
+
 
 SOURCES: Registry[type[Source]] = Registry("data source")
 
@@ -152,6 +159,10 @@ class SyntheticSource(Source):
             yield c, synthetic.chunk(p.seed, c, p.n_samples, p.n_features, p.density, p.values, p.noise, w)
 
     @staticmethod
+    def footprint(p: SyntheticParams):
+        return 16.0 * p.n_samples, 40.0 * min(p.n_samples, synthetic.CHUNK_ROWS) * p.n_features * p.density
+
+    @staticmethod
     def summarize(p: SyntheticParams) -> Summary:
         labels = [y for _, (_, y) in SyntheticSource._chunks(p, range(synthetic.n_chunks(p.n_samples)))]
         text = ",".join(f"{k}={v}" for k, v in vars(p).items())
@@ -175,6 +186,10 @@ class RegressionSource(Source):
     """Dense least-squares data, A ~ U[0,1)/sqrt(d), b = A x* + noise*N(0,1) (konstmish/asynchronous_sgd)."""
 
     params = RegressionParams
+
+    @staticmethod
+    def footprint(p: RegressionParams):
+        return 16.0 * p.n_samples, 24.0 * min(p.n_samples, regression.CHUNK_ROWS) * p.n_features
 
     @staticmethod
     def summarize(p: RegressionParams) -> Summary:
@@ -406,6 +421,13 @@ def _stamp(params) -> tuple:
 
 def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     """Summarise and split the data; every check of the data set itself happens here."""
+    source = SOURCES.get(spec.common.source, "data.source")
+    rows = getattr(spec.source, "n_samples", 0)
+    if rows > MAX_INDEX:
+        raise InputError("data.n_samples", rows, f"exceeds {MAX_INDEX}, the most samples supported")
+    labels, chunk = source.footprint(spec.source)
+    limits.check_fits(labels, "data.n_samples", rows, f"the labels of {rows:,} samples")
+    limits.check_fits(chunk, "data.n_features", getattr(spec.source, "n_features", 0), "making the samples chunk by chunk")
     summary = _summary(spec.common.source, spec.source, _stamp(spec.source))
     where, value = ("data.path", spec.source.path) if hasattr(spec.source, "path") else ("data.source", spec.common.source)
     if summary.n_rows < n_workers:
@@ -415,7 +437,7 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     if label_map == "pm1" and len(values) != 2:
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
         raise InputError(where, value, f"has {len(values)} distinct labels ({shown}); a binary problem needs exactly 2 "
-                         "(or set data.labels = 'raw')")
+                         "(problem softmax takes several classes)")
     if label_map == "classes" and (len(values) < 2 or not np.array_equal(values, np.round(values))):
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
         raise InputError(where, value, f"has labels {shown}: a classifier needs at least 2 classes with integer labels")

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpiclip.errors import InputError
+from mpiclip.limits import MAX_INDEX
 
 BLOCK_BYTES = 1 << 22  # lines are read and parsed in blocks of about 4 MB
 
@@ -108,11 +109,12 @@ def _parse(lines: list[bytes], lineno0: int, path: str, field: str) -> _Block:
         indices = np.array(pieces[0::2]).astype(np.int64) - 1 if pieces else np.zeros(0, dtype=np.int64)
         values = np.array(pieces[1::2]).astype(np.float64) if pieces else np.zeros(0)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        if not (np.isfinite(labels).all() and np.isfinite(values).all() and (indices >= 0).all()):
+        if not (np.isfinite(labels).all() and np.isfinite(values).all() and (indices >= 0).all()
+                and (indices < MAX_INDEX).all()):
             raise ValueError
         if len(indices) and not _strictly_increasing_per_row(indices, indptr):
             raise ValueError
-    except ValueError:
+    except (ValueError, OverflowError):
         _raise_first_bad_line(lines, lineno0, path, field)
         raise AssertionError("a block failed to parse but no line is bad") from None  # pragma: no cover
     return _Block(labels, indptr, indices.astype(np.int32), values)
@@ -157,6 +159,8 @@ def _line_problem(line: bytes) -> str | None:
             return f"feature {_text(token)}: value is not a number"
         if index < 1:
             return f"feature {_text(token)}: indices start at 1"
+        if index > MAX_INDEX:
+            return f"feature {_text(token)}: index {index} exceeds {MAX_INDEX}, the largest supported (32-bit CSR indices)"
         if not np.isfinite(value):
             return f"feature {_text(token)}: value is not finite"
         if index <= previous:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiclip.data import Shard
+from mpiclip.errors import InputError
 from mpiclip.params import nonnegative, param
 from mpiclip.problems.base import PROBLEMS
 from mpiclip.problems.linear import LinearDesign, LinearModel
@@ -33,6 +34,13 @@ class LogisticRegression(LinearModel):
     labels = "pm1"
     curvature = 0.25
     score_names = ("accuracy",)
+
+    @classmethod
+    def check_data(cls, params, plan):
+        if plan.label_map == "raw" and not set(np.unique(plan.label_values)) <= {-1.0, 1.0}:
+            shown = ", ".join(f"{v:g}" for v in plan.label_values[:5]) + (", ..." if len(plan.label_values) > 5 else "")
+            raise InputError("data.labels", "raw", f"keeps the labels {shown}, and logistic regression needs -1 and +1 "
+                             "(use 'pm1' for two labels, or problem softmax for several classes)")
 
     @classmethod
     def build(cls, params, shard, worker_ids, n_workers):
