@@ -60,8 +60,8 @@ def describe(tr: Trace) -> str:
     if status == "running" or status.startswith("failed: writer lost"):
         age = _fmt(_last(tr.time), ".1f")
         writer = writer_lock.describe(writer_lock.read_holder(writer_lock.lock_path(tr.path)))
-        status = (f"{status}{': written by ' + writer if status == 'running' else ''} (last row flushed: round "
-                  f"{int(_last(tr.rounds)) if len(tr.rounds) else '-'}, {age} s after start)")
+        last = f"round {int(_last(tr.rounds))}, {age} s after the start" if len(tr.rounds) else "none"
+        status = f"{status}{': written by ' + writer if status == 'running' else ''}; last row flushed: {last}"
     lines = [
         f"trace      {tr.path}",
         f"run        {tr.label}   status: {status}",

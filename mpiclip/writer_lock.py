@@ -130,5 +130,5 @@ def live_status(trace_path: str, status: str) -> str:
     if holder.get("status"):  # the writer ended but could not write its status into the trace
         return str(holder["status"])
     if holder:
-        return f"failed: writer lost ({describe(holder)}; the trace holds every row flushed before)"
+        return f"failed: writer lost ({describe(holder)})"
     return "failed: writer lost (no process holds the trace; it was killed or its node lost)"

@@ -200,6 +200,14 @@ def test_a_full_file_system_ends_the_run_honestly_on_every_rank(tmp_path, ranks)
     assert_honest_write_failure(proc, tmp_path / "copy.h5", "no space left")
 
 
+def rows_in(trace) -> int:
+    """Rows of a trace being written (0 while it is missing or being laid out: HDF5 locks it until SWMR starts)."""
+    try:
+        return len(load_trace(str(trace)).rounds) if trace.exists() else 0
+    except OSError:
+        return 0
+
+
 def start_long_run(tmp, **changes):
     path = long_config(tmp, **changes)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -207,7 +215,7 @@ def start_long_run(tmp, **changes):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     trace = tmp / "out" / "long.h5"
     deadline = time.time() + 60
-    while time.time() < deadline and not (trace.exists() and len(load_trace(str(trace)).rounds) >= 4):
+    while time.time() < deadline and rows_in(trace) < 4:
         time.sleep(0.1)
     return proc, path, trace
 
@@ -261,3 +269,27 @@ def test_skip_reruns_failed_and_interrupted_traces_but_not_completed_ones(tmp_pa
     capsys.readouterr()
     assert main(["run", path]) == 0 and "skipped" in capsys.readouterr().out
     assert load_trace(str(tmp_path / "s.h5")).attrs["run_id"] == first.attrs["run_id"]
+
+
+def test_kill_9_of_one_rank_ends_the_job_and_the_trace_says_writer_lost(tmp_path):
+    """mpiexec ends the job at once when a rank dies; the trace keeps its flushed rows and is reported honestly."""
+    path = long_config(tmp_path, run={"rounds": 10**8, "eval_every": 10}, output={"flush_rows": 5})
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", "2", sys.executable, "-m", "mpi4py", "-m",
+           "mpiclip", "run", path, "-q"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trace = tmp_path / "out" / "long.h5"
+    deadline = time.time() + 60
+    while time.time() < deadline and rows_in(trace) < 20:
+        time.sleep(0.1)
+    writer = writer_lock.read_holder(writer_lock.lock_path(str(trace)))["pid"]
+    ranks = subprocess.run(["pgrep", "-f", f"mpiclip run {path}"], capture_output=True, text=True).stdout.split()
+    other = next(int(p) for p in ranks if int(p) != writer and int(p) != proc.pid)
+    killed = time.time()
+    os.kill(other, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode != 0 and time.time() - killed < 30
+    tr = load_trace(str(trace))
+    assert tr.status.startswith("failed: writer lost") or tr.status.startswith("interrupted"), tr.status
+    assert len(tr.rounds) >= 20 and list(tr.rounds) == list(range(0, 10 * len(tr.rounds), 10))
