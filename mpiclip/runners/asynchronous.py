@@ -109,7 +109,6 @@ class AsynchronousRunner(Runner):
         self.oracle = JobOracle(s.jobs if s.jobs is not None else s.problem, self.p, s.config.run.seed)
         d = len(s.x0)
         self.buffer = np.zeros(d + E)  # the vector the server uses and its bits, from the worker's rank
-        self.last_log = self.started
         self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
 
     # ---------------------------------------------------------------- state
@@ -238,15 +237,8 @@ class AsynchronousRunner(Runner):
         if s.recorder.full or s.control.flush:
             s.recorder.flush(state.ledger)
             s.control.flushed()
-        state.rows += 1
         state.extra["recorded"] = t
-        state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
-        t0 = time.perf_counter()
-        s.timing["evaluation"] += t0 - t1
-        if t0 - self.last_log > 2.0 and s.comm.rank == 0:
-            self.last_log = t0
-            s.log(f"      update {t}/{run.rounds}  time {state.extra['now']:.6g}  f = {row.loss:.6g}  "
-                  f"‖∇f‖² = {row.grad_norm_sq:.4g}")
+        self.recorded(state, row, status, t1, f"update {t}/{run.rounds}  time {state.extra['now']:.6g}")
         return status == "running"
 
     def _ended(self, t: int, out_of_time: bool) -> str:

@@ -85,7 +85,6 @@ class FederatedRunner(Runner):
         self.optimizer = server_optimizer(self.fed)
         self.views = [ClientView(setup.problem, i) for i in range(len(setup.worker_ids))]
         self.dense = dense_bits(len(setup.x0))
-        self.last_log = self.started
 
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
@@ -232,15 +231,9 @@ class FederatedRunner(Runner):
         gap[local] = np.sqrt(row_sq_norms(grads[local] - g_hat))
         s.recorder.add_row(state.ledger, t, t0 - self.started, row.loss, row.grad_norm_sq,
                            {"grad_variance": spread, "comm_rounds": state.extra["comm_rounds"], **row.scores})
-        state.rows += 1
-        state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
-        now = time.perf_counter()
-        s.timing["evaluation"] += now - t0
-        if now - self.last_log > 2.0 and s.comm.rank == 0:
-            self.last_log = now
-            accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
-            shown = f"  accuracy = {accuracy:.4f}" if accuracy is not None else ""
-            s.log(f"      round {t}/{run.rounds}  f = {row.loss:.6g}  ‖∇f‖² = {row.grad_norm_sq:.4g}{shown}")
+        accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
+        self.recorded(state, row, status, t0, f"round {t}/{run.rounds}",
+                      f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
         if status != "running":
             s.recorder.set_metrics(metrics)

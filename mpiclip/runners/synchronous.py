@@ -82,7 +82,6 @@ class SynchronousRunner(Runner):
     def __init__(self, setup):
         super().__init__(setup)
         self.all_ids = np.arange(setup.config.run.n_workers)
-        self.last_log = self.started
 
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
@@ -147,11 +146,5 @@ class SynchronousRunner(Runner):
             return False  # round t is recorded when the run resumes
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
                            {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores})
-        state.rows += 1
-        state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
-        t0 = time.perf_counter()
-        s.timing["evaluation"] += t0 - t1
-        if t0 - self.last_log > 2.0 and s.comm.rank == 0:
-            self.last_log = t0
-            s.log(f"      round {t}/{run.rounds}  f = {row.loss:.6g}  ‖∇f‖² = {row.grad_norm_sq:.4g}")
+        self.recorded(state, row, status, t1, f"round {t}/{run.rounds}")
         return status == "running"
