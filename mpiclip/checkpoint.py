@@ -23,6 +23,7 @@ Each rank reads back only its own workers' rows, so a run may resume on another 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -88,17 +89,21 @@ def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
     (disk full, quota) is raised on every rank as RunFailed after the collective part has finished, so
     no rank is left waiting; the previous checkpoint then stays in place."""
     sink = _Sink(path if comm.rank == 0 else None)
-    sink.run(lambda f: _write_head(f, state, comm.size, stamp))
-    workers = state.workers
-    sink.run(lambda f: _write_tree(f.create_group("workers"), workers, per_worker=True))
-    for name in getattr(workers, "_fields", ()):
-        if name not in getattr(workers, "replicated", ()):
-            _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
-    for name in Ledger.per_worker:
-        _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
-    if state.worker_rngs:  # runners with per-worker generators only (the same on every rank of a run)
-        _write_block(sink, comm, "worker_rngs", np.array([json.dumps(s) for s in state.worker_rngs], dtype=object))
-    sink.commit()
+    try:
+        sink.run(lambda f: _write_head(f, state, comm.size, stamp))
+        workers = state.workers
+        sink.run(lambda f: _write_tree(f.create_group("workers"), workers, per_worker=True))
+        for name in getattr(workers, "_fields", ()):
+            if name not in getattr(workers, "replicated", ()):
+                _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
+        for name in Ledger.per_worker:
+            _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
+        if state.worker_rngs:  # runners with per-worker generators only (the same on every rank of a run)
+            _write_block(sink, comm, "worker_rngs", np.array([json.dumps(s) for s in state.worker_rngs], dtype=object))
+        sink.commit()
+    except BaseException:  # e.g. aborted by a second signal: the previous checkpoint stays, the temporary goes
+        sink.discard()
+        raise
     comm.agree(sink.error)
 
 
@@ -134,12 +139,17 @@ class _Sink:
 
         self.run(close)
         if self.error is not None:
-            try:
-                if self.f is not None and self.f.id.valid:
-                    self.f.close()
-                os.remove(self.tmp)
-            except OSError:
-                pass
+            self.discard()
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if it is still there."""
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.f is not None and self.f.id.valid:
+                self.f.close()
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
 
 
 def read(path: str, worker_ids: np.ndarray) -> RunState:

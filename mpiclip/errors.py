@@ -27,6 +27,14 @@ class RunFailed(MpiclipError):
     exit_code = 1
 
 
+class Aborted(KeyboardInterrupt):
+    """A second stop signal during a run: stop at once, without the orderly checkpoint of the first."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signum)
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)

@@ -34,7 +34,7 @@ from mpiclip.paths import existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
-from mpiclip.trace import TraceWriteError, TraceWriter, open_trace, timestamp, trace_status
+from mpiclip.trace import TraceWriteError, TraceWriter, open_trace, remove_leftovers, timestamp, trace_status
 
 MAX_LABELS = 1000  # distinct labels beyond which a trace does not count them per worker
 
@@ -242,6 +242,8 @@ class Session:
         if comm.rank == 0 and with_trace and error is None:
             try:
                 self.writer = self._reopen_trace() if self.resume else self._create_trace()
+                for path in (c.trace_path, c.checkpoint_path):
+                    remove_leftovers(path)
             except writer_lock.WriterBusy as e:  # a run that started after this one's checks
                 error = InputError("output.path", c.trace_path, str(e))
             except OSError as e:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import time
 from dataclasses import dataclass, field
@@ -348,6 +349,17 @@ def timestamp() -> str:
 def temporary_beside(path: str, purpose: str) -> str:
     """A hidden file in ``path``'s directory, renamed over ``path`` once complete (same file system)."""
     return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{purpose}-{os.getpid()}")
+
+
+def remove_leftovers(path: str) -> None:
+    """Remove the temporaries of ``path`` that a killed writer left behind; call it holding the trace's lock,
+    which makes every temporary beside ``path`` a leftover."""
+    folder, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    pattern = re.compile(re.escape(f".{name}.") + r"[a-z]+-\d+$")
+    for entry in os.listdir(folder):
+        if pattern.match(entry):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, entry))
 
 
 # ------------------------------------------------------------------------------------ reading

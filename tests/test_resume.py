@@ -23,6 +23,7 @@ from mpiclip.runners import RUNNERS
 from mpiclip.runners.asynchronous import AsynchronousRunner
 from mpiclip.runners.federated import FederatedRunner
 from mpiclip.runners.synchronous import SynchronousRunner
+from mpiclip.trace import trace_status
 
 ROUNDS = 60
 
@@ -172,6 +173,56 @@ def test_kill_9_of_the_whole_job_then_resume_on_another_rank_count(tmp_path, nam
     with h5py.File(tmp_path / "cut.h5") as f:
         assert f.attrs["status"] == "completed" and f.attrs["n_ranks"] == (ranks[1] or 1)
         assert '"round": %d' % (8 * (t // 8)) in f.attrs["resumed"]
+
+
+SIGNAL_IN_CHECKPOINT = """
+import os, sys
+from mpiclip import checkpoint
+from mpiclip.cli import main
+original, calls = checkpoint._Sink.commit, []
+def commit(self):
+    calls.append(1)
+    if len(calls) == 2:  # the second checkpoint: laid out and filled, not yet renamed into place
+        for sig in {signals}:
+            os.kill(os.getpid(), sig)
+    return original(self)
+checkpoint._Sink.commit = commit
+sys.exit(main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize("signals, ranks, code, kept, status", [
+    ([signal.SIGTERM], None, 143, range(16, 20), "interrupted"),  # the write finishes; the run stops at a later check
+    ([signal.SIGTERM, signal.SIGTERM], None, 143, [8], "interrupted"),  # the second signal aborts the write
+    ([signal.SIGTERM, signal.SIGTERM], 2, 143, [8], "interrupted"),  # ... and the whole job, at once
+    ([signal.SIGKILL], None, -9, [8], "failed: writer lost"),
+], ids=["SIGTERM", "SIGTERM-twice", "SIGTERM-twice-2-ranks", "SIGKILL"])
+def test_a_signal_during_a_checkpoint_write_keeps_a_whole_checkpoint(tmp_path, signals, ranks, code, kept, status):
+    """The checkpoint on disk is always whole: the one being written when the signal comes either completes
+    or leaves the previous one in place, and resuming completes the uninterrupted trace; the resumed run
+    removes the temporary file a killed writer left."""
+    run(case("ef21", tmp_path / "full.h5"))
+    path = write_toml(str(tmp_path / "cut.toml"), case("ef21", tmp_path / "cut.h5", checkpoint_every=8))
+    code_text = SIGNAL_IN_CHECKPOINT.format(signals=[int(s) for s in signals], argv=["run", path, "-q"])
+    cmd = [sys.executable, "-c", code_text]
+    if ranks:
+        cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpi4py",
+               *cmd[1:]]
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == code, proc.stderr
+    if len(signals) == 2:  # (under mpiexec, MPI_Abort's own line follows)
+        assert proc.stderr.splitlines()[0] == ("mpiclip: aborted by SIGTERM: a trace being written says 'interrupted', "
+                                               "and its last complete checkpoint is kept")
+        assert len(proc.stderr.splitlines()) == (2 if ranks else 1)
+    assert stamp_of(tmp_path / "cut.ckpt.h5")["t"] in kept
+    assert trace_status(str(tmp_path / "cut.h5")).startswith(status)
+    leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".cut.ckpt.h5.tmp-")]
+    assert len(leftovers) == (1 if signals == [signal.SIGKILL] else 0)
+    resumed = mpiclip(["run", path, "--resume", "-q"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+    assert sorted(os.listdir(tmp_path)) == ["cut.h5", "cut.toml", "full.h5"]
 
 
 # ----------------------------------------------------------------------------------- refusals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 
 
@@ -83,6 +84,18 @@ def cmd_run(args) -> int:
         if comm is None or comm.rank == 0:
             print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
         return _exit(comm, e.exit_code)
+    except KeyboardInterrupt as e:
+        return _aborted(comm, e)
+
+
+def _aborted(comm, e: KeyboardInterrupt) -> int:
+    """A second stop signal (or Ctrl-C before a run took over the signals): one line, and the signal's exit
+    code. MPI is not finalized, so that under ``python -m mpi4py`` the non-zero exit aborts the whole job."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    if comm is None or comm.rank == 0:
+        print(f"mpiclip: aborted by {signal.Signals(signum).name}: a trace being written says 'interrupted', and "
+              "its last complete checkpoint is kept", file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 def _header(i: int, total: int, run) -> str:

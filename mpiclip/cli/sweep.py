@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mpiclip.cli.run import _exit
+from mpiclip.cli.run import _aborted, _exit
 
 
 def add_parsers(sub) -> None:
@@ -97,6 +97,8 @@ def cmd_sweep_run(args) -> int:
         if comm is None or comm.rank == 0:
             print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
         return _exit(comm, e.exit_code)
+    except KeyboardInterrupt as e:
+        return _aborted(comm, e)
 
 
 def cmd_sweep_best(args) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Optional
 import numpy as np
 
 from mpiclip.compressors import ENCODINGS, Message
-from mpiclip.errors import RunFailed
+from mpiclip.errors import Aborted, RunFailed
 from mpiclip.registry import NoParams, Registry
 
 E = len(ENCODINGS)
@@ -141,7 +141,7 @@ class Control:
             self.save_signal = True
             return
         if self.stop_signal is not None:
-            raise KeyboardInterrupt
+            raise Aborted(signum)
         self.stop_signal = signum
 
     def requests(self, flush_check: bool = True) -> np.ndarray:
