@@ -48,7 +48,7 @@ except ImportError:  # run from a checkout without installing
 from mpiclip import config as cfg
 from mpiclip.plotting import pyplot, save
 from mpiclip.sweep import load_sweep
-from mpiclip.trace import open_trace
+from mpiclip.trace import CORRUPT, open_trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = (("fed-digits-oneclass", "oneclass", "Digits, one class per client"),
@@ -82,7 +82,7 @@ def read(path: str):
             rows = {k: f[k][()] for k in ROWS}
             # the papers' bits per worker: cumulative mean over the n clients (Trace.bits_per_worker)
             bits = np.cumsum(f["bits/up/paper"][()].mean(axis=1))
-    except OSError:  # being written by a running sweep
+    except CORRUPT:  # being written by a running sweep, or damaged
         return "unreadable", None, None
     return status, rows, bits
 

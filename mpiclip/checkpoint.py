@@ -74,7 +74,7 @@ def inspect(path: str, config_hash: str) -> Stamp:
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
         raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
     if stamp.config_hash != config_hash:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "

@@ -34,7 +34,7 @@ from mpiclip.paths import existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
-from mpiclip.trace import TraceWriteError, TraceWriter, open_trace, remove_leftovers, timestamp, trace_status
+from mpiclip.trace import CORRUPT, TraceWriteError, TraceWriter, open_trace, remove_leftovers, timestamp, trace_status
 
 MAX_LABELS = 1000  # distinct labels beyond which a trace does not count them per worker
 
@@ -158,7 +158,7 @@ class Session:
                 run_id, rows = f.attrs.get("run_id"), len(f["rounds"]) if "rounds" in f else 0
                 events = len(f["events/update"]) if "events/update" in f else 0
                 sampled = len(f["clients"]) if "clients" in f else None
-        except (OSError, KeyError) as e:
+        except CORRUPT as e:
             raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
         if run_id != stamp.run_id:
             raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
@@ -235,7 +235,7 @@ class Session:
                 self.resumed = checkpoint.read(c.checkpoint_path, self.worker_ids)
                 if self.resumed.x.shape != (self.d,):
                     raise InputError("checkpoint", c.checkpoint_path, f"holds x of shape {self.resumed.x.shape}, not ({self.d},)")
-            except (OSError, KeyError, ValueError) as e:
+            except (*CORRUPT, ValueError) as e:
                 error = InputError("checkpoint", c.checkpoint_path, f"cannot be read: {e}")
             except InputError as e:
                 error = e

@@ -363,12 +363,35 @@ def remove_leftovers(path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ reading
+CORRUPT = (OSError, KeyError, RuntimeError)  # what h5py raises for a file that is not a whole HDF5 file
+
+
 def open_trace(path: str) -> h5py.File:
-    """Open a trace for reading, also one whose writer was killed (SWMR)."""
-    try:
-        return h5py.File(path, "r", swmr=True)
-    except OSError:
-        return h5py.File(path, "r")
+    """Open a trace for reading, also one whose writer is running or was killed (SWMR).
+
+    SWMR mode is used only for a file whose superblock says a writer has it open: a SWMR reader skips
+    HDF5's truncation check and retries a failed checksum for minutes, so a cut-short or corrupt closed
+    file would hang it instead of failing at once."""
+    if _open_for_writing(path):
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except OSError:
+            pass
+    return h5py.File(path, "r")
+
+
+def _open_for_writing(path: str) -> bool:
+    """The superblock's file-consistency flags (versions 2 and 3, the ones SWMR writes); raises OSError for
+    a file shorter than its superblock records."""
+    with open(path, "rb") as f:
+        head = f.read(36)
+    if len(head) < 36 or head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] < 2 or head[9] != 8:
+        return False  # not HDF5 at offset 0, or an old superblock: HDF5 itself says what is wrong
+    base, stored_eof = int.from_bytes(head[12:20], "little"), int.from_bytes(head[28:36], "little")
+    size = os.path.getsize(path)
+    if size + base < stored_eof:
+        raise OSError(f"truncated file: {size} bytes of the {stored_eof - base} its superblock records")
+    return head[11] != 0
 
 
 def trace_status(path: str) -> str:
@@ -379,7 +402,7 @@ def trace_status(path: str) -> str:
     try:
         with open_trace(path) as f:
             status = str(f.attrs.get("status", "?"))
-    except OSError:
+    except CORRUPT:
         return "unreadable"
     return live_status(path, status)
 
@@ -433,7 +456,15 @@ class Trace:
 
 
 def load_trace(path: str) -> Trace:
-    """Every per-row array and the attributes of a schema 1 or 2 trace (a running one too)."""
+    """Every per-row array and the attributes of a schema 1 or 2 trace (a running one too); OSError for a
+    file that is not one, or is cut short or corrupt."""
+    try:
+        return _load_trace(path)
+    except (KeyError, RuntimeError) as e:  # h5py's words for a damaged object header or heap
+        raise OSError(f"corrupt: {e.args[0] if e.args else e}") from None
+
+
+def _load_trace(path: str) -> Trace:
     with open_trace(path) as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if "status" in attrs:

@@ -167,3 +167,20 @@ def differences(a: dict, b: dict) -> list:
     """Names of the datasets that are not bit-identical (or exist in one only)."""
     return sorted(set(a) ^ set(b)) + [k for k in sorted(set(a) & set(b))
                                       if a[k].shape != b[k].shape or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")]
+
+
+DAMAGE = ("truncated", "header", "garbage", "empty")
+
+
+def damage(path, how: str) -> None:
+    """Spoil an HDF5 file as a cut-short copy, an overwritten object header, random bytes or an empty file do."""
+    data = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) // 3]
+    elif how == "header":  # the bytes just after the 48-byte superblock: the root group's object header
+        data[48:560] = b"\xa5" * 512
+    elif how == "garbage":
+        data = bytearray(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    else:
+        data = bytearray()
+    open(path, "wb").write(bytes(data))

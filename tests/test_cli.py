@@ -48,6 +48,14 @@ def test_presets_and_options():
     assert mpiclip(["options", "compressor"]).stdout.startswith("[compressor]")
 
 
+def test_a_reader_that_goes_away_is_no_error():
+    """`mpiclip options | head -1`: the closed pipe ends the command quietly, as SIGPIPE ends a shell tool."""
+    proc = subprocess.Popen([sys.executable, "-m", "mpiclip", "options"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has written a byte: its first write meets a closed pipe
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert proc.stderr.read() == b""
+
+
 @pytest.mark.parametrize("ranks", [None, 2])
 def test_run_then_info(tmp_path, small_config, ranks):
     proc = mpiclip(["run", small_config, "--set", "run.rounds=20"], ranks=ranks, cwd=str(tmp_path))

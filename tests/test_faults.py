@@ -20,7 +20,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from helpers import config_table, write_libsvm, write_toml
+from helpers import DAMAGE, config_table, damage, write_libsvm, write_toml
 
 from mpiclip import writer_lock
 from mpiclip.cli import main
@@ -293,3 +293,26 @@ def test_kill_9_of_one_rank_ends_the_job_and_the_trace_says_writer_lost(tmp_path
     tr = load_trace(str(trace))
     assert tr.status.startswith("failed: writer lost") or tr.status.startswith("interrupted"), tr.status
     assert len(tr.rounds) >= 20 and list(tr.rounds) == list(range(0, 10 * len(tr.rounds), 10))
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_trace_is_reported_in_one_line_and_run_again(tmp_path, capsys, how):
+    """A cut-short or corrupt trace: `info` says so at once (a SWMR reader would hang on it), sweeps see it
+    as unreadable, `exists = "error"` refuses to replace it and `exists = "skip"` runs the point again."""
+    table = config_table(run={"name": "d", "n_workers": 4, "rounds": 30}, problem={"name": "quadratic", "d": 5},
+                         data=None, method={"name": "gd"}, compressor={"name": "identity"})
+    table["output"] = {"path": str(tmp_path / "{name}.h5"), "exists": "skip"}
+    path = write_toml(str(tmp_path / "d.toml"), table)
+    trace = tmp_path / "d.h5"
+    assert main(["run", path, "-q"]) == 0
+    damage(trace, how)
+    proc = cli(["info", str(trace)], tmp_path, timeout=60)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"mpiclip: error: trace = '{trace}': not a readable HDF5 trace (")
+    assert trace_status(str(trace)) == "unreadable"
+    capsys.readouterr()
+    assert main(["run", path, "-q", "--set", "output.exists=error"]) == 2
+    assert capsys.readouterr().err.startswith(f"mpiclip: error: output.path = '{trace}': exists")
+    assert main(["run", path, "-q"]) == 0
+    assert load_trace(str(trace)).status == "completed"

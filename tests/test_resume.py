@@ -12,7 +12,7 @@ import sys
 
 import h5py
 import pytest
-from helpers import METHOD_CASES, config_table, differences, mpiclip, stop_round, trace_arrays, write_toml
+from helpers import DAMAGE, METHOD_CASES, config_table, damage, differences, mpiclip, stop_round, trace_arrays, write_toml
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -258,6 +258,16 @@ def test_a_truncated_checkpoint_is_refused(stopped):
         run(table, "run.resume='yes'")
     with pytest.raises(InputError, match=r"^checkpoint = .*not a readable checkpoint"):
         run(table, "run.resume='auto'")  # auto does not silently start again over a damaged checkpoint
+    assert digest(trace, ckpt) == before
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_trace_is_not_resumed_into(stopped, how):
+    table, trace, ckpt = stopped
+    damage(trace, how)
+    before = digest(trace, ckpt)
+    with pytest.raises(InputError, match=r"^output.path = '.*cut.h5': cannot be resumed: the trace is unreadable \("):
+        run(table, "run.resume='yes'")
     assert digest(trace, ckpt) == before
 
 

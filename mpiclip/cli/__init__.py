@@ -7,7 +7,9 @@ launcher a run is one process. Only rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 
 from mpiclip import __version__
 from mpiclip.cli import info, run, sweep, tools
@@ -38,4 +40,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # past a file-size limit, a write fails (and the run says so) instead of killing
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `mpiclip info … | head`: the reader has gone, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush is silent
+        return 128 + signal.SIGPIPE

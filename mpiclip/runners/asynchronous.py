@@ -31,7 +31,7 @@ from mpiclip.methods.asgd import Received
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
-from mpiclip.trace import open_trace
+from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
 
@@ -55,7 +55,7 @@ def _read_replay(path: str, size: int, mtime: int) -> dict:
                                  "the trace of an asynchronous run")
             events = {name: f[f"events/{name}"][()] for name in ("worker", "start", "job", "sim_time")}
             attrs = {k: f.attrs.get(k) for k in ("n_workers", "problem", "dataset_checksum", "d")}
-    except OSError as e:
+    except CORRUPT as e:
         raise InputError("async.replay", path, f"cannot be read: {e}") from None
     return {"events": events, "attrs": attrs}
 
