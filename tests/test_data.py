@@ -13,6 +13,12 @@ from mpiclip.data.partition import SPLITS, DirichletParams, NoParams, SeededPara
 from mpiclip.errors import InputError
 
 
+@pytest.fixture(autouse=True)
+def no_cache(monkeypatch):
+    """These tests are about the parser: every read parses (tests/test_parsed_cache.py tests the cache)."""
+    monkeypatch.setenv("MPICLIP_CACHE", "off")
+
+
 @pytest.fixture
 def dataset(tmp_path):
     X, y = random_classification(n=57, d=9, seed=3, labels=(1, 2))

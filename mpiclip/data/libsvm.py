@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from mpiclip.data import parsed_cache
 from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
 
@@ -37,21 +38,36 @@ class FileSummary:
 
 
 def summarize(path: str, field: str) -> FileSummary:
-    """Parse and validate every line of ``path`` (raising InputError(field, path, ...)), keep only labels."""
+    """Parse and validate every line of ``path`` (raising InputError(field, path, ...)), keep only labels;
+    the parsed rows go to the cache (:mod:`mpiclip.data.parsed_cache`), and a cached file is not parsed."""
+    _open(path, field).close()  # the file's own errors first, cached or not
+    cached = parsed_cache.load(path)
+    if cached is not None:
+        return FileSummary(len(cached.labels), cached.n_features, cached.labels, cached.sha256)
     labels, max_index = [], 0
-    for lineno0, lines in _blocks(path, field):
-        block = _parse(lines, lineno0, path, field)
-        labels.append(block.labels)
-        if len(block.indices):
-            max_index = max(max_index, int(block.indices.max()) + 1)
-    all_labels = np.concatenate(labels) if labels else np.zeros(0)
-    if len(all_labels) == 0:
-        raise InputError(field, path, "the file holds no samples")
-    return FileSummary(len(all_labels), max_index, all_labels, _sha256(path))
+    writer = parsed_cache.Writer(path)
+    try:
+        for lineno0, lines in _blocks(path, field):
+            block = _parse(lines, lineno0, path, field)
+            writer.add(block.indptr, block.indices, block.values)
+            labels.append(block.labels)
+            if len(block.indices):
+                max_index = max(max_index, int(block.indices.max()) + 1)
+        all_labels = np.concatenate(labels) if labels else np.zeros(0)
+        if len(all_labels) == 0:
+            raise InputError(field, path, "the file holds no samples")
+        summary = FileSummary(len(all_labels), max_index, all_labels, _sha256(path))
+        writer.finish(summary.labels, summary.n_features, summary.sha256)
+        return summary
+    finally:
+        writer.abandon()
 
 
 def read_rows(path: str, field: str, rows: np.ndarray, n_features: int) -> tuple[sp.csr_matrix, np.ndarray]:
     """The given data rows (sorted global row numbers) as CSR with ``n_features`` columns, and their labels."""
+    cached = parsed_cache.load(path)
+    if cached is not None:
+        return cached.rows(rows, n_features)
     wanted = np.zeros(0, dtype=bool)
     if len(rows):
         wanted = np.zeros(int(rows[-1]) + 1, dtype=bool)
