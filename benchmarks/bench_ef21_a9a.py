@@ -13,6 +13,7 @@ sequences (the target: the trajectory is unchanged).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--eval-every", type=int, default=1)
+    ap.add_argument("--json", default=None, help="also write the loop, the bound and the split here")
     ap.add_argument("--reference-only", action="store_true",
                     help="run only the dense reference, from x^0 as mpiclip draws it (run.seed 0), without MPI: "
                          "the whole-process figure of benchmarks/suite.py")
@@ -117,6 +119,12 @@ def main() -> int:
         for r, row in enumerate(rows):
             print(f"{r:4d}  " + "  ".join(f"{v:13.3f}" for v in row[:-1]) + f"  {row[-1]:10.3f}")
         print(f"loop wall time (max over ranks, best of {args.repeat}): {wall:.3f} s = {wall / args.rounds * 1e3:.3f} ms/round")
+        # the bound: the slowest rank's own gradients plus the exchange of the messages, nothing else
+        bound = max(row[PHASES.index("gradient")] + row[PHASES.index("communication")] for row in rows)
+        print(f"loop / (gradient + communication) = {wall / bound:.3f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"loop": wall, "bound": bound, "phases": PHASES, "ranks": rows}, f)
         if args.reference:
             tr = load_trace(result.path)
             import h5py

@@ -4,6 +4,7 @@ parsed again, concurrent jobs publish one entry, and a cache that cannot be writ
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ def dataset(tmp_path):
 
 
 def entries(cache) -> list:
-    return sorted(os.listdir(cache)) if cache.exists() else []
+    """The published entries (not the locks beside them, nor a temporary being written)."""
+    return sorted(p.name for p in cache.iterdir() if p.is_dir()) if cache.exists() else []
 
 
 def parser_must_not_run(monkeypatch):
@@ -107,3 +109,22 @@ def test_concurrent_jobs_publish_one_whole_entry(cache, dataset):
     assert all(p.returncode == 0 for p in procs)
     np.testing.assert_allclose(sums, X.sum())
     assert len(entries(cache)) == 1  # and no half-written ".writing-" directory left behind
+
+
+def test_the_ranks_of_a_node_take_turns_and_parse_once(cache, dataset):
+    """While one process parses (it holds the entry's lock), another waits, then maps the published entry
+    without parsing."""
+    path, X, y = dataset
+    script = ("import sys; from mpiclip.data import libsvm; parsed = []; original = libsvm._parse\n"
+              "libsvm._parse = lambda *a: parsed.append(1) or original(*a)\n"
+              "s = libsvm.summarize(sys.argv[1], 'data.path'); print(s.n_rows, len(parsed))")
+    with parsed_cache.turn(path):  # this test is the first process, in the middle of its parse
+        waiting = subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert waiting.poll() is None and entries(cache) == []  # it waits for its turn
+        writer = parsed_cache.Writer(path)
+        A, labels = libsvm.read_rows(path, "data.path", np.arange(300), 40)  # no entry yet: parsed
+        writer.add(A.indptr, A.indices, A.data)
+        writer.finish(labels, 40, libsvm._sha256(path))
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.split() == ["300", "0"]  # the rows, without one line parsed

@@ -42,8 +42,15 @@ def summarize(path: str, field: str) -> FileSummary:
     the parsed rows go to the cache (:mod:`mpiclip.data.parsed_cache`), and a cached file is not parsed."""
     _open(path, field).close()  # the file's own errors first, cached or not
     cached = parsed_cache.load(path)
-    if cached is not None:
-        return FileSummary(len(cached.labels), cached.n_features, cached.labels, cached.sha256)
+    if cached is None:
+        with parsed_cache.turn(path):
+            cached = parsed_cache.load(path)  # published while this process waited for its turn
+            if cached is None:
+                return _parse_file(path, field)
+    return FileSummary(len(cached.labels), cached.n_features, cached.labels, cached.sha256)
+
+
+def _parse_file(path: str, field: str) -> FileSummary:
     labels, max_index = [], 0
     writer = parsed_cache.Writer(path)
     try:

@@ -5,15 +5,17 @@ An entry is a directory named by the file's identity (real path, size, modificat
 and its first and last 64 kB) in ``$MPICLIP_CACHE`` (default ``$XDG_CACHE_HOME/mpiclip`` or
 ``~/.cache/mpiclip``; ``off`` disables it). It holds the raw CSR arrays (``indices.i32``,
 ``values.f64``), ``indptr.npy``, ``labels.npy`` and ``meta.json`` (shape, the file's SHA-256, the sizes
-the arrays must have). A file that changes gets a new entry. An entry is written under a temporary name
-and renamed whole, so concurrent jobs never see half of one: the first rename wins and the others drop
-theirs. A damaged entry is ignored (the file is parsed again); a cache that cannot be written (read-only
-or full disk) only costs the parse.
+the arrays must have). A file that changes gets a new entry. The first process to miss an entry parses
+the file holding the entry's lock, and the others (the node's other ranks, concurrent jobs) wait and map
+its result; an entry is written under a temporary name and renamed whole, so no one sees half of one.
+A damaged entry is ignored (the file is parsed again); a cache that cannot be written (read-only or full
+disk) only costs the parse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -77,6 +79,27 @@ class Parsed:
         matrix = sp.csr_matrix((np.array(self.values[picked]), np.array(self.indices[picked]), indptr),
                                shape=(len(rows), n_features))
         return matrix, self.labels[rows]
+
+
+@contextlib.contextmanager
+def turn(path: str):
+    """Hold the entry's lock while parsing, so that the ranks of a node (and concurrent jobs) parse a file
+    once: the others wait, then map what the first published. Without a cache, or a lock that cannot be
+    taken (some network file systems), everyone parses."""
+    handle = None
+    try:
+        entry = _entry(path)
+        if entry is not None:
+            os.makedirs(os.path.dirname(entry), exist_ok=True)
+            handle = open(entry + ".lock", "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
 
 
 def load(path: str) -> Optional[Parsed]:
