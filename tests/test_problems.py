@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from helpers import SHARED_DATA
 
 from mpiclip.data import DataParams, DataSpec, LibsvmParams, Shard, SyntheticParams, plan
@@ -121,6 +122,25 @@ def test_lanczos_path_agrees_with_dense_gram(monkeypatch):
     lanczos = LogisticRegression(LogRegParams(), shard, 3).smoothness(ALL_LOCAL)
     assert lanczos.L == pytest.approx(dense.L, rel=1e-9)
     np.testing.assert_allclose(lanczos.L_workers, dense.L_workers, rtol=1e-9)
+
+
+def test_a_worker_using_few_columns_of_a_wide_problem_gets_its_exact_constant(monkeypatch):
+    """Above GRAM_MAX_D a worker whose rows touch at most GRAM_MAX_D columns gets λ_max from the dense Gram of
+    those columns (exact, and no d-long Lanczos vectors); the data's λ_max still comes from Lanczos."""
+    X = np.zeros((6, 40))
+    rng = np.random.default_rng(1)
+    X[:3, [2, 5, 11]] = rng.standard_normal((3, 3))  # worker 0: 3 columns
+    X[3:, [0, 30, 31, 39]] = rng.standard_normal((3, 4))  # worker 1: 4 columns
+    shard = Shard(np.arange(2), np.array([0, 3, 6]), sp.csr_matrix(X), np.array([1.0, -1, 1, -1, 1, -1]))
+    monkeypatch.setattr(linear, "GRAM_MAX_D", 4)
+    calls = []
+    original = linear._lanczos_top
+    monkeypatch.setattr(linear, "_lanczos_top", lambda op: calls.append(op.shape) or original(op))
+    s = LogisticRegression(LogRegParams(lam=0.1), shard, 2).smoothness(ALL_LOCAL)
+    expected = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A in (X[:3], X[3:])]
+    np.testing.assert_allclose(s.L_workers, expected, rtol=1e-12)
+    assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 24)[-1] + 0.2, rel=1e-9)
+    assert calls == [(40, 40)]  # the data's only
 
 
 def test_quadratic_has_its_constructed_constants_and_minimiser():

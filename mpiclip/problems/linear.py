@@ -130,6 +130,12 @@ class LinearDesign:
         rows = self.rows(w)
         if self.d <= GRAM_MAX_D:
             return _top_eigenvalue(_dense_gram(rows)) / self.sizes[w]
+        if self.sparse:  # A_iᵀA_i is zero outside the columns the worker's rows use: its Gram on those is exact
+            used = np.unique(rows.indices)
+            if len(used) == 0:
+                return 0.0
+            if len(used) <= GRAM_MAX_D:
+                return _top_eigenvalue(_dense_gram(rows[:, used])) / self.sizes[w]
         op = spla.LinearOperator((self.d, self.d), matvec=lambda v: rows.T @ (rows @ v), dtype=np.float64)
         return _lanczos_top(op) / self.sizes[w]
 
