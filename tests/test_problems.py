@@ -125,8 +125,9 @@ def test_lanczos_path_agrees_with_dense_gram(monkeypatch):
 
 
 def test_a_worker_using_few_columns_of_a_wide_problem_gets_its_exact_constant(monkeypatch):
-    """Above GRAM_MAX_D a worker whose rows touch at most GRAM_MAX_D columns gets λ_max from the dense Gram of
-    those columns (exact, and no d-long Lanczos vectors); the data's λ_max still comes from Lanczos."""
+    """Above GRAM_MAX_D, when the rows touch at most GRAM_MAX_D columns, λ_max comes from the dense Gram of
+    those columns (exact, and no d-long Lanczos vectors): for each worker, and for the data when all the
+    workers together touch at most GRAM_MAX_D."""
     X = np.zeros((6, 40))
     rng = np.random.default_rng(1)
     X[:3, [2, 5, 11]] = rng.standard_normal((3, 3))  # worker 0: 3 columns
@@ -140,7 +141,12 @@ def test_a_worker_using_few_columns_of_a_wide_problem_gets_its_exact_constant(mo
     expected = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A in (X[:3], X[3:])]
     np.testing.assert_allclose(s.L_workers, expected, rtol=1e-12)
     assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 24)[-1] + 0.2, rel=1e-9)
-    assert calls == [(40, 40)]  # the data's only
+    assert calls == [(40, 40)]  # the data's: 7 columns in all, more than GRAM_MAX_D
+    monkeypatch.setattr(linear, "GRAM_MAX_D", 8)
+    calls.clear()
+    s = LogisticRegression(LogRegParams(lam=0.1), shard, 2).smoothness(ALL_LOCAL)
+    assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 24)[-1] + 0.2, rel=1e-12)
+    assert calls == []
 
 
 def test_quadratic_has_its_constructed_constants_and_minimiser():

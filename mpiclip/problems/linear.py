@@ -145,12 +145,32 @@ class LinearDesign:
             grams = np.stack([_dense_gram(self.rows(w)).ravel() for w in range(self.n_local)])
             total = reduce.sum(grams).reshape(self.d, self.d)
             return _top_eigenvalue(total) / n_total
+        used = self._columns_used_anywhere(reduce) if self.sparse else None
+        if used is not None:  # AᵀA is zero outside the columns some row uses: its Gram on those is exact
+            if len(used) == 0:
+                return 0.0
+            grams = np.stack([_dense_gram(self.rows(w)[:, used]).ravel() for w in range(self.n_local)])
+            return _top_eigenvalue(reduce.sum(grams).reshape(len(used), len(used))) / n_total
 
         def matvec(v):
             return reduce.sum(self.worker_sums(self.products(np.ravel(v)).copy()))
 
         op = spla.LinearOperator((self.d, self.d), matvec=matvec, dtype=np.float64)
         return _lanczos_top(op) / n_total
+
+    def _columns_used_anywhere(self, reduce: RowReduce) -> Optional[np.ndarray]:
+        """The columns any worker's rows use, the same on every rank; None if there are more than GRAM_MAX_D."""
+        used = [np.unique(self.rows(w).indices) for w in range(self.n_local)]
+        counts = reduce.gather(np.array([[len(u)] for u in used], dtype=np.float64))
+        width = int(counts.max())
+        if width > GRAM_MAX_D:
+            return None
+        padded = np.full((self.n_local, max(width, 1)), -1.0)  # column numbers below 2^31 are exact as floats
+        for w, u in enumerate(used):
+            padded[w, : len(u)] = u
+        everyone = reduce.gather(padded)
+        union = np.unique(everyone[everyone >= 0]).astype(np.int64)
+        return union if len(union) <= GRAM_MAX_D else None
 
 
 def _dense_gram(rows) -> np.ndarray:
