@@ -14,6 +14,7 @@ from helpers import REPO, config_table, mpiclip, write_toml
 
 from mpiclip import __version__, session
 from mpiclip import config as cfg
+from mpiclip import trace as trace_module
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.trace import EVENT_COLUMNS, TraceWriter, load_trace
@@ -73,6 +74,24 @@ def test_every_dataset_has_units_and_every_array_is_chunked_and_compressed(trace
             assert ds.chunks is not None and ds.compression == "gzip" and ds.shuffle, name
             seen += 1
     assert seen >= 28  # every per-row dataset, the partition, x0, x_final, ...
+
+
+@pytest.mark.parametrize("kind, compressed", [("random", False), ("zeros", True), ("mostly-zeros", True)])
+def test_a_large_array_is_compressed_only_if_gzip_shrinks_it(tmp_path, kind, compressed):
+    """A random x⁰ of d > 2^20 values is stored plain (gzip would spend seconds for 10 %); arrays gzip shrinks
+    are compressed; small arrays always are. The values read back are the values written."""
+    n = (1 << 20) + 7
+    data = {"random": np.random.default_rng(0).standard_normal(n), "zeros": np.zeros(n)}.get(kind)
+    if data is None:
+        data = np.zeros(n)
+        data[::1000] = 1.5
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        big = trace_module._array_dataset(f, "big", data)
+        small = trace_module._array_dataset(f, "small", data[:1000])
+        assert (big.compression == "gzip") == compressed and small.compression == "gzip"
+        assert big.chunks is not None
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        np.testing.assert_array_equal(f["big"][()], data)
 
 
 def test_row_index_is_a_dimension_scale(trace):
