@@ -36,7 +36,7 @@ import numpy as np
 from mpiclip import __version__
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.runners.base import Ledger, RunState
-from mpiclip.trace import LIBVER, temporary_beside, timestamp
+from mpiclip.trace import CORRUPT, LIBVER, temporary_beside, timestamp
 
 FORMAT = 1
 STAMP_FIELDS = ("run_id", "config_hash", "runner", "method", "n_workers", "n_ranks", "deterministic", "t", "rows")
@@ -74,7 +74,7 @@ def inspect(path: str, config_hash: str) -> Stamp:
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
-    except (OSError, KeyError, RuntimeError, ValueError) as e:
+    except (*CORRUPT, ValueError) as e:
         raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
     if stamp.config_hash != config_hash:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "

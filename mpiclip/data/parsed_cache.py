@@ -112,7 +112,7 @@ def load(path: str) -> Optional[Parsed]:
             meta = json.load(f)
         nnz, n_rows = meta["nnz"], meta["n_rows"]
         labels = np.load(os.path.join(entry, "labels.npy"))
-        indptr = np.load(os.path.join(entry, "indptr.npy"))
+        indptr = np.load(os.path.join(entry, "indptr.npy"), mmap_mode="r")  # each load reads only what rows() needs
         if labels.shape != (n_rows,) or indptr.shape != (n_rows + 1,) or indptr[-1] != nnz:
             return None
         indices, values = (_map(os.path.join(entry, name), dtype, nnz) for name, dtype in
