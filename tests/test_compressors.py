@@ -122,17 +122,26 @@ def test_edge_cases_zero_vector_and_k_equal_d():
     assert np.all(TopK(KParams(2))(z, rngs(n=2)).values == 0)
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "rounded", "half-zero"])
-def test_top_k_on_long_vectors_is_the_exact_rule(kind):
-    """The threshold path for long rows (d >= 65536) gives exactly the stable-sort answer, ties included."""
+@pytest.mark.parametrize("kind", ["gaussian", "rounded", "half-zero", "few-nonzero", "all-zero", "nan"])
+@pytest.mark.parametrize("d", [100_003, 5_000])
+def test_top_k_on_long_vectors_is_the_exact_rule(kind, d):
+    """The threshold path for long rows (d >= 65536), and the partition path of rows with ties, give exactly the stable-sort answer, ties included,
+    also when fewer than k entries lie above the sampled threshold (an EF21 difference is often zero
+    almost everywhere) and with NaNs, which the exact rule ranks first."""
     rng = np.random.default_rng(7)
-    v = rng.standard_normal((3, 100_003))
+    v = rng.standard_normal((3, d))
     if kind == "rounded":
         v = np.round(v * 2)
     if kind == "half-zero":
         v[:, ::2] = 0.0
+    if kind == "few-nonzero":
+        v[:, rng.permutation(d)[20:]] = 0.0
+    if kind == "all-zero":
+        v[:] = 0.0
+    if kind == "nan":
+        v[:, [5, d - 9]] = np.nan
     for k in (2, 37, 1500):
         rows, cols = top_k_positions(v, k)
         for r in range(3):
-            expected = np.sort(np.argsort(-np.abs(v[r]), kind="stable")[:k])
+            expected = np.sort(np.argsort(-np.nan_to_num(np.abs(v[r]), nan=np.inf), kind="stable")[:k])
             np.testing.assert_array_equal(cols[rows == r], expected)

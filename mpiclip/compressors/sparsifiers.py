@@ -102,15 +102,27 @@ def _top_k_large(a: np.ndarray, k: int) -> np.ndarray:
     sample = a[::step]
     rank = min(len(sample) - 1, max(1, (4 * k * len(sample)) // d))
     threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
-    candidates = np.flatnonzero(a > threshold)
-    if len(candidates) < k:  # an unlucky sample (e.g. many equal values): the full rule
+    candidates = np.flatnonzero(~(a <= threshold))  # NaN ranks first, as in the exact rule
+    if len(candidates) >= k:
+        return np.sort(candidates[_exact_top_k(a[candidates], k)])
+    # Fewer than k above the threshold (e.g. an EF21 difference that is zero almost everywhere): they all
+    # belong, and the rest are the coordinates equal to the threshold, smallest indices first; the
+    # threshold is one of a's values, so nothing left out lies between.
+    tied = np.flatnonzero(a == threshold)[: k - len(candidates)]
+    if len(candidates) + len(tied) < k:  # a NaN threshold
         return np.sort(_exact_top_k(a, k))
-    return np.sort(candidates[_exact_top_k(a[candidates], k)])
+    return np.sort(np.concatenate([candidates, tied]))
 
 
 def _exact_top_k(a: np.ndarray, k: int) -> np.ndarray:
-    order = np.argsort(-np.nan_to_num(a, nan=np.inf), kind="stable")  # stable: ties keep index order
-    return order[:k]
+    """The positions (in no particular order) of the k largest entries of a ≥ 0, NaN ranked as +inf and
+    ties to the smaller index: those above the k-th largest value, then the smallest-index ones equal to it."""
+    a = np.nan_to_num(a, nan=np.inf)
+    if len(a) <= max(256, 4 * k):
+        return np.argsort(-a, kind="stable")[:k]  # stable: ties keep index order
+    kth = np.partition(a, len(a) - k)[len(a) - k]
+    above = np.flatnonzero(a > kth)
+    return np.concatenate([above, np.flatnonzero(a == kth)[: k - len(above)]])
 
 
 def rand_k_positions(rng, n: int, d: int, k: int) -> np.ndarray:
