@@ -141,12 +141,33 @@ def test_a_worker_using_few_columns_of_a_wide_problem_gets_its_exact_constant(mo
     expected = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A in (X[:3], X[3:])]
     np.testing.assert_allclose(s.L_workers, expected, rtol=1e-12)
     assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 24)[-1] + 0.2, rel=1e-9)
-    assert calls == [(40, 40)]  # the data's: 7 columns in all, more than GRAM_MAX_D
+    assert calls == [(7, 7)]  # the data's: 7 columns in all, more than GRAM_MAX_D, so Lanczos on those 7
     monkeypatch.setattr(linear, "GRAM_MAX_D", 8)
     calls.clear()
     s = LogisticRegression(LogRegParams(lam=0.1), shard, 2).smoothness(ALL_LOCAL)
     assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 24)[-1] + 0.2, rel=1e-12)
     assert calls == []
+
+
+def test_wide_sparse_workers_get_their_constants_from_the_smaller_side(monkeypatch):
+    """Above GRAM_MAX_D: a worker with few rows gets λ_max from its dense row Gram A_iA_iᵀ (same nonzero
+    spectrum); one with many rows and many columns, Lanczos on the columns it uses; the data, Lanczos on
+    the columns any row uses. No iteration runs in d dimensions, and every constant is the dense one."""
+    rng = np.random.default_rng(3)
+    X = np.zeros((15, 100))
+    X[:6, :10] = rng.standard_normal((6, 10))  # worker 0: 6 rows, 10 columns
+    X[6:12, 50:60] = rng.standard_normal((6, 10))  # worker 1: 6 rows, 10 columns
+    X[12:, 90:] = rng.standard_normal((3, 10))  # worker 2: 3 rows, 10 columns
+    shard = Shard(np.arange(3), np.array([0, 6, 12, 15]), sp.csr_matrix(X), np.array([1.0, -1] * 7 + [1.0]))
+    monkeypatch.setattr(linear, "GRAM_MAX_D", 4)
+    calls = []
+    original = linear._lanczos_top
+    monkeypatch.setattr(linear, "_lanczos_top", lambda op: calls.append(op.shape) or original(op))
+    s = LogisticRegression(LogRegParams(lam=0.1), shard, 3).smoothness(ALL_LOCAL)
+    expected = [np.linalg.eigvalsh(A.T @ A / (4 * len(A)))[-1] + 0.2 for A in (X[:6], X[6:12], X[12:])]
+    np.testing.assert_allclose(s.L_workers, expected, rtol=1e-9)
+    assert s.L == pytest.approx(np.linalg.eigvalsh(X.T @ X / 60)[-1] + 0.2, rel=1e-9)
+    assert calls == [(10, 10), (10, 10), (30, 30)]  # workers 0 and 1, then the data; worker 2 by its row Gram
 
 
 def test_quadratic_has_its_constructed_constants_and_minimiser():

@@ -130,14 +130,12 @@ class LinearDesign:
         rows = self.rows(w)
         if self.d <= GRAM_MAX_D:
             return _top_eigenvalue(_dense_gram(rows)) / self.sizes[w]
-        if self.sparse:  # A_iᵀA_i is zero outside the columns the worker's rows use: its Gram on those is exact
+        if self.sparse:  # A_iᵀA_i is zero outside the columns the worker's rows use: its spectrum is theirs
             used = np.unique(rows.indices)
             if len(used) == 0:
                 return 0.0
-            if len(used) <= GRAM_MAX_D:
-                return _top_eigenvalue(_dense_gram(rows[:, used])) / self.sizes[w]
-        op = spla.LinearOperator((self.d, self.d), matvec=lambda v: rows.T @ (rows @ v), dtype=np.float64)
-        return _lanczos_top(op) / self.sizes[w]
+            rows = rows[:, used]
+        return _gram_top(rows) / self.sizes[w]
 
     def data_lambda_max(self, reduce: RowReduce, n_total: int) -> float:
         """λ_max(AᵀA / N) over the rows of all ranks, summed in worker order."""
@@ -146,37 +144,48 @@ class LinearDesign:
             total = reduce.sum(grams).reshape(self.d, self.d)
             return _top_eigenvalue(total) / n_total
         used = self._columns_used_anywhere(reduce) if self.sparse else None
-        if used is not None:  # AᵀA is zero outside the columns some row uses: its Gram on those is exact
+        if used is not None and len(used) <= GRAM_MAX_D:  # AᵀA is zero outside the columns some row uses
             if len(used) == 0:
                 return 0.0
             grams = np.stack([_dense_gram(self.rows(w)[:, used]).ravel() for w in range(self.n_local)])
             return _top_eigenvalue(reduce.sum(grams).reshape(len(used), len(used))) / n_total
+        # Lanczos on the columns some row uses (at d = 10^7 and 2·10^5 used columns, vectors 50x shorter)
+        design = self if used is None else LinearDesign(self.A[:, used], np.ones(self.A.shape[0]), self.offsets)
 
         def matvec(v):
-            return reduce.sum(self.worker_sums(self.products(np.ravel(v)).copy()))
+            return reduce.sum(design.worker_sums(design.products(np.ravel(v)).copy()))
 
-        op = spla.LinearOperator((self.d, self.d), matvec=matvec, dtype=np.float64)
+        op = spla.LinearOperator((design.d, design.d), matvec=matvec, dtype=np.float64)
         return _lanczos_top(op) / n_total
 
     def _columns_used_anywhere(self, reduce: RowReduce) -> Optional[np.ndarray]:
-        """The columns any worker's rows use, the same on every rank; None if there are more than GRAM_MAX_D."""
+        """The columns any worker's rows use, the same on every rank; None if they may be nearly all d."""
         used = [np.unique(self.rows(w).indices) for w in range(self.n_local)]
         counts = reduce.gather(np.array([[len(u)] for u in used], dtype=np.float64))
-        width = int(counts.max())
-        if width > GRAM_MAX_D:
+        if counts.sum() >= self.d // 2:
             return None
-        padded = np.full((self.n_local, max(width, 1)), -1.0)  # column numbers below 2^31 are exact as floats
+        padded = np.full((self.n_local, max(int(counts.max()), 1)), -1.0)  # column numbers < 2^31 are exact as floats
         for w, u in enumerate(used):
             padded[w, : len(u)] = u
         everyone = reduce.gather(padded)
-        union = np.unique(everyone[everyone >= 0]).astype(np.int64)
-        return union if len(union) <= GRAM_MAX_D else None
+        return np.unique(everyone[everyone >= 0]).astype(np.int64)
 
 
 def _dense_gram(rows) -> np.ndarray:
     if sp.issparse(rows):
         return (rows.T @ rows).toarray()
     return rows.T @ rows
+
+
+def _gram_top(rows) -> float:
+    """λ_max(rowsᵀ rows): from the smaller of the two dense Grams (rows·rowsᵀ has the same nonzero
+    eigenvalues) when one is at most GRAM_MAX_D wide, else from Lanczos iterations."""
+    n_rows, width = rows.shape
+    if width <= GRAM_MAX_D:
+        return _top_eigenvalue(_dense_gram(rows))
+    if n_rows <= GRAM_MAX_D:
+        return _top_eigenvalue(_dense_gram(rows.T))
+    return _lanczos_top(spla.LinearOperator((width, width), matvec=lambda v: rows.T @ (rows @ v), dtype=np.float64))
 
 
 def _top_eigenvalue(sym: np.ndarray) -> float:
