@@ -1,6 +1,6 @@
 """Asynchronous runs: simulated updates per second and what the event loop costs beyond the arithmetic.
 
-    OMP_NUM_THREADS=1 mpiexec -n 2 python -m mpi4py benchmarks/bench_async.py [--data a9a.txt] [--repeat 3]
+    OMP_NUM_THREADS=1 mpiexec -n 2 python -m mpi4py benchmarks/bench_async.py [--data a9a.txt] [--repeat 3] [--json PATH]
     OMP_NUM_THREADS=1 mpiexec -n 8 python -m mpi4py benchmarks/bench_async.py --real   # 1, 3 and 7 worker ranks
 
 Simulated mode (a9a, ASGD with full local gradients, exponential compute times, one row per 1000
@@ -8,6 +8,7 @@ updates): updates per second with 20 and 1000 workers, and the loop's cost per u
 arithmetic measured in the same job: one worker's gradient (``Problem.worker_grad``) plus the step
 x ← x − γ g, for the same workers in the same order. The target is ≤ 1.2×: the clock, the queue, the
 broadcast of the arriving gradient and the bookkeeping must not cost more than a fifth of the arithmetic.
+``--json`` writes, per number of workers, the medians of updates per second and of loop / bare.
 
 Real mode (``--real``): server updates per second with 1, 3 and 7 worker ranks (sub-communicators of
 the job's ranks), no artificial sleep. On a machine with fewer cores than ranks the ranks share them.
@@ -23,6 +24,7 @@ import tempfile
 import time
 
 import numpy as np
+from _shared import write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -80,6 +82,7 @@ def main() -> int:
     ap.add_argument("--data", default=A9A)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real", action="store_true", help="real mode with 1, 3 and 7 worker ranks")
+    ap.add_argument("--json", default=None, help="also write the simulated mode's medians here")
     args = ap.parse_args()
     world = make_comm()
     out = world.bcast(tempfile.mkdtemp(prefix="mpiclip-async-") if world.rank == 0 else None)
@@ -92,15 +95,19 @@ def main() -> int:
                 say(f"real mode, a9a, ASGD, 20 workers, {ranks - 1} worker rank(s): {statistics.median(rates):,.0f} "
                     f"server updates/s (median of {args.repeat}; {os.cpu_count()} cores)")
         return 0
+    figures = []
     for n, updates in ((20, 20000), (1000, 20000)):
         rates, ratios = [], []
         for _ in range(args.repeat):
             rate, ratio = simulated(world, args.data, n, updates, out)
             rates.append(rate)
             ratios.append(ratio)
+        rate, ratio = statistics.median(rates), statistics.median(ratios)
         say(f"simulated, a9a, ASGD, {n} workers on {world.size} rank(s), {updates} updates: "
-            f"{statistics.median(rates):,.0f} updates/s; loop / bare arithmetic = {statistics.median(ratios):.2f} "
-            f"(median of {args.repeat})")
+            f"{rate:,.0f} updates/s; loop / bare arithmetic = {ratio:.2f} (median of {args.repeat})")
+        figures.append({"workers": n, "updates": updates, "updates_per_second": rate, "ratio": ratio})
+    if world.rank == 0:
+        write_json(args.json, {"simulated": figures})
     return 0
 
 

@@ -13,13 +13,13 @@ sequences (the target: the trajectory is unchanged).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _shared import write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -122,9 +122,7 @@ def main() -> int:
         # the bound: the slowest rank's own gradients plus the exchange of the messages, nothing else
         bound = max(row[PHASES.index("gradient")] + row[PHASES.index("communication")] for row in rows)
         print(f"loop / (gradient + communication) = {wall / bound:.3f}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"loop": wall, "bound": bound, "phases": PHASES, "ranks": rows}, f)
+        write_json(args.json, {"loop": wall, "bound": bound, "phases": PHASES, "ranks": rows})
         if args.reference:
             tr = load_trace(result.path)
             import h5py

@@ -1,20 +1,33 @@
 """The benchmark suite: whole processes, timed side by side in one sitting, as ratios.
 
     python benchmarks/suite.py [--data-dir ../shared/datasets] [--ranks 2] [--repeat 5] [--json out.json]
+                               [--only startup,loop,whole,sweep,checkpoint,async,fed,scale] [--skip-scale]
 
-Each figure is the median of ``--repeat`` runs of a whole ``mpiexec -n P python -m mpi4py -m mpiclip``
-process (launch to exit), so it holds what a user waits for:
+Each figure comes from whole ``mpiexec -n P python -m mpi4py ...`` processes: the median of ``--repeat``
+runs of ``-m mpiclip`` (launch to exit), so it holds what a user waits for, or what a bench script
+measured inside one such process and wrote with ``--json``. The row groups (``--only`` picks some):
 
 - ``startup``: EF21 on a9a with 0 rounds (imports, MPI, the data, the smoothness constants, an empty
   trace), with the parsed-data cache warm and with it off (``MPICLIP_CACHE=off``: every rank parses).
 - ``loop``: EF21 Top-1 on a9a's round loop (``bench_ef21_a9a.py``) against its bound, the slowest rank's
-  gradients plus communication.
-- ``ef21_a9a``: EF21 Top-1, n = 20, 2000 rounds, every round recorded, against the dense single-process
+  gradients plus communication; and the share of the loop spent writing the trace (its "trace" phase,
+  max over ranks, over the loop's wall time).
+- ``whole``: EF21 Top-1, n = 20, 2000 rounds, every round recorded, against the dense single-process
   simulation of the official EF21 code (``benchmarks/bench_ef21_a9a.py --reference-only``, the same
   trajectory) — the issue's 10x target.
 - ``sweep``: K short points of one data set in one ``sweep run`` job against K separate launches, and what
   each point after the first costs the job besides its own loop (the data and the smoothness constants
   are the first point's).
+- ``checkpoint``: ``bench_checkpoint.py --skip-sparse``: EF21 a9a with a checkpoint every 100 rounds, the
+  share of the run spent writing checkpoints and the overhead against the same run without (paired runs).
+- ``async``: ``bench_async.py``, simulated ASGD on a9a with 20 and 1000 workers: the loop against the bare
+  arithmetic of the same updates, and updates per second.
+- ``fed``: ``bench_fed.py``, FedAvg and FedGA on digits with 100 and 20 participants per round: the loop
+  against the bare arithmetic plus one Allreduce per round (needs scikit-learn, the ``fed`` extra; without
+  it one row says it was not measured).
+- ``scale``: ``bench_scale.py --problem d1e7`` and ``--problem w1000``, one run each (``--skip-scale``
+  leaves them out): each rank's peak resident memory above its start against the bound shard + (its
+  workers + 2) d-vectors, and the seconds per round.
 
 Prints a table and writes it as JSON (results/benchmarks.json) with the machine and the versions.
 """
@@ -55,6 +68,9 @@ def median_of(repeat: int, cmd: list[str], env: dict, cwd: str) -> float:
     return statistics.median(timed(cmd, env, cwd) for _ in range(repeat))
 
 
+GROUPS = ("startup", "loop", "whole", "sweep", "checkpoint", "async", "fed", "scale")
+
+
 def ef21_a9a(data: str, rounds: int) -> list[str]:
     return ["-m", "mpiclip", "run", "ef21-libsvm", "-q", "--set", f"data.path={data!r}", "--set", f"run.rounds={rounds}",
             "--set", "stepsize.factor=64", "--set", "output.path='a9a.h5'", "--set", "output.exists='overwrite'"]
@@ -83,7 +99,14 @@ def main() -> int:
     ap.add_argument("--points", type=int, default=100, help="points of the sweep comparison")
     ap.add_argument("--json", default=os.path.join(ROOT, "results", "benchmarks.json"),
                     help="where the table goes as JSON (default: %(default)s)")
+    ap.add_argument("--only", default=",".join(GROUPS), help="comma list of the row groups to run (default: all)")
+    ap.add_argument("--skip-scale", action="store_true", help="leave out the scale rows (two slow processes)")
     args = ap.parse_args()
+    groups = set(args.only.split(","))
+    if groups - set(GROUPS):
+        raise SystemExit(f"benchmarks: unknown group(s) {', '.join(sorted(groups - set(GROUPS)))} (known: {', '.join(GROUPS)})")
+    if args.skip_scale:
+        groups.discard("scale")
     a9a, mushrooms = (os.path.join(args.data_dir, f) for f in ("a9a.txt", "mushrooms.txt"))
     for path in (a9a, mushrooms):
         if not os.path.exists(path):
@@ -100,54 +123,93 @@ def main() -> int:
         ratio = value / against if against else None
         rows.append({"name": name, "value": value, "unit": unit, "ratio": ratio, "target": target, "note": note})
 
+    def script(name: str, *options: str) -> dict:
+        """What bench script ``name`` measured in one whole process and wrote with ``--json``."""
+        path = os.path.join(work, f"{name}.json")
+        timed(run + [os.path.join(HERE, f"{name}.py"), *options, "--json", path], env, work)
+        with open(path) as f:
+            return json.load(f)
+
     timed(run + ef21_a9a(a9a, 0), env, work)  # fills the caches
-    warm = median_of(args.repeat, run + ef21_a9a(a9a, 0), env, work)
-    parse = median_of(args.repeat, run + ef21_a9a(a9a, 0), cold, work)
-    bare = median_of(args.repeat, run + ["-c", "import numpy, scipy.sparse, h5py"], env, work)
-    row("startup, a9a, cache warm (launch to exit, 0 rounds)", warm, "s", target="<= 0.2 s")
-    row("startup, a9a, cache off (every rank parses)", parse, "s", against=warm, note="ratio: cache off / warm")
-    row("launch + import numpy, scipy.sparse, h5py only", bare, "s", against=warm, note="the floor under startup")
+    if "startup" in groups:
+        warm = median_of(args.repeat, run + ef21_a9a(a9a, 0), env, work)
+        parse = median_of(args.repeat, run + ef21_a9a(a9a, 0), cold, work)
+        bare = median_of(args.repeat, run + ["-c", "import numpy, scipy.sparse, h5py"], env, work)
+        row("startup, a9a, cache warm (launch to exit, 0 rounds)", warm, "s", target="<= 0.2 s")
+        row("startup, a9a, cache off (every rank parses)", parse, "s", against=warm, note="ratio: cache off / warm")
+        row("launch + import numpy, scipy.sparse, h5py only", bare, "s", against=warm, note="the floor under startup")
 
-    split = os.path.join(work, "split.json")
-    timed(run + [os.path.join(HERE, "bench_ef21_a9a.py"), "--data", a9a, "--json", split], env, work)
-    with open(split) as f:
-        loop = json.load(f)
-    row("EF21 a9a round loop (best of 3, max over ranks)", loop["loop"], "s")
-    row("its bound: the slowest rank's gradients + communication", loop["bound"], "s", against=None)
-    row("round loop / bound", loop["loop"] / loop["bound"], "x", target="<= 1.10")
+    if "loop" in groups:
+        loop = script("bench_ef21_a9a", "--data", a9a)
+        row("EF21 a9a round loop (best of 3, max over ranks)", loop["loop"], "s")
+        row("its bound: the slowest rank's gradients + communication", loop["bound"], "s", against=None)
+        row("round loop / bound", loop["loop"] / loop["bound"], "x", target="<= 1.10")
+        trace = max(r[loop["phases"].index("trace")] for r in loop["ranks"])
+        row("trace writing / round loop", 100 * trace / loop["loop"], "%", target="<= 3 %",
+            note=f"trace {trace:.3f} s (max over ranks), every round recorded")
 
-    ours = median_of(args.repeat, run + ef21_a9a(a9a, 2000), env, work)
-    reference = median_of(max(1, args.repeat // 2), [sys.executable, os.path.join(HERE, "bench_ef21_a9a.py"),
-                                                     "--reference-only", "--data", a9a], env, work)
-    row("EF21 Top-1 a9a n=20 2000 rounds, whole process", ours, "s")
-    row("dense single-process reference (official code's arithmetic)", reference, "s", against=ours,
-        target=">= 10x", note="ratio: reference / ours")
+    if "whole" in groups:
+        ours = median_of(args.repeat, run + ef21_a9a(a9a, 2000), env, work)
+        reference = median_of(max(1, args.repeat // 2), [sys.executable, os.path.join(HERE, "bench_ef21_a9a.py"),
+                                                         "--reference-only", "--data", a9a], env, work)
+        row("EF21 Top-1 a9a n=20 2000 rounds, whole process", ours, "s")
+        row("dense single-process reference (official code's arithmetic)", reference, "s", against=ours,
+            target=">= 10x", note="ratio: reference / ours")
 
-    points, rounds = args.points, 100
+    if "sweep" in groups:
+        points, rounds = args.points, 100
 
-    def sweep_job(k: int) -> tuple[float, float]:
-        """(seconds of a `sweep run` job of the first k points, the sum of their loops' wall times); every point
-        on all the ranks, one after another, as the separate launches run them."""
-        shutil.rmtree(os.path.join(work, "points"), ignore_errors=True)
-        seconds = timed(run + ["-m", "mpiclip", "sweep", "run", sweep_file(work, mushrooms, k, rounds),
-                               "--ranks-per-run", str(args.ranks)], env, work)
-        folder = os.path.join(work, "points")
-        return seconds, sum(_attr(os.path.join(folder, f), "wall_seconds") for f in os.listdir(folder) if f.endswith(".h5"))
+        def sweep_job(k: int) -> tuple[float, float]:
+            """(seconds of a `sweep run` job of the first k points, the sum of their loops' wall times); every point
+            on all the ranks, one after another, as the separate launches run them."""
+            shutil.rmtree(os.path.join(work, "points"), ignore_errors=True)
+            seconds = timed(run + ["-m", "mpiclip", "sweep", "run", sweep_file(work, mushrooms, k, rounds),
+                                   "--ranks-per-run", str(args.ranks)], env, work)
+            folder = os.path.join(work, "points")
+            return seconds, sum(_attr(os.path.join(folder, f), "wall_seconds") for f in os.listdir(folder) if f.endswith(".h5"))
 
-    one_job, loops = sweep_job(points)
-    first_job, first_loop = sweep_job(1)
-    separate = 0.0
-    for i in range(points):
-        separate += timed(run + ["-m", "mpiclip", "run", "ef21-libsvm", "-q", "--set", f"data.path={mushrooms!r}",
-                                 "--set", f"run.rounds={rounds}", "--set", "run.eval_every=10", "--set",
-                                 f"stepsize.factor={factor(i)}", "--set", "output.path='single.h5'",
-                                 "--set", "output.exists='overwrite'"], env, work)
-    row(f"sweep: {points} points of mushrooms ({rounds} rounds) in one job", one_job, "s")
-    row(f"sweep: the same {points} points as separate launches", separate, "s", against=one_job, target=">= 5x",
-        note="ratio: separate / one job")
-    overhead = ((one_job - loops) - (first_job - first_loop)) / (points - 1)
-    row("sweep: overhead of each further point in one job (besides its loop)", overhead, "s", target="<= 0.05 s",
-        note=f"job start-up and first point {first_job - first_loop:.2f} s")
+        one_job, loops = sweep_job(points)
+        first_job, first_loop = sweep_job(1)
+        separate = 0.0
+        for i in range(points):
+            separate += timed(run + ["-m", "mpiclip", "run", "ef21-libsvm", "-q", "--set", f"data.path={mushrooms!r}",
+                                     "--set", f"run.rounds={rounds}", "--set", "run.eval_every=10", "--set",
+                                     f"stepsize.factor={factor(i)}", "--set", "output.path='single.h5'",
+                                     "--set", "output.exists='overwrite'"], env, work)
+        row(f"sweep: {points} points of mushrooms ({rounds} rounds) in one job", one_job, "s")
+        row(f"sweep: the same {points} points as separate launches", separate, "s", against=one_job, target=">= 5x",
+            note="ratio: separate / one job")
+        overhead = ((one_job - loops) - (first_job - first_loop)) / (points - 1)
+        row("sweep: overhead of each further point in one job (besides its loop)", overhead, "s", target="<= 0.05 s",
+            note=f"job start-up and first point {first_job - first_loop:.2f} s")
+
+    if "checkpoint" in groups:
+        ck = script("bench_checkpoint", "--data", a9a, "--skip-sparse", "--repeat", str(args.repeat))
+        row("checkpoint every 100 rounds: time in checkpoint writes / run", ck["checkpoint_share_percent"], "%",
+            target="<= 2 %", note=f"EF21 a9a, 2000 rounds; one checkpoint {ck['checkpoint_ms']:.1f} ms")
+        row("checkpoint every 100 rounds: loop overhead (paired runs)", ck["overhead_percent"], "%",
+            note=f"loop {ck['loop']:.3f} s without checkpoints, {ck['loop_checkpointed']:.3f} s with (medians)")
+
+    if "async" in groups:
+        for sim in script("bench_async", "--data", a9a, "--repeat", str(args.repeat))["simulated"]:
+            row(f"async ASGD a9a, {sim['workers']} workers: loop / bare arithmetic", sim["ratio"], "x", target="<= 1.2",
+                note=f"simulated, {sim['updates_per_second']:,.0f} updates/s")
+
+    if "fed" in groups:
+        if subprocess.run([sys.executable, "-c", "import sklearn"], capture_output=True).returncode == 0:
+            for fed in script("bench_fed", "--repeat", str(args.repeat))["rows"]:
+                row(f"federated {fed['method']} P={fed['participants']}: loop / bound", fed["ratio"], "x", target="<= 1.2",
+                    note=f"loop {fed['loop_ms']:.2f} ms/round, bound {fed['bound_ms']:.2f} ms/round")
+        else:
+            row("federated: loop / bound", None, "x", target="<= 1.2",
+                note="not measured: needs the `fed` extra (scikit-learn)")
+
+    if "scale" in groups:
+        for problem, label in (("d1e7", "d=1e7, 20 workers"), ("w1000", "d=1e5, 1000 workers")):
+            scale = script("bench_scale", "--problem", problem)[problem]
+            row(f"scale {label}, {args.ranks} ranks: memory above start / bound", scale["ratio"], "x", target="<= 1.0",
+                note=f"one run: {scale['loop_seconds_per_round']:.3f} s per round, whole process "
+                     f"{scale['process_seconds']:.1f} s")
 
     versions = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                 "node": platform.node()}
@@ -160,12 +222,14 @@ def main() -> int:
           ", ".join(f"{k} {v}" for k, v in versions.items()))
     width = max(len(r["name"]) for r in rows)
     for r in rows:
+        value = f"{r['value']:9.3f}" if r["value"] is not None else f"{'-':>9s}"
         ratio = f"{r['ratio']:7.2f}x" if r["ratio"] else " " * 8
-        print(f"{r['name']:{width}s}  {r['value']:9.3f} {r['unit']:2s} {ratio}  {r['target'] or '':10s} {r['note']}")
+        print(f"{r['name']:{width}s}  {value} {r['unit']:2s} {ratio}  {r['target'] or '':10s} {r['note']}")
     out = args.json
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"versions": versions, "ranks": args.ranks, "repeat": args.repeat, "rows": rows}, f, indent=1)
+        json.dump({"versions": versions, "ranks": args.ranks, "repeat": args.repeat, "groups": sorted(groups),
+                   "rows": rows}, f, indent=1)
     print(f"written: {out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
