@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "resume")
+UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "checkpoint_seconds", "resume")
 SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "async", "federated", "output")
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
@@ -62,6 +62,8 @@ class RunParams:
     x0_scale: float = param(1.0, "standard deviation of x^0 for x0 = 'normal'", check=positive)
     checkpoint_every: int = param(0, "write a checkpoint beside the trace every this many rounds (0: only when "
                                   "SIGTERM/SIGINT stop the run or SIGUSR1 asks for one)", check=at_least(0))
+    checkpoint_seconds: float = param(0.0, "also write one when this many seconds of wall time have passed since the "
+                                      "last (0: off); agreed at the next recorded or checked round", check=nonnegative)
     resume: str = param("no", "continue from the checkpoint beside the trace: 'yes' (it must exist; `run --resume`), "
                         "'auto' (if there is one, else start; for batch jobs that may be requeued), 'no'",
                         choices=("no", "auto", "yes"))

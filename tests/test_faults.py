@@ -57,6 +57,7 @@ CATALOGUE = [
     ("inf-factor", ["--set", "stepsize.factor=inf"], "stepsize.factor = inf: must be finite"),
     ("inf-tol", ["--set", "run.tol=inf"], "run.tol = inf: must be finite"),
     ("inf-seconds", ["--set", "output.flush_seconds=inf"], "output.flush_seconds = inf: must be finite"),
+    ("negative-checkpoint-seconds", ["--set", "run.checkpoint_seconds=-1"], "run.checkpoint_seconds = -1.0: must be >= 0"),
     ("unknown-method", ["--set", "method.name=ef22"], "method.name = 'ef22': unknown method"),
     ("unknown-compressor", ["--set", "compressor.name=top"], "compressor.name = 'top': unknown compressor"),
     ("k-too-large", ["--set", "compressor.k=13"], "compressor.k = 13: must be <= d = 12"),

@@ -126,6 +126,25 @@ def test_checkpoint_every_writes_at_its_rounds_and_changes_nothing(tmp_path, mon
     assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
 
 
+def test_checkpoint_seconds_saves_by_wall_time_at_agreed_rounds_and_changes_nothing(tmp_path, monkeypatch):
+    """run.checkpoint_seconds: once the time has passed, the ranks agree at the next recorded (every 3rd) or
+    checked (every 4th) round and save at the top of the round after; the trace is that of a run without."""
+    full = run(case("ef21", tmp_path / "full.h5"))
+    seen = []
+    original = session.checkpoint.write
+    monkeypatch.setattr(session.checkpoint, "write", lambda path, state, comm, stamp: (
+        seen.append(state.t), original(path, state, comm, stamp)))
+    timed = run(case("ef21", tmp_path / "cut.h5", checkpoint_seconds=1e-9))
+    agreed = [t for t in range(ROUNDS) if t % 3 == 0 or (t and t % 4 == 0)]
+    assert seen == [t + 1 for t in agreed]
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "cut.h5")) == []
+    seen.clear()
+    run(case("ef21", tmp_path / "cut.h5", checkpoint_seconds=3600))
+    assert seen == [] and timed.status == full.status
+    assert cfg.validate(case("ef21", tmp_path / "a.h5", checkpoint_seconds=5)).hash == cfg.validate(
+        case("ef21", tmp_path / "a.h5")).hash
+
+
 KILL_DRIVER = """
 import os, signal, sys
 from mpiclip.cli import main

@@ -108,18 +108,18 @@ class Control:
 
     Signal handlers only set local flags; the runner folds ``requests()`` into a reduction that every
     rank makes at the same round and hands the sums to ``settle``, so all ranks act at the same round.
-    SIGINT/SIGTERM ask to stop (after a checkpoint), SIGUSR1 to save a checkpoint and go on; a second
-    SIGINT/SIGTERM aborts at once.
+    SIGINT/SIGTERM ask to stop (after a checkpoint), SIGUSR1 to save a checkpoint and go on, and so does
+    the passing of ``save_seconds`` (run.checkpoint_seconds); a second SIGINT/SIGTERM aborts at once.
     """
 
     STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
     SAVE_SIGNALS = (signal.SIGUSR1,)
 
-    def __init__(self, flush_seconds: float = math.inf):
-        self.flush_seconds = flush_seconds
+    def __init__(self, flush_seconds: float = math.inf, save_seconds: float = math.inf):
+        self.flush_seconds, self.save_seconds = flush_seconds, save_seconds
         self.stop_signal: Optional[int] = None
         self.save_signal = False
-        self.last_flush = time.perf_counter()
+        self.last_flush = self.last_save = time.perf_counter()
         self.stop = self.save = self.flush = False  # agreed by all ranks
         self._previous: dict = {}
 
@@ -146,8 +146,10 @@ class Control:
 
     def requests(self, flush_check: bool = True) -> np.ndarray:
         """[stop, save, flush] wanted on this rank, as numbers a sum over ranks keeps apart."""
-        flush = flush_check and time.perf_counter() - self.last_flush > self.flush_seconds
-        return np.array([self.stop_signal is not None, self.save_signal, flush], dtype=np.float64)
+        now = time.perf_counter()
+        flush = flush_check and now - self.last_flush > self.flush_seconds
+        save = self.save_signal or now - self.last_save > self.save_seconds
+        return np.array([self.stop_signal is not None, save, flush], dtype=np.float64)
 
     def settle(self, sums: np.ndarray) -> None:
         """The sums over ranks of ``requests()``: what every rank now does."""
@@ -155,6 +157,7 @@ class Control:
 
     def saved(self) -> None:
         self.save = self.save_signal = False
+        self.last_save = time.perf_counter()
 
     def flushed(self) -> None:
         self.flush = False
