@@ -308,7 +308,8 @@ class Session:
         start = time.perf_counter()
         every = c.run.checkpoint_every
         # divergence is reported in the status (non-finite x or f), not warned about
-        with Control(c.output.flush_seconds, c.run.checkpoint_seconds or math.inf) as control, np.errstate(over="ignore", invalid="ignore"):
+        control = Control(c.output.flush_seconds, c.run.checkpoint_seconds or math.inf)
+        with control, np.errstate(over="ignore", invalid="ignore"):
             setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log,
                           self.jobs)
             runner = self.runner_cls(setup)
