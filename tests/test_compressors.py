@@ -140,8 +140,22 @@ def test_top_k_on_long_vectors_is_the_exact_rule(kind, d):
         v[:] = 0.0
     if kind == "nan":
         v[:, [5, d - 9]] = np.nan
-    for k in (2, 37, 1500):
+    for k in (1, 2, 37, 1500):
         rows, cols = top_k_positions(v, k)
         for r in range(3):
             expected = np.sort(np.argsort(-np.nan_to_num(np.abs(v[r]), nan=np.inf), kind="stable")[:k])
             np.testing.assert_array_equal(cols[rows == r], expected)
+
+
+def test_a_sparse_message_added_in_a_scratch_array_gives_the_same_bits():
+    """added_to(base, out=scratch) writes base + C(v) into the scratch array; when the message's values live
+    in the scratch array, a new array is made instead."""
+    v = RNG.standard_normal((4, 50))
+    base = RNG.standard_normal((4, 50))
+    msg = TopK(KParams(3))(v, rngs(n=4))
+    expected = msg.added_to(base)
+    scratch = np.empty_like(base)
+    assert msg.added_to(base, out=scratch) is scratch and np.array_equal(scratch, expected)
+    aliased = msg.replace(values=scratch.ravel()[: len(msg.values)])
+    result = aliased.added_to(base, out=scratch)
+    assert result is not scratch

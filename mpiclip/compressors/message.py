@@ -106,11 +106,15 @@ class Message:
         out[self.entry_rows(), self.indices] = self.values
         return out
 
-    def added_to(self, base: np.ndarray) -> np.ndarray:
-        """base + C(v) as a new array (indices are unique within a worker)."""
+    def added_to(self, base: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """base + C(v) as a new array (indices are unique within a worker), or, for a sparse message, in
+        ``out`` (a scratch array of base's shape that the message's values do not live in)."""
         if not self.sparse:
             return base + self.values
-        out = base.copy()
+        if out is None or np.may_share_memory(out, self.values):
+            out = base.copy()
+        else:
+            np.copyto(out, base)
         out[self.entry_rows(), self.indices] += self.values
         return out
 

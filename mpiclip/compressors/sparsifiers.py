@@ -75,13 +75,13 @@ def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     tied with coordinates it left out, and only such rows are redone with the exact tie rule.
     """
     n, d = v.shape
-    a = np.abs(v)
     if k >= d:
         return np.repeat(np.arange(n), d), np.tile(np.arange(d), n)
+    if d >= 1 << 16 and k <= d >> 6:  # long rows: one row's magnitudes at a time, no second (n, d) array
+        return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(np.abs(row), k) for row in v])
+    a = np.abs(v)
     if k == 1:
         return np.arange(n), np.argmax(a, axis=1)  # the first maximum: the smallest index among ties
-    if d >= 1 << 16 and k <= d >> 6:
-        return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(row, k) for row in a])
     cols = np.argpartition(a, d - k, axis=1)[:, d - k :]
     chosen = np.take_along_axis(a, cols, axis=1)
     kth = chosen.min(axis=1, keepdims=True)

@@ -56,7 +56,7 @@ def ef21_worker_update(compressor: Compressor, g: np.ndarray, target: np.ndarray
     if ctx.record:
         error, relative = compression_metrics(msg, v)
         metrics = {"ef_error": error, "compress_error": relative}
-    return msg.added_to(g), msg, metrics
+    return msg.added_to(g, out=v), msg, metrics  # v's memory holds the new g_i: one (n_local, d) array fewer
 
 
 @METHODS.register("gd")

@@ -43,6 +43,10 @@ CASES = {
                                  "data": {"source": "synthetic", "n_samples": 150, "n_features": 9, "density": 0.9,
                                           "storage": "dense", "split": "iid"}},
     "gd-dense-messages": {"method": {"name": "gd"}, "compressor": None},
+    # d > GRAM_MAX_D: the workers' constants from their row Grams, the data's from Lanczos on the used columns
+    "ef21-wide-sparse": {"compressor": {"name": "topk", "k": 5},
+                         "data": {"source": "synthetic", "n_samples": 300, "n_features": 50000, "density": 0.0005,
+                                  "split": "iid"}},
     "ef21-plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_pl", "factor": 4.0}},
     "ef14-dirichlet": {"method": {"name": "ef14"}, "data": {"source": "synthetic", "n_samples": 300,
                                                            "n_features": 10, "split": "dirichlet", "alpha": 0.3}},
