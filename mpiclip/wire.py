@@ -56,6 +56,15 @@ def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.n
     return acc
 
 
+def row_sq_norms(a: np.ndarray) -> np.ndarray:
+    """‖a_i‖² of each row, with bits that depend on the row alone. numpy's einsum sums a stack of rows longer
+    than its iterator buffer (``np.getbufsize()``, 8192) in buffer-sized pieces that straddle the rows, so a
+    row's bits would depend on the rows stacked with it, i.e. on how the workers are spread over ranks."""
+    if a.shape[1] <= np.getbufsize():
+        return np.einsum("ij,ij->i", a, a)
+    return np.array([np.einsum("j,j->", row, row) for row in a])
+
+
 @dataclass(frozen=True)
 class RowReduce:
     """The two cross-worker reductions a problem needs for its constants, given to it by the session.

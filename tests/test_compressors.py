@@ -159,3 +159,17 @@ def test_a_sparse_message_added_in_a_scratch_array_gives_the_same_bits():
     aliased = msg.replace(values=scratch.ravel()[: len(msg.values)])
     result = aliased.added_to(base, out=scratch)
     assert result is not scratch
+
+
+@pytest.mark.parametrize("d", [123, 8192, 8193, 50_001])
+def test_row_norms_do_not_depend_on_the_rows_stacked_with_them(d):
+    """A worker's ‖v_i‖² (clipping, norm quantizers, EF21+'s choice, metrics) has the same bits whether its
+    rank holds it alone or with others; numpy's einsum over a stack of long rows does not guarantee that."""
+    from mpiclip.wire import row_sq_norms
+
+    v = RNG.standard_normal((5, d))
+    stacked = row_sq_norms(v)
+    alone = np.array([row_sq_norms(v[i : i + 1].copy())[0] for i in range(5)])
+    pairs = np.array([row_sq_norms(v[i : i + 2])[0] for i in range(4)])
+    assert np.array_equal(stacked, alone) and np.array_equal(stacked[:4], pairs)
+    np.testing.assert_allclose(stacked, (v * v).sum(axis=1), rtol=1e-12)

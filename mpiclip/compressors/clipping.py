@@ -15,6 +15,7 @@ from mpiclip.compressors.base import COMPRESSORS
 from mpiclip.compressors.message import FLOAT
 from mpiclip.compressors.quantizers import Quantizer
 from mpiclip.params import param, positive
+from mpiclip.wire import row_sq_norms
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ClipParams:
 
 def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """(clipped rows, norms before clipping)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", values, values))
+    norms = np.sqrt(row_sq_norms(values))
     with np.errstate(divide="ignore"):
         scale = np.minimum(1.0, tau / norms)  # norm 0 gives inf, then 1: clip_τ(0) = 0
     return values * scale[:, None], norms
@@ -33,14 +34,14 @@ def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
 def message_norms(msg) -> np.ndarray:
     """(n_local,) ‖c_i‖ of each worker's message, computed as clip_τ would compute them on it (``Quantizer.on``)."""
     if not msg.sparse:
-        return np.sqrt(np.einsum("ij,ij->i", msg.values, msg.values))
+        return np.sqrt(row_sq_norms(msg.values))
     n_local = len(msg.counts)
     if msg.fixed_count is not None:
         values = msg.values.reshape(n_local, msg.fixed_count)
-        return np.sqrt(np.einsum("ij,ij->i", values, values))
+        return np.sqrt(row_sq_norms(values))
     offsets = np.concatenate([[0], np.cumsum(msg.counts)])
     rows = [msg.values[None, a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    return np.array([np.sqrt(np.einsum("ij,ij->i", r, r))[0] for r in rows])
+    return np.array([np.sqrt(row_sq_norms(r))[0] for r in rows])
 
 
 @COMPRESSORS.register("clip")

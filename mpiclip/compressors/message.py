@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mpiclip.wire import INDEX_DTYPE
+from mpiclip.wire import INDEX_DTYPE, row_sq_norms
 
 ENCODINGS = ("paper", "coo32", "compact", "wire")
 VALUE_BYTES, INDEX_BYTES = 8, np.dtype(INDEX_DTYPE).itemsize
@@ -122,14 +122,14 @@ class Message:
         """‖C(v) − v‖² per worker (``v_sq`` = ‖v‖² per worker if known), without densifying a sparse message."""
         if not self.sparse:
             diff = self.values - v
-            return np.einsum("ij,ij->i", diff, diff)
+            return row_sq_norms(diff)
         kept = v[self.entry_rows(), self.indices]
         change = (self.values - kept) ** 2 - kept**2
         if self.fixed_count is not None:
             change = change.reshape(len(v), self.fixed_count).sum(axis=1)
         else:
             change = np.bincount(self.entry_rows(), change, minlength=len(v))
-        return (np.einsum("ij,ij->i", v, v) if v_sq is None else v_sq) + change
+        return (row_sq_norms(v) if v_sq is None else v_sq) + change
 
     def with_values(self, values: np.ndarray, cost: Cost) -> "Message":
         """The same positions with new values counted by ``cost`` (a quantizer on top of this message)."""

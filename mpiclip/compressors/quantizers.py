@@ -15,6 +15,7 @@ import numpy as np
 from mpiclip.compressors.base import COMPRESSORS, Compressor
 from mpiclip.compressors.message import Cost, Message, dense_message
 from mpiclip.params import at_least, param
+from mpiclip.wire import row_sq_norms
 
 
 class Quantizer(Compressor):
@@ -99,7 +100,7 @@ class Dithering(Quantizer):
         self.cost = Cost(value_bits=1.0 + math.ceil(math.log2(self.s + 1)), header_bits=32.0)
 
     def quantize(self, values, rng):
-        norms = np.sqrt(np.einsum("ij,ij->i", values, values))[:, None]
+        norms = np.sqrt(row_sq_norms(values))[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             scaled = np.where(norms > 0, self.s * np.abs(values) / norms, 0.0)
         level = np.floor(scaled)

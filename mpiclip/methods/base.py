@@ -24,7 +24,7 @@ import numpy as np
 from mpiclip.compressors import Compressor, Message
 from mpiclip.registry import NoParams, Registry
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
-from mpiclip.wire import SparseGather
+from mpiclip.wire import SparseGather, row_sq_norms
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,6 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-
-
-def row_sq_norms(a: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", a, a)
 
 
 def relative_error(error_sq: np.ndarray, v_sq: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ from mpiclip.methods.base import METHODS, Method, RunInfo
 from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
 from mpiclip.params import nonnegative, param, positive
 from mpiclip.rng import COMPRESSOR, NOISE
+from mpiclip.wire import row_sq_norms
 
 
 def _open_unit(v: float) -> Optional[str]:
@@ -163,7 +164,7 @@ class ClipGD(_Clipped):
         metrics = {}
         if ctx.record:
             diff = grads - msg.dense(grads.shape)
-            metrics = self._metrics(norms, np.sqrt(np.einsum("ij,ij->i", diff, diff)), len(grads))
+            metrics = self._metrics(norms, np.sqrt(row_sq_norms(diff)), len(grads))
         return state, msg, metrics
 
     def server_step(self, state, x, agg, ctx):
@@ -196,7 +197,7 @@ class Clip21GD(_Clipped):
         metrics = {}
         if ctx.record:
             diff = grads - v
-            metrics = self._metrics(norms, np.sqrt(np.einsum("ij,ij->i", diff, diff)), len(grads))
+            metrics = self._metrics(norms, np.sqrt(row_sq_norms(diff)), len(grads))
         return VState(v), msg, metrics
 
     def server_step(self, state, x, agg, ctx):

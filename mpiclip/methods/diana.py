@@ -19,6 +19,7 @@ from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, Method, compression_metrics
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
+from mpiclip.wire import row_sq_norms
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Diana(DianaParams, Method):
         metrics = {}
         if ctx.record:
             error, relative = compression_metrics(msg, v)
-            metrics = {"shift_error": np.einsum("ij,ij->i", grads - h, grads - h), "compress_error": relative}
+            metrics = {"shift_error": row_sq_norms(grads - h), "compress_error": relative}
         return DianaWorkers(h), msg, metrics
 
     def server_step(self, state, x, agg, ctx):

@@ -9,6 +9,7 @@ import numpy as np
 from mpiclip.errors import InputError
 from mpiclip.params import at_least, param, positive
 from mpiclip.problems.base import PROBLEMS, Problem, Smoothness
+from mpiclip.wire import row_sq_norms
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Counterexample(Problem):
     def loss_grads(self, x, with_loss):
         diff = x - self.centres
         grads = self.curv[:, None] * diff
-        losses = 0.5 * self.curv * np.einsum("ij,ij->i", diff, diff) if with_loss else None
+        losses = 0.5 * self.curv * row_sq_norms(diff) if with_loss else None
         return losses, grads
 
     def smoothness(self, reduce):

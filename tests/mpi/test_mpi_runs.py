@@ -47,6 +47,10 @@ CASES = {
     "ef21-wide-sparse": {"compressor": {"name": "topk", "k": 5},
                          "data": {"source": "synthetic", "n_samples": 300, "n_features": 50000, "density": 0.0005,
                                   "split": "iid"}},
+    # rows longer than numpy's einsum buffer: the clipping norms must not depend on the rows stacked on a rank
+    "clip21-wide": {"method": {"name": "clip21_gd", "tau": 0.05}, "compressor": {"name": "identity"},
+                    "data": {"source": "synthetic", "n_samples": 300, "n_features": 20000, "density": 0.001,
+                             "split": "iid"}},
     "ef21-plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_pl", "factor": 4.0}},
     "ef14-dirichlet": {"method": {"name": "ef14"}, "data": {"source": "synthetic", "n_samples": 300,
                                                            "n_features": 10, "split": "dirichlet", "alpha": 0.3}},
