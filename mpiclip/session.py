@@ -32,6 +32,7 @@ from mpiclip.methods import METHODS
 from mpiclip.methods.base import RunInfo
 from mpiclip.paths import existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
+from mpiclip.progress import as_log
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
 from mpiclip.trace import CORRUPT, TraceWriteError, TraceWriter, open_trace, remove_leftovers, timestamp, trace_status
@@ -56,7 +57,7 @@ class Result:
 
 class Session:
     def __init__(self, config: Config, comm: Comm, command: str = "", log=print):
-        self.config, self.comm, self.command, self.log = config, comm, command, log
+        self.config, self.comm, self.command, self.log = config, comm, command, as_log(log)
         self.skip = False
         self.signal: Optional[int] = None
         self.resume: Optional[checkpoint.Stamp] = None  # set by prepare when the run continues from a checkpoint

@@ -1,5 +1,6 @@
 """The command line as users run it: plain and under mpiexec, good and bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -116,6 +117,9 @@ BAD_INPUTS = [
     (["--set", "run.roundz=3"], "run.roundz = 3: unknown key"),
     (["--set", "data.source=libsvm", "--set", "data.path=missing.txt"], "data.path = 'missing.txt': no such file"),
     (["--set", "output.path=plain-file/x.h5"], "output.path = 'plain-file/x.h5': cannot be created"),
+    (["--log-json", "plain-file/log.jsonl"], "--log-json = 'plain-file/log.jsonl': cannot be written"),
+    (["--log-every", "-1"], "--log-every = -1.0: must be a finite number of seconds >= 0"),
+    (["--log-every", "nan"], "--log-every = nan: must be a finite number of seconds >= 0"),
 ]
 # every case plainly and on 2 ranks; the data-dependent ones on 4 ranks too
 BAD_CASES = [(r, a, m) for r in (None, 2) for a, m in BAD_INPUTS] + \
@@ -252,3 +256,33 @@ def test_pure_layers_and_analysis_never_reach_the_run_layer():
             "'mpiclip.checkpoint', 'mpi4py'))); print(bad)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_progress_lines_and_json_log(tmp_path, small_config, ranks):
+    """Progress reports say round/total, elapsed, rate, ETA, f and ‖∇f‖²; --log-json writes one JSON object
+    per line (from rank 0 only), also with -q, whose numbers are the trace's."""
+    log = tmp_path / "log.jsonl"
+    args = ["run", small_config, "--set", "run.rounds=40", "--set", "run.eval_every=4", "--log-every", "0"]
+    loud = mpiclip(args, ranks=ranks, cwd=str(tmp_path))
+    assert loud.returncode == 0, loud.stderr
+    lines = [ln.split() for ln in loud.stdout.splitlines() if ln.strip().startswith("round ")]
+    assert [ln[1] for ln in lines] == [f"{t}/40" for t in range(0, 41, 4)]
+    assert all(ln[3] == "s" and ln[5] == "rounds/s" and ln[6] == "ETA" and "f" in ln and "‖∇f‖²" in ln for ln in lines)
+    quiet = mpiclip([*args, "-q", "--log-json", str(log), "--set", "output.exists='overwrite'"], ranks=ranks,
+                    cwd=str(tmp_path))
+    assert quiet.returncode == 0, quiet.stderr
+    assert not any(ln.strip().startswith("round ") for ln in quiet.stdout.splitlines())
+    events = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start"] + ["progress"] * 11 + ["end"]
+    progress = events[1:-1]
+    assert [e["t"] for e in progress] == list(range(0, 41, 4)) and {e["total"] for e in progress} == {40}
+    assert progress[0]["rate"] is None and all(e["rate"] > 0 and e["eta"] >= 0 for e in progress[1:])
+    assert progress[-1]["eta"] == 0 and all(e["run"] == "t" for e in events)
+    tr = load_trace(str(tmp_path / "out" / "t.h5"))
+    np.testing.assert_array_equal([e["loss"] for e in progress], tr.loss)
+    np.testing.assert_array_equal([e["grad_norm_sq"] for e in progress], tr.grad_norm_sq)
+    end = events[-1]
+    assert end["status"] == "completed: round budget 40 reached" and tr.status == "completed"
+    assert end["rounds"] == 40 and end["trace"] == str(tmp_path / "out" / "t.h5")
+    assert end["loss"] == tr.loss[-1] and end["wall"] > 0

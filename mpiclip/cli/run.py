@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import signal
 import sys
@@ -26,6 +27,10 @@ def add_parsers(sub) -> None:
     run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
                      "and step sizes, without running or writing anything")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
+    run.add_argument("--log-json", metavar="FILE", help="rank 0 appends one JSON object per line to FILE: a start, "
+                     "progress and end event for each run (for batch jobs; also with -q)")
+    run.add_argument("--log-every", type=float, default=2.0, metavar="SECONDS",
+                     help="seconds between two progress reports of a run (default %(default)s)")
     run.set_defaults(func=cmd_run)
 
 
@@ -34,13 +39,17 @@ def cmd_run(args) -> int:
     from mpiclip import session as sessions
     from mpiclip.comm import make_comm
     from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.progress import Log
 
-    comm = None
+    comm, log = None, None
     try:
         comm = make_comm()
         say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
-        error, configs = None, []
+        error, configs, log = None, [], Log(say)
         try:
+            if not (math.isfinite(args.log_every) and args.log_every >= 0):
+                raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
+            log = Log(say, args.log_json if comm.rank == 0 else None, args.log_every)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
             configs = [c for ref in args.configs for c in cfg.load(ref, overrides)]
             names = [c.trace_path for c in configs]
@@ -55,22 +64,28 @@ def cmd_run(args) -> int:
             error = e
         comm.agree(error)
         command = shlex.join(["mpiclip"] + sys.argv[1:]) if sys.argv else "mpiclip"
-        runs = sessions.prepare_all(configs, comm, command, say)
+        runs = sessions.prepare_all(configs, comm, command, log)
         results = []
         for i, run in enumerate(runs, 1):
             c = run.config
             if run.skip:
                 say(f"[{i}/{len(runs)}] {c.run.name}: skipped, {c.trace_path} exists (output.exists = 'skip')")
+                log.event("skipped", c.run.name, trace=c.trace_path)
                 continue
             if args.dry_run:
                 run.build(with_trace=False)
                 say(_header(i, len(runs), run))
                 continue
             say(f"[{i}/{len(runs)}] {c.run.name}: starting")
+            log.event("start", c.run.name, trace=c.trace_path, index=i, of=len(runs), ranks=comm.size,
+                      rounds=c.run.rounds)
             result = sessions.execute(run)
             say(_header(i, len(runs), run))
             say(f"      {result.status}; f = {result.loss:.6g}, ‖∇f‖² = {result.grad_norm_sq:.4g}; "
                 f"{result.bits_per_worker.get('paper', 0):.4g} bits/worker; {result.wall:.2f} s -> {result.path}")
+            log.event("end", c.run.name, trace=result.path, status=result.status, rounds=result.rounds, loss=result.loss,
+                      grad_norm_sq=result.grad_norm_sq, wall=result.wall,
+                      bits_per_worker=result.bits_per_worker.get("paper", 0.0))
             results.append(result)
             if result.status.startswith("interrupted"):
                 _finish_table(comm, results, args, say)
@@ -86,6 +101,9 @@ def cmd_run(args) -> int:
         return _exit(comm, e.exit_code)
     except KeyboardInterrupt as e:
         return _aborted(comm, e)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def _aborted(comm, e: KeyboardInterrupt) -> int:

@@ -67,6 +67,7 @@ class AsynchronousRunner(Runner):
     phases = ("gradient", "upload", "communication", "update", "evaluation", "trace")
     scalars = ("sim_time",)
     events = True
+    unit = "update"
 
     @classmethod
     def check(cls, config, method, problem_info: dict) -> None:
@@ -238,7 +239,7 @@ class AsynchronousRunner(Runner):
             s.recorder.flush(state.ledger)
             s.control.flushed()
         state.extra["recorded"] = t
-        self.recorded(state, row, status, t1, f"update {t}/{run.rounds}  time {state.extra['now']:.6g}")
+        self.recorded(state, row, status, t1, f"  time {state.extra['now']:.6g}")
         return status == "running"
 
     def _ended(self, t: int, out_of_time: bool) -> str:

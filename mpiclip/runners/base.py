@@ -23,6 +23,7 @@ import numpy as np
 
 from mpiclip.compressors import ENCODINGS, Message
 from mpiclip.errors import Aborted, RunFailed
+from mpiclip.progress import Progress, as_log
 from mpiclip.registry import NoParams, Registry
 
 E = len(ENCODINGS)
@@ -210,25 +211,26 @@ class Runner:
         """The workers whose data this rank needs besides its own shard (``Setup.jobs``), or None."""
         return None
 
+    unit: ClassVar[str] = "round"  # what the progress line counts
+
     def __init__(self, setup: Setup):
         self.setup = setup
         self.started = time.perf_counter()
-        self.last_log = self.started
+        run = setup.config.run
+        self.progress = Progress(as_log(setup.log), run.name, self.unit, run.rounds) if setup.comm.rank == 0 else None
 
     def elapsed(self) -> float:
         """Wall seconds of the run so far, before a resume included (the trace's /time)."""
         return time.perf_counter() - self.started
 
-    def recorded(self, state: RunState, row: "Row", status: str, since: float, where: str, note: str = "") -> None:
-        """After a row was added: the state keeps its values, its time counts as evaluation (from ``since``), and
-        rank 0 prints a progress line at most every 2 s (``where``: the round; ``note``: extra values)."""
+    def recorded(self, state: RunState, row: "Row", status: str, since: float, note: str = "") -> None:
+        """After row ``state.t`` was added: the state keeps its values, its time counts as evaluation (from
+        ``since``), and rank 0 reports progress (at most every ``log.every`` s; ``note``: extra values)."""
         state.rows += 1
         state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
-        now = time.perf_counter()
-        self.setup.timing["evaluation"] += now - since
-        if now - self.last_log > 2.0 and self.setup.comm.rank == 0:
-            self.last_log = now
-            self.setup.log(f"      {where}  f = {row.loss:.6g}  ‖∇f‖² = {row.grad_norm_sq:.4g}{note}")
+        self.setup.timing["evaluation"] += time.perf_counter() - since
+        if self.progress is not None:
+            self.progress.report(state.t, self.elapsed(), row.loss, row.grad_norm_sq, status, note)
 
     def start(self, state: Optional[RunState]) -> RunState:
         """The initial state (``state`` None) or the resumed one, ready for ``advance``."""

@@ -232,8 +232,7 @@ class FederatedRunner(Runner):
         s.recorder.add_row(state.ledger, t, t0 - self.started, row.loss, row.grad_norm_sq,
                            {"grad_variance": spread, "comm_rounds": state.extra["comm_rounds"], **row.scores})
         accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
-        self.recorded(state, row, status, t0, f"round {t}/{run.rounds}",
-                      f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
+        self.recorded(state, row, status, t0, f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
         if status != "running":
             s.recorder.set_metrics(metrics)

@@ -146,5 +146,5 @@ class SynchronousRunner(Runner):
             return False  # round t is recorded when the run resumes
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
                            {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores})
-        self.recorded(state, row, status, t1, f"round {t}/{run.rounds}")
+        self.recorded(state, row, status, t1)
         return status == "running"
