@@ -202,22 +202,40 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
-    """A new table with the overrides applied (component changes first, so their keys survive)."""
+    """A new table with the overrides applied. A key reaches any depth (``compressor.inner.k``); naming
+    another component (a section's selector, or ``name`` in a nested table) drops the old one's keys, and
+    such changes go first, so that the keys set beside them survive."""
     table = copy.deepcopy(table)
-    is_selector = lambda kv: kv[0].partition(".")[2] == SELECTORS.get(kv[0].partition(".")[0])
-    for key, value in sorted(overrides, key=lambda kv: not is_selector(kv)):
-        section, _, name = key.partition(".")
+    for key, value in sorted(overrides, key=lambda kv: not _is_selector(kv[0].split("."))):
+        path = key.split(".")
+        section = path[0]
         if section not in SECTIONS:
             raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(SECTIONS)})")
-        if not name:
+        if len(path) == 1:
             if not isinstance(value, dict):
                 raise InputError(f"--set {key}", value, "a whole section needs an inline table, e.g. {name = \"topk\", k = 2}")
             table[section] = value
             continue
-        if "." in name:
-            raise InputError(f"--set {key}", value, "keys are section.key (one dot)")
-        merge_section(table, section, {name: value})
+        if not all(path):
+            raise InputError(f"--set {key}", value, "expected section.key or section.table.key (no empty parts)")
+        node = table.setdefault(section, {})
+        for depth, part in enumerate(path[1:-1], start=1):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise InputError(f"--set {key}", value, f"{'.'.join(path[: depth + 1])} = {child!r} is not a table")
+            node = child
+        leaf = path[-1]
+        if _is_selector(path) and value != node.get(leaf):
+            node.clear()
+        node[leaf] = value
     return table
+
+
+def _is_selector(path: list[str]) -> bool:
+    """Does this key name a component (so that changing it replaces the table that holds it)?"""
+    if len(path) == 2:
+        return path[1] == SELECTORS.get(path[0])
+    return len(path) > 2 and path[-1] == "name"
 
 
 def merge_section(table: dict, section: str, changes: dict) -> None:

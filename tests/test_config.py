@@ -146,3 +146,31 @@ def test_no_setting_takes_an_infinite_number(override):
     with pytest.raises(InputError) as e:
         cfg.validate(cfg.apply_overrides(table, [(key, value)]))
     assert str(e.value).startswith(f"{key} = {value}: must be"), str(e.value)
+
+
+def test_overrides_reach_any_depth_and_a_new_component_drops_the_old_ones_keys():
+    base = config_table(compressor={"name": "compose", "inner": {"name": "topk", "k": 2}, "outer": {"name": "natural"}})
+    sets = [cfg.parse_override(o) for o in ("compressor.inner.k=5", "compressor.outer.name=dithering",
+                                            "compressor.outer.s=3")]
+    table = cfg.apply_overrides(base, sets)
+    assert table["compressor"] == {"name": "compose", "inner": {"name": "topk", "k": 5},
+                                   "outer": {"name": "dithering", "s": 3}}
+    assert cfg.validate(table).compressor.params.inner == {"name": "topk", "k": 5}
+    # naming another inner operator drops k (which randk_shared would otherwise inherit), whatever the order
+    changed = cfg.apply_overrides(base, [("compressor.inner.k", 3), ("compressor.inner.name", "randk_shared")])
+    assert changed["compressor"]["inner"] == {"name": "randk_shared", "k": 3}
+    same = cfg.apply_overrides(base, [("compressor.inner.name", "topk")])  # the same component keeps its keys
+    assert same["compressor"]["inner"] == {"name": "topk", "k": 2}
+    assert cfg.apply_overrides(base, [("method.downlink.name", "randk")])["method"]["downlink"] == {"name": "randk"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("compressor.inner.k.x=1", "--set compressor.inner.k.x = 1: compressor.inner.k = 2 is not a table"),
+    ("compressor..k=1", "--set compressor..k = 1: expected section.key or section.table.key (no empty parts)"),
+    ("solver.k=1", "--set solver.k = 1: unknown section"),
+])
+def test_a_bad_deep_override_names_the_key(override, message):
+    base = config_table(compressor={"name": "compose", "inner": {"name": "topk", "k": 2}, "outer": {"name": "natural"}})
+    with pytest.raises(InputError) as e:
+        cfg.apply_overrides(base, [cfg.parse_override(override)])
+    assert str(e.value).startswith(message), str(e.value)
