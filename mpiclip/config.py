@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -268,19 +269,74 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
     return out
 
 
-def load(ref: str, overrides: list[str] = ()) -> list[Config]:
-    """Every run a config reference describes, validated."""
+def load(ref: str, overrides: list[str] = (), multirun: bool = False) -> list[Config]:
+    """Every run a config reference describes, validated. With ``multirun``, an override whose value is a
+    comma list (``compressor.k=1,2,4``) is one axis of a grid: one run per point of the product, named
+    ``<name>-<key>=<value>,...``."""
     raw, description = read_source(ref)
-    parsed = [parse_override(o) for o in overrides]
+    points = grid_points(overrides) if multirun else [([parse_override(o) for o in overrides], ())]
     configs = []
-    for label, table in expand_variants(raw, description):
-        try:
-            configs.append(validate(apply_overrides(table, parsed)))
-        except InputError as e:
-            if not label:
-                raise
-            raise InputError(e.field, e.value, f"{e.reason} (in variant {label!r} of {description})") from None
+    for parsed, varied in points:
+        for label, table in expand_variants(raw, description):
+            try:
+                table = apply_overrides(table, parsed)
+                if varied:
+                    run = table.setdefault("run", {})
+                    run["name"] = f"{run.get('name', RunParams.name)}-{label_of(varied)}"
+                configs.append(validate(table))
+            except InputError as e:
+                if not label:
+                    raise
+                raise InputError(e.field, e.value, f"{e.reason} (in variant {label!r} of {description})") from None
     return configs
+
+
+def grid_points(overrides: list[str]) -> list[tuple[list[tuple[str, Any]], tuple]]:
+    """[(overrides, the varied (key, value) pairs)] of the product of the comma lists among ``overrides``."""
+    axes = []
+    for text in overrides:
+        key, _ = parse_override(text)
+        raw = text.split("=", 1)[1].strip()
+        axes.append([(key, parse_override(f"{key}={part}")[1]) for part in _top_level_split(key, raw)])
+    points = []
+    for combo in itertools.product(*axes):
+        varied = tuple(kv for kv, axis in zip(combo, axes) if len(axis) > 1)
+        points.append((list(combo), varied))
+    return points
+
+
+def _top_level_split(key: str, raw: str) -> list[str]:
+    """'1,2,4' -> ['1', '2', '4']; commas inside [...], {...} or quotes do not split."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(raw[start:i].strip())
+            start = i + 1
+    parts.append(raw[start:].strip())
+    if any(not p for p in parts):
+        raise InputError(f"--set {key}", raw, "an empty value in a comma list")
+    return parts
+
+
+def label_of(values) -> str:
+    """'compressor.k=1,stepsize.factor=64': a grid point as a run's name (sweeps and multiruns)."""
+    return ",".join(f"{key}={value_text(v)}" for key, v in values)
+
+
+def value_text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, dict):
+        return "+".join(f"{k}{value_text(x)}" for k, x in v.items())
+    return str(v)
 
 
 # ------------------------------------------------------------------------------- validation

@@ -87,18 +87,6 @@ class Sweep:
         return run.config.trace_path
 
 
-def label_of(values) -> str:
-    return ",".join(f"{key}={_text(v)}" for key, v in values)
-
-
-def _text(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, dict):
-        return "+".join(f"{k}{_text(x)}" for k, x in v.items())
-    return str(v)
-
-
 def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
     """Read and validate a sweep file; every run's config is validated too. ``extra`` are --set overrides
     applied to every run after the sweep's own."""
@@ -130,7 +118,7 @@ def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
     output = params.output.replace("{name}", params.name)
     runs, seen = [], set()
     for index, values in enumerate(points):
-        label = label_of(values)
+        label = cfg.label_of(values)
         if label in seen:
             raise InputError("grid", label, "appears twice; grid points must differ")
         seen.add(label)
@@ -154,7 +142,7 @@ def group_of(sweep: Sweep, run: SweepRun) -> str:
     parts = []
     for key in sweep.select.group:
         section, _, name = key.partition(".")
-        parts.append(f"{_text(table.get(section, {}).get(name, '-'))}")
+        parts.append(f"{cfg.value_text(table.get(section, {}).get(name, '-'))}")
     return "/".join(parts)
 
 

@@ -286,3 +286,23 @@ def test_progress_lines_and_json_log(tmp_path, small_config, ranks):
     assert end["status"] == "completed: round budget 40 reached" and tr.status == "completed"
     assert end["rounds"] == 40 and end["trace"] == str(tmp_path / "out" / "t.h5")
     assert end["loss"] == tr.loss[-1] and end["wall"] > 0
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_multirun_writes_one_trace_per_point_and_a_task_runs_its_slice(tmp_path, small_config, ranks):
+    grid = ["--multirun", "--set", "compressor.k=1,2", "--set", "stepsize.factor=1,4", "--set", "run.rounds=5"]
+    proc = mpiclip(["run", small_config, *grid, "-q"], ranks=ranks, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [f"t-compressor.k={k},stepsize.factor={f}.h5" for k in (1, 2) for f in (1, 4)]
+    for k in (1, 2):
+        tr = load_trace(str(tmp_path / "out" / f"t-compressor.k={k},stepsize.factor=4.h5"))
+        config = json.loads(tr.attrs["config"])
+        assert tr.status == "completed" and config["compressor"]["k"] == k and config["stepsize"]["factor"] == 4
+    sliced = tmp_path / "slice"
+    task = mpiclip(["run", small_config, *grid, "--task", "1", "--runs-per-task", "2", "-q",
+                    "--set", f"output.path='{sliced}/{{name}}.h5'"], ranks=ranks, cwd=str(tmp_path))
+    assert task.returncode == 0, task.stderr
+    assert sorted(p.name for p in sliced.iterdir()) == names[2:]
+    bad = mpiclip(["run", small_config, *grid, "--task", "4"], ranks=ranks, cwd=str(tmp_path))
+    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: --task = 4: is out of range: 4 runs, 1 per task"]

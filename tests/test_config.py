@@ -174,3 +174,20 @@ def test_a_bad_deep_override_names_the_key(override, message):
     with pytest.raises(InputError) as e:
         cfg.apply_overrides(base, [cfg.parse_override(override)])
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_multirun_is_the_product_of_the_comma_lists(tmp_path):
+    path = write_toml(str(tmp_path / "m.toml"), config_table(run={"name": "m"}))
+    configs = cfg.load(path, ["compressor.k=1,2,4", "stepsize.factor=1,64", "run.rounds=7"], multirun=True)
+    assert [(c.compressor.params.k, c.stepsize.factor) for c in configs] == \
+        [(k, f) for k in (1, 2, 4) for f in (1.0, 64.0)]
+    assert configs[1].run.name == "m-compressor.k=1,stepsize.factor=64" and {c.run.rounds for c in configs} == {7}
+    assert len({c.trace_path for c in configs}) == 6 and len({c.hash for c in configs}) == 6
+    # commas inside arrays, inline tables and strings do not split; without --multirun nothing splits
+    (one,) = cfg.load(path, ["run.name='a,b'", "compressor={name = 'topk', k = 3}"], multirun=True)
+    assert one.run.name == "a,b" and one.compressor.params.k == 3
+    with pytest.raises(InputError, match="compressor.k"):
+        cfg.load(path, ["compressor.k=1,2"])
+    with pytest.raises(InputError) as e:
+        cfg.load(path, ["compressor.k=1,,2"], multirun=True)
+    assert str(e.value) == "--set compressor.k = '1,,2': an empty value in a comma list"

@@ -26,6 +26,12 @@ def add_parsers(sub) -> None:
                      "(an error if there is none; `[run] resume = \"auto\"` resumes when there is one)")
     run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
                      "and step sizes, without running or writing anything")
+    run.add_argument("--multirun", action="store_true", help="a --set value that is a comma list (compressor.k=1,2,4) "
+                     "is an axis of a grid: one run, named <name>-<key>=<value>,..., and one trace per point of the "
+                     "product of the lists")
+    run.add_argument("--task", type=int, metavar="I", help="run only slice I of the runs (e.g. $SLURM_ARRAY_TASK_ID; "
+                     "--dry-run lists the runs)")
+    run.add_argument("--runs-per-task", type=int, default=1, metavar="M", help="runs per slice (default 1)")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     run.add_argument("--log-json", metavar="FILE", help="rank 0 appends one JSON object per line to FILE: a start, "
                      "progress and end event for each run (for batch jobs; also with -q)")
@@ -51,7 +57,14 @@ def cmd_run(args) -> int:
                 raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
             log = Log(say, args.log_json if comm.rank == 0 else None, args.log_every)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
-            configs = [c for ref in args.configs for c in cfg.load(ref, overrides)]
+            configs = [c for ref in args.configs for c in cfg.load(ref, overrides, args.multirun)]
+            if args.runs_per_task < 1:
+                raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
+            if args.task is not None:
+                if not 0 <= args.task * args.runs_per_task < len(configs):
+                    raise InputError("--task", args.task, f"is out of range: {len(configs)} runs, "
+                                     f"{args.runs_per_task} per task")
+                configs = configs[args.task * args.runs_per_task : (args.task + 1) * args.runs_per_task]
             names = [c.trace_path for c in configs]
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:
