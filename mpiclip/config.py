@@ -13,6 +13,7 @@ Overrides and variants merge into a section key by key, except that naming a dif
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -30,6 +31,7 @@ from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
+from mpiclip.paths import find_data
 from mpiclip.problems import PROBLEMS
 from mpiclip.stepsize import StepsizeParams
 
@@ -400,5 +402,7 @@ def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[Da
     owner = f"source {values.get('source', DataParams.source)!r} and split {values.get('split', DataParams.split)!r}"
     common = parse_params(DataParams, values, "data", skip=source_keys | split_keys, owner=owner)
     source_params = parse_params(source.params, values, "data", skip=common_keys | split_keys)
+    if getattr(source_params, "path", ""):
+        source_params = dataclasses.replace(source_params, path=find_data(source_params.path))
     split_params = parse_params(split.params, values, "data", skip=common_keys | source_keys)
     return DataSpec(common, source_params, split_params)

@@ -1,5 +1,6 @@
 """Where output may go: the first directory that exists on the way to a path, and a real test that it
-takes files (``os.access`` says yes to root everywhere, and /proc takes no files whatever it says)."""
+takes files (``os.access`` says yes to root everywhere, and /proc takes no files whatever it says); where
+data files are found: the current directory, then the data directories."""
 
 from __future__ import annotations
 
@@ -22,3 +23,42 @@ def takes_files(directory: str) -> bool:
             return True
     except OSError:
         return False
+
+
+DATA_DIR_VARIABLE = "MPICLIP_DATA_DIR"
+
+
+def find_data(path: str) -> str:
+    """A relative data path that is not there from the current directory is looked up in the directories of
+    $MPICLIP_DATA_DIR (separated by ':', as PATH; ``--data-dir`` puts one in front), so that configs and sweep
+    files can name a data set ("a9a.txt") instead of a place; the path found is the one the run records."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    for directory in filter(None, os.environ.get(DATA_DIR_VARIABLE, "").split(os.pathsep)):
+        candidate = os.path.join(os.path.expanduser(directory), path)
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    return path
+
+
+def missing_data(path: str) -> str:
+    """Why a data file was not found, saying where it was looked for."""
+    dirs = os.environ.get(DATA_DIR_VARIABLE, "")
+    if os.path.isabs(path):
+        return "no such file"
+    if dirs:
+        return f"no such file here nor in ${DATA_DIR_VARIABLE} ({dirs})"
+    return f"no such file (--data-dir DIR or ${DATA_DIR_VARIABLE} adds directories to look in)"
+
+
+def use_data_dir(directory) -> None:
+    """``--data-dir DIR``: look for data files in DIR before the directories of $MPICLIP_DATA_DIR."""
+    from mpiclip.errors import InputError
+
+    if directory is None:
+        return
+    if not os.path.isdir(directory):
+        raise InputError("--data-dir", directory, "is not a directory")
+    os.environ[DATA_DIR_VARIABLE] = os.pathsep.join(filter(None, [os.path.abspath(directory),
+                                                                  os.environ.get(DATA_DIR_VARIABLE, "")]))

@@ -306,3 +306,28 @@ def test_multirun_writes_one_trace_per_point_and_a_task_runs_its_slice(tmp_path,
     assert sorted(p.name for p in sliced.iterdir()) == names[2:]
     bad = mpiclip(["run", small_config, *grid, "--task", "4"], ranks=ranks, cwd=str(tmp_path))
     assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: --task = 4: is out of range: 4 runs, 1 per task"]
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, small_config, ranks):
+    """Configs and sweep files may name a data set; the current directory, then --data-dir, then the
+    directories of $MPICLIP_DATA_DIR are searched, and the trace records the file it read."""
+    data = tmp_path / "data"
+    data.mkdir()
+    X, y = random_classification(n=40, d=5)
+    write_libsvm(str(data / "d.txt"), X, y)
+    work = tmp_path / "work"
+    work.mkdir()
+    named = ["--set", "data={source = \"libsvm\", path = \"d.txt\"}", "--set", "run.rounds=3", "-q"]
+    missing = mpiclip(["run", small_config, *named], ranks=ranks, cwd=str(work))
+    assert missing.returncode == 2 and error_lines(missing) == [
+        "mpiclip: error: data.path = 'd.txt': no such file (--data-dir DIR or $MPICLIP_DATA_DIR adds directories to look in)"]
+    found = mpiclip(["run", small_config, *named, "--data-dir", str(data)], ranks=ranks, cwd=str(work))
+    assert found.returncode == 0, found.stderr
+    tr = load_trace(str(tmp_path / "out" / "t.h5"))
+    assert json.loads(tr.attrs["config"])["data"]["path"] == str(data / "d.txt")
+    env = {"MPICLIP_DATA_DIR": f"{tmp_path / 'nowhere'}:{data}"}
+    by_env = mpiclip(["run", small_config, *named, "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work), env=env)
+    assert by_env.returncode == 0, by_env.stderr
+    bad = mpiclip(["run", small_config, *named, "--data-dir", str(tmp_path / "nowhere")], ranks=ranks, cwd=str(work))
+    assert bad.returncode == 2 and error_lines(bad) == [f"mpiclip: error: --data-dir = '{tmp_path / 'nowhere'}': is not a directory"]

@@ -191,3 +191,20 @@ def test_multirun_is_the_product_of_the_comma_lists(tmp_path):
     with pytest.raises(InputError) as e:
         cfg.load(path, ["compressor.k=1,,2"], multirun=True)
     assert str(e.value) == "--set compressor.k = '1,,2': an empty value in a comma list"
+
+
+def test_a_named_data_file_is_looked_for_here_first_then_in_the_data_directories(tmp_path, monkeypatch):
+    from mpiclip.paths import find_data
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        d.mkdir()
+    (second / "d.txt").write_text("1 1:1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPICLIP_DATA_DIR", f"{first}:{second}")
+    assert find_data("d.txt") == str(second / "d.txt")
+    (first / "d.txt").write_text("1 1:1\n")
+    assert find_data("d.txt") == str(first / "d.txt")  # the directories in their order
+    (tmp_path / "d.txt").write_text("1 1:1\n")
+    assert find_data("d.txt") == "d.txt"  # the current directory before any data directory
+    assert find_data("/abs/none.txt") == "/abs/none.txt" and find_data("none.txt") == "none.txt"

@@ -32,6 +32,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--task", type=int, metavar="I", help="run only slice I of the runs (e.g. $SLURM_ARRAY_TASK_ID; "
                      "--dry-run lists the runs)")
     run.add_argument("--runs-per-task", type=int, default=1, metavar="M", help="runs per slice (default 1)")
+    run.add_argument("--data-dir", metavar="DIR", help="look for relative data paths that are not in the current "
+                     "directory in DIR (before those of $MPICLIP_DATA_DIR)")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     run.add_argument("--log-json", metavar="FILE", help="rank 0 appends one JSON object per line to FILE: a start, "
                      "progress and end event for each run (for batch jobs; also with -q)")
@@ -45,6 +47,7 @@ def cmd_run(args) -> int:
     from mpiclip import session as sessions
     from mpiclip.comm import make_comm
     from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.paths import use_data_dir
     from mpiclip.progress import Log
 
     comm, log = None, None
@@ -56,6 +59,7 @@ def cmd_run(args) -> int:
             if not (math.isfinite(args.log_every) and args.log_every >= 0):
                 raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
             log = Log(say, args.log_json if comm.rank == 0 else None, args.log_every)
+            use_data_dir(args.data_dir)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
             configs = [c for ref in args.configs for c in cfg.load(ref, overrides, args.multirun)]
             if args.runs_per_task < 1:

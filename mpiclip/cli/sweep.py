@@ -17,6 +17,7 @@ def add_parsers(sub) -> None:
     s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
     s_list.add_argument("sweep", metavar="SWEEP")
     s_list.add_argument("--count", action="store_true", help="print only the number of runs")
+    s_list.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_list.set_defaults(func=cmd_sweep_list)
     s_run = sweep_sub.add_parser("run", help="run the sweep (or a slice of it) on this job's ranks")
     s_run.add_argument("sweep", metavar="SWEEP")
@@ -27,20 +28,24 @@ def add_parsers(sub) -> None:
     s_run.add_argument("--force", action="store_true", help="rerun runs whose trace already completed")
     s_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a key of every run (e.g. data.path)")
+    s_run.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_run.set_defaults(func=cmd_sweep_run)
     s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
     s_best.add_argument("sweep", metavar="SWEEP")
     s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
     s_best.add_argument("--title")
+    s_best.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_best.set_defaults(func=cmd_sweep_best)
 
 
-def _sweep_or_report(path: str):
+def _sweep_or_report(path: str, data_dir=None):
     """The sweep, or None after printing its input error (sweep files hold no runtime errors)."""
     from mpiclip.errors import MpiclipError
+    from mpiclip.paths import use_data_dir
     from mpiclip.sweep import load_sweep
 
     try:
+        use_data_dir(data_dir)
         return load_sweep(path)
     except MpiclipError as e:
         print(f"mpiclip: error: {e}", file=sys.stderr)
@@ -50,7 +55,7 @@ def _sweep_or_report(path: str):
 def cmd_sweep_list(args) -> int:
     from mpiclip.sweep import status_of
 
-    sweep = _sweep_or_report(args.sweep)
+    sweep = _sweep_or_report(args.sweep, args.data_dir)
     if sweep is None:
         return 2
     if args.count:
@@ -67,6 +72,7 @@ def cmd_sweep_list(args) -> int:
 def cmd_sweep_run(args) -> int:
     from mpiclip.comm import make_comm
     from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.paths import use_data_dir
     from mpiclip.sweep import load_sweep
     from mpiclip.sweep_run import run_sweep, slice_of
 
@@ -75,6 +81,7 @@ def cmd_sweep_run(args) -> int:
         comm = make_comm()
         error, sweep = None, None
         try:
+            use_data_dir(args.data_dir)
             sweep = load_sweep(args.sweep, args.overrides)
             if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
                 raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
@@ -106,7 +113,7 @@ def cmd_sweep_best(args) -> int:
     from mpiclip.errors import InputError
     from mpiclip.sweep import best_runs, larger_is_better
 
-    sweep = _sweep_or_report(args.sweep)
+    sweep = _sweep_or_report(args.sweep, args.data_dir)
     if sweep is None:
         return 2
     if args.plot:

@@ -23,6 +23,7 @@ from mpiclip.data.partition import SPLITS, block_sizes
 from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
+from mpiclip.paths import missing_data
 from mpiclip.registry import NoParams, Registry
 
 
@@ -428,6 +429,9 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     labels, chunk = source.footprint(spec.source)
     limits.check_fits(labels, "data.n_samples", rows, f"the labels of {rows:,} samples")
     limits.check_fits(chunk, "data.n_features", getattr(spec.source, "n_features", 0), "making the samples chunk by chunk")
+    path = getattr(spec.source, "path", "")
+    if path and not os.path.exists(path):
+        raise InputError("data.path", path, missing_data(path))
     summary = _summary(spec.common.source, spec.source, _stamp(spec.source))
     where, value = ("data.path", spec.source.path) if hasattr(spec.source, "path") else ("data.source", spec.common.source)
     if summary.n_rows < n_workers:
