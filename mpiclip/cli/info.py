@@ -9,7 +9,8 @@ from importlib import resources
 def add_parsers(sub) -> None:
     info = sub.add_parser("info", help="summarise traces", description="One trace: its metadata, final values, "
                           "bits under every encoding and timing. Several: a comparison table.")
-    info.add_argument("traces", nargs="+", metavar="TRACE")
+    info.add_argument("traces", nargs="+", metavar="TRACE", help="trace files, or directories: their *.h5 traces "
+                      "(checkpoints and hidden temporaries left out), in name order")
     info.add_argument("--encoding", default="paper", help="bit encoding of the table's bits columns (default paper)")
     info.add_argument("--to", type=float, nargs="+", default=(), metavar="EPS",
                       help="add columns: bits per worker until ‖∇f‖² first reached each EPS (a comparison table)")
@@ -36,6 +37,19 @@ def cmd_info(args) -> int:
 
     traces = []
     for path in args.traces:
+        if os.path.isdir(path):
+            found = sorted(f for f in os.listdir(path) if f.endswith(".h5") and not f.endswith(".ckpt.h5")
+                           and not f.startswith("."))
+            if not found:
+                print(f"mpiclip: error: trace = {path!r}: a directory without traces (*.h5)", file=sys.stderr)
+                return 2
+            for name in found:  # one damaged trace among many is reported, not fatal
+                try:
+                    traces.append(load_trace(os.path.join(path, name)))
+                except OSError as e:
+                    print(f"mpiclip: skipped {os.path.join(path, name)}: not a readable HDF5 trace ({e})",
+                          file=sys.stderr)
+            continue
         if not os.path.isfile(path):
             print(f"mpiclip: error: trace = {path!r}: no such file", file=sys.stderr)
             return 2
@@ -44,6 +58,9 @@ def cmd_info(args) -> int:
         except OSError as e:
             print(f"mpiclip: error: trace = {path!r}: not a readable HDF5 trace ({e})", file=sys.stderr)
             return 2
+    if not traces:
+        print(f"mpiclip: error: trace = {args.traces[0]!r}: no readable trace", file=sys.stderr)
+        return 2
     if len(traces) == 1 and not args.to:
         print(report.describe(traces[0]))
     else:
