@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from mpiclip import writer_lock
+from mpiclip.analysis import bits_to
 from mpiclip.trace import Trace
 
 
@@ -26,12 +27,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def bits_to(tr: Trace, level: float, encoding: str = "paper") -> float:
-    """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
-    reached = np.flatnonzero(tr.grad_norm_sq <= level)
-    return float(tr.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
 
 
 def comparison(traces: list[Trace], encoding: str = "paper", levels: tuple = ()) -> str:

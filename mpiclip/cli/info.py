@@ -33,22 +33,21 @@ def cmd_info(args) -> int:
     import os
 
     from mpiclip import report
+    from mpiclip.analysis import trace_files
     from mpiclip.trace import load_trace
 
     traces = []
     for path in args.traces:
         if os.path.isdir(path):
-            found = sorted(f for f in os.listdir(path) if f.endswith(".h5") and not f.endswith(".ckpt.h5")
-                           and not f.startswith("."))
+            found = trace_files(path)
             if not found:
                 print(f"mpiclip: error: trace = {path!r}: a directory without traces (*.h5)", file=sys.stderr)
                 return 2
             for name in found:  # one damaged trace among many is reported, not fatal
                 try:
-                    traces.append(load_trace(os.path.join(path, name)))
+                    traces.append(load_trace(name))
                 except OSError as e:
-                    print(f"mpiclip: skipped {os.path.join(path, name)}: not a readable HDF5 trace ({e})",
-                          file=sys.stderr)
+                    print(f"mpiclip: skipped {name}: not a readable HDF5 trace ({e})", file=sys.stderr)
             continue
         if not os.path.isfile(path):
             print(f"mpiclip: error: trace = {path!r}: no such file", file=sys.stderr)

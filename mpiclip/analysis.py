@@ -1,0 +1,156 @@
+"""Traces as tables: pandas DataFrames for comparing many runs (``pip install 'mpiclip[analysis]'``).
+
+    from mpiclip import analysis
+    table = analysis.runs("results/sweeps/ef21-logreg-a9a", levels=[1e-7])   # one row per trace
+    best = analysis.best(table, by=["method.name"], metric="bits_to_1e-07")   # the best run of each method
+    curves = analysis.rounds(best["path"])                                       # long form: one row per recorded x^t
+    arrivals = analysis.events("results/async")                                  # asynchronous runs: one row per update
+
+``runs`` has the trace's identity (path, name, run_id, config_hash), its status (``status`` is the first
+word: completed, failed, interrupted, running, unreadable; ``status_detail`` the whole; ``failed`` is True
+for anything but completed), the final and smallest values, the bits per worker, the wall time, and
+every config key flattened to a column (``method.name``, ``compressor.k``, ``stepsize.factor``, ...). A
+trace that cannot be read is a row with status ``unreadable``, not an exception: one damaged file must
+not hide two hundred good ones. Nothing here imports mpi4py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable, Union
+
+import numpy as np
+
+from mpiclip.trace import Trace, load_trace
+
+Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("mpiclip.analysis needs pandas: pip install 'mpiclip[analysis]'") from None
+    return pandas
+
+
+def trace_files(paths: Paths) -> list[str]:
+    """The trace files of ``paths`` (a file, a directory or a list of them): a directory stands for its
+    ``*.h5`` traces in name order, checkpoints (``*.ckpt.h5``) and hidden temporaries left out."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out = []
+    for item in map(os.fspath, items):
+        if os.path.isdir(item):
+            out += [os.path.join(item, f) for f in sorted(os.listdir(item))
+                    if f.endswith(".h5") and not f.endswith(".ckpt.h5") and not f.startswith(".")]
+        else:
+            out.append(item)
+    return out
+
+
+def bits_to(trace: Trace, level: float, encoding: str = "paper") -> float:
+    """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
+    reached = np.flatnonzero(trace.grad_norm_sq <= level)
+    return float(trace.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
+
+
+def flatten(table: dict, prefix: str = "") -> dict:
+    """{'method': {'name': 'ef21'}} -> {'method.name': 'ef21'}; lists become tuples (hashable for groupby)."""
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _last(values: np.ndarray) -> float:
+    return float(values[-1]) if len(values) else math.nan
+
+
+def _row(path: str, encoding: str, levels: Iterable[float]) -> dict:
+    try:
+        tr = load_trace(path)
+    except OSError as e:
+        return {"path": path, "name": os.path.splitext(os.path.basename(path))[0], "status": "unreadable",
+                "status_detail": str(e), "failed": True}
+    detail = tr.status
+    a = tr.attrs
+    row = {
+        "path": path, "name": tr.label, "status": detail.split(":")[0], "status_detail": detail,
+        "failed": not detail.startswith("completed"), "run_id": str(a.get("run_id", "")),
+        "config_hash": str(a.get("config_hash", "")), "runner": str(a.get("runner", "synchronous")),
+        "n_ranks": int(a.get("n_ranks", 1)), "d": int(a.get("d", 0)), "gamma": float(a.get("gamma", math.nan)),
+        "rounds": int(tr.rounds[-1]) if len(tr.rounds) else 0, "rows": len(tr.rounds),
+        "loss": _last(tr.loss), "grad_norm_sq": _last(tr.grad_norm_sq),
+        "grad_norm_sq_min": float(np.nanmin(tr.grad_norm_sq)) if len(tr.grad_norm_sq) else math.nan,
+        "bits_per_worker": _last(tr.bits_per_worker(encoding)) if len(tr.rounds) else 0.0,
+        "wall_seconds": float(a.get("wall_seconds", math.nan)),
+    }
+    for name, values in tr.metrics.items():
+        row[f"final.{name}"] = _last(values)
+    for level in levels:
+        row[f"bits_to_{level:g}"] = bits_to(tr, level, encoding)
+    row.update(flatten(json.loads(a.get("config", "{}"))))
+    return row
+
+
+def runs(paths: Paths, encoding: str = "paper", levels: Iterable[float] = ()):
+    """One row per trace (see the module's docstring); ``levels``: add bits_to_<level> columns, the bits per
+    worker (in ``encoding``) before ‖∇f‖² first reached each level (NaN where it never did)."""
+    pd = _pandas()
+    levels = tuple(levels)
+    frame = pd.DataFrame([_row(p, encoding, levels) for p in trace_files(paths)])
+    if frame.empty:
+        return frame
+    frame["failed"] = frame["failed"].astype(bool)
+    for column in ("rounds", "rows", "n_ranks", "d"):  # integers, missing (<NA>) for unreadable traces
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def rounds(paths: Paths, encoding: str = "paper"):
+    """Long form: one row per recorded x^t of every readable trace, with its run's name and path, the round,
+    wall time, f, ‖∇f‖², the cumulative bits per worker (in ``encoding``) and down, and the per-row
+    scalars of the method and runner (``metrics/*`` in the trace)."""
+    pd = _pandas()
+    frames = []
+    for path in trace_files(paths):
+        tr = load_trace(path)
+        columns = {"round": tr.rounds.astype(np.int64), "time": tr.time, "loss": tr.loss, "grad_norm_sq": tr.grad_norm_sq,
+                   "bits_per_worker": tr.bits_per_worker(encoding), "bits_down": tr.bits_down_cumulative(encoding),
+                   **{name: values for name, values in tr.metrics.items()}}
+        frame = pd.DataFrame(columns)
+        frame.insert(0, "path", path)
+        frame.insert(0, "run", tr.label)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def events(paths: Paths):
+    """Asynchronous runs: one row per server update (the trace's ``events`` table) with its run and path."""
+    pd = _pandas()
+    frames = []
+    for path in trace_files(paths):
+        tr = load_trace(path)
+        if not tr.events:
+            continue
+        frame = pd.DataFrame(tr.events)
+        frame.insert(0, "path", path)
+        frame.insert(0, "run", tr.label)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def best(frame, by: Iterable[str], metric: str = "grad_norm_sq", larger_is_better: bool = False):
+    """The best completed run of each group of ``by`` columns by ``metric`` (NaN never wins; ties: the
+    earlier row), one row per group."""
+    by = list(by)
+    done = frame[~frame["failed"] & frame[metric].notna()]
+    order = done.sort_values(metric, ascending=not larger_is_better, kind="stable")
+    return order.groupby(by, sort=True, dropna=False).head(1).sort_values(by, kind="stable").reset_index(drop=True)
