@@ -24,7 +24,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mpiclip.plotting import X_AXES, Y_AXES, contributions, delays, plot
+from mpiclip.plotting import SIZES, X_AXES, Y_AXES, contributions, delays, plot
 from mpiclip.trace import load_trace
 
 
@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--xmax", default="auto", help="end of the x axis: 'auto' (where the shortest trace ends, so "
                     "every curve spans it), 'none' (everything), or a number")
     ap.add_argument("--title")
+    ap.add_argument("--size", choices=tuple(SIZES), default="page",
+                    help="one column (3.4 in wide) or the page of a two-column paper (7 in); default page")
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--delays", action="store_true", help="delay histograms of asynchronous runs")
     kind.add_argument("--contributions", action="store_true", help="gradients per worker of one asynchronous run")
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
             contributions(traces[0], args.output, title=args.title)
         else:
             plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
-                 title=args.title, logx=args.logx, xmax=xmax)
+                 title=args.title, logx=args.logx, xmax=xmax, size=args.size)
     except ValueError as e:
         print(f"plot_traces: error: {e}", file=sys.stderr)
         return 2

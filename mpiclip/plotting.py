@@ -20,6 +20,47 @@ LOG_Y = ("grad_norm_sq", "gap", "grad_variance")
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
+# One look for every figure: each method has its paper's name, and a colour and marker that stay the same
+# from figure to figure (the order below decides them; a method not listed takes the next free pair).
+PAPER_NAMES = {
+    "gd": "GD", "cgd": "CGD", "ef14": "EF", "ef21": "EF21", "ef21_plus": "EF21+", "ef21_sgd": "EF21-SGD",
+    "ef21_page": "EF21-PAGE", "ef21_pp": "EF21-PP", "ef21_bc": "EF21-BC", "ef21_hb": "EF21-HB", "ef21_prox": "EF21-Prox",
+    "diana": "DIANA", "clip_gd": "Clip-GD", "clip_sgd": "Clip-SGD", "clip21_gd": "Clip21-GD", "clip21_sgd": "Clip21-SGD",
+    "clip21_avg": "Clip21-Avg", "asgd": "ASGD", "clipped_asgd": "Clipped ASGD", "delay_adaptive_asgd": "Delay-adaptive ASGD",
+    "minibatch_sgd": "Minibatch SGD", "rennala_sgd": "Rennala SGD", "ringmaster_asgd": "Ringmaster ASGD", "fedavg": "FedAvg",
+    "fedga": "FedGA", "gradalign": "GradAlign", "scaffold": "SCAFFOLD", "scaffold_stored": "SCAFFOLD (II)",
+    "fedprox": "FedProx", "lbsgd": "Large-batch SGD",
+}
+COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")  # Okabe-Ito
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+SIZES = {"column": (3.4, 2.6), "page": (7.0, 3.4)}  # inches: one column and the full width of a two-column paper
+
+
+def method_style(method: str) -> dict:
+    """The colour and marker of ``method`` in every figure."""
+    names = list(PAPER_NAMES)
+    i = names.index(method) if method in names else len(names) + sum(map(ord, method))
+    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[(i // len(COLORS) + i) % len(MARKERS)]}
+
+
+def compressor_name(tr: Trace) -> str:
+    """'Top-1', 'Rand-4', 'natural', ... as the papers write them ('' for no compression)."""
+    import json
+
+    conf = json.loads(tr.attrs.get("config", "{}")).get("compressor", {})
+    name, k = conf.get("name", str(tr.attrs.get("compressor", ""))), conf.get("k")
+    known = {"topk": f"Top-{k}", "randk": f"Rand-{k}", "randk_unbiased": f"Rand-{k} (unbiased)",
+             "randk_shared": f"Rand-{k} (shared)", "identity": ""}
+    return known.get(name, name)
+
+
+def curve_label(tr: Trace) -> str:
+    """The method's paper name and the compressor's ('EF21, Top-1'), and the status if not completed."""
+    method = str(tr.attrs.get("method", ""))
+    parts = [PAPER_NAMES.get(method, method or tr.label), compressor_name(tr)]
+    label = ", ".join(p for p in parts if p)
+    return label + ("" if tr.status == "completed" else f" ({tr.status.split(':')[0]})")
+
 
 def check_figure_path(path: str, field: str = "--plot") -> None:
     """Raise InputError unless a figure can be written at ``path`` (before any run starts)."""
@@ -39,12 +80,15 @@ def check_figure_path(path: str, field: str = "--plot") -> None:
 
 
 def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (imported only when a figure is drawn)."""
+    """matplotlib.pyplot on the file-only Agg backend (imported only when a figure is drawn), with TrueType
+    fonts embedded in PDF and PostScript (journals refuse Type 3 fonts)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 9,
+                         "legend.fontsize": 7, "axes.labelsize": 8})
     return plt
 
 
@@ -94,24 +138,44 @@ def gradients_computed(tr: Trace) -> np.ndarray:
 
 def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
          include_initial: bool = False, title: str | None = None, logx: bool = False,
-         xmax: float | str | None = "auto") -> str:
-    """Draw y against x for every trace into ``out`` (format from its suffix: .png, .pdf, .svg).
+         xmax: float | str | None = "auto", size: str = "page") -> str:
+    """Draw y against x for every trace into ``out`` (format from its suffix: .png, .pdf, .svg); see ``draw``."""
+    return save(draw(traces, x, y, encoding, include_initial, title, logx, xmax, size), out)
+
+
+def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
+         include_initial: bool = False, title: str | None = None, logx: bool = False,
+         xmax: float | str | None = "auto", size: str = "page"):
+    """The figure of y against x, one curve per trace, in the house style: the papers' names in a legend
+    beside the axes, a fixed colour and marker per method, a title wrapped to the width, and a note when
+    a log axis leaves out values that are not positive. ``size``: 'column' or 'page' (see SIZES).
 
     ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
     papers compare methods at a common bit budget); a number sets it; None shows everything.
     """
+    import textwrap
+
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    width, height = SIZES[size]
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
     if xmax == "auto":
         xmax = min(ends) if ends and min(ends) > 0 else None
-    for tr in traces:
+    labels = [curve_label(tr) for tr in traces]
+    dropped = 0
+    for tr, label in zip(traces, labels):
         xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
         keep = np.isfinite(ys) & (ys > 0) if y in LOG_Y else np.isfinite(ys)
-        label = tr.label + ("" if tr.status == "completed" else f" ({tr.status.split(':')[0]})")
-        ax.plot(xs[keep], ys[keep], label=label, lw=1.5)
+        dropped += int(np.sum(np.isfinite(ys) & ~keep))
+        if labels.count(label) > 1:  # the same method twice: the run's name tells them apart
+            label = f"{label} [{tr.label}]"
+        ax.plot(xs[keep], ys[keep], label=label, lw=1.2, ms=3.5, markevery=0.1,  # evenly along the drawn curve
+                **method_style(str(tr.attrs.get("method", ""))))
     if y in LOG_Y:
         ax.set_yscale("log")
+        if dropped:
+            ax.text(0.99, 0.01, f"{dropped} values ≤ 0 not shown (log axis)", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=6, color="0.35")
     if logx:
         ax.set_xscale("log")
     elif xmax is not None:
@@ -121,10 +185,14 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
                    "gradients": "gradients computed", "comm_rounds": "communication rounds"}[x])
     ax.set_ylabel(Y_LABEL[y])
     if title:
-        ax.set_title(title)
+        ax.set_title(textwrap.fill(title, width=int(width * 11)))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save(fig, out)
+    ax.xaxis.get_major_locator().set_params(nbins=5 if size == "column" else 8)
+    if size == "column":  # below the axes, which keep the column's width
+        fig.legend(loc="outside lower center", ncols=min(3, len(traces)), frameon=False)
+    else:
+        fig.legend(loc="outside right upper", frameon=False)
+    return fig
 
 
 def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
@@ -204,7 +272,7 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
         values = [np.array(by_eps[e]) for e in eps]
         mean = np.array([v.mean() for v in values])
         spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
-        ax.errorbar(eps, mean, yerr=spread, marker="o", capsize=3, label=method)
+        ax.errorbar(eps, mean, yerr=spread, capsize=3, label=PAPER_NAMES.get(method, method), **method_style(method))
     ax.set_xscale("log")
     if y == "grad_norm_sq":
         ax.set_yscale("log")
