@@ -198,7 +198,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
 def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
     """Histogram of the delays of every arrival, one per trace, with τ_C (concurrency) and τ_max marked."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
     for i, tr in enumerate(traces):
         if not tr.events:
             raise ValueError(f"{tr.path} is not an asynchronous run (no /events)")
@@ -214,7 +214,7 @@ def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
     ax.set_xlabel("delay (updates)  — dashed: τ_C, dotted: τ_max")
     ax.set_ylabel("arrivals")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig.legend(loc="outside right upper", frameon=False)
     if title:
         ax.set_title(title)
     return save(fig, out)
@@ -226,12 +226,12 @@ def contributions(tr: Trace, out: str, title: str | None = None) -> str:
     n = int(tr.attrs.get("n_workers", tr.events["worker"].max() + 1))
     applied = tr.events["update"] >= 0
     counts = [np.bincount(tr.events["worker"][mask], minlength=n) for mask in (applied, ~applied)]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
     ax.bar(np.arange(n), counts[0], label="applied")
     ax.bar(np.arange(n), counts[1], bottom=counts[0], label="discarded")
     ax.set_xlabel("worker")
     ax.set_ylabel("gradients")
-    ax.legend()
+    fig.legend(loc="outside right upper", frameon=False)
     ax.set_title(title or f"{tr.label}: gradients per worker")
     return save(fig, out)
 
@@ -266,7 +266,7 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
         eps = float(tr.metrics["epsilon"][-1])
         value = float(tr.metrics[y][-1]) if y in tr.metrics else float(getattr(tr, y)[-1])
         points.setdefault(str(tr.attrs.get("method")), {}).setdefault(round(eps, 6), []).append(value)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
     for method, by_eps in sorted(points.items()):
         eps = np.array(sorted(by_eps))
         values = [np.array(by_eps[e]) for e in eps]
@@ -279,7 +279,7 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
     ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
     ax.set_ylabel({"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)"}.get(y, f"final {y}"))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig.legend(loc="outside right upper", frameon=False)
     if title:
         ax.set_title(title)
     return save(fig, out)
