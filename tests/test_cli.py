@@ -341,5 +341,7 @@ def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, sma
     env = {"MPICLIP_DATA_DIR": f"{tmp_path / 'nowhere'}:{data}"}
     by_env = mpiclip(["run", small_config, *named, "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work), env=env)
     assert by_env.returncode == 0, by_env.stderr
-    bad = mpiclip(["run", small_config, *named, "--data-dir", str(tmp_path / "nowhere")], ranks=ranks, cwd=str(work))
+    bad = mpiclip(["run", small_config, *named, "--data-dir", str(tmp_path / "nowhere"), "--log-json", "log.jsonl"],
+                  ranks=ranks, cwd=str(work))
+    assert not (work / "log.jsonl").exists()  # bad input writes nothing, the JSON log included
     assert bad.returncode == 2 and error_lines(bad) == [f"mpiclip: error: --data-dir = '{tmp_path / 'nowhere'}': is not a directory"]

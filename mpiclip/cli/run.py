@@ -58,7 +58,6 @@ def cmd_run(args) -> int:
         try:
             if not (math.isfinite(args.log_every) and args.log_every >= 0):
                 raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
-            log = Log(say, args.log_json if comm.rank == 0 else None, args.log_every)
             use_data_dir(args.data_dir)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
             configs = [c for ref in args.configs for c in cfg.load(ref, overrides, args.multirun)]
@@ -77,6 +76,7 @@ def cmd_run(args) -> int:
                 from mpiclip.plotting import check_figure_path
 
                 check_figure_path(args.plot)
+            log = Log(say, args.log_json if comm.rank == 0 else None, args.log_every)  # last: bad input writes nothing
         except MpiclipError as e:
             error = e
         comm.agree(error)
