@@ -13,7 +13,6 @@ Overrides and variants merge into a section key by key, except that naming a dif
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -31,7 +30,6 @@ from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
-from mpiclip.paths import find_data
 from mpiclip.problems import PROBLEMS
 from mpiclip.stepsize import StepsizeParams
 
@@ -209,7 +207,8 @@ def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
     another component (a section's selector, or ``name`` in a nested table) drops the old one's keys, and
     such changes go first, so that the keys set beside them survive."""
     table = copy.deepcopy(table)
-    for key, value in sorted(overrides, key=lambda kv: not _is_selector(kv[0].split("."))):
+    order = lambda kv: (len(kv[0].split(".")) != 1, not _is_selector(kv[0].split(".")), len(kv[0].split(".")))
+    for key, value in sorted(overrides, key=order):  # whole sections, then components from the top down, then keys
         path = key.split(".")
         section = path[0]
         if section not in SECTIONS:
@@ -222,6 +221,8 @@ def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
         if not all(path):
             raise InputError(f"--set {key}", value, "expected section.key or section.table.key (no empty parts)")
         node = table.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise InputError(f"--set {key}", value, f"{section} = {node!r} is not a table")
         for depth, part in enumerate(path[1:-1], start=1):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -402,7 +403,5 @@ def _data(values: Optional[dict], needs_data: bool, problem: str) -> Optional[Da
     owner = f"source {values.get('source', DataParams.source)!r} and split {values.get('split', DataParams.split)!r}"
     common = parse_params(DataParams, values, "data", skip=source_keys | split_keys, owner=owner)
     source_params = parse_params(source.params, values, "data", skip=common_keys | split_keys)
-    if getattr(source_params, "path", ""):
-        source_params = dataclasses.replace(source_params, path=find_data(source_params.path))
     split_params = parse_params(split.params, values, "data", skip=common_keys | source_keys)
     return DataSpec(common, source_params, split_params)

@@ -187,7 +187,8 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     if title:
         ax.set_title(textwrap.fill(title, width=int(width * 11)))
     ax.grid(True, which="both", alpha=0.3)
-    ax.xaxis.get_major_locator().set_params(nbins=5 if size == "column" else 8)
+    if not logx:  # a log axis has its own locator, without nbins
+        ax.xaxis.get_major_locator().set_params(nbins=5 if size == "column" else 8)
     if size == "column":  # below the axes, which keep the column's width
         fig.legend(loc="outside lower center", ncols=min(3, len(traces)), frameon=False)
     else:

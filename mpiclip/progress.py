@@ -14,10 +14,12 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import time
 from typing import Callable, Optional
 
 from mpiclip.errors import InputError
+from mpiclip.paths import takes_files
 
 
 def duration(seconds: float) -> str:
@@ -41,20 +43,22 @@ class Log:
     ``every`` the seconds between two progress reports of a run."""
 
     def __init__(self, say: Callable[[str], None] = print, jsonl: Optional[str] = None, every: float = 2.0):
-        self.say, self.every = say, every
+        self.say, self.every, self.jsonl = say, every, jsonl
         self._file = None
-        if jsonl is not None:
-            try:
-                self._file = open(jsonl, "a", encoding="utf-8")
-            except OSError as e:
-                raise InputError("--log-json", jsonl, f"cannot be written: {e.strerror or e}") from None
+        if jsonl is not None:  # checked now, created at the first event: bad input and dry runs write nothing
+            parent = os.path.dirname(os.path.abspath(jsonl))
+            if os.path.isdir(jsonl) or not os.path.isdir(parent) or not takes_files(parent) or (
+                    os.path.exists(jsonl) and not os.access(jsonl, os.W_OK)):
+                raise InputError("--log-json", jsonl, "cannot be written (its directory must exist and take files)")
 
     def __call__(self, text: str) -> None:
         self.say(text)
 
     def event(self, kind: str, run: str, **fields) -> None:
-        if self._file is None:
+        if self.jsonl is None:
             return
+        if self._file is None:
+            self._file = open(self.jsonl, "a", encoding="utf-8")
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         record = {"event": kind, "run": run, "at": stamp, **{k: _finite(v) for k, v in fields.items()}}
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")

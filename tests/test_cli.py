@@ -337,11 +337,16 @@ def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, sma
     found = mpiclip(["run", small_config, *named, "--data-dir", str(data)], ranks=ranks, cwd=str(work))
     assert found.returncode == 0, found.stderr
     tr = load_trace(str(tmp_path / "out" / "t.h5"))
-    assert json.loads(tr.attrs["config"])["data"]["path"] == str(data / "d.txt")
+    # the config keeps the name (its hash does not depend on where the data lives); the trace says what was read
+    assert json.loads(tr.attrs["config"])["data"]["path"] == "d.txt" and tr.attrs["dataset"] == f"libsvm:{data / 'd.txt'}"
     env = {"MPICLIP_DATA_DIR": f"{tmp_path / 'nowhere'}:{data}"}
     by_env = mpiclip(["run", small_config, *named, "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work), env=env)
     assert by_env.returncode == 0, by_env.stderr
     bad = mpiclip(["run", small_config, *named, "--data-dir", str(tmp_path / "nowhere"), "--log-json", "log.jsonl"],
                   ranks=ranks, cwd=str(work))
     assert not (work / "log.jsonl").exists()  # bad input writes nothing, the JSON log included
+    late = mpiclip(["run", small_config, *named, "--log-json", "log.jsonl"], ranks=ranks, cwd=str(work))  # found late
+    dry = mpiclip(["run", small_config, *named, "--data-dir", str(data), "--dry-run", "--log-json", "log.jsonl",
+                   "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work))
+    assert late.returncode == 2 and dry.returncode == 0 and not (work / "log.jsonl").exists()
     assert bad.returncode == 2 and error_lines(bad) == [f"mpiclip: error: --data-dir = '{tmp_path / 'nowhere'}': is not a directory"]

@@ -173,3 +173,11 @@ def test_row_norms_do_not_depend_on_the_rows_stacked_with_them(d):
     pairs = np.array([row_sq_norms(v[i : i + 2])[0] for i in range(4)])
     assert np.array_equal(stacked, alone) and np.array_equal(stacked[:4], pairs)
     np.testing.assert_allclose(stacked, (v * v).sum(axis=1), rtol=1e-12)
+
+
+
+@pytest.mark.parametrize("d, k", [(10, 1), (10, 3), (1 << 17, 1), (1 << 17, 5)])
+def test_top_k_of_no_rows_is_empty(d, k):
+    """A rank whose workers all sit a round out (EF21-PP) compresses a (0, d) array."""
+    rows, cols = top_k_positions(np.zeros((0, d)), k)
+    assert rows.shape == cols.shape == (0,)

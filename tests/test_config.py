@@ -208,3 +208,30 @@ def test_a_named_data_file_is_looked_for_here_first_then_in_the_data_directories
     (tmp_path / "d.txt").write_text("1 1:1\n")
     assert find_data("d.txt") == "d.txt"  # the current directory before any data directory
     assert find_data("/abs/none.txt") == "/abs/none.txt" and find_data("none.txt") == "none.txt"
+
+
+
+def test_overrides_apply_from_the_top_down_whatever_their_order():
+    """A component named at the top replaces its table before the keys below it are set, so the order of
+    the --set options does not matter; a section that is not a table is an error, not a traceback."""
+    base = config_table(compressor={"name": "topk", "k": 2})
+    sets = [("compressor.inner.k", 4), ("compressor.outer.name", "natural"), ("compressor.inner.name", "randk"),
+            ("compressor.name", "compose")]
+    for order in (sets, sets[::-1]):
+        assert cfg.apply_overrides(base, order)["compressor"] == {
+            "name": "compose", "inner": {"name": "randk", "k": 4}, "outer": {"name": "natural"}}
+    whole = cfg.apply_overrides(base, [("compressor.k", 3), ("compressor", {"name": "topk", "k": 1})])
+    assert whole["compressor"] == {"name": "topk", "k": 3}
+    with pytest.raises(InputError) as e:
+        cfg.apply_overrides({**base, "compressor": 5}, [("compressor.k", 1)])
+    assert str(e.value).startswith("--set compressor.k = 1: compressor = 5 is not a table")
+
+
+def test_the_config_hash_does_not_depend_on_where_the_data_is_found(tmp_path, monkeypatch):
+    (tmp_path / "d.txt").write_text("1 1:1\n-1 2:1\n")
+    table = config_table(data={"source": "libsvm", "path": "d.txt"})
+    here = cfg.validate(table)
+    monkeypatch.setenv("MPICLIP_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir("/")
+    there = cfg.validate(table)
+    assert here.hash == there.hash and there.data.source.path == "d.txt"

@@ -61,9 +61,9 @@ LONG_TITLE = "EF21, EF, GD and EF21+ on a label-skewed synthetic problem with 4 
 
 
 @pytest.mark.parametrize("size", ["column", "page"])
-@pytest.mark.parametrize("x", ["bits", "rounds"])
-def test_no_text_overlaps_or_leaves_the_canvas_and_the_legend_is_beside_the_data(traces, size, x):
-    fig = plotting.draw(traces, x=x, title=LONG_TITLE, size=size)
+@pytest.mark.parametrize("x, logx", [("bits", False), ("rounds", False), ("rounds", True)])
+def test_no_text_overlaps_or_leaves_the_canvas_and_the_legend_is_beside_the_data(traces, size, x, logx):
+    fig = plotting.draw(traces, x=x, title=LONG_TITLE, size=size, logx=logx)
     renderer, canvas = boxes(fig)
     (ax,) = fig.axes
     for axis in (ax.xaxis, ax.yaxis):

@@ -75,6 +75,8 @@ def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     tied with coordinates it left out, and only such rows are redone with the exact tie rule.
     """
     n, d = v.shape
+    if n == 0:  # a rank whose workers all sit the round out
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     if k >= d:
         return np.repeat(np.arange(n), d), np.tile(np.arange(d), n)
     if d >= 1 << 16 and k <= d >> 6:  # long rows: one row's magnitudes at a time, no second (n, d) array

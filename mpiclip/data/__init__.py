@@ -8,6 +8,7 @@ workers this rank holds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -23,7 +24,7 @@ from mpiclip.data.partition import SPLITS, block_sizes
 from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
 from mpiclip.params import at_least, finite_nonnegative, nonnegative, param
-from mpiclip.paths import missing_data
+from mpiclip.paths import find_data, missing_data
 from mpiclip.registry import NoParams, Registry
 
 
@@ -420,8 +421,18 @@ def _stamp(params) -> tuple:
         return ()
 
 
+def located(spec: DataSpec) -> DataSpec:
+    """The spec with its data file found (paths.find_data): the config keeps the name the user gave, so its
+    hash does not depend on where the data lives; the summary's description records the file read."""
+    path = getattr(spec.source, "path", "")
+    if not path:
+        return spec
+    return dataclasses.replace(spec, source=dataclasses.replace(spec.source, path=find_data(path)))
+
+
 def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     """Summarise and split the data; every check of the data set itself happens here."""
+    spec = located(spec)
     source = SOURCES.get(spec.common.source, "data.source")
     rows = getattr(spec.source, "n_samples", 0)
     if rows > MAX_INDEX:
