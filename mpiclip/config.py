@@ -242,15 +242,6 @@ def _is_selector(path: list[str]) -> bool:
     return len(path) > 2 and path[-1] == "name"
 
 
-def merge_section(table: dict, section: str, changes: dict) -> None:
-    current = table.get(section, {})
-    selector = SELECTORS.get(section)
-    if selector in changes and changes[selector] != current.get(selector):
-        table[section] = dict(changes)
-    else:
-        table[section] = {**current, **changes}
-
-
 def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
     """[(label, table)]: one entry per [variants.<label>], or the config itself if it has none."""
     variants = table.get("variants")
@@ -267,7 +258,7 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
         for section, changes in sections.items():
             if section not in SECTIONS or not isinstance(changes, dict):
                 raise InputError(f"variants.{label}.{section}", changes, f"expected a table of one of: {', '.join(SECTIONS)}")
-            merge_section(entry, section, changes)
+            entry = apply_overrides(entry, [(f"{section}.{key}", value) for key, value in changes.items()])
         out.append((label, entry))
     return out
 

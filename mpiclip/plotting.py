@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -45,8 +46,6 @@ def method_style(method: str) -> dict:
 
 def compressor_name(tr: Trace) -> str:
     """'Top-1', 'Rand-4', 'natural', ... as the papers write them ('' for no compression)."""
-    import json
-
     conf = json.loads(tr.attrs.get("config", "{}")).get("compressor", {})
     name, k = conf.get("name", str(tr.attrs.get("compressor", ""))), conf.get("k")
     known = {"topk": f"Top-{k}", "randk": f"Rand-{k}", "randk_unbiased": f"Rand-{k} (unbiased)",

@@ -11,14 +11,19 @@ from typing import Callable, Optional
 
 from mpiclip import session as sessions
 from mpiclip.comm import Comm
-from mpiclip.errors import RunFailed
-from mpiclip.sweep import Sweep, SweepRun, status_of
+from mpiclip.errors import InputError, RunFailed
+from mpiclip.sweep import SweepRun, status_of
 
 
-def slice_of(sweep: Sweep, task: Optional[int], runs_per_task: int) -> list[SweepRun]:
-    """The runs of array task ``task`` (all of them without one)."""
-    runs = list(sweep.runs)
-    return runs if task is None else runs[task * runs_per_task : (task + 1) * runs_per_task]
+def slice_of(runs: list, task: Optional[int], runs_per_task: int) -> list:
+    """The runs of array task ``task`` (all of them without one); InputError for a slice that does not exist."""
+    if runs_per_task < 1:
+        raise InputError("--runs-per-task", runs_per_task, "must be >= 1")
+    if task is None:
+        return list(runs)
+    if not 0 <= task * runs_per_task < len(runs):
+        raise InputError("--task", task, f"is out of range: {len(runs)} runs, {runs_per_task} per task")
+    return list(runs[task * runs_per_task : (task + 1) * runs_per_task])
 
 
 def run_sweep(runs: list[SweepRun], comm: Comm, ranks_per_run: int = 1, force: bool = False, command: str = "",

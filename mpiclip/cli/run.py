@@ -49,6 +49,7 @@ def cmd_run(args) -> int:
     from mpiclip.errors import InputError, MpiclipError
     from mpiclip.paths import use_data_dir
     from mpiclip.progress import Log
+    from mpiclip.sweep_run import slice_of
 
     comm, log = None, None
     try:
@@ -61,13 +62,7 @@ def cmd_run(args) -> int:
             use_data_dir(args.data_dir)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
             configs = [c for ref in args.configs for c in cfg.load(ref, overrides, args.multirun)]
-            if args.runs_per_task < 1:
-                raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
-            if args.task is not None:
-                if not 0 <= args.task * args.runs_per_task < len(configs):
-                    raise InputError("--task", args.task, f"is out of range: {len(configs)} runs, "
-                                     f"{args.runs_per_task} per task")
-                configs = configs[args.task * args.runs_per_task : (args.task + 1) * args.runs_per_task]
+            configs = slice_of(configs, args.task, args.runs_per_task)
             names = [c.trace_path for c in configs]
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:

@@ -17,7 +17,6 @@ def add_parsers(sub) -> None:
     s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
     s_list.add_argument("sweep", metavar="SWEEP")
     s_list.add_argument("--count", action="store_true", help="print only the number of runs")
-    s_list.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_list.set_defaults(func=cmd_sweep_list)
     s_run = sweep_sub.add_parser("run", help="run the sweep (or a slice of it) on this job's ranks")
     s_run.add_argument("sweep", metavar="SWEEP")
@@ -34,18 +33,15 @@ def add_parsers(sub) -> None:
     s_best.add_argument("sweep", metavar="SWEEP")
     s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
     s_best.add_argument("--title")
-    s_best.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_best.set_defaults(func=cmd_sweep_best)
 
 
-def _sweep_or_report(path: str, data_dir=None):
+def _sweep_or_report(path: str):
     """The sweep, or None after printing its input error (sweep files hold no runtime errors)."""
     from mpiclip.errors import MpiclipError
-    from mpiclip.paths import use_data_dir
     from mpiclip.sweep import load_sweep
 
     try:
-        use_data_dir(data_dir)
         return load_sweep(path)
     except MpiclipError as e:
         print(f"mpiclip: error: {e}", file=sys.stderr)
@@ -55,7 +51,7 @@ def _sweep_or_report(path: str, data_dir=None):
 def cmd_sweep_list(args) -> int:
     from mpiclip.sweep import status_of
 
-    sweep = _sweep_or_report(args.sweep, args.data_dir)
+    sweep = _sweep_or_report(args.sweep)
     if sweep is None:
         return 2
     if args.count:
@@ -85,14 +81,10 @@ def cmd_sweep_run(args) -> int:
             sweep = load_sweep(args.sweep, args.overrides)
             if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
                 raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
-            if args.runs_per_task < 1:
-                raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
-            if args.task is not None and not 0 <= args.task * args.runs_per_task < len(sweep.runs):
-                raise InputError("--task", args.task, f"is out of range: {len(sweep.runs)} runs, {args.runs_per_task} per task")
+            runs = slice_of(sweep.runs, args.task, args.runs_per_task)
         except MpiclipError as e:
             error = e
         comm.agree(error)
-        runs = slice_of(sweep, args.task, args.runs_per_task)
         summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip sweep run {args.sweep}")
         if stopped is not None:  # every group stops: a signal reaches the whole job
             return _exit(comm, 128 + stopped)
@@ -113,7 +105,7 @@ def cmd_sweep_best(args) -> int:
     from mpiclip.errors import InputError
     from mpiclip.sweep import best_runs, larger_is_better
 
-    sweep = _sweep_or_report(args.sweep, args.data_dir)
+    sweep = _sweep_or_report(args.sweep)
     if sweep is None:
         return 2
     if args.plot:

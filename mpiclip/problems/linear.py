@@ -128,9 +128,7 @@ class LinearDesign:
     def worker_lambda_max(self, w: int) -> float:
         """λ_max(A_iᵀA_i / N_i) of local worker w."""
         rows = self.rows(w)
-        if self.d <= GRAM_MAX_D:
-            return _top_eigenvalue(_dense_gram(rows)) / self.sizes[w]
-        if self.sparse:  # A_iᵀA_i is zero outside the columns the worker's rows use: its spectrum is theirs
+        if self.sparse and self.d > GRAM_MAX_D:  # A_iᵀA_i is zero outside the columns the rows use: same spectrum
             used = np.unique(rows.indices)
             if len(used) == 0:
                 return 0.0
