@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +33,8 @@ PAPER_NAMES = {
     "fedga": "FedGA", "gradalign": "GradAlign", "scaffold": "SCAFFOLD", "scaffold_stored": "SCAFFOLD (II)",
     "fedprox": "FedProx", "lbsgd": "Large-batch SGD",
 }
-COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")  # Okabe-Ito
+COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe-Ito but its yellow,
+# which is too faint for lines on white
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 SIZES = {"column": (3.4, 2.6), "page": (7.0, 3.4)}  # inches: one column and the full width of a two-column paper
 
@@ -91,12 +93,17 @@ def pyplot():
     return plt
 
 
-def save(fig, out: str, dpi: int = 130) -> str:
-    """Write ``fig`` to ``out`` (format from the suffix, its directory made if needed) and release it."""
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+def save(fig, out: str | Sequence[str], dpi: int = 130) -> str:
+    """Write ``fig`` to ``out``, or to each of several paths (format from the suffix, directories made if
+    needed), and release it; returns the (first) path. The files carry no date, so the same figure gives
+    the same bytes."""
+    outs = [out] if isinstance(out, str) else list(out)
+    for path in outs:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        undated = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}}.get(os.path.splitext(path)[1].lower())
+        fig.savefig(path, dpi=dpi, metadata=undated)
     pyplot().close(fig)
-    return out
+    return outs[0]
 
 
 def y_values(tr: Trace, y: str) -> np.ndarray:
@@ -152,8 +159,6 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
     papers compare methods at a common bit budget); a number sets it; None shows everything.
     """
-    import textwrap
-
     plt = pyplot()
     width, height = SIZES[size]
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
@@ -188,11 +193,16 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     ax.grid(True, which="both", alpha=0.3)
     if not logx:  # a log axis has its own locator, without nbins
         ax.xaxis.get_major_locator().set_params(nbins=5 if size == "column" else 8)
-    if size == "column":  # below the axes, which keep the column's width
-        fig.legend(loc="outside lower center", ncols=min(3, len(traces)), frameon=False)
+    legend(fig, len(traces), size)
+    return fig
+
+
+def legend(fig, entries: int, size: str = "page") -> None:
+    """The legend outside the axes: beside them on a page, below them in a column (which keeps its width)."""
+    if size == "column":
+        fig.legend(loc="outside lower center", ncols=min(3, entries), frameon=False)
     else:
         fig.legend(loc="outside right upper", frameon=False)
-    return fig
 
 
 def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
@@ -238,11 +248,16 @@ def contributions(tr: Trace, out: str, title: str | None = None) -> str:
 
 def activity(tr: Trace, out: str, metric: str = "clip_active", title: str | None = None) -> str:
     """Heat map of a per-worker metric (default: whether clipping was active), worker × recorded round."""
+    return save(draw_activity(tr, metric, title), out)
+
+
+def draw_activity(tr: Trace, metric: str = "clip_active", title: str | None = None):
+    """The figure of ``activity``."""
     plt = pyplot()
     if metric not in tr.workers:
         raise ValueError(f"{tr.path} has no /workers/{metric} (it has: {', '.join(tr.workers) or 'none'})")
     values = tr.workers[metric].T  # (n, T)
-    fig, ax = plt.subplots(figsize=(7.0, 0.25 * values.shape[0] + 1.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(SIZES["page"][0], max(2.4, 0.25 * values.shape[0] + 1.6)), layout="constrained")
     rounds = tr.rounds
     limits = {"vmin": 0.0, "vmax": 1.0} if metric == "clip_active" else {}
     image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis", **limits,
@@ -250,14 +265,21 @@ def activity(tr: Trace, out: str, metric: str = "clip_active", title: str | None
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round t")
     ax.set_ylabel("worker")
-    fig.colorbar(image, ax=ax, label=metric)
-    ax.set_title(title or f"{tr.label}: {metric}")
-    return save(fig, out)
+    bar = fig.colorbar(image, ax=ax, label=metric)
+    if metric == "clip_active":
+        bar.set_ticks([0.0, 1.0], labels=["no", "yes"])
+    ax.set_title(textwrap.fill(title or f"{tr.label}: {metric}", width=77))
+    return fig
 
 
 def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", title: str | None = None) -> str:
     """Final y against the final ε, one line per method, mean over runs with the same (method, ε) and
     their spread as error bars (e.g. several seeds)."""
+    return save(draw_privacy_utility(traces, y, title), out)
+
+
+def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title: str | None = None, size: str = "page"):
+    """The figure of ``privacy_utility``."""
     plt = pyplot()
     points: dict = {}
     for tr in traces:
@@ -266,7 +288,7 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
         eps = float(tr.metrics["epsilon"][-1])
         value = float(tr.metrics[y][-1]) if y in tr.metrics else float(getattr(tr, y)[-1])
         points.setdefault(str(tr.attrs.get("method")), {}).setdefault(round(eps, 6), []).append(value)
-    fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
+    fig, ax = plt.subplots(figsize=SIZES[size], layout="constrained")
     for method, by_eps in sorted(points.items()):
         eps = np.array(sorted(by_eps))
         values = [np.array(by_eps[e]) for e in eps]
@@ -279,7 +301,43 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
     ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
     ax.set_ylabel({"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)"}.get(y, f"final {y}"))
     ax.grid(True, which="both", alpha=0.3)
-    fig.legend(loc="outside right upper", frameon=False)
+    legend(fig, len(points), size)
     if title:
-        ax.set_title(title)
-    return save(fig, out)
+        ax.set_title(textwrap.fill(title, width=int(SIZES[size][0] * 11)))
+    return fig
+
+
+def _drawn_tick_labels(axis) -> list:
+    """The tick labels matplotlib draws: those of ticks inside the view (it keeps others, undrawn)."""
+    low, high = sorted(axis.get_view_interval())
+    return [label for t in axis.get_major_ticks() if low <= t.get_loc() <= high
+            for label in (t.label1, t.label2) if label.get_visible() and label.get_text()]
+
+
+def layout_problems(fig) -> list[str]:
+    """What is wrong with the drawn ``fig``, from matplotlib's tight bounding boxes: tick labels of one axis
+    that overlap, text that leaves the canvas, a legend over the data of an axes. Empty for a good figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    problems, texts = [], [*fig.texts, getattr(fig, "_suptitle", None)]
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = _drawn_tick_labels(axis)
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            problems += [f"tick labels {labels[i].get_text()!r} and {labels[j].get_text()!r} overlap"
+                         for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+            texts += labels + [axis.label, axis.get_offset_text()]
+        texts += [ax.title, *ax.texts] + ([t for t in ax.get_legend().get_texts()] if ax.get_legend() else [])
+    for legend in fig.legends:
+        texts += legend.get_texts()
+        box = legend.get_window_extent(renderer)
+        problems += [f"the legend covers the axes {ax.get_title()!r}" for ax in fig.axes
+                     if ax.get_navigate() and box.overlaps(ax.get_window_extent(renderer))]
+    for t in texts:
+        if t is None or not t.get_visible() or not t.get_text().strip():
+            continue
+        b = t.get_window_extent(renderer)
+        if b.x0 < canvas.x0 - 1 or b.x1 > canvas.x1 + 1 or b.y0 < canvas.y0 - 1 or b.y1 > canvas.y1 + 1:
+            problems.append(f"{t.get_text()[:40]!r} leaves the canvas")
+    return problems

@@ -25,6 +25,7 @@ import itertools
 import math
 import os
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Optional
 
 import numpy as np
@@ -87,10 +88,50 @@ class Sweep:
         return run.config.trace_path
 
 
+def shipped_sweeps() -> list[str]:
+    """Names of the sweep files that come with mpiclip (mpiclip/sweeps, also reached as jobs/sweeps)."""
+    return sorted(p.name[:-5] for p in resources.files("mpiclip.sweeps").iterdir() if p.name.endswith(".toml"))
+
+
+def sweep_file(ref: str) -> str:
+    """The path of a sweep: ``ref`` itself when it is a path (it has a directory or ends in .toml), else the
+    shipped sweep named ``ref`` (``ef21-logreg-a9a``), else ``ref``.toml in the current directory."""
+    candidates = [ref] if ref.endswith(".toml") else [ref + ".toml", ref]
+    if os.sep in ref or ref.endswith(".toml"):
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            raise InputError("sweep", ref, "no such file")
+        return found
+    if ref in shipped_sweeps():
+        return str(resources.files("mpiclip.sweeps").joinpath(ref + ".toml"))
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+        raise InputError("sweep", ref, "is neither a sweep file nor a shipped sweep (`mpiclip sweep shipped` lists them)")
+    return found
+
+
+def sweep_name(ref: str) -> str:
+    """The name of a sweep given by name or by file (its file name without .toml)."""
+    base = os.path.basename(ref)
+    return base[:-5] if base.endswith(".toml") else base
+
+
+def read_sweep(ref: str) -> tuple[dict, str]:
+    """(raw table, path) of a sweep file or a shipped sweep."""
+    path = sweep_file(ref)
+    table, _ = cfg.read_source(path)
+    return table, path
+
+
 def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
-    """Read and validate a sweep file; every run's config is validated too. ``extra`` are --set overrides
-    applied to every run after the sweep's own."""
-    table, _ = cfg.read_source(path if path.endswith(".toml") else path + ".toml")
+    """Read and validate a sweep file (or a shipped sweep by name); every run's config is validated too.
+    ``extra`` are --set overrides applied to every run after the sweep's own."""
+    table, path = read_sweep(path)
+    return sweep_of(table, path, extra)
+
+
+def sweep_of(table: dict, path: str, extra: list[str] = ()) -> Sweep:
+    """The sweep described by ``table`` (read from ``path``, against which a relative base is found)."""
     unknown = sorted(set(table) - set(SWEEP_KEYS))
     if unknown:
         raise InputError(unknown[0], table[unknown[0]], f"unknown sweep section (valid: {', '.join(SWEEP_KEYS)})")
@@ -205,3 +246,16 @@ def best_runs(sweep: Sweep) -> list[Best]:
                 best, best_score, best_trace = run, s, tr
         out.append(Best(group, best, best_score, best_trace, len(runs), failed))
     return out
+
+
+def sweep_text(table: dict, header: str = "") -> str:
+    """A sweep file's text for ``table`` (the inverse of reading one); ``header`` becomes its first comments."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    quoted = lambda key: cfg.toml_value(key) if "." in key else key
+    for section in ("sweep", "set", "select"):
+        if table.get(section):
+            lines += ["", f"[{section}]"] + [f"{quoted(k)} = {cfg.toml_value(v)}" for k, v in table[section].items()]
+    grids = table.get("grid", [])
+    for grid in [grids] if isinstance(grids, dict) else grids:
+        lines += ["", "[[grid]]"] + [f"{quoted(k)} = {cfg.toml_value(v)}" for k, v in grid.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"

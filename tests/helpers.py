@@ -184,3 +184,27 @@ def damage(path, how: str) -> None:
     else:
         data = bytearray()
     open(path, "wb").write(bytes(data))
+
+
+def markdown_tables(page: str) -> dict:
+    """{table name: its cells}, read back from a `mpiclip reproduce` page's pipe tables (each followed by the
+    link to its CSV file, <name>.csv)."""
+    tables, rows = {}, []
+    for line in page.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")])
+        elif line.startswith("[") and line.endswith(".csv)") and rows:
+            tables[line[1:line.index("]")][:-4]] = [rows[0]] + rows[2:]
+            rows = []
+    return tables
+
+
+def checked_tables(folder, page: str) -> dict:
+    """The page's tables (markdown_tables), after checking that each equals its CSV file in ``folder``."""
+    import csv
+
+    tables = markdown_tables(page)
+    for name, cells in tables.items():
+        with open(os.path.join(folder, name + ".csv"), newline="") as f:
+            assert list(csv.reader(f)) == cells, name
+    return tables

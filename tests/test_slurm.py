@@ -1,8 +1,8 @@
 """A long job on real Slurm: the time limit's signal stops the run with a checkpoint, the job requeues
 itself, and the requeued job finishes the run with the trace of an uninterrupted one.
 
-It needs a Slurm cluster (``../shared/tools/slurm-ci-up.sh`` starts a single-node one in about 10 s) and
-takes about 10 minutes (Slurm holds each requeued job about 2 minutes), so it runs only with
+The tests need a Slurm cluster (``../shared/tools/slurm-ci-up.sh`` starts a single-node one in about 10 s);
+and the requeue test takes about 10 minutes (Slurm holds each requeued job about 2 minutes), so they run only with
 MPICLIP_TEST_SLURM=1.
 """
 
@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, config_table, differences, trace_arrays, write_toml
+from helpers import REPO, config_table, differences, mpiclip, random_classification, trace_arrays, write_libsvm, write_toml
 
 from mpiclip.trace import load_trace
 
@@ -66,3 +66,36 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes_bit_for_bit(tmp_path)
     assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(tmp_path / "req.h5")) == []
     print(f"uninterrupted {uninterrupted:.0f} s; the Slurm job {time.time() - submitted:.0f} s with "
           f"{state['Restarts']} requeue(s)")
+
+
+def test_reproduce_submits_its_sweeps_as_arrays_and_the_pages_after_them(tmp_path):
+    """`mpiclip reproduce --slurm` returns at once; the arrays' traces and the pages' job give the page of a
+    local run."""
+    from test_reproduce import TINY
+
+    package = tmp_path / "tinyfamilies"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "clip21.py").write_text(TINY + "\nFAMILY = CLIP21\n")
+    (tmp_path / "data").mkdir()
+    write_libsvm(str(tmp_path / "data" / "mushrooms.txt"), *random_classification(n=240, d=9, seed=2))
+    env = {"PYTHONPATH": str(tmp_path), "MPICLIP_DATA_DIR": str(tmp_path / "data")}
+    local = mpiclip(["reproduce", "tinyfamilies.clip21", "--out", "local", "--traces", "local-traces"], cwd=str(tmp_path),
+                    env=env, timeout=600)
+    assert local.returncode == 0, local.stderr
+    start = time.time()
+    proc = mpiclip(["reproduce", "tinyfamilies.clip21", "--slurm", "--runs-per-task", "3", "--sbatch=--time=00:10:00"],
+                   cwd=str(tmp_path), env=env)
+    assert proc.returncode == 0 and time.time() - start < 30, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [ln.split(": ", 1)[1] for ln in lines] == [
+        "sweep clip21-counterexample, 5 runs in 2 array tasks", "sweep clip21-dp-mushrooms, 4 runs in 2 array tasks",
+        "the pages in results/reproduce/tinyfamilies.clip21, after the sweeps"]
+    pages_job = lines[-1].split()[2].rstrip(":")
+    deadline = time.time() + 600
+    while time.time() < deadline and job_state(pages_job).get("JobState") not in ("COMPLETED", "FAILED", "CANCELLED"):
+        time.sleep(2)
+    assert job_state(pages_job)["JobState"] == "COMPLETED"
+    page = tmp_path / "results" / "reproduce" / "tinyfamilies.clip21" / "README.md"
+    assert page.read_text() == (tmp_path / "local" / "README.md").read_text()
+    assert "| clip21-dp-mushrooms | 4 | 4 | 0 | 0 | 0 |" in page.read_text()

@@ -1,4 +1,5 @@
-"""Command line: ``mpiclip run | info | presets | options | stepsize | privacy | sweep``, one module per command.
+"""Command line: ``mpiclip run | info | presets | options | stepsize | privacy | sweep | reproduce``, one module
+per command.
 
 Launch runs on several ranks with ``mpiexec -n P python -m mpi4py -m mpiclip run CONFIG``; without a
 launcher a run is one process. Only rank 0 prints.
@@ -12,7 +13,7 @@ import signal
 import sys
 
 from mpiclip import __version__
-from mpiclip.cli import info, run, sweep, tools
+from mpiclip.cli import info, reproduce, run, sweep, tools
 
 EPILOG = """examples:
   mpiexec -n 4 python -m mpi4py -m mpiclip run quickstart --plot results/quickstart.png
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mpiclip {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for module in (run, info, tools, sweep):
+    for module in (run, info, tools, sweep, reproduce):
         module.add_parsers(sub)
     return p
 

@@ -43,19 +43,20 @@ def add_parsers(sub) -> None:
 
 
 def cmd_run(args) -> int:
+    return collective(lambda comm: _run(args, comm))
+
+
+def _run(args, comm) -> int:
     from mpiclip import config as cfg
     from mpiclip import session as sessions
-    from mpiclip.comm import make_comm
     from mpiclip.errors import InputError, MpiclipError
     from mpiclip.paths import use_data_dir
     from mpiclip.progress import Log
     from mpiclip.sweep_run import slice_of
 
-    comm, log = None, None
+    say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
+    error, configs, log = None, [], Log(say)
     try:
-        comm = make_comm()
-        say = print if comm.rank == 0 and not args.quiet else (lambda *a, **k: None)
-        error, configs, log = None, [], Log(say)
         try:
             if not (math.isfinite(args.log_every) and args.log_every >= 0):
                 raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
@@ -101,21 +102,14 @@ def cmd_run(args) -> int:
             results.append(result)
             if result.status.startswith("interrupted"):
                 _finish_table(comm, results, args, say)
-                return _exit(comm, 128 + run.signal)
+                return 128 + run.signal
         if args.dry_run:
-            return _exit(comm, 0)
+            return 0
         _finish_table(comm, results, args, say)
         failed = [r for r in results if r.status.startswith("failed")]
-        return _exit(comm, 1 if failed else 0)
-    except MpiclipError as e:
-        if comm is None or comm.rank == 0:
-            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
-        return _exit(comm, e.exit_code)
-    except KeyboardInterrupt as e:
-        return _aborted(comm, e)
+        return 1 if failed else 0
     finally:
-        if log is not None:
-            log.close()
+        log.close()
 
 
 def _aborted(comm, e: KeyboardInterrupt) -> int:
@@ -160,3 +154,21 @@ def _exit(comm, code: int) -> int:
     if comm is not None and code != 0:
         comm.finalize()
     return code
+
+
+def collective(body) -> int:
+    """``body(comm)`` on a new communicator, with the command line's endings: an input or run error printed
+    once (by rank 0) with its exit code, a second stop signal as an abort; MPI finalized before a non-zero exit."""
+    from mpiclip.comm import make_comm
+    from mpiclip.errors import MpiclipError
+
+    comm = None
+    try:
+        comm = make_comm()
+        return _exit(comm, body(comm))
+    except MpiclipError as e:
+        if comm is None or comm.rank == 0:
+            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
+        return _exit(comm, e.exit_code)
+    except KeyboardInterrupt as e:
+        return _aborted(comm, e)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mpiclip.cli.run import _aborted, _exit
+from mpiclip.cli.run import collective
 
 
 def add_parsers(sub) -> None:
@@ -12,7 +12,8 @@ def add_parsers(sub) -> None:
                            description="A sweep file (TOML; see mpiclip/sweep.py) expands a grid over config keys "
                            "into runs. `list` shows them with their trace status; `run` runs them on the ranks of "
                            "the job, in groups of --ranks-per-run ranks, skipping runs whose trace completed; "
-                           "`best` picks the best run of each group and can draw the paper-style figure.")
+                           "`best` picks the best run of each group and can draw the paper-style figure. SWEEP is a "
+                           "sweep file or the name of a shipped sweep (`shipped` lists them).")
     sweep_sub = sweep.add_subparsers(dest="action", required=True, metavar="ACTION")
     s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
     s_list.add_argument("sweep", metavar="SWEEP")
@@ -29,6 +30,8 @@ def add_parsers(sub) -> None:
                        help="override a key of every run (e.g. data.path)")
     s_run.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
     s_run.set_defaults(func=cmd_sweep_run)
+    s_shipped = sweep_sub.add_parser("shipped", help="the sweeps that come with mpiclip (the papers' experiments)")
+    s_shipped.set_defaults(func=cmd_sweep_shipped)
     s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
     s_best.add_argument("sweep", metavar="SWEEP")
     s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
@@ -46,6 +49,19 @@ def _sweep_or_report(path: str):
     except MpiclipError as e:
         print(f"mpiclip: error: {e}", file=sys.stderr)
         return None
+
+
+def cmd_sweep_shipped(args) -> int:
+    """Each shipped sweep's name and the first line of its description."""
+    from mpiclip.sweep import shipped_sweeps, sweep_file
+
+    names = shipped_sweeps()
+    width = max(map(len, names))
+    for name in names:
+        with open(sweep_file(name)) as f:
+            first = next((line[1:].strip() for line in f if line.startswith("#")), "")
+        print(f"{name:{width}s}  {first if len(first) < 90 else first[:89] + '…'}")
+    return 0
 
 
 def cmd_sweep_list(args) -> int:
@@ -66,38 +82,32 @@ def cmd_sweep_list(args) -> int:
 
 
 def cmd_sweep_run(args) -> int:
-    from mpiclip.comm import make_comm
+    return collective(lambda comm: _sweep_run(args, comm))
+
+
+def _sweep_run(args, comm) -> int:
     from mpiclip.errors import InputError, MpiclipError
     from mpiclip.paths import use_data_dir
     from mpiclip.sweep import load_sweep
     from mpiclip.sweep_run import run_sweep, slice_of
 
-    comm = None
+    error, sweep = None, None
     try:
-        comm = make_comm()
-        error, sweep = None, None
-        try:
-            use_data_dir(args.data_dir)
-            sweep = load_sweep(args.sweep, args.overrides)
-            if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
-                raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
-            runs = slice_of(sweep.runs, args.task, args.runs_per_task)
-        except MpiclipError as e:
-            error = e
-        comm.agree(error)
-        summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip sweep run {args.sweep}")
-        if stopped is not None:  # every group stops: a signal reaches the whole job
-            return _exit(comm, 128 + stopped)
-        if comm.rank == 0:
-            print(f"sweep {sweep.params.name}: {len(runs)} runs on {comm.size // args.ranks_per_run} group(s) of "
-                  f"{args.ranks_per_run} rank(s): " + ", ".join(f"{v} {k}" for k, v in summary.items()))
-        return _exit(comm, 0)
+        use_data_dir(args.data_dir)
+        sweep = load_sweep(args.sweep, args.overrides)
+        if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
+            raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
+        runs = slice_of(sweep.runs, args.task, args.runs_per_task)
     except MpiclipError as e:
-        if comm is None or comm.rank == 0:
-            print(f"mpiclip: error: {e}", file=sys.stderr, flush=True)
-        return _exit(comm, e.exit_code)
-    except KeyboardInterrupt as e:
-        return _aborted(comm, e)
+        error = e
+    comm.agree(error)
+    summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip sweep run {args.sweep}")
+    if stopped is not None:  # every group stops: a signal reaches the whole job
+        return 128 + stopped
+    if comm.rank == 0:
+        print(f"sweep {sweep.params.name}: {len(runs)} runs on {comm.size // args.ranks_per_run} group(s) of "
+              f"{args.ranks_per_run} rank(s): " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    return 0
 
 
 def cmd_sweep_best(args) -> int:

@@ -1,0 +1,147 @@
+"""`mpiclip reproduce FAMILY...`: a family's sweeps, then its figures and tables (see mpiclip/reproduce)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from mpiclip.cli.run import collective
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="a paper family's sweeps, then its figures (PNG, PDF) and tables (Markdown, CSV)",
+        description="Runs the sweeps of a paper family (ef21, clip21, async, fed, or all) on the ranks of the job, "
+        "at a laptop's size unless --full, skipping runs whose trace completed, then writes the family's page "
+        "with its figures and tables. Launch it with mpiexec to use several cores.",
+        epilog="examples:\n  mpiexec -n 2 python -m mpi4py -m mpiclip reproduce ef21 --data-dir ~/libsvm\n"
+        "  mpiclip reproduce clip21 --full --slurm --sbatch='--time=02:00:00'\n"
+        "  mpiclip reproduce ef21 --full --report-only --out docs/reproduction",
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("families", nargs="+", metavar="FAMILY", help="ef21, clip21, async, fed, or all")
+    p.add_argument("--full", action="store_true", help="the papers' sizes (default: the laptop preset)")
+    p.add_argument("--out", metavar="DIR", help="the page, figures and tables (default: results/reproduce/FAMILY[-full])")
+    p.add_argument("--traces", metavar="DIR", help="sweep files and traces (default: results/sweeps/laptop, or "
+                   "results/sweeps with --full: where `mpiclip sweep run` puts the shipped sweeps' traces)")
+    p.add_argument("--data-dir", metavar="DIR", help="look for the data files (a9a.txt, ...) in DIR too")
+    p.add_argument("--ranks-per-run", type=int, default=1, metavar="R", help="ranks per run (default 1)")
+    p.add_argument("--force", action="store_true", help="rerun runs whose trace already completed")
+    p.add_argument("--report-only", action="store_true", help="write the pages from the traces there are; run nothing")
+    p.add_argument("--slurm", action="store_true", help="submit each sweep as a job array and the pages as a job "
+                   "that waits for them, then return")
+    p.add_argument("--runs-per-task", type=int, default=20, metavar="M", help="with --slurm: runs per array task "
+                   "(default 20)")
+    p.add_argument("--sbatch", default="", metavar="OPTIONS", help="with --slurm: more sbatch options, given with =, e.g. "
+                   "--sbatch='--time=01:00:00 --partition=cpu'")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def command_line(args) -> str:
+    """The command that made a page, as a reader would type it (no machine-specific directories)."""
+    words = ["mpiclip", "reproduce", *args.families] + (["--full"] if args.full else [])
+    return " ".join(words)
+
+
+def cmd_reproduce(args) -> int:
+    return collective(lambda comm: _reproduce(args, comm))
+
+
+def _reproduce(args, comm) -> int:
+    from mpiclip import reproduce
+    from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.paths import use_data_dir
+    from mpiclip.sweep_run import run_sweep
+
+    preset = "full" if args.full else "laptop"
+    error, planned, jobs = None, [], None
+    try:
+        use_data_dir(args.data_dir)
+        fams = reproduce.families(args.families)
+        out, traces = reproduce.default_dirs(args.families, preset, args.out, args.traces)
+        if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
+            raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
+        if args.slurm and comm.size > 1:
+            raise InputError("--slurm", True, "submits jobs and returns: run it without mpiexec")
+        if args.runs_per_task < 1:
+            raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
+        planned = [p for fam in fams for p in reproduce.plan(fam, preset, traces)]
+        if not args.report_only:
+            reproduce.check_data([p.sweep for p in planned])
+        jobs = submission(args, planned, out, traces) if args.slurm else None
+    except MpiclipError as e:
+        error = e
+    comm.agree(error)
+    if comm.rank == 0:
+        reproduce.write_sweep_files(planned)
+    if jobs is not None:
+        return submit(jobs, out)
+    failed = 0
+    if not args.report_only:
+        runs = [run for p in planned for run in p.sweep.runs]
+        summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip reproduce {' '.join(args.families)}")
+        if stopped is not None:
+            return 128 + stopped
+        failed = summary["failed"]
+        if comm.rank == 0:
+            print(f"reproduce: {len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in summary.items()), flush=True)
+    if comm.rank == 0:
+        written, problems = reproduce.write_pages(planned, preset, out, command_line(args))
+        for problem in problems:
+            print(f"mpiclip: warning: figure {problem}", file=sys.stderr)
+        for path in written:
+            print(f"page: {path}")
+        if failed:
+            print(f"mpiclip: error: {failed} runs failed; the pages count them (see the traces' status)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def submission(args, planned, out: str, traces: str) -> list[tuple[str, list[str]]]:
+    """The jobs of --slurm as (what, sbatch command): one array per sweep, then the pages, which wait for
+    them; InputError, before anything is submitted, if Slurm or the batch script is missing."""
+    import shutil
+
+    from mpiclip.errors import InputError
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "jobs", "slurm", "sweep.sbatch")
+    if not os.path.isfile(script):
+        raise InputError("--slurm", True, f"needs {script} (the batch script of an mpiclip checkout)")
+    if shutil.which("sbatch") is None:
+        raise InputError("--slurm", True, "needs sbatch on PATH (no Slurm here)")
+    extra = shlex.split(args.sbatch)
+    jobs = []
+    for p in planned:
+        name = p.sweep.params.name
+        tasks = (len(p.sweep.runs) + args.runs_per_task - 1) // args.runs_per_task
+        jobs.append((f"sweep {name}, {len(p.sweep.runs)} runs in {tasks} array tasks",
+                     ["sbatch", "--parsable", f"--array=0-{tasks - 1}", f"--ntasks={args.ranks_per_run}",
+                      f"--job-name=mpiclip-{name}", *extra, script, os.path.abspath(p.path), str(args.runs_per_task),
+                      str(args.ranks_per_run)]))
+    pages = [sys.executable, "-m", "mpiclip", "reproduce", *args.families, "--report-only",
+             "--out", os.path.abspath(out), "--traces", os.path.abspath(traces)] + (["--full"] if args.full else [])
+    jobs.append((f"the pages in {out}, after the sweeps",
+                 ["sbatch", "--parsable", "--ntasks=1", "--job-name=mpiclip-reproduce", *extra,
+                  "--output=" + os.path.join(os.path.abspath(out), "reproduce-%j.out"), "--wrap", shlex.join(pages)]))
+    return jobs
+
+
+def submit(jobs: list[tuple[str, list[str]]], out: str) -> int:
+    """Submit the arrays, then the pages' job with a dependency on all of them; print the job ids."""
+    env = dict(os.environ)
+    if os.path.isfile(os.path.join(sys.prefix, "bin", "activate")):
+        env.setdefault("MPICLIP_VENV", sys.prefix)  # the batch script activates this environment
+    os.makedirs(out, exist_ok=True)  # the pages' job writes its log there
+    ids: list[str] = []
+    for i, (what, cmd) in enumerate(jobs):
+        if i == len(jobs) - 1:  # afterany: the pages count failed runs too
+            cmd = cmd[:2] + [f"--dependency=afterany:{':'.join(ids)}"] + cmd[2:]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"mpiclip: error: sbatch failed: {proc.stderr.strip()} (submitted so far: {', '.join(ids) or 'none'})",
+                  file=sys.stderr)
+            return 1
+        ids.append(proc.stdout.strip().split(";")[0])
+        print(f"submitted job {ids[-1]}: {what}")
+    return 0

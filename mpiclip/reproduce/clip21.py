@@ -1,0 +1,122 @@
+"""Clip21 (Khirirat, Gorbunov, Horváth, Islamov, Karray, Richtárik, 2023; ALGORITHMS.md §3): Clip-GD against
+Clip21-GD and GD on the counterexample, mushrooms and w8a, and the private variants at equal (ε, δ).
+
+* counterexample, mushrooms, w8a: ‖∇f(x^t)‖² against rounds at several τ, the final values for every τ,
+  and the clipping activity (worker × round) of one Clip21-GD run;
+* dp-mushrooms: the privacy-utility trade-off: per method and ε, the mean over seeds at the best (τ, factor)
+  (final ‖∇f‖² and training accuracy), and the same at a common (τ, factor).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from mpiclip import plotting
+from mpiclip.reproduce import Cut, Family
+from mpiclip.trace import load_trace
+
+SHOWN_TAUS = {"clip21-counterexample": (0.5, 1.2, 2.0), "clip21-mushrooms": (0.01, 0.1, 1.0), "clip21-w8a": (0.01, 0.1, 1.0)}
+COMMON = (0.03, 0.3)  # (τ, step-size factor) of the equal-settings table of the DP sweep
+
+
+def completed(sweep) -> list:
+    """(config, trace) of the sweep's completed runs, in sweep order."""
+    import os
+
+    out = []
+    for run in sweep.runs:
+        if os.path.exists(run.config.trace_path):
+            tr = load_trace(run.config.trace_path)
+            if tr.status.startswith("completed"):
+                out.append((run.config, tr))
+    return out
+
+
+def name_of(method: str, tau) -> str:
+    return plotting.PAPER_NAMES.get(method, method) + ("" if tau is None else f", τ = {tau:g}")
+
+
+def convergence(page, name: str, sweep) -> None:
+    runs = completed(sweep)
+    if not runs:
+        page.text("No completed runs yet.")
+        return
+    taus = SHOWN_TAUS.get(name, ())
+    rows, chosen = [], []
+    for config, tr in runs:
+        method = config.method.name
+        tau = getattr(config.method.params, "tau", None)
+        rows.append([plotting.PAPER_NAMES.get(method, method), "-" if tau is None else f"{tau:g}",
+                     f"{tr.grad_norm_sq[-1]:.3g}", f"{tr.loss[-1]:.6g}",
+                     f"{tr.metrics['accuracy'][-1]:.4f}" if "accuracy" in tr.metrics else "-",
+                     f"{np.nanmean(tr.workers['clip_active'][-2]):.2f}" if "clip_active" in tr.workers else "-"])
+        if tau is None or tau in taus or not taus:
+            tr.attrs["name"] = name_of(method, tau)
+            chosen.append(tr)
+    page.text("Final values after the round budget (clipping active: the share of workers clipped in the last "
+              "round):")
+    page.table(name, ["method", "τ", "final ‖∇f‖²", "final f", "accuracy", "clipping active"], rows)
+    chosen.sort(key=lambda tr: tr.attrs["name"])
+    page.figure(name, plotting.draw(chosen, x="rounds", title=f"{name}: ‖∇f‖² against rounds", xmax=None))
+    activity = next((tr for config, tr in runs if config.method.name == "clip21_gd" and taus
+                     and config.method.params.tau == taus[0]), None)
+    if activity is not None:
+        page.figure(f"{name}-activity", plotting.draw_activity(
+            activity, title=f"{name}: Clip21-GD, τ = {taus[0]:g}: clipping active (1) per worker and round"))
+
+
+def privacy(page, name: str, sweep) -> None:
+    runs = completed(sweep)
+    if not runs:
+        page.text("No completed runs yet.")
+        return
+    groups = defaultdict(list)  # (method, ε, τ, factor) -> traces over seeds
+    for config, tr in runs:
+        p = config.method.params
+        groups[(config.method.name, p.target_epsilon, p.tau, config.stepsize.factor)].append(tr)
+    mean = lambda trs, key: float(np.mean([(tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1] for tr in trs]))
+    best = {}
+    for (method, eps, tau, factor), trs in groups.items():
+        score = mean(trs, "grad_norm_sq")
+        if (method, eps) not in best or score < best[(method, eps)][0]:
+            best[(method, eps)] = (score, (tau, factor), trs)
+    seeds = sorted({len(trs) for trs in groups.values()})
+    delta = runs[0][0].method.params.delta
+    rows = [[plotting.PAPER_NAMES.get(method, method), f"{eps:g}", f"{tau:g}", f"{factor:g}", len(trs), f"{score:.3g}",
+             f"{mean(trs, 'accuracy'):.4f}", f"{np.mean([tr.workers['noise_scale'][0, 0] for tr in trs]):.3g}"]
+            for (method, eps), (score, (tau, factor), trs) in sorted(best.items())]
+    page.text(f"At equal (ε, δ = {delta:g}) after {runs[0][0].run.rounds} rounds, the best τ and step-size factor per "
+              "method and ε by the mean final ‖∇f‖² over the seeds (σ: the noise the target required):")
+    page.table(name, ["method", "ε", "best τ", "factor", "seeds", "final ‖∇f‖²", "accuracy", "σ"], rows)
+    same = [[plotting.PAPER_NAMES.get(m, m), f"{e:g}", len(t), f"{mean(t, 'grad_norm_sq'):.3g}", f"{mean(t, 'accuracy'):.4f}"]
+            for (m, e, tau, factor), t in sorted(groups.items()) if (tau, factor) == COMMON]
+    if same:
+        page.text(f"At a common τ = {COMMON[0]:g} and factor {COMMON[1]:g}:")
+        page.table(f"{name}-common", ["method", "ε", "seeds", "final ‖∇f‖²", "accuracy"], same)
+    chosen = [tr for (_, _, trs) in best.values() for tr in trs]
+    count = "/".join(map(str, seeds))
+    for y, label in (("grad_norm_sq", "grad"), ("accuracy", "accuracy")):
+        page.figure(f"{name}-{label}", plotting.draw_privacy_utility(
+            chosen, y=y, title=f"{name}: best τ and γ per method and ε, mean of {count} seeds (bars: range)"))
+
+
+def write(page, sweeps: dict) -> None:
+    for name, sweep in sweeps.items():
+        page.heading(name)
+        private = any(key == "method.target_epsilon" for run in sweep.runs[:1] for key, _ in run.values)
+        (privacy if private else convergence)(page, name, sweep)
+
+
+FAMILY = Family(
+    name="clip21", title="Clip21 experiments", docs="docs/clip21", write=write,
+    sweeps=("clip21-counterexample", "clip21-mushrooms", "clip21-w8a", "clip21-dp-mushrooms"),
+    laptop={
+        "clip21-counterexample": Cut(),
+        "clip21-mushrooms": Cut(),
+        # the full-batch methods, two budgets at each end, the common (τ, factor) and its neighbours
+        "clip21-dp-mushrooms": Cut(grids=({"method.target_epsilon": [2.0, 16.0], "method.tau": [0.03, 0.1],
+                                           "stepsize.factor": [0.3, 1.0]}, None)),
+    },
+)
