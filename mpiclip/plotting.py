@@ -39,6 +39,23 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 SIZES = {"column": (3.4, 2.6), "page": (7.0, 3.4)}  # inches: one column and the full width of a two-column paper
 
 
+def paper_name(method: str) -> str:
+    """The name the papers give ``method`` ('EF21+' for ef21_plus); the id itself for others."""
+    return PAPER_NAMES.get(method, method)
+
+
+def wrapped(text: str, width: float, fontsize: float = 9) -> str:
+    """``text`` broken into lines that fit ``width`` inches at ``fontsize`` points (a character is ~0.55 em)."""
+    return textwrap.fill(text, width=int(width * 72 / (0.55 * fontsize)))
+
+
+def log_note(ax, dropped: int) -> None:
+    """Say in the corner of ``ax`` how many values a log axis could not show (zeros, negatives)."""
+    if dropped:
+        ax.text(0.99, 0.01, f"{dropped} values ≤ 0 not shown (log axis)", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=6, color="0.35")
+
+
 def method_style(method: str) -> dict:
     """The colour and marker of ``method`` in every figure."""
     names = list(PAPER_NAMES)
@@ -177,9 +194,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
                 **method_style(str(tr.attrs.get("method", ""))))
     if y in LOG_Y:
         ax.set_yscale("log")
-        if dropped:
-            ax.text(0.99, 0.01, f"{dropped} values ≤ 0 not shown (log axis)", transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=6, color="0.35")
+        log_note(ax, dropped)
     if logx:
         ax.set_xscale("log")
     elif xmax is not None:

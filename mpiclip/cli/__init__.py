@@ -22,6 +22,7 @@ EPILOG = """examples:
   mpiclip stepsize ef21-libsvm --set data.path=a9a.txt --k 1 2 4 8
   mpiclip info results/*.h5
   mpiclip options compressor
+  mpiexec -n 2 python -m mpi4py -m mpiclip reproduce clip21 --data-dir ~/libsvm
 """
 
 

@@ -31,6 +31,7 @@ from collections import defaultdict
 import numpy as np
 
 from mpiclip import plotting
+from mpiclip.plotting import paper_name
 from mpiclip.reproduce import Cut, Family
 from mpiclip.sweep import status_of
 from mpiclip.trace import load_trace
@@ -44,9 +45,6 @@ METRIC_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "gap": r"$f(x^t) - f^\
 METRIC_TEXT = {"grad_norm_sq": "‖∇f‖²", "gap": "f − f*"}
 WIDTH = plotting.SIZES["page"][0]
 
-
-def paper_name(method: str) -> str:
-    return plotting.PAPER_NAMES.get(method, method)
 
 
 # ---------------------------------------------------------------- reading
@@ -154,13 +152,8 @@ def _legend(fig, handles: dict) -> None:
 
 
 def _title(fig, text: str) -> None:
-    fig.suptitle(textwrap.fill(text, width=int(WIDTH * 11)), fontsize=9)
+    fig.suptitle(plotting.wrapped(text, WIDTH), fontsize=9)
 
-
-def _log_note(ax, dropped: int) -> None:
-    if dropped:
-        ax.text(0.99, 0.01, f"{dropped} values ≤ 0 not shown (log axis)", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=6, color="0.35")
 
 
 def _same_y(axes, cols: int, lo: float, hi: float) -> None:
@@ -214,7 +207,7 @@ def curves(best: dict, metric: str, xs: tuple, title: str):
                 ax.set_title(f"s = {s:g}")
             ax.grid(True, which="both", alpha=0.3)
             ax.xaxis.get_major_locator().set_params(nbins=4)
-            _log_note(ax, dropped)
+            plotting.log_note(ax, dropped)
     _same_y(axes, len(slows), *_range(best.values()))
     _title(fig, title)
     if handles:
@@ -424,7 +417,7 @@ def variant_figure(name: str, steady: dict, metric: str):
         ax.set_title(textwrap.fill(v, width=int(WIDTH / cols * 10)), fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.get_major_locator().set_params(nbins=4)
-        _log_note(ax, dropped)
+        plotting.log_note(ax, dropped)
     _same_y(axes, cols, *_range(shown))
     _title(fig, f"{name}: best-tuned runs (γ, τ by the tail median, as in the table)")
     if handles:

@@ -49,13 +49,13 @@ import argparse
 import math
 import os
 import sys
-import textwrap
 from collections import defaultdict
 
 import numpy as np
 
 from mpiclip import config as cfg
 from mpiclip import plotting
+from mpiclip.plotting import paper_name
 from mpiclip.reproduce import Cut, Family
 from mpiclip.sweep import read_sweep
 from mpiclip.trace import CORRUPT, open_trace
@@ -69,11 +69,8 @@ METHODS = ("fedga", "gradalign", "lbsgd", "fedavg", "scaffold", "scaffold_stored
 TUNING = tuple(name for name, _, _ in SWEEPS)
 MODELS = {"softmax": "softmax", "mlp": "MLP"}
 ALIGNING = ("fedga", "gradalign")
-WIDTH = 7.0  # inches: every figure has the width of a page
+WIDTH = plotting.SIZES["page"][0]  # every figure has the width of a page
 
-
-def paper_name(method: str) -> str:
-    return plotting.PAPER_NAMES.get(method, method)
 
 
 # ---------------------------------------------------------------- reading
@@ -500,7 +497,7 @@ def _band(runs: list, x_of, y_of):
 
 
 def _title(text: str, fontsize: float = 9) -> str:
-    return textwrap.fill(text, width=int(WIDTH * 72 / (0.55 * fontsize)))  # the mean width of a character: ~0.55 em
+    return plotting.wrapped(text, WIDTH, fontsize)
 
 
 def _legend(fig, axes, ncols: int) -> None:
@@ -512,11 +509,6 @@ def _legend(fig, axes, ncols: int) -> None:
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(ncols, len(seen)), frameon=False)
 
-
-def _log_note(ax, dropped: int) -> None:
-    if dropped:
-        ax.text(0.99, 0.01, f"{dropped} values ≤ 0 not shown (log axis)", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=6, color="0.35")
 
 
 def setting_figure(s: Setting):
@@ -551,7 +543,7 @@ def setting_figure(s: Setting):
         ax.xaxis.get_major_locator().set_params(nbins=4)
         if log:
             ax.set_yscale("log")
-            _log_note(ax, dropped)
+            plotting.log_note(ax, dropped)
     late = np.concatenate([a[len(a) // 4:] for a in accs]) if accs else np.array([0.0])
     late = late[np.isfinite(late)] if np.isfinite(late).any() else np.array([0.0])
     lo, hi = max(0.0, float(np.percentile(late, 2)) - 5.0), min(100.0, float(np.max(late)) + 2.0)
@@ -604,7 +596,7 @@ def beta_figure(settings: list, title: str):
             ax.set_xlabel("β")
             ax.grid(True, which="both", alpha=0.3)
         bottom.set_yscale("log")
-        _log_note(bottom, dropped)
+        plotting.log_note(bottom, dropped)
         panel = f"{MODELS.get(s.model, s.model)}, P = {s.P}"
         top.set_title(panel)
         if one:
