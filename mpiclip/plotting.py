@@ -56,11 +56,20 @@ def log_note(ax, dropped: int) -> None:
                 va="bottom", fontsize=6, color="0.35")
 
 
+# The colour of each method (an index into COLORS), chosen so that the methods one figure compares differ:
+# GD against the EF21 family, Clip-GD against Clip21-GD, the asynchronous methods, the federated ones.
+COLOR_OF = {"gd": 0, "ef14": 1, "ef21": 2, "ef21_sgd": 3, "ef21_plus": 4, "ef21_page": 5, "ef21_pp": 6, "cgd": 5,
+            "ef21_bc": 3, "ef21_hb": 6, "ef21_prox": 5, "diana": 3,
+            "clip_gd": 1, "clip21_gd": 2, "clip_sgd": 3, "clip21_sgd": 4, "clip21_avg": 5,
+            "asgd": 0, "clipped_asgd": 1, "delay_adaptive_asgd": 2, "minibatch_sgd": 3, "rennala_sgd": 4, "ringmaster_asgd": 5,
+            "fedavg": 0, "fedga": 1, "gradalign": 2, "scaffold": 3, "scaffold_stored": 4, "fedprox": 5, "lbsgd": 6}
+
+
 def method_style(method: str) -> dict:
-    """The colour and marker of ``method`` in every figure."""
+    """The colour and marker of ``method`` in every figure (a method of no paper takes a pair by its name)."""
     names = list(PAPER_NAMES)
     i = names.index(method) if method in names else len(names) + sum(map(ord, method))
-    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[(i // len(COLORS) + i) % len(MARKERS)]}
+    return {"color": COLORS[COLOR_OF.get(method, i) % len(COLORS)], "marker": MARKERS[i % len(MARKERS)]}
 
 
 def compressor_name(tr: Trace) -> str:

@@ -107,3 +107,13 @@ def test_two_runs_of_one_method_are_told_apart_by_their_names(traces):
     assert labels == ["EF, Top-2 [ef14]", "EF, Top-2 [ef14-again]"]
     plotting.pyplot().close(fig)
     assert np.isfinite(traces[0].grad_norm_sq).all()
+
+
+@pytest.mark.parametrize("methods", [("gd", "ef14", "ef21", "ef21_plus"), ("gd", "clip_gd", "clip21_gd", "clip_sgd", "clip21_sgd"),
+                                     ("asgd", "clipped_asgd", "delay_adaptive_asgd", "minibatch_sgd", "rennala_sgd",
+                                      "ringmaster_asgd"),
+                                     ("fedavg", "fedga", "gradalign", "scaffold", "scaffold_stored", "fedprox", "lbsgd")])
+def test_the_methods_a_figure_compares_have_distinct_colours_and_markers(methods):
+    styles = [plotting.method_style(m) for m in methods]
+    assert len({s["color"] for s in styles}) == len(methods) and len({s["marker"] for s in styles}) == len(methods)
+    assert "#F0E442" not in {s["color"] for s in styles}  # Okabe-Ito's yellow is too faint for lines

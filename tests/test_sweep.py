@@ -1,13 +1,15 @@
 """Sweeps: expansion, validation, local runs in rank groups and slices, resuming, best-run selection."""
 
 import math
+import os
 
 import numpy as np
 import pytest
-from helpers import mpiclip
+from helpers import REPO, mpiclip
 
+from mpiclip.config import tomllib
 from mpiclip.errors import InputError
-from mpiclip.sweep import SelectParams, load_sweep, score, status_of
+from mpiclip.sweep import SelectParams, load_sweep, read_sweep, score, shipped_sweeps, status_of, sweep_file, sweep_of, sweep_text
 from mpiclip.trace import load_trace
 
 SWEEP = """
@@ -124,3 +126,27 @@ def test_score_criteria():
     assert sorted([score(t, to) for t in (stuck, slow, failed, fast)])[0] == (0, 20.0)
     assert score(stuck, SelectParams(criterion="min")) == (1, 1e-4)
     assert score(stuck, SelectParams(criterion="final")) == (1, 2e-4)
+
+
+def test_shipped_sweeps_are_found_by_name_and_files_by_path(tmp_path, monkeypatch):
+    names = shipped_sweeps()
+    assert "ef21-logreg-a9a" in names and "clip21-dp-mushrooms" in names and len(names) >= 20
+    assert sweep_file("ef21-logreg-a9a") == os.path.join(REPO, "mpiclip", "sweeps", "ef21-logreg-a9a.toml")
+    assert os.path.samefile(sweep_file(os.path.join(REPO, "jobs", "sweeps", "ef21-logreg-a9a")),  # a path; .toml added
+                            os.path.join(REPO, "mpiclip", "sweeps", "ef21-logreg-a9a.toml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ef21-logreg-a9a.toml").write_text(SWEEP)
+    (tmp_path / "mine.toml").write_text(SWEEP)
+    assert sweep_file("ef21-logreg-a9a").startswith(REPO)  # a name is the shipped sweep's, whatever lies here
+    assert sweep_file("./ef21-logreg-a9a.toml") == "./ef21-logreg-a9a.toml" and sweep_file("mine") == "mine.toml"
+    with pytest.raises(InputError, match=r"^sweep = 'nosuch': is neither a sweep file nor a shipped sweep"):
+        sweep_file("nosuch")
+    with pytest.raises(InputError, match=r"^sweep = 'dir/nosuch.toml': no such file$"):
+        sweep_file("dir/nosuch.toml")
+
+
+@pytest.mark.parametrize("name", shipped_sweeps())
+def test_a_shipped_sweep_written_back_is_the_same_sweep(name):
+    table, path = read_sweep(name)
+    assert tomllib.loads(sweep_text(table, "a header\nof two lines")) == table
+    assert [r.label for r in load_sweep(name).runs] == [r.label for r in sweep_of(table, path).runs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
@@ -19,7 +20,7 @@ def add_parsers(sub) -> None:
         epilog="examples:\n  mpiexec -n 2 python -m mpi4py -m mpiclip reproduce ef21 --data-dir ~/libsvm\n"
         "  mpiclip reproduce clip21 --full --slurm --sbatch='--time=02:00:00'\n"
         "  mpiclip reproduce ef21 --full --report-only --out docs/reproduction",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("families", nargs="+", metavar="FAMILY", help="ef21, clip21, async, fed, or all")
     p.add_argument("--full", action="store_true", help="the papers' sizes (default: the laptop preset)")
     p.add_argument("--out", metavar="DIR", help="the page, figures and tables (default: results/reproduce/FAMILY[-full])")
@@ -64,6 +65,8 @@ def _reproduce(args, comm) -> int:
             raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
         if args.slurm and comm.size > 1:
             raise InputError("--slurm", True, "submits jobs and returns: run it without mpiexec")
+        if args.slurm and args.report_only:
+            raise InputError("--report-only", True, "and --slurm are alternatives (the pages' job runs --report-only)")
         if args.runs_per_task < 1:
             raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
         planned = [p for fam in fams for p in reproduce.plan(fam, preset, traces)]
@@ -118,7 +121,7 @@ def submission(args, planned, out: str, traces: str) -> list[tuple[str, list[str
         jobs.append((f"sweep {name}, {len(p.sweep.runs)} runs in {tasks} array tasks",
                      ["sbatch", "--parsable", f"--array=0-{tasks - 1}", f"--ntasks={args.ranks_per_run}",
                       f"--job-name=mpiclip-{name}", *extra, script, os.path.abspath(p.path), str(args.runs_per_task),
-                      str(args.ranks_per_run)]))
+                      str(args.ranks_per_run)] + (["--force"] if args.force else [])))
     pages = [sys.executable, "-m", "mpiclip", "reproduce", *args.families, "--report-only",
              "--out", os.path.abspath(out), "--traces", os.path.abspath(traces)] + (["--full"] if args.full else [])
     jobs.append((f"the pages in {out}, after the sweeps",
