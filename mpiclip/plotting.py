@@ -304,6 +304,8 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
 
 def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title: str | None = None, size: str = "page"):
     """The figure of ``privacy_utility``."""
+    import matplotlib.ticker
+
     plt = pyplot()
     points: dict = {}
     for tr in traces:
@@ -320,6 +322,9 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
         spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
         ax.errorbar(eps, mean, yerr=spread, capsize=3, label=PAPER_NAMES.get(method, method), **method_style(method))
     ax.set_xscale("log")
+    budgets = sorted({e for by_eps in points.values() for e in by_eps})
+    ax.set_xticks(budgets, [f"{e:g}" for e in budgets])  # the budgets run, in plain numbers
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if y == "grad_norm_sq":
         ax.set_yscale("log")
     ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
@@ -334,7 +339,7 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
 def _drawn_tick_labels(axis) -> list:
     """The tick labels matplotlib draws: those of ticks inside the view (it keeps others, undrawn)."""
     low, high = sorted(axis.get_view_interval())
-    return [label for t in axis.get_major_ticks() if low <= t.get_loc() <= high
+    return [label for t in axis.get_major_ticks() + axis.get_minor_ticks() if low <= t.get_loc() <= high
             for label in (t.label1, t.label2) if label.get_visible() and label.get_text()]
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pytest
 from helpers import config_table
@@ -117,3 +118,19 @@ def test_the_methods_a_figure_compares_have_distinct_colours_and_markers(methods
     styles = [plotting.method_style(m) for m in methods]
     assert len({s["color"] for s in styles}) == len(methods) and len({s["marker"] for s in styles}) == len(methods)
     assert "#F0E442" not in {s["color"] for s in styles}  # Okabe-Ito's yellow is too faint for lines
+
+
+def test_layout_problems_finds_overlapping_minor_tick_labels_and_text_off_the_canvas():
+    """The check every `mpiclip reproduce` figure passes: here a log axis whose minor labels collide (the
+    DP figure had "3×10⁰4×10⁰") and a title wider than the figure."""
+    plt = plotting.pyplot()
+    fig, ax = plt.subplots(figsize=plotting.SIZES["column"], layout="constrained")
+    ax.plot([2, 64], [1, 2])
+    ax.set_xscale("log")
+    assert any("overlap" in p for p in plotting.layout_problems(fig))
+    ax.set_xticks([2, 8, 32, 64], ["2", "8", "32", "64"])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    assert plotting.layout_problems(fig) == []
+    ax.set_title("a title far too long to fit into one column of a two-column paper without being wrapped")
+    assert plotting.layout_problems(fig) == ["'a title far too long to fit into one col' leaves the canvas"]
+    plt.close(fig)
