@@ -23,7 +23,8 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("families", nargs="+", metavar="FAMILY", help="ef21, clip21, async, fed, or all")
     p.add_argument("--full", action="store_true", help="the papers' sizes (default: the laptop preset)")
-    p.add_argument("--out", metavar="DIR", help="the page, figures and tables (default: results/reproduce/FAMILY[-full])")
+    p.add_argument("--out", metavar="DIR", help="the page, figures and tables (default: results/reproduce/FAMILY[-full]; "
+                   "several families: FAMILY-FAMILY..., or all)")
     p.add_argument("--traces", metavar="DIR", help="sweep files and traces (default: results/sweeps/laptop, or "
                    "results/sweeps with --full: where `mpiclip sweep run` puts the shipped sweeps' traces)")
     p.add_argument("--data-dir", metavar="DIR", help="look for the data files (a9a.txt, ...) in DIR too")

@@ -23,7 +23,6 @@ from mpiclip.errors import InputError
 from mpiclip.sweep import Sweep, read_sweep, status_of, sweep_name, sweep_of, sweep_text
 
 MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated"}  # name -> module
-PRESETS = ("laptop", "full")
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,8 @@ def plan(fam: Family, preset: str, traces: str) -> list[Planned]:
             table["sweep"]["base"] = os.path.join(os.path.dirname(os.path.abspath(source)), base)
         table["sweep"]["output"] = os.path.join(os.path.abspath(traces), name)
         path = os.path.join(traces, name + ".toml")
-        text = sweep_text(table, f"`mpiclip reproduce {fam.name}`, {preset} preset: the shipped sweep {name}"
+        text = sweep_text(table, f"`mpiclip reproduce {fam.name}`, {preset} preset: the "
+                          + (f"shipped sweep {name}" if ref == name else f"sweep {os.path.abspath(source)}")
                           + ("" if preset == "full" else ", cut to a laptop's size") + ".\nWritten by mpiclip; "
                           "edits are overwritten by the next `mpiclip reproduce`.")
         out.append(Planned(fam, path, text, sweep_of(table, path)))
@@ -153,9 +153,9 @@ def check_data(sweeps: list[Sweep]) -> None:
 
 
 def default_dirs(names: list[str], preset: str, out: Optional[str], traces: Optional[str]) -> tuple[str, str]:
-    """(output directory, traces directory): results/reproduce[/<family>][-full] and results/sweeps[/laptop]
+    """(output directory, traces directory): results/reproduce/<families>[-full] and results/sweeps[/laptop]
     (the full sweeps' traces are those of `mpiclip sweep run`, so runs made that way are used too)."""
-    label = names[0] if len(names) == 1 and names[0] != "all" else "all"
+    label = "all" if "all" in names else "-".join(dict.fromkeys(names))
     suffix = "-full" if preset == "full" else ""
     out = out or os.path.join("results", "reproduce", label + suffix)
     traces = traces or os.path.join("results", "sweeps", *(() if preset == "full" else ("laptop",)))
