@@ -11,6 +11,7 @@ uses rather than a re-implementation (extra `dp`: ``pip install 'mpiclip[dp]'``)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -82,7 +83,14 @@ class Accountant:
 
 def sigma_for(target_epsilon: float, delta: float, rounds: int, mechanisms: list[Mechanism],
               field: str = "method.target_epsilon") -> float:
-    """The σ (shared by the workers) at which ``rounds`` rounds use exactly the budget (ε, δ)."""
+    """The σ (shared by the workers) at which ``rounds`` rounds use exactly the budget (ε, δ). Remembered per
+    process: the points of a sweep that differ only in seed or step size calibrate once (a minibatch
+    calibration costs seconds)."""
+    return _calibrated(target_epsilon, delta, rounds, tuple(mechanisms), field)
+
+
+@functools.lru_cache(maxsize=1024)
+def _calibrated(target_epsilon: float, delta: float, rounds: int, mechanisms: tuple, field: str) -> float:
     from scipy.optimize import brentq
 
     _library(field, target_epsilon)  # fail early if the library is missing

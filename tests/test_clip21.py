@@ -175,6 +175,19 @@ def test_sigma_for_round_trip_and_unreachable_target():
         privacy.sigma_for(1e-9, 1e-5, 100, mechs)
 
 
+def test_a_calibration_is_computed_once_per_process_and_equals_a_fresh_one():
+    """Sweep points that differ only in seed or step size share their σ; the remembered σ is the computed one."""
+    mechs = [privacy.Mechanism(1.0, 0.2, records=400, batch=40), privacy.Mechanism(1.0, 0.2, records=410, batch=41)]
+    privacy._calibrated.cache_clear()
+    first = privacy.sigma_for(4.0, 1e-5, 50, mechs)
+    again = privacy.sigma_for(4.0, 1e-5, 50, list(mechs))
+    info = privacy._calibrated.cache_info()
+    assert (info.hits, info.misses) == (1, 1) and again == first
+    privacy._calibrated.cache_clear()
+    assert privacy.sigma_for(4.0, 1e-5, 50, mechs) == first  # bit for bit
+    assert privacy.sigma_for(4.0, 1e-5, 60, mechs) > first  # another key: more rounds need more noise
+
+
 def test_clipping_then_compression_orders(tmp_path):
     for order in ("clip_first", "compress_first"):
         result, _ = run_table(tmp_path, run={"name": order, "n_workers": 4, "rounds": 30},
