@@ -194,6 +194,21 @@ def status_of(path: str) -> str:
     return trace_status(path)
 
 
+def finished_traces(sweep: Sweep, statuses: tuple = ("completed",)) -> list:
+    """(run, trace) of the sweep's runs whose trace has one of ``statuses``, in sweep order; a trace that is
+    missing, still running, or cut short or corrupt is left out, as if not run."""
+    from mpiclip.trace import load_trace
+
+    out = []
+    for run in sweep.runs:
+        if status_of(run.config.trace_path).startswith(statuses):
+            try:
+                out.append((run, load_trace(run.config.trace_path)))
+            except OSError:
+                continue
+    return out
+
+
 def score(trace, select: SelectParams) -> tuple[int, float]:
     """A sort key, smaller is better: (0, bits to the target) for runs that reach it under 'bits_to', else
     (1, final or smallest value); (2, inf) for runs that did not complete."""

@@ -33,8 +33,7 @@ import numpy as np
 from mpiclip import plotting
 from mpiclip.plotting import paper_name
 from mpiclip.reproduce import Cut, Family
-from mpiclip.sweep import status_of
-from mpiclip.trace import load_trace
+from mpiclip.sweep import finished_traces
 
 METHODS = ("asgd", "clipped_asgd", "delay_adaptive_asgd", "ringmaster_asgd", "rennala_sgd", "minibatch_sgd")
 DATASETS = ("async-mushrooms", "async-a9a", "async-lsq")
@@ -85,19 +84,9 @@ def values_of(tr, metric: str) -> np.ndarray:
 
 
 def runs_of(sweep) -> list:
-    """[Run] of the sweep's completed or failed traces, in sweep order (running, interrupted and missing
-    traces are left out)."""
-    out = []
-    for run in sweep.runs:
-        path = run.config.trace_path
-        if not status_of(path).startswith(("completed", "failed")):
-            continue
-        try:
-            tr = load_trace(path)
-        except OSError:  # cut short or corrupt: as if not run
-            continue
-        out.append(Run(run.config, tr, sweep.select.metric))
-    return out
+    """[Run] of the sweep's completed or failed traces, in sweep order (running, interrupted, missing and
+    unreadable traces are left out)."""
+    return [Run(run.config, tr, sweep.select.metric) for run, tr in finished_traces(sweep, ("completed", "failed"))]
 
 
 def best_of(runs: list, key, by: str = "final") -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 from mpiclip import plotting
 from mpiclip.reproduce import Cut, Family
-from mpiclip.trace import load_trace
+from mpiclip.sweep import finished_traces
 
 SHOWN_TAUS = {"clip21-counterexample": (0.5, 1.2, 2.0), "clip21-mushrooms": (0.01, 0.1, 1.0), "clip21-w8a": (0.01, 0.1, 1.0)}
 COMMON = (0.03, 0.3)  # (τ, step-size factor) of the equal-settings table of the DP sweep
@@ -23,15 +23,7 @@ COMMON = (0.03, 0.3)  # (τ, step-size factor) of the equal-settings table of th
 
 def completed(sweep) -> list:
     """(config, trace) of the sweep's completed runs, in sweep order."""
-    import os
-
-    out = []
-    for run in sweep.runs:
-        if os.path.exists(run.config.trace_path):
-            tr = load_trace(run.config.trace_path)
-            if tr.status.startswith("completed"):
-                out.append((run.config, tr))
-    return out
+    return [(run.config, tr) for run, tr in finished_traces(sweep)]
 
 
 def name_of(method: str, tau) -> str:
