@@ -31,7 +31,8 @@ PAPER_NAMES = {
     "clip21_avg": "Clip21-Avg", "asgd": "ASGD", "clipped_asgd": "Clipped ASGD", "delay_adaptive_asgd": "Delay-adaptive ASGD",
     "minibatch_sgd": "Minibatch SGD", "rennala_sgd": "Rennala SGD", "ringmaster_asgd": "Ringmaster ASGD", "fedavg": "FedAvg",
     "fedga": "FedGA", "gradalign": "GradAlign", "scaffold": "SCAFFOLD", "scaffold_stored": "SCAFFOLD (II)",
-    "fedprox": "FedProx", "lbsgd": "Large-batch SGD",
+    "fedprox": "FedProx", "lbsgd": "Large-batch SGD", "clip_sgdm": "Clip-SGDM", "clip21_sgd2m": "Clip21-SGD2M",
+    "dp_sgd": "DP-SGD",
 }
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe-Ito but its yellow,
 # which is too faint for lines on white
@@ -311,7 +312,7 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
     for tr in traces:
         if "epsilon" not in tr.metrics or not len(tr.metrics["epsilon"]):
             raise ValueError(f"{tr.path} records no epsilon (not a DP run)")
-        eps = float(tr.metrics["epsilon"][-1])
+        eps = float(f"{tr.metrics['epsilon'][-1]:.4g}")  # a calibrated budget is met from below, to ~1e-7
         value = float(tr.metrics[y][-1]) if y in tr.metrics else float(getattr(tr, y)[-1])
         points.setdefault(str(tr.attrs.get("method")), {}).setdefault(round(eps, 6), []).append(value)
     fig, ax = plt.subplots(figsize=SIZES[size], layout="constrained")

@@ -109,6 +109,11 @@ METHOD_CASES = {
     "clip21_sgd": {"method": {"name": "clip21_sgd", "tau": 0.3, "sigma": 0.02, "batch": 0.3},
                    "compressor": {"name": "identity"}},
     "clip21_avg": {"method": {"name": "clip21_avg", "tau": 0.05}, "compressor": {"name": "identity"}},
+    "clip_sgdm": {"method": {"name": "clip_sgdm", "tau": 0.3, "sigma": 0.05, "batch": 0.3, "beta": 0.3},
+                  "compressor": {"name": "identity"}},
+    "clip21_sgd2m": {"method": {"name": "clip21_sgd2m", "tau": 0.3, "target_epsilon": 8.0, "batch": 0.3, "beta1": 0.3,
+                                "beta2": 0.5}, "compressor": None},
+    "dp_sgd": {"method": {"name": "dp_sgd", "tau": 0.3, "sigma": 0.5, "batch": 0.3}, "compressor": None},
     # asynchronous: every compute-time model, oracle, assignment and data setting somewhere
     "asgd": {"method": {"name": "asgd"}, "compressor": {"name": "identity"},
              "async": {"oracle": "minibatch", "batch_size": 5, "slow_workers": [3], "slow_factor": 5.0}},

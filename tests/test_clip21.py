@@ -1,5 +1,5 @@
 """Clipping: the operator, Clip21-Avg's exact bound, the counterexample where Clip-GD stalls, DP noise
-and privacy accounting (against published values), bad input."""
+and its accounting in a run, bad input (the accountant itself: test_privacy.py)."""
 
 import math
 import os
@@ -147,47 +147,6 @@ def test_minibatch_accounting_is_amplified(tmp_path):
     assert load_trace(sgd.path).metrics["epsilon"][-1] < 0.5 * load_trace(full.path).metrics["epsilon"][-1]
 
 
-def test_accountant_against_published_values():
-    """Opacus' example (60000 records, batch 256, noise 1.12, 60 epochs, δ = 1e-5, orders 10, 20, 100,
-    the classic conversion) gives ε = 2.95; dp-accounting's RDP with that conversion reproduces it, and the
-    Gaussian mechanism's RDP is the closed form λΔ²/(2σ²) per round."""
-    dp_accounting = pytest.importorskip("dp_accounting")
-    from dp_accounting.rdp import rdp_privacy_accountant as rdp
-
-    accountant = rdp.RdpAccountant(orders=[10, 20, 100])
-    accountant.compose(dp_accounting.PoissonSampledDpEvent(256 / 60000, dp_accounting.GaussianDpEvent(1.12)),
-                       int(60 * 60000 / 256))
-    classic = min(r + math.log(1e5) / (a - 1) for a, r in zip([10, 20, 100], accountant.rdp))
-    assert classic == pytest.approx(2.95, abs=0.02)
-    orders, per_round, _ = privacy._per_round_rdp(privacy.Mechanism(3.0, 2.0), "x")
-    np.testing.assert_allclose(per_round, orders * 2.0**2 / (2 * 3.0**2), rtol=1e-12)
-    # ε of T Gaussian rounds is at most the classic bound min_λ T λΔ²/(2σ²) + log(1/δ)/(λ − 1)
-    ours = privacy.Accountant([privacy.Mechanism(3.0, 2.0)], 1e-5).epsilon(50)
-    classic = min(50 * a * 4 / 18 + math.log(1e5) / (a - 1) for a in np.linspace(1.01, 200, 20000))
-    assert ours <= classic and ours > 0.8 * classic
-
-
-def test_sigma_for_round_trip_and_unreachable_target():
-    mechs = [privacy.Mechanism(1.0, 2.0)]
-    sigma = privacy.sigma_for(1.0, 1e-5, 100, mechs)
-    assert privacy.Accountant([privacy.Mechanism(sigma, 2.0)], 1e-5).epsilon(100) == pytest.approx(1.0, rel=1e-8)
-    with pytest.raises(InputError, match=r"^method.target_epsilon = 1e-09: is unreachable"):
-        privacy.sigma_for(1e-9, 1e-5, 100, mechs)
-
-
-def test_a_calibration_is_computed_once_per_process_and_equals_a_fresh_one():
-    """Sweep points that differ only in seed or step size share their σ; the remembered σ is the computed one."""
-    mechs = [privacy.Mechanism(1.0, 0.2, records=400, batch=40), privacy.Mechanism(1.0, 0.2, records=410, batch=41)]
-    privacy._calibrated.cache_clear()
-    first = privacy.sigma_for(4.0, 1e-5, 50, mechs)
-    again = privacy.sigma_for(4.0, 1e-5, 50, list(mechs))
-    info = privacy._calibrated.cache_info()
-    assert (info.hits, info.misses) == (1, 1) and again == first
-    privacy._calibrated.cache_clear()
-    assert privacy.sigma_for(4.0, 1e-5, 50, mechs) == first  # bit for bit
-    assert privacy.sigma_for(4.0, 1e-5, 60, mechs) > first  # another key: more rounds need more noise
-
-
 def test_clipping_then_compression_orders(tmp_path):
     for order in ("clip_first", "compress_first"):
         result, _ = run_table(tmp_path, run={"name": order, "n_workers": 4, "rounds": 30},
@@ -250,6 +209,10 @@ def test_clip_diagnostics_are_those_of_the_vector_really_clipped(compressor, ord
      r"^compressor.name = 'topk': DP noise is added to uncompressed messages only"),
     ({"method": {"name": "clip_sgd", "sigma": 1.0, "relation": "add_remove"}, "compressor": {"name": "identity"}},
      r"^method.relation = 'add_remove': minibatch .* replace-one neighbours only"),
+    ({"method": {"name": "clip21_sgd", "target_epsilon": 4.0, "accountant": "pld"}, "compressor": {"name": "identity"}},
+     r"^method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only"),
+    ({"method": {"name": "clip_gd", "sigma": 1.0, "accountant": "moments"}},
+     r"^method.accountant = 'moments': must be one of"),
 ])
 def test_bad_clipping_input(tmp_path, sections, message):
     sections.setdefault("compressor", {"name": "identity"})
@@ -279,10 +242,16 @@ def test_privacy_command():
     amplified = mpiclip(["privacy", "--tau", "1", "--rounds", "100", "--sigma", str(value), "--records", "1000",
                          "--batch", "10"])
     assert float(amplified.stdout.split("ε = ")[1].split()[0]) < 1.0
+    tight = mpiclip(["privacy", "--tau", "1", "--rounds", "100", "--sigma", str(value), "--accountant", "pld"])
+    assert 2.5 < float(tight.stdout.split("ε = ")[1].split()[0]) < 3.0  # the PLD of the same rounds spends less
     for args, message in [(["--tau", "0", "--rounds", "1", "--sigma", "1"], "--tau = 0.0: must be > 0"),
                           (["--tau", "1", "--rounds", "1", "--sigma", "1", "--delta", "1"], "--delta = 1.0: must be in (0, 1)"),
                           (["--tau", "1", "--rounds", "1", "--sigma", "-1"], "--sigma = -1.0: must be >= 0"),
-                          (["--tau", "1", "--rounds", "10", "--epsilon", "1e-12"], "--epsilon = 1e-12: is unreachable")]:
+                          (["--tau", "1", "--rounds", "10", "--epsilon", "1e-12"], "--epsilon = 1e-12: is unreachable"),
+                          (["--tau", "1", "--rounds", "10", "--epsilon", "2", "--accountant", "pld", "--records", "100",
+                            "--batch", "10"], "--accountant = 'pld': accounts full-batch rounds only"),
+                          (["--tau", "1", "--rounds", "10", "--sigma", "2", "--relation", "add_remove", "--records", "100",
+                            "--batch", "10"], "--relation = 'add_remove': with --batch")]:
         bad = mpiclip(["privacy", *args])
         assert bad.returncode == 2 and bad.stderr.startswith(f"mpiclip: error: {message}"), bad.stderr
 

@@ -183,7 +183,7 @@ def test_clip21_pages_on_one_and_two_ranks_are_the_same(workspace, ef21_page):
 
 # -- bad input -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["ef12"], "family = 'ef12': is not a family (families: ef21, clip21, async, fed, all; or a module.name)"),
+    (["ef12"], "family = 'ef12': is not a family (families: ef21, clip21, async, fed, dp, all; or a module.name)"),
     (["tinyfamilies.ef21", "--ranks-per-run", "3"], "--ranks-per-run = 3: must divide the 1 ranks of the job"),
     (["tinyfamilies.ef21", "--runs-per-task", "0", "--slurm"], "--runs-per-task = 0: must be >= 1"),
     (["tinyfamilies.ef21", "--slurm", "--report-only"],

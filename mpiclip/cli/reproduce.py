@@ -14,14 +14,14 @@ from mpiclip.cli.run import collective
 def add_parsers(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="a paper family's sweeps, then its figures (PNG, PDF) and tables (Markdown, CSV)",
-        description="Runs the sweeps of a paper family (ef21, clip21, async, fed, or all) on the ranks of the job, "
+        description="Runs the sweeps of a paper family (ef21, clip21, async, fed, dp, or all) on the ranks of the job, "
         "at a laptop's size unless --full, skipping runs whose trace completed, then writes the family's page "
         "with its figures and tables. Launch it with mpiexec to use several cores.",
         epilog="examples:\n  mpiexec -n 2 python -m mpi4py -m mpiclip reproduce ef21 --data-dir ~/libsvm\n"
         "  mpiclip reproduce clip21 --full --slurm --sbatch='--time=02:00:00'\n"
         "  mpiclip reproduce ef21 --full --report-only --out docs/reproduction",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("families", nargs="+", metavar="FAMILY", help="ef21, clip21, async, fed, or all")
+    p.add_argument("families", nargs="+", metavar="FAMILY", help="ef21, clip21, async, fed, dp, or all")
     p.add_argument("--full", action="store_true", help="the papers' sizes (default: the laptop preset)")
     p.add_argument("--out", metavar="DIR", help="the page, figures and tables (default: results/reproduce/FAMILY[-full]; "
                    "several families: FAMILY-FAMILY..., or all)")

@@ -18,7 +18,8 @@ def add_parsers(sub) -> None:
     priv = sub.add_parser("privacy", help="ε of a noise level, or the noise level for an (ε, δ) target",
                           description="Privacy of the DP clipping methods: each round every worker sends a clipped "
                           "message plus N(0, σ² I), a Gaussian mechanism of sensitivity 2τ (replace-one) or τ "
-                          "(add/remove a worker), composed over the rounds with Rényi DP (dp-accounting). Give "
+                          "(add/remove a worker), composed over the rounds by dp-accounting (Rényi DP, or the privacy loss "
+                          "distribution with --accountant pld). Give "
                           "--sigma for ε, or --epsilon for the σ that uses exactly that budget.")
     priv.add_argument("--tau", type=float, required=True, help="clipping threshold τ")
     priv.add_argument("--rounds", type=int, required=True, help="number of rounds (messages per worker)")
@@ -27,6 +28,8 @@ def add_parsers(sub) -> None:
     group.add_argument("--sigma", type=float, help="noise standard deviation: print ε")
     group.add_argument("--epsilon", type=float, help="privacy target: print σ")
     priv.add_argument("--relation", choices=("replace", "add_remove"), default="replace")
+    priv.add_argument("--accountant", choices=("rdp", "pld"), default="rdp",
+                      help="'rdp' (Rényi DP, default) or 'pld' (privacy loss distribution, tight; full batch only)")
     priv.add_argument("--records", type=int, help="samples per worker, for minibatch methods")
     priv.add_argument("--batch", type=int, help="minibatch size per worker (sampled without replacement)")
     priv.set_defaults(func=cmd_privacy)
@@ -90,19 +93,24 @@ def cmd_privacy(args) -> int:
                   ("--epsilon", args.epsilon, args.epsilon is None or args.epsilon > 0, "must be > 0"),
                   ("--batch", args.batch, (args.batch is None) == (args.records is None), "goes with --records"),
                   ("--batch", args.batch, args.batch is None or 1 <= args.batch <= args.records, "must be in 1..--records")]
+        sampled = args.batch is not None and args.batch < args.records
+        checks += [("--accountant", args.accountant, not (sampled and args.accountant == "pld"),
+                    "accounts full-batch rounds only (dp-accounting's PLD has no sampling without replacement); use rdp"),
+                   ("--relation", args.relation, not (sampled and args.relation == "add_remove"),
+                    "with --batch, sampling without replacement is accounted for replace-one neighbours only")]
         for field, value, ok, reason in checks:
             if not ok:
                 raise InputError(field, value, reason)
-        sensitivity = 2 * args.tau if args.relation == "replace" else args.tau
+        sensitivity = privacy.sensitivity(args.tau, args.relation)
         mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, args.records, args.batch)]
         if args.sigma is not None:
-            eps = privacy.Accountant(mech(args.sigma), args.delta, "--sigma").epsilon(args.rounds)
+            eps = privacy.Accountant(mech(args.sigma), args.delta, args.accountant, "--sigma").epsilon(args.rounds)
             print(f"σ = {args.sigma:g}, τ = {args.tau:g} ({args.relation}, sensitivity {sensitivity:g}), "
-                  f"{args.rounds} rounds: ε = {eps:.6g} at δ = {args.delta:g}")
+                  f"{args.rounds} rounds: ε = {eps:.6g} at δ = {args.delta:g} ({args.accountant})")
         else:
-            sigma = privacy.sigma_for(args.epsilon, args.delta, args.rounds, mech(1.0), "--epsilon")
+            sigma = privacy.sigma_for(args.epsilon, args.delta, args.rounds, mech(1.0), args.accountant, "--epsilon")
             print(f"ε = {args.epsilon:g} at δ = {args.delta:g} after {args.rounds} rounds with τ = {args.tau:g} "
-                  f"({args.relation}): σ = {sigma:.6g} (noise multiplier σ/Δ = {sigma / sensitivity:.6g})")
+                  f"({args.relation}, {args.accountant}): σ = {sigma:.6g} (noise multiplier σ/Δ = {sigma / sensitivity:.6g})")
         return 0
     except MpiclipError as e:
         print(f"mpiclip: error: {e}", file=sys.stderr)

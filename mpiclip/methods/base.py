@@ -70,6 +70,10 @@ class Oracle:
         """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers) at x."""
         raise NotImplementedError
 
+    def clipped_example_sums(self, x: np.ndarray, batches: list, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """(n_local, d) Σ_{j ∈ batches[i]} clip_τ(∇ℓ_j(x)) and the per-example norms (:class:`~mpiclip.problems.Problem`)."""
+        raise NotImplementedError
+
     @property
     def sizes(self) -> np.ndarray:
         """(n_local,) samples per local worker."""

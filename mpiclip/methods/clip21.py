@@ -56,6 +56,8 @@ class ClipMethodParams:
     delta: float = param(1e-5, "δ of the (ε, δ) guarantee", check=_open_unit)
     relation: str = param("replace", "neighbouring datasets: 'replace' one record (sensitivity 2τ) or "
                           "'add_remove' a worker's contribution (τ)", choices=privacy.RELATIONS)
+    accountant: str = param("rdp", "privacy accountant of ε(t) and of target_epsilon: 'rdp' (Rényi DP, any sampling) or "
+                            "'pld' (privacy loss distribution, tight; full-batch rounds only)", choices=privacy.ACCOUNTANTS)
     order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
                        "clip(C(u))", choices=("clip_first", "compress_first"))
 
@@ -86,7 +88,7 @@ class NoState(NamedTuple):
 class _Clipped(ClipMethodParams, Method):
     """Shared machinery: the clipped (optionally compressed, optionally noisy) message of u."""
 
-    accountant: Any = None  # set by bind when there is noise
+    ledger: Any = None  # the privacy.Accountant, set by bind when there is noise
     params = ClipMethodParams
     metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
     extra = ("epsilon",)
@@ -104,23 +106,30 @@ class _Clipped(ClipMethodParams, Method):
                              "only (a sparsifier's data-dependent positions are not privatised)")
 
     def _mechanisms(self, info: RunInfo, sigma: float) -> list:
-        sensitivity = 2.0 * self.tau if self.relation == "replace" else self.tau
-        if not self.minibatch or info.sample_counts is None:
+        sensitivity = privacy.sensitivity(self.tau, self.relation)
+        if not self.amplified or info.sample_counts is None:
             return [privacy.Mechanism(sigma, sensitivity, self.relation)]
         taus = minibatch_sizes(self.batch, info.sample_counts)
         return [privacy.Mechanism(sigma, sensitivity, self.relation, int(n), int(b))
                 for n, b in zip(info.sample_counts, taus)]
 
+    @property
+    def amplified(self) -> bool:
+        """Whether a round's message depends on its minibatch alone, so that sampling amplifies privacy."""
+        return self.minibatch
+
     def bind(self, info):
         sigma = self.sigma
         if self.target_epsilon > 0:
-            sigma = privacy.sigma_for(self.target_epsilon, self.delta, info.rounds, self._mechanisms(info, 1.0))
+            sigma = privacy.sigma_for(self.target_epsilon, self.delta, info.rounds, self._mechanisms(info, 1.0),
+                                      self.accountant)
         if sigma == 0:
             return self
-        return dataclasses.replace(self, sigma=sigma, accountant=privacy.Accountant(self._mechanisms(info, sigma), self.delta))
+        return dataclasses.replace(self, sigma=sigma,
+                                   ledger=privacy.Accountant(self._mechanisms(info, sigma), self.delta, self.accountant))
 
     def evaluate(self, server_state, x, grad, t):
-        return {"epsilon": self.accountant.epsilon(t) if self.accountant is not None else float("inf")}
+        return {"epsilon": self.ledger.epsilon(t) if self.ledger is not None else float("inf")}
 
     def _target(self, oracle, ctx) -> np.ndarray:
         if not self.minibatch:
@@ -129,6 +138,20 @@ class _Clipped(ClipMethodParams, Method):
 
     def _message(self, u: np.ndarray, ctx):
         """(message, norms of u): clip and compress in the configured order, then add the noise."""
+        msg, norms = self._clipped(u, ctx)
+        return self._noised(msg, ctx), norms
+
+    def _noised(self, msg, ctx):
+        """The message plus N(0, σ² I), drawn per worker from (seed, worker, round)."""
+        if self.sigma == 0:
+            return msg
+        values = msg.values
+        noise_rng = ctx.randomness(NOISE)
+        noise = np.stack([noise_rng[i].standard_normal(values.shape[1]) for i in range(len(values))]) * self.sigma
+        return dense_message(values + noise)
+
+    def _clipped(self, u: np.ndarray, ctx):
+        """(message, norms of u) before the noise."""
         clip = Clip(ClipParams(self.tau))
         rng = ctx.randomness(COMPRESSOR)
         if self.order == "clip_first":
@@ -138,10 +161,6 @@ class _Clipped(ClipMethodParams, Method):
             compressed = self.compressor(u, rng)
             norms = message_norms(compressed)
             msg = clip.on(compressed, rng)
-        if self.sigma > 0:
-            noise_rng = ctx.randomness(NOISE)
-            noise = np.stack([noise_rng[i].standard_normal(u.shape[1]) for i in range(len(u))]) * self.sigma
-            msg = dense_message(msg.values + noise)
         return msg, norms
 
     def _metrics(self, norms, residual, n_local) -> dict:
@@ -179,6 +198,30 @@ class ClipSGD(ClipSGDParams, ClipGD):
     params = ClipSGDParams
     minibatch = True
     needs_samples = True
+
+
+@dataclass(frozen=True)
+class ClipSGDMParams(ClipSGDParams):
+    beta: float = param(0.1, "server momentum β: m ← (1 − β) m + β (1/n) Σ_i c_i, x ← x − γ m; 1: none (Clip-SGD)",
+                        check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+
+
+@METHODS.register("clip_sgdm")
+@dataclass(frozen=True)
+class ClipSGDM(ClipSGDMParams, ClipSGD):
+    """DP-Clip-SGD with momentum: Clip-SGD's messages, averaged by the server into m ← (1 − β) m + β·mean
+    (m^{−1} = 0), x ← x − γ m. The momentum only post-processes the noisy messages, so the privacy of a
+    round is Clip-SGD's, amplified by the sampling. β = 1 is Clip-SGD to the last bit."""
+
+    params = ClipSGDMParams
+
+    def initial_state(self, x0, n_local):
+        return NoState(), MeanState(np.zeros(x0.size))
+
+    def server_step(self, state, x, agg, ctx):
+        mean = agg.mean(x.size)
+        m = mean if self.beta == 1 else (1.0 - self.beta) * state.v + self.beta * mean
+        return MeanState(m), x - self.gamma * m, None
 
 
 @METHODS.register("clip21_gd")

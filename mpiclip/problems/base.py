@@ -96,6 +96,19 @@ class Problem:
         batches = [rows if i == local else np.arange(min(1, int(n))) for i, n in enumerate(self.local_sizes)]
         return self.minibatch_grads(x, batches)[local]
 
+    def clipped_example_sums(self, x: np.ndarray, batches: list, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """(sums (n_local, d), norms): worker i's Σ_{j ∈ batches[i]} clip_τ(∇ℓ_j(x)), the per-example gradients
+        of its loss f_i = (1/N_i) Σ_j ℓ_j (DP-SGD), and the concatenated per-example gradient norms ‖∇ℓ_j(x)‖.
+        This general version takes one gradient per row; linear models override it with two products."""
+        sums, norms = np.zeros((self.n_local, self.d)), []
+        for i, rows in enumerate(batches):
+            for j in rows:
+                g = self.worker_grad(x, i, np.array([j]))
+                norm = float(np.sqrt(g @ g))
+                sums[i] += g if norm <= tau else g * (tau / norm)
+                norms.append(norm)
+        return sums, np.array(norms)
+
     def smoothness(self, reduce: RowReduce) -> Smoothness:
         """Collective through ``reduce``; identical on every rank and for any number of ranks."""
         raise NotImplementedError

@@ -17,7 +17,7 @@ import scipy.sparse.linalg as spla
 
 from mpiclip.data import Shard
 from mpiclip.problems.base import Problem, Smoothness
-from mpiclip.wire import RowReduce
+from mpiclip.wire import RowReduce, row_sq_norms
 
 GRAM_MAX_D = 1024  # above this, λ_max comes from Lanczos iterations instead of a dense Gram matrix
 
@@ -102,6 +102,12 @@ class LinearDesign:
             z.fill(0.0)
             _csr_matvec(A.shape[0], A.shape[1], A.indptr, A.indices, A.data, x, z)
         return z
+
+    def row_sq_norms(self) -> np.ndarray:
+        """‖a_j‖² of every row."""
+        if self.sparse:
+            return np.asarray(self.A.multiply(self.A).sum(axis=1)).ravel()
+        return row_sq_norms(self.A)
 
     def worker_sums(self, s: np.ndarray) -> np.ndarray:
         """(n_local, d): row i is Σ_{j in worker i} s_j a_j (a new array)."""

@@ -68,6 +68,23 @@ class LogisticRegression(LinearModel):
             self._accuracy = design.worker_average((z > 0).astype(np.float64))
         return self._losses(design, z, e) + reg, grads
 
+    def clipped_example_sums(self, x, batches, tau):
+        """∇ℓ_j = s_j a_j + ∇r with s_j = −1/(1 + e^{z_j}) (a_j carries y_j): its norm from ‖a_j‖², a_jᵀ∇r and
+        ‖∇r‖², and the clipped sum as Σ_j c_j s_j a_j + (Σ_j c_j)∇r, c_j = min(1, τ/‖∇ℓ_j‖)."""
+        design = self.design.select(batches)
+        z = design.products(x).copy()
+        slopes = -1.0 / (1.0 + np.exp(np.minimum(z, 700.0)))
+        _, reg_grad = self._regulariser(x)
+        reg_grad = np.broadcast_to(np.asarray(reg_grad, dtype=np.float64), x.shape)
+        cross = design.products(reg_grad) if np.any(reg_grad) else np.zeros_like(z)
+        sq = slopes * slopes * design.row_sq_norms() + 2.0 * slopes * cross + float(reg_grad @ reg_grad)
+        norms = np.sqrt(np.maximum(sq, 0.0))
+        with np.errstate(divide="ignore"):
+            scale = np.minimum(1.0, tau / norms)
+        sums = design.worker_sums(scale * slopes)
+        sums += np.add.reduceat(scale, design.offsets[:-1])[:, None] * reg_grad
+        return sums, norms
+
     def scores(self):
         return self._accuracy[:, None]
 

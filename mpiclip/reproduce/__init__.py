@@ -2,8 +2,8 @@
 sizes (``full``), then its figures (PNG + PDF) and tables (Markdown + CSV) in one directory with a page
 that shows them.
 
-A family module (:mod:`.ef21`, :mod:`.clip21`, :mod:`.asynchronous`, :mod:`.federated`) names its shipped
-sweeps, the laptop preset (each sweep it keeps, its grids cut to a subset of the paper's values, and
+A family module (:mod:`.ef21`, :mod:`.clip21`, :mod:`.asynchronous`, :mod:`.federated`, :mod:`.frontier`)
+names its shipped sweeps, the laptop preset (each sweep it keeps, its grids cut to a subset of the paper's values, and
 settings that shorten it) and the function that writes its page from the traces. The sweeps actually run
 are written as sweep files beside their traces, so that a Slurm array runs the very same files, and a
 reader sees what was run. This module never imports mpi4py.
@@ -22,7 +22,7 @@ from mpiclip import paths
 from mpiclip.errors import InputError
 from mpiclip.sweep import Sweep, read_sweep, status_of, sweep_name, sweep_of, sweep_text
 
-MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated"}  # name -> module
+MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated", "dp": "frontier"}  # name -> module
 
 
 @dataclass(frozen=True)

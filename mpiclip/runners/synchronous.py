@@ -50,6 +50,12 @@ class LocalOracle(Oracle):
         self.seconds += time.perf_counter() - start
         return grads
 
+    def clipped_example_sums(self, x, batches, tau):
+        start = time.perf_counter()
+        out = self.problem.clipped_example_sums(x, batches, tau)
+        self.seconds += time.perf_counter() - start
+        return out
+
     @property
     def sizes(self) -> np.ndarray:
         return self.problem.local_sizes

@@ -1,0 +1,61 @@
+"""DP-SGD with per-example clipping, run by every worker on its own data (local DP).
+
+Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang, "Deep Learning with Differential Privacy",
+CCS 2016, Algorithm 1. Round t, at x^t: worker i samples b_i = int(batch·N_i) of its N_i records without
+replacement and sends
+
+    c_i = (1/b_i) (Σ_j clip_τ(∇ℓ_j(x^t)) + N(0, σ² I)),     x^{t+1} = x^t − γ (1/n) Σ_i c_i,
+
+with ℓ_j the per-example loss of f_i = (1/N_i) Σ_j ℓ_j (its regulariser included). σ is the noise on the
+sum, as in the paper (σ = z·Δ, z the noise multiplier). Replacing one record moves the sum by at most
+Δ = 2τ, so a round is the subsampled Gaussian mechanism of the other minibatch DP methods here and is
+accounted the same way (:mod:`mpiclip.privacy`). The paper samples lots by Poisson sampling; fixed-size
+sampling without replacement is what the other methods here do, and is what is accounted.
+
+Recorded per worker: ``clip_active`` (the fraction of its examples clipped), ``norm_before_clip`` (their mean
+gradient norm) and ``noise_scale`` (σ/b_i, the noise in the message).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from mpiclip.compressors import dense_message
+from mpiclip.methods.base import METHODS
+from mpiclip.methods.clip21 import ClipSGDParams, NoState, _Clipped
+from mpiclip.methods.ef21_extensions import sample_minibatches
+
+
+@METHODS.register("dp_sgd")
+@dataclass(frozen=True)
+class DPSGD(ClipSGDParams, _Clipped):
+    """DP-SGD (module docstring)."""
+
+    params = ClipSGDParams
+    metrics = ("clip_active", "norm_before_clip", "noise_scale")
+    uses_compressor: ClassVar[bool] = False
+    needs_samples: ClassVar[bool] = True
+    minibatch = True
+
+    def initial_state(self, x0, n_local):
+        return NoState(), NoState()
+
+    def worker_step(self, state, oracle, ctx):
+        batches = sample_minibatches(ctx, oracle.sizes, self.batch)
+        sums, norms = oracle.clipped_example_sums(ctx.x, batches, self.tau)
+        noisy = self._noised(dense_message(sums), ctx).values
+        sizes = np.array([len(b) for b in batches], dtype=np.float64)
+        metrics = {}
+        if ctx.record:
+            ends = np.cumsum(sizes).astype(np.int64)
+            starts = ends - sizes.astype(np.int64)
+            metrics = {"clip_active": np.add.reduceat((norms > self.tau).astype(float), starts) / sizes,
+                       "norm_before_clip": np.add.reduceat(norms, starts) / sizes,
+                       "noise_scale": self.sigma / sizes}
+        return state, dense_message(noisy / sizes[:, None]), metrics
+
+    def server_step(self, state, x, agg, ctx):
+        return state, x - self.gamma * agg.mean(x.size), None
