@@ -3,8 +3,9 @@
 Each round a worker sends a clipped message plus N(0, σ² I): a Gaussian mechanism of sensitivity Δ on its
 data, with noise multiplier z = σ/Δ. Δ = 2τ under replace-one neighbours (one record changed: both messages
 lie in the τ-ball, and worker i's state is a function of its past noisy, public messages; ALGORITHMS §4.5),
-or Δ = τ under add/remove of a whole worker's contribution. Full-batch methods touch every record every
-round; the minibatch variants sample b_i of the N_i records without replacement, which amplifies privacy.
+or Δ = τ under add/remove of a whole worker's contribution (worker-level DP). Full-batch methods touch every
+record every round; the minibatch variants sample b_i of the N_i records without replacement, which
+amplifies record-level privacy (not worker-level: the worker takes part in every round).
 
 All arithmetic is Google's dp-accounting (extra ``dp``: ``pip install 'mpiclip[dp]'``), with one of two
 accountants:
@@ -69,8 +70,11 @@ class Mechanism:
 
     @property
     def sampled(self) -> Optional[tuple[int, int]]:
-        """(N_i, b_i) when a round sees a strict subset of the records, else None."""
-        return None if self.batch is None or self.batch >= self.records else (self.records, self.batch)
+        """(N_i, b_i) when a round sees a strict subset of the records and that hides a record, else None (the
+        unit of add/remove is the worker, whom sampling its own records does not hide)."""
+        if self.batch is None or self.batch >= self.records or self.relation != "replace":
+            return None
+        return self.records, self.batch
 
     @property
     def sampling_ratio(self) -> float:
@@ -78,19 +82,15 @@ class Mechanism:
 
 
 def most_exposed(mechanisms: list[Mechanism]) -> Mechanism:
-    """The worker that spends the most budget at a shared σ: the largest sampling ratio."""
-    return max(mechanisms, key=lambda m: m.sampling_ratio)
+    """The worker that spends the most budget at a shared σ: the largest sampling ratio, then the smallest
+    noise multiplier (the workers' sensitivities differ only for DP-SGD's sums under add/remove)."""
+    return max(mechanisms, key=lambda m: (m.sampling_ratio, -m.noise_multiplier))
 
 
 def _check(mechanism: Mechanism, accountant: str, field: str, value) -> None:
     if accountant not in ACCOUNTANTS:
         raise InputError("method.accountant", accountant, f"must be one of {', '.join(ACCOUNTANTS)}")
-    if mechanism.sampled is None:
-        return
-    if mechanism.relation != "replace":
-        raise InputError("method.relation", mechanism.relation, "minibatch (sampled without replacement) accounting "
-                         "is available for replace-one neighbours only")
-    if accountant == "pld":
+    if mechanism.sampled is not None and accountant == "pld":
         raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
                          "not the minibatches sampled without replacement here; use 'rdp'")
 

@@ -110,6 +110,18 @@ def test_the_worker_with_the_largest_sampling_ratio_decides():
     assert np.argmax(each) == 1
 
 
+def test_worker_level_privacy_is_not_amplified_by_sampling_records():
+    """Add/remove of a whole worker: it takes part in every round whatever records it samples."""
+    sampled = privacy.Accountant([privacy.Mechanism(1.0, 0.5, "add_remove", 400, 40)], 1e-5).epsilon(100)
+    assert sampled == privacy.Accountant([privacy.Mechanism(1.0, 0.5, "add_remove")], 1e-5).epsilon(100)
+    assert privacy.Accountant([privacy.Mechanism(1.0, 0.5, "add_remove", 400, 40)], 1e-5, "pld").epsilon(100) < sampled
+    # DP-SGD's sums under add/remove: sensitivity b_i·τ, so the worker with the largest batch decides
+    workers = [privacy.Mechanism(1.0, 0.1 * b, "add_remove") for b in (30, 50, 40)]
+    assert privacy.most_exposed(workers).sensitivity == pytest.approx(5.0)
+    assert privacy.sigma_for(4.0, 1e-5, 100, workers) == pytest.approx(
+        5.0 * privacy.sigma_for(4.0, 1e-5, 100, [privacy.Mechanism(1.0, 1.0)]), rel=1e-12)
+
+
 def test_a_calibration_is_shared_by_every_tau_and_equals_a_fresh_one():
     """z does not depend on τ: sweep points that differ in τ, seed or step size calibrate once per process."""
     privacy.noise_multiplier_for.cache_clear()
@@ -127,8 +139,6 @@ def test_a_calibration_is_shared_by_every_tau_and_equals_a_fresh_one():
      r"^method.target_epsilon = 1e-09: is unreachable"),
     (lambda: privacy.sigma_for(2.0, 1e-5, 100, [privacy.Mechanism(1.0, 2.0, "replace", 100, 10)], "pld"),
      r"^method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only"),
-    (lambda: privacy.Accountant([privacy.Mechanism(1.0, 1.0, "add_remove", 100, 10)], 1e-5),
-     r"^method.relation = 'add_remove': minibatch"),
     (lambda: privacy.Accountant([privacy.Mechanism(1.0, 1.0)], 1e-5, "moments"),
      r"^method.accountant = 'moments': must be one of rdp, pld"),
 ])

@@ -19,7 +19,7 @@ from mpiclip.trace import load_trace
 
 # Small families made of cuts of the shipped sweeps, importable as `tinyfamilies.ef21` and `tinyfamilies.clip21`
 TINY = textwrap.dedent('''
-    from mpiclip.reproduce import Cut, Family, clip21, ef21
+    from mpiclip.reproduce import Cut, Family, clip21, ef21, frontier
 
     EF21 = Family(name="tinyfamilies.ef21", title="EF21, tiny", write=ef21.write, sweeps=("ef21-logreg-phishing",),
                   laptop={"ef21-logreg-phishing": Cut(
@@ -32,6 +32,12 @@ TINY = textwrap.dedent('''
                             "clip21-dp-mushrooms": Cut(grids=({"method.target_epsilon": [16.0], "method.tau": [0.03],
                                                                "stepsize.factor": [0.3], "run.seed": [0, 1]}, None),
                                                        set={"run.rounds": 30})})
+    SMALL = {"method.target_epsilon": [4.0, 16.0], "method.tau": [0.3], "stepsize.factor": [0.3, 1.0], "run.seed": [0, 1]}
+    DP = Family(name="tinyfamilies.dp", title="DP, tiny", write=frontier.write, sweeps=("dp-frontier-mushrooms",),
+                laptop={"dp-frontier-mushrooms": Cut(grids=(
+                    {"method": [{"name": "dp_sgd", "batch": 0.1}], **SMALL}, None,
+                    {"method": [{"name": "clip21_gd"}, {"name": "clip21_sgd2m", "batch": 1.0, "beta1": 0.1, "beta2": 0.1}],
+                     **SMALL}), set={"run.rounds": 20})})
     ''')
 
 
@@ -44,6 +50,7 @@ def workspace(tmp_path_factory):
     (package / "__init__.py").write_text("")
     (package / "ef21.py").write_text(TINY + "\nFAMILY = EF21\n")
     (package / "clip21.py").write_text(TINY + "\nFAMILY = CLIP21\n")
+    (package / "dp.py").write_text(TINY + "\nFAMILY = DP\n")
     data = root / "data"
     data.mkdir()
     for name, seed in (("phishing.txt", 1), ("mushrooms.txt", 2)):
@@ -179,6 +186,45 @@ def test_clip21_pages_on_one_and_two_ranks_are_the_same(workspace, ef21_page):
         assert row[5] == f"{np.mean([tr.grad_norm_sq[-1] for tr in mine]):.3g}"
         assert float(row[7]) > 0 and len(mine) == 2
     assert "![clip21-counterexample-activity](clip21-counterexample-activity.png)" in page
+
+
+def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace):
+    """Per privacy unit, method and ε the page shows the settings with the least mean final f over the seeds, its
+    mean and range, and Clip21-SGD2M's difference to the best baseline and to Clip21-GD (recomputed here)."""
+    proc = run_cli(workspace, ["tinyfamilies.dp", "--out", "dp", "--traces", "traces"])
+    assert proc.returncode == 0, proc.stderr
+    assert "reproduce: 48 runs: 48 completed" in proc.stdout and "warning" not in proc.stderr
+    page = (workspace / "dp" / "README.md").read_text()
+    tables = checked_tables(workspace / "dp", page)
+    traces = [load_trace(str(p)) for p in (workspace / "traces" / "dp-frontier-mushrooms").glob("*.h5")]
+    names = {"DP-SGD": "dp_sgd", "Clip21-GD": "clip21_gd", "Clip21-SGD2M": "clip21_sgd2m"}
+    for relation in ("replace", "add_remove"):
+        rows = tables[f"dp-frontier-mushrooms-{relation}"]
+        assert rows[0] == ["method", "ε", "best settings", "seeds", "final ‖∇f‖²", "final f", "final accuracy"]
+        assert sorted((r[0], r[1]) for r in rows[1:]) == sorted((m, e) for m in names for e in ("4", "16"))
+        means = {}
+        spread = lambda values, fmt: f"{np.mean(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
+        for method, eps, settings, seeds, grad, f, acc in rows[1:]:
+            by_factor = {}
+            for tr in traces:
+                if (tr.attrs["method"], tr.config["method"]["relation"], tr.config["method"]["target_epsilon"]) == (
+                        names[method], relation, float(eps)):
+                    by_factor.setdefault(tr.config["stepsize"]["factor"], []).append(tr)
+            factor = min(by_factor, key=lambda k: np.mean([tr.loss[-1] for tr in by_factor[k]]))
+            assert settings.endswith(f"factor {factor:g}") and seeds == "2"
+            chosen = by_factor[factor]
+            assert f == spread([tr.loss[-1] for tr in chosen], ".5g")
+            assert grad == spread([tr.grad_norm_sq[-1] for tr in chosen], ".3g")
+            assert acc == spread([tr.metrics["accuracy"][-1] for tr in chosen], ".4f")
+            means[(method, eps)] = np.mean([tr.loss[-1] for tr in chosen])
+        verdict = tables[f"dp-frontier-mushrooms-{relation}-verdict"]
+        for eps, ours, leader, difference, to_clip21 in verdict[1:]:
+            assert ours == f"{means[('Clip21-SGD2M', eps)]:.4g}" and leader.startswith("DP-SGD ")  # the only baseline
+            assert difference == f"{means[('Clip21-SGD2M', eps)] - means[('DP-SGD', eps)]:+.3g}"
+            assert to_clip21 == f"{means[('Clip21-SGD2M', eps)] - means[('Clip21-GD', eps)]:+.3g}"
+    for relation in ("replace", "add_remove"):
+        for key in ("grad_norm_sq", "loss", "accuracy"):
+            assert f"![dp-frontier-mushrooms-{relation}-{key}](dp-frontier-mushrooms-{relation}-{key}.png)" in page
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -93,11 +93,9 @@ def cmd_privacy(args) -> int:
                   ("--epsilon", args.epsilon, args.epsilon is None or args.epsilon > 0, "must be > 0"),
                   ("--batch", args.batch, (args.batch is None) == (args.records is None), "goes with --records"),
                   ("--batch", args.batch, args.batch is None or 1 <= args.batch <= args.records, "must be in 1..--records")]
-        sampled = args.batch is not None and args.batch < args.records
-        checks += [("--accountant", args.accountant, not (sampled and args.accountant == "pld"),
-                    "accounts full-batch rounds only (dp-accounting's PLD has no sampling without replacement); use rdp"),
-                   ("--relation", args.relation, not (sampled and args.relation == "add_remove"),
-                    "with --batch, sampling without replacement is accounted for replace-one neighbours only")]
+        sampled = args.batch is not None and args.batch < args.records and args.relation == "replace"
+        checks.append(("--accountant", args.accountant, not (sampled and args.accountant == "pld"),
+                       "accounts full-batch rounds only (dp-accounting's PLD has no sampling without replacement); use rdp"))
         for field, value, ok, reason in checks:
             if not ok:
                 raise InputError(field, value, reason)

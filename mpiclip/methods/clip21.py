@@ -55,7 +55,8 @@ class ClipMethodParams:
                                   check=nonnegative)
     delta: float = param(1e-5, "δ of the (ε, δ) guarantee", check=_open_unit)
     relation: str = param("replace", "neighbouring datasets: 'replace' one record (sensitivity 2τ) or "
-                          "'add_remove' a worker's contribution (τ)", choices=privacy.RELATIONS)
+                          "'add_remove' a worker's contribution (τ; worker-level, not amplified by sampling)",
+                          choices=privacy.RELATIONS)
     accountant: str = param("rdp", "privacy accountant of ε(t) and of target_epsilon: 'rdp' (Rényi DP, any sampling) or "
                             "'pld' (privacy loss distribution, tight; full-batch rounds only)", choices=privacy.ACCOUNTANTS)
     order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
@@ -115,7 +116,8 @@ class _Clipped(ClipMethodParams, Method):
 
     @property
     def amplified(self) -> bool:
-        """Whether a round's message depends on its minibatch alone, so that sampling amplifies privacy."""
+        """Whether a round's message depends on its minibatch alone, so that sampling amplifies (record-level)
+        privacy."""
         return self.minibatch
 
     def bind(self, info):

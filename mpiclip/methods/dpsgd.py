@@ -9,8 +9,10 @@ replacement and sends
 with ℓ_j the per-example loss of f_i = (1/N_i) Σ_j ℓ_j (its regulariser included). σ is the noise on the
 sum, as in the paper (σ = z·Δ, z the noise multiplier). Replacing one record moves the sum by at most
 Δ = 2τ, so a round is the subsampled Gaussian mechanism of the other minibatch DP methods here and is
-accounted the same way (:mod:`mpiclip.privacy`). The paper samples lots by Poisson sampling; fixed-size
-sampling without replacement is what the other methods here do, and is what is accounted.
+accounted the same way (:mod:`mpiclip.privacy`). Under worker-level DP (``relation = "add_remove"``) the
+sum moves by b_i·τ: per-example clipping then buys nothing over clipping the mean. The paper samples lots by
+Poisson sampling; fixed-size sampling without replacement is what the other methods here do, and is what is
+accounted.
 
 Recorded per worker: ``clip_active`` (the fraction of its examples clipped), ``norm_before_clip`` (their mean
 gradient norm) and ``noise_scale`` (σ/b_i, the noise in the message).
@@ -23,10 +25,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from mpiclip import privacy
 from mpiclip.compressors import dense_message
 from mpiclip.methods.base import METHODS
 from mpiclip.methods.clip21 import ClipSGDParams, NoState, _Clipped
-from mpiclip.methods.ef21_extensions import sample_minibatches
+from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
 
 
 @METHODS.register("dp_sgd")
@@ -39,6 +42,13 @@ class DPSGD(ClipSGDParams, _Clipped):
     uses_compressor: ClassVar[bool] = False
     needs_samples: ClassVar[bool] = True
     minibatch = True
+
+    def _mechanisms(self, info, sigma):
+        """σ is on the sum: replacing a record moves it by 2τ; adding or removing the worker by b_i·τ."""
+        if self.relation == "replace":
+            return super()._mechanisms(info, sigma)
+        return [privacy.Mechanism(sigma, self.tau * int(b), self.relation)
+                for b in minibatch_sizes(self.batch, info.sample_counts)]
 
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
