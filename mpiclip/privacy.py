@@ -87,7 +87,7 @@ def most_exposed(mechanisms: list[Mechanism]) -> Mechanism:
     return max(mechanisms, key=lambda m: (m.sampling_ratio, -m.noise_multiplier))
 
 
-def _check(mechanism: Mechanism, accountant: str, field: str, value) -> None:
+def _check(mechanism: Mechanism, accountant: str) -> None:
     if accountant not in ACCOUNTANTS:
         raise InputError("method.accountant", accountant, f"must be one of {', '.join(ACCOUNTANTS)}")
     if mechanism.sampled is not None and accountant == "pld":
@@ -125,7 +125,7 @@ class Accountant:
     def __init__(self, mechanisms: list[Mechanism], delta: float, accountant: str = "rdp", field: str = "method.sigma"):
         self.delta, self.accountant = delta, accountant
         self.mechanism = most_exposed(mechanisms)
-        _check(self.mechanism, accountant, field, self.mechanism.sigma)
+        _check(self.mechanism, accountant)
         _library(field, self.mechanism.sigma)
 
     def epsilon(self, rounds: int) -> float:
@@ -150,7 +150,7 @@ def sigma_for(target_epsilon: float, delta: float, rounds: int, mechanisms: list
     """The σ (shared by the workers) at which ``rounds`` rounds spend at most, and to 1e-6 in z exactly, the
     budget (ε, δ): z calibrated by dp-accounting for the most exposed worker, times its sensitivity."""
     worst = most_exposed(mechanisms)
-    _check(worst, accountant, field, target_epsilon)
+    _check(worst, accountant)
     return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.sampled, accountant, field)
 
 
@@ -168,6 +168,9 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
         from dp_accounting import gaussian_mechanism
 
         return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
+    least = Mechanism(_Z_RANGE[0], 1.0, "replace", *(sampled or (None, None)))
+    if Accountant([least], delta, accountant, field).epsilon(rounds) <= target_epsilon:
+        return _Z_RANGE[0]  # a budget this large allows any noise the search considers
     from dp_accounting import mechanism_calibration
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 

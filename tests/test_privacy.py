@@ -134,6 +134,11 @@ def test_a_calibration_is_shared_by_every_tau_and_equals_a_fresh_one():
     assert privacy.sigma_for(4.0, 1e-5, 60, [privacy.Mechanism(1.0, 0.2, "replace", 400, 40)]) > first  # more rounds
 
 
+def test_a_huge_budget_takes_the_least_noise_searched():
+    assert privacy.sigma_for(1e7, 1e-5, 1, [privacy.Mechanism(1.0, 2.0)]) == pytest.approx(2e-3)
+    assert privacy.sigma_for(1e7, 1e-5, 1, [privacy.Mechanism(1.0, 2.0)], "pld") < 1e-3
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: privacy.sigma_for(1e-9, 1e-5, 100, [privacy.Mechanism(1.0, 2.0)]),
      r"^method.target_epsilon = 1e-09: is unreachable"),
