@@ -30,13 +30,31 @@ def final(tr, key: str) -> float:
     return float((tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1])
 
 
+def settings_of(config) -> tuple:
+    p = config.method.params
+    return tuple((k, getattr(p, k)) for k in TUNED if hasattr(p, k)) + (("factor", config.stepsize.factor),)
+
+
+def grid_edges(sweep) -> dict:
+    """(method, setting) -> (least, largest) value in the sweep's grid, for settings it varies."""
+    values = defaultdict(set)
+    for run in sweep.runs:
+        for key, value in settings_of(run.config):
+            values[(run.config.method.name, key)].add(value)
+    return {key: (min(v), max(v)) for key, v in values.items() if len(v) > 1}
+
+
+def described(method: str, settings: tuple, edges: dict) -> str:
+    """'tau 0.01*, factor 0.3': a * marks a value on the edge of the grid (the best may lie beyond it)."""
+    return ", ".join(f"{k} {v:g}" + ("*" if v in edges.get((method, k), ()) else "") for k, v in settings)
+
+
 def best_points(sweep) -> dict:
     """relation -> {(method, ε): (settings, traces over the seeds)} at the best mean final f."""
     groups = defaultdict(list)
     for run, tr in finished_traces(sweep):
         p = run.config.method.params
-        settings = tuple((k, getattr(p, k)) for k in TUNED if hasattr(p, k)) + (("factor", run.config.stepsize.factor),)
-        groups[(p.relation, run.config.method.name, p.target_epsilon, settings)].append(tr)
+        groups[(p.relation, run.config.method.name, p.target_epsilon, settings_of(run.config))].append(tr)
     best = defaultdict(dict)
     for (relation, method, eps, settings), trs in groups.items():
         score = np.mean([final(tr, "loss") for tr in trs])
@@ -60,14 +78,14 @@ def frontier(page, name: str, sweep) -> None:
     if not by_relation:
         page.text("No completed runs yet.")
         return
-    config = sweep.runs[0].config
+    config, edges = sweep.runs[0].config, grid_edges(sweep)
     for relation, best in sorted(by_relation.items(), key=lambda item: item[0] != "replace"):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
         page.text(f"{config.run.rounds} rounds, {config.run.n_workers} workers, δ = {config.method.params.delta:.3g}, "
                   "ε by the RDP accountant. Per method and ε, the settings with the best mean final f over the seeds "
-                  "(mean, and the range over the seeds in brackets):")
-        rows = [[plotting.paper_name(method), f"{eps:g}", ", ".join(f"{k} {v:g}" for k, v in settings), len(trs),
+                  "(mean, and the range over the seeds in brackets; * a setting on the edge of the sweep's grid):")
+        rows = [[plotting.paper_name(method), f"{eps:g}", described(method, settings, edges), len(trs),
                  *(spread([final(tr, key) for tr in trs], fmt) for key, _, fmt in MEASURES)]
                 for (method, eps), (settings, trs) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0]))]
         page.table(label, ["method", "ε", "best settings", "seeds", *(f"final {m}" for _, m, _ in MEASURES)], rows)
@@ -107,8 +125,8 @@ def write(page, sweeps: dict) -> None:
 FAMILY = Family(
     name="dp", title="Differential privacy: Clip21-SGD2M and the privacy–utility frontier", docs="docs/dp", write=write,
     sweeps=("dp-frontier-mushrooms", "dp-frontier-a9a"),
-    # mushrooms, record-level, at three budgets and a 2 × 2 corner of (τ, factor) for every method, 3 seeds: 252 runs
-    laptop={"dp-frontier-mushrooms": Cut(grids=tuple({"method.relation": ["replace"], "method.target_epsilon": [1.0, 4.0, 16.0],
-                                                     "method.tau": [0.03, 0.3], "stepsize.factor": [0.3, 1.0]}
-                                                    for _ in range(3)))},
+    # mushrooms, record-level, at three budgets and a 2 × 2 corner of (τ, factor) for every method, 3 seeds: 288 runs
+    laptop={"dp-frontier-mushrooms": Cut(grids=tuple(
+        {"method.relation": ["replace"], "method.target_epsilon": [1.0, 4.0, 16.0], "method.tau": [0.03, 0.3],
+         "stepsize.factor": [0.1, 1.0]} for _ in range(3)))},
 )
