@@ -11,7 +11,8 @@ g_i^{−1} = 0, g^{−1} = 0:
 
 The paper's text was not reachable; this order is that of the authors' code (`EF21M` in
 Rustem-Islamov/Opt-Scaling-Laws, src/optimizers/gen_sgd.py) and of an independent description, and
-β1 = β2 = 1 is Clip21-SGD (to the last bit here, tested). One convention differs, and is a parameter:
+β1 = β2 = 1 is Clip21-SGD (to the last bit here, tested). They write the step first, x^{t+1} = x^t − γ g^t
+with g^0 = 0, so their first step stands still and their x^{t+1} is the x^t here. One convention differs, and is a parameter:
 the code adds only the clipped increment, without the noise, to the worker's buffer (``feedback =
 "clean"``), so the server's g drifts from (1/n) Σ_i g_i by the accumulated noise; by default (``"noisy"``)
 the worker adds the message it sent, as DP-Clip21 does here (ALGORITHMS §4.5), and worker and server agree.
