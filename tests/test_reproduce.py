@@ -202,7 +202,7 @@ def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace
         rows = tables[f"dp-frontier-mushrooms-{relation}"]
         assert rows[0] == ["method", "ε", "best settings", "seeds", "final ‖∇f‖²", "final f", "final accuracy"]
         assert sorted((r[0], r[1]) for r in rows[1:]) == sorted((m, e) for m in names for e in ("4", "16"))
-        means = {}
+        means, accuracy = {}, {}
         spread = lambda values, fmt: f"{np.mean(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
         for method, eps, settings, seeds, grad, f, acc in rows[1:]:
             by_factor = {}
@@ -218,9 +218,12 @@ def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace
             assert grad == spread([tr.grad_norm_sq[-1] for tr in chosen], ".3g")
             assert acc == spread([tr.metrics["accuracy"][-1] for tr in chosen], ".4f")
             means[(method, eps)] = np.mean([tr.loss[-1] for tr in chosen])
+            accuracy[(method, eps)] = np.mean([tr.metrics["accuracy"][-1] for tr in chosen])
         verdict = tables[f"dp-frontier-mushrooms-{relation}-verdict"]
-        for eps, ours, leader, difference, to_clip21 in verdict[1:]:
+        for eps, ours, leader, difference, to_clip21, our_accuracy, their_accuracy in verdict[1:]:
             assert ours == f"{means[('Clip21-SGD2M', eps)]:.4g}" and leader.startswith("DP-SGD ")  # the only baseline
+            assert our_accuracy == f"{accuracy[('Clip21-SGD2M', eps)]:.4f}"
+            assert their_accuracy == f"{accuracy[('DP-SGD', eps)]:.4f}"
             assert difference == f"{means[('Clip21-SGD2M', eps)] - means[('DP-SGD', eps)]:+.3g}"
             assert to_clip21 == f"{means[('Clip21-SGD2M', eps)] - means[('Clip21-GD', eps)]:+.3g}"
     for relation in ("replace", "add_remove"):
