@@ -58,10 +58,11 @@ def log_note(ax, dropped: int) -> None:
 
 
 # The colour of each method (an index into COLORS), chosen so that the methods one figure compares differ:
-# GD against the EF21 family, Clip-GD against Clip21-GD, the asynchronous methods, the federated ones.
+# GD against the EF21 family, Clip-GD against Clip21-GD, the DP frontier, the asynchronous methods, the federated ones.
 COLOR_OF = {"gd": 0, "ef14": 1, "ef21": 2, "ef21_sgd": 3, "ef21_plus": 4, "ef21_page": 5, "ef21_pp": 6, "cgd": 5,
             "ef21_bc": 3, "ef21_hb": 6, "ef21_prox": 5, "diana": 3,
             "clip_gd": 1, "clip21_gd": 2, "clip_sgd": 3, "clip21_sgd": 4, "clip21_avg": 5,
+            "clip21_sgd2m": 0, "clip_sgdm": 6, "dp_sgd": 1,
             "asgd": 0, "clipped_asgd": 1, "delay_adaptive_asgd": 2, "minibatch_sgd": 3, "rennala_sgd": 4, "ringmaster_asgd": 5,
             "fedavg": 0, "fedga": 1, "gradalign": 2, "scaffold": 3, "scaffold_stored": 4, "fedprox": 5, "lbsgd": 6}
 
@@ -326,7 +327,8 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
     budgets = sorted({e for by_eps in points.values() for e in by_eps})
     ax.set_xticks(budgets, [f"{e:g}" for e in budgets])  # the budgets run, in plain numbers
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    if y == "grad_norm_sq":
+    positive = all(v > 0 for by_eps in points.values() for vs in by_eps.values() for v in vs)
+    if y == "grad_norm_sq" or (y == "loss" and positive):  # f spans decades when noise drives some runs far off
         ax.set_yscale("log")
     ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
     ax.set_ylabel({"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)"}.get(y, f"final {y}"))

@@ -111,6 +111,7 @@ def test_two_runs_of_one_method_are_told_apart_by_their_names(traces):
 
 
 @pytest.mark.parametrize("methods", [("gd", "ef14", "ef21", "ef21_plus"), ("gd", "clip_gd", "clip21_gd", "clip_sgd", "clip21_sgd"),
+                                     ("clip21_gd", "clip21_sgd2m", "clip_sgd", "clip_sgdm", "dp_sgd"),
                                      ("asgd", "clipped_asgd", "delay_adaptive_asgd", "minibatch_sgd", "rennala_sgd",
                                       "ringmaster_asgd"),
                                      ("fedavg", "fedga", "gradalign", "scaffold", "scaffold_stored", "fedprox", "lbsgd")])

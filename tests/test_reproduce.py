@@ -257,9 +257,9 @@ def test_a_missing_data_file_is_named_before_anything_is_written(workspace, tmp_
 
 
 # -- the docs ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["ef21", "clip21"])
+@pytest.mark.parametrize("name", ["ef21", "clip21", "dp"])
 def test_the_docs_page_is_the_full_output_of_reproduce(name):
-    """docs/reproduction and docs/clip21 are `mpiclip reproduce NAME --full` pages: every table's CSV, figure
+    """docs/reproduction, docs/clip21 and docs/dp are `mpiclip reproduce NAME --full` pages: every table's CSV, figure
     and PDF beside them. (The RESULTS.md of docs/async and docs/fed hold sweeps of several hours each, made
     before `reproduce`; they become its output when those sweeps are run again.)"""
     fam = reproduce.family(name)
