@@ -99,7 +99,7 @@ class Problem:
     def clipped_example_sums(self, x: np.ndarray, batches: list, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (n_local, d), norms): worker i's Σ_{j ∈ batches[i]} clip_τ(∇ℓ_j(x)), the per-example gradients
         of its loss f_i = (1/N_i) Σ_j ℓ_j (DP-SGD), and the concatenated per-example gradient norms ‖∇ℓ_j(x)‖.
-        This general version takes one gradient per row; linear models override it with two products."""
+        This general version takes one gradient per row; logistic regression overrides it with two products."""
         sums, norms = np.zeros((self.n_local, self.d)), []
         for i, rows in enumerate(batches):
             for j in rows:
