@@ -308,6 +308,9 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
     """The figure of ``privacy_utility``."""
     import matplotlib.ticker
 
+    units = {tr.config.get("method", {}).get("relation", "replace") for tr in traces}
+    if len(units) > 1:  # ε of one record and ε of a whole worker are not one axis
+        raise ValueError(f"the traces mix privacy units (method.relation {' and '.join(sorted(units))}); plot them apart")
     plt = pyplot()
     points: dict = {}
     for tr in traces:

@@ -278,3 +278,11 @@ def test_clipping_figures_without_mpi(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
     assert (tmp_path / "a.png").stat().st_size > 5000 and (tmp_path / "p.png").stat().st_size > 5000
+    worker_level, _ = run_table(tmp_path, run={"name": "worker-level", "n_workers": 4, "rounds": 20},
+                                method={"name": "clip_gd", "tau": 0.05, "target_epsilon": 4.0, "relation": "add_remove"},
+                                compressor={"name": "identity"})
+    mixed = subprocess.run([sys.executable, os.path.join(REPO, "analysis", "privacy_utility.py"), *paths[:2],
+                            worker_level.path, "-o", str(tmp_path / "m.png")], capture_output=True, text=True, timeout=120)
+    assert mixed.returncode == 2 and not (tmp_path / "m.png").exists()
+    assert mixed.stderr.startswith("privacy_utility: error: the traces mix privacy units (method.relation add_remove and "
+                                   "replace)"), mixed.stderr
