@@ -5,7 +5,8 @@ clipping and DP-Clip21-GD at equal (ε, δ = 1/N) on mushrooms and a9a.
 Per sweep and privacy unit (record-level "replace", worker-level "add_remove"): for every method and budget ε,
 the hyper-parameters (τ, step-size factor, momentum) with the best mean final f over the seeds; a table of the
 final ‖∇f‖², f and training accuracy there (mean and range over the seeds), figures of the three against ε
-(bars: the range), and Clip21-SGD2M's ratio to the best baseline and to DP-Clip21-GD at each ε. Points are
+(bars: the range), and Clip21-SGD2M's difference in f to the best baseline and to DP-Clip21-GD at each ε,
+with its accuracy beside the best baseline accuracy. Points are
 chosen by f, not ‖∇f‖²: a noisy run that drifts far from 0 has a small ‖∇f‖² (the logistic gradient is
 bounded and the regulariser's vanishes) at a large f. All ε come from the RDP accountant, the one every
 method can use.
