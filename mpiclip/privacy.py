@@ -159,8 +159,9 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
                          accountant: str = "rdp", field: str = "method.target_epsilon") -> float:
     """z = σ/Δ for the budget; remembered per process (a subsampled RDP calibration takes seconds)."""
     dpa = _library(field, target_epsilon)
-    worst = Mechanism(_Z_RANGE[1], 1.0, "replace", *(sampled or (None, None)))
-    reached = Accountant([worst], delta, accountant, field).epsilon(rounds)
+    spent = lambda z: Accountant([Mechanism(z, 1.0, "replace", *(sampled or (None, None)))], delta, accountant,
+                                 field).epsilon(rounds)
+    reached = spent(_Z_RANGE[1])
     if reached > target_epsilon:
         raise InputError(field, target_epsilon, f"is unreachable: even noise multiplier {_Z_RANGE[1]:g} gives ε = "
                          f"{reached:.3g} after {rounds} rounds at δ = {delta:g}")
@@ -168,8 +169,7 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
         from dp_accounting import gaussian_mechanism
 
         return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
-    least = Mechanism(_Z_RANGE[0], 1.0, "replace", *(sampled or (None, None)))
-    if Accountant([least], delta, accountant, field).epsilon(rounds) <= target_epsilon:
+    if spent(_Z_RANGE[0]) <= target_epsilon:
         return _Z_RANGE[0]  # a budget this large allows any noise the search considers
     from dp_accounting import mechanism_calibration
     from dp_accounting.rdp import rdp_privacy_accountant as rdp

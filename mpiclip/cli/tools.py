@@ -93,12 +93,12 @@ def cmd_privacy(args) -> int:
                   ("--epsilon", args.epsilon, args.epsilon is None or args.epsilon > 0, "must be > 0"),
                   ("--batch", args.batch, (args.batch is None) == (args.records is None), "goes with --records"),
                   ("--batch", args.batch, args.batch is None or 1 <= args.batch <= args.records, "must be in 1..--records")]
-        sampled = args.batch is not None and args.batch < args.records and args.relation == "replace"
-        checks.append(("--accountant", args.accountant, not (sampled and args.accountant == "pld"),
-                       "accounts full-batch rounds only (dp-accounting's PLD has no sampling without replacement); use rdp"))
         for field, value, ok, reason in checks:
             if not ok:
                 raise InputError(field, value, reason)
+        if args.accountant == "pld" and privacy.Mechanism(1.0, 1.0, args.relation, args.records, args.batch).sampled:
+            raise InputError("--accountant", "pld", "accounts full-batch rounds only (dp-accounting's PLD has no "
+                             "sampling without replacement); use rdp")
         sensitivity = privacy.sensitivity(args.tau, args.relation)
         mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, args.records, args.batch)]
         if args.sigma is not None:

@@ -28,7 +28,7 @@ OURS, EF_BASELINE = "clip21_sgd2m", "clip21_gd"
 
 
 def final(tr, key: str) -> float:
-    return float((tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1])
+    return float(plotting.y_values(tr, key)[-1])
 
 
 def settings_of(config) -> tuple:
