@@ -17,6 +17,7 @@ Layout::
     /server/     the replicated server state, the same way
     /ledger/     sent_up, initial_up, pending_up (n, E); pending_down, initial_down (E,)
     /extra/      runner-specific replicated arrays (the JSON-able values are in ``state``)
+    /problem     (n, m) the problem's per-worker state, for problems that keep one (BatchNorm statistics)
 
 Each rank reads back only its own workers' rows, so a run may resume on another number of ranks.
 """
@@ -98,6 +99,8 @@ def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
                 _write_block(sink, comm, f"workers/{name}", getattr(workers, name))
         for name in Ledger.per_worker:
             _write_block(sink, comm, f"ledger/{name}", getattr(state.ledger, name))
+        if state.problem is not None:  # problems with per-worker state only (the same on every rank of a run)
+            _write_block(sink, comm, "problem", state.problem)
         if state.worker_rngs:  # runners with per-worker generators only (the same on every rank of a run)
             _write_block(sink, comm, "worker_rngs", np.array([json.dumps(s) for s in state.worker_rngs], dtype=object))
         sink.commit()
@@ -161,8 +164,10 @@ def read(path: str, worker_ids: np.ndarray) -> RunState:
                         f["ledger/pending_down"][()], f["ledger/initial_down"][()], a["initial_unwritten"])
         rngs = [json.loads(s) for s in f["worker_rngs"].asstr()[lo:hi]] if "worker_rngs" in f else []
         extra = {**a["extra"], **{k: v[()] for k, v in f["extra"].items()}} if "extra" in f else a["extra"]
+        problem = f["problem"][lo:hi] if "problem" in f else None
         return RunState(head["t"], f["x"][()], _read_tree(f["workers"], (lo, hi)), _read_tree(f["server"]), ledger,
-                        head["rows"], a["elapsed"], a["loss"], a["grad_norm_sq"], a["status"], a["rngs"], extra, rngs)
+                        head["rows"], a["elapsed"], a["loss"], a["grad_norm_sq"], a["status"], a["rngs"], extra, rngs,
+                        problem)
 
 
 # ------------------------------------------------------------------------------------ writing

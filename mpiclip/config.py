@@ -59,7 +59,8 @@ class RunParams:
                                 "ranks; false uses Allreduce (faster for large dense messages)")
     check_every: int = param(200, "compare a checksum of x across ranks every this many rounds", check=at_least(1))
     x0: str = param("normal", "x^0: 'normal' (N(0, x0_scale² I) from run.seed), 'zeros', 'model' (the network's "
-                    "torch-like initialisation from run.seed; softmax and mlp), or a .npy file")
+                    "own initialisation from run.seed; softmax, mlp and the torch networks, whose default it is), or a "
+                    ".npy file")
     x0_scale: float = param(1.0, "standard deviation of x^0 for x0 = 'normal'", check=positive)
     checkpoint_every: int = param(0, "write a checkpoint beside the trace every this many rounds (0: only when "
                                   "SIGTERM/SIGINT stop the run or SIGUSR1 asks for one)", check=at_least(0))
@@ -340,8 +341,12 @@ def validate(table: dict) -> Config:
             raise InputError(section, value, f"unknown section (valid: {', '.join(SECTIONS)})")
         if not isinstance(value, dict):
             raise InputError(section, value, "must be a table ([section])")
-    run = parse_params(RunParams, table.get("run", {}), "run")
     problem = _choice(table, "problem", PROBLEMS, "logreg")
+    run_table = dict(table.get("run", {}))
+    default_x0 = PROBLEMS.get(problem.name, "problem.name").default_x0
+    if default_x0 is not None:  # e.g. a network starts from its own initialisation; the config says so
+        run_table.setdefault("x0", default_x0)
+    run = parse_params(RunParams, run_table, "run")
     method = _choice(table, "method", METHODS, "ef21")
     method_cls = METHODS.get(method.name, "method.name")
     uses_compressor = method_cls.uses_compressor

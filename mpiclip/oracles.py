@@ -16,7 +16,7 @@ import numpy as np
 
 from mpiclip.asynchrony import AsyncParams
 from mpiclip.problems import Problem
-from mpiclip.rng import NOISE, SAMPLING, generator
+from mpiclip.rng import NOISE, SAMPLING, drawn, generator
 from mpiclip.wire import sequential_sum
 
 
@@ -59,17 +59,18 @@ class JobOracle:
         return g.copy()
 
     def _minibatch(self, x: np.ndarray, local: int, worker: int, job: int) -> np.ndarray:
-        rng, b = generator(self.seed, SAMPLING, worker, job), self.p.batch_size
+        key, b = (self.seed, SAMPLING, worker, job), self.p.batch_size
+        rng = generator(*key)
         if self.whole is None:
             n_rows = int(self.problem.local_sizes[local])
             if b >= n_rows:
                 return self.problem.worker_grad(x, local)
-            return self.problem.worker_grad(x, local, np.sort(rng.choice(n_rows, b, replace=False)))
+            return self.problem.worker_grad(x, local, drawn(np.sort(rng.choice(n_rows, b, replace=False)), *key))
         sizes = self.whole.local_sizes
         workers = rng.integers(0, len(sizes), b)
         rows = (rng.random(b) * sizes[workers]).astype(np.int64)
         total = np.zeros(len(x))
         for w in np.unique(workers):
             picked = np.sort(rows[workers == w])
-            total += len(picked) * self.whole.worker_grad(x, int(w), picked)
+            total += len(picked) * self.whole.worker_grad(x, int(w), drawn(picked, *key, w))
         return total / b

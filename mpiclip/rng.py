@@ -17,6 +17,25 @@ def generator(seed: int, stream: int, worker: int, t: int, *more: int) -> np.ran
     return np.random.default_rng([seed, stream, worker, t, *more])
 
 
+class Draw(np.ndarray):
+    """Row numbers drawn at random that remember the key of the generator that drew them (seed, stream, worker,
+    round, ...), so that whatever else is random about those rows (a network's augmentation and dropout) is
+    keyed by the same draw: the same on every rank, and the same when one draw is used twice (EF21-PAGE's
+    two gradients on one minibatch)."""
+
+    key: tuple = ()
+
+    def __array_finalize__(self, obj) -> None:
+        self.key = getattr(obj, "key", ())
+
+
+def drawn(rows: np.ndarray, *key: int) -> Draw:
+    """``rows`` marked as the draw of the generator keyed by ``key``."""
+    out = np.asarray(rows).view(Draw)
+    out.key = tuple(int(k) for k in key)
+    return out
+
+
 class WorkerRandomness:
     """The generators of the local workers for one round and one stream.
 
@@ -29,7 +48,11 @@ class WorkerRandomness:
         self.seed, self.stream, self.worker_ids, self.t, self.path = seed, stream, worker_ids, t, path
 
     def __getitem__(self, local: int) -> np.random.Generator:
-        return generator(self.seed, self.stream, int(self.worker_ids[local]), self.t, *self.path)
+        return generator(*self.key(local))
+
+    def key(self, local: int) -> tuple:
+        """The key of local worker ``local``'s generator."""
+        return (self.seed, self.stream, int(self.worker_ids[local]), self.t, *self.path)
 
     def child(self, tag: int) -> "WorkerRandomness":
         return WorkerRandomness(self.seed, self.stream, self.worker_ids, self.t, self.path + (tag,))

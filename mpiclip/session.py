@@ -82,12 +82,20 @@ class Session:
         where = ("data.path", c.data.source.path) if self.plan is not None and getattr(c.data.source, "path", "") else \
             ("data.n_features", self.d) if self.plan is not None else ("problem.d", self.d)
         limits.check_run(self.d, per_rank, *where)
-        self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params)
+        blocks = problem_cls.blocks(c.problem.params, self.plan)
+        self.compressor = COMPRESSORS.get(c.compressor.name, "compressor.name").build(c.compressor.params).for_blocks(blocks)
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
         self.runner_cls = RUNNERS.get(self.method_cls.runner, "method.name").resolve(c)
         if self.method_cls.needs_samples and self.plan is None:
             raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
+        why_not = problem_cls.example_gradients(c.problem.params) if self.method_cls.example_gradients else None
+        if why_not:
+            raise InputError("method.name", c.method.name, f"clips per-example gradients, and {why_not}")
+        if problem_cls.carries_state(c.problem.params) and self.runner_cls.job_workers(c, 0, comm.size) is not None:
+            raise InputError("problem.name", c.problem.name, "keeps per-worker state (BatchNorm statistics), and this "
+                             "runner computes workers' gradients away from their rank (async.data = 'homogeneous'); "
+                             "use problem.norm = 'group' or 'none'")
         if self.compressor.clips and not self.method_cls.accepts_clipping:
             raise InputError("compressor.name", c.compressor.name, f"clips, and method {c.method.name!r} does not "
                              "support clipping (use clip_gd, clip21_gd, clip21_sgd, or ef21/cgd with compressor clip)")
@@ -217,13 +225,15 @@ class Session:
         c, comm = self.config, self.comm
         layout = comm.bind(c.run.n_workers)
         self.worker_ids = layout.workers_of(comm.rank)
-        self.problem, self.smooth, storage = _problem(c, self.plan, self.worker_ids, comm)
+        local_rank = comm.local_rank()
+        self.problem, self.smooth, storage = _problem(c, self.plan, self.worker_ids, comm, local_rank)
         self.jobs = None
         job_workers = self.runner_cls.job_workers(c, comm.rank, comm.size)
         if job_workers is not None and len(job_workers):  # e.g. every worker's data on every rank (homogeneous)
             shard = self.plan.load(job_workers, storage=storage) if self.plan is not None else None
             self.jobs = PROBLEMS.get(c.problem.name, "problem.name").build(c.problem.params, shard, job_workers,
                                                                             c.run.n_workers)
+            self.jobs.place(local_rank)
         constants = stepsize.Constants(self.smooth.L, self.smooth.L_tilde, self.smooth.mu, self.compressor.alpha(self.d),
                                        self.compressor.omega(self.d), c.run.n_workers)
         self.rule, self.gamma = stepsize.resolve(c.stepsize, self.method_cls.default_rule, constants)
@@ -236,6 +246,12 @@ class Session:
                 self.resumed = checkpoint.read(c.checkpoint_path, self.worker_ids)
                 if self.resumed.x.shape != (self.d,):
                     raise InputError("checkpoint", c.checkpoint_path, f"holds x of shape {self.resumed.x.shape}, not ({self.d},)")
+                expected = self.problem.worker_state()
+                held = self.resumed.problem
+                if (expected is None) != (held is None) or (held is not None and held.shape != expected.shape):
+                    raise InputError("checkpoint", c.checkpoint_path, "holds no problem state of the shape this problem "
+                                     f"keeps ({None if expected is None else expected.shape}, found "
+                                     f"{None if held is None else held.shape})")
             except (*CORRUPT, ValueError) as e:
                 error = InputError("checkpoint", c.checkpoint_path, f"cannot be read: {e}")
             except InputError as e:
@@ -314,6 +330,9 @@ class Session:
             setup = Setup(c, comm, method, self.problem, self.worker_ids, self.x0, recorder, control, self.timing, self.log,
                           self.jobs)
             runner = self.runner_cls(setup)
+            self.problem.restore_state(self.resumed.problem if self.resumed is not None else None)
+            if self.jobs is not None:
+                self.jobs.restore_state(None)
             if self.resumed is not None:
                 recorder.events_written = int(self.resumed.extra.get("events", 0))
             state = runner.start(self.resumed)
@@ -355,6 +374,7 @@ class Session:
         comm.agree(error)
         state.elapsed = runner.elapsed()
         state = runner.snapshot(state)
+        state.problem = self.problem.worker_state()
         if runner.events:
             state.extra["events"] = recorder.events_written
         stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
@@ -381,7 +401,7 @@ class Session:
 _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
 
 
-def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
+def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm, local_rank: int):
     """(problem, smoothness, storage of its rows) of this rank's workers; consecutive runs on the same data (a sweep) reuse them.
 
     The ranks agree on hit or miss (one tiny reduction), so the collectives of a miss stay matched even if
@@ -392,6 +412,7 @@ def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm):
         problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
         shard = plan.load(worker_ids, comm.row_reduce().sum) if plan is not None else None
         problem = problem_cls.build(c.problem.params, shard, worker_ids, c.run.n_workers)
+        problem.place(local_rank)
         _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())), shard and shard.storage, comm)
         while len(_PROBLEMS) > 2:
             _PROBLEMS.popitem(last=False)

@@ -10,6 +10,11 @@ VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV" || exit 1
 fi
+# torch's CPU build for the network tests, first: a plain `torch` requirement takes a CUDA build of several GB.
+# TORCH_SPEC chooses another (e.g. "torch --index-url https://download.pytorch.org/whl/cpu" on a machine with network).
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check ${TORCH_SPEC:-torch==2.13.0} || exit 1
+fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,mpi]' || exit 1
 PY="$VENV/bin/python"
 MPIEXEC="$VENV/bin/mpiexec"

@@ -18,6 +18,7 @@ CASES = {
     "topk-1": {"name": "topk", "k": 1},
     "topk-3": {"name": "topk", "k": 3},
     "topk-d": {"name": "topk", "k": D},
+    "topk_layers": {"name": "topk_layers", "ratio": 0.25},
     "randk-1": {"name": "randk", "k": 1},
     "randk-d": {"name": "randk", "k": D},
     "randk_unbiased-3": {"name": "randk_unbiased", "k": 3},

@@ -162,6 +162,10 @@ class Comm:
     def hostnames(self) -> list[str]:
         raise NotImplementedError
 
+    def local_rank(self) -> int:
+        """Collective: this rank's index among the ranks of its node (which GPU it takes)."""
+        return 0
+
     # -- hot path (buffer-based) ---------------------------------------------------------------
     def sum_rows(self, rows: np.ndarray, ordered: bool) -> np.ndarray:
         """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""

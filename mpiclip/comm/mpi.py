@@ -124,6 +124,13 @@ class MPIComm(Comm):
     def hostnames(self):
         return sorted(set(self.allgather_objects(self._MPI.Get_processor_name())))
 
+    def local_rank(self):
+        node = self._c.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+        try:
+            return node.Get_rank()
+        finally:
+            node.Free()
+
     def sum_rows(self, rows, ordered):
         MPI = self._MPI
         m = rows.shape[1]

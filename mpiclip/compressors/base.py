@@ -48,6 +48,11 @@ class Compressor:
     def validate(self, d: int) -> None:
         """Raise InputError if the compressor cannot act in dimension d."""
 
+    def for_blocks(self, blocks: Optional[np.ndarray]) -> "Compressor":
+        """This compressor for vectors made of consecutive parts of these sizes (a network's tensors; None: one
+        part); only compressors that act part by part care."""
+        return self
+
 
 COMPRESSORS: Registry[type[Compressor]] = Registry("compressor")
 

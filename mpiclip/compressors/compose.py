@@ -64,6 +64,10 @@ class Compose(Compressor):
         self.inner.validate(d)
         self.outer.validate(d)
 
+    def for_blocks(self, blocks):
+        self.inner, self.outer = self.inner.for_blocks(blocks), self.outer.for_blocks(blocks)
+        return self
+
     def __call__(self, v, rng):
         inner = self.inner(v, rng.child(1))
         if not self.quantizes:  # e.g. a sparsifier on a quantized vector: it acts on the decoded vector

@@ -203,3 +203,53 @@ class RandKShared(_KSparsifier):
     def omega(self, d):
         return d / self.k - 1.0 if self.unbiased else None
 
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    ratio: float = param(0.01, "share of each part's coordinates kept: k_l = max(1, floor(ratio·d_l))",
+                         check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+
+
+@COMPRESSORS.register("topk_layers")
+class TopKLayers(Compressor):
+    """Top-k part by part: the k_l = max(1, ⌊ratio·d_l⌋) largest entries of each part of x; α = min_l k_l/d_l.
+
+    A network's parts are its parameter tensors, so this is the layer-wise Top-k of the EF21 Bells & Whistles
+    code (``top_k_opt``: ``max(1, floor(d·h))`` per tensor); x of a problem without parts is one part. The
+    message is a Top-K message with K = Σ k_l, positions counted in the whole vector.
+    """
+
+    params = LayerParams
+    exact_values = True
+
+    def __init__(self, params: LayerParams):
+        self.ratio, self.blocks = params.ratio, None
+
+    def for_blocks(self, blocks):
+        bound = TopKLayers(LayerParams(self.ratio))
+        bound.blocks = None if blocks is None else np.asarray(blocks, dtype=np.int64)
+        return bound
+
+    def _parts(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sizes d_l, kept k_l) of the parts of a d-vector."""
+        sizes = np.array([d], dtype=np.int64) if self.blocks is None else self.blocks
+        return sizes, np.maximum(1, np.floor(self.ratio * sizes)).astype(np.int64)
+
+    def validate(self, d):
+        if int(self._parts(d)[0].sum()) != d:
+            raise InputError("compressor.name", "topk_layers", f"the problem's parts cover {int(self.blocks.sum())} "
+                             f"coordinates, not d = {d}")
+
+    def __call__(self, v, rng):
+        n, d = v.shape
+        sizes, ks = self._parts(d)
+        cols, at = np.empty((n, int(ks.sum())), dtype=np.intp), 0
+        for start, size, k in zip(np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes, ks):
+            cols[:, at : at + k] = top_k_positions(v[:, start : start + size], int(k))[1].reshape(n, k) + start
+            at += k
+        return sparse_message(v, np.repeat(np.arange(n), cols.shape[1]), cols.ravel(), cols.shape[1])
+
+    def alpha(self, d):
+        sizes, ks = self._parts(d)
+        return float(np.min(ks / sizes))

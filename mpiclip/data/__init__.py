@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from mpiclip import limits
 from mpiclip.data import leaf, libsvm, npz, regression, synthetic
+from mpiclip.data.layout import Layout, image_layout
 from mpiclip.data.partition import SPLITS, block_sizes
 from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
@@ -33,7 +34,8 @@ class DataParams:
     """Keys of [data] shared by every source."""
 
     source: str = param("synthetic", "where the samples come from: 'synthetic', 'regression', 'leaf_synthetic', "
-                        "'digits', 'libsvm' or 'npz'")
+                        "'digits', 'libsvm', 'npz', 'cifar10', 'cifar100', 'idx' (MNIST, Fashion-MNIST, EMNIST), "
+                        "'leaf' (FEMNIST, Shakespeare, Sent140) or 'synthetic_images'")
     split: str = param("contiguous", "how samples are spread over workers (see `mpiclip options`)")
     labels: str = param("auto", "'pm1' maps the smaller of two labels to -1 and the larger to +1; 'raw' keeps "
                         "them; 'classes' numbers the distinct (integer) labels 0..K-1; 'auto' asks the problem",
@@ -76,7 +78,8 @@ class RegressionParams:
 
 @dataclass(frozen=True)
 class NpzParams:
-    path: str = param("", "a numpy .npz file with a feature array (one row per sample; images are flattened) and labels")
+    path: str = param("", "a numpy .npz file with a feature array (one row per sample; images of N×H×W or N×C×H×W are "
+                      "flattened, their shape kept as the layout) and labels")
     x_key: str = param("X", "name of the feature array in the file")
     y_key: str = param("y", "name of the label vector in the file")
 
@@ -100,11 +103,16 @@ class Summary:
     checksum: str
     description: str
     groups: Optional[np.ndarray] = None  # the natural client of every row, for sources that have them
+    layout: Optional[Layout] = None  # images or token sequences (None: a vector of features)
+    classes: int = 0  # the label space 0..K−1 the source defines (0: the distinct labels found)
+    test_rows: Optional[np.ndarray] = None  # sorted rows of the source's own test split, held out as the test set
 
 
 class Source:
     """Interface: ``summarize(params)`` reads what validation and splitting need (labels, size, checksum);
-    ``read(params, rows, d)`` materialises the given global rows, in increasing order, as (CSR, labels)."""
+    ``read(params, rows, d)`` materialises the given global rows, in increasing order, as (features, labels):
+    features as a CSR matrix, or as a dense array for sources of images or token sequences (which keep their
+    dtype, float32 for images, so that a data set is not held in float64)."""
 
     params: type
 
@@ -226,7 +234,8 @@ class DigitsSource(Source):
     def summarize(p: NoParams) -> Summary:
         X, y = DigitsSource._arrays()
         digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
-        return Summary(X.shape[0], X.shape[1], y, f"sha256:{digest}", "digits (scikit-learn, features / 16)")
+        return Summary(X.shape[0], X.shape[1], y, f"sha256:{digest}", "digits (scikit-learn, features / 16)",
+                       layout=image_layout(X, (1, 8, 8)))
 
     @staticmethod
     def read(p: NoParams, rows: np.ndarray, d: int):
@@ -244,8 +253,8 @@ class NpzSource(Source):
     def summarize(p: NpzParams) -> Summary:
         if not p.path:
             raise InputError("data.path", p.path, "an npz source needs a file path")
-        rows, d, labels, sha = npz.summarize(p.path, p.x_key, p.y_key)
-        return Summary(rows, d, labels, f"sha256:{sha}", f"npz:{p.path}")
+        rows, d, labels, sha, layout = npz.summarize(p.path, p.x_key, p.y_key)
+        return Summary(rows, d, labels, f"sha256:{sha}", f"npz:{p.path}", layout=layout)
 
     @staticmethod
     def read(p: NpzParams, rows: np.ndarray, d: int):
@@ -304,6 +313,7 @@ class Shard:
     test: Optional["Shard"] = None  # the held-out rows this rank's workers evaluate, block by block
     test_total: int = 0  # held-out rows over all workers
     storage: str = "csr"  # the layout of X: 'csr' or 'dense'
+    layout: Optional[Layout] = None  # how a row reads as an image or a token sequence (the data set's)
 
     @property
     def n_features(self) -> int:
@@ -367,6 +377,7 @@ class Plan:
             if part is not None:
                 part.X = _storage(part.X, storage)
         shard.storage = storage
+        shard.layout = self.summary.layout
         return shard
 
     def _read(self, parts: list, worker_ids: np.ndarray) -> Shard:
@@ -377,13 +388,15 @@ class Plan:
         position = np.empty(len(rows), dtype=np.int64)
         position[order] = np.arange(len(rows))
         X, y = X_sorted[position], y_sorted[position]
+        if sp.issparse(X):
+            X = X.tocsr()
         if self.label_map == "pm1":
             y = np.where(y == self.label_values.max(), 1.0, -1.0)
         elif self.label_map == "classes":
             y = np.searchsorted(self.label_values, y).astype(np.float64)
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         classes = len(self.label_values) if self.label_map == "classes" else 0
-        return Shard(np.asarray(worker_ids), offsets, X.tocsr(), y, classes)
+        return Shard(np.asarray(worker_ids), offsets, X, y, classes)
 
 
 def _cut_blocks(rows: np.ndarray, n: int) -> list:
@@ -393,14 +406,19 @@ def _cut_blocks(rows: np.ndarray, n: int) -> list:
 
 def _nonzeros(shard: Shard) -> np.ndarray:
     """(n_local, 2): each local worker's [nonzeros, entries] of its training rows."""
-    nnz = np.diff(shard.X.indptr[shard.offsets]).astype(np.float64)
+    if sp.issparse(shard.X):
+        nnz = np.diff(shard.X.indptr[shard.offsets]).astype(np.float64)
+    else:
+        cumulative = np.concatenate([[0], np.cumsum(np.count_nonzero(shard.X, axis=1))])
+        nnz = np.diff(cumulative[shard.offsets]).astype(np.float64)
     return np.column_stack([nnz, shard.sizes * float(shard.n_features)])
 
 
-def _storage(X: sp.csr_matrix, storage: str):
+def _storage(X, storage: str):
+    """X as a dense array (a dense source's array as it is) or as a CSR matrix with sorted indices."""
     if storage == "dense":
-        return X.toarray()
-    X = X.tocsr()
+        return X.toarray() if sp.issparse(X) else X
+    X = sp.csr_matrix(X)
     X.sort_indices()
     return X
 
@@ -413,10 +431,25 @@ def _summary(source: str, params, stamp) -> Summary:
 
 
 def _stamp(params) -> tuple:
-    path = getattr(params, "path", "")
+    return file_stamp(getattr(params, "path", ""))
+
+
+def file_stamp(path: str, depth: int = 2) -> tuple:
+    """Name, size and time of the file, or of every file in the directory and its subdirectories to the depth of
+    any data set's layout (cifar-10-batches-py/…, train/…): what changes when a data file changes."""
     try:
-        st = os.stat(path)
-        return (st.st_size, st.st_mtime_ns)
+        if not os.path.isdir(path):
+            st = os.stat(path)
+            return ((path, st.st_size, st.st_mtime_ns),)
+        with os.scandir(path) as entries:
+            entries = sorted(entries, key=lambda e: e.name)
+        stamps = []
+        for e in entries:
+            if e.is_dir() and depth > 1:
+                stamps.extend(file_stamp(e.path, depth - 1))
+            elif e.is_file():
+                stamps.append((e.path, e.stat().st_size, e.stat().st_mtime_ns))
+        return tuple(stamps)
     except OSError:
         return ()
 
@@ -448,7 +481,7 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     if summary.n_rows < n_workers:
         raise InputError("run.n_workers", n_workers, f"exceeds the {summary.n_rows} samples of {summary.description}")
     label_map = problem_labels if spec.common.labels == "auto" else spec.common.labels
-    values = np.unique(summary.labels)
+    values = np.arange(summary.classes, dtype=np.float64) if summary.classes else np.unique(summary.labels)
     if label_map == "pm1" and len(values) != 2:
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
         raise InputError(where, value, f"has {len(values)} distinct labels ({shown}); a binary problem needs exactly 2 "
@@ -460,7 +493,12 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
     if split.by_groups and summary.groups is None:
         raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic), not "
                          f"{spec.common.source!r}")
-    test_rows = held_out(summary, spec.common.test_fraction, spec.common.test_seed)
+    if summary.test_rows is not None and spec.common.test_fraction:
+        raise InputError("data.test_fraction", spec.common.test_fraction, f"{summary.description} has its own test "
+                         "split, held out as the test set (set data.test = false to hold out a share of the training "
+                         "rows instead)")
+    test_rows = summary.test_rows if summary.test_rows is not None else \
+        held_out(summary, spec.common.test_fraction, spec.common.test_seed)
     train = np.setdiff1d(np.arange(summary.n_rows), test_rows, assume_unique=True)
     if len(train) < n_workers:
         raise InputError("data.test_fraction", spec.common.test_fraction, f"leaves {len(train)} training samples for "
@@ -486,3 +524,6 @@ def held_out(summary: Summary, fraction: float, seed: int) -> np.ndarray:
         members = np.flatnonzero(summary.groups == g)
         picked.append(rng.permutation(members)[: round(fraction * len(members))])
     return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+from mpiclip.data import vision  # noqa: E402,F401  (registers the image and text sources)

@@ -124,6 +124,7 @@ class Method:
     default_compressor: ClassVar[str] = "topk"  # when the config has no [compressor]
     uses_compressor: ClassVar[bool] = True
     needs_samples: ClassVar[bool] = False  # uses minibatches, so needs a problem made of samples
+    example_gradients: ClassVar[bool] = False  # asks for per-example gradients (``Oracle.clipped_example_sums``)
     accepts_clipping: ClassVar[bool] = False  # may use a compressor that clips (the EF21 family: Clip21-style)
     per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
 

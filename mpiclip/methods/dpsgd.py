@@ -41,6 +41,7 @@ class DPSGD(ClipSGDParams, _Clipped):
     metrics = ("clip_active", "norm_before_clip", "noise_scale")
     uses_compressor: ClassVar[bool] = False
     needs_samples: ClassVar[bool] = True
+    example_gradients: ClassVar[bool] = True
     minibatch = True
 
     def _mechanisms(self, info, sigma):

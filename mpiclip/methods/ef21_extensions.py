@@ -22,7 +22,7 @@ from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS
 from mpiclip.methods.ef21 import EF21, EF21Params, EF21State, MeanState, ef21_worker_update
 from mpiclip.params import nonnegative, param
-from mpiclip.rng import ORACLE, SAMPLING, SERVER
+from mpiclip.rng import ORACLE, SAMPLING, SERVER, drawn
 
 
 def _fraction(v: float) -> Optional[str]:
@@ -38,7 +38,8 @@ def sample_minibatches(ctx, sizes: np.ndarray, fraction: float) -> list:
     """τ-nice sampling: per worker, τ_i of its N_i rows uniformly without replacement, sorted."""
     rng = ctx.randomness(ORACLE)
     taus = minibatch_sizes(fraction, sizes)
-    return [np.sort(rng[i].choice(int(n), int(tau), replace=False)) for i, (n, tau) in enumerate(zip(sizes, taus))]
+    return [drawn(np.sort(rng[i].choice(int(n), int(tau), replace=False)), *rng.key(i))
+            for i, (n, tau) in enumerate(zip(sizes, taus))]
 
 
 def _whole(batches: list, sizes: np.ndarray) -> bool:

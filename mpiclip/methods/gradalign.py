@@ -36,7 +36,7 @@ import numpy as np
 
 from mpiclip.methods.base import METHODS, Method
 from mpiclip.params import at_least, finite_nonnegative, param
-from mpiclip.rng import SAMPLING, generator
+from mpiclip.rng import SAMPLING, drawn, generator
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ def local_batch(rnd: LocalRound, worker: int, step: int, n_rows: int) -> Optiona
     """The rows of local step ``step`` (None: all of them)."""
     if rnd.batch_size == 0 or rnd.batch_size >= n_rows:
         return None
-    return generator(rnd.seed, SAMPLING, worker, rnd.t, step).choice(n_rows, rnd.batch_size, replace=False)
+    key = (rnd.seed, SAMPLING, worker, rnd.t, step)
+    return drawn(generator(*key).choice(n_rows, rnd.batch_size, replace=False), *key)
 
 
 def clip(v: np.ndarray, tau: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Problems, one module each; importing this package registers them all."""
 
-from mpiclip.problems import classifier, counterexample, least_squares, logreg, quadratic  # noqa: F401  (registers)
+from mpiclip.problems import classifier, counterexample, least_squares, logreg, networks, quadratic  # noqa: F401  (registers)
 from mpiclip.problems.base import PROBLEMS, Problem, Smoothness
 from mpiclip.problems.counterexample import Counterexample, CounterexampleParams
 from mpiclip.problems.least_squares import LeastSquares, LeastSquaresParams

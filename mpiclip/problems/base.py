@@ -46,6 +46,7 @@ class Problem:
     labels: ClassVar[Optional[str]] = None
     score_names: ClassVar[tuple[str, ...]] = ()  # per-worker scores of the last evaluation with losses (trace /metrics)
     smooth: ClassVar[bool] = True  # has a smoothness constant L (else step sizes must be given)
+    default_x0: ClassVar[Optional[str]] = None  # run.x0 when the config does not set it (networks: 'model')
     weight_decay: float = 0.0  # λ of a torch-style weight decay λx inside the gradient (classifiers)
 
     d: int
@@ -74,6 +75,34 @@ class Problem:
     def model_init(cls, params: Any, plan: Any, rng: np.random.Generator) -> Optional[np.ndarray]:
         """x^0 from the model's own initialisation (``run.x0 = "model"``), or None if the problem has none."""
         return None
+
+    @classmethod
+    def blocks(cls, params: Any, plan: Any) -> Optional[np.ndarray]:
+        """Sizes of the consecutive parts of x that are one tensor of a model (a layer's weights, its biases),
+        for compressors that act part by part; None: x is one part."""
+        return None
+
+    @classmethod
+    def example_gradients(cls, params: Any) -> Optional[str]:
+        """Why per-example gradients (``clipped_example_sums``) are not defined for these settings, or None."""
+        return None
+
+    @classmethod
+    def carries_state(cls, params: Any) -> bool:
+        """Does a worker carry state besides x (``worker_state``)?"""
+        return False
+
+    def worker_state(self) -> Optional[np.ndarray]:
+        """(n_local, m): the state each local worker carries besides x (a network's BatchNorm running statistics),
+        which the run checkpoints with the method's state; None for problems without any."""
+        return None
+
+    def restore_state(self, state: Optional[np.ndarray]) -> None:
+        """Set the local workers' state: ``worker_state()`` rows of a checkpoint, or None for the initial state
+        (at the start of every run: a sweep's runs share one problem object)."""
+
+    def place(self, local_rank: int) -> None:
+        """Move the problem to the rank's device (the GPU of its node-local rank, for a network on CUDA)."""
 
     @property
     def n_local(self) -> int:

@@ -102,6 +102,7 @@ class RunState:
     rngs: dict = field(default_factory=dict)  # name -> bit_generator.state of replicated generators
     extra: dict = field(default_factory=dict)
     worker_rngs: list = field(default_factory=list)  # per local worker: bit_generator.state of its generator
+    problem: Optional[np.ndarray] = None  # (n_local, m) the problem's per-worker state (a network's BatchNorm statistics)
 
 
 class Control:
