@@ -28,6 +28,7 @@ bits per value is the network's own precision.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -168,9 +169,9 @@ class TorchProblem(Problem):
     def _flat(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, device=self.device).to(self.dtype).requires_grad_()
 
-    def _pass(self, flat: torch.Tensor, w: int, rows=None, want_grad: bool = True) -> tuple:
-        """(gradient of the mean cross-entropy over worker w's rows (or ``rows``) as float64 numpy, that mean, the
-        number classified right), in micro-batches of ``chunk`` rows."""
+    def _pass(self, flat: torch.Tensor, w: int, rows=None, out: Optional[np.ndarray] = None) -> tuple:
+        """(gradient of the mean cross-entropy over worker w's rows (or ``rows``) as float64 numpy, written into
+        ``out`` if given; that mean; the number classified right), in micro-batches of ``chunk`` rows."""
         X, y = self._rows(w, rows)
         key = getattr(rows, "key", ())
         n = len(y)
@@ -179,18 +180,18 @@ class TorchProblem(Problem):
         self._stochastic(key)
         params = self.net.views(flat)
         buffers = self.state[w] if key else {n: b.clone() for n, b in self.state[w].items()}  # a full pass leaves them
-        total = torch.zeros(self.d, dtype=self.dtype, device=self.device) if want_grad else None
+        total = torch.zeros(self.d, dtype=self.dtype, device=self.device)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, self.p.chunk):
             logits = functional_call(self.net.module, {**params, **buffers}, (X[start : start + self.p.chunk],))
             target = y[start : start + self.p.chunk]
             loss = cross_entropy_sum(logits, target)
-            if want_grad:
-                total += torch.autograd.grad(loss / n, flat)[0]
+            total += torch.autograd.grad(loss / n, flat)[0]
             loss_sum += float(loss.detach())
             correct += int((logits.detach().argmax(1) == target).sum())
-        g = total.detach().to(torch.float64).cpu().numpy() if want_grad else None
-        return g, loss_sum / max(n, 1), correct
+        out = np.empty(self.d) if out is None else out
+        torch.from_numpy(out).copy_(total)  # to float64 on the host, into the caller's row
+        return out, loss_sum / max(n, 1), correct
 
     def _stochastic(self, key: tuple) -> None:
         """Dropout on for a drawn minibatch, its masks from the draw's key; off for full passes."""
@@ -211,8 +212,8 @@ class TorchProblem(Problem):
         losses, grads = np.empty(self.n_local), np.empty((self.n_local, self.d))
         decay = 0.5 * self.weight_decay * float(x @ x)
         for w in range(self.n_local):
-            g, loss, correct = self._pass(flat, w)
-            grads[w] = self._decayed(g, x)
+            _, loss, correct = self._pass(flat, w, out=grads[w])
+            self._decayed(grads[w], x)
             losses[w] = loss + decay
             if with_loss:
                 self._scores[w, 0] = correct / max(int(self.local_sizes[w]), 1) if self.local_sizes[w] else np.nan
@@ -223,7 +224,10 @@ class TorchProblem(Problem):
     def minibatch_grads(self, x, batches):
         configure(self.p.threads)
         flat = self._flat(x)
-        return np.stack([self._decayed(self._pass(flat, w, rows)[0], x) for w, rows in enumerate(batches)])
+        grads = np.empty((self.n_local, self.d))
+        for w, rows in enumerate(batches):
+            self._decayed(self._pass(flat, w, rows, out=grads[w])[0], x)
+        return grads
 
     def worker_grad(self, x, local, rows=None, decay=True):
         configure(self.p.threads)
