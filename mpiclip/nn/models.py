@@ -321,9 +321,10 @@ def build(problem: str, name: str, params, spec: InputSpec, seed: int = 0) -> nn
     seeded with ``seed`` (float32, as torch makes them)."""
     builder = MODELS[name]
     if spec.kind not in builder.kinds:
-        given = {"vector": "rows of features", "image": "images", "tokens": "token sequences"}[spec.kind]
-        raise InputError("problem.name", problem, f"needs {' or '.join(k + 's' for k in builder.kinds)}, and the data "
-                         f"set gives {given}" + (" (of {} features)".format(spec.features) if spec.kind == "vector" else ""))
+        nouns = {"vector": "vectors", "image": "images", "tokens": "token sequences"}
+        given = "rows of features (of {} features)".format(spec.features) if spec.kind == "vector" else nouns[spec.kind]
+        raise InputError("problem.name", problem, f"needs {' or '.join(nouns[k] for k in builder.kinds)}, and the data "
+                         f"set gives {given}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return builder(params, spec)
