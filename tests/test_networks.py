@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import config_table
+from helpers import METHOD_CASES, config_table, differences, trace_arrays
 
 from mpiclip import config as cfg
 from mpiclip.comm import SerialComm
@@ -284,3 +284,27 @@ def test_shard_layout_and_classes_reach_the_problem_without_copies_of_float32_im
     assert p.X.shape == (4, 1, 8, 8) and p.X.dtype == torch.float32
     assert p.X.data_ptr() == torch.from_numpy(data.X).data_ptr()  # float32 images are shared, not copied
     assert dataclasses.replace(data, layout=None).layout is None
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_CASES))
+def test_every_method_trains_a_cnn_and_resumes_bit_for_bit(tmp_path, monkeypatch, name):
+    """Every registered method, with the randomness of its test case (minibatches, random compressors, DP noise,
+    sampling, stragglers), on a small CNN over digits: a run stopped by SIGTERM and resumed is the whole run."""
+    import signal
+
+    from test_resume import at_round, run, signal_self
+
+    table = config_table(run={"name": name, "n_workers": 5, "rounds": 8, "eval_every": 2, "check_every": 3},
+                         **{**METHOD_CASES[name], "problem": {"name": "cnn_mnist", "channels": [2, 4], "padding": 2},
+                            "data": {"source": "digits", "split": "label_sorted", "test_fraction": 0.2},
+                            "stepsize": {"rule": "constant", "value": 0.05}})
+    full = run({**table, "output": {"path": str(tmp_path / "full.h5")}})
+    assert full.status.startswith("completed"), full.status
+    cut = {**table, "output": {"path": str(tmp_path / "cut.h5")}}
+    with at_round(monkeypatch, 3, signal_self(signal.SIGTERM)):
+        assert run(cut).status.startswith("interrupted: SIGTERM")
+    monkeypatch.undo()
+    assert run(cut, "run.resume='yes'").status == full.status
+    arrays = trace_arrays(tmp_path / "full.h5")
+    assert differences(arrays, trace_arrays(tmp_path / "cut.h5")) == []
+    assert np.isfinite(arrays["loss"]).all() and "test_accuracy" in arrays

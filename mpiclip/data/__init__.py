@@ -491,7 +491,7 @@ def plan(spec: DataSpec, n_workers: int, problem_labels: str) -> Plan:
         raise InputError(where, value, f"has labels {shown}: a classifier needs at least 2 classes with integer labels")
     split = SPLITS.get(spec.common.split, "data.split")
     if split.by_groups and summary.groups is None:
-        raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic), not "
+        raise InputError("data.split", spec.common.split, f"needs a source with natural clients (leaf_synthetic, leaf), not "
                          f"{spec.common.source!r}")
     if summary.test_rows is not None and spec.common.test_fraction:
         raise InputError("data.test_fraction", spec.common.test_fraction, f"{summary.description} has its own test "
