@@ -71,7 +71,6 @@ class FlatModel:
         self.buffer_sizes = [b.numel() for b in module.buffers()]
         self.d = sum(self.sizes)
         self.dropouts = [m for m in module.modules() if isinstance(m, nn.Dropout)]
-        self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
     def flat(self) -> np.ndarray:
         return np.concatenate([p.detach().cpu().double().numpy().ravel() for p in self.module.parameters()])
@@ -167,19 +166,16 @@ class TorchProblem(Problem):
 
     # ------------------------------------------------------------------ one worker's pass
     def _flat(self, x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.device).to(self.dtype).requires_grad_()
+        """x in the network's precision, on its device: the one leaf every parameter is a view of."""
+        return torch.tensor(x, dtype=self.dtype, device=self.device, requires_grad=True)
 
     def _pass(self, flat: torch.Tensor, w: int, rows=None, out: Optional[np.ndarray] = None) -> tuple:
         """(gradient of the mean cross-entropy over worker w's rows (or ``rows``) as float64 numpy, written into
         ``out`` if given; that mean; the number classified right), in micro-batches of ``chunk`` rows."""
-        X, y = self._rows(w, rows)
-        key = getattr(rows, "key", ())
+        X, y, key = self._batch(w, rows)
         n = len(y)
-        if n and key and self.augment != "none":
-            X = self._augmented(X, key)
-        self._stochastic(key)
         params = self.net.views(flat)
-        buffers = self.state[w] if key else {n: b.clone() for n, b in self.state[w].items()}  # a full pass leaves them
+        buffers = self.state[w] if key else {name: b.clone() for name, b in self.state[w].items()}  # full passes leave them
         total = torch.zeros(self.d, dtype=self.dtype, device=self.device)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, self.p.chunk):
@@ -193,12 +189,18 @@ class TorchProblem(Problem):
         torch.from_numpy(out).copy_(total)  # to float64 on the host, into the caller's row
         return out, loss_sum / max(n, 1), correct
 
-    def _stochastic(self, key: tuple) -> None:
-        """Dropout on for a drawn minibatch, its masks from the draw's key; off for full passes."""
+    def _batch(self, w: int, rows) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """(inputs, labels, the draw's key) of worker w's rows, augmented if drawn; dropout on for a drawn minibatch,
+        its masks from the draw's key, and off for full passes."""
+        X, y = self._rows(w, rows)
+        key = getattr(rows, "key", ())
+        if len(y) and key and self.augment != "none":
+            X = self._augmented(X, key)
         for m in self.net.dropouts:
             m.training = bool(key)
         if key and self.net.dropouts:
             torch.manual_seed(int(np.random.default_rng([*key, DROPOUT]).integers(2**63)))
+        return X, y, key
 
     def _decayed(self, g: np.ndarray, x: np.ndarray, decay: bool = True) -> np.ndarray:
         if decay and self.weight_decay:
@@ -216,7 +218,7 @@ class TorchProblem(Problem):
             self._decayed(grads[w], x)
             losses[w] = loss + decay
             if with_loss:
-                self._scores[w, 0] = correct / max(int(self.local_sizes[w]), 1) if self.local_sizes[w] else np.nan
+                self._scores[w, 0] = correct / self.local_sizes[w] if self.local_sizes[w] else np.nan
         if with_loss and self.test is not None:
             self._test_scores(flat)
         return (losses if with_loss else None), grads
@@ -235,18 +237,14 @@ class TorchProblem(Problem):
 
     def clipped_example_sums(self, x, batches, tau):
         configure(self.p.threads)
-        flat = torch.as_tensor(x, device=self.device).to(self.dtype)
-        params = {n: v.detach() for n, v in self.net.views(flat).items()}
+        flat = torch.tensor(x, dtype=self.dtype, device=self.device)
+        params = self.net.views(flat)
         decay = self.weight_decay * flat if self.weight_decay else None
         per_example = vmap(grad(self._example_loss), in_dims=(None, None, 0, 0),
                            randomness="different" if self.net.dropouts else "error")
         sums, norms = np.zeros((self.n_local, self.d)), []
         for w, rows in enumerate(batches):
-            X, y = self._rows(w, rows)
-            key = getattr(rows, "key", ())
-            if len(y) and key and self.augment != "none":
-                X = self._augmented(X, key)
-            self._stochastic(key)
+            X, y, _ = self._batch(w, rows)
             total = torch.zeros(self.d, dtype=self.dtype, device=self.device)
             for start in range(0, len(y), self.p.example_chunk):
                 end = start + self.p.example_chunk
@@ -267,7 +265,7 @@ class TorchProblem(Problem):
         """Each local worker's test block through the network in eval mode with its running statistics: n/N_test ×
         the block's sums, so that the mean over workers is the test mean (as the numpy classifiers)."""
         X, y, offsets = self.test
-        params = {n: v.detach() for n, v in self.net.views(flat).items()}
+        params = self.net.views(flat.detach())
         self.net.module.eval()
         try:
             with torch.no_grad():
