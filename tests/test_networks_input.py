@@ -162,3 +162,27 @@ def test_networks_are_rejected_as_numpy_shapes_nowhere():
                          problem={"name": "softmax"}, method={"name": "gd"}, compressor=None)
     (s,) = prepare(table)
     assert s.d == 65 * 10 and np.isfinite(s.x0).all()
+
+
+def test_lenet_on_cifar_found_through_the_data_dir_with_its_test_split(tmp_path):
+    """The whole way from the files: a CIFAR-10 directory named relative to $MPICLIP_DATA_DIR, LeNet-5 with
+    augmentation, the official test batch as the test set, the files' checksum in the trace."""
+    import h5py
+    from test_data_images import cifar10_dir
+
+    folder, _ = cifar10_dir(tmp_path / "data")
+    table = network_table(problem={"name": "lenet5", "augment": "crop_flip"},
+                          data={"source": "cifar10", "path": "cifar-10-batches-py", "split": "iid"},
+                          method={"name": "ef21_sgd", "batch": 0.5}, compressor={"name": "topk_layers", "ratio": 0.01})
+    table["run"] = {"name": "cifar", "n_workers": 2, "rounds": 2}
+    table["output"] = {"path": str(tmp_path / "out" / "{name}.h5")}
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    proc = mpiclip(["run", write_toml(str(run_dir / "c.toml"), table), "-q"], cwd=str(run_dir),
+                   env={"MPICLIP_DATA_DIR": str(folder.parent)})
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(tmp_path / "out" / "cifar.h5") as f:
+        assert f.attrs["status"] == "completed"
+        assert f.attrs["dataset"] == f"cifar10:{folder}" and f.attrs["dataset_checksum"].startswith("sha256:")
+        np.testing.assert_array_equal(f["partition/test_indices"][()], np.arange(20, 25))  # the test batch's 5 images
+        assert f["test_accuracy"].shape == (3,) and np.isfinite(f["test_loss"][()]).all()
