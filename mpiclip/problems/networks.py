@@ -128,27 +128,31 @@ class NetworkProblem(Problem):
                              f"CUDA {nn.torch.version.cuda or 'no'}); use device = 'cpu'")
 
     @classmethod
-    def _net(cls, params, plan, seed: int = 0):
-        return _flat_model(cls.name, cls.model, params, _spec(params, plan), seed)
+    def _sizes(cls, params, plan) -> tuple:
+        """The sizes of the model's parameter tensors for this data (the model is built, or says why not)."""
+        return _parameter_sizes(cls.name, cls.model, params, _spec(params, plan))
 
     @classmethod
     def check_data(cls, params, plan):
         classes = len(plan.label_values)
         if params.classes and params.classes != classes:
             raise InputError("problem.classes", params.classes, f"does not match the {classes} classes of the data")
-        cls._net(params, plan)  # the model is built for these inputs, or says why not
+        cls._sizes(params, plan)
 
     @classmethod
     def dimension(cls, params, plan):
-        return cls._net(params, plan).d
+        return sum(cls._sizes(params, plan))
 
     @classmethod
     def blocks(cls, params, plan):
-        return np.array(cls._net(params, plan).sizes, dtype=np.int64)
+        return np.array(cls._sizes(params, plan), dtype=np.int64)
 
     @classmethod
     def model_init(cls, params, plan, rng):
-        return cls._net(params, plan, int(rng.integers(2**63))).flat()
+        from mpiclip.nn.backend import FlatModel
+        from mpiclip.nn.models import build
+
+        return FlatModel(build(cls.name, cls.model, params, _spec(params, plan), int(rng.integers(2**63)))).flat()
 
     @classmethod
     def example_gradients(cls, params):
@@ -173,12 +177,13 @@ def _spec(params, plan):
 
 
 @functools.lru_cache(maxsize=8)
-def _flat_model(problem: str, model: str, params, spec, seed: int):
-    """The model for a run's checks, dimension and x^0 (built once per process for each setting)."""
+def _parameter_sizes(problem: str, model: str, params, spec) -> tuple:
+    """The model's parameter sizes, from a model built once per process for each setting (and let go: a rank
+    keeps the one model of its problem)."""
     from mpiclip.nn.backend import FlatModel
     from mpiclip.nn.models import build
 
-    return FlatModel(build(problem, model, params, spec, seed))
+    return tuple(FlatModel(build(problem, model, params, spec)).sizes)
 
 
 class DenseNetworkProblem(NetworkProblem):
