@@ -78,8 +78,9 @@ def compressor_name(tr: Trace) -> str:
     """'Top-1', 'Rand-4', 'natural', ... as the papers write them ('' for no compression)."""
     conf = json.loads(tr.attrs.get("config", "{}")).get("compressor", {})
     name, k = conf.get("name", str(tr.attrs.get("compressor", ""))), conf.get("k")
+    share = f"Top-{100 * conf.get('ratio', 0):g} %" + (" per layer" if conf.get("per_layer") else "")
     known = {"topk": f"Top-{k}", "randk": f"Rand-{k}", "randk_unbiased": f"Rand-{k} (unbiased)",
-             "randk_shared": f"Rand-{k} (shared)", "identity": ""}
+             "randk_shared": f"Rand-{k} (shared)", "topk_ratio": share, "identity": ""}
     return known.get(name, name)
 
 

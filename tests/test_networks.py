@@ -234,8 +234,8 @@ def test_augmentation_is_keyed_by_the_draw_and_full_passes_see_the_images():
         assert any(torch.equal(out[i : i + 1], c) for c in candidates)
 
 
-def test_topk_layers_keeps_the_largest_entries_of_each_part():
-    compressor = build_compressor({"name": "topk_layers", "ratio": 0.3}, "compressor").for_blocks(np.array([5, 3, 2]))
+def test_topk_ratio_per_layer_keeps_the_largest_entries_of_each_part():
+    compressor = build_compressor({"name": "topk_ratio", "ratio": 0.3, "per_layer": True}, "c").for_blocks(np.array([5, 3, 2]))
     v = np.random.default_rng(0).standard_normal((2, 10))
     msg = compressor(v, None)
     dense = msg.dense(v.shape)
@@ -245,9 +245,11 @@ def test_topk_layers_keeps_the_largest_entries_of_each_part():
             kept = np.flatnonzero(dense[row, a:b])
             assert list(kept) == sorted(np.argsort(-part, kind="stable")[:k])
     assert msg.bits[0, 0] == 3 * 32 and compressor.alpha(10) == pytest.approx(1 / 5)
-    # without parts it is Top-k with k = max(1, floor(ratio·d))
-    whole = build_compressor({"name": "topk_layers", "ratio": 0.3}, "compressor")
-    np.testing.assert_array_equal(whole(v, None).dense(v.shape), build_compressor({"name": "topk", "k": 3}, "c")(v, None).dense(v.shape))
+    # over the whole vector (or without parts) it is Top-k with k = max(1, floor(ratio·d))
+    top3 = build_compressor({"name": "topk", "k": 3}, "c")(v, None).dense(v.shape)
+    for keys, blocks in (({"per_layer": False}, np.array([5, 3, 2])), ({"per_layer": True}, None)):
+        whole = build_compressor({"name": "topk_ratio", "ratio": 0.3, **keys}, "c").for_blocks(blocks)
+        np.testing.assert_array_equal(whole(v, None).dense(v.shape), top3)
 
 
 def test_network_problems_start_from_their_model_and_record_it():

@@ -46,7 +46,7 @@ def test_a_gpu_run_gives_the_same_trace_twice(tmp_path):
     table = config_table(run={"name": "gpu", "n_workers": 3, "rounds": 6, "eval_every": 2},
                          data={"source": "digits", "split": "iid", "test_fraction": 0.2},
                          problem={"name": "resnet20", "device": "cuda", "augment": "flip"},
-                         method={"name": "ef21_sgd", "batch": 0.1}, compressor={"name": "topk_layers", "ratio": 0.05},
+                         method={"name": "ef21_sgd", "batch": 0.1}, compressor={"name": "topk_ratio", "ratio": 0.05, "per_layer": True},
                          stepsize={"rule": "constant", "value": 0.1})
     paths = []
     for k in range(2):

@@ -173,7 +173,7 @@ def test_lenet_on_cifar_found_through_the_data_dir_with_its_test_split(tmp_path)
     folder, _ = cifar10_dir(tmp_path / "data")
     table = network_table(problem={"name": "lenet5", "augment": "crop_flip"},
                           data={"source": "cifar10", "path": "cifar-10-batches-py", "split": "iid"},
-                          method={"name": "ef21_sgd", "batch": 0.5}, compressor={"name": "topk_layers", "ratio": 0.01})
+                          method={"name": "ef21_sgd", "batch": 0.5}, compressor={"name": "topk_ratio", "ratio": 0.01, "per_layer": True})
     table["run"] = {"name": "cifar", "n_workers": 2, "rounds": 2}
     table["output"] = {"path": str(tmp_path / "out" / "{name}.h5")}
     run_dir = tmp_path / "elsewhere"

@@ -29,7 +29,7 @@ CASES = {
     "ef21-topk": {**CNN, "method": {"name": "ef21_sgd", "batch": 0.1}, "compressor": {"name": "topk", "k": 40}},
     "ef21-topk-layers-augmented": {**CNN, "problem": {**CNN["problem"], "augment": "crop_flip", "pad": 1},
                                    "method": {"name": "ef21_sgd", "batch": 0.1},
-                                   "compressor": {"name": "topk_layers", "ratio": 0.02}},
+                                   "compressor": {"name": "topk_ratio", "ratio": 0.02, "per_layer": True}},
     "dp-sgd": {**CNN, "method": {"name": "dp_sgd", "tau": 1.0, "sigma": 0.5, "batch": 0.05}, "compressor": None},
     "clipped-asgd": {**CNN, "method": {"name": "clipped_asgd", "tau": 1.0}, "compressor": {"name": "identity"},
                      "async": {"oracle": "minibatch", "batch_size": 16, "slow_workers": [1], "slow_factor": 10.0}},
