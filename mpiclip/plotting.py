@@ -32,7 +32,7 @@ PAPER_NAMES = {
     "minibatch_sgd": "Minibatch SGD", "rennala_sgd": "Rennala SGD", "ringmaster_asgd": "Ringmaster ASGD", "fedavg": "FedAvg",
     "fedga": "FedGA", "gradalign": "GradAlign", "scaffold": "SCAFFOLD", "scaffold_stored": "SCAFFOLD (II)",
     "fedprox": "FedProx", "lbsgd": "Large-batch SGD", "clip_sgdm": "Clip-SGDM", "clip21_sgd2m": "Clip21-SGD2M",
-    "dp_sgd": "DP-SGD",
+    "dp_sgd": "DP-SGD", "ef14_sgd": "EF-SGD", "ef21_sgd_hb": "EF21-SGD-HB",
 }
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe-Ito but its yellow,
 # which is too faint for lines on white
@@ -60,7 +60,7 @@ def log_note(ax, dropped: int) -> None:
 # The colour of each method (an index into COLORS), chosen so that the methods one figure compares differ:
 # GD against the EF21 family, Clip-GD against Clip21-GD, the DP frontier, the asynchronous methods, the federated ones.
 COLOR_OF = {"gd": 0, "ef14": 1, "ef21": 2, "ef21_sgd": 3, "ef21_plus": 4, "ef21_page": 5, "ef21_pp": 6, "cgd": 5,
-            "ef21_bc": 3, "ef21_hb": 6, "ef21_prox": 5, "diana": 3,
+            "ef21_bc": 3, "ef21_hb": 6, "ef21_prox": 5, "diana": 3, "ef14_sgd": 1, "ef21_sgd_hb": 6,
             "clip_gd": 1, "clip21_gd": 2, "clip_sgd": 3, "clip21_sgd": 4, "clip21_avg": 5,
             "clip21_sgd2m": 0, "clip_sgdm": 6, "dp_sgd": 1,
             "asgd": 0, "clipped_asgd": 1, "delay_adaptive_asgd": 2, "minibatch_sgd": 3, "rennala_sgd": 4, "ringmaster_asgd": 5,

@@ -97,6 +97,8 @@ METHOD_CASES = {
     "ef21": {"method": {"name": "ef21"}},
     "ef21_plus": {"method": {"name": "ef21_plus"}, "stepsize": {"rule": "ef21_pl", "factor": 4.0}},
     "ef21_sgd": {"method": {"name": "ef21_sgd", "batch": 0.3}},
+    "ef14_sgd": {"method": {"name": "ef14_sgd", "batch": 0.3}, "compressor": {"name": "randk", "k": 3}},
+    "ef21_sgd_hb": {"method": {"name": "ef21_sgd_hb", "batch": 0.3, "eta": 0.5}},
     "ef21_page": {"method": {"name": "ef21_page", "batch": 0.2}},
     "ef21_pp": {"method": {"name": "ef21_pp", "participation": 0.6}},
     "ef21_bc": {"method": {"name": "ef21_bc", "downlink": {"name": "randk", "k": 3}}},

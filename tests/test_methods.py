@@ -15,6 +15,7 @@ from mpiclip.methods import METHODS, RoundContext
 from mpiclip.methods.diana import Diana
 from mpiclip.methods.ef21 import EF14, EF21, GD, CompressedGD, EF21Plus
 from mpiclip.methods.ef21_extensions import EF21BC, EF21HB, EF21PP, EF21SGD, EF21Page, EF21Prox, prox_step
+from mpiclip.methods.ef_sgd import EF14SGD, EF21SGDHB
 from mpiclip.problems import LogisticRegression, LogRegParams, Quadratic, QuadraticParams
 from mpiclip.runners.synchronous import LocalOracle, exchange
 
@@ -76,6 +77,35 @@ EF21_FULL = EF21(TOPK, 0.3, "full")
 ], ids=["sgd-full-batch", "page-p1", "page-full-batch", "pp-all", "bc-identity", "hb-eta0", "prox-none", "prox-l1-0"])
 def test_each_extension_reduces_to_ef21_bit_for_bit(method):
     assert np.array_equal(trajectory(method, LOGREG, rounds=40), trajectory(EF21_FULL, LOGREG, rounds=40))
+
+
+def test_the_stochastic_ef_and_heavy_ball_are_ef_and_ef21_hb_with_whole_batches():
+    assert np.array_equal(trajectory(EF14SGD(TOPK, 0.3, batch=1.0), LOGREG, rounds=40),
+                          trajectory(EF14(TOPK, 0.3), LOGREG, rounds=40))
+    assert np.array_equal(trajectory(EF21SGDHB(TOPK, 0.3, "full", eta=0.7, batch=1.0), LOGREG, rounds=40),
+                          trajectory(EF21HB(TOPK, 0.3, "full", eta=0.7), LOGREG, rounds=40))
+    assert np.array_equal(trajectory(EF21SGDHB(TOPK, 0.3, "full", eta=0.0, batch=0.3), LOGREG, rounds=40),
+                          trajectory(EF21SGD(TOPK, 0.3, "full", batch=0.3), LOGREG, rounds=40))
+
+
+def test_ef_sgd_follows_its_rule_on_the_drawn_minibatches():
+    """w_i = C(e_i + γ∇̃f_i), e_i += γ∇̃f_i − w_i, x −= mean w_i, recomputed with the same draws."""
+    from mpiclip.methods.ef21_extensions import sample_minibatches
+
+    method, comm, x = EF14SGD(TOPK, 0.3, batch=0.2), SerialComm(), np.ones(LOGREG.d)
+    comm.bind(5)
+    ws, ss = method.initial_state(x, 5)
+    e = np.zeros((5, LOGREG.d))
+    for t in range(6):
+        ctx = RoundContext(t, 0, np.arange(5), 5, True, x)
+        u = e + 0.3 * LOGREG.minibatch_grads(x, sample_minibatches(ctx, LOGREG.local_sizes, 0.2))
+        w = TOPK(u, None).dense(u.shape)
+        e, expected = u - w, x - w.mean(axis=0)
+        ws, msg, metrics = method.worker_step(ws, LocalOracle(LOGREG, x, False), ctx)
+        ss, x, _ = method.server_step(ss, x, exchange(comm, msg, 5, True, False, np.arange(5)), ctx)
+        np.testing.assert_allclose(x, expected, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(ws.e, e)
+        assert list(metrics["samples"]) == [int(0.2 * n) for n in LOGREG.local_sizes]
 
 
 def test_diana_with_unit_shift_is_ef21_with_compressed_init():

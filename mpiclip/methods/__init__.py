@@ -1,6 +1,16 @@
 """Methods, one module per paper family; importing this package registers them all."""
 
-from mpiclip.methods import asgd, clip21, clip21_sgd2m, diana, dpsgd, ef21, ef21_extensions, gradalign  # noqa: F401  (registers)
+from mpiclip.methods import (  # noqa: F401  (registers)
+    asgd,
+    clip21,
+    clip21_sgd2m,
+    diana,
+    dpsgd,
+    ef21,
+    ef21_extensions,
+    ef_sgd,
+    gradalign,
+)
 from mpiclip.methods.base import METHODS, Aggregate, Method, Oracle, RoundContext
 
 __all__ = ["METHODS", "Aggregate", "Method", "Oracle", "RoundContext"]

@@ -115,11 +115,20 @@ class EF14(Method):
         return EF14State(np.zeros((n_local, x0.size))), XState()
 
     def worker_step(self, state, oracle, ctx):
-        u = state.e + self.gamma * oracle.full()
+        grads, samples = self.gradients(oracle, ctx)
+        u = state.e + self.gamma * grads
         msg = self.compressor(u, ctx.randomness(COMPRESSOR))
         e = u - msg.dense(u.shape)
-        metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_metrics(msg, u)[1]} if ctx.record else {}
+        metrics = {}
+        if ctx.record:
+            metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_metrics(msg, u)[1]}
+            if "samples" in self.metrics:
+                metrics["samples"] = samples.astype(float)
         return EF14State(e), msg, metrics
+
+    def gradients(self, oracle, ctx) -> tuple[np.ndarray, np.ndarray]:
+        """(the gradients the step compresses, the samples each took): full gradients here."""
+        return oracle.full(), oracle.sizes
 
     def server_step(self, state, x, agg, ctx):
         return state, x - agg.mean(x.size), None

@@ -47,6 +47,14 @@ def _whole(batches: list, sizes: np.ndarray) -> bool:
     return all(len(b) == n for b, n in zip(batches, sizes))
 
 
+def minibatch_gradients(oracle, ctx, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the local workers' τ_i-nice minibatch gradients at ctx.x, the τ_i): the full gradients when every
+    minibatch is the whole shard."""
+    batches = sample_minibatches(ctx, oracle.sizes, fraction)
+    grads = oracle.full() if _whole(batches, oracle.sizes) else oracle.minibatch(ctx.x, batches)
+    return grads, np.array([len(b) for b in batches])
+
+
 # ------------------------------------------------------------------------------------------ SGD
 @dataclass(frozen=True)
 class SGDParams(EF21Params):
@@ -66,12 +74,7 @@ class EF21SGD(SGDParams, EF21):
 
     def worker_step(self, state, oracle, ctx):
         initial = ctx.t == 0 and self.init == "full"
-        if initial:
-            target, samples = oracle.full(), oracle.sizes
-        else:
-            batches = sample_minibatches(ctx, oracle.sizes, self.batch)
-            target = oracle.full() if _whole(batches, oracle.sizes) else oracle.minibatch(ctx.x, batches)
-            samples = np.array([len(b) for b in batches])
+        target, samples = (oracle.full(), oracle.sizes) if initial else minibatch_gradients(oracle, ctx, self.batch)
         g, msg, metrics = ef21_worker_update(self.compressor, state.g, target, ctx, initial)
         if ctx.record:
             metrics["samples"] = samples.astype(float)
