@@ -180,13 +180,16 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
 
 def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
          include_initial: bool = False, title: str | None = None, logx: bool = False,
-         xmax: float | str | None = "auto", size: str = "page"):
+         xmax: float | str | None = "auto", size: str = "page", labels: Sequence[str] | None = None,
+         styles: Sequence[dict] | None = None):
     """The figure of y against x, one curve per trace, in the house style: the papers' names in a legend
     beside the axes, a fixed colour and marker per method, a title wrapped to the width, and a note when
     a log axis leaves out values that are not positive. ``size``: 'column' or 'page' (see SIZES).
 
     ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
-    papers compare methods at a common bit budget); a number sets it; None shows everything.
+    papers compare methods at a common bit budget); a number sets it; None shows everything. ``labels``
+    name the curves (default: the method's and the compressor's names), ``styles`` give each its colour and
+    marker (default: the method's).
     """
     plt = pyplot()
     width, height = SIZES[size]
@@ -194,16 +197,18 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
     if xmax == "auto":
         xmax = min(ends) if ends and min(ends) > 0 else None
-    labels = [curve_label(tr) for tr in traces]
+    labels = list(labels) if labels is not None else [curve_label(tr) for tr in traces]
     dropped = 0
-    for tr, label in zip(traces, labels):
+    styles = list(styles) if styles is not None else [method_style(str(tr.attrs.get("method", ""))) for tr in traces]
+    for tr, label, style in zip(traces, labels, styles):
         xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
         keep = np.isfinite(ys) & (ys > 0) if y in LOG_Y else np.isfinite(ys)
+        if logx:  # a point at x = 0 would be drawn from far outside the axes
+            keep &= xs > 0
         dropped += int(np.sum(np.isfinite(ys) & ~keep))
         if labels.count(label) > 1:  # the same method twice: the run's name tells them apart
             label = f"{label} [{tr.label}]"
-        ax.plot(xs[keep], ys[keep], label=label, lw=1.2, ms=3.5, markevery=0.1,  # evenly along the drawn curve
-                **method_style(str(tr.attrs.get("method", ""))))
+        ax.plot(xs[keep], ys[keep], label=label, lw=1.2, ms=3.5, markevery=0.1, **style)  # marks evenly along the curve
     if y in LOG_Y:
         ax.set_yscale("log")
         log_note(ax, dropped)

@@ -12,6 +12,7 @@ reader sees what was run. This module never imports mpi4py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import os
 from collections import Counter
@@ -22,7 +23,8 @@ from mpiclip import paths
 from mpiclip.errors import InputError
 from mpiclip.sweep import Sweep, read_sweep, status_of, sweep_name, sweep_of, sweep_text
 
-MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated", "dp": "frontier"}  # name -> module
+MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated", "dp": "frontier",  # name -> module
+           "ef21-dl": "ef21_dl", "clip21-dl": "clip21_dl", "dp-dl": "dp_dl", "fed-dl": "fed_dl", "async-dl": "async_dl"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Family:
     write: Callable  # write(page, {sweep name: Sweep}) adds the family's sections to the page
     page: str = "README.md"  # the page's file name in the output directory
     docs: str = ""  # the repository directory whose page is this family's full output
+    runs_per_task: int = 20  # runs per Slurm array task, unless --runs-per-task says
 
     def sweeps_of(self, preset: str) -> tuple:
         return self.sweeps if preset == "full" else tuple(s for s in self.sweeps if sweep_name(s) in self.laptop)
@@ -106,15 +109,18 @@ class Planned:
     sweep: Sweep
 
 
-def plan(fam: Family, preset: str, traces: str) -> list[Planned]:
+def plan(fam: Family, preset: str, traces: str, cuda: bool = False) -> list[Planned]:
     """The sweeps of ``fam`` at ``preset``, each to be written as ``traces``/<sweep>.toml with its traces in
-    ``traces``/<sweep>/; validated (every run's config), nothing written."""
+    ``traces``/<sweep>/; validated (every run's config), nothing written. ``cuda`` runs the sweeps of networks
+    on CUDA (problem.device = "cuda"); other sweeps are left as they are."""
     out = []
     for ref in fam.sweeps_of(preset):
         table, source = read_sweep(ref)
         name = sweep_name(ref)
         if preset != "full":
             table = cut_table(name, table, fam.laptop[name])
+        if cuda and all("device" in _problem_keys(run) for run in sweep_of(table, source).runs):
+            table.setdefault("set", {})["problem.device"] = "cuda"
         base = table["sweep"].get("base", "")
         if base.endswith(".toml") and not os.path.isabs(base):
             table["sweep"]["base"] = os.path.join(os.path.dirname(os.path.abspath(source)), base)
@@ -126,6 +132,10 @@ def plan(fam: Family, preset: str, traces: str) -> list[Planned]:
                           "edits are overwritten by the next `mpiclip reproduce`.")
         out.append(Planned(fam, path, text, sweep_of(table, path)))
     return out
+
+
+def _problem_keys(run) -> set:
+    return {f.name for f in dataclasses.fields(run.config.problem.params)}
 
 
 def write_sweep_files(planned: list[Planned]) -> None:
