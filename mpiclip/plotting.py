@@ -203,9 +203,9 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     for tr, label, style in zip(traces, labels, styles):
         xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
         keep = np.isfinite(ys) & (ys > 0) if y in LOG_Y else np.isfinite(ys)
-        if logx:  # a point at x = 0 would be drawn from far outside the axes
-            keep &= xs > 0
         dropped += int(np.sum(np.isfinite(ys) & ~keep))
+        if logx:  # a point at x = 0 would be joined to the next from far outside the axes
+            keep &= xs > 0
         if labels.count(label) > 1:  # the same method twice: the run's name tells them apart
             label = f"{label} [{tr.label}]"
         ax.plot(xs[keep], ys[keep], label=label, lw=1.2, ms=3.5, markevery=0.1, **style)  # marks evenly along the curve

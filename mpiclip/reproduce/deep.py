@@ -153,13 +153,16 @@ def costs(page, family: str, data: str) -> None:
     """The papers' sizes: the command and the cost of each sweep (``dl_costs.json``, made by
     benchmarks/bench_dl_cost.py)."""
     page.heading("At the papers' size")
+    page.text("The papers' own accuracy tables could not be read where these pages were made (only their code, "
+              "abstracts and posters could), so no reported numbers stand beside the ones above; the sweep files say "
+              "which settings come from the papers' code and which are guessed.")
     page.text(f"`mpiclip reproduce {family} --full --slurm --gpus 1 --data-dir DIR` submits every sweep as a Slurm "
               f"job array and this page's job after them ({data}); without `--slurm` the runs share the ranks of "
               "the job (`mpiexec -n P python -m mpi4py -m mpiclip reproduce ...`). `--full --slurm --dry-run` prints "
               "the arrays without submitting them.")
     table = json.loads(resources.files("mpiclip.reproduce").joinpath(COSTS).read_text())
     rows = [[r["sweep"], r["model"], r["runs"], f"{r['seconds_per_round']:.3g}", r["rounds"],
-             f"{r['seconds_per_evaluation']:.3g}", r["evaluations"], f"{r['core_hours']:,.0f}"]
+             f"{r['seconds_per_evaluation']:.3g}", r["evaluations"], f"{r['core_hours']:.0f}"]
             for r in table["sweeps"] if r["family"] == family]
     if rows:
         page.text(f"Cost on this machine's CPU ({table['machine']}, one core per run, float32; {table['measured']}): "
