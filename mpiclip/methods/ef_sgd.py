@@ -7,7 +7,8 @@
 * ``ef21_sgd_hb``, EF21-SGD with heavy ball: EF21-SGD's estimate g stepped by SGD with momentum, the deep-
   learning method of "EF21 with Bells & Whistles" (Fatkhullin et al., arXiv:2110.03294; code DL/gen_sgd.py,
   which applies torch's SGD momentum to the aggregated estimate): g as EF21-SGD, v^t = η v^{t−1} + g^t,
-  x^{t+1} = x^t − γ v^t. (That file compresses twice for EF and EF21, ALGORITHMS §3.7: not ported.)
+  x^{t+1} = x^t − γ v^t. (That file compresses a second time for EF and EF21, its `else` belonging to the EF21+ test
+  alone: not ported.)
 
 ∇̃f_i is the mean gradient of a τ_i-nice minibatch, τ_i = int(batch·N_i), drawn as EF21-SGD draws it. With
 batch = 1 they are EF (``ef14``) and EF21-HB (``ef21_hb``) bit for bit.

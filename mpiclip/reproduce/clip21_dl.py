@@ -1,5 +1,5 @@
 """Clip21 on a deep network (`mpiclip reproduce clip21-dl`): Clip-SGD against Clip21-SGD over the clipping
-threshold τ on VGG-11 / CIFAR-10 (Khirirat et al. 2023, appendix; ALGORITHMS §10), SGD beside them."""
+threshold τ on VGG-11 / CIFAR-10 (Khirirat et al. 2023, appendix), SGD beside them."""
 
 from __future__ import annotations
 
