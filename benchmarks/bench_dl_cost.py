@@ -83,10 +83,10 @@ def seconds_per_sample(config, batch: int, per_example: bool, repeat: int) -> fl
 def pass_batch(config, n_train: int) -> int:
     """The rows of one gradient pass of the run's method: its minibatch, or a worker's whole shard."""
     rows = n_train // config.run.n_workers
-    if config.federated is not None:
-        return min(config.federated.batch_size or rows, rows)
-    if config.asynchrony is not None:
-        return config.asynchrony.batch_size
+    if config.section("federated") is not None:
+        return min(config.section("federated").batch_size or rows, rows)
+    if config.section("async") is not None:
+        return config.section("async").batch_size
     return int(config.method.params.batch * rows)
 
 
@@ -97,14 +97,14 @@ def samples_per_round(config, n_train: int) -> tuple[float, bool]:
     method = METHODS.get(config.method.name, "method.name")
     p = config.method.params
     if method.runner == "federated":
-        fed = config.federated
+        fed = config.section("federated")
         clients = fed.participants(n)
         local = rows if fed.batch_size == 0 else min(fed.batch_size, rows)
         if not method.local:  # large-batch SGD: every sampled client's full gradient
             return clients * rows, False
         return clients * (p.local_steps * local + (rows if method.aligns else 0)), False
     if method.runner == "asynchronous":
-        return config.asynchrony.batch_size, False
+        return config.section("async").batch_size, False
     return n * int(p.batch * rows), method.example_gradients
 
 

@@ -57,7 +57,7 @@ def bare(comm, prepared, clients: np.ndarray, aligns: bool, steps: int) -> float
     comm.sum_rows(np.zeros((len(ids), 1)), True)  # start together
     t0 = time.perf_counter()
     for t, chosen in enumerate(clients):
-        rnd = LocalRound(t, c.run.seed, gamma, 1.0, c.federated.batch_size, 0.0, 0.0)
+        rnd = LocalRound(t, c.run.seed, gamma, 1.0, c.section("federated").batch_size, 0.0, 0.0)
         local = np.flatnonzero(np.isin(ids, chosen))
         total = np.zeros(d)
         if aligns:

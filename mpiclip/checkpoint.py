@@ -25,6 +25,7 @@ Each rank reads back only its own workers' rows, so a run may resume on another 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -57,7 +58,7 @@ class Stamp:
     deterministic: bool
     t: int
     rows: int
-    events: int = 0  # rows of the trace's /events the checkpoint counts (asynchronous runs)
+    tables: dict = dataclasses.field(default_factory=dict)  # rows of the runner's event tables (/events) it counts
 
 
 def inspect(path: str, config_hash: str) -> Stamp:
@@ -70,8 +71,7 @@ def inspect(path: str, config_hash: str) -> Stamp:
             if a.get("format") != FORMAT:
                 raise InputError("checkpoint", path, f"has format {a.get('format')!r}; this mpiclip reads {FORMAT}")
             head = json.loads(a["stamp"])
-            events = int(json.loads(a["state"])["extra"].get("events", 0))
-            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS), events)
+            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS), table_rows(json.loads(a["state"])["extra"]))
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
@@ -81,6 +81,14 @@ def inspect(path: str, config_hash: str) -> Stamp:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "
                          f"{config_hash[:12]}…); resume with the config that wrote it, or start again")
     return stamp
+
+
+def table_rows(extra: dict) -> dict:
+    """The rows of the runner's event tables that a checkpoint's state counts (``extra["tables"]``; checkpoints of
+    earlier versions counted /events alone, as ``extra["events"]``)."""
+    if "tables" in extra:
+        return {name: int(rows) for name, rows in extra["tables"].items()}
+    return {"events": int(extra["events"])} if "events" in extra else {}
 
 
 def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:

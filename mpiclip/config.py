@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
 
-from mpiclip.asynchrony import AsyncParams
 from mpiclip.compressors import COMPRESSORS
 from mpiclip.data import SOURCES, DataParams, DataSpec
 from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
-from mpiclip.federation import FederatedParams
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
 from mpiclip.problems import PROBLEMS
+from mpiclip.runners import RUNNERS
 from mpiclip.stepsize import StepsizeParams
 
 if sys.version_info >= (3, 11):
@@ -39,7 +38,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "checkpoint_seconds", "resume")
-SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", "async", "federated", "output")
+# The runners' own sections ([async], [federated]) sit between [stepsize] and [output], in the registry's order
+RUNNER_SECTIONS = tuple(dict.fromkeys(r.section for _, r in RUNNERS.items() if r.section))
+SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", *RUNNER_SECTIONS, "output")
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
 
@@ -98,8 +99,11 @@ class Config:
     compressor: Choice
     stepsize: StepsizeParams
     output: OutputParams
-    asynchrony: Optional[AsyncParams] = None  # [async], for the methods of the asynchronous runner only
-    federated: Optional[FederatedParams] = None  # [federated], for the methods of the federated runner only
+    sections: tuple = ()  # ((name, params), ...): the section of the runner that drives the method, if it has one
+
+    def section(self, name: str) -> Any:
+        """The parameters of a runner's section ([async], [federated]), or None if the config has none."""
+        return dict(self.sections).get(name)
 
     def as_table(self) -> dict:
         """The complete config (every default filled in) as nested tables."""
@@ -110,10 +114,8 @@ class Config:
             choice = getattr(self, section)
             table[section] = {"name": choice.name, **to_table(choice.params)}
         table["stepsize"] = to_table(self.stepsize)
-        if self.asynchrony is not None:
-            table["async"] = to_table(self.asynchrony)
-        if self.federated is not None:
-            table["federated"] = to_table(self.federated)
+        for name, params in self.sections:
+            table[name] = to_table(params)
         table["output"] = to_table(self.output)
         return table
 
@@ -357,23 +359,23 @@ def validate(table: dict) -> Config:
     data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
     stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
     output = parse_params(OutputParams, table.get("output", {}), "output")
-    asynchrony = _runner_section(table, "async", AsyncParams, "asynchronous", method.name, method_cls.runner, run)
-    federated = _runner_section(table, "federated", FederatedParams, "federated", method.name, method_cls.runner, run)
-    return Config(run, data, problem, method, compressor, stepsize, output, asynchrony, federated)
+    return Config(run, data, problem, method, compressor, stepsize, output, _runner_sections(table, method.name, run))
 
 
-def _runner_section(table: dict, section: str, params: type, runner: str, method: str, method_runner: str,
-                    run: RunParams) -> Any:
-    """The section of a runner's own settings, for its methods only."""
-    if method_runner == runner:
-        values = parse_params(params, table.get(section, {}), section)
-        values.validate(run.n_workers)
-        return values
-    if section in table:
-        names = ", ".join(n for n, c in METHODS.items() if c.runner == runner)
-        raise InputError(section, table[section], f"method {method!r} runs on the {method_runner} runner; [{section}] "
-                         f"is for the {runner} methods ({names})")
-    return None
+def _runner_sections(table: dict, method: str, run: RunParams) -> tuple:
+    """((name, params),) of the section of the runner that drives ``method``, if it has one; a section of
+    another runner is an error naming that runner's methods."""
+    mine = RUNNERS.get(METHODS.get(method, "method.name").runner, "method.name")
+    for name, runner in RUNNERS.items():
+        if runner.section and runner.section != mine.section and runner.section in table:
+            methods = ", ".join(n for n, c in METHODS.items() if c.runner == name)
+            raise InputError(runner.section, table[runner.section], f"method {method!r} runs on the {mine.name} runner; "
+                             f"[{runner.section}] is for the {name} methods ({methods})")
+    if not mine.section:
+        return ()
+    values = parse_params(mine.params, table.get(mine.section, {}), mine.section)
+    mine.check_section(values, run.n_workers)
+    return ((mine.section, values),)
 
 
 def _choice(table: dict, section: str, registry, default: str) -> Choice:

@@ -15,22 +15,40 @@ import numpy as np
 
 from mpiclip.comm import Comm
 from mpiclip.compressors import ENCODINGS
-from mpiclip.runners.base import Ledger
-from mpiclip.trace import EVENT_COLUMNS, TraceWriteError, TraceWriter
+from mpiclip.runners.base import Ledger, Table
+from mpiclip.trace import TraceWriteError, TraceWriter
 
 E = len(ENCODINGS)
-EVENT_ROWS = 4096  # arrivals buffered before they are written
+TABLE_ROWS = 4096  # rows of a runner's table buffered before they are written
+
+
+class TableBuffer:
+    """A runner's table rows not yet written (the same on every rank, or on the server only): no collective needed."""
+
+    def __init__(self, table: Table, width: int):
+        self.table = table
+        cols = width if table.per_round else len(table.columns) + (E if table.bits else 0)
+        self.rows = np.zeros((TABLE_ROWS, cols), dtype=np.int64 if table.per_round else np.float64)
+        self.n = 0
+        self.written = 0  # rows that reached the trace (or would have, on ranks without the writer)
+
+    def columns(self) -> dict:
+        """The buffered rows as the trace's columns ('' for a 2-D table)."""
+        rows = self.rows[: self.n]
+        if self.table.per_round:
+            return {"": rows}
+        out = {name: rows[:, j].astype(dtype) for j, (name, dtype) in enumerate(self.table.columns)}
+        if self.table.bits:
+            out.update({f"bits/{e}": rows[:, len(self.table.columns) + j] for j, e in enumerate(ENCODINGS)})
+        return out
 
 
 class Recorder:
     def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
-                 flush_rows: int, extra: tuple[str, ...] = (), events: bool = False, clients: Optional[int] = None):
+                 flush_rows: int, extra: tuple[str, ...] = (), tables: tuple = ()):
+        """``tables``: (:class:`~mpiclip.runners.base.Table`, width) of the runner's tables."""
         self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
-        self.clients = np.zeros((EVENT_ROWS if clients else 0, clients or 0), dtype=np.int64)  # rounds' sampled clients
-        self.n_clients = 0
-        self.events = np.zeros((EVENT_ROWS if events else 0, len(EVENT_COLUMNS) + E))  # arrivals not yet written
-        self.n_events = 0
-        self.events_written = 0
+        self.tables = {table.name: TableBuffer(table, width) for table, width in tables}
         self.capacity = flush_rows
         self.scalars = {k: np.full(flush_rows, np.nan) for k in ("time", "loss", "grad_norm_sq")}
         self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
@@ -60,22 +78,24 @@ class Recorder:
             if name in metrics:
                 self.block[r, :, E + j] = metrics[name]
 
-    def add_event(self, update: int, worker: int, start: int, delay: int, sim_time: float, norm: float,
-                  clipped: bool, job: int, bits: np.ndarray) -> None:
-        """One arrival at the server (asynchronous runs; the same on every rank, or on the server only)."""
-        row = self.events[self.n_events]
-        row[: len(EVENT_COLUMNS)] = (update, worker, start, delay, sim_time, norm, clipped, job)
-        row[len(EVENT_COLUMNS) :] = bits
-        self.n_events += 1
-        if self.n_events == len(self.events):  # every rank holds the same events: no collective needed
-            self._write_events()
+    def add(self, table: str, values, bits: Optional[np.ndarray] = None) -> None:
+        """One row of a runner's table: its column values (or a 2-D table's row), and the bits of a table with bits."""
+        buffer = self.tables[table]
+        row = buffer.rows[buffer.n]
+        row[: len(values)] = values
+        if bits is not None:
+            row[len(values) :] = bits
+        buffer.n += 1
+        if buffer.n == len(buffer.rows):
+            self._write_table(buffer)
 
-    def add_clients(self, ids: np.ndarray) -> None:
-        """The clients sampled in the next round (federated runs; the same on every rank)."""
-        self.clients[self.n_clients] = ids
-        self.n_clients += 1
-        if self.n_clients == len(self.clients):
-            self._write_clients()
+    def written(self, table: str) -> int:
+        """Rows of the table handed to the trace so far (checkpoints count them)."""
+        return self.tables[table].written
+
+    def resume_table(self, table: str, rows: int) -> None:
+        """A resumed run continues a table that already has ``rows`` rows."""
+        self.tables[table].written = rows
 
     @property
     def full(self) -> bool:
@@ -98,26 +118,18 @@ class Recorder:
                     self.writer.set_initial_bits(initial[0], ledger.initial_down)
                 scalars = {name: values[:k] for name, values in self.scalars.items()}
                 self.writer.append(scalars, block[:, :, :E], self.bits_down[:k], block[:, :, E:])
-            self._write_events()
-            self._write_clients()
+            for buffer in self.tables.values():
+                self._write_table(buffer)
         except TraceWriteError as e:
             error = e
         self.block[:] = np.nan
         self.rows = 0
         self.comm.agree(error)
 
-    def _write_clients(self) -> None:
-        if self.n_clients and self.writer is not None:
-            self.writer.append_table("clients", {"": self.clients[: self.n_clients]})
-        self.n_clients = 0
-
-    def _write_events(self) -> None:
-        if not self.n_events:
+    def _write_table(self, buffer: TableBuffer) -> None:
+        if not buffer.n:
             return
         if self.writer is not None:
-            table = self.events[: self.n_events]
-            columns = {name: table[:, j].astype(dtype) for j, (name, dtype) in enumerate(EVENT_COLUMNS.items())}
-            columns.update({f"bits/{e}": table[:, len(EVENT_COLUMNS) + j] for j, e in enumerate(ENCODINGS)})
-            self.writer.append_table("events", columns)
-        self.events_written += self.n_events
-        self.n_events = 0
+            self.writer.append_table(buffer.table.name, buffer.columns())
+        buffer.written += buffer.n
+        buffer.n = 0

@@ -107,9 +107,9 @@ class Session:
         trial = self.method_cls.create(c.method.params, self.compressor, 1.0)
         trial.validate(self.d, c.run.n_workers)
         # resolved here (e.g. σ for a privacy target) so that impossible settings fail before any collective
-        concurrency = c.asynchrony.jobs_in_flight(c.run.n_workers) if c.asynchrony else 0
         self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
-                                                self.plan.sample_counts if self.plan is not None else None, concurrency))
+                                                self.plan.sample_counts if self.plan is not None else None,
+                                                self.runner_cls.concurrency(c)))
         self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": self.plan is not None,
                                                      "checksum": self._dataset_checksum(), "ranks": comm.size})
         self.x0 = self._initial_point()
@@ -162,20 +162,22 @@ class Session:
         if stamp.n_ranks != self.comm.size and not c.run.deterministic:
             raise InputError("run.deterministic", False, f"the checkpoint was written on {stamp.n_ranks} ranks and "
                              f"Allreduce sums depend on the rank count; resume on {stamp.n_ranks} ranks")
+        needed = {"rounds": stamp.rows, **self._table_rows(stamp)}
         try:
             with open_trace(path) as f:
-                run_id, rows = f.attrs.get("run_id"), len(f["rounds"]) if "rounds" in f else 0
-                events = len(f["events/update"]) if "events/update" in f else 0
-                sampled = len(f["clients"]) if "clients" in f else None
+                run_id = f.attrs.get("run_id")
+                held = {name: len(f[name]) if name in f else 0 for name in needed}
         except CORRUPT as e:
             raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
         if run_id != stamp.run_id:
             raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
                              f"(the trace's run is {run_id}); move the checkpoint away or resume into the right trace")
-        if rows < stamp.rows or events < stamp.events or (sampled is not None and sampled < stamp.t):
-            raise InputError("output.path", path, f"holds {rows} rows and {events} events, fewer than the {stamp.rows} "
-                             f"and {stamp.events} the checkpoint counts; the trace was damaged after the checkpoint "
-                             "was written")
+        short = [name for name in needed if held[name] < needed[name]]
+        if short:
+            holds = " and ".join(f"{held[name]} rows of /{name}" for name in short)
+            counts = " and ".join(str(needed[name]) for name in short)
+            raise InputError("output.path", path, f"holds {holds}, fewer than the {counts} the checkpoint counts; the "
+                             "trace was damaged after the checkpoint was written")
         if not os.access(path, os.W_OK):
             raise InputError("output.path", path, "exists and is not writable")
 
@@ -188,11 +190,9 @@ class Session:
             if os.path.commonpath([base, os.path.realpath(c.trace_path)]) != base:
                 raise InputError("run.name", c.run.name, f"puts the trace at {c.trace_path}, outside the output "
                                  f"directory {base} (output.path = {template!r})")
-        inputs = {"run.x0": c.run.x0 if c.run.x0.endswith(".npy") else ""}
+        inputs = {"run.x0": c.run.x0 if c.run.x0.endswith(".npy") else "", **self.runner_cls.inputs(c)}
         if c.data is not None:
             inputs["data.path"] = getattr(c.data.source, "path", "")
-        if c.asynchrony is not None:
-            inputs["async.replay"] = c.asynchrony.replay
         if self.comm.rank == 0:  # the writer's host tests the lock
             alive, holder = writer_lock.holder_alive(c.trace_path)
             if alive:
@@ -294,8 +294,7 @@ class Session:
             if len(self.plan.test_rows):
                 arrays["partition/test_indices"] = self.plan.test_rows
         writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
-                                    self._row_scalars(), events=self.runner_cls.events,
-                                    clients=self.runner_cls.clients(c))
+                                    self._row_scalars(), self._tables())
         if os.path.exists(c.checkpoint_path):  # a stale checkpoint of an earlier run must not be resumed into this trace
             os.remove(c.checkpoint_path)
         return writer
@@ -306,21 +305,27 @@ class Session:
             history = json.loads(f.attrs.get("resumed", "[]"))
         history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
                         "provenance": provenance.collect(self.comm.library, self.hostnames)})
-        counts = {"events/update": stamp.events} if self.runner_cls.events else {}
-        if self.runner_cls.clients(c) is not None:
-            counts["clients"] = stamp.t  # one row per round run
         return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
-                                  {"resumed": json.dumps(history), "n_ranks": self.comm.size}, counts)
+                                  {"resumed": json.dumps(history), "n_ranks": self.comm.size}, self._table_rows(stamp))
 
     def _row_scalars(self) -> tuple[str, ...]:
         """Per-row scalars besides f and ‖∇f‖²: the runner's, the method's and the problem's scores."""
         return self.runner_cls.scalars + self.method.extra + self.problem.score_names
 
+    def _tables(self) -> tuple:
+        """(table, width) of the runner's tables."""
+        return tuple((t, self.runner_cls.table_width(self.config, t) if t.per_round else 0) for t in self.runner_cls.tables)
+
+    def _table_rows(self, stamp: checkpoint.Stamp) -> dict:
+        """Rows of each of the runner's tables that the checkpoint counts, by the dataset that indexes them: one per
+        round run, or the count the checkpoint kept."""
+        return {t.index: stamp.t if t.per_round else stamp.tables.get(t.name, 0) for t in self.runner_cls.tables}
+
     # ------------------------------------------------------------------ stage 3: the loop
     def run(self) -> Result:
         c, comm, method = self.config, self.comm, self.method
         recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows,
-                            self._row_scalars(), self.runner_cls.events, self.runner_cls.clients(c))
+                            self._row_scalars(), self._tables())
         self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
         every = c.run.checkpoint_every
@@ -334,7 +339,8 @@ class Session:
             if self.jobs is not None:
                 self.jobs.restore_state(None)
             if self.resumed is not None:
-                recorder.events_written = int(self.resumed.extra.get("events", 0))
+                for name, rows in checkpoint.table_rows(self.resumed.extra).items():
+                    recorder.resume_table(name, rows)
             state = runner.start(self.resumed)
             saved_at = state.t
             while not runner.done(state):
@@ -375,8 +381,7 @@ class Session:
         state.elapsed = runner.elapsed()
         state = runner.snapshot(state)
         state.problem = self.problem.worker_state()
-        if runner.events:
-            state.extra["events"] = recorder.events_written
+        state.extra["tables"] = {t.name: recorder.written(t.name) for t in self.runner_cls.tables if not t.per_round}
         stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
                  "n_workers": c.run.n_workers, "deterministic": c.run.deterministic}
         checkpoint.write(c.checkpoint_path, state, comm, stamp)

@@ -51,9 +51,6 @@ CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an ap
 UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)", "update": "update", "start": "update",
          "delay": "update",
          "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1", "comm_rounds": "communication round"}
-# Reserved for the asynchronous and federated runners (DESIGN §8): created when a runner asks for them.
-EVENT_COLUMNS = {"update": "i8", "worker": "i8", "start": "i8", "delay": "i8", "sim_time": "f8", "norm": "f8",
-                 "clipped": "i1", "job": "i8"}  # job: the worker's job index, which keys the job's random draws
 FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance", "comm_rounds")
 ROOT_SCALARS = FEDERATED_SCALARS + ("sim_time",)  # per-row scalars kept at the root rather than in /metrics
 RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
@@ -117,10 +114,10 @@ class TraceWriter:
 
     @classmethod
     def create(cls, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
-               arrays: dict[str, np.ndarray], extra: tuple[str, ...] = (), events: bool = False,
-               clients: Optional[int] = None) -> "TraceWriter":
+               arrays: dict[str, np.ndarray], extra: tuple[str, ...] = (), tables: tuple = ()) -> "TraceWriter":
         """``extra``: per-row scalars of the method (/metrics/<name>; the federated names go to the root);
-        ``events``: the /events/ table of an asynchronous run; ``clients``: clients sampled per round."""
+        ``tables``: (:class:`~mpiclip.runners.base.Table`, width) of the runner's tables (e.g. /events/ of an
+        asynchronous run, /clients of a federated one; width: a 2-D table's values per row)."""
         lock = WriterLock(path).acquire()
         try:
             if os.path.exists(path):
@@ -151,15 +148,8 @@ class TraceWriter:
             ds.dims[0].attach_scale(rounds)
             if ds.ndim == 2:
                 ds.dims[1].attach_scale(worker)
-        if events:
-            update = _rows_dataset(f, "events/update", None, "i8", UNITS["update"])
-            update.make_scale("update")
-            columns = [_rows_dataset(f, f"events/{c}", None, dt, _units(c)) for c, dt in EVENT_COLUMNS.items() if c != "update"]
-            columns += [_rows_dataset(f, f"events/bits/{e}", None, "f8", "bit") for e in ENCODINGS]
-            for ds in columns:
-                ds.dims[0].attach_scale(update)
-        if clients is not None:
-            _rows_dataset(f, "clients", clients, "i8", "client id")
+        for table, width in tables:
+            _table_datasets(f, table, width)
         for name, value in arrays.items():
             _array_dataset(f, name, value, _units(name))
         f.swmr_mode = True
@@ -308,6 +298,22 @@ class TraceWriteError(MpiclipError):
 
     def __init__(self, reason: str):
         super().__init__(f"the trace cannot be written: {reason}")
+
+
+def _table_datasets(f: h5py.File, table, width: int) -> None:
+    """A runner's table: its columns, the first the row index (a dimension scale the others attach to), and
+    its bits per encoding; or one 2-D dataset of ``width`` integers per row."""
+    if table.per_round:
+        _rows_dataset(f, table.name, width, "i8", table.units)
+        return
+    (first, dtype), *rest = table.columns
+    index = _rows_dataset(f, table.index, None, dtype, _units(first))
+    index.make_scale(first)
+    columns = [_rows_dataset(f, f"{table.name}/{c}", None, dt, _units(c)) for c, dt in rest]
+    if table.bits:
+        columns += [_rows_dataset(f, f"{table.name}/bits/{e}", None, "f8", "bit") for e in ENCODINGS]
+    for ds in columns:
+        ds.dims[0].attach_scale(index)
 
 
 def _scalar_path(name: str) -> str:

@@ -13,6 +13,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
+# Wildcards of the point-to-point calls. MPI's own values differ between libraries (MPICH's
+# MPI_ANY_SOURCE is -2), so callers use these and MPIComm translates them.
+ANY_SOURCE = -1
+ANY_TAG = -1
 INDEX_DTYPE = np.int32  # indices of sparse messages on the wire (d < 2**31)
 ENTRY = np.dtype([("v", "<f8"), ("i", "<i4")])  # one sparse entry on the wire, 12 bytes, no padding
 
@@ -79,3 +83,23 @@ class RowReduce:
 
 # One process holding every worker: the reductions are local (tests and single-process tools).
 ALL_LOCAL = RowReduce(sum=sequential_sum, gather=lambda rows: np.asarray(rows, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Contiguous blocks of workers per rank; the first ``n % P`` ranks hold one more."""
+
+    n_workers: int
+    n_ranks: int
+
+    @property
+    def counts(self) -> np.ndarray:
+        base, extra = divmod(self.n_workers, self.n_ranks)
+        return np.array([base + (r < extra) for r in range(self.n_ranks)], dtype=np.int64)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def workers_of(self, rank: int) -> np.ndarray:
+        return np.arange(self.starts[rank], self.starts[rank] + self.counts[rank])

@@ -160,9 +160,9 @@ def test_the_laptop_preset_plans_without_data_and_shows_the_stragglers(tmp_path,
     assert os.listdir(tmp_path) == []
     point = lambda run: (run.config.method.name, run.config.stepsize.value, run.config.method.params.tau)
     for name, sweep in planned.items():
-        assert sweep.runs and all(r.config.asynchrony.max_time > 0 for r in sweep.runs)
+        assert sweep.runs and all(r.config.section("async").max_time > 0 for r in sweep.runs)
         if name in asynchronous.DATASETS:
-            shown = {(r.config.method.name, r.config.asynchrony.slow_factor) for r in sweep.runs}
+            shown = {(r.config.method.name, r.config.section("async").slow_factor) for r in sweep.runs}
             assert {(m, s) for m in ("asgd", "clipped_asgd") for s in (1.0, 10.0, 100.0)} <= shown, name
     baseline = {point(r) for r in planned["async-lsq"].runs}
     for name, _, _, uses_baseline in asynchronous.VARIANTS:

@@ -17,7 +17,9 @@ from mpiclip import config as cfg
 from mpiclip import trace as trace_module
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import ENCODINGS
-from mpiclip.trace import EVENT_COLUMNS, TraceWriter, load_trace
+from mpiclip.runners.asynchronous import EVENTS
+from mpiclip.runners.federated import CLIENTS
+from mpiclip.trace import TraceWriter, load_trace
 
 SCHEMA1 = os.path.join(REPO, "tests", "data", "schema1.h5")  # written by mpiclip 0.1.0 before schema 2
 
@@ -158,12 +160,12 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     """What the asynchronous and federated runners will write: /events/, /clients, the federated scalars."""
     path = str(tmp_path / "t.h5")
     writer = TraceWriter.create(path, {"name": "t", "run_id": "r1"}, 3, ("clipped",), {"x0": np.zeros(2)},
-                                extra=("test_accuracy", "spread"), events=True, clients=2)
+                                extra=("test_accuracy", "spread"), tables=((EVENTS, 0), (CLIENTS, 2)))
     k = 5
     writer.append({"rounds": np.arange(k), "time": np.zeros(k), "loss": np.ones(k), "grad_norm_sq": np.ones(k),
                    "metrics/test_accuracy": np.linspace(0, 1, k), "metrics/spread": np.full(k, 2.0)},
                   np.ones((k, 3, len(ENCODINGS))), np.zeros((k, len(ENCODINGS))), np.zeros((k, 3, 1)))
-    events = {c: np.arange(4).astype(dt) for c, dt in EVENT_COLUMNS.items()}
+    events = {c: np.arange(4).astype(dt) for c, dt in EVENTS.columns}
     events.update({f"bits/{e}": np.full(4, 32.0) for e in ENCODINGS})
     writer.append_table("events", events)
     writer.append_table("clients", {"": np.array([[0, 2], [1, 2], [0, 1]])})
@@ -171,7 +173,7 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     tr = load_trace(path)
     np.testing.assert_array_equal(tr.metrics["test_accuracy"], np.linspace(0, 1, k))
     np.testing.assert_array_equal(tr.metrics["spread"], 2.0)
-    assert set(tr.events) == set(EVENT_COLUMNS) | {f"bits/{e}" for e in ENCODINGS}
+    assert set(tr.events) == {c for c, _ in EVENTS.columns} | {f"bits/{e}" for e in ENCODINGS}
     np.testing.assert_array_equal(tr.events["delay"], np.arange(4))
     with h5py.File(path) as f:
         assert "test_accuracy" in f and "metrics/test_accuracy" not in f  # DESIGN §8: at the root

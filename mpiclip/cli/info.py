@@ -90,14 +90,13 @@ def cmd_presets(args) -> int:
 
 def cmd_options(args) -> int:
     from mpiclip import config as cfg
-    from mpiclip.asynchrony import AsyncParams
     from mpiclip.compressors import COMPRESSORS
     from mpiclip.data import SOURCES, DataParams
     from mpiclip.data.partition import SPLITS
-    from mpiclip.federation import FederatedParams
     from mpiclip.methods import METHODS
     from mpiclip.params import describe
     from mpiclip.problems import PROBLEMS
+    from mpiclip.runners import RUNNERS
     from mpiclip.stepsize import StepsizeParams
 
     def keys(cls, indent="  "):
@@ -117,10 +116,11 @@ def cmd_options(args) -> int:
         "method": registry(METHODS, "name"),
         "compressor": registry(COMPRESSORS, "name"),
         "stepsize": keys(StepsizeParams),
-        "async": ["  (asynchronous methods only)"] + keys(AsyncParams),
-        "federated": ["  (federated methods only)"] + keys(FederatedParams),
-        "output": keys(cfg.OutputParams),
     }
+    for name, runner in RUNNERS.items():  # the runners' own sections, each once (a runner's modes share it)
+        if runner.section and runner.section not in sections:
+            sections[runner.section] = [f"  ({name} methods only)"] + keys(runner.params)
+    sections["output"] = keys(cfg.OutputParams)
     if args.section and args.section not in sections:
         print(f"mpiclip: error: section = {args.section!r}: unknown (sections: {', '.join(sections)})", file=sys.stderr)
         return 2

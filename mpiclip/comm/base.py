@@ -11,15 +11,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from mpiclip.errors import MpiclipError
-from mpiclip.wire import RowReduce, SparseGather
+from mpiclip.wire import ANY_SOURCE, ANY_TAG, Layout, RowReduce, SparseGather  # noqa: F401  (re-exported)
 
 _RING_TAG, _STREAM_TAG = 11, 12
-
-
-# Wildcards of the point-to-point calls. MPI's own values differ between libraries (MPICH's
-# MPI_ANY_SOURCE is -2), so callers use these and MPIComm translates them.
-ANY_SOURCE = -1
-ANY_TAG = -1
 
 
 @dataclass(frozen=True)
@@ -110,26 +104,6 @@ class AgreedError(MpiclipError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Contiguous blocks of workers per rank; the first ``n % P`` ranks hold one more."""
-
-    n_workers: int
-    n_ranks: int
-
-    @property
-    def counts(self) -> np.ndarray:
-        base, extra = divmod(self.n_workers, self.n_ranks)
-        return np.array([base + (r < extra) for r in range(self.n_ranks)], dtype=np.int64)
-
-    @property
-    def starts(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)[:-1]])
-
-    def workers_of(self, rank: int) -> np.ndarray:
-        return np.arange(self.starts[rank], self.starts[rank] + self.counts[rank])
 
 
 class Comm:

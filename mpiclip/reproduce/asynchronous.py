@@ -55,7 +55,7 @@ class Run:
         self.method = config.method.name
         self.gamma = float(config.stepsize.value)
         self.tau = float(getattr(config.method.params, "tau", 0.0) or 0.0)
-        self.slow = float(config.asynchrony.slow_factor)
+        self.slow = float(config.section("async").slow_factor)
         self.metric = metric
         self.y = values_of(tr, metric)
         self.completed = tr.status.startswith("completed") and len(self.y) > 0
@@ -64,7 +64,7 @@ class Run:
         self.diverged = not self.completed or not np.isfinite(final) or final > 10 * float(self.y[0])
         # a steadier figure of merit than the last row: the median over the last 10% of the time budget
         times = tr.metrics.get("sim_time", np.zeros(0))
-        budget = float(config.asynchrony.max_time) or (float(times[-1]) if len(times) else 0.0)
+        budget = float(config.section("async").max_time) or (float(times[-1]) if len(times) else 0.0)
         last = self.y[times >= 0.9 * budget] if len(times) == len(self.y) else self.y[-1:]
         tail = float(np.median(last)) if len(last) else final
         self.tail = tail if self.completed and np.isfinite(tail) and not self.diverged else math.inf
@@ -217,7 +217,7 @@ def delays(asgd: dict, title: str):
     for ax, s in zip(axes[0], slows):
         r = asgd[s]
         ev = r.tr.events
-        slow = np.isin(ev["worker"], list(r.config.asynchrony.slow_workers))
+        slow = np.isin(ev["worker"], list(r.config.section("async").slow_workers))
         fast_counts = np.histogram(ev["delay"][~slow], edges)[0] / widths
         slow_counts = np.histogram(ev["delay"][slow], edges)[0] / widths
         handles.setdefault("other workers", ax.bar(centers, fast_counts, width=widths, align="edge",
@@ -254,7 +254,7 @@ def workers(asgd: dict, title: str):
         n = int(r.attr("n_workers"))
         counts = np.bincount(ev["worker"][ev["update"] >= 0].astype(int), minlength=n)
         ax.bar(np.arange(n) + (k - 0.5) * 0.4, counts, width=0.4, color=color, label=f"s = {s:g}")
-        slow = int(r.config.asynchrony.slow_workers[0])
+        slow = int(r.config.section("async").slow_workers[0])
         share = counts[slow] / counts.sum()
         text.append(f"s = {s:g}: worker {slow} made {counts[slow]} of {counts.sum()} updates "
                     f"({100 * share:.2f}%, fair share {100 / n:.2f}%)")
@@ -338,7 +338,7 @@ def dataset(page, name: str, sweep) -> None:
     steady = best_of(runs, lambda r: (r.method, r.slow), by="tail")
     bad = sum(r.diverged for r in runs)
     page.text(f"{len(runs)} runs ({bad} diverged). Best γ (τ) per method and slowdown s by the final {t} at the "
-              f"time budget {runs[0].config.asynchrony.max_time:g} (the sweep's [select], as `mpiclip sweep best`); "
+              f"time budget {runs[0].config.section('async').max_time:g} (the sweep's [select], as `mpiclip sweep best`); "
               f"'tail median': the median of {t} over the last 10% of the budget:")
     page.table(f"{label}-best", ["method", "s", "best γ", "τ", f"final {t}", "final(s)/final(1)", "tail median",
                                  "final ‖∇f‖²" if metric == "gap" else "accuracy", "updates", "arrivals", "τ_max",
@@ -450,7 +450,7 @@ def variants(page, name: str, keys: tuple, note: str, baseline: bool, sweeps: di
                      decimal(r.attr("delay_mean"), ".1f"), decimal(r.attr("discarded_fraction"), ".3f")])
     t = METRIC_TEXT[metric]
     page.text(f"{len(runs)} runs. Per variant, method and s: the best γ (/ τ) by the final {t} at time "
-              f"{runs[-1].config.asynchrony.max_time:g} and by the median over the last 10% of the budget ('tail'); "
+              f"{runs[-1].config.section('async').max_time:g} and by the median over the last 10% of the budget ('tail'); "
               "'stable γ': the largest γ of the grid (any τ) that did not diverge:")
     page.table(f"{name}-best", ["variant", "method", "s", "γ (final)", f"final {t}", "final ratio to s=1", "γ (tail)",
                                 "tail median", "tail ratio to s=1", "stable γ", "updates", "τ_max", "mean delay",

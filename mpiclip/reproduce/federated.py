@@ -108,12 +108,12 @@ class Run:
         self.values = dict(sweep_run.values)
         self.method = c.method.name
         self.model = c.problem.name
-        self.P = c.federated.participants(c.run.n_workers)
+        self.P = c.section("federated").participants(c.run.n_workers)
         self.n = c.run.n_workers
         self.gamma = float(c.stepsize.value)
         self.beta = float(getattr(c.method.params, "beta", math.nan))
         self.mu = float(getattr(c.method.params, "mu", math.nan))
-        self.batch = int(c.federated.batch_size)
+        self.batch = int(c.section("federated").batch_size)
         self.seed = int(c.run.seed)
         self.acc, self.var = rows["test_accuracy"], rows["grad_variance"]
         self.comm, self.rounds, self.loss = rows["comm_rounds"], rows["rounds"].astype(float), rows["loss"]
@@ -185,7 +185,7 @@ def seeds_text(name: str, table: dict, sweep, seeds=(1, 2), output: str = "resul
     run.seed in ``seeds``; everything else as in the tuning sweep. For its comments: ``path``, where the file
     goes; ``report``, the command that writes the page; ``tuning``, the tuning sweep's file."""
     chosen = best_of(completed(sweep)[0])
-    groups = {(r.config.problem.name, r.config.federated.participants(r.config.run.n_workers), r.config.method.name)
+    groups = {(r.config.problem.name, r.config.section("federated").participants(r.config.run.n_workers), r.config.method.name)
               for r in sweep.runs}
     missing = len(groups - set(chosen))
     best = sorted(chosen.values(), key=lambda r: r.index)

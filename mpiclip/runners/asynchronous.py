@@ -24,13 +24,13 @@ from typing import Optional
 
 import numpy as np
 
-from mpiclip.asynchrony import ReplaySchedule, Schedule
+from mpiclip.asynchrony import AsyncParams, ReplaySchedule, Schedule
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.methods.asgd import Received
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
@@ -60,19 +60,38 @@ def _read_replay(path: str, size: int, mtime: int) -> dict:
     return {"events": events, "attrs": attrs}
 
 
+# One row per gradient that reached the server; job: the worker's job index, which keys the job's random draws
+EVENTS = Table("events", (("update", "i8"), ("worker", "i8"), ("start", "i8"), ("delay", "i8"), ("sim_time", "f8"),
+                          ("norm", "f8"), ("clipped", "i1"), ("job", "i8")), bits=True)
+
+
 @RUNNERS.register("asynchronous")
 class AsynchronousRunner(Runner):
     """Server updates in a simulated clock: one gradient (or one batch) per update, applied as it arrives."""
 
+    section = "async"
+    params = AsyncParams
     phases = ("gradient", "upload", "communication", "update", "evaluation", "trace")
     scalars = ("sim_time",)
-    events = True
+    tables = (EVENTS,)
     unit = "update"
+
+    @classmethod
+    def check_section(cls, params, n_workers):
+        params.validate(n_workers)
+
+    @classmethod
+    def concurrency(cls, config):
+        return config.section("async").jobs_in_flight(config.run.n_workers)
+
+    @classmethod
+    def inputs(cls, config):
+        return {"async.replay": config.section("async").replay}
 
     @classmethod
     def check(cls, config, method, problem_info: dict) -> None:
         """Settings that cannot work together (InputError before anything is read or written; no collectives)."""
-        p, n = config.asynchrony, config.run.n_workers
+        p, n = config.section("async"), config.run.n_workers
         policy = method.policy()
         if policy.wait_all and (p.concurrency not in (0, n) or p.assignment != "finisher"):
             raise InputError("async.concurrency" if p.concurrency not in (0, n) else "async.assignment",
@@ -92,16 +111,16 @@ class AsynchronousRunner(Runner):
 
     @classmethod
     def resolve(cls, config):
-        return RUNNERS.get("asynchronous-real", "async.mode") if config.asynchrony.mode == "real" else cls
+        return RUNNERS.get("asynchronous-real", "async.mode") if config.section("async").mode == "real" else cls
 
     @classmethod
     def job_workers(cls, config, rank, size):
-        return np.arange(config.run.n_workers) if config.asynchrony.data == "homogeneous" else None
+        return np.arange(config.run.n_workers) if config.section("async").data == "homogeneous" else None
 
     def __init__(self, setup):
         super().__init__(setup)
         s = setup
-        self.p, self.n = s.config.asynchrony, s.config.run.n_workers
+        self.p, self.n = s.config.section("async"), s.config.run.n_workers
         self.policy = s.method.policy()
         self.owner = np.repeat(np.arange(s.comm.size), s.comm.workers_per_rank).tolist()
         self.rank, self.size, self.seed = s.comm.rank, s.comm.size, s.config.run.seed
@@ -198,8 +217,8 @@ class AsynchronousRunner(Runner):
         the discarded count (the trace's summary attributes)."""
         t, delay = state.t, state.t - arrival.start
         state.server, state.x, received = self.setup.method.receive(state.server, state.x, vector, delay)
-        self.setup.recorder.add_event(t if received.admitted else -1, arrival.worker, arrival.start, delay, arrival.time,
-                                      received.norm, received.clipped, arrival.job, bits)
+        self.setup.recorder.add("events", (t if received.admitted else -1, arrival.worker, arrival.start, delay,
+                                           arrival.time, received.norm, received.clipped, arrival.job), bits)
         delays = state.extra["delays"]
         if delay >= len(delays):
             delays = state.extra["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])

@@ -27,13 +27,12 @@ import time
 import numpy as np
 
 from mpiclip.asynchrony import ComputeTimes, Schedule
-from mpiclip.comm import ANY_SOURCE, ANY_TAG
-from mpiclip.comm.base import Layout
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.asynchronous import AsynchronousRunner, E
 from mpiclip.runners.base import RUNNERS, RunState, exact_row
+from mpiclip.wire import ANY_SOURCE, ANY_TAG, Layout
 
 JOB, GRADIENT, STOP, DONE = 21, 22, 23, 24
 HEAD = 4  # worker, job, start, seconds: then the bits and the vector
@@ -48,7 +47,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
     @classmethod
     def check(cls, config, method, problem_info):
         super().check(config, method, problem_info)
-        p, run, ranks = config.asynchrony, config.run, problem_info["ranks"]
+        p, run, ranks = config.section("async"), config.run, problem_info["ranks"]
         if ranks < 2:
             raise InputError("async.mode", "real", "needs a server rank and at least one worker rank: run it under "
                              "mpiexec -n 2 or more (or use mode = 'simulated')")
@@ -73,7 +72,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
     def job_workers(cls, config, rank, size):
         if rank == 0:
             return np.zeros(0, dtype=np.int64)
-        if config.asynchrony.data == "homogeneous":
+        if config.section("async").data == "homogeneous":
             return np.arange(config.run.n_workers)
         return Layout(config.run.n_workers, size - 1).workers_of(rank - 1)
 

@@ -166,6 +166,30 @@ class Control:
         self.last_flush = time.perf_counter()
 
 
+@dataclass(frozen=True)
+class Table:
+    """Rows a runner writes beside the per-round rows, declared on the runner.
+
+    With ``columns``: a group ``name`` of typed columns, one row per event, the first column its row index (a
+    dimension scale) and, with ``bits``, the bits of the event's message under every encoding (``bits/<enc>``);
+    its row count is its own, kept in checkpoints. Without: one 2-D dataset ``name`` of integers, one row per
+    round run (``Runner.table_width`` values each)."""
+
+    name: str
+    columns: tuple = ()  # ((column, dtype), ...)
+    bits: bool = False
+    units: str = ""  # of a 2-D table's values
+
+    @property
+    def per_round(self) -> bool:
+        return not self.columns
+
+    @property
+    def index(self) -> str:
+        """The dataset whose length is the table's row count."""
+        return f"{self.name}/{self.columns[0][0]}" if self.columns else self.name
+
+
 @dataclass
 class Setup:
     """What the session built for the runner."""
@@ -184,18 +208,35 @@ class Setup:
 
 
 class Runner:
-    """Interface of a loop; ``params`` are the keys of its config section, if it has one."""
+    """Interface of a loop. A runner declares its own config section (``section``, whose keys are the dataclass
+    ``params``; the methods it drives find their settings there), the tables it writes beside the per-round
+    rows, and its checks: a new runner is one module and its registration."""
 
     name: ClassVar[str] = "?"  # set by registration
-    params: ClassVar[type] = NoParams
+    section: ClassVar[str] = ""  # its config section, e.g. "async" for [async]; "" for none
+    params: ClassVar[type] = NoParams  # the keys of that section
     phases: ClassVar[tuple[str, ...]] = ()  # keys of the timing split
     scalars: ClassVar[tuple[str, ...]] = ()  # per-row scalars of the runner (at the trace's root)
-    events: ClassVar[bool] = False  # writes the /events table
+    tables: ClassVar[tuple[Table, ...]] = ()  # written beside the per-round rows
 
     @classmethod
-    def clients(cls, config: Any) -> Optional[int]:
-        """Clients sampled per round, if the runner writes the /clients table (one row per round run)."""
-        return None
+    def check_section(cls, params: Any, n_workers: int) -> None:
+        """Raise InputError for settings of the section that cannot work with this many workers."""
+
+    @classmethod
+    def table_width(cls, config: Any, table: Table) -> int:
+        """Values per row of a 2-D table (e.g. the clients sampled per round)."""
+        raise NotImplementedError
+
+    @classmethod
+    def concurrency(cls, config: Any) -> int:
+        """Jobs in flight τ_C that a method may need to know (``RunInfo.concurrency``; 0: not asynchronous)."""
+        return 0
+
+    @classmethod
+    def inputs(cls, config: Any) -> dict:
+        """Files the run reads besides its data and x^0, by config key (the trace never overwrites them)."""
+        return {}
 
     @classmethod
     def check(cls, config: Any, method: Any, problem_info: dict) -> None:

@@ -30,11 +30,11 @@ import numpy as np
 from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
-from mpiclip.federation import ServerOptState, sample_clients, server_optimizer
+from mpiclip.federation import FederatedParams, ServerOptState, sample_clients, server_optimizer
 from mpiclip.methods.base import row_sq_norms
 from mpiclip.methods.gradalign import Clients, FedServerState, LocalRound
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row
 
 
 class FedServer(NamedTuple):
@@ -54,16 +54,30 @@ class ClientView:
         return self.problem.worker_grad(y, self.local, rows, decay)
 
 
+CLIENTS = Table("clients", units="client id")  # one row per round: the clients sampled
+
+
 @RUNNERS.register("federated")
 class FederatedRunner(Runner):
     """Rounds with P sampled clients, K local steps each, and a server optimizer on the averaged models."""
 
+    section = "federated"
+    params = FederatedParams
     phases = ("alignment", "local", "communication", "update", "evaluation", "trace")
     scalars = ("grad_variance", "comm_rounds")
+    tables = (CLIENTS,)
+
+    @classmethod
+    def check_section(cls, params, n_workers):
+        params.validate(n_workers)
+
+    @classmethod
+    def table_width(cls, config, table):
+        return config.section("federated").participants(config.run.n_workers)
 
     @classmethod
     def check(cls, config, method, problem_info):
-        fed = config.federated
+        fed = config.section("federated")
         compressed = config.compressor.name != "identity"
         if compressed and not method.local:
             raise InputError("compressor.name", config.compressor.name, f"compresses the clients' updates, and method "
@@ -75,13 +89,9 @@ class FederatedRunner(Runner):
             raise InputError("federated.batch_size", fed.batch_size, f"needs a problem made of samples, not "
                              f"{config.problem.name!r} (use 0: full local gradients)")
 
-    @classmethod
-    def clients(cls, config):
-        return config.federated.participants(config.run.n_workers)
-
     def __init__(self, setup):
         super().__init__(setup)
-        self.fed = setup.config.federated
+        self.fed = setup.config.section("federated")
         self.optimizer = server_optimizer(self.fed)
         self.views = [ClientView(setup.problem, i) for i in range(len(setup.worker_ids))]
         self.dense = dense_bits(len(setup.x0))
@@ -110,7 +120,7 @@ class FederatedRunner(Runner):
             check_ranks(self.setup, state, record)
             if s.control.stop:
                 return state
-        s.recorder.add_clients(chosen)
+        s.recorder.add("clients", chosen)
         scale = fed.lr_scale(t)
         rnd = LocalRound(t, run.seed, method.gamma * scale, scale, fed.batch_size, fed.clip, s.problem.weight_decay)
         up, down = np.zeros((len(s.worker_ids), len(ENCODINGS))), np.zeros(len(ENCODINGS))

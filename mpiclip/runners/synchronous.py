@@ -11,16 +11,18 @@ top of round t and a resumed run records it as the uninterrupted run did.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from mpiclip.comm import Comm
 from mpiclip.compressors import Message
 from mpiclip.methods.base import Aggregate, Oracle, RoundContext
 from mpiclip.problems import Problem
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row
 from mpiclip.wire import SparseGather, sequential_sum
+
+if TYPE_CHECKING:  # the loop gets its communicator from the session; this package never imports it
+    from mpiclip.comm import Comm
 
 
 class LocalOracle(Oracle):
