@@ -24,14 +24,13 @@ import tempfile
 import time
 
 import numpy as np
-from _shared import write_json
+from _shared import libsvm, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
 from mpiclip.comm import make_comm
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-A9A = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "a9a.txt"))
+A9A = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 LOOP = ("gradient", "upload", "communication", "update")
 
 

@@ -13,13 +13,12 @@ sequences (the target: the trajectory is unchanged).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 
 import numpy as np
-from _shared import write_json
+from _shared import libsvm, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -29,8 +28,7 @@ from mpiclip.trace import load_trace
 
 PHASES = SynchronousRunner.phases
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "a9a.txt"))
+DEFAULT_DATA = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 
 
 def reference_run(path: str, n: int, rounds: int, factor: float, lam: float = 0.1) -> tuple[np.ndarray, float]:

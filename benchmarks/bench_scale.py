@@ -24,7 +24,7 @@ import resource
 import sys
 import tempfile
 
-from _shared import write_json
+from _shared import libsvm, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -33,8 +33,7 @@ from mpiclip.runners.synchronous import SynchronousRunner
 
 PHASES = SynchronousRunner.phases
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-A9A = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "a9a.txt"))
+A9A = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 
 SYNTHETIC = ["data.n_samples=20000", "data.split='iid'", "compressor.k=10", "stepsize.factor=1"]
 PROBLEMS = {  # name: (preset, overrides, default rounds, default eval_every)

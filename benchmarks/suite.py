@@ -1,6 +1,6 @@
 """The benchmark suite: whole processes, timed side by side in one sitting, as ratios.
 
-    python benchmarks/suite.py [--data-dir ../shared/datasets] [--ranks 2] [--repeat 5] [--json out.json]
+    python benchmarks/suite.py [--data-dir ~/libsvm] [--ranks 2] [--repeat 5] [--json out.json]
                                [--only startup,loop,whole,sweep,checkpoint,async,fed,scale] [--skip-scale]
 
 Each figure comes from whole ``mpiexec -n P python -m mpi4py ...`` processes: the median of ``--repeat``
@@ -29,6 +29,9 @@ measured inside one such process and wrote with ``--json``. The row groups (``--
   leaves them out): each rank's peak resident memory above its start against the bound shard + (its
   workers + 2) d-vectors, and the seconds per round.
 
+The LibSVM files a9a.txt and mushrooms.txt are not part of the repository: download them from the LibSVM
+site and name their directory with ``--data-dir`` (default: the current directory, then $MPICLIP_DATA_DIR).
+
 Prints a table and writes it as JSON (results/benchmarks.json) with the machine and the versions.
 """
 
@@ -44,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from _shared import libsvm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -93,7 +98,8 @@ def sweep_file(folder: str, data: str, points: int, rounds: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=os.path.normpath(os.path.join(ROOT, "..", "shared", "datasets")))
+    ap.add_argument("--data-dir", default=None, help="the directory of the downloaded LibSVM files a9a.txt and "
+                    "mushrooms.txt (default: the current directory, then the directories of $MPICLIP_DATA_DIR)")
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--points", type=int, default=100, help="points of the sweep comparison")
@@ -107,10 +113,12 @@ def main() -> int:
         raise SystemExit(f"benchmarks: unknown group(s) {', '.join(sorted(groups - set(GROUPS)))} (known: {', '.join(GROUPS)})")
     if args.skip_scale:
         groups.discard("scale")
-    a9a, mushrooms = (os.path.join(args.data_dir, f) for f in ("a9a.txt", "mushrooms.txt"))
+    a9a, mushrooms = (os.path.abspath(os.path.join(os.path.expanduser(args.data_dir), f)) if args.data_dir else libsvm(f)
+                      for f in ("a9a.txt", "mushrooms.txt"))
     for path in (a9a, mushrooms):
         if not os.path.exists(path):
-            raise SystemExit(f"benchmarks: {path} not found (set --data-dir to the LibSVM files)")
+            raise SystemExit(f"benchmarks: {path} not found (download the LibSVM files and set --data-dir or "
+                             "$MPICLIP_DATA_DIR to their directory)")
     work = tempfile.mkdtemp(prefix="mpiclip-suite-")
     # a warm start: compiled modules on disk (some machines set PYTHONDONTWRITEBYTECODE) and the data cached
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "OMP_NUM_THREADS": "1",

@@ -3,7 +3,7 @@
 #   usage: jobs/laptop.sh [-n RANKS] CONFIG... [mpiclip run options]
 #   e.g.   jobs/laptop.sh -n 2 ef21-libsvm --set data.path=a9a.txt --set stepsize.factor=64
 # One BLAS thread per rank (more only oversubscribes the cores). Uses .venv/bin/mpiexec when present,
-# so the launcher matches the MPI that mpi4py loads (MPI_NOTES §1).
+# so the launcher matches the MPI that mpi4py loads (another MPI's mpiexec cannot start its ranks).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RANKS=$(nproc 2>/dev/null || echo 2)

@@ -5,7 +5,7 @@ worker computes one gradient (a *job*) at a time; job k of worker j takes ``fact
 units of simulated time (paused through the worker's outages), and a priority queue of finish times
 (ties by worker id) says who arrives next. Every draw is keyed by (seed, worker, job index) or (seed,
 request index), never by the rank or by real time, so the schedule depends on the config only, and
-a run gives the same trace on any number of ranks (DESIGN §8).
+a run gives the same trace on any number of ranks (docs/design.md §3).
 
 Jobs are handed out after each arrival by the method's policy (:class:`Policy`): back to the worker
 that finished, or (``assignment = "random"``, Koloskova et al., NeurIPS 2022) to a uniformly random
@@ -57,7 +57,7 @@ class AsyncParams:
     outages: tuple[tuple[float, ...], ...] = param((), "[worker, from, to] triples: the worker computes nothing in "
                                                    "[from, to) (its job is paused)")
     oracle: str = param("full", "a worker's gradient: its 'full' gradient, a seeded 'minibatch' of batch_size samples, "
-                        "or the full gradient plus sub-Weibull 'noise' (ALGORITHMS §5.4)",
+                        "or the full gradient plus sub-Weibull 'noise' (docs/algorithms.md §7)",
                         choices=("full", "minibatch", "noise"))
     batch_size: int = param(1, "samples per minibatch gradient (oracle = 'minibatch')", check=at_least(1))
     noise_theta: float = param(1.0, "tail parameter θ of the sub-Weibull noise (1/2 sub-Gaussian, 1 sub-exponential, "

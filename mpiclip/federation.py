@@ -11,7 +11,7 @@ Averaging: ``uniform`` (x̄ = (1/P) Σ y_i, the GradAlign code's all-reduce of t
 (x̄ = Σ N_i y_i / Σ N_i over the sampled clients, McMahan et al.'s FedAvg). The aligning methods' ĝ is
 always sample-weighted, as the code's ``compute_full_gradient``.
 
-Server optimizers on D (ALGORITHMS §6.1, §9.3):
+Server optimizers on D (docs/algorithms.md §8):
 
 * ``sgd``: torch's SGD with ``server_momentum`` m and ``nesterov``: b ← m·b + D; x ← x − η_s (D + m·b if
   Nesterov else b); m = 0 gives x − η_s D (η_s = 1: x̄, FedAvg).

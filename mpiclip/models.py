@@ -1,6 +1,6 @@
 """Classifiers with exact gradients in numpy: multinomial logistic regression and a small MLP.
 
-The building blocks of the federated problems (GradAlign, ALGORITHMS §6): every model's parameters are
+The building blocks of the federated problems (GradAlign, docs/algorithms.md §8): every model's parameters are
 one flat float64 vector x, so methods, compressors, checkpoints and traces treat them like any other x.
 
 * Layout: layer by layer, the weights W (fan_in, fan_out) in row-major order, then the biases b (fan_out,).

@@ -22,7 +22,7 @@ from mpiclip.wire import sequential_sum
 
 def sub_weibull(rng: np.random.Generator, d: int, theta: float, sigma: float) -> np.ndarray:
     """ξ = σ·E^θ·u with E ~ Exp(1) and u uniform on the unit sphere: zero mean, P(‖ξ‖ ≥ t) = exp(−(t/σ)^(1/θ))
-    (ALGORITHMS §5.4)."""
+    (docs/algorithms.md §7)."""
     u = rng.standard_normal(d)
     u /= np.sqrt(u @ u)
     return sigma * rng.standard_exponential() ** theta * u

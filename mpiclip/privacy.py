@@ -2,7 +2,7 @@
 
 Each round a worker sends a clipped message plus N(0, σ² I): a Gaussian mechanism of sensitivity Δ on its
 data, with noise multiplier z = σ/Δ. Δ = 2τ under replace-one neighbours (one record changed: both messages
-lie in the τ-ball, and worker i's state is a function of its past noisy, public messages; ALGORITHMS §4.5),
+lie in the τ-ball, and worker i's state is a function of its past noisy, public messages; docs/algorithms.md §5),
 or Δ = τ under add/remove of a whole worker's contribution (worker-level DP). Full-batch methods touch every
 record every round; the minibatch variants sample b_i of the N_i records without replacement, which
 amplifies record-level privacy (not worker-level: the worker takes part in every round).

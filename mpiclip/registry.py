@@ -1,4 +1,4 @@
-"""Name -> component registries (DESIGN §2 rule 6): an unknown name lists the valid ones.
+"""Name -> component registries (docs/design.md §2 rule 7): an unknown name lists the valid ones.
 
 One style for every kind of component (runners, methods, compressors, problems, data sources,
 splits): a class registered with ``@REGISTRY.register("name")``, which declares its parameters once,

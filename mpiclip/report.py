@@ -30,7 +30,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def comparison(traces: list[Trace], encoding: str = "paper", levels: tuple = ()) -> str:
-    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (DESIGN §6)."""
+    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4)."""
     header = ["run", "method", "compressor", "status", "rounds", f"bits/worker ({encoding})", "f(x)", "‖∇f(x)‖²",
               "wall s"] + [f"bits to {level:g}" for level in levels]
     rows = []

@@ -1,4 +1,4 @@
-"""Randomness keyed by (seed, stream, worker id, round), never by rank (DESIGN §2 rule 4).
+"""Randomness keyed by (seed, stream, worker id, round), never by rank (docs/design.md §2 rule 5).
 
 A worker's draws in round t are the same whichever rank holds it and however many ranks there are,
 so a run's trace does not depend on the number of ranks.

@@ -1,4 +1,4 @@
-"""One run's life, for every kind of runner (DESIGN §8): validate → build → open the trace → loop → close.
+"""One run's life, for every kind of runner (docs/design.md §6): validate → build → open the trace → loop → close.
 
 :meth:`Session.prepare` checks everything that can be wrong with the input (config against the data,
 ranks against workers, the output path) without any collective; the ranks then agree on the first

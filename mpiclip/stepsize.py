@@ -1,4 +1,4 @@
-"""Theoretical step sizes (ALGORITHMS §2.4, §3, §8.5); a run uses γ = factor × rule.
+"""Theoretical step sizes (docs/algorithms.md §3, §4, §9); a run uses γ = factor × rule.
 
 * ``ef21``: γ = 1/(L + L̃·sqrt(β/θ)) with θ = 1 − sqrt(1 − α), β = (1 − α)/θ (EF21 Thm 2); 1/L when α = 1.
   The official code uses it for EF21, EF (EF14), naive compressed GD and every EF21 extension (the PP

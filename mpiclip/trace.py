@@ -1,4 +1,4 @@
-"""HDF5 traces (DESIGN §5, §8 schema 2): written by rank 0 in chunks, readable after a crash, never lying
+"""HDF5 traces (docs/design.md §5, schema 2): written by rank 0 in chunks, readable after a crash, never lying
 about status; read back by :func:`load_trace` (schema 1 and 2).
 
 Schema 2 files are written with the HDF5 1.10 format bounds, so h5dump 1.10 and newer open them, and
@@ -317,7 +317,7 @@ def _table_datasets(f: h5py.File, table, width: int) -> None:
 
 
 def _scalar_path(name: str) -> str:
-    """Where a recorder's per-row scalar lives: the federated metrics at the root (DESIGN §8)."""
+    """Where a recorder's per-row scalar lives: the federated metrics at the root (docs/design.md §5)."""
     leaf = name.removeprefix("metrics/")
     return leaf if leaf in ROOT_SCALARS else name
 

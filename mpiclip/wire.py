@@ -1,6 +1,6 @@
 """What travels between workers, without the communicator: message layouts and deterministic sums.
 
-Pure numpy (DESIGN §8): the compressors build messages in these layouts, the methods sum what
+Pure numpy (docs/design.md §2): the compressors build messages in these layouts, the methods sum what
 arrived with these functions, and :mod:`mpiclip.comm` moves the bytes. Every sum here adds the
 per-worker terms one after another in worker-id order, so a result has the same bits however the
 workers are spread over ranks.

@@ -21,7 +21,7 @@ def pytest_unconfigure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Under MPI, fail every rank if any rank failed (MPI_NOTES §3): the exit code carries the verdict."""
+    """Under MPI, fail every rank if any rank failed (docs/design.md §3): the exit code carries the verdict."""
     if not session.config.getoption("--with-mpi", default=False):
         return
     from mpi4py import MPI

@@ -9,8 +9,20 @@ from typing import Optional
 
 import numpy as np
 
+from mpiclip.paths import DATA_DIR_VARIABLE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets"))
+
+
+def libsvm_file(name: str) -> Optional[str]:
+    """A LibSVM data set (``name`` such as "a9a.txt") in the directories of $MPICLIP_DATA_DIR, where mpiclip
+    looks for data files (:mod:`mpiclip.paths`), or None: the LibSVM files are not part of the repository, a
+    user downloads them."""
+    for directory in filter(None, os.environ.get(DATA_DIR_VARIABLE, "").split(os.pathsep)):
+        path = os.path.join(os.path.expanduser(directory), name)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def write_libsvm(path: str, X: np.ndarray, y: np.ndarray) -> str:

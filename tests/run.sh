@@ -2,7 +2,7 @@
 # Set up and run the whole test suite: ruff, the serial tests, then the MPI tests on 2 and 4 ranks.
 #   usage: tests/run.sh            (uses ./.venv, created if missing; set VENV=... to use another)
 # Fails if any suite fails, if a suite collects no tests (pytest exit code 5), or if any rank of an
-# MPI suite fails or hangs (MPI_NOTES §3: conftest.py reduces failures over ranks, `-m mpi4py` aborts
+# MPI suite fails or hangs (docs/design.md §3: conftest.py reduces failures over ranks, `-m mpi4py` aborts
 # the job when a rank exits non-zero, and every suite runs under a timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.."

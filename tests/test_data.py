@@ -115,7 +115,7 @@ def test_every_sample_in_exactly_one_shard(name, n):
 
 def test_contiguous_split_is_the_official_one():
     shards = SPLITS.get("contiguous", "").make(np.zeros(8124), 20, NoParams())
-    assert [len(s) for s in shards] == [406] * 19 + [410]  # mushrooms, ALGORITHMS §8.2
+    assert [len(s) for s in shards] == [406] * 19 + [410]  # mushrooms, docs/algorithms.md §9 item 2
     assert shards[0][0] == 0 and shards[19][-1] == 8123 and shards[1][0] == 406
     assert list(block_sizes(11055, 20)) == [552] * 19 + [567]
 

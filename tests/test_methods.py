@@ -137,7 +137,7 @@ def test_diana_converges_with_an_unbiased_compressor():
 
 
 def test_ef21_state_is_the_running_sum_of_messages():
-    """g_i^t = g_i^{t-1} + c_i^t and the server's g is the mean of the g_i (ALGORITHMS §2.1)."""
+    """g_i^t = g_i^{t-1} + c_i^t and the server's g is the mean of the g_i (docs/algorithms.md §3)."""
     method = EF21(TopK(KParams(3)), 0.2, "compressed")
     x = np.ones(10)
     ws, ss = method.initial_state(x, 5)
@@ -293,12 +293,12 @@ def test_ef21_gamma_formula_and_limits():
         beta = (1 - alpha) / (1 - np.sqrt(1 - alpha))
         assert stepsize.ef21_gamma(L, Lt, alpha) == pytest.approx(1 / (L + Lt * np.sqrt(beta / theta)), rel=1e-12)
     assert stepsize.ef21_gamma(L, Lt, 1.0) == 1 / L
-    # the official code's route to θ and β (ALGORITHMS §2.4)
+    # the official code's route to θ and β (docs/algorithms.md §3)
     alpha = 1 / 112
     t = -1 + np.sqrt(1 / (1 - alpha))
     theta, beta = 1 - (1 - alpha) * (1 + t), (1 - alpha) * (1 + 1 / t)
     assert stepsize.ef21_gamma(L, Lt, alpha) == pytest.approx(1 / (L + Lt * np.sqrt(beta / theta)), rel=1e-10)
-    # mushrooms, k = 1 (ALGORITHMS §8.5)
+    # mushrooms, k = 1 (docs/algorithms.md §3)
     assert stepsize.ef21_gamma(2.786214233904, 3.493225975143, 1 / 112) == pytest.approx(1.28201006e-3, rel=1e-8)
 
 
@@ -309,7 +309,7 @@ def test_ef21_pl_gamma_is_the_pl_rule():
     expected = min(1 / (L + Lt * np.sqrt(2 * beta / theta)), theta / (2 * mu))
     assert stepsize.ef21_pl_gamma(L, Lt, alpha, mu) == pytest.approx(expected, rel=1e-12)
     ratio = stepsize.ef21_pl_gamma(L, Lt, alpha, mu) / stepsize.ef21_gamma(L, Lt, alpha)
-    assert 0.69 < ratio < 0.72  # "about 0.71x the EF21 rule for k = 1" (ALGORITHMS §8.5)
+    assert 0.69 < ratio < 0.72  # "about 0.71x the EF21 rule for k = 1" (docs/algorithms.md §9 item 4)
 
 
 def test_resolve_rules():

@@ -263,7 +263,7 @@ def test_network_problems_start_from_their_model_and_record_it():
 
 
 def test_models_follow_the_papers_sizes():
-    """Parameter counts of the papers' models at their input sizes (ALGORITHMS §10, the codes' layers)."""
+    """Parameter counts of the papers' models at their input sizes (docs/algorithms.md §10, the codes' layers)."""
     from mpiclip.nn.backend import FlatModel
     from mpiclip.nn.models import InputSpec, build
 

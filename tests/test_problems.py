@@ -1,11 +1,9 @@
 """Oracles against independent computations: finite differences, closed forms, dense eigenvalues."""
 
-import os
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import SHARED_DATA
+from helpers import libsvm_file
 
 from mpiclip.data import DataParams, DataSpec, LibsvmParams, Shard, SyntheticParams, plan
 from mpiclip.data.partition import NoParams
@@ -189,7 +187,7 @@ def test_quadratic_has_its_constructed_constants_and_minimiser():
     assert np.array_equal(alone.Q[0], prob.Q[2]) and np.array_equal(alone.b[0], prob.b[2])
 
 
-# Constants of the EF21 setting on the real data sets (ALGORITHMS §2.6 and §8.4-8.5).
+# Constants of the EF21 setting on the real data sets (docs/algorithms.md §3 and §9).
 PAPER = {
     "mushrooms": (2.786214233904, 3.493225975143, 1.28201006e-3),
     "a9a": (1.771919699223, 1.773067081327, 2.29734535e-3),
@@ -200,9 +198,9 @@ PAPER = {
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_constants_on_the_papers_datasets(name):
-    path = os.path.join(SHARED_DATA, f"{name}.txt")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} not present (the team's shared data sets)")
+    path = libsvm_file(f"{name}.txt")
+    if path is None:
+        pytest.skip(f"{name}.txt not found in $MPICLIP_DATA_DIR (the LibSVM files are not part of the repository)")
     p = plan(DataSpec(DataParams(source="libsvm"), LibsvmParams(path=path), NoParams()), 20, "pm1")
     prob = LogisticRegression(LogRegParams(lam=0.1), p.load(np.arange(20)), 20)
     s = prob.smoothness(ALL_LOCAL)

@@ -1,9 +1,11 @@
 """A long job on real Slurm: the time limit's signal stops the run with a checkpoint, the job requeues
 itself, and the requeued job finishes the run with the trace of an uninterrupted one.
 
-The tests need a Slurm cluster (``../shared/tools/slurm-ci-up.sh`` starts a single-node one in about 10 s);
-and the requeue test takes about 10 minutes (Slurm holds each requeued job about 2 minutes), so they run only with
-MPICLIP_TEST_SLURM=1.
+The tests need a Slurm cluster, and one node is enough (docs/design.md §8, "Slurm tests"): slurmctld, slurmd
+and munge from the distribution, started by hand (munged first); a slurm.conf with the local host as controller and
+as a node of at least 2 CPUs, no cgroup plugins and EnforcePartLimits=ALL; an srun MPI plugin that matches the MPI
+(pmi2 for the ``mpich`` wheel); no accounting database. The requeue test takes about 10 minutes (Slurm holds each
+requeued job about 2 minutes), so they run only with MPICLIP_TEST_SLURM=1.
 """
 
 import os
@@ -19,7 +21,8 @@ from mpiclip.trace import load_trace
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MPICLIP_TEST_SLURM") != "1" or shutil.which("sbatch") is None,
-    reason="set MPICLIP_TEST_SLURM=1 with a Slurm cluster up (../shared/tools/slurm-ci-up.sh) to run it")
+    reason="set MPICLIP_TEST_SLURM=1 with a Slurm cluster up (a single node will do: slurmctld, slurmd and munge "
+           "started by hand, see docs/design.md §8) to run it")
 
 
 def job_state(job: str) -> dict:

@@ -176,7 +176,7 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     assert set(tr.events) == {c for c, _ in EVENTS.columns} | {f"bits/{e}" for e in ENCODINGS}
     np.testing.assert_array_equal(tr.events["delay"], np.arange(4))
     with h5py.File(path) as f:
-        assert "test_accuracy" in f and "metrics/test_accuracy" not in f  # DESIGN §8: at the root
+        assert "test_accuracy" in f and "metrics/test_accuracy" not in f  # docs/design.md §5: at the root
         assert f["events/worker"].dims[0][0] == f["events/update"] and f["clients"].shape == (3, 2)
     # a resumed run cuts every table back to what its checkpoint counted
     again = TraceWriter.reopen(path, "r1", 3, 3, ("clipped",), {}, counts={"events/update": 2, "clients": 1})

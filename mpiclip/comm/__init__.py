@@ -1,4 +1,4 @@
-"""Communicators: only :mod:`mpiclip.comm.mpi` imports mpi4py (DESIGN §2 rule 1, §3).
+"""Communicators: only :mod:`mpiclip.comm.mpi` imports mpi4py (docs/design.md §2 rule 1, §3).
 
 Two implementations share one interface: :class:`SerialComm` (one process holds every worker; no
 MPI at all) and :class:`MPIComm` (buffer-based collectives on numpy arrays). Workers are laid out

@@ -1,5 +1,5 @@
 """Buffer-based collectives and point-to-point calls over an mpi4py communicator: the only module that
-imports mpi4py (DESIGN §2 rule 1), and only when an :class:`MPIComm` is made."""
+imports mpi4py (docs/design.md §2 rule 1), and only when an :class:`MPIComm` is made."""
 
 from __future__ import annotations
 

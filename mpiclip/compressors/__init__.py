@@ -1,4 +1,4 @@
-"""Compression operators on the stacked vectors of a rank's workers (DESIGN §4).
+"""Compression operators on the stacked vectors of a rank's workers (docs/design.md §4).
 
 ``C(v)`` takes ``v`` of shape (n_local, d), one row per local worker, and returns a :class:`Message`:
 the payload that goes on the wire and the bits each worker sent under every encoding. The operator

@@ -1,4 +1,4 @@
-"""The clipping operator clip_τ(x) = min(1, τ/‖x‖)·x (Clip21, ALGORITHMS §4.1).
+"""The clipping operator clip_τ(x) = min(1, τ/‖x‖)·x (Clip21, docs/algorithms.md §5).
 
 A dense message of 32·d bits, or, acting on another compressor's message, the same positions with the
 kept values clipped as one vector. Not contractive with a fixed α (‖clip_τ(x) − x‖ = max(0, ‖x‖ − τ)),

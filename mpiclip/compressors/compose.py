@@ -1,7 +1,7 @@
 """Composition C = outer ∘ inner, e.g. a quantizer on the values kept by a sparsifier.
 
 Bits are counted from the final message: the inner operator's positions, the outer quantizer's header
-and bits per value. Constants (ALGORITHMS §7.1, derived here):
+and bits per value. Constants (docs/algorithms.md §2, derived here):
 
 * outer a quantizer acting on inner's kept values (inner a sparsifier with exact values, or identity):
   if the outer is unbiased with variance ω(m) on m values and ``scale = true``, its output is divided by

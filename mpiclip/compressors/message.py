@@ -1,4 +1,4 @@
-"""Messages and their bits (DESIGN §4).
+"""Messages and their bits (docs/design.md §4).
 
 Per worker, a message of ``count`` values (``count = d`` for a dense one) costs, in the four encodings:
 

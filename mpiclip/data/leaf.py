@@ -1,6 +1,6 @@
 """The Synthetic(α, β) federated data of LEAF / FedProx, made user by user.
 
-Source: litian96/FedProx, ``data/synthetic_1_1/generate_synthetic.py`` (ALGORITHMS §9.4), for U users,
+Source: litian96/FedProx, ``data/synthetic_1_1/generate_synthetic.py`` (docs/algorithms.md §8), for U users,
 d features and K classes (30, 60, 10 there):
 
 * user sizes n_k = int(lognormal(4, 2)) + 50;

@@ -1,7 +1,7 @@
-"""Splits of the N samples over n workers: pure functions of the labels (DESIGN §2).
+"""Splits of the N samples over n workers: pure functions of the labels (docs/design.md §2).
 
 Each returns n arrays of global row numbers, each sorted ascending. The block sizes of every split
-but Dirichlet follow the official EF21 code (ALGORITHMS §8.2): n shards of ⌊N/n⌋ rows and the
+but Dirichlet follow the official EF21 code (docs/algorithms.md §9 item 2): n shards of ⌊N/n⌋ rows and the
 remainder on the *last* worker (not ``np.array_split``, which spreads it over the first ones).
 """
 

@@ -2,7 +2,7 @@
 
 The server applies each worker's gradient when it arrives, computed at an iterate ``delay`` updates old;
 the runner (:mod:`mpiclip.runners.asynchronous`) owns the clock and the jobs, these methods only say
-what the worker sends and what the server does with it (ALGORITHMS §5, §9.1):
+what the worker sends and what the server does with it (docs/algorithms.md §7):
 
 * ``asgd``: x ← x − γ g (standard parameter-server ASGD).
 * ``clipped_asgd``: x ← x − γ clip_τ(g), clip_τ(g) = min(1, τ/‖g‖) g. Erickson & Johansson, "Clipping

@@ -1,4 +1,4 @@
-"""The method interface: pure worker and server steps (DESIGN §2 rule 2).
+"""The method interface: pure worker and server steps (docs/design.md §2 rule 3).
 
 A method is a small immutable object holding its hyper-parameters. Its steps take and return
 immutable state records and never touch MPI, files or globals:

@@ -1,17 +1,17 @@
 """Clipped distributed gradient methods, with error feedback (Clip21) and without, and their DP variants.
 
 Khirirat, Gorbunov, Horváth, Islamov, Karray, Richtárik, "Clip21: Error Feedback for Gradient
-Clipping", arXiv:2305.18929 (no official code; ALGORITHMS §4, §7). With clip_τ(x) = min(1, τ/‖x‖)·x:
+Clipping", arXiv:2305.18929 (no official code; docs/algorithms.md §5). With clip_τ(x) = min(1, τ/‖x‖)·x:
 
 * Clip-GD / Clip-SGD (the naive baselines): x ← x − γ (1/n) Σ_i clip_τ(∇f_i(x)). Clipped local
   gradients can cancel at a non-stationary point, so the method stalls at a τ-dependent floor.
 * Clip21-GD / Clip21-SGD: c_i = clip_τ(∇f_i(x^t) − v_i), v_i ← v_i + c_i, v = (1/n) Σ v_i,
-  x ← x − γ v, with v_i^{−1} = 0, so the first messages are clip_τ(∇f_i(x^0)) (ALGORITHMS §8.7).
+  x ← x − γ v, with v_i^{−1} = 0, so the first messages are clip_τ(∇f_i(x^0)) (docs/algorithms.md §9 item 6).
 * Clip21-Avg: the same messages at a fixed x: the server learns the mean of a_i = ∇f_i(x) exactly after
   ⌈max_i ‖a_i‖/τ⌉ rounds (each round shortens a_i − v_i by τ in its own direction).
 
 DP variants (σ > 0): every message gets N(0, σ² I) and both worker and server update with the noisy
-message, so they stay consistent (ALGORITHMS §4.5). Sensitivity per round: 2τ for replace-one
+message, so they stay consistent (docs/algorithms.md §5). Sensitivity per round: 2τ for replace-one
 neighbours, τ for adding or removing a worker (``relation``); see :mod:`mpiclip.privacy`. The
 [compressor] section adds compression: ``order = "clip_first"`` sends C(clip_τ(u)), ``"compress_first"``
 clip_τ(C(u)); bits are counted from the final message. Noise and compression do not mix here: a

@@ -1,7 +1,7 @@
 """Clip21-SGD2M: Clip21 with client momentum and a damped error-feedback buffer, and its DP variant.
 
 Islamov, Horváth, Lucchi, Richtárik, Gorbunov, "Double Momentum and Error Feedback for Clipping with Fast
-Rates and Differential Privacy", arXiv:2502.11682 (ALGORITHMS §9.2). Round t, at x^t, with v_i^{−1} = 0,
+Rates and Differential Privacy", arXiv:2502.11682 (docs/algorithms.md §6). Round t, at x^t, with v_i^{−1} = 0,
 g_i^{−1} = 0, g^{−1} = 0:
 
     v_i^t = (1 − β1) v_i^{t−1} + β1 ∇f_i(x^t; ξ_i^t)        client momentum on the (stochastic) gradient
@@ -15,7 +15,7 @@ Rustem-Islamov/Opt-Scaling-Laws, src/optimizers/gen_sgd.py) and of an independen
 with g^0 = 0, so their first step stands still and their x^{t+1} is the x^t here. One convention differs, and is a parameter:
 the code adds only the clipped increment, without the noise, to the worker's buffer (``feedback =
 "clean"``), so the server's g drifts from (1/n) Σ_i g_i by the accumulated noise; by default (``"noisy"``)
-the worker adds the message it sent, as DP-Clip21 does here (ALGORITHMS §4.5), and worker and server agree.
+the worker adds the message it sent, as DP-Clip21 does here (docs/algorithms.md §5), and worker and server agree.
 
 Privacy: each message is clipped, so a round is a Gaussian mechanism of sensitivity Δ on the worker's data
 whatever v_i and g_i hold. Sampling amplifies it only when the message depends on the round's minibatch

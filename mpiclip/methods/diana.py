@@ -2,7 +2,7 @@
 
 Mishchenko, Gorbunov, Takáč, Richtárik, "Distributed Learning with Compressed Gradient Differences",
 arXiv:1901.09269; Horváth, Kovalev, Mishchenko, Stich, Richtárik, "Stochastic Distributed Learning with
-Gradient Quantization and Variance Reduction", arXiv:1904.05115. Rule (ALGORITHMS §2.3):
+Gradient Quantization and Variance Reduction", arXiv:1904.05115. Rule (docs/algorithms.md §4):
 m_i = Q(∇f_i(x^t) − h_i), ĝ = h + (1/n) Σ m_i, h_i ← h_i + a·m_i, h ← h + a·(1/n) Σ m_i,
 x^{t+1} = x^t − γ ĝ, with h_i^0 = 0 and a = 1/(ω + 1) unless set. With a = 1 it is EF21 with the
 paper's compressed initialisation, step for step.

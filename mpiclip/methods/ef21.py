@@ -3,7 +3,7 @@
 Richtárik, Sokolov, Fatkhullin, "EF21: A New, Simpler, Theoretically Better, and Practically Faster
 Error Feedback", NeurIPS 2021, arXiv:2106.05203; the baselines as in its experiments: distributed GD,
 naive compressed GD (Beznosikov et al. 2020), EF in the Seide et al. (2014) / Stich & Karimireddy (2019)
-form ("EF14"), and EF21+ (same paper). Update rules and conventions: ALGORITHMS.md §2 and §8.
+form ("EF14"), and EF21+ (same paper). Update rules and conventions: docs/algorithms.md §3 and §9.
 
 Round t evaluates ∇f_i(x^t) on every worker, sends one message per worker, and forms x^{t+1}.
 """
@@ -145,7 +145,7 @@ class EF21(EF21Params, Method):
 
     params = EF21Params
     metrics = ("ef_error", "compress_error")
-    accepts_clipping = True  # M = clip_τ gives Clip21 (ALGORITHMS §7.1); the clip21_* methods add DP and metrics
+    accepts_clipping = True  # M = clip_τ gives Clip21 (docs/algorithms.md §2); the clip21_* methods add DP and metrics
 
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))

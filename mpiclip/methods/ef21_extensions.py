@@ -2,7 +2,7 @@
 
 Fatkhullin, Sokolov, Gorbunov, Li, Richtárik, "EF21 with Bells & Whistles: Practical Algorithmic
 Extensions of Modern Error Feedback", arXiv:2110.03294 (JMLR: "... Six Algorithmic Extensions of
-Modern Error Feedback"). Rules as in the official code (ALGORITHMS.md §3): stochastic gradients
+Modern Error Feedback"). Rules as in the official code (docs/algorithms.md §4): stochastic gradients
 (EF21-SGD), the PAGE estimator (EF21-PAGE), partial participation (EF21-PP), bidirectional compression
 (EF21-BC), heavy ball (EF21-HB) and proximal steps (EF21-Prox). All keep EF21's worker state g_i and
 its server update; each reduces to EF21 in its trivial setting (full batch, p = 1, everyone
@@ -255,7 +255,7 @@ class HBServer(NamedTuple):
 @dataclass(frozen=True)
 class EF21HB(HBParams, EF21):
     """EF21-HB in the official code's form: g as EF21, v^t = η v^{t−1} + g^t (v^0 = g^0), x^{t+1} = x^t − γ v^t
-    (the poster's v = ηv + γg puts γ twice; ALGORITHMS §3.5)."""
+    (the poster's v = ηv + γg puts γ twice; docs/algorithms.md §4)."""
 
     params = HBParams
 

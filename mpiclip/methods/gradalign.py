@@ -1,7 +1,7 @@
 """Federated learning with gradient alignment, and the baselines it is compared with.
 
 Dandi, Barba, Jaggi, "Implicit Gradient Alignment in Distributed and Federated Learning" (AAAI 2022;
-code epfml/GradientAlignment, ALGORITHMS §6). In round t every sampled client i first computes its full
+code epfml/GradientAlignment, docs/algorithms.md §8). In round t every sampled client i first computes its full
 local gradient g_i = ∇f_i(x^t); the sample-weighted mean ĝ of the sampled clients' g_i costs one extra
 communication round. FedGA then displaces the client's start, y_i⁰ = x^t − β(ĝ − g_i), and runs K local
 SGD steps; to first order in β this is gradient descent on f + (β/2)·(1/n)Σ‖∇f_i − ∇f‖², the alignment
@@ -18,7 +18,7 @@ Methods (all driven by the federated runner; its [federated] section holds the p
   the server's c; local gradients corrected by c − c_i; then c_i⁺ = c_i − c + (x^t − y_i^K)/(K η) and the
   client sends Δc_i = c_i⁺ − c_i with its update (twice the uplink); the server sets c ← c + (1/n)Σ Δc_i.
 * ``fedprox`` (μ): local steps on f_i(y) + (μ/2)‖y − x^t‖², with the proximal gradient μ(y − x^t) really
-  applied (the official code's term carries no gradient, ALGORITHMS §6.3a).
+  applied (the official code's term carries no gradient, docs/algorithms.md §8).
 * ``lbsgd``: large-batch SGD: D = η ĝ from the sampled clients' full gradients, one communication round.
 
 A local step: g = ∇f_i(y; batch) (clipped to ``federated.clip`` before the weight decay is added, as torch's

@@ -5,7 +5,7 @@ sees the communicator: the constants that need every worker (L on the whole data
 workers, f*) are computed through the :class:`~mpiclip.wire.RowReduce` the session hands to
 :meth:`Problem.smoothness`.
 
-Conventions (ALGORITHMS §2.6, §8): f = (1/n) Σ_i f_i is the mean over *workers*; L_i = λ_max of
+Conventions (docs/algorithms.md §3, §9): f = (1/n) Σ_i f_i is the mean over *workers*; L_i = λ_max of
 f_i's curvature bound on worker i's rows; L uses the whole data set (not the L_i); L̃ = sqrt(mean L_i²).
 """
 

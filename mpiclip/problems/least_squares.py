@@ -23,7 +23,7 @@ class LeastSquares(LinearModel):
     """Least squares (1/(2N_i))‖A_i x − b_i‖² on raw labels.
 
     ∇f_i = (1/N_i) A_iᵀ(A_i x − b_i) and L_i = λ_max(A_iᵀA_i/N_i). This fixes the EF21 repository's
-    mixed convention (its gradient is that of 1/(2N) but its loss uses 1/N; ALGORITHMS §2.6 B): here
+    mixed convention (its gradient is that of 1/(2N) but its loss uses 1/N; docs/algorithms.md §9 item 10): here
     loss and gradient agree.
     """
 
@@ -41,7 +41,7 @@ class LeastSquares(LinearModel):
 
     def smoothness(self, reduce):
         """Also μ, the smallest positive eigenvalue of ∇²f = (1/n) Σ A_iᵀA_i/N_i (the PL constant; the
-        official scripts use σ_min(A)² with or without 1/N, ALGORITHMS §2.6 B), and f* from the normal
+        official scripts use σ_min(A)² with or without 1/N, docs/algorithms.md §9 item 10), and f* from the normal
         equations; both only for d <= linear.GRAM_MAX_D (None above)."""
         s = super().smoothness(reduce)
         if self.d > linear.GRAM_MAX_D:

@@ -27,7 +27,7 @@ class LogisticRegression(LinearModel):
     With z = y aᵀx and e = exp(z): ∇ = −(1/N_i) Σ y a /(1 + e) as in the official code, and the loss is
     log1p(e) − z, accurate to an absolute ulp(z) (the stable log1p(exp(−|z|)) + max(−z, 0) takes over for a
     worker where e overflows). L_i = λ_max(A_iᵀA_i/(4N_i)) + 2λ for the nonconvex regulariser
-    (ALGORITHMS §2.6); for the official EF21+ step-size rule, μ = λ.
+    (docs/algorithms.md §3); for the official EF21+ step-size rule, μ = λ.
     """
 
     params = LogRegParams

@@ -1,8 +1,8 @@
 """Stragglers and clipping (Erickson & Johansson, "Clipping Makes Distributed and Federated Asynchronous SGD
-Robust to Stragglers", arXiv 2606.13287, 2026; ALGORITHMS.md §5): with constant step sizes, plain ASGD is
+Robust to Stragglers", arXiv 2606.13287, 2026; docs/algorithms.md §7): with constant step sizes, plain ASGD is
 claimed to degrade with the maximum delay τ_max that a straggler causes, while Clipped ASGD depends only on
-the concurrency τ_C. Tested in mpiclip's simulated asynchronous runner against the baselines of §5.2
-(delay-adaptive ASGD, minibatch SGD) and §9.1 (Rennala SGD, Ringmaster ASGD), with worker n−1 s = 1, 10
+the concurrency τ_C. Tested in mpiclip's simulated asynchronous runner against the baselines
+(delay-adaptive ASGD, minibatch SGD, Rennala SGD, Ringmaster ASGD), with worker n−1 s = 1, 10
 and 100 times slower (the discussion of the full runs is docs/async/README.md).
 
 For each data set (async-mushrooms, async-a9a: ‖∇f‖²; async-lsq: f − f*) the page shows:
@@ -497,7 +497,7 @@ VARIANTS = (
 def write(page, sweeps: dict) -> None:
     page.text("Does ASGD's accuracy at a fixed simulated time degrade with the maximum delay τ_max that one slow "
               "worker (s = 1, 10, 100 times slower) causes, while Clipped ASGD's depends only on the concurrency "
-              "τ_C (Erickson & Johansson, ALGORITHMS.md §5)? Against delay-adaptive ASGD, Ringmaster ASGD, Rennala "
+              "τ_C (Erickson & Johansson, docs/algorithms.md §7)? Against delay-adaptive ASGD, Ringmaster ASGD, Rennala "
               "SGD and minibatch SGD where the sweep has them. Ratios are relative to s = 1; compute times and "
               "noise are keyed by (worker, job), so the s = 1, 10, 100 runs are paired.")
     for name in DATASETS:

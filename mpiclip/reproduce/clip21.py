@@ -1,4 +1,4 @@
-"""Clip21 (Khirirat, Gorbunov, Horváth, Islamov, Karray, Richtárik, 2023; ALGORITHMS.md §3): Clip-GD against
+"""Clip21 (Khirirat, Gorbunov, Horváth, Islamov, Karray, Richtárik, 2023; docs/algorithms.md §5): Clip-GD against
 Clip21-GD and GD on the counterexample, mushrooms and w8a, and the private variants at equal (ε, δ).
 
 * counterexample, mushrooms, w8a: ‖∇f(x^t)‖² against rounds at several τ, the final values for every τ,

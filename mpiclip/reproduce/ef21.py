@@ -1,4 +1,4 @@
-"""EF21 (Richtárik, Sokolov, Fatkhullin, NeurIPS 2021; ALGORITHMS.md §2.8): EF21, EF and EF21+ with Top-k
+"""EF21 (Richtárik, Sokolov, Fatkhullin, NeurIPS 2021; docs/algorithms.md §3): EF21, EF and EF21+ with Top-k
 against GD on the LibSVM sets, each tuned over k and the step-size factor, against bits per worker.
 
 For each sweep: the best run per method (the sweep's own criterion), the runs at the (k, factor) that the
@@ -15,7 +15,7 @@ from mpiclip.reproduce import Cut, Family
 from mpiclip.sweep import best_runs, status_of
 from mpiclip.trace import load_trace
 
-# (method, k, factor) of the curves in the EF21 poster, and what they show (ALGORITHMS §2.8, read by eye, ±2×)
+# (method, k, factor) of the curves in the EF21 poster, and what they show (read by eye, ±2×)
 PAPER = {
     "ef21-logreg-phishing": [("ef21", 1, 16, "≈1e-7 at ≈13k bits"), ("ef14", 1, 16, "plateau ≈3e-5 after ≈12k"),
                              ("ef21_plus", 1, 256, "≈1e-5 at 20k, still decreasing"), ("gd", None, 1, "≈1e-2")],

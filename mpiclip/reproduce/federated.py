@@ -1,5 +1,5 @@
 """GradAlign / FedGA under label skew (Dandi, Barba, Jaggi, "Implicit Gradient Alignment in Distributed and
-Federated Learning", AAAI 2022; ALGORITHMS.md §6; the discussion of the results is docs/fed/README.md).
+Federated Learning", AAAI 2022; docs/algorithms.md §8; the discussion of the results is docs/fed/README.md).
 
 The question: under label skew, do GradAlign and FedGA lower the gradient variance (1/n)Σ‖∇f_i − ∇f‖² and
 raise the test accuracy over large-batch SGD and FedAvg at equal communication? SCAFFOLD (fresh and stored

@@ -1,5 +1,5 @@
 """The privacy–utility frontier (Islamov, Horváth, Lucchi, Richtárik, Gorbunov, 2025, Clip21-SGD2M;
-ALGORITHMS.md §9.2): Clip21-SGD2M against DP-Clip-SGD (with and without momentum), DP-SGD with per-example
+docs/algorithms.md §5, §6): Clip21-SGD2M against DP-Clip-SGD (with and without momentum), DP-SGD with per-example
 clipping and DP-Clip21-GD at equal (ε, δ = 1/N) on mushrooms and a9a.
 
 Per sweep and privacy unit (record-level "replace", worker-level "add_remove"): for every method and budget ε,

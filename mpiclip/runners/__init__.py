@@ -1,4 +1,4 @@
-"""Runners, one loop each (DESIGN §8); importing this package registers them. Each method names the
+"""Runners, one loop each (docs/design.md §9); importing this package registers them. Each method names the
 runner that drives it (``Method.runner``)."""
 
 from mpiclip.runners import asynchronous, asynchronous_real, federated, synchronous  # noqa: F401  (registers)

@@ -1,6 +1,6 @@
 """What every runner shares: the run state, the bit ledger, the session's controls and the runner interface.
 
-A runner owns one kind of loop (DESIGN §8): ``start(state)`` makes or accepts the state,
+A runner owns one kind of loop (docs/design.md §6): ``start(state)`` makes or accepts the state,
 ``advance(state)`` moves it by one round (or one event), ``done(state)`` says whether the loop has
 ended. Everything around the loop (validation, building, the trace file, signals, checkpoints, the
 final status) belongs to :class:`mpiclip.session.Session`.
@@ -79,7 +79,7 @@ class Ledger:
 
 @dataclass
 class RunState:
-    """Everything needed to continue a run (DESIGN §8), as plain data.
+    """Everything needed to continue a run (docs/design.md §6), as plain data.
 
     ``workers`` is the method's worker state (a NamedTuple of arrays with one row per local worker; fields
     named in its ``replicated`` attribute are the same on every rank); ``server`` is the replicated server

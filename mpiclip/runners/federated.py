@@ -1,5 +1,5 @@
 """Federated rounds: client sampling, local steps on the clients' ranks, one ordered aggregation, a server
-optimizer (DESIGN §8; the protocol in :mod:`mpiclip.federation`, the methods in
+optimizer (docs/algorithms.md §8; the protocol in :mod:`mpiclip.federation`, the methods in
 :mod:`mpiclip.methods.gradalign`).
 
 ``advance`` runs round t. Every rank draws the same P clients; at a recorded round it first evaluates x^t
