@@ -100,9 +100,9 @@ def samples_per_round(config, n_train: int) -> tuple[float, bool]:
         fed = config.section("federated")
         clients = fed.participants(n)
         local = rows if fed.batch_size == 0 else min(fed.batch_size, rows)
-        if not method.local:  # large-batch SGD: every sampled client's full gradient
+        if not method.payloads:  # large-batch SGD: every sampled client's full gradient
             return clients * rows, False
-        return clients * (p.local_steps * local + (rows if method.aligns else 0)), False
+        return clients * (p.local_steps * local + (rows if method.alignment else 0)), False
     if method.runner == "asynchronous":
         return config.section("async").batch_size, False
     return n * int(p.batch * rows), method.example_gradients

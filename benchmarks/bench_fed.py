@@ -25,7 +25,8 @@ from _shared import write_json
 from mpiclip import config as cfg
 from mpiclip import session
 from mpiclip.comm import make_comm
-from mpiclip.methods.gradalign import LocalRound, local_batch
+from mpiclip.methods.gradalign import local_batch
+from mpiclip.runners.federated import LocalRound
 
 LOOP = ("alignment", "local", "communication", "update")
 

@@ -30,48 +30,21 @@ gives the same trace on any number of ranks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Optional, Protocol
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from mpiclip.methods.base import METHODS, Method
+from mpiclip.methods.base import METHODS
 from mpiclip.params import at_least, finite_nonnegative, param
 from mpiclip.rng import SAMPLING, drawn, generator
-
-
-@dataclass(frozen=True)
-class LocalRound:
-    """What a client's local work needs to know about round t."""
-
-    t: int
-    seed: int
-    lr: float  # the local learning rate of the round (γ × the schedule's factor)
-    scale: float  # the schedule's factor
-    batch_size: int  # 0: full local batches
-    clip: float  # 0: no clipping of local gradients
-    weight_decay: float  # the problem's torch-style λ (added after clipping)
-
-
-class ClientData(Protocol):
-    """One client's gradients (the runner's view of its rows)."""
-
-    rows: int
-
-    def grad(self, y: np.ndarray, rows: Optional[np.ndarray] = None, decay: bool = True) -> np.ndarray: ...
-
-
-class Clients(NamedTuple):
-    control: np.ndarray  # (n_local, d) SCAFFOLD's stored c_i; (n_local, 0) for the other methods
-
-
-class FedServerState(NamedTuple):
-    control: np.ndarray  # (d,) SCAFFOLD's c; (0,) for the other methods
-
-
-class ClientResult(NamedTuple):
-    model: np.ndarray  # y_i^K
-    control: Optional[np.ndarray] = None  # the client's new state row (SCAFFOLD stored)
-    extra: Optional[np.ndarray] = None  # sent beside the update (SCAFFOLD stored: Δc_i)
+from mpiclip.runners.federated import (  # noqa: F401  (Clients and FedServerState: checkpoints of earlier versions)
+    ClientData,
+    ClientResult,
+    Clients,
+    FederatedMethod,
+    FedServerState,
+    LocalRound,
+)
 
 
 def local_batch(rnd: LocalRound, worker: int, step: int, n_rows: int) -> Optional[np.ndarray]:
@@ -107,31 +80,6 @@ def local_sgd(y: np.ndarray, anchor: np.ndarray, steps: int, data: ClientData, w
 
 
 @dataclass(frozen=True)
-class FederatedMethod(Method):
-    """Base of the federated methods: what a sampled client does in a round."""
-
-    runner: ClassVar[str] = "federated"
-    default_rule: ClassVar[str] = "inverse_L"
-    default_compressor: ClassVar[str] = "identity"
-    metrics: ClassVar[tuple[str, ...]] = ("grad_gap", "grad_gap_rel", "update_norm")
-    aligns: ClassVar[bool] = False  # needs g_i and ĝ at x^t: one more communication round
-    local: ClassVar[bool] = True  # runs local steps and sends a model (False: large-batch SGD)
-    control_uplink: ClassVar[bool] = False  # a client sends d more numbers (SCAFFOLD's Δc_i)
-
-    def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Clients, FedServerState]:
-        return Clients(np.zeros((n_local, 0))), FedServerState(np.zeros(0))
-
-    def client_update(self, x: np.ndarray, control: np.ndarray, server: FedServerState, data: ClientData,
-                      worker: int, rnd: LocalRound, g_i: Optional[np.ndarray],
-                      g_hat: Optional[np.ndarray]) -> ClientResult:
-        raise NotImplementedError
-
-    def server_update(self, server: FedServerState, extra_mean: Optional[np.ndarray]) -> FedServerState:
-        """The method's server state after a round (``extra_mean``: (1/n) Σ over the sampled clients' extras)."""
-        return server
-
-
-@dataclass(frozen=True)
 class LocalSteps:
     local_steps: int = param(5, "local SGD steps K per round (the code's nsteps)", check=at_least(1))
 
@@ -140,6 +88,12 @@ class LocalSteps:
 class AlignRows:
     fg_rows: int = param(0, "rows of each client's g_i at x^t: its first fg_rows rows (the code's fg_batch_size; "
                          "0: all of them)", check=at_least(0))
+
+    def alignment_gradient(self, x, data):
+        """g_i on the client's first fg_rows rows (all of them if 0 or more than it has), and that count."""
+        if 0 < self.fg_rows < data.rows:
+            return data.grad(x, np.arange(self.fg_rows)), self.fg_rows
+        return data.grad(x), data.rows
 
 
 @dataclass(frozen=True)
@@ -160,15 +114,15 @@ class FedAvg(LocalSteps, FederatedMethod):
 
     params: ClassVar[type] = LocalSteps
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
-        return ClientResult(local_sgd(x, x, self.local_steps, data, worker, rnd))
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        return ClientResult({"model": local_sgd(x, x, self.local_steps, data, worker, rnd)})
 
 
-def aligned_sgd(method: Any, steps: int, x, data, worker, rnd, g_i, g_hat) -> ClientResult:
+def aligned_sgd(method: Any, steps: int, x, data, worker, rnd, aligned) -> ClientResult:
     """FedGA's client: start from x^t − β(ĝ − g_i) (β decayed with the schedule if asked), then local SGD."""
     beta = method.beta * rnd.scale if method.beta_decay else method.beta
-    start = x - beta * (g_hat - g_i) if beta else x
-    return ClientResult(local_sgd(start, x, steps, data, worker, rnd))
+    start = x - beta * (aligned.g_hat - aligned.g_i) if beta else x
+    return ClientResult({"model": local_sgd(start, x, steps, data, worker, rnd)})
 
 
 @METHODS.register("fedga")
@@ -177,10 +131,10 @@ class FedGA(FedGAParams, FederatedMethod):
     """FedGA: the start displaced by −β(ĝ − g_i), then K local SGD steps (Dandi et al. 2022)."""
 
     params: ClassVar[type] = FedGAParams
-    aligns: ClassVar[bool] = True
+    alignment: ClassVar[bool] = True
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
-        return aligned_sgd(self, self.local_steps, x, data, worker, rnd, g_i, g_hat)
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        return aligned_sgd(self, self.local_steps, x, data, worker, rnd, aligned)
 
 
 @METHODS.register("gradalign")
@@ -189,10 +143,10 @@ class GradAlign(AlignParams, FederatedMethod):
     """GradAlign: FedGA with one local step (K = 1)."""
 
     params: ClassVar[type] = AlignParams
-    aligns: ClassVar[bool] = True
+    alignment: ClassVar[bool] = True
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
-        return aligned_sgd(self, 1, x, data, worker, rnd, g_i, g_hat)
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        return aligned_sgd(self, 1, x, data, worker, rnd, aligned)
 
 
 @dataclass(frozen=True)
@@ -206,10 +160,11 @@ class Scaffold(ScaffoldParams, FederatedMethod):
     """SCAFFOLD as the GradAlign code runs it: every local gradient corrected by ĝ − g_i, fresh at x^t."""
 
     params: ClassVar[type] = ScaffoldParams
-    aligns: ClassVar[bool] = True
+    alignment: ClassVar[bool] = True
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
-        return ClientResult(local_sgd(x, x, self.local_steps, data, worker, rnd, correction=g_hat - g_i))
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        correction = aligned.g_hat - aligned.g_i
+        return ClientResult({"model": local_sgd(x, x, self.local_steps, data, worker, rnd, correction=correction)})
 
 
 @METHODS.register("scaffold_stored")
@@ -218,18 +173,20 @@ class ScaffoldStored(LocalSteps, FederatedMethod):
     """SCAFFOLD with stored control variates (Karimireddy et al. 2020, option II)."""
 
     params: ClassVar[type] = LocalSteps
-    control_uplink: ClassVar[bool] = True
+    payloads: ClassVar[tuple[str, ...]] = ("model", "control")
+    downlink: ClassVar[int] = 2  # x and c
 
     def initial_state(self, x0, n_local):
         return Clients(np.zeros((n_local, len(x0)))), FedServerState(np.zeros(len(x0)))
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        (control,) = state
         y = local_sgd(x, x, self.local_steps, data, worker, rnd, correction=server.control - control)
         updated = control - server.control + (x - y) / (self.local_steps * rnd.lr)
-        return ClientResult(y, updated, updated - control)
+        return ClientResult({"model": y, "control": updated - control}, (updated,))
 
-    def server_update(self, server, extra_mean):
-        return FedServerState(server.control + extra_mean)
+    def server_step(self, server, x, got, rnd):
+        return FedServerState(server.control + got.sums["control"] / got.n), got.update
 
 
 @dataclass(frozen=True)
@@ -245,8 +202,8 @@ class FedProx(FedProxParams, FederatedMethod):
 
     params: ClassVar[type] = FedProxParams
 
-    def client_update(self, x, control, server, data, worker, rnd, g_i, g_hat):
-        return ClientResult(local_sgd(x, x, self.local_steps, data, worker, rnd, mu=self.mu))
+    def client_update(self, x, state, server, data, worker, rnd, aligned):
+        return ClientResult({"model": local_sgd(x, x, self.local_steps, data, worker, rnd, mu=self.mu)})
 
 
 @METHODS.register("lbsgd")
@@ -255,6 +212,8 @@ class LargeBatchSGD(AlignRows, FederatedMethod):
     """Large-batch SGD: x ← server step on η ĝ, ĝ the sampled clients' sample-weighted full gradient."""
 
     params: ClassVar[type] = AlignRows
-    aligns: ClassVar[bool] = True
-    local: ClassVar[bool] = False
+    alignment: ClassVar[bool] = True
+    payloads: ClassVar[tuple[str, ...]] = ()  # the alignment step is the whole round
 
+    def server_step(self, server, x, got, rnd):
+        return server, rnd.lr * got.g_hat

@@ -1,29 +1,34 @@
-"""Federated rounds: client sampling, local steps on the clients' ranks, one ordered aggregation, a server
-optimizer (docs/algorithms.md §8; the protocol in :mod:`mpiclip.federation`, the methods in
-:mod:`mpiclip.methods.gradalign`).
+"""Federated rounds as a pipeline (docs/algorithms.md §8), and the protocol of the methods it drives.
 
 ``advance`` runs round t. Every rank draws the same P clients; at a recorded round it first evaluates x^t
 exactly over all n clients (f, ∇f, the accuracies and test metrics, the gradient variance
 (1/n)Σ‖∇f_i − ∇f‖², and the code's ‖ĝ − g_i‖ for the sampled clients; metric-only traffic, not counted).
-Then:
+Then, one step after the other:
 
-1. aligning methods (FedGA, GradAlign, fresh SCAFFOLD, large-batch SGD): each sampled client's g_i at x^t,
-   and ĝ = Σ N_i g_i / Σ N_i by one ordered sum: a communication round (the code's extra all-reduce);
-2. local methods: each sampled client's local steps on the rank that holds it, its update x^t − y_i (or
-   its model y_i) compressed if a [compressor] is set, and one ordered sum of the weighted payloads: the
-   second communication round;
-3. the replicated server optimizer steps on the pseudo-gradient D = x^t − x̄ (large-batch SGD: D = η ĝ).
+1. alignment, for the methods that ask for it (FedGA, GradAlign, fresh SCAFFOLD, large-batch SGD): each
+   sampled client's gradient g_i at x^t and ĝ = Σ N_i g_i / Σ N_i by one ordered sum: a communication round
+   (the code's extra all-reduce);
+2. clients, for the methods with payloads: each sampled client's ``client_update`` on the rank that holds it
+   returns named payloads, its model y_i and whatever the method sends beside it (SCAFFOLD II's Δc_i). The
+   model goes through the round's per-client steps (:data:`CLIENT_STEPS`: the update x^t − y_i clipped to
+   ``update_clip``, compressed by the [compressor], sent as the update or as the model, weighted), the other
+   payloads as they are; one ordered sum of everything: the second communication round;
+3. the method's ``server_step`` turns the sums into its state and the pseudo-gradient D (x^t − x̄; large-batch
+   SGD: η ĝ); the server optimizer steps on D.
+
+So a new federated method (FedDyn, FedNova) is one file: its client update, its payloads and its server step.
 
 Bits: every sampled client sends 32·d per round it takes part in (its compressed size for a compressed
-update; SCAFFOLD-stored twice), and the server sends 32·d to each sampled client per round (/bits/down is
-the server's total). Unsampled clients send nothing. Sums run over all n workers in worker order (zeros
-for the unsampled), so a run is bit-identical on any number of ranks.
+update; one more 32·d per extra payload), and the server sends 32·d per vector it broadcasts to each sampled
+client per round (/bits/down is the server's total). Unsampled clients send nothing. Sums run over all n
+workers in worker order (zeros for the unsampled), so a run is bit-identical on any number of ranks.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 
@@ -31,19 +36,102 @@ from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams, ServerOptState, sample_clients, server_optimizer
-from mpiclip.methods.base import row_sq_norms
-from mpiclip.methods.gradalign import Clients, FedServerState, LocalRound
+from mpiclip.methods.base import Method, row_sq_norms
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row
 
 
+# --------------------------------------------------------------------------------------- the protocol
+@dataclass(frozen=True)
+class LocalRound:
+    """What a client's local work needs to know about round t."""
+
+    t: int
+    seed: int
+    lr: float  # the local learning rate of the round (γ × the schedule's factor)
+    scale: float  # the schedule's factor
+    batch_size: int  # 0: full local batches
+    clip: float  # 0: no clipping of local gradients
+    weight_decay: float  # the problem's torch-style λ (added after clipping)
+
+
+class ClientData(Protocol):
+    """One client's gradients (the runner's view of its rows)."""
+
+    rows: int
+
+    def grad(self, y: np.ndarray, rows: Optional[np.ndarray] = None, decay: bool = True) -> np.ndarray: ...
+
+
+class Alignment(NamedTuple):
+    """The alignment step's result for one client: its gradient g_i at x^t and the sampled clients' ĝ."""
+
+    g_i: np.ndarray
+    g_hat: np.ndarray
+
+
+class ClientResult(NamedTuple):
+    """One client's local work: its named payloads ("model": y_i, then what it sends beside it) and its new
+    state (one row per field of the clients' state; None: unchanged)."""
+
+    payloads: dict
+    state: Optional[tuple] = None
+
+
+class Clients(NamedTuple):
+    control: np.ndarray  # (n_local, d) SCAFFOLD's stored c_i; (n_local, 0) for the other methods
+
+
+class FedServerState(NamedTuple):
+    control: np.ndarray  # (d,) SCAFFOLD's c; (0,) for the other methods
+
+
+class ServerInput(NamedTuple):
+    """What a round gives the server step."""
+
+    update: Optional[np.ndarray]  # the mean update x^t − x̄ of the client step (None: the method has none)
+    sums: dict  # Σ over the sampled clients of each payload besides the model
+    g_hat: Optional[np.ndarray]  # ĝ of the alignment step (None: the method has none)
+    n: int  # clients in all
+
+
+@dataclass(frozen=True)
+class FederatedMethod(Method):
+    """The federated runner's protocol: what a sampled client does in a round and what the server does with
+    the round's sums."""
+
+    runner: ClassVar[str] = "federated"
+    default_rule: ClassVar[str] = "inverse_L"
+    default_compressor: ClassVar[str] = "identity"
+    metrics: ClassVar[tuple[str, ...]] = ("grad_gap", "grad_gap_rel", "update_norm")
+    alignment: ClassVar[bool] = False  # the round starts with g_i and ĝ at x^t: one more communication round
+    payloads: ClassVar[tuple[str, ...]] = ("model",)  # what a client sends in the client step; () for no such step
+    downlink: ClassVar[int] = 1  # d-vectors the server sends each sampled client per round (x; SCAFFOLD II: x, c)
+
+    def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
+        return Clients(np.zeros((n_local, 0))), FedServerState(np.zeros(0))
+
+    def alignment_gradient(self, x: np.ndarray, data: ClientData) -> tuple[np.ndarray, int]:
+        """(the client's g_i at x^t for the alignment step, the rows it took): its full local gradient."""
+        return data.grad(x), data.rows
+
+    def client_update(self, x: np.ndarray, state: tuple, server: Any, data: ClientData, worker: int,
+                      rnd: LocalRound, aligned: Optional[Alignment]) -> ClientResult:
+        """One sampled client's local work at x^t; ``state``: its row of each field of the clients' state."""
+        raise NotImplementedError
+
+    def server_step(self, server: Any, x: np.ndarray, got: ServerInput, rnd: LocalRound) -> tuple[Any, np.ndarray]:
+        """(the method's new server state, the pseudo-gradient D the server optimizer steps on)."""
+        return server, got.update
+
+
 class FedServer(NamedTuple):
     optimizer: ServerOptState
-    method: FedServerState
+    method: Any
 
 
 class ClientView:
-    """One local client's gradients, as the methods see them (:class:`~mpiclip.methods.gradalign.ClientData`)."""
+    """One local client's gradients, as the methods see them (:class:`ClientData`)."""
 
     __slots__ = ("problem", "local", "rows")
 
@@ -52,6 +140,66 @@ class ClientView:
 
     def grad(self, y: np.ndarray, rows: Optional[np.ndarray] = None, decay: bool = True) -> np.ndarray:
         return self.problem.worker_grad(y, self.local, rows, decay)
+
+
+# --------------------------------------------------------------------------------------- client steps
+@dataclass
+class Outgoing:
+    """The sampled local clients' models on their way to the sum: their updates, what is sent, its bits and
+    weights, and the round's per-client metrics."""
+
+    x: np.ndarray
+    local: np.ndarray  # local indices of the sampled clients
+    models: np.ndarray  # (k, d) y_i
+    updates: np.ndarray  # (k, d) x^t − y_i
+    bits: np.ndarray  # (k, E)
+    metrics: dict
+    payload: Optional[np.ndarray] = None  # (k, d) what each sends
+    weight: Optional[np.ndarray] = None  # (k,)
+
+
+def clip_updates(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
+    """Each update clipped to update_clip (the model follows it)."""
+    norms = np.sqrt(row_sq_norms(out.updates))
+    over = norms > runner.fed.update_clip
+    out.updates[over] *= (runner.fed.update_clip / norms[over])[:, None]
+    out.models[over] = out.x - out.updates[over]
+
+
+def record_update_norms(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
+    if "grad_gap" in out.metrics:  # a recorded round
+        norms = np.full(len(runner.setup.worker_ids), np.nan)
+        norms[out.local] = np.sqrt(row_sq_norms(out.updates))
+        out.metrics["update_norm"] = norms
+
+
+def compress_updates(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
+    s, seed = runner.setup, runner.setup.config.run.seed
+    msg = s.method.compressor(out.updates, WorkerRandomness(seed, COMPRESSOR, s.worker_ids[out.local], rnd.t))
+    out.updates, out.bits = msg.dense(out.updates.shape), msg.bits
+
+
+def choose_payload(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
+    """The update, or the model itself (uplink = "model"), as the code averages them."""
+    out.payload = out.updates if runner.fed.uplink == "update" else out.models
+
+
+def weigh(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
+    """Uniform weights, or each client's number of samples (weighting = "samples")."""
+    if runner.fed.weighting == "samples":
+        out.weight = runner.setup.problem.local_sizes[out.local].astype(np.float64)
+        out.payload = out.weight[:, None] * out.payload
+    else:
+        out.weight = np.ones(len(out.local))
+
+
+ClientStep = Callable[[Outgoing, "FederatedRunner", LocalRound], None]
+
+
+def client_steps(fed: FederatedParams, compressed: bool) -> list[ClientStep]:
+    """The per-client steps of this config's rounds, in order."""
+    return ([clip_updates] if fed.update_clip else []) + [record_update_norms] + \
+        ([compress_updates] if compressed else []) + [choose_payload, weigh]
 
 
 CLIENTS = Table("clients", units="client id")  # one row per round: the clients sampled
@@ -79,7 +227,7 @@ class FederatedRunner(Runner):
     def check(cls, config, method, problem_info):
         fed = config.section("federated")
         compressed = config.compressor.name != "identity"
-        if compressed and not method.local:
+        if compressed and "model" not in method.payloads:
             raise InputError("compressor.name", config.compressor.name, f"compresses the clients' updates, and method "
                              f"{config.method.name!r} sends only its (dense) gradient round")
         if compressed and fed.uplink == "model":
@@ -95,6 +243,7 @@ class FederatedRunner(Runner):
         self.optimizer = server_optimizer(self.fed)
         self.views = [ClientView(setup.problem, i) for i in range(len(setup.worker_ids))]
         self.dense = dense_bits(len(setup.x0))
+        self.steps = client_steps(self.fed, setup.config.compressor.name != "identity")
 
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
@@ -125,23 +274,22 @@ class FederatedRunner(Runner):
         rnd = LocalRound(t, run.seed, method.gamma * scale, scale, fed.batch_size, fed.clip, s.problem.weight_decay)
         up, down = np.zeros((len(s.worker_ids), len(ENCODINGS))), np.zeros(len(ENCODINGS))
         g_i, g_hat = {}, None
-        if method.aligns:
+        if method.alignment:
             t0 = clock()
             g_i, g_hat = self._align(x, local)
             up[local] += self.dense
             down += participants * self.dense
             state.extra["comm_rounds"] += 1
             spent["alignment"] += clock() - t0
-        extra_mean = None
-        if method.local:
-            pseudo_grad, extra_mean = self._local_round(state, local, rnd, g_i, g_hat, up, metrics)
-            down += participants * self.dense * (2 if method.control_uplink else 1)
+        update, sums = None, {}
+        if method.payloads:
+            update, sums = self._clients(state, local, rnd, g_i, g_hat, up, metrics)
+            down += participants * self.dense * method.downlink
             state.extra["comm_rounds"] += 1
-        else:
-            pseudo_grad = rnd.lr * g_hat
         t0 = clock()
+        method_server, pseudo_grad = method.server_step(state.server.method, x, ServerInput(update, sums, g_hat, n), rnd)
         optimizer, state.x = self.optimizer.step(state.server.optimizer, x, pseudo_grad)
-        state.server = FedServer(optimizer, method.server_update(state.server.method, extra_mean))
+        state.server = FedServer(optimizer, method_server)
         finite = bool(np.isfinite(state.x).all())
         t1 = clock()
         spent["update"] += t1 - t0
@@ -161,67 +309,54 @@ class FederatedRunner(Runner):
         """The sampled local clients' g_i at x^t and ĝ = Σ N_i g_i / Σ N_i over all sampled clients."""
         s, d = self.setup, len(x)
         rows = np.zeros((len(s.worker_ids), d + 1))
-        fg_rows = getattr(s.method, "fg_rows", 0)
         g_i = {}
         for i in local:
-            view = self.views[i]
-            subset = np.arange(fg_rows) if 0 < fg_rows < view.rows else None
-            g_i[i] = view.grad(x, subset)
-            count = view.rows if subset is None else fg_rows
+            g_i[i], count = s.method.alignment_gradient(x, self.views[i])
             rows[i, :d] = count * g_i[i]
             rows[i, d] = count
         total = s.comm.sum_rows(rows, s.config.run.deterministic)
         return g_i, total[:d] / total[d]
 
-    def _local_round(self, state: RunState, local: np.ndarray, rnd: LocalRound, g_i: dict,
-                     g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """The sampled clients' local steps and the aggregation of their payloads: (D, (1/n)Σ extras)."""
-        s, fed, method, run = self.setup, self.fed, self.setup.method, self.setup.config.run
-        x, d, n = state.x, len(state.x), run.n_workers
+    def _clients(self, state: RunState, local: np.ndarray, rnd: LocalRound, g_i: dict, g_hat: Optional[np.ndarray],
+                 up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict]:
+        """The sampled clients' updates through the client steps, and one ordered sum of every payload:
+        (the mean update x^t − x̄, the sums of the other payloads)."""
+        s, method, run = self.setup, self.setup.method, self.setup.config.run
+        x, d = state.x, len(state.x)
         clock = time.perf_counter
         t0 = clock()
-        controls = state.workers.control.copy() if method.control_uplink else state.workers.control
+        extras = [name for name in method.payloads if name != "model"]
         models = np.empty((len(local), d))
-        extras = np.empty((len(local), d if method.control_uplink else 0))
+        sent = np.empty((len(local), d * len(extras)))
+        rows_of = {}
         for j, i in enumerate(local):
-            result = method.client_update(x, controls[i], state.server.method, self.views[i], int(s.worker_ids[i]),
-                                          rnd, g_i.get(i), g_hat)
-            models[j] = result.model
-            if result.control is not None:
-                controls[i] = result.control
-                extras[j] = result.extra
-        state.workers = Clients(controls)
-        updates = x - models
-        if fed.update_clip:
-            norms = np.sqrt(row_sq_norms(updates))
-            over = norms > fed.update_clip
-            updates[over] *= (fed.update_clip / norms[over])[:, None]
-            models[over] = x - updates[over]
-        if "grad_gap" in metrics:
-            norms = np.full(len(s.worker_ids), np.nan)
-            norms[local] = np.sqrt(row_sq_norms(updates))
-            metrics["update_norm"] = norms
-        bits = np.broadcast_to(self.dense, (len(local), len(self.dense)))
-        if s.config.compressor.name != "identity":
-            msg = method.compressor(updates, WorkerRandomness(run.seed, COMPRESSOR, s.worker_ids[local], rnd.t))
-            updates, bits = msg.dense(updates.shape), msg.bits
-        payload = updates if fed.uplink == "update" else models  # the models themselves, as the code averages them
-        weight = s.problem.local_sizes[local].astype(np.float64) if fed.weighting == "samples" else np.ones(len(local))
-        rows = np.zeros((len(s.worker_ids), d + 1 + extras.shape[1]))
-        rows[local, :d] = payload if fed.weighting == "uniform" else weight[:, None] * payload
-        rows[local, d] = weight
-        rows[local, d + 1 :] = extras
-        up[local] += bits
-        if method.control_uplink:
-            up[local] += self.dense
+            aligned = Alignment(g_i[i], g_hat) if method.alignment else None
+            result = method.client_update(x, tuple(field[i] for field in state.workers), state.server.method,
+                                          self.views[i], int(s.worker_ids[i]), rnd, aligned)
+            models[j] = result.payloads["model"]
+            for k, name in enumerate(extras):
+                sent[j, k * d : (k + 1) * d] = result.payloads[name]
+            if result.state is not None:
+                rows_of[i] = result.state
+        state.workers = with_rows(state.workers, rows_of)
+        out = Outgoing(x, local, models, x - models, np.broadcast_to(self.dense, (len(local), len(self.dense))), metrics)
+        for step in self.steps:
+            step(out, self, rnd)
+        rows = np.zeros((len(s.worker_ids), d + 1 + sent.shape[1]))
+        rows[local, :d] = out.payload
+        rows[local, d] = out.weight
+        rows[local, d + 1 :] = sent
+        up[local] += out.bits
+        if extras:
+            up[local] += self.dense * len(extras)
         t1 = clock()
         total = s.comm.sum_rows(rows, run.deterministic)
         t2 = clock()
         s.timing["local"] += t1 - t0
         s.timing["communication"] += t2 - t1
         mean = total[:d] / total[d]
-        pseudo_grad = mean if fed.uplink == "update" else x - mean
-        return pseudo_grad, (total[d + 1 :] / n if method.control_uplink else None)
+        update = mean if self.fed.uplink == "update" else x - mean
+        return update, {name: total[d + 1 + k * d : d + 1 + (k + 1) * d] for k, name in enumerate(extras)}
 
     def _evaluate(self, state: RunState, local: np.ndarray, metrics: dict) -> bool:
         """Record row t over all clients, its per-client metrics into ``metrics``; False if the loop ends here."""
@@ -253,3 +388,14 @@ class FederatedRunner(Runner):
         fed = self.fed
         return {"clients_per_round": fed.participants(self.setup.config.run.n_workers),
                 "comm_rounds": int(state.extra["comm_rounds"]), "server_optimizer": fed.server_optimizer}
+
+
+def with_rows(state: Any, rows_of: dict) -> Any:
+    """The clients' state (a NamedTuple of per-client arrays) with the rows of the clients that returned one."""
+    if not rows_of:
+        return state
+    fields = [field.copy() for field in state]
+    for i, row in rows_of.items():
+        for field, value in zip(fields, row):
+            field[i] = value
+    return type(state)(*fields)
