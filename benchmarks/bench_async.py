@@ -51,7 +51,7 @@ def simulated(comm, data: str, n: int, updates: int, out: str) -> tuple[float, f
     # the bare arithmetic of the same updates: the workers' gradients in the trace's order, and the step
     from mpiclip.trace import load_trace
 
-    workers = comm.bcast(load_trace(result.path).events["worker"] if comm.rank == 0 else None)
+    workers = comm.bcast(load_trace(result.path).tables["events"]["worker"] if comm.rank == 0 else None)
     problem, first = prepared.problem, int(prepared.worker_ids[0])
     mine = [int(w) - first for w in workers if first <= w < first + len(prepared.worker_ids)]
     x = prepared.x0.copy()

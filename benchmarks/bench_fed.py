@@ -83,7 +83,7 @@ def measure(comm, method: dict, participants: int, rounds: int, out: str) -> tup
     loop = max(comm.allgather_objects(sum(result.timing[k] for k in LOOP)))
     from mpiclip.trace import load_trace
 
-    clients = comm.bcast(load_trace(result.path).clients if comm.rank == 0 else None)
+    clients = comm.bcast(load_trace(result.path).tables["clients"] if comm.rank == 0 else None)
     steps = method.get("local_steps", 5)
     arithmetic = max(comm.allgather_objects(bare(comm, prepared, clients, method["name"] != "fedavg", steps)))
     return loop / rounds, arithmetic / rounds

@@ -138,9 +138,9 @@ def events(paths: Paths):
     frames = []
     for path in trace_files(paths):
         tr = load_trace(path)
-        if not tr.events:
+        if not tr.tables["events"]:
             continue
-        frame = pd.DataFrame(tr.events)
+        frame = pd.DataFrame(tr.tables["events"])
         frame.insert(0, "path", path)
         frame.insert(0, "run", tr.label)
         frames.append(frame)

@@ -38,9 +38,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "checkpoint_seconds", "resume")
-# The runners' own sections ([async], [federated]) sit between [stepsize] and [output], in the registry's order
-RUNNER_SECTIONS = tuple(dict.fromkeys(r.section for _, r in RUNNERS.items() if r.section))
-SECTIONS = ("run", "data", "problem", "method", "compressor", "stepsize", *RUNNER_SECTIONS, "output")
+
+
+def sections() -> tuple[str, ...]:
+    """The config's sections: the runners' own ([async], [federated], and those of runners registered from
+    outside the package) sit between [stepsize] and [output], in the registry's order."""
+    runners = dict.fromkeys(r.section for _, r in RUNNERS.items() if r.section)
+    return ("run", "data", "problem", "method", "compressor", "stepsize", *runners, "output")
+
+
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
 
 
@@ -214,8 +220,8 @@ def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
     for key, value in sorted(overrides, key=order):  # whole sections, then components from the top down, then keys
         path = key.split(".")
         section = path[0]
-        if section not in SECTIONS:
-            raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(SECTIONS)})")
+        if section not in sections():
+            raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(sections())})")
         if len(path) == 1:
             if not isinstance(value, dict):
                 raise InputError(f"--set {key}", value, "a whole section needs an inline table, e.g. {name = \"topk\", k = 2}")
@@ -255,12 +261,13 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
         raise InputError("variants", description, "must hold one or more [variants.<label>] tables")
     out = []
     base_name = base.get("run", {}).get("name", RunParams.name)
-    for label, sections in variants.items():
+    for label, changed in variants.items():
         entry = copy.deepcopy(base)
         entry.setdefault("run", {})["name"] = f"{base_name}-{label}"
-        for section, changes in sections.items():
-            if section not in SECTIONS or not isinstance(changes, dict):
-                raise InputError(f"variants.{label}.{section}", changes, f"expected a table of one of: {', '.join(SECTIONS)}")
+        for section, changes in changed.items():
+            if section not in sections() or not isinstance(changes, dict):
+                raise InputError(f"variants.{label}.{section}", changes,
+                                 f"expected a table of one of: {', '.join(sections())}")
             entry = apply_overrides(entry, [(f"{section}.{key}", value) for key, value in changes.items()])
         out.append((label, entry))
     return out
@@ -339,8 +346,8 @@ def value_text(v) -> str:
 # ------------------------------------------------------------------------------- validation
 def validate(table: dict) -> Config:
     for section, value in table.items():
-        if section not in SECTIONS:
-            raise InputError(section, value, f"unknown section (valid: {', '.join(SECTIONS)})")
+        if section not in sections():
+            raise InputError(section, value, f"unknown section (valid: {', '.join(sections())})")
         if not isinstance(value, dict):
             raise InputError(section, value, "must be a table ([section])")
     problem = _choice(table, "problem", PROBLEMS, "logreg")

@@ -168,7 +168,7 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
 
 def gradients_computed(tr: Trace) -> np.ndarray:
     """(T,) gradients that had reached the server when each row's iterate existed (applied or not)."""
-    return np.searchsorted(tr.events["sim_time"], tr.metrics["sim_time"], side="right")
+    return np.searchsorted(tr.tables["events"]["sim_time"], tr.metrics["sim_time"], side="right")
 
 
 def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
@@ -242,9 +242,9 @@ def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
     for i, tr in enumerate(traces):
-        if not tr.events:
+        if not tr.tables["events"]:
             raise ValueError(f"{tr.path} is not an asynchronous run (no /events)")
-        d = tr.events["delay"]
+        d = tr.tables["events"]["delay"]
         color = f"C{i}"
         bins = np.unique(np.round(np.geomspace(1, max(d.max(), 1) + 1, 60))) - 1
         ax.hist(d, bins=np.append(bins, bins[-1] + 1), histtype="step", color=color, label=tr.label)
@@ -265,9 +265,10 @@ def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
 def contributions(tr: Trace, out: str, title: str | None = None) -> str:
     """Applied and discarded gradients of every worker of an asynchronous run."""
     plt = pyplot()
-    n = int(tr.attrs.get("n_workers", tr.events["worker"].max() + 1))
-    applied = tr.events["update"] >= 0
-    counts = [np.bincount(tr.events["worker"][mask], minlength=n) for mask in (applied, ~applied)]
+    events = tr.tables["events"]
+    n = int(tr.attrs.get("n_workers", events["worker"].max() + 1))
+    applied = events["update"] >= 0
+    counts = [np.bincount(events["worker"][mask], minlength=n) for mask in (applied, ~applied)]
     fig, ax = plt.subplots(figsize=SIZES["page"], layout="constrained")
     ax.bar(np.arange(n), counts[0], label="applied")
     ax.bar(np.arange(n), counts[1], bottom=counts[0], label="discarded")

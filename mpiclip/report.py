@@ -80,16 +80,17 @@ def describe(tr: Trace) -> str:
         lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
     for name, values in tr.metrics.items():
         lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
-    if tr.events:
-        workers = np.bincount(tr.events["worker"][tr.events["update"] >= 0], minlength=int(a.get("n_workers", 0)))
-        lines.append(f"arrivals   {len(tr.events['update'])} ({_fmt(a.get('discarded_fraction'), '.3g')} discarded); delays: "
+    events, clients = tr.tables["events"], tr.tables["clients"]
+    if events:
+        workers = np.bincount(events["worker"][events["update"] >= 0], minlength=int(a.get("n_workers", 0)))
+        lines.append(f"arrivals   {len(events['update'])} ({_fmt(a.get('discarded_fraction'), '.3g')} discarded); delays: "
                      f"τ_max {a.get('tau_max', '-')}, mean {_fmt(a.get('delay_mean'), '.4g')}, 99th percentile "
                      f"{a.get('delay_p99', '-')}; τ_C {a.get('concurrency', '-')}; applied per worker "
                      f"{workers.min()}..{workers.max()}")
-    if len(tr.clients):
-        sampled = np.bincount(tr.clients.ravel(), minlength=int(a.get("n_workers", 0)))
+    if len(clients):
+        sampled = np.bincount(clients.ravel(), minlength=int(a.get("n_workers", 0)))
         fed = tr.config.get("federated", {})
-        lines.append(f"clients    {tr.clients.shape[1]} of {a.get('n_workers')} per round over {len(tr.clients)} rounds "
+        lines.append(f"clients    {clients.shape[1]} of {a.get('n_workers')} per round over {len(clients)} rounds "
                      f"(each sampled {sampled.min()}..{sampled.max()} times); server {fed.get('server_optimizer', '-')} "
                      f"η_s = {_fmt(fed.get('server_lr'), 'g')}; {fed.get('weighting', '-')} averaging")
     wall = _fmt(a.get("wall_seconds"), ".3f")

@@ -29,12 +29,12 @@ from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError
 from mpiclip.methods import METHODS
-from mpiclip.methods.base import RunInfo
 from mpiclip.paths import existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
 from mpiclip.progress import as_log
 from mpiclip.recorder import Recorder
 from mpiclip.runners import RUNNERS, Control, RunState, Setup
+from mpiclip.runners.protocol import RunInfo
 from mpiclip.trace import CORRUPT, TraceWriteError, TraceWriter, open_trace, remove_leftovers, timestamp, trace_status
 
 MAX_LABELS = 1000  # distinct labels beyond which a trace does not count them per worker

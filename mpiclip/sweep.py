@@ -173,7 +173,7 @@ def sweep_of(table: dict, path: str, extra: list[str] = ()) -> Sweep:
             raise InputError("sweep.base", params.base, "must describe one run (a config with variants cannot be swept)")
         runs.append(SweepRun(index, label, values, configs[0]))
     for key in select.group:
-        if not any(key == k for point in points for k, _ in point) and key.partition(".")[0] not in cfg.SECTIONS:
+        if not any(key == k for point in points for k, _ in point) and key.partition(".")[0] not in cfg.sections():
             raise InputError("select.group", key, "is not a config key")
     return Sweep(path, params, select, tuple(runs))
 

@@ -442,8 +442,9 @@ class Trace:
     workers: dict  # metric -> (T, n)
     metrics: dict  # name -> (T,) the method's extra per-round scalars (and the federated ones)
     bits_initial_down: dict  # encoding -> float
-    events: dict = field(default_factory=dict)  # column -> (U,), asynchronous runs (schema 2)
-    clients: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # (R, P) federated runs
+    # every registered runner's tables (Runner.tables), empty where the run wrote none: a table of columns as
+    # column -> (U,) with its bits as bits/<encoding>; a per-round table as one (R, width) array
+    tables: dict = field(default_factory=dict)
 
     @property
     def schema(self) -> int:
@@ -493,10 +494,18 @@ def _load_trace(path: str) -> Trace:
         read = lambda name: f[name][()] if name in f else np.zeros(0)
         group = lambda name: {k: f[name][k][()] for k in f[name] if isinstance(f[name][k], h5py.Dataset)} if name in f else {}
         metrics = {**group("metrics"), **{name: f[name][()] for name in ROOT_SCALARS if name in f}}
-        events = group("events")
-        if "events/bits" in f:
-            events.update({f"bits/{k}": v for k, v in group("events/bits").items()})
+        tables = {}
+        for table in _registered_tables():
+            if table.per_round:
+                tables[table.name] = f[table.name][()] if table.name in f else np.zeros((0, 0), dtype=np.int64)
+            else:
+                tables[table.name] = {**group(table.name), **{f"bits/{k}": v for k, v in group(f"{table.name}/bits").items()}}
         return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
                      group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"), metrics,
-                     {k: float(v) for k, v in group("bits/initial/down").items()}, events,
-                     f["clients"][()] if "clients" in f else np.zeros((0, 0), dtype=np.int64))
+                     {k: float(v) for k, v in group("bits/initial/down").items()}, tables)
+
+
+def _registered_tables() -> list:
+    from mpiclip.runners import RUNNERS  # late: the runners (and their methods) import what writes traces
+
+    return list({t.name: t for _, runner in RUNNERS.items() for t in runner.tables}.values())

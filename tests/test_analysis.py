@@ -75,7 +75,7 @@ def test_rounds_is_the_long_form_of_every_recorded_row(folder):
 def test_events_of_asynchronous_runs_only(folder):
     ev = analysis.events(folder / "asgd.h5")
     tr = load_trace(str(folder / "asgd.h5"))
-    assert len(ev) == len(next(iter(tr.events.values()))) > 0 and set(tr.events) <= set(ev.columns)
+    assert len(ev) == len(next(iter(tr.tables["events"].values()))) > 0 and set(tr.tables["events"]) <= set(ev.columns)
     assert analysis.events([folder / "k1.h5"]).empty
 
 

@@ -249,7 +249,7 @@ def test_the_runner_matches_an_independent_simulation(tmp_path, name, tau):
     with h5py.File(tmp_path / "a.h5") as f:
         np.testing.assert_allclose(f["x_final"][()], x, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(trace.grad_norm_sq, norms, rtol=1e-9)
-    assert trace.events["clipped"].any() == bool(tau)
+    assert trace.tables["events"]["clipped"].any() == bool(tau)
 
 
 def test_time_budget_and_trace_summary(tmp_path):
@@ -259,7 +259,7 @@ def test_time_budget_and_trace_summary(tmp_path):
     result = run(table)
     assert result.status.startswith("completed: time budget 25 reached at update"), result.status
     trace = load_trace(str(tmp_path / "a.h5"))
-    ev = trace.events
+    ev = trace.tables["events"]
     assert ev["sim_time"].max() <= 25.0 and np.all(np.diff(ev["sim_time"]) >= 0)
     np.testing.assert_array_equal(ev["update"], np.arange(len(ev["update"])))  # ASGD applies every arrival
     np.testing.assert_array_equal(ev["delay"], ev["update"] - ev["start"])
@@ -296,7 +296,7 @@ def test_replay_of_a_method_that_discards_into_one_that_does_not_is_refused_mid_
     table = async_table(tmp_path / "ring.h5", {"name": "ringmaster_asgd", "max_delay": 2},
                         **{"async": {"slow_workers": [1], "slow_factor": 6.0}})
     run(table)
-    assert (load_trace(str(tmp_path / "ring.h5")).events["update"] == -1).any()
+    assert (load_trace(str(tmp_path / "ring.h5")).tables["events"]["update"] == -1).any()
     other = async_table(tmp_path / "b.h5", {"name": "asgd"}, **{"async": {"replay": str(tmp_path / "ring.h5")}})
     from mpiclip.errors import RunFailed
 
@@ -367,7 +367,7 @@ def test_analysis_plots_asynchronous_traces_and_counts_gradients(tmp_path):
     tr = load_trace(str(tmp_path / "a.h5"))
     counts = gradients_computed(tr)
     assert counts[0] == 0 and np.all(np.diff(counts) >= 1)  # at least one arrival per update
-    assert counts[-1] == len(tr.events["update"])  # the last row's iterate came from the last arrival
+    assert counts[-1] == len(tr.tables["events"]["update"])  # the last row's iterate came from the last arrival
     sys.path.insert(0, os.path.join(REPO, "analysis"))
     import plot_traces
 
@@ -408,7 +408,7 @@ def test_sigterm_ends_a_real_run_with_its_rows_evaluated_and_no_checkpoint(tmp_p
     tr = load_trace(str(tmp_path / "real.h5"))
     assert tr.status == "interrupted" and "real mode: not resumable" in tr.attrs["stop_reason"]
     assert len(tr.rounds) > 1 and np.isfinite(tr.grad_norm_sq).all()
-    assert len(tr.events["update"]) >= tr.rounds[-1]
+    assert len(tr.tables["events"]["update"]) >= tr.rounds[-1]
     assert not (tmp_path / "real.ckpt.h5").exists()
 
 

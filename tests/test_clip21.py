@@ -14,9 +14,8 @@ from mpiclip.comm import SerialComm
 from mpiclip.compressors import Identity, KParams, TopK, sparse_message
 from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
 from mpiclip.errors import InputError
-from mpiclip.methods import RoundContext
 from mpiclip.methods.clip21 import Clip21Avg, Clip21GD
-from mpiclip.runners.synchronous import exchange
+from mpiclip.runners.synchronous import RoundContext, exchange
 from mpiclip.trace import load_trace
 
 

@@ -11,13 +11,13 @@ from mpiclip.compressors import Identity, KParams, RandKUnbiased, TopK
 from mpiclip.data import DataParams, DataSpec, SyntheticParams, plan
 from mpiclip.data.partition import NoParams
 from mpiclip.errors import InputError
-from mpiclip.methods import METHODS, RoundContext
+from mpiclip.methods import METHODS
 from mpiclip.methods.diana import Diana
 from mpiclip.methods.ef21 import EF14, EF21, GD, CompressedGD, EF21Plus
 from mpiclip.methods.ef21_extensions import EF21BC, EF21HB, EF21PP, EF21SGD, EF21Page, EF21Prox, prox_step
 from mpiclip.methods.ef_sgd import EF14SGD, EF21SGDHB
 from mpiclip.problems import LogisticRegression, LogRegParams, Quadratic, QuadraticParams
-from mpiclip.runners.synchronous import LocalOracle, exchange
+from mpiclip.runners.synchronous import LocalOracle, RoundContext, exchange
 
 QUADRATIC = Quadratic(QuadraticParams(d=10, L=1.0, spread=0.5, mu=0.05, zeta=2.0, seed=1), np.arange(5), 5)
 _SPEC = DataSpec(DataParams(), SyntheticParams(n_samples=300, n_features=10, density=0.5, seed=2), NoParams())

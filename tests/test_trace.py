@@ -150,7 +150,7 @@ def test_a_schema_1_trace_still_reads():
     # Top-1, 32 bits a round; round 0 sent the full gradient (d = 6), kept apart as the initial round
     assert list(tr.bits_per_worker("paper")) == [0, 3 * 32, 7 * 32, 11 * 32]
     assert list(tr.bits_initial["paper"]) == [6 * 32] * 3
-    assert tr.workers["ef_error"].shape == (4, 3) and tr.events == {}
+    assert tr.workers["ef_error"].shape == (4, 3) and tr.tables["events"] == {}
     assert "accuracy" in tr.metrics
     info = mpiclip(["info", SCHEMA1])
     assert info.returncode == 0 and "status: completed" in info.stdout
@@ -173,8 +173,8 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     tr = load_trace(path)
     np.testing.assert_array_equal(tr.metrics["test_accuracy"], np.linspace(0, 1, k))
     np.testing.assert_array_equal(tr.metrics["spread"], 2.0)
-    assert set(tr.events) == {c for c, _ in EVENTS.columns} | {f"bits/{e}" for e in ENCODINGS}
-    np.testing.assert_array_equal(tr.events["delay"], np.arange(4))
+    assert set(tr.tables["events"]) == {c for c, _ in EVENTS.columns} | {f"bits/{e}" for e in ENCODINGS}
+    np.testing.assert_array_equal(tr.tables["events"]["delay"], np.arange(4))
     with h5py.File(path) as f:
         assert "test_accuracy" in f and "metrics/test_accuracy" not in f  # docs/design.md §5: at the root
         assert f["events/worker"].dims[0][0] == f["events/update"] and f["clients"].shape == (3, 2)
@@ -182,7 +182,7 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     again = TraceWriter.reopen(path, "r1", 3, 3, ("clipped",), {}, counts={"events/update": 2, "clients": 1})
     again.finish("completed", {}, {})
     tr = load_trace(path)
-    assert len(tr.rounds) == 3 and len(tr.events["sim_time"]) == 2 and len(tr.events["bits/paper"]) == 2
+    assert len(tr.rounds) == 3 and len(tr.tables["events"]["sim_time"]) == 2 and len(tr.tables["events"]["bits/paper"]) == 2
     with h5py.File(path) as f:
         assert f["clients"].shape == (1, 2) and f["events/worker"].dims[0][0] == f["events/update"]
     with pytest.raises(ValueError, match="belongs to run 'r1', not 'r2'"):

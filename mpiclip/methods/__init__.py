@@ -11,6 +11,6 @@ from mpiclip.methods import (  # noqa: F401  (registers)
     ef_sgd,
     gradalign,
 )
-from mpiclip.methods.base import METHODS, Aggregate, Method, Oracle, RoundContext
+from mpiclip.methods.base import METHODS, Method
 
-__all__ = ["METHODS", "Aggregate", "Method", "Oracle", "RoundContext"]
+__all__ = ["METHODS", "Method"]

@@ -40,28 +40,15 @@ from mpiclip.asynchrony import Policy
 from mpiclip.compressors import Identity
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
-from mpiclip.methods.base import METHODS, Method, RunInfo
+from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import WorkerRandomness
-
-
-class AsyncWorkers(NamedTuple):
-    gradient: np.ndarray  # (n_local, d) each worker's gradient in flight (computed when its job started)
-    estimate: np.ndarray  # (n_local, d) EF21 estimate h_j of the uplink; (n_local, 0) without compression
+from mpiclip.runners.asynchronous import AsynchronousMethod, AsyncWorkers, Received  # noqa: F401  (old checkpoints)
 
 
 class AsyncServer(NamedTuple):
     total: np.ndarray  # (d,) Σ γ_b clip_τ(g_b) of the gradients admitted since the last step
     count: np.ndarray  # () how many
-
-
-class Received(NamedTuple):
-    """What the server did with one arrival."""
-
-    admitted: bool
-    stepped: bool
-    norm: float  # ‖g‖ of the vector it received (before clipping)
-    clipped: bool
 
 
 @dataclass(frozen=True)
@@ -71,16 +58,13 @@ class AsyncParams:
 
 
 @dataclass(frozen=True)
-class AsyncSGD(Method):
+class AsyncSGD(AsynchronousMethod):
     """Base of the asynchronous methods: the uplink message and the server's use of one arrival."""
 
     tau: float = 0.0
     concurrency: int = 1  # τ_C, set by bind
     n_workers: int = 1
 
-    runner: ClassVar[str] = "asynchronous"
-    default_rule: ClassVar[str] = "inverse_L"
-    default_compressor: ClassVar[str] = "identity"
     accepts_clipping: ClassVar[bool] = True  # in the sense that validate() explains how these methods clip
     delay_adaptive: ClassVar[bool] = False
 
@@ -91,9 +75,6 @@ class AsyncSGD(Method):
         if self.compressor.clips:
             raise InputError("compressor.name", self.compressor.name, f"{self.name} clips with method.tau; use "
                              "[compressor] only for compression")
-
-    def policy(self) -> Policy:
-        return Policy()
 
     def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[AsyncWorkers, AsyncServer]:
         d = len(x0)

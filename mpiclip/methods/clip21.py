@@ -35,10 +35,11 @@ from mpiclip import privacy
 from mpiclip.compressors import Identity, dense_message
 from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows, message_norms
 from mpiclip.errors import InputError
-from mpiclip.methods.base import METHODS, Method, RunInfo
+from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
 from mpiclip.params import nonnegative, param, positive
 from mpiclip.rng import COMPRESSOR, NOISE
+from mpiclip.runners.synchronous import SynchronousMethod
 from mpiclip.wire import row_sq_norms
 
 
@@ -86,7 +87,7 @@ class NoState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _Clipped(ClipMethodParams, Method):
+class _Clipped(ClipMethodParams, SynchronousMethod):
     """Shared machinery: the clipped (optionally compressed, optionally noisy) message of u."""
 
     ledger: Any = None  # the privacy.Accountant, set by bind when there is noise

@@ -16,9 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from mpiclip.errors import InputError
-from mpiclip.methods.base import METHODS, Method, compression_metrics
+from mpiclip.methods.base import METHODS, compression_metrics
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
+from mpiclip.runners.synchronous import SynchronousMethod
 from mpiclip.wire import row_sq_norms
 
 
@@ -38,7 +39,7 @@ class DianaServer(NamedTuple):
 
 @METHODS.register("diana")
 @dataclass(frozen=True)
-class Diana(DianaParams, Method):
+class Diana(DianaParams, SynchronousMethod):
     """DIANA with an unbiased compressor Q of variance ω (see the module docstring)."""
 
     params = DianaParams

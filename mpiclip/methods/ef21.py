@@ -17,9 +17,10 @@ import numpy as np
 
 from mpiclip.compressors import Compressor, Message, dense_message
 from mpiclip.errors import InputError
-from mpiclip.methods.base import METHODS, Method, compression_metrics, row_sq_norms
+from mpiclip.methods.base import METHODS, compression_metrics, row_sq_norms
 from mpiclip.params import param
 from mpiclip.rng import COMPRESSOR
+from mpiclip.runners.synchronous import SynchronousMethod
 from mpiclip.wire import sequential_sum
 
 
@@ -61,7 +62,7 @@ def ef21_worker_update(compressor: Compressor, g: np.ndarray, target: np.ndarray
 
 @METHODS.register("gd")
 @dataclass(frozen=True)
-class GD(Method):
+class GD(SynchronousMethod):
     """Distributed gradient descent, x^{t+1} = x^t − γ (1/n) Σ_i ∇f_i(x^t) (uncompressed baseline)."""
 
     default_rule = "inverse_L"
@@ -79,7 +80,7 @@ class GD(Method):
 
 @METHODS.register("cgd")
 @dataclass(frozen=True)
-class CompressedGD(Method):
+class CompressedGD(SynchronousMethod):
     """Naive distributed compressed GD, x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)); may diverge for biased C
     (Beznosikov et al. 2020), which is what error feedback repairs."""
 
@@ -104,7 +105,7 @@ class EF14State(NamedTuple):
 
 @METHODS.register("ef14")
 @dataclass(frozen=True)
-class EF14(Method):
+class EF14(SynchronousMethod):
     """EF (Seide et al. 2014; Stich & Karimireddy 2019 form), the EF21 paper's baseline:
     w_i^t = C(e_i^t + γ∇f_i(x^t)), e_i^{t+1} = e_i^t + γ∇f_i(x^t) − w_i^t, x^{t+1} = x^t − (1/n) Σ_i w_i^t,
     with e_i^0 = 0 (so w_i^0 = C(γ∇f_i(x^0)), an ordinary compressed message)."""
@@ -136,7 +137,7 @@ class EF14(Method):
 
 @METHODS.register("ef21")
 @dataclass(frozen=True)
-class EF21(EF21Params, Method):
+class EF21(EF21Params, SynchronousMethod):
     """EF21 (Alg. 1 of the paper): c_i^t = C(∇f_i(x^t) − g_i^{t−1}), g_i^t = g_i^{t−1} + c_i^t,
     g^t = g^{t−1} + (1/n) Σ_i c_i^t, x^{t+1} = x^t − γ g^t, with g_i^{−1} = 0.
 
@@ -167,7 +168,7 @@ class EF21PlusServer(NamedTuple):
 
 @METHODS.register("ef21_plus")
 @dataclass(frozen=True)
-class EF21Plus(EF21Params, Method):
+class EF21Plus(EF21Params, SynchronousMethod):
     """EF21+ (same paper): each worker forms b_i = C(∇f_i) and m_i = g_i + C(∇f_i − g_i) and keeps b_i only
     if ‖b_i − ∇f_i‖ < ‖m_i − ∇f_i‖ (ties to m_i, as the official code). The message is the chosen payload
     plus a flag (flag bits not counted, as the paper); the server keeps every g_i to apply a replacement,

@@ -216,7 +216,7 @@ def delays(asgd: dict, title: str):
     handles = {}
     for ax, s in zip(axes[0], slows):
         r = asgd[s]
-        ev = r.tr.events
+        ev = r.tr.tables["events"]
         slow = np.isin(ev["worker"], list(r.config.section("async").slow_workers))
         fast_counts = np.histogram(ev["delay"][~slow], edges)[0] / widths
         slow_counts = np.histogram(ev["delay"][slow], edges)[0] / widths
@@ -250,7 +250,7 @@ def workers(asgd: dict, title: str):
         r = asgd.get(s)
         if r is None:
             continue
-        ev = r.tr.events
+        ev = r.tr.tables["events"]
         n = int(r.attr("n_workers"))
         counts = np.bincount(ev["worker"][ev["update"] >= 0].astype(int), minlength=n)
         ax.bar(np.arange(n) + (k - 0.5) * 0.4, counts, width=0.4, color=color, label=f"s = {s:g}")

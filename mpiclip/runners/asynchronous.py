@@ -20,20 +20,68 @@ import functools
 import math
 import os
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
-from mpiclip.asynchrony import AsyncParams, ReplaySchedule, Schedule
+from mpiclip.asynchrony import AsyncParams, Policy, ReplaySchedule, Schedule
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError, RunFailed
-from mpiclip.methods.asgd import Received
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
+from mpiclip.runners.protocol import Method
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
+
+
+# --------------------------------------------------------------------------------------- the protocol
+class AsyncWorkers(NamedTuple):
+    gradient: np.ndarray  # (n_local, d) each worker's gradient in flight (computed when its job started)
+    estimate: np.ndarray  # (n_local, d) EF21 estimate h_j of the uplink; (n_local, 0) without compression
+
+
+class Received(NamedTuple):
+    """What the server did with one arrival."""
+
+    admitted: bool
+    stepped: bool
+    norm: float  # ‖g‖ of the vector it received (before clipping)
+    clipped: bool
+
+
+@dataclass(frozen=True)
+class AsynchronousMethod(Method):
+    """The protocol of asynchronous runs: what a worker sends when its gradient is done, and what the server
+    does with each arrival.
+
+    * ``initial_state(x0, n_local) -> (AsyncWorkers, server_state)``: the runner writes each job's gradient
+      into ``AsyncWorkers.gradient`` and keeps the uplink's estimate in ``AsyncWorkers.estimate``;
+    * ``policy() -> Policy``: how the clock hands out jobs (a batch to collect, a delay to discard, ...);
+    * ``send(estimate, gradient, rng) -> (estimate, vector, bits)``: one worker's upload;
+    * ``receive(server_state, x, vector, delay) -> (server_state, x, Received)``: the server's use of it.
+    """
+
+    runner: ClassVar[str] = "asynchronous"
+    default_rule: ClassVar[str] = "inverse_L"
+    default_compressor: ClassVar[str] = "identity"
+
+    def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[AsyncWorkers, Any]:
+        raise NotImplementedError
+
+    def policy(self) -> Policy:
+        return Policy()
+
+    def send(self, estimate: np.ndarray, gradient: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def receive(self, server: Any, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[Any, np.ndarray, Received]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------- the loop
 
 
 def read_replay(path: str) -> dict:
@@ -69,6 +117,7 @@ EVENTS = Table("events", (("update", "i8"), ("worker", "i8"), ("start", "i8"), (
 class AsynchronousRunner(Runner):
     """Server updates in a simulated clock: one gradient (or one batch) per update, applied as it arrives."""
 
+    protocol = AsynchronousMethod
     section = "async"
     params = AsyncParams
     phases = ("gradient", "upload", "communication", "update", "evaluation", "trace")

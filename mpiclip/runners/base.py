@@ -213,6 +213,7 @@ class Runner:
     rows, and its checks: a new runner is one module and its registration."""
 
     name: ClassVar[str] = "?"  # set by registration
+    protocol: ClassVar[type] = object  # the base class of the methods it drives (declared next to the loop)
     section: ClassVar[str] = ""  # its config section, e.g. "async" for [async]; "" for none
     params: ClassVar[type] = NoParams  # the keys of that section
     phases: ClassVar[tuple[str, ...]] = ()  # keys of the timing split

@@ -36,9 +36,10 @@ from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams, ServerOptState, sample_clients, server_optimizer
-from mpiclip.methods.base import Method, row_sq_norms
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row
+from mpiclip.runners.protocol import Method
+from mpiclip.wire import row_sq_norms
 
 
 # --------------------------------------------------------------------------------------- the protocol
@@ -209,6 +210,7 @@ CLIENTS = Table("clients", units="client id")  # one row per round: the clients 
 class FederatedRunner(Runner):
     """Rounds with P sampled clients, K local steps each, and a server optimizer on the averaged models."""
 
+    protocol = FederatedMethod
     section = "federated"
     params = FederatedParams
     phases = ("alignment", "local", "communication", "update", "evaluation", "trace")

@@ -11,20 +11,122 @@ top of round t and a resumed run records it as the uninterrupted run did.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import numpy as np
 
 from mpiclip.compressors import Message
-from mpiclip.methods.base import Aggregate, Oracle, RoundContext
 from mpiclip.problems import Problem
+from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row
+from mpiclip.runners.protocol import Method
 from mpiclip.wire import SparseGather, sequential_sum
 
 if TYPE_CHECKING:  # the loop gets its communicator from the session; this package never imports it
     from mpiclip.comm import Comm
 
 
+# --------------------------------------------------------------------------------------- the protocol
+@dataclass(frozen=True)
+class RoundContext:
+    t: int
+    seed: int
+    worker_ids: np.ndarray
+    n_workers: int
+    record: bool
+    x: Optional[np.ndarray] = None
+
+    def randomness(self, stream: int) -> WorkerRandomness:
+        """Per-worker generators: the same draws for a worker whichever rank holds it."""
+        return WorkerRandomness(self.seed, stream, self.worker_ids, self.t)
+
+    def shared(self, stream: int) -> np.random.Generator:
+        """One generator every rank shares this round (a server's draw, e.g. who participates)."""
+        return generator(self.seed, stream, SERVER_ID, self.t)
+
+    def server_randomness(self, stream: int) -> WorkerRandomness:
+        """The server's draws as a one-row family, for a compressor acting on the server's vector."""
+        return WorkerRandomness(self.seed, stream, np.array([SERVER_ID]), self.t)
+
+
+class Oracle:
+    """Gradients of the local workers; the runner gives one per round, at the round's point."""
+
+    def full(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def minibatch(self, x: np.ndarray, batches: list) -> np.ndarray:
+        """(n_local, d): worker i's mean gradient over its rows ``batches[i]`` (local row numbers) at x."""
+        raise NotImplementedError
+
+    def clipped_example_sums(self, x: np.ndarray, batches: list, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """(n_local, d) Σ_{j ∈ batches[i]} clip_τ(∇ℓ_j(x)) and the per-example norms (:class:`~mpiclip.problems.Problem`)."""
+        raise NotImplementedError
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """(n_local,) samples per local worker."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """What the (replicated) server receives in a round: the sum of all messages, and per-worker
+    payloads when the method asked for them (``Method.per_worker``) or the messages were sparse."""
+
+    n_workers: int
+    total: Optional[np.ndarray] = None  # dense Σ_i c_i
+    sparse: Optional[SparseGather] = None
+    rows: Optional[np.ndarray] = None  # (n, d) dense per-worker messages
+    flags: Optional[np.ndarray] = None  # (n,) per-worker flags of dense messages (sparse ones: in ``sparse``)
+
+    def plus_mean(self, base: np.ndarray) -> np.ndarray:
+        """base + (1/n) Σ_i c_i as a new array."""
+        if self.sparse is not None:
+            out = base.copy()
+            self.sparse.sum_into(out, self.n_workers)
+            return out
+        return base + self.total / self.n_workers
+
+    def mean(self, d: int) -> np.ndarray:
+        return self.plus_mean(np.zeros(d))
+
+
+@dataclass(frozen=True)
+class SynchronousMethod(Method):
+    """The protocol of synchronous rounds:
+
+    * ``initial_state(x0, n_local) -> (worker_state, server_state)``
+    * ``worker_step(worker_state, oracle, ctx) -> (worker_state, Message, metrics)``: all local workers at
+      once. ``oracle.full()`` gives their gradients (n_local, d) at the round's point ``ctx.x``;
+      ``oracle.minibatch(x, batches)`` stochastic ones. ``metrics`` maps the names in ``metrics`` to
+      (n_local,) arrays (computed when ``ctx.record``).
+    * ``server_step(server_state, x, aggregate, ctx) -> (server_state, x_next, downlink)``: replicated on
+      every rank from the same :class:`Aggregate`, so every rank holds the same x; ``downlink`` is the
+      :class:`Message` the server broadcasts (its bits go to /bits/down) or None when there is none.
+    * ``evaluate(server_state, x, grad, t)``: the per-round scalars ``extra`` at a recorded round.
+    """
+
+    runner: ClassVar[str] = "synchronous"
+    per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
+
+    def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def worker_step(self, state: Any, oracle: Oracle, ctx: RoundContext) -> tuple[Any, Message, dict]:
+        raise NotImplementedError
+
+    def server_step(self, state: Any, x: np.ndarray, agg: Aggregate,
+                    ctx: RoundContext) -> tuple[Any, np.ndarray, Optional[Message]]:
+        raise NotImplementedError
+
+    def evaluate(self, server_state: Any, x: np.ndarray, grad: np.ndarray, t: int) -> dict:
+        """Extra per-round scalars at recorded round t, from x^t and the full gradient ∇f(x^t)."""
+        return {}
+
+
+# --------------------------------------------------------------------------------------- the loop
 class LocalOracle(Oracle):
     """The local workers' gradients at the round's point; the full ones are computed at most once."""
 
@@ -85,6 +187,7 @@ def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker
 class SynchronousRunner(Runner):
     """Rounds: every worker sends one message per round; the replicated server step forms x^{t+1}."""
 
+    protocol = SynchronousMethod
     phases = ("gradient", "compression", "communication", "update", "evaluation", "trace")
 
     def __init__(self, setup):

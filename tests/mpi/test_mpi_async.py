@@ -60,7 +60,7 @@ def test_a_real_run_replays_in_simulated_mode_to_the_same_trace(mpi_tmp_path, ca
     again = run_on(world.split(world.rank), table_for(replay, method, compressor, {**simulated, "replay": real}, n))
     ok &= again.status == result.status
     ok &= differences(trace_arrays(real), trace_arrays(replay)) == []
-    ev = load_trace(real).events
+    ev = load_trace(real).tables["events"]
     applied = ev["update"] >= 0
     ok &= bool(np.array_equal(ev["delay"][applied], ev["update"][applied] - ev["start"][applied]))
     ok &= bool((np.bincount(ev["worker"], minlength=n) > 0).all())  # every worker really computed
