@@ -10,9 +10,10 @@ from helpers import config_table
 
 from mpiclip import config as cfg
 from mpiclip import privacy, session
+from mpiclip.clipping import clip_rows
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import Identity, KParams, TopK, sparse_message
-from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows
+from mpiclip.compressors.clipping import Clip, ClipParams
 from mpiclip.errors import InputError
 from mpiclip.methods.clip21 import Clip21Avg, Clip21GD
 from mpiclip.runners.synchronous import RoundContext, exchange
@@ -285,3 +286,33 @@ def test_clipping_figures_without_mpi(tmp_path):
     assert mixed.returncode == 2 and not (tmp_path / "m.png").exists()
     assert mixed.stderr.startswith("privacy_utility: error: the traces mix privacy units (method.relation add_remove and "
                                    "replace)"), mixed.stderr
+
+
+def test_one_clipping_rule_everywhere():
+    """mpiclip.clipping is the only clipping: rows and single vectors agree with min(1, τ/‖x‖)·x computed here,
+    a vector inside the ball (and 0) comes back to the last bit, and a NaN norm neither hides nor spreads."""
+    from mpiclip.clipping import clip_scale, clip_vector
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(5, 7)) * np.array([0.01, 0.1, 1.0, 2.0, 40.0])[:, None]
+    v[0] = 0.0
+    clipped, norms = clip_rows(v, 1.0)
+    np.testing.assert_allclose(norms, np.linalg.norm(v, axis=1), rtol=1e-14)
+    for row, out in zip(v, clipped):
+        n = np.linalg.norm(row)
+        np.testing.assert_allclose(out, row * min(1.0, 1.0 / n) if n else row, rtol=1e-14)
+        one, norm, scaled = clip_vector(row, 1.0)
+        np.testing.assert_allclose(one, out, rtol=1e-14)  # its norm is a dot product, the rows' an einsum
+        assert scaled == (norm > 1.0)
+    assert np.array_equal(clipped[:2], v[:2])  # inside the ball: the same bits
+    assert np.linalg.norm(clipped[4]) == pytest.approx(1.0, rel=1e-14)
+    nan = np.array([1.0, np.nan, 3.0])
+    assert np.array_equal(clip_rows(nan[None], 0.5)[0][0], nan, equal_nan=True)
+    assert clip_scale(np.array([0.0, np.nan, 4.0]), 2.0).tolist()[::2] == [1.0, 0.5]
+    # no other module writes the rule again
+    import pathlib
+    import re
+    package = pathlib.Path(__file__).resolve().parents[1] / "mpiclip"
+    pattern = re.compile(r"tau\s*/\s*norm|minimum\(1(\.0)?,\s*tau")
+    writers = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if pattern.search(p.read_text())}
+    assert writers <= {"clipping.py", "nn/backend.py"}, writers  # the torch backend clips on the device

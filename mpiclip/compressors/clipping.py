@@ -1,4 +1,5 @@
-"""The clipping operator clip_τ(x) = min(1, τ/‖x‖)·x (Clip21, docs/algorithms.md §5).
+"""The clipping operator clip_τ(x) = min(1, τ/‖x‖)·x as a compressor (Clip21, docs/algorithms.md §5; the
+operator itself is :mod:`mpiclip.clipping`).
 
 A dense message of 32·d bits, or, acting on another compressor's message, the same positions with the
 kept values clipped as one vector. Not contractive with a fixed α (‖clip_τ(x) − x‖ = max(0, ‖x‖ − τ)),
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpiclip.clipping import clip_rows
 from mpiclip.compressors.base import COMPRESSORS
 from mpiclip.compressors.message import FLOAT
 from mpiclip.compressors.quantizers import Quantizer
@@ -21,14 +23,6 @@ from mpiclip.wire import row_sq_norms
 @dataclass(frozen=True)
 class ClipParams:
     tau: float = param(1.0, "clipping threshold τ", check=positive)
-
-
-def clip_rows(values: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    """(clipped rows, norms before clipping)."""
-    norms = np.sqrt(row_sq_norms(values))
-    with np.errstate(divide="ignore"):
-        scale = np.minimum(1.0, tau / norms)  # norm 0 gives inf, then 1: clip_τ(0) = 0
-    return values * scale[:, None], norms
 
 
 def message_norms(msg) -> np.ndarray:

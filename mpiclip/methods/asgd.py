@@ -37,6 +37,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from mpiclip.asynchrony import Policy
+from mpiclip.clipping import clip_vector
 from mpiclip.compressors import Identity
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
@@ -103,11 +104,9 @@ class AsyncSGD(AsynchronousMethod):
 
     def receive(self, server: AsyncServer, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[AsyncServer, np.ndarray, Received]:
         """The server's use of the vector ``v`` computed ``delay`` updates ago: (server, x, what happened)."""
-        norm = math.sqrt(float(v @ v))
         if not self.admits(delay):
-            return server, x, Received(False, False, norm, False)
-        clipped = 0 < self.tau < norm
-        used = v * (self.tau / norm) if clipped else v
+            return server, x, Received(False, False, math.sqrt(float(v @ v)), False)
+        used, norm, clipped = clip_vector(v, self.tau) if self.tau > 0 else (v, math.sqrt(float(v @ v)), False)
         gamma = self.gamma * self.concurrency / max(self.concurrency, delay) if self.delay_adaptive else self.gamma
         batch = self.rules.batch
         if batch == 1:  # x − (0 + γu)/1 is x − γu to the last bit

@@ -32,8 +32,9 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from mpiclip import privacy
+from mpiclip.clipping import clip_rows
 from mpiclip.compressors import Identity, dense_message
-from mpiclip.compressors.clipping import Clip, ClipParams, clip_rows, message_norms
+from mpiclip.compressors.clipping import Clip, ClipParams, message_norms
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches

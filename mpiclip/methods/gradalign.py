@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from mpiclip.clipping import clip_vector
 from mpiclip.methods.base import METHODS
 from mpiclip.params import at_least, finite_nonnegative, param
 from mpiclip.rng import SAMPLING, drawn, generator
@@ -55,18 +56,13 @@ def local_batch(rnd: LocalRound, worker: int, step: int, n_rows: int) -> Optiona
     return drawn(generator(*key).choice(n_rows, rnd.batch_size, replace=False), *key)
 
 
-def clip(v: np.ndarray, tau: float) -> np.ndarray:
-    norm = float(np.sqrt(v @ v))
-    return v * (tau / norm) if norm > tau else v
-
-
 def local_sgd(y: np.ndarray, anchor: np.ndarray, steps: int, data: ClientData, worker: int, rnd: LocalRound,
               correction: Optional[np.ndarray] = None, mu: float = 0.0) -> np.ndarray:
     """K local SGD steps from y (a new array); ``anchor`` is x^t, the centre of FedProx's term."""
     for k in range(steps):
         rows = local_batch(rnd, worker, k, data.rows)
         if rnd.clip:
-            g = clip(data.grad(y, rows, decay=False), rnd.clip)
+            g = clip_vector(data.grad(y, rows, decay=False), rnd.clip)[0]
             if rnd.weight_decay:
                 g = g + rnd.weight_decay * y
         else:

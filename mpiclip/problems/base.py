@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from mpiclip.clipping import clip_vector
 from mpiclip.registry import NoParams, Registry
 from mpiclip.wire import RowReduce
 
@@ -132,9 +133,8 @@ class Problem:
         sums, norms = np.zeros((self.n_local, self.d)), []
         for i, rows in enumerate(batches):
             for j in rows:
-                g = self.worker_grad(x, i, np.array([j]))
-                norm = float(np.sqrt(g @ g))
-                sums[i] += g if norm <= tau else g * (tau / norm)
+                clipped, norm, _ = clip_vector(self.worker_grad(x, i, np.array([j])), tau)
+                sums[i] += clipped
                 norms.append(norm)
         return sums, np.array(norms)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpiclip.clipping import clip_scale
 from mpiclip.data import Shard
 from mpiclip.errors import InputError
 from mpiclip.params import nonnegative, param
@@ -79,8 +80,7 @@ class LogisticRegression(LinearModel):
         cross = design.products(reg_grad) if np.any(reg_grad) else np.zeros_like(z)
         sq = slopes * slopes * design.row_sq_norms() + 2.0 * slopes * cross + float(reg_grad @ reg_grad)
         norms = np.sqrt(np.maximum(sq, 0.0))
-        with np.errstate(divide="ignore"):
-            scale = np.minimum(1.0, tau / norms)
+        scale = clip_scale(norms, tau)
         sums = design.worker_sums(scale * slopes)
         sums += np.add.reduceat(scale, design.offsets[:-1])[:, None] * reg_grad
         return sums, norms

@@ -32,6 +32,7 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 
+from mpiclip.clipping import clip_rows
 from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
@@ -161,9 +162,8 @@ class Outgoing:
 
 def clip_updates(out: Outgoing, runner: "FederatedRunner", rnd: LocalRound) -> None:
     """Each update clipped to update_clip (the model follows it)."""
-    norms = np.sqrt(row_sq_norms(out.updates))
-    over = norms > runner.fed.update_clip
-    out.updates[over] *= (runner.fed.update_clip / norms[over])[:, None]
+    out.updates, norms = clip_rows(out.updates, runner.fed.update_clip)
+    over = norms > runner.fed.update_clip  # the others keep the model they computed, to the last bit
     out.models[over] = out.x - out.updates[over]
 
 
