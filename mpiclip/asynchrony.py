@@ -207,7 +207,7 @@ class Schedule:
         self._draws: tuple[int, list] = (-1, [])
 
     def saved(self) -> dict:
-        """The state a checkpoint keeps (in RunState.extra)."""
+        """The state a checkpoint keeps (in RunState.runner_data)."""
         out = {f"schedule_{name}": np.array(getattr(self, name)) for name in ("finish", "start", "job", "started", "queued")}
         out.update(schedule_clock=self.clock, schedule_arrivals=self.arrivals, schedule_requests=self.requests,
                    schedule_stopped=self.stopped)

@@ -10,13 +10,15 @@ Layout::
 
     / attrs      format; stamp (JSON: run_id, config_hash, runner, method, n_workers, n_ranks, deterministic,
                  t, rows, created, mpiclip_version); state (JSON: elapsed, loss, grad_norm_sq, status, rngs,
-                 the JSON-able extra, whether initial-round bits are still to be written to the trace)
+                 ``extra``: the JSON-able part of the runner's data (RunState.runner_data), whether
+                 initial-round bits are still to be written to the trace)
     /x           (d,)
     /workers/    the method's worker state: one row per worker (n, ...) for each field, a field the state
-                 class lists in ``replicated`` as one copy; attrs ``type`` (module:qualname) or none
+                 class lists in ``replicated`` as one copy; attrs ``type`` (module:qualname, for a reader's
+                 information: states are read back into the classes the run starts from) or none
     /server/     the replicated server state, the same way
     /ledger/     sent_up, initial_up, pending_up (n, E); pending_down, initial_down (E,)
-    /extra/      runner-specific replicated arrays (the JSON-able values are in ``state``)
+    /extra/      the arrays of the runner's data (RunState.runner_data; the file keeps the name ``extra``)
     /problem     (n, m) the problem's per-worker state, for problems that keep one (BatchNorm statistics)
 
 Each rank reads back only its own workers' rows, so a run may resume on another number of ranks.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -83,12 +84,12 @@ def inspect(path: str, config_hash: str) -> Stamp:
     return stamp
 
 
-def table_rows(extra: dict) -> dict:
-    """The rows of the runner's event tables that a checkpoint's state counts (``extra["tables"]``; checkpoints of
-    earlier versions counted /events alone, as ``extra["events"]``)."""
-    if "tables" in extra:
-        return {name: int(rows) for name, rows in extra["tables"].items()}
-    return {"events": int(extra["events"])} if "events" in extra else {}
+def table_rows(runner_data: dict) -> dict:
+    """The rows of the runner's tables that a checkpoint's runner data counts (``runner_data["tables"]``;
+    checkpoints of earlier versions counted /events alone, as ``runner_data["events"]``)."""
+    if "tables" in runner_data:
+        return {name: int(rows) for name, rows in runner_data["tables"].items()}
+    return {"events": int(runner_data["events"])} if "events" in runner_data else {}
 
 
 def write(path: str, state: RunState, comm: Any, stamp: dict) -> None:
@@ -163,29 +164,33 @@ class _Sink:
             os.remove(self.tmp)
 
 
-def read(path: str, worker_ids: np.ndarray) -> RunState:
-    """The run state of this rank's workers (worker ids are contiguous); the state classes are named in the file."""
+def read(path: str, worker_ids: np.ndarray, like: tuple[Any, Any]) -> RunState:
+    """The run state of this rank's workers (worker ids are contiguous). ``like``: the (workers, server) records
+    the run would start from (``Runner.initial_states``); the saved state is read back into records of their
+    classes, after checking that the file holds the same fields (ValueError naming them if not)."""
     lo, hi = int(worker_ids[0]), int(worker_ids[-1]) + 1
     with _open(path) as f:
         head, a = json.loads(f.attrs["stamp"]), json.loads(f.attrs["state"])
         ledger = Ledger(*(f[f"ledger/{name}"][lo:hi] for name in Ledger.per_worker),
                         f["ledger/pending_down"][()], f["ledger/initial_down"][()], a["initial_unwritten"])
         rngs = [json.loads(s) for s in f["worker_rngs"].asstr()[lo:hi]] if "worker_rngs" in f else []
-        extra = {**a["extra"], **{k: v[()] for k, v in f["extra"].items()}} if "extra" in f else a["extra"]
+        runner_data = {**a["extra"], **{k: v[()] for k, v in f["extra"].items()}} if "extra" in f else a["extra"]
         problem = f["problem"][lo:hi] if "problem" in f else None
-        return RunState(head["t"], f["x"][()], _read_tree(f["workers"], (lo, hi)), _read_tree(f["server"]), ledger,
-                        head["rows"], a["elapsed"], a["loss"], a["grad_norm_sq"], a["status"], a["rngs"], extra, rngs,
+        workers, server = like
+        return RunState(head["t"], f["x"][()], _read_tree(f["workers"], workers, "workers", (lo, hi)),
+                        _read_tree(f["server"], server, "server"), ledger,
+                        head["rows"], a["elapsed"], a["loss"], a["grad_norm_sq"], a["status"], a["rngs"], runner_data, rngs,
                         problem)
 
 
 # ------------------------------------------------------------------------------------ writing
 def _write_head(f: h5py.File, state: RunState, n_ranks: int, stamp: dict) -> None:
     """Two JSON attributes rather than twenty: a checkpoint every few rounds must be cheap to write."""
-    arrays = {k: v for k, v in state.extra.items() if isinstance(v, np.ndarray)}
+    arrays = {k: v for k, v in state.runner_data.items() if isinstance(v, np.ndarray)}
     head = {**stamp, "n_ranks": n_ranks, "t": state.t, "rows": state.rows, "created": timestamp(),
             "mpiclip_version": __version__}
     body = {"elapsed": state.elapsed, "loss": state.loss, "grad_norm_sq": state.grad_norm_sq, "status": state.status,
-            "rngs": state.rngs, "extra": {k: v for k, v in state.extra.items() if k not in arrays},
+            "rngs": state.rngs, "extra": {k: v for k, v in state.runner_data.items() if k not in arrays},
             "initial_unwritten": state.ledger.initial_unwritten}
     f.attrs["format"] = FORMAT
     f.attrs["stamp"] = json.dumps(head)
@@ -233,21 +238,25 @@ def _write_block(sink: _Sink, comm: Any, name: str, block: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------------------------ reading
-def _read_tree(group: h5py.Group, rows: Optional[tuple[int, int]] = None) -> Any:
-    """A NamedTuple written by ``_write_tree``; ``rows`` selects the local workers of per-worker fields."""
-    kind = group.attrs["type"]
-    if kind == "none":
+def _read_tree(group: h5py.Group, like: Any, where: str, rows: Optional[tuple[int, int]] = None) -> Any:
+    """The record written by ``_write_tree``, rebuilt as the class of ``like`` (the stored class name is not
+    used: a state class may move or be renamed between versions); ``rows`` selects the local workers of
+    per-worker fields."""
+    if group.attrs["type"] == "none":
         return None
-    module, _, qualname = kind.partition(":")
-    cls: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
+    if not hasattr(like, "_fields"):
+        raise ValueError(f"{where} holds a state record ({group.attrs['type']}) where this method keeps none")
+    cls = type(like)
+    stored = sorted(group)
+    if stored != sorted(cls._fields):
+        raise ValueError(f"{where} holds the fields ({', '.join(stored)}), where this method keeps "
+                         f"({', '.join(cls._fields)})")
     replicated = getattr(cls, "replicated", ())
     values = []
-    for name in cls._fields:
+    for name, template in zip(cls._fields, like):
         item = group[name]
         if isinstance(item, h5py.Group):
-            values.append(_read_tree(item))
+            values.append(_read_tree(item, template, f"{where}/{name}"))
         elif rows is not None and name not in replicated:
             values.append(item[rows[0] : rows[1]])
         else:

@@ -1,6 +1,6 @@
 """Buffers trace rows on every rank and hands them to rank 0's writer in chunks.
 
-Scalars (f, ‖∇f‖², time, the method's extra metrics) are known on every rank; per-worker columns (bits
+Scalars (f, ‖∇f‖², time, the runner's, method's and problem's per-round metrics) are known on every rank; per-worker columns (bits
 under each encoding and the method's diagnostics) live on the rank that holds the worker and are
 gathered to rank 0 with one Gatherv per flush, so the per-round cost is a few array writes. The bits
 themselves are counted in the run state's :class:`~mpiclip.runners.base.Ledger`; a row takes the bits
@@ -44,27 +44,30 @@ class TableBuffer:
 
 
 class Recorder:
-    def __init__(self, comm: Comm, n_local: int, metrics: tuple[str, ...], writer: Optional[TraceWriter],
-                 flush_rows: int, extra: tuple[str, ...] = (), tables: tuple = ()):
-        """``tables``: (:class:`~mpiclip.runners.base.Table`, width) of the runner's tables."""
-        self.comm, self.writer, self.metrics, self.extra = comm, writer, metrics, extra
+    def __init__(self, comm: Comm, n_local: int, worker_metrics: tuple[str, ...], writer: Optional[TraceWriter],
+                 flush_rows: int, round_metrics: tuple[str, ...] = (), tables: tuple = ()):
+        """``worker_metrics``: per-worker values per row (/workers/<name>); ``round_metrics``: per-row scalars
+        besides f and ‖∇f‖² (/metrics/<name>); ``tables``: (:class:`~mpiclip.runners.base.Table`, width) of the
+        runner's tables."""
+        self.comm, self.writer = comm, writer
+        self.worker_metrics, self.round_metrics = worker_metrics, round_metrics
         self.tables = {table.name: TableBuffer(table, width) for table, width in tables}
         self.capacity = flush_rows
         self.scalars = {k: np.full(flush_rows, np.nan) for k in ("time", "loss", "grad_norm_sq")}
         self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
-        for name in extra:
+        for name in round_metrics:
             self.scalars[f"metrics/{name}"] = np.full(flush_rows, np.nan)
         self.bits_down = np.zeros((flush_rows, E))
         # per-worker columns: bits per encoding, then the method's metrics
-        self.block = np.full((flush_rows, n_local, E + len(metrics)), np.nan)
+        self.block = np.full((flush_rows, n_local, E + len(worker_metrics)), np.nan)
         self.rows = 0  # buffered, not yet written
 
-    def add_row(self, ledger: Ledger, t: int, elapsed: float, loss: float, grad_norm_sq: float, extra: dict) -> None:
+    def add_row(self, ledger: Ledger, t: int, elapsed: float, loss: float, grad_norm_sq: float, values: dict) -> None:
         r = self.rows
         s = self.scalars
         s["rounds"][r], s["time"][r], s["loss"][r], s["grad_norm_sq"][r] = t, elapsed, loss, grad_norm_sq
-        for name in self.extra:
-            s[f"metrics/{name}"][r] = extra.get(name, np.nan)
+        for name in self.round_metrics:
+            s[f"metrics/{name}"][r] = values.get(name, np.nan)
         self.block[r, :, :E] = ledger.pending_up
         self.bits_down[r] = ledger.pending_down
         ledger.pending_up[:] = 0.0
@@ -74,7 +77,7 @@ class Recorder:
     def set_metrics(self, metrics: dict) -> None:
         """Per-worker diagnostics of the round whose row was added last."""
         r = self.rows - 1
-        for j, name in enumerate(self.metrics):
+        for j, name in enumerate(self.worker_metrics):
             if name in metrics:
                 self.block[r, :, E + j] = metrics[name]
 

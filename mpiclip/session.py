@@ -243,7 +243,9 @@ class Session:
         error, self.writer, self.resumed = None, None, None
         if self.resume is not None and with_trace:
             try:  # every rank reads its own workers' rows
-                self.resumed = checkpoint.read(c.checkpoint_path, self.worker_ids)
+                # the classes of the state records, built for no worker: only their types and fields matter
+                like = self.runner_cls.initial_states(c, self.method, self.x0, 0)
+                self.resumed = checkpoint.read(c.checkpoint_path, self.worker_ids, like)
                 if self.resumed.x.shape != (self.d,):
                     raise InputError("checkpoint", c.checkpoint_path, f"holds x of shape {self.resumed.x.shape}, not ({self.d},)")
                 expected = self.problem.worker_state()
@@ -293,7 +295,7 @@ class Session:
             arrays["partition/offsets"] = np.concatenate([[0], np.cumsum(self.plan.sample_counts)])
             if len(self.plan.test_rows):
                 arrays["partition/test_indices"] = self.plan.test_rows
-        writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.metrics, arrays,
+        writer = TraceWriter.create(c.trace_path, attrs, c.run.n_workers, self.method.worker_metrics, arrays,
                                     self._row_scalars(), self._tables())
         if os.path.exists(c.checkpoint_path):  # a stale checkpoint of an earlier run must not be resumed into this trace
             os.remove(c.checkpoint_path)
@@ -305,12 +307,12 @@ class Session:
             history = json.loads(f.attrs.get("resumed", "[]"))
         history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
                         "provenance": provenance.collect(self.comm.library, self.hostnames)})
-        return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.metrics,
+        return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.worker_metrics,
                                   {"resumed": json.dumps(history), "n_ranks": self.comm.size}, self._table_rows(stamp))
 
     def _row_scalars(self) -> tuple[str, ...]:
         """Per-row scalars besides f and ‖∇f‖²: the runner's, the method's and the problem's scores."""
-        return self.runner_cls.scalars + self.method.extra + self.problem.score_names
+        return self.runner_cls.scalars + self.method.round_metrics + self.problem.score_names
 
     def _tables(self) -> tuple:
         """(table, width) of the runner's tables."""
@@ -324,7 +326,7 @@ class Session:
     # ------------------------------------------------------------------ stage 3: the loop
     def run(self) -> Result:
         c, comm, method = self.config, self.comm, self.method
-        recorder = Recorder(comm, len(self.worker_ids), method.metrics, self.writer, c.output.flush_rows,
+        recorder = Recorder(comm, len(self.worker_ids), method.worker_metrics, self.writer, c.output.flush_rows,
                             self._row_scalars(), self._tables())
         self.timing = dict.fromkeys(self.runner_cls.phases + ("checkpoint",), 0.0)
         start = time.perf_counter()
@@ -339,7 +341,7 @@ class Session:
             if self.jobs is not None:
                 self.jobs.restore_state(None)
             if self.resumed is not None:
-                for name, rows in checkpoint.table_rows(self.resumed.extra).items():
+                for name, rows in checkpoint.table_rows(self.resumed.runner_data).items():
                     recorder.resume_table(name, rows)
             state = runner.start(self.resumed)
             saved_at = state.t
@@ -381,7 +383,7 @@ class Session:
         state.elapsed = runner.elapsed()
         state = runner.snapshot(state)
         state.problem = self.problem.worker_state()
-        state.extra["tables"] = {t.name: recorder.written(t.name) for t in self.runner_cls.tables if not t.per_round}
+        state.runner_data["tables"] = {t.name: recorder.written(t.name) for t in self.runner_cls.tables if not t.per_round}
         stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
                  "n_workers": c.run.n_workers, "deterministic": c.run.deterministic}
         checkpoint.write(c.checkpoint_path, state, comm, stamp)

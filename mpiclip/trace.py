@@ -114,8 +114,9 @@ class TraceWriter:
 
     @classmethod
     def create(cls, path: str, attrs: dict, n_workers: int, worker_metrics: tuple[str, ...],
-               arrays: dict[str, np.ndarray], extra: tuple[str, ...] = (), tables: tuple = ()) -> "TraceWriter":
-        """``extra``: per-row scalars of the method (/metrics/<name>; the federated names go to the root);
+               arrays: dict[str, np.ndarray], round_metrics: tuple[str, ...] = (), tables: tuple = ()) -> "TraceWriter":
+        """``round_metrics``: per-row scalars of the runner, the method and the problem (/metrics/<name>; the
+        federated names go to the root);
         ``tables``: (:class:`~mpiclip.runners.base.Table`, width) of the runner's tables (e.g. /events/ of an
         asynchronous run, /clients of a federated one; width: a 2-D table's values per row)."""
         lock = WriterLock(path).acquire()
@@ -140,7 +141,7 @@ class TraceWriter:
             per_row.append(_rows_dataset(f, f"bits/down/{e}", None, "f8", "bit"))
             _array_dataset(f, f"bits/initial/up/{e}", np.zeros(n_workers), "bit").dims[0].attach_scale(worker)
             _array_dataset(f, f"bits/initial/down/{e}", 0.0, "bit")
-        for name in extra:
+        for name in round_metrics:
             per_row.append(_rows_dataset(f, _scalar_path(f"metrics/{name}"), None, "f8", _units(name)))
         for m in worker_metrics:
             per_row.append(_rows_dataset(f, f"workers/{m}", n_workers, "f8", "1"))
@@ -440,7 +441,7 @@ class Trace:
     bits_down: dict  # encoding -> (T,)
     bits_initial: dict  # encoding -> (n,)
     workers: dict  # metric -> (T, n)
-    metrics: dict  # name -> (T,) the method's extra per-round scalars (and the federated ones)
+    metrics: dict  # name -> (T,) the per-round scalars besides f and ‖∇f‖² (the runner's, the method's, the problem's)
     bits_initial_down: dict  # encoding -> float
     # every registered runner's tables (Runner.tables), empty where the run wrote none: a table of columns as
     # column -> (U,) with its bits as bits/<encoding>; a per-round table as one (R, width) array

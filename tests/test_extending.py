@@ -24,9 +24,10 @@ TOY = textwrap.dedent('''
     import numpy as np
 
     from mpiclip.compressors.message import dense_bits
-    from mpiclip.methods.base import METHODS, Method
+    from mpiclip.methods.base import METHODS
     from mpiclip.params import at_least, param
     from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
+    from mpiclip.runners.protocol import Method
 
 
     @dataclass(frozen=True)

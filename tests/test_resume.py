@@ -280,6 +280,32 @@ def test_a_truncated_checkpoint_is_refused(stopped):
     assert digest(trace, ckpt) == before
 
 
+def test_a_checkpoint_resumes_after_its_state_classes_moved_and_is_refused_with_other_fields(tmp_path, stopped):
+    """A checkpoint names its state classes only for a reader's information: the state is read back into the
+    classes the run starts from, so a class that moved or was renamed between versions resumes (here: the names
+    an older layout would have written), while a state with other fields is refused, naming them."""
+    table, trace, ckpt = stopped
+    with h5py.File(ckpt, "r+") as f:
+        for group in ("workers", "server"):
+            if f[group].attrs["type"] != "none":
+                f[group].attrs["type"] = "mpiclip.methods.gone:OldName"
+    moved = tmp_path / "moved.ckpt.h5"
+    os.link(ckpt, moved)
+    assert run(table, "run.resume='yes'").status.startswith("completed")
+    full = case("ef21", tmp_path / "full.h5")
+    assert run(full).status.startswith("completed")
+    assert differences(trace_arrays(tmp_path / "full.h5"), trace_arrays(trace)) == []
+    # the same checkpoint with a field renamed: refused before anything is written
+    os.replace(moved, ckpt)
+    with h5py.File(ckpt, "r+") as f:
+        f.move("workers/g", "workers/h")
+    before = digest(ckpt)
+    with pytest.raises(InputError, match=r"^checkpoint = '.*': cannot be read: workers holds the fields \(h\), where this "
+                                         r"method keeps \(g\)$"):
+        run(table, "run.resume='yes'")
+    assert digest(ckpt) == before
+
+
 @pytest.mark.parametrize("how", DAMAGE)
 def test_a_damaged_trace_is_not_resumed_into(stopped, how):
     table, trace, ckpt = stopped

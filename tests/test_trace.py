@@ -160,7 +160,7 @@ def test_reserved_tables_fill_in_and_read_back(tmp_path):
     """What the asynchronous and federated runners will write: /events/, /clients, the federated scalars."""
     path = str(tmp_path / "t.h5")
     writer = TraceWriter.create(path, {"name": "t", "run_id": "r1"}, 3, ("clipped",), {"x0": np.zeros(2)},
-                                extra=("test_accuracy", "spread"), tables=((EVENTS, 0), (CLIENTS, 2)))
+                                round_metrics=("test_accuracy", "spread"), tables=((EVENTS, 0), (CLIENTS, 2)))
     k = 5
     writer.append({"rounds": np.arange(k), "time": np.zeros(k), "loss": np.ones(k), "grad_norm_sq": np.ones(k),
                    "metrics/test_accuracy": np.linspace(0, 1, k), "metrics/spread": np.full(k, 2.0)},

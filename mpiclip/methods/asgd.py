@@ -44,7 +44,7 @@ from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import WorkerRandomness
-from mpiclip.runners.asynchronous import AsynchronousMethod, AsyncWorkers, Received  # noqa: F401  (old checkpoints)
+from mpiclip.runners.asynchronous import AsynchronousMethod, AsyncWorkers, Received
 
 
 class AsyncServer(NamedTuple):

@@ -93,8 +93,8 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
 
     ledger: Any = None  # the privacy.Accountant, set by bind when there is noise
     params = ClipMethodParams
-    metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
-    extra = ("epsilon",)
+    worker_metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
+    round_metrics = ("epsilon",)
     default_rule = "inverse_L"
     accepts_clipping = True  # in the sense that validate() explains why a clipping compressor is not needed
     minibatch = False
@@ -269,7 +269,7 @@ class Clip21Avg(Clip21GD):
     ``estimate_error`` = ‖v − (1/n) Σ a_i‖² per round (exactly 0, to rounding, after ⌈max_i ‖a_i‖/τ⌉
     rounds without noise)."""
 
-    extra = ("epsilon", "estimate_error")
+    round_metrics = ("epsilon", "estimate_error")
 
     def server_step(self, state, x, agg, ctx):
         return MeanState(agg.plus_mean(state.v)), x, None

@@ -43,7 +43,7 @@ class Diana(DianaParams, SynchronousMethod):
     """DIANA with an unbiased compressor Q of variance ω (see the module docstring)."""
 
     params = DianaParams
-    metrics = ("shift_error", "compress_error")
+    worker_metrics = ("shift_error", "compress_error")
     default_rule = "diana"
 
     def validate(self, d, n_workers):

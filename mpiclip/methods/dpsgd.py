@@ -38,7 +38,7 @@ class DPSGD(ClipSGDParams, _Clipped):
     """DP-SGD (module docstring)."""
 
     params = ClipSGDParams
-    metrics = ("clip_active", "norm_before_clip", "noise_scale")
+    worker_metrics = ("clip_active", "norm_before_clip", "noise_scale")
     uses_compressor: ClassVar[bool] = False
     needs_samples: ClassVar[bool] = True
     example_gradients: ClassVar[bool] = True

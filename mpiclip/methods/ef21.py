@@ -84,7 +84,7 @@ class CompressedGD(SynchronousMethod):
     """Naive distributed compressed GD, x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)); may diverge for biased C
     (Beznosikov et al. 2020), which is what error feedback repairs."""
 
-    metrics = ("compress_error",)
+    worker_metrics = ("compress_error",)
     accepts_clipping = True  # with compressor clip this is Clip-GD
 
     def initial_state(self, x0, n_local):
@@ -110,7 +110,7 @@ class EF14(SynchronousMethod):
     w_i^t = C(e_i^t + γ∇f_i(x^t)), e_i^{t+1} = e_i^t + γ∇f_i(x^t) − w_i^t, x^{t+1} = x^t − (1/n) Σ_i w_i^t,
     with e_i^0 = 0 (so w_i^0 = C(γ∇f_i(x^0)), an ordinary compressed message)."""
 
-    metrics = ("error_sq", "compress_error")
+    worker_metrics = ("error_sq", "compress_error")
 
     def initial_state(self, x0, n_local):
         return EF14State(np.zeros((n_local, x0.size))), XState()
@@ -123,7 +123,7 @@ class EF14(SynchronousMethod):
         metrics = {}
         if ctx.record:
             metrics = {"error_sq": row_sq_norms(e), "compress_error": compression_metrics(msg, u)[1]}
-            if "samples" in self.metrics:
+            if "samples" in self.worker_metrics:
                 metrics["samples"] = samples.astype(float)
         return EF14State(e), msg, metrics
 
@@ -145,7 +145,7 @@ class EF21(EF21Params, SynchronousMethod):
     as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper)."""
 
     params = EF21Params
-    metrics = ("ef_error", "compress_error")
+    worker_metrics = ("ef_error", "compress_error")
     accepts_clipping = True  # M = clip_τ gives Clip21 (docs/algorithms.md §2); the clip21_* methods add DP and metrics
 
     def initial_state(self, x0, n_local):
@@ -175,7 +175,7 @@ class EF21Plus(EF21Params, SynchronousMethod):
     so its state is (n, d) on every rank. Theory holds for deterministic C only."""
 
     params = EF21Params
-    metrics = ("ef_error", "chose_b", "compress_error")
+    worker_metrics = ("ef_error", "chose_b", "compress_error")
     default_rule = "ef21_pl"
     per_worker = True
 
@@ -185,7 +185,9 @@ class EF21Plus(EF21Params, SynchronousMethod):
                              "receiver cannot regenerate its positions; use a compressor that sends them")
 
     def initial_state(self, x0, n_local):
-        return EF21State(np.zeros((n_local, x0.size))), None
+        # no g_i before the first round (the server learns n there); a record from the start, so that a
+        # checkpoint is read back into its class
+        return EF21State(np.zeros((n_local, x0.size))), EF21PlusServer(np.zeros((0, x0.size)), np.zeros(x0.size))
 
     def worker_step(self, state, oracle, ctx):
         grads = oracle.full()
@@ -208,7 +210,7 @@ class EF21Plus(EF21Params, SynchronousMethod):
         return EF21State(g), msg, metrics
 
     def server_step(self, state, x, agg, ctx):
-        G = np.zeros((agg.n_workers, x.size)) if state is None else state.G.copy()
+        G = np.zeros((agg.n_workers, x.size)) if state is None or not len(state.G) else state.G.copy()
         flags = agg.flags if agg.sparse is None else agg.sparse.flags
         replaced = np.zeros(agg.n_workers, bool) if flags is None else flags.astype(bool)
         G[replaced] = 0.0  # b_i replaces g_i; otherwise g_i += c_i

@@ -69,7 +69,7 @@ class EF21SGD(SGDParams, EF21):
     Converges to a noise floor that shrinks with the batch. ``samples`` counts gradients of samples."""
 
     params = SGDParams
-    metrics = ("ef_error", "compress_error", "samples")
+    worker_metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
 
     def worker_step(self, state, oracle, ctx):
@@ -102,7 +102,7 @@ class EF21Page(PageParams, EF21):
     on one minibatch I_i at both points; then g_i ← g_i + C(v_i − g_i). v_i^0 = g_i^0 = ∇f_i(x^0)."""
 
     params = PageParams
-    metrics = ("ef_error", "compress_error", "samples")
+    worker_metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
 
     def bind(self, info):
@@ -144,7 +144,7 @@ class EF21PP(PPParams, EF21):
     do the EF21 step, the others send nothing and keep g_i; the server still averages all n g_i."""
 
     params = PPParams
-    metrics = ("ef_error", "compress_error", "participated")
+    worker_metrics = ("ef_error", "compress_error", "participated")
 
     def validate(self, d, n_workers):
         if int(self.participation * n_workers) < 1:
@@ -299,7 +299,7 @@ class EF21Prox(ProxParams, EF21):
     the stationarity measure of f + r."""
 
     params = ProxParams
-    extra = ("regularizer", "grad_mapping_sq")
+    round_metrics = ("regularizer", "grad_mapping_sq")
 
     def _prox(self, z):
         return prox_step(z, self.gamma, self.prox, self.l1, self.lower, self.upper)

@@ -36,7 +36,7 @@ class EF14SGD(EFSGDParams, EF14):
     """EF-SGD: EF (the EF21 paper's baseline) on τ_i-nice minibatch gradients."""
 
     params = EFSGDParams
-    metrics = ("error_sq", "compress_error", "samples")
+    worker_metrics = ("error_sq", "compress_error", "samples")
     needs_samples = True
 
     def gradients(self, oracle, ctx):

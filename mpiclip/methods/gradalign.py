@@ -38,7 +38,7 @@ from mpiclip.clipping import clip_vector
 from mpiclip.methods.base import METHODS
 from mpiclip.params import at_least, finite_nonnegative, param
 from mpiclip.rng import SAMPLING, drawn, generator
-from mpiclip.runners.federated import (  # noqa: F401  (Clients and FedServerState: checkpoints of earlier versions)
+from mpiclip.runners.federated import (
     ClientData,
     ClientResult,
     Clients,

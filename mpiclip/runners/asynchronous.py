@@ -184,13 +184,13 @@ class AsynchronousRunner(Runner):
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
         if state is None:
-            workers, server = s.method.initial_state(s.x0, len(s.worker_ids))
+            workers, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
             state = RunState(0, s.x0.copy(), workers, server, Ledger.empty(len(s.worker_ids)))
-            state.extra = {"now": 0.0, "recorded": -1, "delays": np.zeros(1, dtype=np.int64), "discarded": 0}
+            state.runner_data = {"now": 0.0, "recorded": -1, "delays": np.zeros(1, dtype=np.int64), "discarded": 0}
             self.schedule = self._schedule(None)
             self._compute(state, self.schedule.begin())
         else:
-            self.schedule = self._schedule(state.extra)
+            self.schedule = self._schedule(state.runner_data)
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -200,7 +200,7 @@ class AsynchronousRunner(Runner):
         return Schedule(self.p, self.n, self.setup.config.run.seed, self.policy, saved)
 
     def snapshot(self, state: RunState) -> RunState:
-        state.extra.update(self.schedule.saved())
+        state.runner_data.update(self.schedule.saved())
         return state
 
     # ---------------------------------------------------------------- one server update
@@ -210,7 +210,7 @@ class AsynchronousRunner(Runner):
         next_time = self.schedule.next_time()
         out_of_time = bool(self.p.max_time) and next_time > self.p.max_time
         ended = out_of_time or math.isinf(next_time)
-        if state.extra["recorded"] != t and (t % run.eval_every == 0 or t == run.rounds or ended):
+        if state.runner_data["recorded"] != t and (t % run.eval_every == 0 or t == run.rounds or ended):
             if not self._evaluate(state, ended, out_of_time):
                 return state
         elif ended:  # the row of x^t is already written
@@ -268,14 +268,14 @@ class AsynchronousRunner(Runner):
         state.server, state.x, received = self.setup.method.receive(state.server, state.x, vector, delay)
         self.setup.recorder.add("events", (t if received.admitted else -1, arrival.worker, arrival.start, delay,
                                            arrival.time, received.norm, received.clipped, arrival.job), bits)
-        delays = state.extra["delays"]
+        delays = state.runner_data["delays"]
         if delay >= len(delays):
-            delays = state.extra["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
+            delays = state.runner_data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
         delays[delay] += 1
-        state.extra["discarded"] += not received.admitted
+        state.runner_data["discarded"] += not received.admitted
         if received.stepped:
             state.t = t + 1
-            state.extra["now"] = arrival.time
+            state.runner_data["now"] = arrival.time
         return received
 
     def _compute(self, state: RunState, starts: list) -> None:
@@ -301,13 +301,13 @@ class AsynchronousRunner(Runner):
         if status == "running" and s.control.stop:
             return False
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
-                           {"sim_time": state.extra["now"], **row.scores})
+                           {"sim_time": state.runner_data["now"], **row.scores})
         s.recorder.set_metrics({})
         if s.recorder.full or s.control.flush:
             s.recorder.flush(state.ledger)
             s.control.flushed()
-        state.extra["recorded"] = t
-        self.recorded(state, row, status, t1, f"  time {state.extra['now']:.6g}")
+        state.runner_data["recorded"] = t
+        self.recorded(state, row, status, t1, f"  time {state.runner_data['now']:.6g}")
         return status == "running"
 
     def _ended(self, t: int, out_of_time: bool) -> str:
@@ -328,7 +328,7 @@ class AsynchronousRunner(Runner):
     # ---------------------------------------------------------------- the end
     def summary(self, state: RunState) -> dict:
         """Trace attributes: the delays seen (all arrivals), τ_C, and the share of gradients discarded."""
-        counts = state.extra["delays"]
+        counts = state.runner_data["delays"]
         arrivals = int(counts.sum())
         seen = np.flatnonzero(counts)
         cumulative = np.cumsum(counts)
@@ -338,7 +338,7 @@ class AsynchronousRunner(Runner):
             "delay_p99": int(np.searchsorted(cumulative, 0.99 * arrivals)) if arrivals else 0,
             "concurrency": self.p.jobs_in_flight(self.n) if not self.policy.wait_all else self.n,
             "arrivals": arrivals,
-            "discarded_fraction": state.extra["discarded"] / arrivals if arrivals else 0.0,
+            "discarded_fraction": state.runner_data["discarded"] / arrivals if arrivals else 0.0,
             "stopped_jobs": int(self.schedule.stopped),
-            "sim_time": float(state.extra["now"]),
+            "sim_time": float(state.runner_data["now"]),
         }

@@ -123,7 +123,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
             t = state.t
             out_of_time = bool(p.max_time) and now > p.max_time
             if received.stepped and (t % run.eval_every == 0 or t == run.rounds) or (out_of_time and rows[-1][0] != t):
-                rows.append((t, state.extra["now"], state.x.copy(), bits_since.copy()))
+                rows.append((t, state.runner_data["now"], state.x.copy(), bits_since.copy()))
                 bits_since[:] = 0
             if not np.isfinite(state.x).all():
                 status = f"failed: diverged at update {t} (x is not finite)"
@@ -224,8 +224,8 @@ class RealAsynchronousRunner(AsynchronousRunner):
             if not (math.isfinite(row.loss) and math.isfinite(row.grad_norm_sq)) and not status.startswith("failed"):
                 status = f"failed: diverged at update {t}"
         s.timing["evaluation"] += time.perf_counter() - t1
-        state.extra["delays"] = comm.bcast(state.extra["delays"])
-        state.extra["discarded"] = comm.bcast(state.extra["discarded"])
-        state.extra["now"] = comm.bcast(state.extra["now"])
+        state.runner_data["delays"] = comm.bcast(state.runner_data["delays"])
+        state.runner_data["discarded"] = comm.bcast(state.runner_data["discarded"])
+        state.runner_data["now"] = comm.bcast(state.runner_data["now"])
         state.status = status
         return state

@@ -86,7 +86,7 @@ class RunState:
     state. Randomness of the synchronous methods is keyed by (seed, stream, worker, round), so it needs
     no saved state; runners with persistent generators keep their ``bit_generator.state`` in ``rngs``
     (replicated) or ``worker_rngs`` (one per local worker), and other replicated data (a simulated clock,
-    an event queue) in ``extra``.
+    an event queue, the rows written to its tables) in ``runner_data`` (JSON-able values and arrays).
     """
 
     t: int  # the next round to run: x is x^t
@@ -100,7 +100,7 @@ class RunState:
     grad_norm_sq: float = math.nan
     status: str = "running"
     rngs: dict = field(default_factory=dict)  # name -> bit_generator.state of replicated generators
-    extra: dict = field(default_factory=dict)
+    runner_data: dict = field(default_factory=dict)  # saved in a checkpoint's state["extra"] and /extra/
     worker_rngs: list = field(default_factory=list)  # per local worker: bit_generator.state of its generator
     problem: Optional[np.ndarray] = None  # (n_local, m) the problem's per-worker state (a network's BatchNorm statistics)
 
@@ -275,6 +275,12 @@ class Runner:
         if self.progress is not None:
             self.progress.report(state.t, self.elapsed(), row.loss, row.grad_norm_sq, status, note)
 
+    @classmethod
+    def initial_states(cls, config: Any, method: Any, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
+        """(workers, server): the state records a run starts from. A checkpoint is read back into records of
+        the same classes and fields, so renaming or moving a state class never breaks a saved run."""
+        return method.initial_state(x0, n_local)
+
     def start(self, state: Optional[RunState]) -> RunState:
         """The initial state (``state`` None) or the resumed one, ready for ``advance``."""
         raise NotImplementedError
@@ -308,27 +314,27 @@ class Row:
     grad_norm_sq: float
     bits: float  # mean paper bits per worker sent so far (initial round excluded)
     scores: dict
-    extra: Optional[np.ndarray] = None  # the sums of the caller's extra columns
+    sums: Optional[np.ndarray] = None  # the sums over all workers of the caller's own columns
 
 
 def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarray,
-              extra: Optional[np.ndarray] = None) -> Row:
+              also_sum: Optional[np.ndarray] = None) -> Row:
     """Collective: f(x), ∇f(x) and the problem's scores from the local workers' full ``grads`` and ``losses``
-    at x, with the session's stop/save/flush requests folded into the same reduction and settled; ``extra``
-    (n_local, m) columns are summed over all workers in the same reduction."""
+    at x, with the session's stop/save/flush requests folded into the same reduction and settled; ``also_sum``
+    (n_local, m) columns of the caller are summed over all workers in the same reduction."""
     s, run = setup, setup.config.run
     n, d = run.n_workers, len(state.x)
     controls = np.zeros((len(s.worker_ids), CONTROLS))
     controls[0, :3] = s.control.requests()
     controls[:, 3] = state.ledger.counted_up()[:, 0]
     scores = s.problem.scores()
-    columns = [grads, losses[:, None], controls, scores] + ([] if extra is None else [extra])
+    columns = [grads, losses[:, None], controls, scores] + ([] if also_sum is None else [also_sum])
     total = s.comm.sum_rows(np.hstack(columns), run.deterministic)
     g = total[:d] / n
     s.control.settle(total[d + 1 : d + 4])
     at = d + 1 + CONTROLS
     named = dict(zip(s.problem.score_names, total[at : at + scores.shape[1]] / n))
-    tail = None if extra is None else total[at + scores.shape[1] :]
+    tail = None if also_sum is None else total[at + scores.shape[1] :]
     return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, tail)
 
 

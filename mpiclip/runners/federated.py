@@ -10,7 +10,7 @@ Then, one step after the other:
    (the code's extra all-reduce);
 2. clients, for the methods with payloads: each sampled client's ``client_update`` on the rank that holds it
    returns named payloads, its model y_i and whatever the method sends beside it (SCAFFOLD II's Δc_i). The
-   model goes through the round's per-client steps (:data:`CLIENT_STEPS`: the update x^t − y_i clipped to
+   model goes through the round's per-client steps (:func:`client_steps`: the update x^t − y_i clipped to
    ``update_clip``, compressed by the [compressor], sent as the update or as the model, weighted), the other
    payloads as they are; one ordered sum of everything: the second communication round;
 3. the method's ``server_step`` turns the sums into its state and the pseudo-gradient D (x^t − x̄; large-batch
@@ -105,7 +105,7 @@ class FederatedMethod(Method):
     runner: ClassVar[str] = "federated"
     default_rule: ClassVar[str] = "inverse_L"
     default_compressor: ClassVar[str] = "identity"
-    metrics: ClassVar[tuple[str, ...]] = ("grad_gap", "grad_gap_rel", "update_norm")
+    worker_metrics: ClassVar[tuple[str, ...]] = ("grad_gap", "grad_gap_rel", "update_norm")
     alignment: ClassVar[bool] = False  # the round starts with g_i and ĝ at x^t: one more communication round
     payloads: ClassVar[tuple[str, ...]] = ("model",)  # what a client sends in the client step; () for no such step
     downlink: ClassVar[int] = 1  # d-vectors the server sends each sampled client per round (x; SCAFFOLD II: x, c)
@@ -247,12 +247,16 @@ class FederatedRunner(Runner):
         self.dense = dense_bits(len(setup.x0))
         self.steps = client_steps(self.fed, setup.config.compressor.name != "identity")
 
+    @classmethod
+    def initial_states(cls, config: Any, method: Any, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
+        clients, method_server = method.initial_state(x0, n_local)
+        return clients, FedServer(server_optimizer(config.section("federated")).init(x0), method_server)
+
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
         if state is None:
-            clients, method_server = s.method.initial_state(s.x0, len(s.worker_ids))
-            server = FedServer(self.optimizer.init(s.x0), method_server)
-            state = RunState(0, s.x0.copy(), clients, server, Ledger.empty(len(s.worker_ids)), extra={"comm_rounds": 0})
+            clients, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
+            state = RunState(0, s.x0.copy(), clients, server, Ledger.empty(len(s.worker_ids)), runner_data={"comm_rounds": 0})
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -281,13 +285,13 @@ class FederatedRunner(Runner):
             g_i, g_hat = self._align(x, local)
             up[local] += self.dense
             down += participants * self.dense
-            state.extra["comm_rounds"] += 1
+            state.runner_data["comm_rounds"] += 1
             spent["alignment"] += clock() - t0
         update, sums = None, {}
         if method.payloads:
             update, sums = self._clients(state, local, rnd, g_i, g_hat, up, metrics)
             down += participants * self.dense * method.downlink
-            state.extra["comm_rounds"] += 1
+            state.runner_data["comm_rounds"] += 1
         t0 = clock()
         method_server, pseudo_grad = method.server_step(state.server.method, x, ServerInput(update, sums, g_hat, n), rnd)
         optimizer, state.x = self.optimizer.step(state.server.optimizer, x, pseudo_grad)
@@ -373,11 +377,11 @@ class FederatedRunner(Runner):
             return False  # round t is recorded when the run resumes
         spread = s.comm.sum_rows(row_sq_norms(grads - row.grad)[:, None], run.deterministic)[0] / run.n_workers
         d = len(state.x)
-        g_hat = row.extra[:d] / row.extra[d]
+        g_hat = row.sums[:d] / row.sums[d]
         gap = np.full(len(s.worker_ids), np.nan)
         gap[local] = np.sqrt(row_sq_norms(grads[local] - g_hat))
         s.recorder.add_row(state.ledger, t, t0 - self.started, row.loss, row.grad_norm_sq,
-                           {"grad_variance": spread, "comm_rounds": state.extra["comm_rounds"], **row.scores})
+                           {"grad_variance": spread, "comm_rounds": state.runner_data["comm_rounds"], **row.scores})
         accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
         self.recorded(state, row, status, t0, f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
@@ -389,7 +393,7 @@ class FederatedRunner(Runner):
     def summary(self, state: RunState) -> dict:
         fed = self.fed
         return {"clients_per_round": fed.participants(self.setup.config.run.n_workers),
-                "comm_rounds": int(state.extra["comm_rounds"]), "server_optimizer": fed.server_optimizer}
+                "comm_rounds": int(state.runner_data["comm_rounds"]), "server_optimizer": fed.server_optimizer}
 
 
 def with_rows(state: Any, rows_of: dict) -> Any:

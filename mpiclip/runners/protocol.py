@@ -50,8 +50,8 @@ class Method:
     name: ClassVar[str] = "?"  # set by registration
     params: ClassVar[type] = NoParams
     runner: ClassVar[str] = ""  # the runner that drives it, set by the protocol it implements
-    metrics: ClassVar[tuple[str, ...]] = ()  # per-worker diagnostics (trace /workers/<name>)
-    extra: ClassVar[tuple[str, ...]] = ()  # per-round scalars (trace /metrics/<name>)
+    worker_metrics: ClassVar[tuple[str, ...]] = ()  # per-worker diagnostics (trace /workers/<name>)
+    round_metrics: ClassVar[tuple[str, ...]] = ()  # per-round scalars (trace /metrics/<name>)
     default_rule: ClassVar[str] = "ef21"
     default_compressor: ClassVar[str] = "topk"  # when the config has no [compressor]
     uses_compressor: ClassVar[bool] = True

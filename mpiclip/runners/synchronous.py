@@ -100,12 +100,12 @@ class SynchronousMethod(Method):
     * ``initial_state(x0, n_local) -> (worker_state, server_state)``
     * ``worker_step(worker_state, oracle, ctx) -> (worker_state, Message, metrics)``: all local workers at
       once. ``oracle.full()`` gives their gradients (n_local, d) at the round's point ``ctx.x``;
-      ``oracle.minibatch(x, batches)`` stochastic ones. ``metrics`` maps the names in ``metrics`` to
+      ``oracle.minibatch(x, batches)`` stochastic ones. ``metrics`` maps the names in ``worker_metrics`` to
       (n_local,) arrays (computed when ``ctx.record``).
     * ``server_step(server_state, x, aggregate, ctx) -> (server_state, x_next, downlink)``: replicated on
       every rank from the same :class:`Aggregate`, so every rank holds the same x; ``downlink`` is the
       :class:`Message` the server broadcasts (its bits go to /bits/down) or None when there is none.
-    * ``evaluate(server_state, x, grad, t)``: the per-round scalars ``extra`` at a recorded round.
+    * ``evaluate(server_state, x, grad, t)``: the per-round scalars ``round_metrics`` at a recorded round.
     """
 
     runner: ClassVar[str] = "synchronous"
@@ -122,7 +122,7 @@ class SynchronousMethod(Method):
         raise NotImplementedError
 
     def evaluate(self, server_state: Any, x: np.ndarray, grad: np.ndarray, t: int) -> dict:
-        """Extra per-round scalars at recorded round t, from x^t and the full gradient ∇f(x^t)."""
+        """The ``round_metrics`` at recorded round t, from x^t and the full gradient ∇f(x^t)."""
         return {}
 
 
@@ -197,7 +197,7 @@ class SynchronousRunner(Runner):
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
         if state is None:
-            workers, server = s.method.initial_state(s.x0, len(s.worker_ids))
+            workers, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
             state = RunState(0, s.x0.copy(), workers, server, Ledger.empty(len(s.worker_ids)))
         self.started = time.perf_counter() - state.elapsed
         return state
