@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+from collections.abc import Mapping
 from typing import Sequence
 
 import numpy as np
 
+from mpiclip.methods import METHODS
 from mpiclip.paths import existing_parent, takes_files
 from mpiclip.trace import Trace
 
@@ -24,16 +26,23 @@ FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 # One look for every figure: each method has its paper's name, and a colour and marker that stay the same
 # from figure to figure (the order below decides them; a method not listed takes the next free pair).
-PAPER_NAMES = {
-    "gd": "GD", "cgd": "CGD", "ef14": "EF", "ef21": "EF21", "ef21_plus": "EF21+", "ef21_sgd": "EF21-SGD",
-    "ef21_page": "EF21-PAGE", "ef21_pp": "EF21-PP", "ef21_bc": "EF21-BC", "ef21_hb": "EF21-HB", "ef21_prox": "EF21-Prox",
-    "diana": "DIANA", "clip_gd": "Clip-GD", "clip_sgd": "Clip-SGD", "clip21_gd": "Clip21-GD", "clip21_sgd": "Clip21-SGD",
-    "clip21_avg": "Clip21-Avg", "asgd": "ASGD", "clipped_asgd": "Clipped ASGD", "delay_adaptive_asgd": "Delay-adaptive ASGD",
-    "minibatch_sgd": "Minibatch SGD", "rennala_sgd": "Rennala SGD", "ringmaster_asgd": "Ringmaster ASGD", "fedavg": "FedAvg",
-    "fedga": "FedGA", "gradalign": "GradAlign", "scaffold": "SCAFFOLD", "scaffold_stored": "SCAFFOLD (II)",
-    "fedprox": "FedProx", "lbsgd": "Large-batch SGD", "clip_sgdm": "Clip-SGDM", "clip21_sgd2m": "Clip21-SGD2M",
-    "dp_sgd": "DP-SGD", "ef14_sgd": "EF-SGD", "ef21_sgd_hb": "EF21-SGD-HB",
-}
+class _PaperNames(Mapping):
+    """method -> the name the papers give it (``Method.display_name``), read from the registry, so that a method
+    registered later (from outside the package too) has its name in every figure and table."""
+
+    def __getitem__(self, method: str) -> str:
+        if method in METHODS and METHODS.get(method, "method").display_name:
+            return METHODS.get(method, "method").display_name
+        raise KeyError(method)
+
+    def __iter__(self):
+        return (name for name, cls in METHODS.items() if cls.display_name)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+PAPER_NAMES = _PaperNames()
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe-Ito but its yellow,
 # which is too faint for lines on white
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -57,21 +66,13 @@ def log_note(ax, dropped: int) -> None:
                 va="bottom", fontsize=6, color="0.35")
 
 
-# The colour of each method (an index into COLORS), chosen so that the methods one figure compares differ:
-# GD against the EF21 family, Clip-GD against Clip21-GD, the DP frontier, the asynchronous methods, the federated ones.
-COLOR_OF = {"gd": 0, "ef14": 1, "ef21": 2, "ef21_sgd": 3, "ef21_plus": 4, "ef21_page": 5, "ef21_pp": 6, "cgd": 5,
-            "ef21_bc": 3, "ef21_hb": 6, "ef21_prox": 5, "diana": 3, "ef14_sgd": 1, "ef21_sgd_hb": 6,
-            "clip_gd": 1, "clip21_gd": 2, "clip_sgd": 3, "clip21_sgd": 4, "clip21_avg": 5,
-            "clip21_sgd2m": 0, "clip_sgdm": 6, "dp_sgd": 1,
-            "asgd": 0, "clipped_asgd": 1, "delay_adaptive_asgd": 2, "minibatch_sgd": 3, "rennala_sgd": 4, "ringmaster_asgd": 5,
-            "fedavg": 0, "fedga": 1, "gradalign": 2, "scaffold": 3, "scaffold_stored": 4, "fedprox": 5, "lbsgd": 6}
-
-
 def method_style(method: str) -> dict:
-    """The colour and marker of ``method`` in every figure (a method of no paper takes a pair by its name)."""
-    names = list(PAPER_NAMES)
-    i = names.index(method) if method in names else len(names) + sum(map(ord, method))
-    return {"color": COLORS[COLOR_OF.get(method, i) % len(COLORS)], "marker": MARKERS[i % len(MARKERS)]}
+    """The colour and marker of ``method`` in every figure (``Method.style``, chosen so that the methods one figure
+    compares differ; a method without one takes a pair by its name)."""
+    colour, marker = METHODS.get(method, "method").style if method in METHODS else (-1, -1)
+    if colour < 0:
+        colour = marker = sum(map(ord, method))
+    return {"color": COLORS[colour % len(COLORS)], "marker": MARKERS[marker % len(MARKERS)]}
 
 
 def compressor_name(tr: Trace) -> str:

@@ -18,7 +18,7 @@ import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -56,11 +56,38 @@ class Result:
 
 
 class Session:
+    """One run in four stages: ``prepare`` (checks, no collectives), ``build`` (collectives: the problem, γ, the
+    trace), ``run`` (the runner's loop) and ``finish`` (the trace's end). What each stage makes is declared here,
+    None until the stage has run."""
+
     def __init__(self, config: Config, comm: Comm, command: str = "", log=print):
         self.config, self.comm, self.command, self.log = config, comm, command, as_log(log)
-        self.skip = False
-        self.signal: Optional[int] = None
-        self.resume: Optional[checkpoint.Stamp] = None  # set by prepare when the run continues from a checkpoint
+        self.skip = False  # prepare_all: the run is done already (run.resume = "auto")
+        # prepare
+        self.plan: Optional[datamod.Plan] = None  # the data: which rows each worker holds (None: generated problems)
+        self.d = 0
+        self.compressor: Any = None
+        self.method_cls: Any = None
+        self.runner_cls: Any = None
+        self.bound_method: Any = None  # with the settings that depend on the run, before γ
+        self.x0: Optional[np.ndarray] = None
+        self.resume: Optional[checkpoint.Stamp] = None  # the checkpoint the run continues from
+        # build
+        self.worker_ids: Optional[np.ndarray] = None
+        self.problem: Any = None
+        self.smooth: Any = None  # the problem's smoothness constants
+        self.jobs: Any = None  # the problem of the workers whose jobs this rank computes, if not its own
+        self.rule, self.gamma = "", math.nan
+        self.method: Any = None  # the bound method with its step size γ
+        self.hostnames: list[str] = []
+        self.run_id = ""
+        self.writer: Optional[TraceWriter] = None  # rank 0's
+        self.resumed: Optional[RunState] = None  # this rank's part of the checkpoint's state
+        # run
+        self.timing: dict = {}
+        self.state: Optional[RunState] = None
+        self.summary: dict = {}
+        self.signal: Optional[int] = None  # that stopped the run
 
     # ------------------------------------------------------------------ stage 1: checks only
     def prepare(self, check_output: bool = True) -> bool:
@@ -71,7 +98,6 @@ class Session:
                              f"is less than the {comm.size} MPI ranks; every rank needs at least one worker")
         problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
         problem_cls.check(c.problem.params, c.run.n_workers)
-        self.plan = None
         if problem_cls.labels is not None:
             self.plan = datamod.plan(c.data, c.run.n_workers, problem_cls.labels)
             problem_cls.check_data(c.problem.params, self.plan)
@@ -227,7 +253,6 @@ class Session:
         self.worker_ids = layout.workers_of(comm.rank)
         local_rank = comm.local_rank()
         self.problem, self.smooth, storage = _problem(c, self.plan, self.worker_ids, comm, local_rank)
-        self.jobs = None
         job_workers = self.runner_cls.job_workers(c, comm.rank, comm.size)
         if job_workers is not None and len(job_workers):  # e.g. every worker's data on every rank (homogeneous)
             shard = self.plan.load(job_workers, storage=storage) if self.plan is not None else None
@@ -240,7 +265,7 @@ class Session:
         self.method = dataclasses.replace(self.bound_method, gamma=self.gamma)
         self.hostnames = comm.hostnames()
         self.run_id = self.resume.run_id if self.resume else comm.bcast(provenance.new_run_id())
-        error, self.writer, self.resumed = None, None, None
+        error = None
         if self.resume is not None and with_trace:
             try:  # every rank reads its own workers' rows
                 # the classes of the state records, built for no worker: only their types and fields matter

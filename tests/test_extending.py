@@ -218,3 +218,26 @@ def test_every_module_imports_first_and_no_runner_imports_a_method():
     failed, methods_from_runner = rest.split("--\n")
     assert int(count) > 80 and failed.strip() == "", failed
     assert methods_from_runner.strip() == "", methods_from_runner
+
+
+def test_the_session_declares_what_each_stage_makes_in_one_place():
+    """Every attribute a Session stage sets is declared in __init__ (a reader sees the whole state at once)."""
+    import ast
+
+    tree = ast.parse(open(os.path.join(REPO, "mpiclip", "session.py")).read())
+    (session,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Session"]
+
+    def assigned(function) -> set:
+        names = set()
+        for node in ast.walk(function):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            for target in targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Attribute) and isinstance(leaf.value, ast.Name) and leaf.value.id == "self":
+                        names.add(leaf.attr)
+        return names
+
+    methods = [node for node in session.body if isinstance(node, ast.FunctionDef)]
+    declared = assigned(next(m for m in methods if m.name == "__init__"))
+    later = set().union(*(assigned(m) for m in methods if m.name != "__init__"))
+    assert later and later <= declared, sorted(later - declared)

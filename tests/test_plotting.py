@@ -135,3 +135,25 @@ def test_layout_problems_finds_overlapping_minor_tick_labels_and_text_off_the_ca
     ax.set_title("a title far too long to fit into one column of a two-column paper without being wrapped")
     assert plotting.layout_problems(fig) == ["'a title far too long to fit into one col' leaves the canvas"]
     plt.close(fig)
+
+
+def test_each_method_declares_its_paper_name_and_style_and_a_family_tells_its_methods_apart():
+    """A method's name in figures and tables and its colour and marker live on its class (not in plotting),
+    each class its own (a subclass does not silently take its parent's), and the methods of one module, which
+    its figures compare, differ in style."""
+    from collections import defaultdict
+
+    from mpiclip.methods import METHODS
+
+    styles = defaultdict(list)
+    for name, cls in METHODS.items():
+        assert "display_name" in vars(cls) and "style" in vars(cls), name
+        assert plotting.paper_name(name) == cls.display_name
+        style = plotting.method_style(name)
+        assert style["color"] == plotting.COLORS[cls.style[0]] and style["marker"] == plotting.MARKERS[cls.style[1]]
+        styles[cls.__module__].append(tuple(style.values()))
+    names = [cls.display_name for _, cls in METHODS.items()]
+    assert len(set(names)) == len(names)
+    for module, pairs in styles.items():
+        assert len(set(pairs)) == len(pairs), module
+    assert plotting.paper_name("not_registered") == "not_registered" and "not_registered" not in plotting.PAPER_NAMES

@@ -139,6 +139,8 @@ class RingmasterParams(AsyncParams):
 class ASGD(AsyncParams, AsyncSGD):
     """Asynchronous SGD: x ← x − γ g at each arrival."""
 
+    display_name = "ASGD"
+    style = (0, 7)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = AsyncParams
 
 
@@ -147,6 +149,8 @@ class ASGD(AsyncParams, AsyncSGD):
 class ClippedASGD(ClippedParams, AsyncSGD):
     """Clipped asynchronous SGD: x ← x − γ clip_τ(g) at each arrival (Erickson & Johansson 2026)."""
 
+    display_name = "Clipped ASGD"
+    style = (1, 8)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClippedParams
 
 
@@ -155,6 +159,8 @@ class ClippedASGD(ClippedParams, AsyncSGD):
 class DelayAdaptiveASGD(AsyncParams, AsyncSGD):
     """Delay-adaptive ASGD: γ_t = γ·τ_C/max(τ_C, d_t) (Mishchenko et al. 2022)."""
 
+    display_name = "Delay-adaptive ASGD"
+    style = (2, 9)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = AsyncParams
     delay_adaptive = True
 
@@ -164,6 +170,8 @@ class DelayAdaptiveASGD(AsyncParams, AsyncSGD):
 class MinibatchSGD(AsyncParams, AsyncSGD):
     """Minibatch SGD in the asynchronous clock: wait for all n gradients at x^k, step with their mean."""
 
+    display_name = "Minibatch SGD"
+    style = (3, 0)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = AsyncParams
 
     def policy(self):
@@ -175,6 +183,8 @@ class MinibatchSGD(AsyncParams, AsyncSGD):
 class RennalaSGD(RennalaParams, AsyncSGD):
     """Rennala SGD: collect B gradients computed at x^k (stale ones discarded), step with their mean."""
 
+    display_name = "Rennala SGD"
+    style = (4, 1)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = RennalaParams
 
     def policy(self):
@@ -186,6 +196,8 @@ class RennalaSGD(RennalaParams, AsyncSGD):
 class RingmasterASGD(RingmasterParams, AsyncSGD):
     """Ringmaster ASGD: ASGD that discards gradients R or more updates stale (optionally stopping them)."""
 
+    display_name = "Ringmaster ASGD"
+    style = (5, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = RingmasterParams
 
     def policy(self):

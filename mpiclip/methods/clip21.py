@@ -177,6 +177,8 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
 class ClipGD(_Clipped):
     """Clip-GD: x ← x − γ (1/n) Σ_i [clip_τ(∇f_i(x)) + noise] (the naive baseline, biased)."""
 
+    display_name = "Clip-GD"
+    style = (1, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
 
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
@@ -199,6 +201,8 @@ class ClipGD(_Clipped):
 class ClipSGD(ClipSGDParams, ClipGD):
     """Clip-SGD: Clip-GD with τ_i-nice minibatch gradients."""
 
+    display_name = "Clip-SGD"
+    style = (3, 3)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDParams
     minibatch = True
     needs_samples = True
@@ -217,6 +221,8 @@ class ClipSGDM(ClipSGDMParams, ClipSGD):
     (m^{−1} = 0), x ← x − γ m. The momentum only post-processes the noisy messages, so the privacy of a
     round is Clip-SGD's, amplified by the sampling. β = 1 is Clip-SGD to the last bit."""
 
+    display_name = "Clip-SGDM"
+    style = (6, 0)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDMParams
 
     def initial_state(self, x0, n_local):
@@ -233,6 +239,8 @@ class ClipSGDM(ClipSGDMParams, ClipSGD):
 class Clip21GD(_Clipped):
     """Clip21-GD: c_i = clip_τ(∇f_i(x) − v_i) [+ noise], v_i ← v_i + c_i, x ← x − γ (1/n) Σ_i v_i."""
 
+    display_name = "Clip21-GD"
+    style = (2, 4)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
 
     def initial_state(self, x0, n_local):
         return VState(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
@@ -257,6 +265,8 @@ class Clip21GD(_Clipped):
 class Clip21SGD(ClipSGDParams, Clip21GD):
     """Clip21-SGD: Clip21-GD with τ_i-nice minibatch gradients."""
 
+    display_name = "Clip21-SGD"
+    style = (4, 5)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDParams
     minibatch = True
     needs_samples = True
@@ -269,6 +279,8 @@ class Clip21Avg(Clip21GD):
     ``estimate_error`` = ‖v − (1/n) Σ a_i‖² per round (exactly 0, to rounding, after ⌈max_i ‖a_i‖/τ⌉
     rounds without noise)."""
 
+    display_name = "Clip21-Avg"
+    style = (5, 6)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     round_metrics = ("epsilon", "estimate_error")
 
     def server_step(self, state, x, agg, ctx):

@@ -62,6 +62,8 @@ class WorkerState(NamedTuple):
 class Clip21SGD2M(Clip21SGD2MParams, _Clipped):
     """Clip21-SGD2M (module docstring); ``batch`` < 1 samples minibatches like Clip21-SGD, 1 takes full gradients."""
 
+    display_name = "Clip21-SGD2M"
+    style = (0, 1)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = Clip21SGD2MParams
     default_compressor: ClassVar[str] = "identity"
 

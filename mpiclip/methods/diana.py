@@ -42,6 +42,8 @@ class DianaServer(NamedTuple):
 class Diana(DianaParams, SynchronousMethod):
     """DIANA with an unbiased compressor Q of variance ω (see the module docstring)."""
 
+    display_name = "DIANA"
+    style = (3, 1)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = DianaParams
     worker_metrics = ("shift_error", "compress_error")
     default_rule = "diana"

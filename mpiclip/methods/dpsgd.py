@@ -37,6 +37,8 @@ from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
 class DPSGD(ClipSGDParams, _Clipped):
     """DP-SGD (module docstring)."""
 
+    display_name = "DP-SGD"
+    style = (1, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDParams
     worker_metrics = ("clip_active", "norm_before_clip", "noise_scale")
     uses_compressor: ClassVar[bool] = False

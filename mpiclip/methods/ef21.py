@@ -65,6 +65,8 @@ def ef21_worker_update(compressor: Compressor, g: np.ndarray, target: np.ndarray
 class GD(SynchronousMethod):
     """Distributed gradient descent, x^{t+1} = x^t − γ (1/n) Σ_i ∇f_i(x^t) (uncompressed baseline)."""
 
+    display_name = "GD"
+    style = (0, 0)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     default_rule = "inverse_L"
     uses_compressor = False
 
@@ -84,6 +86,8 @@ class CompressedGD(SynchronousMethod):
     """Naive distributed compressed GD, x^{t+1} = x^t − γ (1/n) Σ_i C(∇f_i(x^t)); may diverge for biased C
     (Beznosikov et al. 2020), which is what error feedback repairs."""
 
+    display_name = "CGD"
+    style = (5, 1)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     worker_metrics = ("compress_error",)
     accepts_clipping = True  # with compressor clip this is Clip-GD
 
@@ -110,6 +114,8 @@ class EF14(SynchronousMethod):
     w_i^t = C(e_i^t + γ∇f_i(x^t)), e_i^{t+1} = e_i^t + γ∇f_i(x^t) − w_i^t, x^{t+1} = x^t − (1/n) Σ_i w_i^t,
     with e_i^0 = 0 (so w_i^0 = C(γ∇f_i(x^0)), an ordinary compressed message)."""
 
+    display_name = "EF"
+    style = (1, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     worker_metrics = ("error_sq", "compress_error")
 
     def initial_state(self, x0, n_local):
@@ -144,6 +150,8 @@ class EF21(EF21Params, SynchronousMethod):
     ``init = "full"`` sends ∇f_i(x^0) uncompressed in round 0 (the official code; its bits are recorded
     as the initial round), ``"compressed"`` sends C(∇f_i(x^0)) (the paper)."""
 
+    display_name = "EF21"
+    style = (2, 3)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = EF21Params
     worker_metrics = ("ef_error", "compress_error")
     accepts_clipping = True  # M = clip_τ gives Clip21 (docs/algorithms.md §2); the clip21_* methods add DP and metrics
@@ -174,6 +182,8 @@ class EF21Plus(EF21Params, SynchronousMethod):
     plus a flag (flag bits not counted, as the paper); the server keeps every g_i to apply a replacement,
     so its state is (n, d) on every rank. Theory holds for deterministic C only."""
 
+    display_name = "EF21+"
+    style = (4, 4)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = EF21Params
     worker_metrics = ("ef_error", "chose_b", "compress_error")
     default_rule = "ef21_pl"

@@ -68,6 +68,8 @@ class EF21SGD(SGDParams, EF21):
     """EF21-SGD: g_i ← g_i + C(∇̃f_i(x) − g_i) with ∇̃f_i a τ_i-nice minibatch gradient (g_i^0 = ∇f_i(x^0)).
     Converges to a noise floor that shrinks with the batch. ``samples`` counts gradients of samples."""
 
+    display_name = "EF21-SGD"
+    style = (3, 5)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = SGDParams
     worker_metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
@@ -101,6 +103,8 @@ class EF21Page(PageParams, EF21):
     """EF21-PAGE: v_i ← ∇f_i(x^t) with probability p, else v_i + mean_{j∈I_i}(∇f_ij(x^t) − ∇f_ij(x^{t−1}))
     on one minibatch I_i at both points; then g_i ← g_i + C(v_i − g_i). v_i^0 = g_i^0 = ∇f_i(x^0)."""
 
+    display_name = "EF21-PAGE"
+    style = (5, 6)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = PageParams
     worker_metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
@@ -143,6 +147,8 @@ class EF21PP(PPParams, EF21):
     """EF21-PP: each round the server draws S^t, int(participation·n) workers without replacement; they
     do the EF21 step, the others send nothing and keep g_i; the server still averages all n g_i."""
 
+    display_name = "EF21-PP"
+    style = (6, 7)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = PPParams
     worker_metrics = ("ef_error", "compress_error", "participated")
 
@@ -216,6 +222,8 @@ class EF21BC(BCParams, EF21):
     /bits/down (its initial dense g^0 to /bits/initial/down). With the identity downlink the server sends
     w itself, which is EF21."""
 
+    display_name = "EF21-BC"
+    style = (3, 8)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = BCParams
 
     def __post_init__(self):
@@ -257,6 +265,8 @@ class EF21HB(HBParams, EF21):
     """EF21-HB in the official code's form: g as EF21, v^t = η v^{t−1} + g^t (v^0 = g^0), x^{t+1} = x^t − γ v^t
     (the poster's v = ηv + γg puts γ twice; docs/algorithms.md §4)."""
 
+    display_name = "EF21-HB"
+    style = (6, 9)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = HBParams
 
     def initial_state(self, x0, n_local):
@@ -298,6 +308,8 @@ class EF21Prox(ProxParams, EF21):
     Recorded per round: r(x^t) and the squared gradient mapping ‖(x − prox_{γr}(x − γ∇f(x)))/γ‖²,
     the stationarity measure of f + r."""
 
+    display_name = "EF21-Prox"
+    style = (5, 0)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ProxParams
     round_metrics = ("regularizer", "grad_mapping_sq")
 

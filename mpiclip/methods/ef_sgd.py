@@ -35,6 +35,8 @@ class EFSGDParams:
 class EF14SGD(EFSGDParams, EF14):
     """EF-SGD: EF (the EF21 paper's baseline) on τ_i-nice minibatch gradients."""
 
+    display_name = "EF-SGD"
+    style = (1, 3)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = EFSGDParams
     worker_metrics = ("error_sq", "compress_error", "samples")
     needs_samples = True
@@ -53,4 +55,6 @@ class HBSGDParams(SGDParams, HBParams):
 class EF21SGDHB(HBSGDParams, EF21SGD, EF21HB):
     """EF21-SGD with heavy ball: EF21-SGD's g, then v = ηv + g and x ← x − γv (the B&W deep-learning method)."""
 
+    display_name = "EF21-SGD-HB"
+    style = (6, 4)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = HBSGDParams

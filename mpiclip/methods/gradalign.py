@@ -108,6 +108,8 @@ class FedGAParams(LocalSteps, AlignParams):
 class FedAvg(LocalSteps, FederatedMethod):
     """FedAvg / local SGD: K local SGD steps from x^t, then the server averages the models."""
 
+    display_name = "FedAvg"
+    style = (0, 3)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = LocalSteps
 
     def client_update(self, x, state, server, data, worker, rnd, aligned):
@@ -126,6 +128,8 @@ def aligned_sgd(method: Any, steps: int, x, data, worker, rnd, aligned) -> Clien
 class FedGA(FedGAParams, FederatedMethod):
     """FedGA: the start displaced by −β(ĝ − g_i), then K local SGD steps (Dandi et al. 2022)."""
 
+    display_name = "FedGA"
+    style = (1, 4)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = FedGAParams
     alignment: ClassVar[bool] = True
 
@@ -138,6 +142,8 @@ class FedGA(FedGAParams, FederatedMethod):
 class GradAlign(AlignParams, FederatedMethod):
     """GradAlign: FedGA with one local step (K = 1)."""
 
+    display_name = "GradAlign"
+    style = (2, 5)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = AlignParams
     alignment: ClassVar[bool] = True
 
@@ -155,6 +161,8 @@ class ScaffoldParams(LocalSteps, AlignRows):
 class Scaffold(ScaffoldParams, FederatedMethod):
     """SCAFFOLD as the GradAlign code runs it: every local gradient corrected by ĝ − g_i, fresh at x^t."""
 
+    display_name = "SCAFFOLD"
+    style = (3, 6)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = ScaffoldParams
     alignment: ClassVar[bool] = True
 
@@ -168,6 +176,8 @@ class Scaffold(ScaffoldParams, FederatedMethod):
 class ScaffoldStored(LocalSteps, FederatedMethod):
     """SCAFFOLD with stored control variates (Karimireddy et al. 2020, option II)."""
 
+    display_name = "SCAFFOLD (II)"
+    style = (4, 7)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = LocalSteps
     payloads: ClassVar[tuple[str, ...]] = ("model", "control")
     downlink: ClassVar[int] = 2  # x and c
@@ -196,6 +206,8 @@ class FedProxParams(LocalSteps):
 class FedProx(FedProxParams, FederatedMethod):
     """FedProx (Li et al. 2020) with its proximal gradient μ(y − x^t) applied at every local step."""
 
+    display_name = "FedProx"
+    style = (5, 8)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = FedProxParams
 
     def client_update(self, x, state, server, data, worker, rnd, aligned):
@@ -207,6 +219,8 @@ class FedProx(FedProxParams, FederatedMethod):
 class LargeBatchSGD(AlignRows, FederatedMethod):
     """Large-batch SGD: x ← server step on η ĝ, ĝ the sampled clients' sample-weighted full gradient."""
 
+    display_name = "Large-batch SGD"
+    style = (6, 9)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params: ClassVar[type] = AlignRows
     alignment: ClassVar[bool] = True
     payloads: ClassVar[tuple[str, ...]] = ()  # the alignment step is the whole round

@@ -48,6 +48,8 @@ class Method:
     gamma: float
 
     name: ClassVar[str] = "?"  # set by registration
+    display_name: ClassVar[str] = ""  # its name in the papers and in figures ("EF21+"); "" for the registered name
+    style: ClassVar[tuple[int, int]] = (-1, -1)  # (colour, marker) in figures (mpiclip.plotting); -1: by its name
     params: ClassVar[type] = NoParams
     runner: ClassVar[str] = ""  # the runner that drives it, set by the protocol it implements
     worker_metrics: ClassVar[tuple[str, ...]] = ()  # per-worker diagnostics (trace /workers/<name>)
