@@ -241,3 +241,60 @@ def test_the_session_declares_what_each_stage_makes_in_one_place():
     declared = assigned(next(m for m in methods if m.name == "__init__"))
     later = set().union(*(assigned(m) for m in methods if m.name != "__init__"))
     assert later and later <= declared, sorted(later - declared)
+
+
+# The package's layers, bottom up: a module imports from its own layer and the layers below, and the few
+# upward edges a layer may take are named. (Folders would show the layers too, but would move every import
+# path users and their scripts rely on; this map is checked instead.)
+LAYERS = {
+    "foundation": {"errors", "registry", "params", "limits", "paths", "progress", "provenance", "rng", "wire",
+                   "clipping", "writer_lock"},
+    "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony",
+                      "federation", "oracles"},
+    "algorithms": {"runners", "methods"},
+    "traces": {"trace"},
+    "configuration": {"config"},
+    "output": {"plotting", "report", "analysis", "sweep", "reproduce"},
+    "run": {"comm", "session", "recorder", "checkpoint", "sweep_run", "cli", "__main__"},
+}
+UPWARD = {("runners", "trace")}  # an asynchronous replay reads the schedule of an earlier trace
+COMMUNICATOR_USERS = {"session", "recorder", "sweep_run", "cli", "comm"}  # runners get it from the session
+
+
+def _imports() -> dict:
+    """unit -> the units it imports (module-level or late; not under TYPE_CHECKING)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(REPO) / "mpiclip"
+    graph: dict = {}
+    for path in root.rglob("*.py"):
+        unit = path.relative_to(root).parts[0].removesuffix(".py")
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mpiclip"):
+                names = [node.module] if node.module != "mpiclip" else [f"mpiclip.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("mpiclip")]
+            else:
+                continue
+            for name in names:
+                target = name.split(".")[1] if "." in name else ""
+                if target and target != unit and target not in ("__version__", "SCHEMA_VERSION"):
+                    graph.setdefault(unit, set()).add(target)
+    return graph
+
+
+def test_the_layers_point_one_way_and_the_communicator_stays_in_the_run_layer():
+    graph = _imports()
+    layer_of = {unit: i for i, units in enumerate(LAYERS.values()) for unit in units}
+    units = {u for u in graph} | {t for ts in graph.values() for t in ts}
+    assert units - {""} <= set(layer_of), sorted(units - set(layer_of))  # every module has a layer
+    upward = {(a, b) for a, targets in graph.items() for b in targets if layer_of[b] > layer_of[a]}
+    assert upward <= UPWARD, sorted(upward - UPWARD)
+    assert {a for a, targets in graph.items() if "comm" in targets} <= COMMUNICATOR_USERS
+    assert "methods" not in graph["runners"] and not graph["methods"] & {"session", "config", "cli", "trace", "comm"}
