@@ -19,7 +19,8 @@ For each data set (async-mushrooms, async-a9a: ‖∇f‖²; async-lsq: f − f*
 The least-squares variants (async-lsq-*: random job assignment, homogeneous data, gradient noise, a distant
 x⁰, a long budget, ten stragglers) get a table of best runs per variant, method and s (with async-lsq's
 runs at the same grid points as the baseline when that sweep is in the preset), the final value of every
-run, and a figure of ASGD and Clipped ASGD at s = 1 and s = 100 per variant. Reads traces only.
+run, and a figure of ASGD and Clipped ASGD at s = 1 and s = 100 per variant. Reads traces only; what it reads
+of each run (final value, tail median, divergence, settings) and how it chooses are in asynchronous_runs.py.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ them with ``mpiclip sweep run``. The page reads the -seeds sweeps the preset pla
 mpiclip/sweeps/fed-*-seeds.toml (the ones docs/fed used): new files count once they replace those
 (``--write-seeds jobs/sweeps --overwrite``, as docs/fed/README.md does); runs of a -seeds sweep that are not
 the tuning sweep's current best configurations are left out, and the page says so. Reads traces only
-(never mpi4py).
+(never mpi4py): what the page reads of each run and how it chooses are in federated_runs.py, its figures in
+federated_figures.py.
 """
 
 from __future__ import annotations
