@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from mpiclip import writer_lock
-from mpiclip.analysis import bits_to
+from mpiclip.results import bits_to
 from mpiclip.trace import Trace
 
 

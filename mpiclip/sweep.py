@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
@@ -194,21 +195,6 @@ def status_of(path: str) -> str:
     return trace_status(path)
 
 
-def finished_traces(sweep: Sweep, statuses: tuple = ("completed",)) -> list:
-    """(run, trace) of the sweep's runs whose trace has one of ``statuses``, in sweep order; a trace that is
-    missing, still running, or cut short or corrupt is left out, as if not run."""
-    from mpiclip.trace import load_trace
-
-    out = []
-    for run in sweep.runs:
-        if status_of(run.config.trace_path).startswith(statuses):
-            try:
-                out.append((run, load_trace(run.config.trace_path)))
-            except OSError:
-                continue
-    return out
-
-
 def score(trace, select: SelectParams) -> tuple[int, float]:
     """A sort key, smaller is better: (0, bits to the target) for runs that reach it under 'bits_to', else
     (1, final or smallest value); (2, inf) for runs that did not complete."""
@@ -240,26 +226,21 @@ class Best:
 
 
 def best_runs(sweep: Sweep) -> list[Best]:
-    """The best completed run of each group, by the sweep's criterion (ties: the earlier run)."""
-    from mpiclip.trace import load_trace
+    """The best completed run of each group by the sweep's criterion (:func:`mpiclip.results.select`: ties to the
+    earlier run; a score that is not finite never wins), groups in the order of their first run; a trace that
+    cannot be read counts as not run."""
+    from mpiclip import results
 
-    groups: dict[str, list] = {}
-    for run in sweep.runs:
-        groups.setdefault(group_of(sweep, run), []).append(run)
+    done = results.runs(sweep, statuses=None)  # every trace there is: the failed ones are counted
+    chosen = results.select(done, lambda r: group_of(sweep, r.point), lambda r: score(r.trace, sweep.select))
+    tried, failed = Counter(group_of(sweep, run) for run in sweep.runs), Counter()
+    for r in done:
+        failed[group_of(sweep, r.point)] += r.status.startswith("failed")
     out = []
-    for group, runs in groups.items():
-        best, best_score, best_trace, failed = None, (2, math.inf), None, 0
-        for run in runs:
-            path = run.config.trace_path
-            if not os.path.exists(path):
-                continue
-            tr = load_trace(path)
-            if tr.status.startswith("failed"):
-                failed += 1
-            s = score(tr, sweep.select)
-            if s < best_score:
-                best, best_score, best_trace = run, s, tr
-        out.append(Best(group, best, best_score, best_trace, len(runs), failed))
+    for group in tried:
+        best = chosen.get(group)
+        out.append(Best(group, best.point, score(best.trace, sweep.select), best.trace, tried[group], failed[group])
+                   if best else Best(group, None, (2, math.inf), None, tried[group], failed[group]))
     return out
 
 

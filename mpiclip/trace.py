@@ -30,7 +30,7 @@ import resource
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 import h5py
 import numpy as np
@@ -477,28 +477,50 @@ class Trace:
         return cumulative
 
 
-def load_trace(path: str) -> Trace:
-    """Every per-row array and the attributes of a schema 1 or 2 trace (a running one too); OSError for a
-    file that is not one, or is cut short or corrupt."""
+def load_trace(path: str, columns: Optional[Iterable[str]] = None, attrs: Optional[Iterable[str]] = None) -> Trace:
+    """The attributes and the per-row arrays of a schema 1 or 2 trace (a running one too); OSError for a file that
+    is not one, or is cut short or corrupt. ``columns``: only these datasets, by their path in the file (``"loss"``,
+    ``"test_accuracy"``, ``"metrics/accuracy"``, ``"bits/up/paper"``), or groups with all below them (``"workers"``,
+    ``"events"``); ``attrs``: only these attributes and ``status``. What is left out is empty, as in a trace
+    without it (reading a few columns of a trace is several times faster than reading it whole)."""
     try:
-        return _load_trace(path)
+        return _load_trace(path, None if columns is None else tuple(c.strip("/") for c in columns),
+                           None if attrs is None else ("status", *attrs))
     except (KeyError, RuntimeError) as e:  # h5py's words for a damaged object header or heap
         raise OSError(f"corrupt: {e.args[0] if e.args else e}") from None
 
 
-def _load_trace(path: str) -> Trace:
+def _load_trace(path: str, columns: Optional[tuple], names: Optional[tuple]) -> Trace:
+    wanted = lambda name: columns is None or any(name == c or name.startswith(c + "/") for c in columns)
     with open_trace(path) as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        items = f.attrs.items() if names is None else [(k, f.attrs[k]) for k in dict.fromkeys(names) if k in f.attrs]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in items}
         if "status" in attrs:
             attrs["status"] = live_status(path, str(attrs["status"]))
         config = json.loads(attrs.get("config", "{}"))
-        read = lambda name: f[name][()] if name in f else np.zeros(0)
-        group = lambda name: {k: f[name][k][()] for k in f[name] if isinstance(f[name][k], h5py.Dataset)} if name in f else {}
-        metrics = {**group("metrics"), **{name: f[name][()] for name in ROOT_SCALARS if name in f}}
+
+        def dataset(where, name: str):  # None for what is absent or not a dataset
+            obj = where.get(name)
+            return obj[()] if isinstance(obj, h5py.Dataset) else None
+
+        def read(name: str) -> np.ndarray:
+            values = dataset(f, name) if wanted(name) else None
+            return np.zeros(0) if values is None else values
+
+        def group(name: str) -> dict:  # only the datasets asked for are opened: opening is what costs
+            inside = len(name) + 1
+            keys = None if wanted(name) else [c[inside:] for c in columns if c.startswith(name + "/") and "/" not in c[inside:]]
+            g = f.get(name) if keys != [] else None
+            if g is None:
+                return {}
+            return {k: v for k in (list(g) if keys is None else keys) if (v := dataset(g, k)) is not None}
+
+        metrics = {**group("metrics"), **{n: v for n in ROOT_SCALARS if wanted(n) and (v := dataset(f, n)) is not None}}
         tables = {}
         for table in _registered_tables():
             if table.per_round:
-                tables[table.name] = f[table.name][()] if table.name in f else np.zeros((0, 0), dtype=np.int64)
+                tables[table.name] = f[table.name][()] if wanted(table.name) and table.name in f \
+                    else np.zeros((0, 0), dtype=np.int64)
             else:
                 tables[table.name] = {**group(table.name), **{f"bits/{k}": v for k, v in group(f"{table.name}/bits").items()}}
         return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),

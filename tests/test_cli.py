@@ -265,7 +265,7 @@ def test_pure_layers_and_analysis_never_reach_the_run_layer():
     session, the recorder or checkpoints. (The config knows the runners' sections, so reading a config imports the
     runner modules: they never import the communicator, which the session hands them.)"""
     code = ("import sys; import mpiclip.methods, mpiclip.compressors, mpiclip.problems, mpiclip.data, mpiclip.wire, "
-            "mpiclip.sweep, mpiclip.trace, mpiclip.plotting, mpiclip.report, mpiclip.analysis, mpiclip.runners; "
+            "mpiclip.sweep, mpiclip.trace, mpiclip.plotting, mpiclip.report, mpiclip.results, mpiclip.frames, mpiclip.runners; "
             "bad = sorted(m for m in sys.modules if m.startswith(('mpiclip.comm', 'mpiclip.session', 'mpiclip.recorder', "
             "'mpiclip.checkpoint', 'mpi4py'))); print(bad)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

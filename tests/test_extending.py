@@ -252,9 +252,9 @@ LAYERS = {
     "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony",
                       "federation", "oracles"},
     "algorithms": {"runners", "methods"},
-    "traces": {"trace"},
+    "traces": {"trace", "results"},
     "configuration": {"config"},
-    "output": {"plotting", "report", "analysis", "sweep", "reproduce"},
+    "output": {"plotting", "report", "frames", "sweep", "reproduce"},
     "run": {"comm", "session", "recorder", "checkpoint", "sweep_run", "cli", "__main__"},
 }
 UPWARD = {("runners", "trace")}  # an asynchronous replay reads the schedule of an earlier trace

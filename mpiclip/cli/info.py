@@ -33,7 +33,7 @@ def cmd_info(args) -> int:
     import os
 
     from mpiclip import report
-    from mpiclip.analysis import trace_files
+    from mpiclip.results import trace_files
     from mpiclip.trace import load_trace
 
     traces = []

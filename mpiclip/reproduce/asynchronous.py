@@ -19,7 +19,8 @@ For each data set (async-mushrooms, async-a9a: ‖∇f‖²; async-lsq: f − f*
 The least-squares variants (async-lsq-*: random job assignment, homogeneous data, gradient noise, a distant
 x⁰, a long budget, ten stragglers) get a table of best runs per variant, method and s (with async-lsq's
 runs at the same grid points as the baseline when that sweep is in the preset), the final value of every
-run, and a figure of ASGD and Clipped ASGD at s = 1 and s = 100 per variant. Reads traces only.
+run, and a figure of ASGD and Clipped ASGD at s = 1 and s = 100 per variant. Reads traces only; what it reads
+of each run (final value, tail median, divergence, settings) and how it chooses are in asynchronous_runs.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ import numpy as np
 from mpiclip import plotting
 from mpiclip.plotting import paper_name
 from mpiclip.reproduce import Cut, Family
-from mpiclip.sweep import finished_traces
+from mpiclip.reproduce.asynchronous_runs import (
+    attr,
+    best_of,
+    completed,
+    diverged,
+    final,
+    ratio,
+    runs_of,
+    setting_text,
+    slowdown,
+    tail,
+    tau_of,
+    y,
+)
 
 METHODS = ("asgd", "clipped_asgd", "delay_adaptive_asgd", "ringmaster_asgd", "rennala_sgd", "minibatch_sgd")
 DATASETS = ("async-mushrooms", "async-a9a", "async-lsq")
@@ -43,61 +57,6 @@ X_LABEL = {"time": "simulated time", "arrivals": "gradients computed", "bits": "
 METRIC_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "gap": r"$f(x^t) - f^\star$"}
 METRIC_TEXT = {"grad_norm_sq": "‖∇f‖²", "gap": "f − f*"}
 WIDTH = plotting.SIZES["page"][0]
-
-
-
-# ---------------------------------------------------------------- reading
-class Run:
-    """One trace of a sweep with the settings the analysis needs."""
-
-    def __init__(self, config, tr, metric: str):
-        self.config, self.tr = config, tr
-        self.method = config.method.name
-        self.gamma = float(config.stepsize.value)
-        self.tau = float(getattr(config.method.params, "tau", 0.0) or 0.0)
-        self.slow = float(config.section("async").slow_factor)
-        self.metric = metric
-        self.y = values_of(tr, metric)
-        self.completed = tr.status.startswith("completed") and len(self.y) > 0
-        final = float(self.y[-1]) if len(self.y) else math.inf
-        self.final = final if self.completed and np.isfinite(final) else math.inf
-        self.diverged = not self.completed or not np.isfinite(final) or final > 10 * float(self.y[0])
-        # a steadier figure of merit than the last row: the median over the last 10% of the time budget
-        times = tr.metrics.get("sim_time", np.zeros(0))
-        budget = float(config.section("async").max_time) or (float(times[-1]) if len(times) else 0.0)
-        last = self.y[times >= 0.9 * budget] if len(times) == len(self.y) else self.y[-1:]
-        tail = float(np.median(last)) if len(last) else final
-        self.tail = tail if self.completed and np.isfinite(tail) and not self.diverged else math.inf
-
-    def attr(self, key, default=np.nan):
-        return self.tr.attrs.get(key, default)
-
-    def param(self) -> str:
-        """'γ' or 'γ / τ' (Clipped ASGD)."""
-        return f"{self.gamma:g}" + (f" / {self.tau:g}" if self.method == "clipped_asgd" else "")
-
-
-def values_of(tr, metric: str) -> np.ndarray:
-    if metric == "gap":
-        return tr.loss - float(tr.attrs.get("f_star", np.nan))
-    return tr.grad_norm_sq
-
-
-def runs_of(sweep) -> list:
-    """[Run] of the sweep's completed or failed traces, in sweep order (running, interrupted, missing and
-    unreadable traces are left out)."""
-    return [Run(run.config, tr, sweep.select.metric) for run, tr in finished_traces(sweep, ("completed", "failed"))]
-
-
-def best_of(runs: list, key, by: str = "final") -> dict:
-    """key(run) -> the run with the smallest final value (ties: the earlier run, as `sweep best`), or the
-    smallest median over the last 10% of the time budget (by = "tail")."""
-    best = {}
-    for r in runs:
-        k = key(r)
-        if k not in best or getattr(r, by) < getattr(best[k], by):
-            best[k] = r
-    return best
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -119,13 +78,8 @@ def decimal(v, spec: str) -> str:
     return "-" if not np.isfinite(v) else format(v, spec)
 
 
-def updates(r: Run) -> str:
-    return whole(r.tr.rounds[-1]) if len(r.tr.rounds) else "-"
-
-
-def _ratio(r, base, by: str) -> float:
-    a, b = getattr(r, by), getattr(base, by) if base is not None else np.nan
-    return a / b if np.isfinite(b) and b > 0 else np.nan
+def updates(r) -> str:
+    return whole(r.trace.rounds[-1]) if len(r.trace.rounds) else "-"
 
 
 # ---------------------------------------------------------------- figures
@@ -144,7 +98,6 @@ def _title(fig, text: str) -> None:
     fig.suptitle(plotting.wrapped(text, WIDTH), fontsize=9)
 
 
-
 def _same_y(axes, cols: int, lo: float, hi: float) -> None:
     """One log y range for every panel, its tick labels on the first column only (not matplotlib's sharey,
     whose hidden labels remain in the figure)."""
@@ -159,7 +112,7 @@ def _same_y(axes, cols: int, lo: float, hi: float) -> None:
 
 def _range(runs) -> tuple[float, float]:
     """A log y range for ``runs``: from half the smallest positive value to 5x the largest first one."""
-    finite = [r.y[(r.y > 0) & np.isfinite(r.y)] for r in runs]
+    finite = [v[(v > 0) & np.isfinite(v)] for v in map(y, runs)]
     lo = min((v.min() for v in finite if len(v)), default=1e-12)
     hi = max((v[0] for v in finite if len(v)), default=1.0)
     return lo / 2, hi * 5
@@ -183,10 +136,10 @@ def curves(best: dict, metric: str, xs: tuple, title: str):
                 r = best.get((m, s))
                 if r is None:
                     continue
-                x = plotting.x_values(r.tr, AXES[xname], "paper", include_initial=False)
-                keep, n = _positive(r.y)
+                x = plotting.x_values(r.trace, AXES[xname], "paper", include_initial=False)
+                keep, n = _positive(y(r))
                 dropped += n
-                (line,) = ax.plot(x[keep], r.y[keep], lw=1.2, ms=3, markevery=0.1, **plotting.method_style(m))
+                (line,) = ax.plot(x[keep], y(r)[keep], lw=1.2, ms=3, markevery=0.1, **plotting.method_style(m))
                 handles.setdefault(paper_name(m), line)
             ax.set_yscale("log")
             ax.set_xlabel(X_LABEL[xname])
@@ -209,14 +162,14 @@ def delays(asgd: dict, title: str):
     arrivals stacked in red; τ_C, the mean and τ_max marked."""
     slows = sorted(asgd)
     fig, axes = _figure(1, len(slows), 2.9)
-    tmax = max(int(r.attr("tau_max")) for r in asgd.values())
+    tmax = max(int(attr(r, "tau_max")) for r in asgd.values())
     edges = np.unique(np.concatenate([np.arange(0, 10), np.geomspace(10, tmax + 2, 50).astype(int)])) - 0.5
     widths = np.diff(edges)
     centers = np.maximum(edges[:-1], 0.5)
     handles = {}
     for ax, s in zip(axes[0], slows):
         r = asgd[s]
-        ev = r.tr.tables["events"]
+        ev = r.trace.tables["events"]
         slow = np.isin(ev["worker"], list(r.config.section("async").slow_workers))
         fast_counts = np.histogram(ev["delay"][~slow], edges)[0] / widths
         slow_counts = np.histogram(ev["delay"][slow], edges)[0] / widths
@@ -224,7 +177,7 @@ def delays(asgd: dict, title: str):
                                                    color="tab:blue", alpha=0.8))
         handles.setdefault("the straggler", ax.bar(centers, slow_counts, width=widths, bottom=fast_counts,
                                                    align="edge", color="tab:red"))
-        tau_c, tau_max, mean = int(r.attr("concurrency")), int(r.attr("tau_max")), float(r.attr("delay_mean"))
+        tau_c, tau_max, mean = int(attr(r, "concurrency")), int(attr(r, "tau_max")), float(attr(r, "delay_mean"))
         handles.setdefault("τ_C (concurrency)", ax.axvline(tau_c, color="k", ls="--", lw=1))
         handles.setdefault("mean delay", ax.axvline(mean, color="tab:green", ls=":", lw=1.2))
         handles.setdefault("τ_max", ax.axvline(tau_max, color="tab:red", ls="-", lw=0.8))
@@ -250,8 +203,8 @@ def workers(asgd: dict, title: str):
         r = asgd.get(s)
         if r is None:
             continue
-        ev = r.tr.tables["events"]
-        n = int(r.attr("n_workers"))
+        ev = r.trace.tables["events"]
+        n = int(attr(r, "n_workers"))
         counts = np.bincount(ev["worker"][ev["update"] >= 0].astype(int), minlength=n)
         ax.bar(np.arange(n) + (k - 0.5) * 0.4, counts, width=0.4, color=color, label=f"s = {s:g}")
         slow = int(r.config.section("async").slow_workers[0])
@@ -277,12 +230,12 @@ def best_rows(best: dict, metric: str) -> list:
             r = best.get((m, s))
             if r is None:
                 continue
-            other = (fmt(float(r.tr.grad_norm_sq[-1])) if metric == "gap" and len(r.tr.grad_norm_sq)
-                     else fmt(float(r.tr.metrics["accuracy"][-1]), 4) if len(r.tr.metrics.get("accuracy", ())) else "-")
-            rows.append([paper_name(m), f"{s:g}", f"{r.gamma:g}", f"{r.tau:g}" if m == "clipped_asgd" else "-",
-                         fmt(r.final), fmt(_ratio(r, base, "final"), 2), fmt(r.tail), other, updates(r),
-                         whole(r.attr("arrivals")), whole(r.attr("tau_max")), decimal(r.attr("delay_mean"), ".1f"),
-                         whole(r.attr("delay_p99")), decimal(r.attr("discarded_fraction"), ".3f")])
+            other = (fmt(float(r.trace.grad_norm_sq[-1])) if metric == "gap" and len(r.trace.grad_norm_sq)
+                     else fmt(float(r.trace.metrics["accuracy"][-1]), 4) if len(r.trace.metrics.get("accuracy", ())) else "-")
+            rows.append([paper_name(m), f"{s:g}", f"{r.gamma:g}", f"{tau_of(r):g}" if m == "clipped_asgd" else "-",
+                         fmt(final(r)), fmt(ratio(r, base, final), 2), fmt(tail(r)), other, updates(r),
+                         whole(attr(r, "arrivals")), whole(attr(r, "tau_max")), decimal(attr(r, "delay_mean"), ".1f"),
+                         whole(attr(r, "delay_p99")), decimal(attr(r, "discarded_fraction"), ".3f")])
     return rows
 
 
@@ -293,8 +246,8 @@ def tail_rows(best: dict) -> list:
         for s in sorted({s for _, s in best}):
             r = best.get((m, s))
             if r is not None:
-                rows.append([paper_name(m), f"{s:g}", f"{r.gamma:g}", f"{r.tau:g}" if m == "clipped_asgd" else "-",
-                             fmt(r.tail), fmt(_ratio(r, base, "tail"), 2), fmt(r.final)])
+                rows.append([paper_name(m), f"{s:g}", f"{r.gamma:g}", f"{tau_of(r):g}" if m == "clipped_asgd" else "-",
+                             fmt(tail(r)), fmt(ratio(r, base, tail), 2), fmt(final(r))])
     return rows
 
 
@@ -308,8 +261,8 @@ def gamma_tables(runs: list) -> list:
     cells = defaultdict(dict)
     gammas = defaultdict(set)
     for r in runs:
-        key = (METHODS.index(r.method), r.tau, r.slow)
-        cells[key][r.gamma] = "div" if r.diverged else fmt(r.final, 2)
+        key = (METHODS.index(r.method), tau_of(r), slowdown(r))
+        cells[key][r.gamma] = "div" if diverged(r) else fmt(final(r), 2)
         gammas[r.method].add(r.gamma)
     out = []
     for name, family in GAMMA_GROUPS:
@@ -329,14 +282,14 @@ def gamma_tables(runs: list) -> list:
 def dataset(page, name: str, sweep) -> None:
     label = name.removeprefix("async-")
     runs = runs_of(sweep)
-    if not any(r.completed for r in runs):
+    if not any(completed(r) for r in runs):
         page.text(f"No completed runs yet ({len(runs)} of {len(sweep.runs)} runs have a finished trace).")
         return
     metric = sweep.select.metric
     t = METRIC_TEXT[metric]
-    best = best_of(runs, lambda r: (r.method, r.slow))
-    steady = best_of(runs, lambda r: (r.method, r.slow), by="tail")
-    bad = sum(r.diverged for r in runs)
+    best = best_of(runs, lambda r: (r.method, slowdown(r)))
+    steady = best_of(runs, lambda r: (r.method, slowdown(r)), by=tail)
+    bad = sum(diverged(r) for r in runs)
     page.text(f"{len(runs)} runs ({bad} diverged). Best γ (τ) per method and slowdown s by the final {t} at the "
               f"time budget {runs[0].config.section('async').max_time:g} (the sweep's [select], as `mpiclip sweep best`); "
               f"'tail median': the median of {t} over the last 10% of the budget:")
@@ -355,7 +308,7 @@ def dataset(page, name: str, sweep) -> None:
     page.figure(f"{label}-work", curves(steady, metric, ("arrivals", "bits"), f"{title} against gradients computed "
                                         "(arrivals at the server, applied or not) and bits sent per worker (paper "
                                         "encoding)"), f"{label}: best runs against work")
-    asgd = {s: r for (m, s), r in steady.items() if m == "asgd" and r.completed}
+    asgd = {s: r for (m, s), r in steady.items() if m == "asgd" and completed(r)}
     if asgd:
         page.figure(f"{label}-delays", delays(asgd, f"{label}: delays of ASGD (the runs above; log-log)"),
                     f"{label}: delays of ASGD")
@@ -366,12 +319,10 @@ def dataset(page, name: str, sweep) -> None:
 
 
 # ---------------------------------------------------------------- lsq variants
-def variant_of(r: Run, keys: tuple) -> str:
-    table = r.config.as_table()
+def variant_of(r, keys: tuple) -> str:
     parts = []
     for key in keys:
-        section, _, k = key.partition(".")
-        v = table.get(section, {}).get(k)
+        k, v = key.partition(".")[2], r.value(key, None)
         parts.append(f"{k}={v if not isinstance(v, list) else (str(len(v)) + ' stragglers' if len(v) > 1 else v)}")
     return ", ".join(parts)
 
@@ -393,10 +344,10 @@ def variant_figure(name: str, steady: dict, metric: str):
         for (vv, m, s), r in sorted(steady.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]), kv[0][2])):
             if vv != v or s not in (1.0, top):
                 continue
-            keep, n = _positive(r.y)
+            keep, n = _positive(y(r))
             dropped += n
             shown.append(r)
-            (line,) = ax.plot(r.tr.metrics["sim_time"][keep], r.y[keep], "-" if s == 1.0 else "--", lw=1.2, ms=3,
+            (line,) = ax.plot(r.trace.metrics["sim_time"][keep], y(r)[keep], "-" if s == 1.0 else "--", lw=1.2, ms=3,
                               markevery=0.1, **plotting.method_style(m))
             handles.setdefault(f"{paper_name(m)}, s = {s:g}", line)
         ax.set_yscale("log")
@@ -418,20 +369,20 @@ def variants(page, name: str, keys: tuple, note: str, baseline: bool, sweeps: di
     sweep = sweeps[name]
     page.text(note)
     runs = runs_of(sweep)
-    if not any(r.completed for r in runs):
+    if not any(completed(r) for r in runs):
         page.text(f"No completed runs yet ({len(runs)} of {len(sweep.runs)} runs have a finished trace).")
         return
     if baseline and BASELINE in sweeps:  # the same grid points of async-lsq, where the varied keys have its values
-        points, slows = {(r.method, r.gamma, r.tau) for r in runs}, {r.slow for r in runs} | {1.0}
-        main = [r for r in runs_of(sweeps[BASELINE]) if (r.method, r.gamma, r.tau) in points and r.slow in slows]
+        points, slows = {(r.method, r.gamma, tau_of(r)) for r in runs}, {slowdown(r) for r in runs} | {1.0}
+        main = [r for r in runs_of(sweeps[BASELINE]) if (r.method, r.gamma, tau_of(r)) in points and slowdown(r) in slows]
         page.text(f"With the runs of {BASELINE} at the same grid points ({len(main)} runs) as the baseline.")
         runs = main + runs
     elif baseline:
         page.text(f"Without the baseline: {BASELINE} is not in this preset.")
     metric = sweep.select.metric
-    key = lambda r: (variant_of(r, keys), r.method, r.slow)
+    key = lambda r: (variant_of(r, keys), r.method, slowdown(r))
     best = best_of(runs, key)
-    steady = best_of(runs, key, by="tail")
+    steady = best_of(runs, key, by=tail)
 
     def base_of(table, v, m):
         base = table.get((v, m, 1.0))
@@ -443,11 +394,11 @@ def variants(page, name: str, keys: tuple, note: str, baseline: bool, sweeps: di
     rows = []
     for (v, m, s), r in sorted(best.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]), kv[0][2])):
         q = steady[(v, m, s)]
-        stable = [x.gamma for x in runs if key(x) == (v, m, s) and not x.diverged]
-        rows.append([v, paper_name(m), f"{s:g}", r.param(), fmt(r.final), fmt(_ratio(r, base_of(best, v, m), "final"), 2),
-                     q.param(), fmt(q.tail), fmt(_ratio(q, base_of(steady, v, m), "tail"), 2),
-                     f"{max(stable):g}" if stable else "none", updates(r), whole(r.attr("tau_max")),
-                     decimal(r.attr("delay_mean"), ".1f"), decimal(r.attr("discarded_fraction"), ".3f")])
+        stable = [x.gamma for x in runs if key(x) == (v, m, s) and not diverged(x)]
+        rows.append([v, paper_name(m), f"{s:g}", setting_text(r), fmt(final(r)), fmt(ratio(r, base_of(best, v, m), final), 2),
+                     setting_text(q), fmt(tail(q)), fmt(ratio(q, base_of(steady, v, m), tail), 2),
+                     f"{max(stable):g}" if stable else "none", updates(r), whole(attr(r, "tau_max")),
+                     decimal(attr(r, "delay_mean"), ".1f"), decimal(attr(r, "discarded_fraction"), ".3f")])
     t = METRIC_TEXT[metric]
     page.text(f"{len(runs)} runs. Per variant, method and s: the best γ (/ τ) by the final {t} at time "
               f"{runs[-1].config.section('async').max_time:g} and by the median over the last 10% of the budget ('tail'); "
@@ -464,8 +415,8 @@ def variants(page, name: str, keys: tuple, note: str, baseline: bool, sweeps: di
 def gamma_table_variants(runs: list, keys: tuple) -> tuple[list, list]:
     cells, gs = defaultdict(dict), set()
     for r in runs:
-        cells[(variant_of(r, keys), METHODS.index(r.method), r.tau, r.slow)][r.gamma] = \
-            "div" if r.diverged else fmt(r.final, 2)
+        cells[(variant_of(r, keys), METHODS.index(r.method), tau_of(r), slowdown(r))][r.gamma] = \
+            "div" if diverged(r) else fmt(final(r), 2)
         gs.add(r.gamma)
     gs = sorted(gs)
     rows = [[v, paper_name(METHODS[m]) + (f", τ = {tau:g}" if METHODS[m] == "clipped_asgd" else ""), f"{s:g}"]

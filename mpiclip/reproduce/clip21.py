@@ -13,17 +13,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from mpiclip import plotting
+from mpiclip import plotting, results
 from mpiclip.reproduce import Cut, Family
-from mpiclip.sweep import finished_traces
 
 SHOWN_TAUS = {"clip21-counterexample": (0.5, 1.2, 2.0), "clip21-mushrooms": (0.01, 0.1, 1.0), "clip21-w8a": (0.01, 0.1, 1.0)}
 COMMON = (0.03, 0.3)  # (τ, step-size factor) of the equal-settings table of the DP sweep
-
-
-def completed(sweep) -> list:
-    """(config, trace) of the sweep's completed runs, in sweep order."""
-    return [(run.config, tr) for run, tr in finished_traces(sweep)]
 
 
 def name_of(method: str, tau) -> str:
@@ -31,63 +25,63 @@ def name_of(method: str, tau) -> str:
 
 
 def convergence(page, name: str, sweep) -> None:
-    runs = completed(sweep)
+    runs = results.runs(sweep)
     if not runs:
         page.text("No completed runs yet.")
         return
     taus = SHOWN_TAUS.get(name, ())
     rows, chosen = [], []
-    for config, tr in runs:
-        method = config.method.name
-        tau = getattr(config.method.params, "tau", None)
-        rows.append([plotting.PAPER_NAMES.get(method, method), "-" if tau is None else f"{tau:g}",
+    for r in runs:
+        tr, tau = r.trace, r.param("tau", None)
+        rows.append([plotting.PAPER_NAMES.get(r.method, r.method), "-" if tau is None else f"{tau:g}",
                      f"{tr.grad_norm_sq[-1]:.3g}", f"{tr.loss[-1]:.6g}",
                      f"{tr.metrics['accuracy'][-1]:.4f}" if "accuracy" in tr.metrics else "-",
                      f"{np.nanmean(tr.workers['clip_active'][-2]):.2f}" if "clip_active" in tr.workers else "-"])
         if tau is None or tau in taus or not taus:
-            tr.attrs["name"] = name_of(method, tau)
+            tr.attrs["name"] = name_of(r.method, tau)
             chosen.append(tr)
     page.text("Final values after the round budget (clipping active: the share of workers clipped in the last "
               "round):")
     page.table(name, ["method", "τ", "final ‖∇f‖²", "final f", "accuracy", "clipping active"], rows)
     chosen.sort(key=lambda tr: tr.attrs["name"])
     page.figure(name, plotting.draw(chosen, x="rounds", title=f"{name}: ‖∇f‖² against rounds", xmax=None))
-    activity = next((tr for config, tr in runs if config.method.name == "clip21_gd" and taus
-                     and config.method.params.tau == taus[0]), None)
+    activity = next((r.trace for r in runs if r.method == "clip21_gd" and taus and r.param("tau") == taus[0]), None)
     if activity is not None:
         page.figure(f"{name}-activity", plotting.draw_activity(
             activity, title=f"{name}: Clip21-GD, τ = {taus[0]:g}: clipping active (1) per worker and round"))
 
 
+def final_mean(traces: list, key: str) -> float:
+    """The mean over the seeds of a final value: ‖∇f‖², f or a metric (``accuracy``)."""
+    return float(np.mean([(tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1] for tr in traces]))
+
+
 def privacy(page, name: str, sweep) -> None:
-    runs = completed(sweep)
+    runs = results.runs(sweep)
     if not runs:
         page.text("No completed runs yet.")
         return
     groups = defaultdict(list)  # (method, ε, τ, factor) -> traces over seeds
-    for config, tr in runs:
-        p = config.method.params
-        groups[(config.method.name, p.target_epsilon, p.tau, config.stepsize.factor)].append(tr)
-    mean = lambda trs, key: float(np.mean([(tr.metrics[key] if key in tr.metrics else getattr(tr, key))[-1] for tr in trs]))
-    best = {}
-    for (method, eps, tau, factor), trs in groups.items():
-        score = mean(trs, "grad_norm_sq")
-        if (method, eps) not in best or score < best[(method, eps)][0]:
-            best[(method, eps)] = (score, (tau, factor), trs)
+    for r in runs:
+        groups[(r.method, r.param("target_epsilon"), r.param("tau"), r.config.stepsize.factor)].append(r.trace)
+    # per (method, ε), the (τ, factor) with the smallest mean final ‖∇f‖²
+    best = results.select(groups.items(), lambda g: g[0][:2], lambda g: final_mean(g[1], "grad_norm_sq"))
     seeds = sorted({len(trs) for trs in groups.values()})
-    delta = runs[0][0].method.params.delta
-    rows = [[plotting.PAPER_NAMES.get(method, method), f"{eps:g}", f"{tau:g}", f"{factor:g}", len(trs), f"{score:.3g}",
-             f"{mean(trs, 'accuracy'):.4f}", f"{np.mean([tr.workers['noise_scale'][0, 0] for tr in trs]):.3g}"]
-            for (method, eps), (score, (tau, factor), trs) in sorted(best.items())]
-    page.text(f"At equal (ε, δ = {delta:g}) after {runs[0][0].run.rounds} rounds, the best τ and step-size factor per "
+    delta = runs[0].param("delta")
+    rows = [[plotting.PAPER_NAMES.get(method, method), f"{eps:g}", f"{tau:g}", f"{factor:g}", len(trs),
+             f"{final_mean(trs, 'grad_norm_sq'):.3g}", f"{final_mean(trs, 'accuracy'):.4f}",
+             f"{np.mean([tr.workers['noise_scale'][0, 0] for tr in trs]):.3g}"]
+            for (method, eps), ((_, _, tau, factor), trs) in sorted(best.items())]
+    page.text(f"At equal (ε, δ = {delta:g}) after {runs[0].config.run.rounds} rounds, the best τ and step-size factor per "
               "method and ε by the mean final ‖∇f‖² over the seeds (σ: the noise the target required):")
     page.table(name, ["method", "ε", "best τ", "factor", "seeds", "final ‖∇f‖²", "accuracy", "σ"], rows)
-    same = [[plotting.PAPER_NAMES.get(m, m), f"{e:g}", len(t), f"{mean(t, 'grad_norm_sq'):.3g}", f"{mean(t, 'accuracy'):.4f}"]
+    same = [[plotting.PAPER_NAMES.get(m, m), f"{e:g}", len(t), f"{final_mean(t, 'grad_norm_sq'):.3g}",
+             f"{final_mean(t, 'accuracy'):.4f}"]
             for (m, e, tau, factor), t in sorted(groups.items()) if (tau, factor) == COMMON]
     if same:
         page.text(f"At a common τ = {COMMON[0]:g} and factor {COMMON[1]:g}:")
         page.table(f"{name}-common", ["method", "ε", "seeds", "final ‖∇f‖²", "accuracy"], same)
-    chosen = [tr for (_, _, trs) in best.values() for tr in trs]
+    chosen = [tr for (_, trs) in best.values() for tr in trs]
     count = "/".join(map(str, seeds))
     for y, label in (("grad_norm_sq", "grad"), ("accuracy", "accuracy")):
         page.figure(f"{name}-{label}", plotting.draw_privacy_utility(

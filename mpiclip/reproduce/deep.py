@@ -19,9 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from mpiclip import plotting
+from mpiclip import plotting, results
 from mpiclip.reproduce import Cut
-from mpiclip.sweep import Sweep, finished_traces, larger_is_better, status_of
+from mpiclip.sweep import Sweep, larger_is_better
 
 LAPTOP_DATA = {"source": "digits", "split": "iid", "test_fraction": 0.2}
 LAPTOP_CNN = {"name": "cnn_mnist", "padding": 2, "channels": [8, 16]}  # 8×8 images; d = 5,258 for 10 classes
@@ -34,12 +34,6 @@ def laptop(grids: tuple = (), rounds: int = 300, eval_every: int = 20, data: Opt
     sets = {"data": data or LAPTOP_DATA, "problem": problem or LAPTOP_CNN, "run.rounds": rounds,
             "run.eval_every": eval_every, **(keys or {})}
     return Cut(grids=grids, set=sets)
-
-
-def value(config, key: str):
-    """A run's value of a dotted config key ('-' where its section has no such key)."""
-    section, _, name = key.partition(".")
-    return config.as_table().get(section, {}).get(name, "-")
 
 
 @dataclass
@@ -60,22 +54,22 @@ def tuned(sweep: Sweep) -> list[Tuned]:
     """Per group of the sweep's ``select.group``, the setting with the best mean final ``select.metric`` over its
     seeds; a setting with a run that did not complete is not eligible."""
     metric, sign = sweep.select.metric, 1.0 if larger_is_better(sweep.select.metric) else -1.0
-    traces = {run.index: tr for run, tr in finished_traces(sweep)}
+    read = {r.index: r for r in results.runs(sweep, statuses=None)}  # every readable trace: failed ones are counted
     groups: dict = {}  # group values -> (Tuned, {setting: [trace or None per seed]})
     for run in sweep.runs:
-        values = {k: value(run.config, k) for k in sweep.select.group}
+        values = {k: results.config_value(run.config, k) for k in sweep.select.group}
         entry, settings = groups.setdefault(tuple(values.values()), (Tuned(values), {}))
         entry.tried += 1
-        entry.failed += status_of(run.config.trace_path).startswith("failed")
+        done = read.get(run.index)
+        entry.failed += done is not None and done.status.startswith("failed")
         setting = tuple((k, v) for k, v in run.values if "." in k and k not in sweep.select.group and k != "run.seed")
-        settings.setdefault(setting, []).append(traces.get(run.index))
+        settings.setdefault(setting, []).append(done.trace if done is not None and done.completed else None)
     for entry, settings in groups.values():
-        for setting, runs in settings.items():
-            if any(tr is None for tr in runs):
-                continue
-            score = float(np.mean([final(tr, metric) for tr in runs]))
-            if np.isfinite(score) and (not entry.traces or sign * score > sign * entry.score):
-                entry.score, entry.settings, entry.traces = score, setting, runs
+        eligible = [(setting, runs, float(np.mean([final(tr, metric) for tr in runs])))
+                    for setting, runs in settings.items() if all(tr is not None for tr in runs)]
+        best = results.select(eligible, lambda _: 0, lambda e: -sign * e[2]).get(0)  # smaller is better
+        if best is not None:
+            entry.settings, entry.traces, entry.score = best
     return [entry for entry, _ in groups.values()]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 from mpiclip import plotting
-from mpiclip.analysis import bits_to
 from mpiclip.reproduce import Cut, Family
+from mpiclip.results import bits_to
 from mpiclip.sweep import best_runs, status_of
 from mpiclip.trace import load_trace
 

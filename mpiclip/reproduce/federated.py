@@ -40,202 +40,47 @@ them with ``mpiclip sweep run``. The page reads the -seeds sweeps the preset pla
 mpiclip/sweeps/fed-*-seeds.toml (the ones docs/fed used): new files count once they replace those
 (``--write-seeds jobs/sweeps --overwrite``, as docs/fed/README.md does); runs of a -seeds sweep that are not
 the tuning sweep's current best configurations are left out, and the page says so. Reads traces only
-(never mpi4py).
+(never mpi4py): what the page reads of each run and how it chooses are in federated_runs.py, its figures in
+federated_figures.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections import defaultdict
 
 import numpy as np
 
-from mpiclip import config as cfg
-from mpiclip import plotting
 from mpiclip.plotting import paper_name
 from mpiclip.reproduce import Cut, Family
+from mpiclip.reproduce.federated_figures import beta_figure, setting_figure
+from mpiclip.reproduce.federated_runs import (
+    ALIGNING,
+    METHODS,
+    SWEEPS,
+    TUNING,
+    Setting,
+    accuracy,
+    as_key,
+    at,
+    best_at_round,
+    beta,
+    bits,
+    last_row,
+    loss,
+    mu,
+    param_text,
+    pick,
+    row_at_round,
+    row_within_bits,
+    settings_of,
+    tail_acc,
+    variance,
+    write_seeds,
+)
 from mpiclip.sweep import read_sweep
-from mpiclip.trace import CORRUPT, open_trace
-
-# (tuning sweep, short name of its files, title); each has a "<sweep>-seeds" sweep
-SWEEPS = (("fed-digits-oneclass", "oneclass", "Digits, one class per client"),
-          ("fed-digits-pct0", "pct0", "Digits, percentage-iid 0"),
-          ("fed-synthetic", "synthetic", "Synthetic(1, 1)"),
-          ("fed-synthetic-samples", "synthetic-samples", "Synthetic(1, 1), sample-weighted averaging"))
-METHODS = ("fedga", "gradalign", "lbsgd", "fedavg", "scaffold", "scaffold_stored", "fedprox")
-TUNING = tuple(name for name, _, _ in SWEEPS)
-MODELS = {"softmax": "softmax", "mlp": "MLP"}
-ALIGNING = ("fedga", "gradalign")
-WIDTH = plotting.SIZES["page"][0]  # every figure has the width of a page
-
-
-
-# ---------------------------------------------------------------- reading
-ROWS = ("rounds", "loss", "test_accuracy", "grad_variance", "comm_rounds")
-
-
-def read(path: str):
-    """(status, {row dataset: values}, uplink bits per client) of a trace: only what the tables need
-    (mpiclip.trace.load_trace reads every dataset, 10x slower over a thousand traces); rows None if the
-    trace did not complete or cannot be read."""
-    try:
-        with open_trace(path) as f:
-            status = f.attrs.get("status", "?")
-            status = status.decode() if isinstance(status, bytes) else str(status)
-            if not status.startswith("completed") or any(k not in f for k in ROWS):
-                return status, None, None
-            rows = {k: f[k][()] for k in ROWS}
-            # the papers' bits per worker: cumulative mean over the n clients (Trace.bits_per_worker)
-            bits = np.cumsum(f["bits/up/paper"][()].mean(axis=1))
-    except CORRUPT:  # being written by a running sweep, or damaged
-        return "unreadable", None, None
-    return status, rows, bits
-
-
-def _key(v: float):
-    return None if math.isnan(v) else round(v, 12)
-
-
-class Run:
-    """One completed trace of a sweep."""
-
-    def __init__(self, sweep_run, rows: dict, bits: np.ndarray):
-        c = sweep_run.config
-        self.sweep_run, self.index, self.label = sweep_run, sweep_run.index, sweep_run.label
-        self.values = dict(sweep_run.values)
-        self.method = c.method.name
-        self.model = c.problem.name
-        self.P = c.section("federated").participants(c.run.n_workers)
-        self.n = c.run.n_workers
-        self.gamma = float(c.stepsize.value)
-        self.beta = float(getattr(c.method.params, "beta", math.nan))
-        self.mu = float(getattr(c.method.params, "mu", math.nan))
-        self.batch = int(c.section("federated").batch_size)
-        self.seed = int(c.run.seed)
-        self.acc, self.var = rows["test_accuracy"], rows["grad_variance"]
-        self.comm, self.rounds, self.loss = rows["comm_rounds"], rows["rounds"].astype(float), rows["loss"]
-        self.bits = bits
-
-    @property
-    def setting(self) -> tuple:
-        return (self.model, self.P)
-
-    @property
-    def hyper(self) -> tuple:
-        """Everything that defines a configuration but the seed."""
-        return (self.model, self.P, self.method, self.gamma, _key(self.beta), _key(self.mu), self.batch)
-
-    def at(self, i: int) -> dict:
-        return {"acc": float(self.acc[i]), "var": float(self.var[i]), "loss": float(self.loss[i]),
-                "round": int(self.rounds[i]), "comm": int(self.comm[i]), "bits": float(self.bits[i])}
-
-    def row_at_round(self, t: int) -> int:
-        """The row of server round t (the last row if the run is shorter)."""
-        i = int(np.searchsorted(self.rounds, t))
-        return min(i, len(self.rounds) - 1)
-
-    def tail_acc(self) -> float:
-        """Mean test accuracy over the rows of the last 10% of the communication budget (steadier than the
-        final row, which the selection rewards for luck when a run oscillates)."""
-        keep = self.comm >= 0.9 * self.comm[-1]
-        return float(np.mean(self.acc[keep]))
-
-    def row_within_bits(self, budget: float) -> int:
-        return max(int(np.searchsorted(self.bits, budget * (1 + 1e-9), side="right")) - 1, 0)
-
-    def param_text(self) -> str:
-        extra = (f", β = {self.beta:g}" if self.method in ALIGNING
-                 else f", μ = {self.mu:g}" if self.method == "fedprox" else "")
-        return f"γ = {self.gamma:g}{extra}"
-
-
-def completed(sweep) -> tuple[list, int]:
-    """(the completed runs of ``sweep``, how many runs it has)."""
-    out = []
-    for run in sweep.runs:
-        path = run.config.trace_path
-        if not os.path.exists(path):
-            continue
-        status, rows, bits = read(path)
-        if rows is not None and len(rows["rounds"]):
-            out.append(Run(run, rows, bits))
-    return out, len(sweep.runs)
-
-
-def best_of(runs: list) -> dict:
-    """(model, P, method) -> the run with the best final test accuracy, ties to the earlier run of the sweep:
-    `mpiclip sweep best` with [select] metric = "test_accuracy", criterion = "final" (a NaN accuracy loses)."""
-    best: dict = {}
-    for r in sorted(runs, key=lambda r: r.index):
-        a = float(r.acc[-1])
-        key = (r.model, r.P, r.method)
-        if np.isfinite(a) and (key not in best or a > float(best[key].acc[-1])):
-            best[key] = r
-    return best
-
-
-# ---------------------------------------------------------------- the seeds sweeps
-def seeds_text(name: str, table: dict, sweep, seeds=(1, 2), output: str = "results/sweeps/{name}", path: str = "",
-               report: str = "mpiclip reproduce fed --full --report-only", tuning: str = "") -> tuple[str, int, int]:
-    """(the text of <name>-seeds.toml, configurations, groups without a completed run): the best configuration
-    of every (model, P, method) of the tuning sweep ``sweep`` (read from ``table``) by its traces, rerun with
-    run.seed in ``seeds``; everything else as in the tuning sweep. For its comments: ``path``, where the file
-    goes; ``report``, the command that writes the page; ``tuning``, the tuning sweep's file."""
-    chosen = best_of(completed(sweep)[0])
-    groups = {(r.config.problem.name, r.config.section("federated").participants(r.config.run.n_workers), r.config.method.name)
-              for r in sweep.runs}
-    missing = len(groups - set(chosen))
-    best = sorted(chosen.values(), key=lambda r: r.index)
-    lines = [f"# Generated by `python -m mpiclip.reproduce.federated --write-seeds` from the traces of {name}: the",
-             "# best configuration of every (model, P, method) by the final test accuracy (seed 0, as",
-             f"# `mpiclip sweep best {tuning or name}`), rerun with run.seed = {', '.join(map(str, seeds))} (x0, client sampling",
-             "# and minibatches change; the data and its split do not). Everything else as in the parent sweep.",
-             f"#   OMP_NUM_THREADS=1 python -m mpiclip sweep run {path or name + '-seeds.toml'}",
-             f"#   {report}      (the tables with the mean over the seeds)",
-             "[sweep]", f'name = "{name}-seeds"', f'base = "{table["sweep"]["base"]}"', f"output = {cfg.toml_value(output)}",
-             "", "[set]"]
-    lines += [f'"{k}" = {cfg.toml_value(v)}' for k, v in table.get("set", {}).items()]
-    for r in best:
-        lines += ["", f"[[grid]]                        # {MODELS.get(r.model, r.model)}, P = {r.P}: {paper_name(r.method)}"]
-        lines += [f'"{k}" = [{cfg.toml_value(v)}]' for k, v in r.sweep_run.values if k != "run.seed"]
-        lines += [f'"run.seed" = {cfg.toml_value(list(seeds))}']
-    select = table.get("select", {})
-    lines += ["", "[select]"] + [f"{k} = {cfg.toml_value(v)}" for k, v in select.items()]
-    return "\n".join(lines) + "\n", len(best), missing
-
-
-def write_seeds(out: str, preset: str = "full", traces: str | None = None, seeds=(1, 2), overwrite: bool = False,
-                say=print, family: Family | None = None) -> list[str]:
-    """out/<sweep>-seeds.toml for every tuning sweep of ``family`` (default: this one) at ``preset`` that has
-    completed traces in ``traces`` (default: where `mpiclip reproduce fed` puts them); an existing file only
-    with ``overwrite``. Returns the files written."""
-    from mpiclip.reproduce import default_dirs, plan
-
-    traces = traces or default_dirs(["fed"], preset, None, None)[1]
-    written = []
-    for p in plan(family or FAMILY, preset, traces):
-        name = p.sweep.params.name
-        if name not in TUNING:
-            continue
-        path = os.path.join(out, f"{name}-seeds.toml")
-        report = "mpiclip reproduce fed" + (" --full" if preset == "full" else "") + " --report-only"
-        text, count, missing = seeds_text(name, cfg.tomllib.loads(p.text), p.sweep, seeds, os.path.join(traces, "{name}"),
-                                          path, report, p.path)
-        if count == 0:
-            say(f"{name}: no completed traces in {os.path.join(traces, name)}; nothing written")
-            continue
-        if os.path.exists(path) and not overwrite:
-            say(f"{path} exists; not written (--overwrite replaces it)")
-            continue
-        os.makedirs(out, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        written.append(path)
-        say(f"{path}: {count} configurations x {len(seeds)} seeds" + (f" ({missing} groups without runs)" if missing else ""))
-    return written
 
 
 # ---------------------------------------------------------------- statistics
@@ -260,101 +105,31 @@ def fmt(v: float, digits: int = 3) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
-# ---------------------------------------------------------------- one setting
-class Setting:
-    """One (sweep, model, P): every run, the best configuration per method and its seeds."""
-
-    def __init__(self, name: str, short: str, title: str, model: str, P: int, runs: list, best: dict, seeds: dict):
-        self.name, self.short, self.model, self.P = name, short, model, P
-        self.runs = runs
-        self.best = best  # method -> Run (seed 0)
-        self.seeds = seeds  # method -> [Run] (seed 0 first)
-        self.n = runs[0].n
-        self.title = f"{title}, {MODELS.get(model, model)}, P = {P} of {self.n}"
-        self.slug = f"{short}-{model}-P{P}"
-        # the communication budget (400 in the shipped sweeps) and the equal-server-rounds row (200): its half
-        self.budget = int(max(r.comm[-1] for r in runs))
-        self.server_rounds = self.budget // 2
-
-    def methods(self):
-        return [m for m in METHODS if m in self.best]
-
-
-def settings_of(name: str, short: str, title: str, sweep, seeds_sweep) -> tuple[list, list]:
-    """(the settings of a tuning sweep with their seeds, sentences for the page about what is missing)."""
-    runs, total = completed(sweep)
-    if not runs:
-        return [], [f"`{name}`: none of its {total} runs has completed yet."]
-    notes = []
-    best = best_of(runs)
-    extra: dict = defaultdict(list)
-    stale = []
-    if seeds_sweep is None:
-        notes.append(f"`{name}-seeds` is not in this preset: seed 0 alone.")
-    else:
-        seeded, seeds_total = completed(seeds_sweep)
-        for r in seeded:
-            chosen = best.get((r.model, r.P, r.method))
-            if chosen is not None and chosen.hyper == r.hyper and r.seed != chosen.seed:
-                extra[r.hyper].append(r)
-            else:
-                stale.append(r.label)
-        if not seeded:
-            notes.append(f"`{name}-seeds`: none of its {seeds_total} runs has completed yet: seed 0 alone.")
-        if stale:
-            notes.append(f"`{name}-seeds`: {len(stale)} of its completed runs are not the best configurations of "
-                         f"`{name}` (left out; `python -m mpiclip.reproduce.federated --write-seeds` writes the "
-                         f"current ones), e.g. {stale[0]}.")
-    if len(runs) < total:
-        notes.append(f"`{name}`: {len(runs)} of its {total} runs have completed; the best configurations are "
-                     "those of the completed runs.")
-    out = []
-    for model, P in sorted({r.setting for r in runs}, key=lambda s: (list(MODELS).index(s[0]) if s[0] in MODELS
-                                                                       else len(MODELS), s[0], -s[1])):
-        here = [r for r in runs if r.setting == (model, P)]
-        b = {m: best[(model, P, m)] for m in METHODS if (model, P, m) in best}
-        s = {m: [r] + sorted(extra.get(r.hyper, []), key=lambda q: q.seed) for m, r in b.items()}
-        out.append(Setting(name, short, title, model, P, here, b, s))
-    return out, notes
-
-
 # ---------------------------------------------------------------- tables: (header, rows)
 def table_a(s: Setting) -> tuple:
     rows = []
     for m in s.methods():
         rs = s.seeds[m]
-        last = [r.at(len(r.rounds) - 1) for r in rs]
+        last = [at(r, last_row(r)) for r in rs]
         b = s.best[m]
-        rows.append([paper_name(m), b.param_text(), str(last[0]["round"]), str(last[0]["comm"]), f"{last[0]['bits']:.3g}",
-                     str(len(rs)), pm([x["acc"] for x in last], pct=True), pm([r.tail_acc() for r in rs], pct=True),
+        rows.append([paper_name(m), param_text(b), str(last[0]["round"]), str(last[0]["comm"]), f"{last[0]['bits']:.3g}",
+                     str(len(rs)), pm([x["acc"] for x in last], pct=True), pm([tail_acc(r) for r in rs], pct=True),
                      pm([x["var"] for x in last]), pm([x["loss"] for x in last]), f"{100 * last[0]['acc']:.1f}"])
     return (["method", "best configuration", "server rounds", "comm rounds (code)", "uplink bits/client", "seeds",
              "test accuracy %", "last-10% mean acc %", "grad variance", "train loss f(x)", "seed 0 acc %"], rows)
 
 
-def best_at_round(s: Setting, method: str, t: int):
-    """The seed-0 run of the grid with the best test accuracy at round t (ties: the earlier run)."""
-    best, score = None, -math.inf
-    for r in sorted(s.runs, key=lambda r: r.index):
-        if r.method != method or r.seed != 0:
-            continue
-        a = float(r.acc[r.row_at_round(t)])
-        if np.isfinite(a) and a > score:
-            best, score = r, a
-    return best
-
-
 def table_b(s: Setting) -> tuple:
     t = s.server_rounds
-    rows = []
+    rows, retuning = [], best_at_round(s.runs, t)
     for m in s.methods():
         rs = s.seeds[m]
-        at = [r.at(r.row_at_round(t)) for r in rs]
-        retuned = best_at_round(s, m, t)
-        rt = retuned.at(retuned.row_at_round(t)) if retuned else None
-        rows.append([paper_name(m), str(at[0]["round"]), str(at[0]["comm"]), pm([x["acc"] for x in at], pct=True),
-                     pm([x["var"] for x in at]), pm([x["loss"] for x in at]),
-                     retuned.param_text() if retuned else "-", f"{100 * rt['acc']:.1f}" if rt else "-",
+        here = [at(r, row_at_round(r, t)) for r in rs]
+        retuned = retuning.get(m)
+        rt = at(retuned, row_at_round(retuned, t)) if retuned else None
+        rows.append([paper_name(m), str(here[0]["round"]), str(here[0]["comm"]), pm([x["acc"] for x in here], pct=True),
+                     pm([x["var"] for x in here]), pm([x["loss"] for x in here]),
+                     param_text(retuned) if retuned else "-", f"{100 * rt['acc']:.1f}" if rt else "-",
                      fmt(rt["var"]) if rt else "-"])
     return (["method", "server rounds", "comm rounds (code)", "test accuracy %", "grad variance", "train loss",
              f"re-tuned at round {t} (seed 0)", "its acc %", "its grad variance"], rows)
@@ -363,7 +138,7 @@ def table_b(s: Setting) -> tuple:
 def bits_budget(s: Setting) -> float:
     """FedAvg's final uplink bits per client (or the first method's, without FedAvg)."""
     ref = s.best.get("fedavg") or s.best[s.methods()[0]]
-    return float(ref.bits[-1])
+    return float(bits(ref)[-1])
 
 
 def table_c(s: Setting) -> tuple:
@@ -371,38 +146,33 @@ def table_c(s: Setting) -> tuple:
     rows = []
     for m in s.methods():
         rs = s.seeds[m]
-        at = [r.at(r.row_within_bits(budget)) for r in rs]
-        rows.append([paper_name(m), str(at[0]["round"]), str(at[0]["comm"]), f"{at[0]['bits']:.3g}",
-                     pm([x["acc"] for x in at], pct=True), pm([x["var"] for x in at]), pm([x["loss"] for x in at])])
+        here = [at(r, row_within_bits(r, budget)) for r in rs]
+        rows.append([paper_name(m), str(here[0]["round"]), str(here[0]["comm"]), f"{here[0]['bits']:.3g}",
+                     pm([x["acc"] for x in here], pct=True), pm([x["var"] for x in here]), pm([x["loss"] for x in here])])
     return (["method", "server rounds", "comm rounds (code)", "uplink bits/client", "test accuracy %", "grad variance",
              "train loss"], rows)
-
-
-def pick(runs: list):
-    """The best final test accuracy (ties: the earlier run of the sweep), as `sweep best`."""
-    return max(runs, key=lambda r: (np.nan_to_num(r.acc[-1], nan=-1.0), -r.index))
 
 
 def failed(runs: list) -> str:
     """The step sizes whose run collapsed (chance-level accuracy, e.g. the constant predictor) or diverged."""
     bad = [r.gamma for r in sorted(runs, key=lambda r: r.gamma)
-           if not (np.isfinite(r.loss[-1]) and r.loss[-1] < r.loss[0] and r.acc[-1] >= 0.2)]
+           if not (np.isfinite(loss(r)[-1]) and loss(r)[-1] < loss(r)[0] and accuracy(r)[-1] >= 0.2)]
     return ", ".join(f"{g:g}" for g in bad) if bad else "none"
 
 
 def sensitivity(s: Setting) -> tuple:
     """FedGA/GradAlign per β, FedProx per μ: the best γ of each value (final test accuracy, seed 0)."""
     rows = []
-    for m, attr, sym in (("fedga", "beta", "β"), ("gradalign", "beta", "β"), ("fedprox", "mu", "μ")):
+    for m, value_of, sym in (("fedga", beta, "β"), ("gradalign", beta, "β"), ("fedprox", mu, "μ")):
         groups = defaultdict(list)
         for r in s.runs:
             if r.method == m and r.seed == 0:
-                groups[getattr(r, attr)].append(r)
+                groups[value_of(r)].append(r)
         for v in sorted(groups):
             b = pick(groups[v])
-            i = len(b.rounds) - 1
-            rows.append([paper_name(m), f"{sym} = {v:g}", f"{b.gamma:g}", f"{100 * b.acc[i]:.1f}", fmt(b.var[i]),
-                         fmt(b.loss[i]), failed(groups[v])])
+            i = last_row(b)
+            rows.append([paper_name(m), f"{sym} = {v:g}", f"{b.gamma:g}", f"{100 * accuracy(b)[i]:.1f}", fmt(variance(b)[i]),
+                         fmt(loss(b)[i]), failed(groups[v])])
     return (["method", "value", "best γ", "test acc %", "grad variance", "train loss",
              "γ that failed (final test acc < 20% or f above its start)"], rows)
 
@@ -414,9 +184,9 @@ def grid_table(s: Setting) -> tuple:
     for r in s.runs:
         if r.seed != 0:
             continue
-        extra = (f", β = {r.beta:g}" if r.method in ALIGNING else f", μ = {r.mu:g}" if r.method == "fedprox" else "")
-        key = (METHODS.index(r.method), _key(r.beta) or 0.0, _key(r.mu) or 0.0, paper_name(r.method) + extra)
-        a = r.acc[-1]
+        extra = (f", β = {beta(r):g}" if r.method in ALIGNING else f", μ = {mu(r):g}" if r.method == "fedprox" else "")
+        key = (METHODS.index(r.method), as_key(beta(r)) or 0.0, as_key(mu(r)) or 0.0, paper_name(r.method) + extra)
+        a = accuracy(r)[-1]
         cells[key][r.gamma] = f"{100 * a:.1f}" if np.isfinite(a) else "nan"
         gammas.add(r.gamma)
     gs = sorted(gammas)
@@ -435,8 +205,8 @@ def headline(settings: list, row_of) -> tuple:
         a_row, v_row = [s.title], [s.title]
         for m in ms:
             rs = s.seeds.get(m)
-            a_row.append(pm([float(r.acc[row_of(s, r)]) for r in rs], pct=True) if rs else "-")
-            v_row.append(pm([float(r.var[row_of(s, r)]) for r in rs], digits=2) if rs else "-")
+            a_row.append(pm([float(accuracy(r)[row_of(s, r)]) for r in rs], pct=True) if rs else "-")
+            v_row.append(pm([float(variance(r)[row_of(s, r)]) for r in rs], digits=2) if rs else "-")
         acc.append(a_row)
         var.append(v_row)
     header = ["setting"] + [paper_name(m) for m in ms]
@@ -466,10 +236,10 @@ def claim_table(settings: list, row_of, pairs=PAIRS) -> tuple:
             if not a or not b:
                 row += ["-", "-"]
                 continue
-            acc_a = np.array([100 * float(r.acc[row_of(s, r)]) for r in a])
-            acc_b = np.array([100 * float(r.acc[row_of(s, r)]) for r in b])
-            var_a = np.array([float(r.var[row_of(s, r)]) for r in a])
-            var_b = np.array([float(r.var[row_of(s, r)]) for r in b])
+            acc_a = np.array([100 * float(accuracy(r)[row_of(s, r)]) for r in a])
+            acc_b = np.array([100 * float(accuracy(r)[row_of(s, r)]) for r in b])
+            var_a = np.array([float(variance(r)[row_of(s, r)]) for r in a])
+            var_b = np.array([float(variance(r)[row_of(s, r)]) for r in b])
             diff = acc_a.mean() - acc_b.mean()
             se = math.sqrt(sum(v.var(ddof=1) / len(v) if len(v) > 1 else 0.0 for v in (acc_a, acc_b)))
             word = "tie" if abs(diff) <= 2 * se or (se == 0 and diff == 0) else ("higher" if diff > 0 else "lower")
@@ -483,135 +253,8 @@ def claim_table(settings: list, row_of, pairs=PAIRS) -> tuple:
     return header, rows
 
 
-FINAL = lambda s, r: len(r.rounds) - 1  # the row at equal communication (the last)
-SERVER = lambda s, r: r.row_at_round(s.server_rounds)  # the row at equal server rounds
-
-
-# ---------------------------------------------------------------- figures
-def _band(runs: list, x_of, y_of):
-    """x of the first seed, and mean, min, max of y over the seeds (on the rows they share)."""
-    k = min(len(r.rounds) for r in runs)
-    x = x_of(runs[0])[:k]
-    ys = np.array([y_of(r)[:k] for r in runs])
-    return x, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
-
-
-def _title(text: str, fontsize: float = 9) -> str:
-    return plotting.wrapped(text, WIDTH, fontsize)
-
-
-def _legend(fig, axes, ncols: int) -> None:
-    """One legend below the axes, each label once (the curves of every panel are the same methods)."""
-    seen = {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, h)
-    if seen:
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(ncols, len(seen)), frameon=False)
-
-
-
-def setting_figure(s: Setting):
-    """Test accuracy against communication rounds and against uplink bits per client, gradient variance against
-    server rounds: each method's best configuration, the mean over the seeds with a band from min to max."""
-    plt = plotting.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.7), layout="constrained")
-    panels = ((lambda r: r.comm, lambda r: 100 * r.acc, "communication rounds\n(the GradAlign code's count)",
-               "test accuracy (%)", False),
-              (lambda r: r.bits, lambda r: 100 * r.acc, "uplink bits per client\n(mean over the n clients)",
-               "test accuracy (%)", False),
-              (lambda r: r.rounds, lambda r: r.var, "server rounds", "gradient variance", True))
-    accs = []
-    for ax, (x_of, y_of, xlabel, ylabel, log) in zip(axes, panels):
-        dropped = 0
-        for m in s.methods():
-            rs = s.seeds[m]
-            x, mean, lo, hi = _band(rs, x_of, y_of)
-            keep = np.isfinite(mean) & ((mean > 0) if log else True)
-            dropped += int(np.sum(np.isfinite(mean) & ~keep))
-            style = plotting.method_style(m)
-            ax.plot(x[keep], mean[keep], lw=1.2, ms=3.5, markevery=0.1, label=f"{paper_name(m)} ({s.best[m].param_text()})",
-                    **style)
-            if len(rs) > 1:
-                band = keep & np.isfinite(lo) & ((lo > 0) if log else True)
-                ax.fill_between(x[band], lo[band], hi[band], color=style["color"], alpha=0.15, lw=0)
-            if not log:
-                accs.append(mean)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(nbins=4)
-        if log:
-            ax.set_yscale("log")
-            plotting.log_note(ax, dropped)
-    late = np.concatenate([a[len(a) // 4:] for a in accs]) if accs else np.array([0.0])
-    late = late[np.isfinite(late)] if np.isfinite(late).any() else np.array([0.0])
-    lo, hi = max(0.0, float(np.percentile(late, 2)) - 5.0), min(100.0, float(np.max(late)) + 2.0)
-    for ax in axes[:2]:
-        ax.set_ylim(lo, max(hi, lo + 1.0))
-    k = max(len(v) for v in s.seeds.values())
-    fig.suptitle(_title(f"{s.title}: each method's best configuration (final test accuracy at {s.budget} communication "
-                        f"rounds); mean over {k} seed{'s' if k > 1 else ''}" + (", band from min to max" if k > 1 else "")),
-                 fontsize=9)
-    _legend(fig, axes, 3)
-    return fig
-
-
-def beta_figure(settings: list, title: str):
-    """Per setting: the final test accuracy and gradient variance of FedGA/GradAlign at each β (best γ), with
-    FedAvg, large-batch SGD and SCAFFOLD (their best configuration, seed 0) as horizontal lines. Two rows
-    (accuracy, variance) of one column per setting; one setting: the two panels side by side."""
-    plt = plotting.pyplot()
-    one = len(settings) == 1
-    fig, axes = plt.subplots(1 if one else 2, 2 if one else len(settings), squeeze=False, layout="constrained",
-                             figsize=(WIDTH, 3.3 if one else 5.2))
-    pairs = [(axes[0, 0], axes[0, 1])] if one else [(axes[0, j], axes[1, j]) for j in range(len(settings))]
-    for j, (s, (top, bottom)) in enumerate(zip(settings, pairs)):
-        dropped = 0
-        for m in ALIGNING:
-            groups = defaultdict(list)
-            for r in s.runs:
-                if r.method == m and r.seed == 0:
-                    groups[r.beta].append(r)
-            if not groups:
-                continue
-            bs = sorted(groups)
-            best = [pick(groups[b]) for b in bs]
-            style = plotting.method_style(m)
-            top.plot(bs, [100 * r.acc[-1] for r in best], lw=1.2, ms=4, label=paper_name(m), **style)
-            var = np.array([r.var[-1] for r in best], dtype=float)
-            keep = np.isfinite(var) & (var > 0)
-            dropped += int(np.sum(np.isfinite(var) & ~keep))
-            bottom.plot(np.array(bs)[keep], var[keep], lw=1.2, ms=4, label=paper_name(m), **style)
-        for m in ("fedavg", "lbsgd", "scaffold"):
-            r = s.best.get(m)
-            if r is None:
-                continue
-            color = plotting.method_style(m)["color"]
-            top.axhline(100 * r.acc[-1], ls="--", color=color, lw=1.0, label=f"{paper_name(m)} (best γ)")
-            if np.isfinite(r.var[-1]) and r.var[-1] > 0:
-                bottom.axhline(r.var[-1], ls="--", color=color, lw=1.0, label=f"{paper_name(m)} (best γ)")
-        for ax in (top, bottom):
-            ax.set_xscale("log")
-            ax.set_xlabel("β")
-            ax.grid(True, which="both", alpha=0.3)
-        bottom.set_yscale("log")
-        plotting.log_note(bottom, dropped)
-        panel = f"{MODELS.get(s.model, s.model)}, P = {s.P}"
-        top.set_title(panel)
-        if one:
-            bottom.set_title(panel)
-        if j == 0 or one:
-            top.set_ylabel("final test accuracy (%)")
-            bottom.set_ylabel("final gradient variance")
-        accs = [100 * r.acc[-1] for r in s.best.values() if np.isfinite(r.acc[-1])]
-        if accs:
-            top.set_ylim(max(0.0, min(accs) - 15), min(100.0, max(accs) + 3))
-    fig.suptitle(_title(f"{title}: β sensitivity at {settings[0].budget} communication rounds (seed 0; FedGA and "
-                        "GradAlign at the best γ of each β, the other methods' best configuration as dashed lines)"),
-                 fontsize=9)
-    _legend(fig, [a for pair in pairs for a in pair], 5)
-    return fig
+FINAL = lambda s, r: last_row(r)  # the row at equal communication (the last)
+SERVER = lambda s, r: row_at_round(r, s.server_rounds)  # the row at equal server rounds
 
 
 # ---------------------------------------------------------------- the page
@@ -676,7 +319,7 @@ def write(page, sweeps: dict) -> None:
     page.table("overview-variance", *var)
     page.text("Mean test accuracy (%) over the last 10% of the communication rounds, mean ± std over the seeds "
               "(the final row is partly luck for runs that oscillate):")
-    page.table("overview-last-10pct-accuracy", *overview(everything, lambda rs: pm([r.tail_acc() for r in rs], pct=True)))
+    page.table("overview-last-10pct-accuracy", *overview(everything, lambda rs: pm([tail_acc(r) for r in rs], pct=True)))
     page.heading(f"Overview at equal server rounds ({half}; the same configurations)")
     acc, var = headline(everything, SERVER)
     page.text(f"Test accuracy (%) at server round {half}, mean ± std over the seeds:")

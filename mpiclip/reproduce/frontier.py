@@ -18,9 +18,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from mpiclip import plotting
+from mpiclip import plotting, results
 from mpiclip.reproduce import Cut, Family
-from mpiclip.sweep import finished_traces
 
 TUNED = ("tau", "beta", "beta1", "beta2", "batch")  # method parameters a frontier point is tuned over (and the factor)
 MEASURES = (("grad_norm_sq", "‖∇f‖²", ".3g"), ("loss", "f", ".5g"), ("accuracy", "accuracy", ".4f"))
@@ -52,17 +51,14 @@ def described(method: str, settings: tuple, edges: dict) -> str:
 
 def best_points(sweep) -> dict:
     """relation -> {(method, ε): (settings, traces over the seeds)} at the best mean final f."""
-    groups = defaultdict(list)
-    for run, tr in finished_traces(sweep):
-        p = run.config.method.params
-        groups[(p.relation, run.config.method.name, p.target_epsilon, settings_of(run.config))].append(tr)
+    groups = defaultdict(list)  # (relation, method, ε, settings) -> traces over the seeds
+    for r in results.runs(sweep):
+        groups[(r.param("relation"), r.method, r.param("target_epsilon"), settings_of(r.config))].append(r.trace)
+    chosen = results.select(groups.items(), lambda g: g[0][:3], lambda g: np.mean([final(tr, "loss") for tr in g[1]]))
     best = defaultdict(dict)
-    for (relation, method, eps, settings), trs in groups.items():
-        score = np.mean([final(tr, "loss") for tr in trs])
-        if (method, eps) not in best[relation] or score < best[relation][(method, eps)][0]:
-            best[relation][(method, eps)] = (score, settings, trs)
-    return {relation: {key: (settings, trs) for key, (score, settings, trs) in points.items()}
-            for relation, points in best.items()}
+    for (relation, method, eps), ((_, _, _, settings), trs) in chosen.items():
+        best[relation][(method, eps)] = (settings, trs)
+    return dict(best)
 
 
 def spread(values: list, fmt: str) -> str:

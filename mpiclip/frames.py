@@ -1,10 +1,10 @@
-"""Traces as tables: pandas DataFrames for comparing many runs (``pip install 'mpiclip[analysis]'``).
+"""Traces as pandas DataFrames, for comparing many runs (``pip install 'mpiclip[analysis]'``).
 
-    from mpiclip import analysis
-    table = analysis.runs("results/sweeps/ef21-logreg-a9a", levels=[1e-7])   # one row per trace
-    best = analysis.best(table, by=["method.name"], metric="bits_to_1e-07")   # the best run of each method
-    curves = analysis.rounds(best["path"])                                       # long form: one row per recorded x^t
-    arrivals = analysis.events("results/async")                                  # asynchronous runs: one row per update
+    from mpiclip import frames
+    table = frames.runs("results/sweeps/ef21-logreg-a9a", levels=[1e-7])     # one row per trace
+    best = frames.best(table, by=["method.name"], metric="bits_to_1e-07")     # the best run of each method
+    curves = frames.rounds(best["path"])                                         # long form: one row per recorded x^t
+    arrivals = frames.events("results/async")                                    # asynchronous runs: one row per update
 
 ``runs`` has the trace's identity (path, name, run_id, config_hash), its status (``status`` is the first
 word: completed, failed, interrupted, running, unreadable; ``status_detail`` the whole; ``failed`` is True
@@ -19,41 +19,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Iterable, Union
+from typing import Iterable
 
 import numpy as np
 
-from mpiclip.trace import Trace, load_trace
-
-Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
+from mpiclip.results import Paths, bits_to, select, trace_files
+from mpiclip.trace import load_trace
 
 
 def _pandas():
     try:
         import pandas
     except ImportError:
-        raise ImportError("mpiclip.analysis needs pandas: pip install 'mpiclip[analysis]'") from None
+        raise ImportError("mpiclip.frames needs pandas: pip install 'mpiclip[analysis]'") from None
     return pandas
-
-
-def trace_files(paths: Paths) -> list[str]:
-    """The trace files of ``paths`` (a file, a directory or a list of them): a directory stands for its
-    ``*.h5`` traces in name order, checkpoints (``*.ckpt.h5``) and hidden temporaries left out."""
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    out = []
-    for item in map(os.fspath, items):
-        if os.path.isdir(item):
-            out += [os.path.join(item, f) for f in sorted(os.listdir(item))
-                    if f.endswith(".h5") and not f.endswith(".ckpt.h5") and not f.startswith(".")]
-        else:
-            out.append(item)
-    return out
-
-
-def bits_to(trace: Trace, level: float, encoding: str = "paper") -> float:
-    """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
-    reached = np.flatnonzero(trace.grad_norm_sq <= level)
-    return float(trace.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
 
 
 def flatten(table: dict, prefix: str = "") -> dict:
@@ -148,9 +127,13 @@ def events(paths: Paths):
 
 
 def best(frame, by: Iterable[str], metric: str = "grad_norm_sq", larger_is_better: bool = False):
-    """The best completed run of each group of ``by`` columns by ``metric`` (NaN never wins; ties: the
-    earlier row), one row per group."""
+    """The best completed run of each group of ``by`` columns by ``metric``, one row per group, sorted by ``by``:
+    mpiclip.results.select's rule (a value that is not finite, NaN or inf, never wins; ties: the earlier row)."""
+    pd = _pandas()
     by = list(by)
-    done = frame[~frame["failed"] & frame[metric].notna()]
-    order = done.sort_values(metric, ascending=not larger_is_better, kind="stable")
-    return order.groupby(by, sort=True, dropna=False).head(1).sort_values(by, kind="stable").reset_index(drop=True)
+    missing = lambda v: not isinstance(v, tuple) and pd.isna(v)  # NaN, None and <NA> make one group, as in groupby
+    keys = list(zip(*(frame[c].map(lambda v: None if missing(v) else v) for c in by)))
+    values, failed, sign = frame[metric].to_numpy(), frame["failed"].to_numpy(), -1.0 if larger_is_better else 1.0
+    score = lambda i: math.nan if failed[i] or missing(values[i]) else sign * float(values[i])
+    chosen = select(range(len(frame)), lambda i: keys[i], score)
+    return frame.iloc[sorted(chosen.values())].sort_values(by, kind="stable").reset_index(drop=True)

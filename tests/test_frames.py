@@ -1,4 +1,4 @@
-"""mpiclip.analysis: traces as DataFrames, checked against the traces themselves."""
+"""mpiclip.frames: traces as DataFrames, checked against the traces themselves."""
 
 import json
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from helpers import METHOD_CASES, config_table
 
-from mpiclip import analysis, session
 from mpiclip import config as cfg
+from mpiclip import frames, session
 from mpiclip.comm.serial import SerialComm
 from mpiclip.trace import load_trace
 
@@ -35,7 +35,7 @@ def folder(tmp_path_factory):
 
 
 def test_runs_has_one_row_per_trace_with_its_final_values_and_config(folder):
-    table = analysis.runs(folder, levels=[1e-2, 1e-30])
+    table = frames.runs(folder, levels=[1e-2, 1e-30])
     assert list(table["name"]) == ["asgd", "damaged", "diverged", "k1", "k2", "k3"]
     assert table["failed"].dtype == bool and table["rounds"].dtype == "Int64" and table["loss"].dtype == np.float64
     by_name = table.set_index("name")
@@ -55,13 +55,13 @@ def test_runs_has_one_row_per_trace_with_its_final_values_and_config(folder):
         assert row["bits_to_0.01"] == expected or (np.isnan(expected) and np.isnan(row["bits_to_0.01"]))
     assert table["bits_to_1e-30"].isna().all()
     assert list(by_name.loc[["k1", "k2", "k3"], "compressor.k"]) == [1, 2, 3]
-    coo = analysis.runs(folder / "k2.h5", encoding="coo32")
+    coo = frames.runs(folder / "k2.h5", encoding="coo32")
     assert coo["bits_per_worker"][0] == load_trace(str(folder / "k2.h5")).bits_per_worker("coo32")[-1]
 
 
 def test_rounds_is_the_long_form_of_every_recorded_row(folder):
     paths = [folder / f"k{k}.h5" for k in (1, 2)]
-    long = analysis.rounds(paths)
+    long = frames.rounds(paths)
     traces = [load_trace(str(p)) for p in paths]
     assert len(long) == sum(len(t.rounds) for t in traces)
     for tr in traces:
@@ -73,15 +73,15 @@ def test_rounds_is_the_long_form_of_every_recorded_row(folder):
 
 
 def test_events_of_asynchronous_runs_only(folder):
-    ev = analysis.events(folder / "asgd.h5")
+    ev = frames.events(folder / "asgd.h5")
     tr = load_trace(str(folder / "asgd.h5"))
     assert len(ev) == len(next(iter(tr.tables["events"].values()))) > 0 and set(tr.tables["events"]) <= set(ev.columns)
-    assert analysis.events([folder / "k1.h5"]).empty
+    assert frames.events([folder / "k1.h5"]).empty
 
 
 def test_best_picks_the_best_completed_run_per_group(folder):
-    table = analysis.runs(folder)
-    winner = analysis.best(table, by=["method.name"])
+    table = frames.runs(folder)
+    winner = frames.best(table, by=["method.name"])
     ef21 = table[(table["method.name"] == "ef21") & ~table["failed"]]
     assert list(winner["method.name"]) == sorted(table.loc[~table["failed"], "method.name"].unique())
     row = winner[winner["method.name"] == "ef21"].iloc[0]

@@ -1,0 +1,168 @@
+"""Results: the runs of a sweep read back from their traces, and the one rule that picks the best of them.
+
+Every summary of many traces goes through here: `mpiclip sweep best` (mpiclip.sweep.best_runs), the reproduce
+pages and the DataFrames of mpiclip.frames::
+
+    from mpiclip import results
+    done = results.runs(sweep, columns=("rounds", "test_accuracy"))   # completed runs, in sweep order
+    best = results.select(done, lambda r: r.method, lambda r: -r.trace.metrics["test_accuracy"][-1])
+
+* :func:`runs` reads a sweep's traces with :func:`mpiclip.trace.load_trace`, only the ``columns`` asked for
+  (a page over a thousand traces reads what its tables need, not every dataset).
+* :class:`Run` is one run of a sweep with its trace: the grid point (``index`` in sweep order, ``label``,
+  ``values``), the validated config read generically (``run.method``, ``run.gamma``, ``run.param("beta")``,
+  ``run.section("async").slow_factor``, ``run.value("data.split")``) and the sweep's ``[select]``.
+* :func:`select` is the selection rule: per group the item with the smallest score, ties to the earlier item,
+  a score that is not finite never winning.
+
+Nothing here imports mpi4py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Optional, Union
+
+import numpy as np
+
+from mpiclip.trace import Trace, load_trace
+
+if TYPE_CHECKING:
+    from mpiclip.sweep import SelectParams, Sweep, SweepRun
+
+Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
+
+
+# ---------------------------------------------------------------- reading
+def trace_files(paths: Paths) -> list[str]:
+    """The trace files of ``paths`` (a file, a directory or a list of them): a directory stands for its
+    ``*.h5`` traces in name order, checkpoints (``*.ckpt.h5``) and hidden temporaries left out."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out = []
+    for item in map(os.fspath, items):
+        if os.path.isdir(item):
+            out += [os.path.join(item, f) for f in sorted(os.listdir(item))
+                    if f.endswith(".h5") and not f.endswith(".ckpt.h5") and not f.startswith(".")]
+        else:
+            out.append(item)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """A run of a sweep and its trace (all of it, or the columns read); the config's values read generically."""
+
+    point: "SweepRun"  # the sweep's grid point: index, label, values, config
+    trace: Trace
+    select: "SelectParams"  # the sweep's [select]: what its runs are compared by
+
+    @property
+    def index(self) -> int:
+        """The run's place in its sweep: the order of ties."""
+        return self.point.index
+
+    @property
+    def label(self) -> str:
+        return self.point.label
+
+    @property
+    def values(self) -> dict:
+        """The grid point: config key -> value."""
+        return dict(self.point.values)
+
+    @property
+    def config(self) -> Any:
+        """The validated config (mpiclip.config.Config)."""
+        return self.point.config
+
+    @property
+    def method(self) -> str:
+        return self.config.method.name
+
+    @property
+    def gamma(self) -> float:
+        """The configured step size, stepsize.value (γ of the constant rule)."""
+        return float(self.config.stepsize.value)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.run.seed)
+
+    def param(self, name: str, default: Any = math.nan) -> Any:
+        """The method's parameter ``name`` (``method.<name>``), or ``default`` for a method without it."""
+        return getattr(self.config.method.params, name, default)
+
+    def section(self, name: str) -> Any:
+        """A runner's section of the config (``run.section("async").slow_factor``), None where it has none."""
+        return self.config.section(name)
+
+    def value(self, key: str, default: Any = "-") -> Any:
+        """The value of a dotted config key (``"data.split"``), ``default`` where its section has no such key."""
+        return config_value(self.config, key, default)
+
+    @property
+    def status(self) -> str:
+        return self.trace.status
+
+    @property
+    def completed(self) -> bool:
+        return self.status.startswith("completed")
+
+
+def config_value(config, key: str, default: Any = "-") -> Any:
+    """A config's value of a dotted key (``"method.beta"``, every default filled in), ``default`` where its
+    section has no such key."""
+    section, _, name = key.partition(".")
+    return config.as_table().get(section, {}).get(name, default)
+
+
+def runs(sweep: "Sweep", columns: Optional[Iterable[str]] = None, attrs: Optional[Iterable[str]] = None,
+         statuses: Optional[tuple] = ("completed",)) -> list[Run]:
+    """The runs of ``sweep`` whose trace has one of ``statuses`` (None: any status), in sweep order, each with
+    its trace (only ``columns`` and ``attrs`` of it: see load_trace). A trace that is missing, cut short or corrupt
+    is left out, as if not run; so is a running one, unless ``statuses`` asks for it."""
+    columns, attrs = (None if c is None else tuple(c) for c in (columns, attrs))
+    out = []
+    for point in sweep.runs:
+        try:
+            trace = load_trace(point.config.trace_path, columns, attrs)
+        except OSError:  # missing, or damaged (load_trace says corrupt for what h5py cannot read)
+            continue
+        if statuses is None or trace.status.startswith(statuses):
+            out.append(Run(point, trace, sweep.select))
+    return out
+
+
+def bits_to(trace: Trace, level: float, encoding: str = "paper") -> float:
+    """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
+    reached = np.flatnonzero(trace.grad_norm_sq <= level)
+    return float(trace.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
+
+
+# ---------------------------------------------------------------- the selection rule
+def finite(score) -> bool:
+    """Whether a score (a number, or a tuple of numbers compared in order) is finite in every part."""
+    return all(math.isfinite(part) for part in (score if isinstance(score, tuple) else (score,)))
+
+
+def select(items: Iterable, group: Callable[[Any], Hashable], score: Callable[[Any], Any],
+           fallback: bool = False) -> dict:
+    """group(item) -> the item with the smallest ``score(item)`` (smaller is better: negate a value where larger
+    is better), ties to the earlier item in the order given (the callers give sweep order); groups in the order
+    of their first entry.
+
+    A score that is not finite (NaN or ±inf in any part: a run that failed, diverged or lacks the measure) never
+    wins, so a group whose items all score so has no entry. ``fallback`` gives such a group its first item
+    instead, for a page that shows the group as diverged rather than leave it out."""
+    best: dict = {}
+    scores: dict = {}
+    for item in items:
+        key, value = group(item), score(item)
+        if finite(value):
+            if key not in scores or value < scores[key]:
+                best[key], scores[key] = item, value
+        elif fallback and key not in best:
+            best[key] = item
+    return best
