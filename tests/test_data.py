@@ -322,7 +322,7 @@ def test_npz_source_refuses_bad_files_in_one_line(tmp_path, arrays, keys, messag
     with pytest.raises(InputError, match=message):
         plan(npz_spec(tmp_path / "d.npz", **keys), 1, "raw")
     (tmp_path / "plain.npz").write_text("not numpy")
-    with pytest.raises(InputError, match=r"^data.path = .*plain.npz': is not a readable .npz file"):
+    with pytest.raises(InputError, match=r"^data.path = .*plain.npz': is not an .npz archive \(a zip file"):
         plan(npz_spec(tmp_path / "plain.npz"), 1, "raw")
 
 

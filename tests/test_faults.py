@@ -6,6 +6,7 @@ that need a process of their own (a file-size limit, a full file system, a secon
 the CLI as a subprocess. The README's troubleshooting section lists the same cases.
 """
 
+import gzip
 import hashlib
 import json
 import os
@@ -42,9 +43,37 @@ def files(tmp) -> None:
     np.save(tmp / "x0-nan.npy", np.full(12, np.nan))
     np.savez(tmp / "wrong-keys.npz", A=np.zeros((5, 2)), b=np.zeros(5))
     (tmp / "plain-file").write_text("")
+    broken_data_files(tmp, X, y)
+
+
+def broken_data_files(tmp, X, y) -> None:
+    """Issue 28, item 4: user data files broken in their real formats."""
+    np.savez(tmp / "objects.npz", X=np.array([np.zeros(2), np.zeros(3)], dtype=object), y=np.ones(2))
+    np.savez(tmp / "sound.npz", X=X, y=y)
+    whole = (tmp / "sound.npz").read_bytes()
+    os.remove(tmp / "sound.npz")
+    (tmp / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    at = whole.index(b"\x93NUMPY") + 200
+    (tmp / "corrupt.npz").write_bytes(whole[:at] + bytes(b ^ 0xFF for b in whole[at : at + 8]) + whole[at + 8 :])
+    (tmp / "text.npz").write_text("not an archive\n")
+    np.savez(tmp / "complex.npz", X=X + 1j, y=y)
+    np.savez(tmp / "nan.npz", X=np.where(X > 0.9, np.nan, X), y=y)
+    np.savez(tmp / "labels-3d.npz", X=X, y=y.reshape(-1, 1, 1))
+    np.savez(tmp / "lengths.npz", X=X, y=y[:30])
+    (tmp / "binary.txt").write_bytes(bytes(range(256)))
+    (tmp / "huge-token.txt").write_bytes(b"1 1:" + b"1" * 100_000 + b"\n")
+    (tmp / "cut.txt.gz").write_bytes(gzip.compress(b"1 1:1\n-1 2:1\n" * 100)[:30])
 
 
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
+
+
+def npz(name: str) -> list:
+    return ["--set", "data.source=npz", "--set", f"data.path='{name}'"]
+
+
+def libsvm(name: str) -> list:
+    return ["--set", "data.source=libsvm", "--set", f"data.path='{name}'"]
 
 # (id, arguments after `mpiclip run c.toml`, the one line expected after "mpiclip: error: ")
 CATALOGUE = [
@@ -89,6 +118,19 @@ CATALOGUE = [
     ("split-impossible", ["--set", "data.split=percentage_iid", "--set", "run.n_workers=3"],
      "data.percentage = 0.0: leaves 200 label-sorted samples of 200, which do not divide into 3 equal chunks"),
     ("npz-keys", ["--set", "data.source=npz", "--set", "data.path='wrong-keys.npz'"], "data.x_key = 'X':"),
+    # issue 28, item 4: broken user data files (npz never unpickles; every damage is one line)
+    ("npz-object-array", npz("objects.npz"), "data.path = 'objects.npz': array 'X' holds Python objects (dtype object)"),
+    ("npz-truncated", npz("cut.npz"), "data.path = 'cut.npz': is a damaged or truncated .npz archive"),
+    ("npz-corrupt-member", npz("corrupt.npz"), "data.path = 'corrupt.npz': array 'X' is damaged (Bad CRC-32"),
+    ("npz-not-a-zip", npz("text.npz"), "data.path = 'text.npz': is not an .npz archive (a zip file of .npy arrays"),
+    ("npz-complex", npz("complex.npz"), "data.x_key = 'X': must be a numeric array with one row per sample"),
+    ("npz-nan", npz("nan.npz"), "data.path = 'nan.npz': holds non-finite values (nan or inf)"),
+    ("npz-labels-3d", npz("labels-3d.npz"), "data.y_key = 'y': must hold one number per row of X (40); has shape (40, 1, 1)"),
+    ("npz-lengths", npz("lengths.npz"), "data.y_key = 'y': must hold one number per row of X (40); has shape (30,)"),
+    ("libsvm-binary", libsvm("binary.txt"), "data.path = 'binary.txt': line 1: byte 0x00 at column 1 is not text"),
+    ("libsvm-huge-token", libsvm("huge-token.txt"), "data.path = 'huge-token.txt': line 1: '1:1111111111111111111111111"
+     "1111111111111...' is too long (100,002 characters)"),
+    ("libsvm-truncated-gzip", libsvm("cut.txt.gz"), "data.path = 'cut.txt.gz': cannot be decompressed: Compressed file"),
     ("x0-shape", ["--set", "run.x0='x0-short.npy'"], "run.x0 = 'x0-short.npy': must hold 12 finite numbers"),
     ("x0-nan", ["--set", "run.x0='x0-nan.npy'"], "run.x0 = 'x0-nan.npy': must hold 12 finite numbers"),
     ("x0-model-logreg", ["--set", "run.x0=model"], "run.x0 = 'model': problem 'logreg' has no model initialisation"),

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -23,6 +24,12 @@ from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
 
 BLOCK_BYTES = 1 << 22  # lines are read and parsed in blocks of about 4 MB
+# No number or index is longer (the digits of a float64 in full, an exponent, a sign): a longer token is refused
+# before numpy makes an array as wide as it for every token of the block.
+MAX_TOKEN = 400
+SHOWN = 40  # characters of a bad token shown in a message
+# The bytes of a LibSVM line: printable ASCII and whitespace (anything else is a binary file, or UTF-16, a BOM...)
+_TEXT = bytes(range(0x20, 0x7F)) + b"\t\n\r\x0b\x0c"
 
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
 
@@ -123,7 +130,8 @@ def _parse(lines: list[bytes], lineno0: int, path: str, field: str) -> _Block:
         feature_tokens.extend(parts[1:])
         counts.append(len(parts) - 1)
     try:
-        if any(t.count(b":") != 1 for t in feature_tokens):
+        if any(t.count(b":") != 1 or len(t) > MAX_TOKEN for t in feature_tokens) or \
+                any(len(t) > MAX_TOKEN for t in label_tokens):
             raise ValueError
         pieces = b" ".join(feature_tokens).replace(b":", b" ").split()
         if len(pieces) != 2 * len(feature_tokens):
@@ -158,9 +166,18 @@ def _raise_first_bad_line(lines: list[bytes], lineno0: int, path: str, field: st
 
 
 def _line_problem(line: bytes) -> str | None:
-    parts = line.split(b"#", 1)[0].split()
+    data = line.split(b"#", 1)[0]
+    foreign = data.translate(None, _TEXT)
+    if foreign:
+        column = data.index(foreign[:1]) + 1
+        return (f"byte 0x{foreign[0]:02x} at column {column} is not text: a LibSVM file is ASCII text, plain or compressed "
+                "with gzip, bzip2 or xz (is it binary, UTF-16, or does it start with a byte-order mark?)")
+    parts = data.split()
     if not parts:
         return None
+    long = next((t for t in parts if len(t) > MAX_TOKEN), None)
+    if long is not None:
+        return f"{_text(long)} is too long ({len(long):,} characters) to be a label or an index:value pair"
     try:
         label = float(parts[0])
     except ValueError:
@@ -193,7 +210,8 @@ def _line_problem(line: bytes) -> str | None:
 
 
 def _text(token: bytes) -> str:
-    return repr(token.decode("utf-8", "replace"))
+    shown = token.decode("ascii", "replace")
+    return repr(shown if len(shown) <= SHOWN else shown[:SHOWN] + "...")
 
 
 def _open(path: str, field: str) -> BinaryIO:
@@ -217,7 +235,7 @@ def _blocks(path: str, field: str) -> Iterator[tuple[int, list[bytes]]]:
         while True:
             try:
                 lines = f.readlines(BLOCK_BYTES)
-            except (OSError, EOFError, lzma.LZMAError) as e:
+            except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
                 raise InputError(field, path, f"cannot be decompressed: {e}") from None
             if not lines:
                 return

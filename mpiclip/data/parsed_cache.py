@@ -8,25 +8,30 @@ and its first and last 64 kB) in ``$MPICLIP_CACHE`` (default ``$XDG_CACHE_HOME/m
 the arrays must have). A file that changes gets a new entry. The first process to miss an entry parses
 the file holding the entry's lock, and the others (the node's other ranks, concurrent jobs) wait and map
 its result; an entry is written under a temporary name and renamed whole, so no one sees half of one.
-A damaged entry is ignored (the file is parsed again); a cache that cannot be written (read-only or full
-disk) only costs the parse.
+An entry is never trusted unchecked: ``meta.json`` records the CRC-32 of every array file and its own, and
+an entry whose files do not match (a disk error, a hand edit, a cut copy) is removed and the file parsed
+again (each process checks an entry once, a sequential read far cheaper than the parse). A cache that
+cannot be written (read-only or full disk) only costs the parse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json holds the files' checksums
+ARRAYS = ("labels.npy", "indptr.npy", "indices.i32", "values.f64")
 EDGE = 1 << 16  # bytes read at each end of a file for its identity
 
 
@@ -103,23 +108,68 @@ def turn(path: str):
 
 
 def load(path: str) -> Optional[Parsed]:
-    """The entry of ``path``, or None (no cache, no entry, or a damaged one)."""
+    """The entry of ``path``, or None (no cache, no entry, or a damaged one, which is removed so that the parse
+    that follows publishes a sound one)."""
     try:
         entry = _entry(path)
         if entry is None or not os.path.isdir(entry):
             return None
-        with open(os.path.join(entry, "meta.json")) as f:
-            meta = json.load(f)
-        nnz, n_rows = meta["nnz"], meta["n_rows"]
-        labels = np.load(os.path.join(entry, "labels.npy"))
-        indptr = np.load(os.path.join(entry, "indptr.npy"), mmap_mode="r")  # each load reads only what rows() needs
-        if labels.shape != (n_rows,) or indptr.shape != (n_rows + 1,) or indptr[-1] != nnz:
-            return None
-        indices, values = (_map(os.path.join(entry, name), dtype, nnz) for name, dtype in
-                           (("indices.i32", np.int32), ("values.f64", np.float64)))
-        return Parsed(labels, indptr, indices, values, int(meta["n_features"]), str(meta["sha256"]))
-    except (OSError, ValueError, KeyError):
+    except OSError:
         return None
+    try:
+        return _checked(entry)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
+        _discard(entry)
+        return None
+
+
+def _checked(entry: str) -> Parsed:
+    with open(os.path.join(entry, "meta.json"), "rb") as f:
+        meta = json.loads(f.read())
+    if meta.get("check") != _meta_check(meta):
+        raise ValueError("meta.json does not match its checksum")
+    _verify(entry, tuple(sorted(meta["crc32"].items())), tuple(os.stat(os.path.join(entry, n)).st_mtime_ns for n in ARRAYS))
+    nnz, n_rows = meta["nnz"], meta["n_rows"]
+    labels = np.load(os.path.join(entry, "labels.npy"))
+    indptr = np.load(os.path.join(entry, "indptr.npy"), mmap_mode="r")  # each load reads only what rows() needs
+    if labels.shape != (n_rows,) or indptr.shape != (n_rows + 1,) or indptr[-1] != nnz:
+        raise ValueError("arrays of the wrong shape")
+    indices, values = (_map(os.path.join(entry, name), dtype, nnz) for name, dtype in
+                       (("indices.i32", np.int32), ("values.f64", np.float64)))
+    return Parsed(labels, indptr, indices, values, int(meta["n_features"]), str(meta["sha256"]))
+
+
+def _meta_check(meta: dict) -> int:
+    return zlib.crc32(json.dumps({k: v for k, v in meta.items() if k != "check"}, sort_keys=True).encode())
+
+
+@functools.lru_cache(maxsize=8)
+def _verify(entry: str, crcs: tuple, stamps: tuple) -> None:
+    """Raise ValueError unless every array file has the CRC-32 meta.json records (once per process and entry
+    version: ``stamps``, the files' times, make a replaced file a new check)."""
+    for name, expected in crcs:
+        if _crc32(os.path.join(entry, name)) != expected:
+            raise ValueError(f"{name} does not match its checksum")
+    if sorted(name for name, _ in crcs) != sorted(ARRAYS):
+        raise ValueError("meta.json lacks checksums")
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _discard(entry: str) -> None:
+    """Remove a damaged entry (renamed first, so that no one maps half of it while it goes)."""
+    try:
+        doomed = tempfile.mkdtemp(prefix=".damaged-", dir=os.path.dirname(entry))
+        os.rename(entry, os.path.join(doomed, "entry"))
+        shutil.rmtree(doomed, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _map(path: str, dtype, count: int) -> np.ndarray:
@@ -133,7 +183,7 @@ class Writer:
     the cache is an optimisation, never a reason for a run to fail."""
 
     def __init__(self, path: str):
-        self.tmp, self.entry, self.files, self.counts = None, None, [], []
+        self.tmp, self.entry, self.files, self.counts, self.crcs = None, None, [], [], [0, 0]
         try:
             self.entry = _entry(path)
             if self.entry is not None and not os.path.isdir(self.entry):
@@ -148,8 +198,11 @@ class Writer:
             return
         try:
             self.counts.append(np.diff(indptr))
-            self.files[0].write(np.ascontiguousarray(indices, dtype=np.int32).tobytes())
-            self.files[1].write(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+            for i, array in enumerate((np.ascontiguousarray(indices, dtype=np.int32),
+                                       np.ascontiguousarray(values, dtype=np.float64))):
+                raw = array.tobytes()
+                self.files[i].write(raw)
+                self.crcs[i] = zlib.crc32(raw, self.crcs[i])
         except OSError:
             self.abandon()
 
@@ -162,8 +215,11 @@ class Writer:
             indptr = np.concatenate([[0], np.cumsum(np.concatenate(self.counts or [np.zeros(0, np.int64)]))])
             np.save(os.path.join(self.tmp, "indptr.npy"), indptr.astype(np.int64))
             np.save(os.path.join(self.tmp, "labels.npy"), np.asarray(labels, dtype=np.float64))
+            crcs = {"indices.i32": self.crcs[0], "values.f64": self.crcs[1],
+                    **{name: _crc32(os.path.join(self.tmp, name)) for name in ("labels.npy", "indptr.npy")}}
             meta = {"format": FORMAT, "n_rows": len(labels), "nnz": int(indptr[-1]), "n_features": int(n_features),
-                    "sha256": sha256}
+                    "sha256": sha256, "crc32": crcs}
+            meta["check"] = _meta_check(meta)
             with open(os.path.join(self.tmp, "meta.json"), "w") as f:
                 json.dump(meta, f)
             os.rename(self.tmp, self.entry)  # fails if another job published the entry first: keep theirs

@@ -174,7 +174,7 @@ class IdxSource(DecodedSource):
         for split in ("train", "test") if p.test else ("train",):
             image_file, label_file = (_idx_file(p.path, p.prefix, split, kind) for kind in ("images", "labels"))
             X, y = images.read_idx(image_file, sha), images.read_idx(label_file, sha)
-            if X.ndim != 3 or (parts and X.shape[1:] != parts[0][0].shape[1:]):
+            if X.ndim != 3 or min(X.shape[1:]) == 0 or (parts and X.shape[1:] != parts[0][0].shape[1:]):
                 raise InputError("data.path", image_file, f"holds an array of shape {X.shape}, not N images of "
                                  + ("H×W" if not parts else "{}×{} as the training images".format(*parts[0][0].shape[1:])))
             if len(X) == 0:
