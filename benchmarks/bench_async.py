@@ -24,13 +24,12 @@ import tempfile
 import time
 
 import numpy as np
-from _shared import libsvm, write_json
+from _shared import data_file, main_of, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
 from mpiclip.comm import make_comm
 
-A9A = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 LOOP = ("gradient", "upload", "communication", "update")
 
 
@@ -78,11 +77,12 @@ def real(comm, data: str, workers: int, updates: int, out: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=A9A)
+    ap.add_argument("--data", default="a9a.txt", help="found as `mpiclip run` finds it (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real", action="store_true", help="real mode with 1, 3 and 7 worker ranks")
     ap.add_argument("--json", default=None, help="also write the simulated mode's medians here")
     args = ap.parse_args()
+    args.data = data_file(args.data)
     world = make_comm()
     out = world.bcast(tempfile.mkdtemp(prefix="mpiclip-async-") if world.rank == 0 else None)
     say = print if world.rank == 0 else (lambda *a, **k: None)
@@ -111,4 +111,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_of(main))

@@ -22,13 +22,11 @@ import statistics
 import sys
 import tempfile
 
-from _shared import libsvm, write_json
+from _shared import data_file, main_of, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session, trace
 from mpiclip.comm import make_comm
-
-A9A = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 
 
 def one_run(comm, base: str, overrides: list[str]):
@@ -41,11 +39,12 @@ def one_run(comm, base: str, overrides: list[str]):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=A9A)
+    ap.add_argument("--data", default="a9a.txt", help="found as `mpiclip run` finds it (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-sparse", action="store_true")
     ap.add_argument("--json", default=None, help="also write the a9a medians here")
     args = ap.parse_args()
+    args.data = data_file(args.data)
     comm = make_comm()
     out = comm.bcast(tempfile.mkdtemp(prefix="mpiclip-ckpt-") if comm.rank == 0 else None)
     say = print if comm.rank == 0 else (lambda *a, **k: None)
@@ -122,4 +121,4 @@ def checkpoint_size(comm, base: str, overrides: list[str]) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_of(main))

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import numpy as np
-from _shared import libsvm, write_json
+from _shared import data_file, main_of, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -28,7 +28,6 @@ from mpiclip.trace import load_trace
 
 PHASES = SynchronousRunner.phases
 
-DEFAULT_DATA = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 
 
 def reference_run(path: str, n: int, rounds: int, factor: float, lam: float = 0.1) -> tuple[np.ndarray, float]:
@@ -73,7 +72,7 @@ load_trace_x0: list = []
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--data", default="a9a.txt", help="found as `mpiclip run` finds it (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=20)
     ap.add_argument("--factor", type=float, default=64.0)
@@ -85,6 +84,7 @@ def main() -> int:
                     help="run only the dense reference, from x^0 as mpiclip draws it (run.seed 0), without MPI: "
                          "the whole-process figure of benchmarks/suite.py")
     args = ap.parse_args()
+    args.data = data_file(args.data)
     if args.reference_only:
         from mpiclip import rng
         from mpiclip.data import libsvm
@@ -138,4 +138,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_of(main))

@@ -24,7 +24,7 @@ import resource
 import sys
 import tempfile
 
-from _shared import libsvm, write_json
+from _shared import data_file, main_of, write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -33,12 +33,11 @@ from mpiclip.runners.synchronous import SynchronousRunner
 
 PHASES = SynchronousRunner.phases
 
-A9A = libsvm("a9a.txt")  # in the current directory or $MPICLIP_DATA_DIR
 
 SYNTHETIC = ["data.n_samples=20000", "data.split='iid'", "compressor.k=10", "stepsize.factor=1"]
 PROBLEMS = {  # name: (preset, overrides, default rounds, default eval_every)
     "sparse": ("synthetic-logreg", SYNTHETIC + ["data.n_features=1000000", "data.density=1e-5", "run.n_workers=4"], 200, 50),
-    "a9a": ("ef21-libsvm", [f"data.path={A9A!r}", "run.n_workers=20", "compressor.k=1", "stepsize.factor=64"], 200, 50),
+    "a9a": ("ef21-libsvm", ["data.path=A9A", "run.n_workers=20", "compressor.k=1", "stepsize.factor=64"], 200, 50),
     "d1e7": ("synthetic-logreg", SYNTHETIC + ["data.n_features=10000000", "data.density=1e-6", "run.n_workers=20"], 10, 5),
     "w1000": ("synthetic-logreg", SYNTHETIC + ["data.n_features=100000", "data.density=1e-4", "run.n_workers=1000"], 20, 10),
 }
@@ -66,11 +65,14 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=None, help="default: 50 (sparse, a9a), 5 (d1e7), 10 (w1000)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
+    names = ("sparse", "a9a") if args.problem == "both" else (args.problem,)
+    a9a = data_file("a9a.txt", "data set") if "a9a" in names else None  # before anything runs
     comm = make_comm()
     out = comm.bcast(tempfile.mkdtemp(prefix="mpiclip-scale-") if comm.rank == 0 else None)
     figures = {}
-    for name in (("sparse", "a9a") if args.problem == "both" else (args.problem,)):
+    for name in names:
         base, overrides, rounds, eval_every = PROBLEMS[name]
+        overrides = [f"data.path={a9a!r}" if o == "data.path=A9A" else o for o in overrides]
         overrides = overrides + [f"run.rounds={args.rounds or rounds}", f"run.eval_every={args.eval_every or eval_every}",
                                  f"output.path='{out}/{name}.h5'", "output.exists='overwrite'", "run.check_every=100"]
         (config,) = cfg.load(base, overrides)
@@ -109,4 +111,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_of(main))

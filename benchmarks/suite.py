@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 
-from _shared import libsvm
+from _shared import data_file, main_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -113,12 +113,7 @@ def main() -> int:
         raise SystemExit(f"benchmarks: unknown group(s) {', '.join(sorted(groups - set(GROUPS)))} (known: {', '.join(GROUPS)})")
     if args.skip_scale:
         groups.discard("scale")
-    a9a, mushrooms = (os.path.abspath(os.path.join(os.path.expanduser(args.data_dir), f)) if args.data_dir else libsvm(f)
-                      for f in ("a9a.txt", "mushrooms.txt"))
-    for path in (a9a, mushrooms):
-        if not os.path.exists(path):
-            raise SystemExit(f"benchmarks: {path} not found (download the LibSVM files and set --data-dir or "
-                             "$MPICLIP_DATA_DIR to their directory)")
+    a9a, mushrooms = (data_file(f, "data set", args.data_dir, "--data-dir") for f in ("a9a.txt", "mushrooms.txt"))
     work = tempfile.mkdtemp(prefix="mpiclip-suite-")
     # a warm start: compiled modules on disk (some machines set PYTHONDONTWRITEBYTECODE) and the data cached
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "OMP_NUM_THREADS": "1",
@@ -251,4 +246,4 @@ def _attr(path: str, name: str) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_of(main))

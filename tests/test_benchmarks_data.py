@@ -1,0 +1,55 @@
+"""The bench scripts find their data as `mpiclip run` does (the path, then --data-dir and $MPICLIP_DATA_DIR), and in
+a fresh clone without the data they end in one line naming the data set and where they looked (issue 28, item 9)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+SCRIPTS = [("bench_ef21_a9a.py", "--data"), ("bench_async.py", "--data"), ("bench_checkpoint.py", "--data"),
+           ("bench_scale.py", "data set"), ("suite.py", "data set")]
+
+
+def bench(script: str, cwd, data_dir, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPICLIP_DATA_DIR": str(data_dir), "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    env.pop("PMI_RANK", None)
+    env.pop("PMI_SIZE", None)
+    return subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], cwd=str(cwd), env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("script, field", SCRIPTS, ids=[s for s, _ in SCRIPTS])
+def test_without_the_data_a_bench_script_says_so_in_one_line(tmp_path, script, field):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    proc = bench(script, tmp_path, empty)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == (f"{script}: error: {field} = 'a9a.txt': data set not found: looked in {tmp_path} and "
+                        f"$MPICLIP_DATA_DIR ({empty}); download it from https://www.csie.ntu.edu.tw/~cjlin/"
+                        "libsvmtools/datasets/ and name its directory with "
+                        + ("--data-dir or " if script == "suite.py" else "") + "$MPICLIP_DATA_DIR")
+    assert os.listdir(tmp_path) == ["data"]  # nothing written
+
+
+def test_a_data_set_is_found_where_mpiclip_run_finds_it(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    from _shared import data_file
+
+    from mpiclip.errors import InputError
+
+    (tmp_path / "here").mkdir()
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a9a.txt").write_text("1 1:1\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mushrooms.txt").write_text("1 1:1\n")
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("MPICLIP_DATA_DIR", str(tmp_path / "dir"))
+    assert data_file("a9a.txt") == str(tmp_path / "dir" / "a9a.txt")
+    assert data_file("../dir/a9a.txt") == str(tmp_path / "dir" / "a9a.txt")  # a path as given, made absolute
+    assert data_file("mushrooms.txt", data_dir=str(tmp_path / "other")) == str(tmp_path / "other" / "mushrooms.txt")
+    with pytest.raises(InputError, match=r"^--data-dir = '.*missing': is not a directory"):
+        data_file("a9a.txt", data_dir=str(tmp_path / "missing"))
