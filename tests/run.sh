@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: ruff, the serial tests, then the MPI tests on 2 and 4 ranks.
 #   usage: tests/run.sh            (uses ./.venv, created if missing; set VENV=... to use another)
+# A working environment is reused without pip (jobs/venv.sh), so that a second run needs no network.
 # Fails if any suite fails, if a suite collects no tests (pytest exit code 5), or if any rank of an
 # MPI suite fails or hangs (docs/design.md §3: conftest.py reduces failures over ranks, `-m mpi4py` aborts
 # the job when a rank exits non-zero, and every suite runs under a timeout).
@@ -15,7 +16,7 @@ fi
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check ${TORCH_SPEC:-torch==2.13.0} || exit 1
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,mpi]' || exit 1
+jobs/venv.sh "$VENV" test,mpi || exit 1
 PY="$VENV/bin/python"
 MPIEXEC="$VENV/bin/mpiexec"
 export OMP_NUM_THREADS=1 PY_COLORS=0
