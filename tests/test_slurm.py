@@ -102,3 +102,39 @@ def test_reproduce_submits_its_sweeps_as_arrays_and_the_pages_after_them(tmp_pat
     page = tmp_path / "results" / "reproduce" / "tinyfamilies.clip21" / "README.md"
     assert page.read_text() == (tmp_path / "local" / "README.md").read_text()
     assert "| clip21-dp-mushrooms | 4 | 4 | 0 | 0 | 0 |" in page.read_text()
+
+
+def test_a_sweep_beyond_the_array_limit_runs_as_several_arrays_and_a_missing_environment_is_one_line(tmp_path):
+    """submit_sweep.sh reads MaxArraySize from scontrol; with a limit of 2 a sweep of 5 points goes in 3 arrays whose
+    tasks each run their own point; a job whose MPICLIP_VENV is missing fails with one line in its log."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    env.update(MPICLIP_VENV=os.path.dirname(os.path.dirname(sys.executable)), PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    (tmp_path / "s.toml").write_text('[sweep]\nname = "s"\nbase = "ef21-libsvm"\noutput = "out"\n[set]\n'
+                                     '"data.source" = "synthetic"\n"data.n_samples" = 200\n"run.rounds" = 5\n'
+                                     '[[grid]]\n"run.seed" = [0, 1, 2, 3, 4]\n')
+    submit = os.path.join(REPO, "jobs", "slurm", "submit_sweep.sh")
+    dry = subprocess.run(["bash", submit, "s.toml"], cwd=str(tmp_path), env={**env, "MPICLIP_DRY_RUN": "1"},
+                         capture_output=True, text=True, check=True)
+    limit = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    max_size = next(line.split("=")[1].strip() for line in limit.splitlines() if line.startswith("MaxArraySize"))
+    assert f"of at most {max_size} (MaxArraySize, from scontrol show config)" in dry.stdout.splitlines()[0]
+    from mpiclip.cli.reproduce import cluster_max_array_size
+
+    assert cluster_max_array_size() == int(max_size)  # what `mpiclip reproduce --slurm` splits by
+    proc = subprocess.run(["bash", submit, "s.toml", "1", "1", "--time=00:05:00"], cwd=str(tmp_path),
+                          env={**env, "MPICLIP_MAX_ARRAY_SIZE": "2"}, capture_output=True, text=True, check=True)
+    jobs = [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("Submitted batch job")]
+    assert len(jobs) == 3, proc.stdout
+    broken = subprocess.run(["sbatch", "--parsable", "--array=0-0", f"--chdir={tmp_path}",
+                             os.path.join(REPO, "jobs", "slurm", "sweep.sbatch"), "s.toml"], capture_output=True,
+                            text=True, env={**env, "MPICLIP_VENV": str(tmp_path / "nowhere")}, check=True).stdout.strip()
+    deadline = time.time() + 300
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", ",".join(jobs + [broken])], capture_output=True,
+                                                    text=True).stdout.strip():
+        time.sleep(1)
+    traces = sorted(p.name for p in (tmp_path / "out").glob("*.h5"))
+    assert len(traces) == 5 and all(load_trace(str(tmp_path / "out" / t)).status == "completed" for t in traces)
+    log = (tmp_path / f"mpiclip-sweep-{broken}_0.out").read_text().splitlines()
+    assert log == [f"mpiclip: error: MPICLIP_VENV = '{tmp_path / 'nowhere'}': no virtual environment there (make it with "
+                   f"jobs/venv.sh {tmp_path / 'nowhere'} mpi, or set MPICLIP_VENV to yours, or to none to use the python "
+                   "of the loaded modules)"]

@@ -40,9 +40,9 @@ def add_parsers(sub) -> None:
                    "(default: the family's, 20, or 1 for the deep-learning families, whose runs take hours)")
     p.add_argument("--sbatch", default="", metavar="OPTIONS", help="with --slurm: more sbatch options, given with =, e.g. "
                    "--sbatch='--time=01:00:00 --partition=cpu'")
-    p.add_argument("--max-array-size", type=int, default=MAX_ARRAY_SIZE, metavar="N", help="with --slurm: the cluster's "
-                   f"MaxArraySize (default {MAX_ARRAY_SIZE}, Slurm's; `scontrol show config`): larger sweeps go in several "
-                   "arrays")
+    p.add_argument("--max-array-size", type=int, default=None, metavar="N", help="with --slurm: the cluster's "
+                   f"MaxArraySize (default: what `scontrol show config` says, else {MAX_ARRAY_SIZE}, Slurm's): larger sweeps "
+                   "go in several arrays")
     p.add_argument("--gpus", type=int, default=0, metavar="G", help="run the networks on CUDA (problem.device = 'cuda'); "
                    "with --slurm each array task asks for G GPUs per task")
     p.add_argument("--dry-run", action="store_true", help="with --slurm: print the sbatch commands instead of submitting")
@@ -82,7 +82,7 @@ def _reproduce(args, comm) -> int:
             raise InputError("--report-only", True, "and --slurm are alternatives (the pages' job runs --report-only)")
         if args.runs_per_task is not None and args.runs_per_task < 1:
             raise InputError("--runs-per-task", args.runs_per_task, "must be >= 1")
-        if args.max_array_size < 1:
+        if args.max_array_size is not None and args.max_array_size < 1:
             raise InputError("--max-array-size", args.max_array_size, "must be >= 1")
         if args.gpus < 0:
             raise InputError("--gpus", args.gpus, "must be >= 0")
@@ -142,14 +142,15 @@ def submission(args, planned, out: str, traces: str) -> list[tuple[str, list[str
         raise InputError("--slurm", True, "needs sbatch on PATH (no Slurm here)")
     extra = shlex.split(args.sbatch)
     gpus = [f"--gpus-per-task={args.gpus}"] if args.gpus else []  # the arrays' tasks; the pages need none
+    limit = args.max_array_size or cluster_max_array_size()
     jobs = []
     for p in planned:
         name = p.sweep.params.name
         per_task = args.runs_per_task or p.family.runs_per_task
         tasks = (len(p.sweep.runs) + per_task - 1) // per_task
-        arrays = range(0, tasks, args.max_array_size)
+        arrays = range(0, tasks, limit)
         for first in arrays:
-            count = min(args.max_array_size, tasks - first)
+            count = min(limit, tasks - first)
             part = f", tasks {first}-{first + count - 1}" if len(arrays) > 1 else ""
             jobs.append((f"sweep {name}, {len(p.sweep.runs)} runs in {tasks} array tasks{part}",
                          ["sbatch", "--parsable", f"--array=0-{count - 1}", f"--ntasks={args.ranks_per_run}",
@@ -163,6 +164,23 @@ def submission(args, planned, out: str, traces: str) -> list[tuple[str, list[str
                  ["sbatch", "--parsable", "--ntasks=1", "--job-name=mpiclip-reproduce", *extra,
                   "--output=" + os.path.join(os.path.abspath(out), "reproduce-%j.out"), "--wrap", shlex.join(pages)]))
     return jobs
+
+
+def cluster_max_array_size() -> int:
+    """The cluster's MaxArraySize as `scontrol show config` reports it, or Slurm's default where it says nothing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "MaxArraySize" and value.strip().isdigit() and int(value) >= 1:
+                return int(value)
+    return MAX_ARRAY_SIZE
 
 
 def submit(jobs: list[tuple[str, list[str]]], out: str) -> int:
