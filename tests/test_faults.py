@@ -42,6 +42,10 @@ def files(tmp) -> None:
     np.save(tmp / "x0-nan.npy", np.full(12, np.nan))
     np.savez(tmp / "wrong-keys.npz", A=np.zeros((5, 2)), b=np.zeros(5))
     (tmp / "plain-file").write_text("")
+    # issue 28 item 6: links to nothing (a file made through one lands wherever it points), and one to a file
+    for link in ("dangling.h5", "dangling-dir", "locked.h5.lock", "saved.ckpt.h5"):
+        os.symlink(tmp / "nowhere", tmp / link)
+    os.symlink(tmp / "notes.txt", tmp / "linked.h5.lock")
 
 
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
@@ -102,6 +106,26 @@ CATALOGUE = [
     ("output-under-file", ["--set", "output.path='plain-file/x.h5'"], "output.path = 'plain-file/x.h5': cannot be created"),
     ("output-in-proc", ["--set", "output.path='/proc/mpiclip/{name}.h5'"], "output.path = '/proc/mpiclip/t.h5': cannot be created"),
     ("output-is-directory", ["--set", "output.path='sub'"], "output.path = 'sub': is a directory"),
+    # issue 28 item 6: symbolic links to nothing on the way to the files a run makes, and names with control
+    # characters (they make broken file names, table rows and message lines)
+    ("output-dangling-link", ["--set", "output.path='dangling.h5'"],
+     "output.path = 'dangling.h5': passes a symbolic link to nothing: "),
+    ("output-dir-dangling-link", ["--set", "output.path='dangling-dir/{name}.h5'"],
+     "output.path = 'dangling-dir/t.h5': passes a symbolic link to nothing: "),
+    ("lock-dangling-link", ["--set", "output.path='locked.h5'"], "output.path = 'locked.h5': passes a symbolic link to nothing"),
+    ("checkpoint-dangling-link", ["--set", "output.path='saved.h5'"],
+     "output.path = 'saved.h5': passes a symbolic link to nothing"),
+    ("lock-is-a-link", ["--set", "output.path='linked.h5'"], "output.path = 'linked.h5': its lock file is a symbolic link"),
+    ("name-newline", ["--set", r'run.name="a\nb"'], r"run.name = 'a\nb': holds the control character '\n'"),
+    ("name-tab", ["--set", r'run.name="a\tb"'], r"run.name = 'a\tb': holds the control character '\t'"),
+    ("name-nul", ["--set", r'run.name="a\u0000b"'], r"run.name = 'a\x00b': holds the control character '\x00'"),
+    ("name-del", ["--set", r'run.name="a\u007fb"'], r"run.name = 'a\x7fb': holds the control character '\x7f'"),
+    ("name-c1", ["--set", r'run.name="a\u0085b"'], r"run.name = 'a\x85b': holds the control character '\x85'"),
+    ("output-path-newline", ["--set", r'output.path="out/\n{name}.h5"'],
+     r"output.path = 'out/\n{name}.h5': holds the control character '\n'"),
+    ("multirun-newline", ["--multirun", "--set", "run.seed=1,2", "--set", r'run.name="x\ry"'],
+     r"run.name = 'x\ry-run.seed=1': holds the control character '\r'"),
+    ("plot-newline", ["--plot", "fig\n.png"], r"--plot = 'fig\n.png': holds the control character '\n'"),
     ("plot-suffix", ["--plot", "figure.txt"], "--plot = 'figure.txt': needs one of the suffixes .png, .pdf, .svg"),
     ("plot-unwritable", ["--plot", "/proc/figure.png"], "--plot = '/proc/figure.png': cannot be written"),
 ]
