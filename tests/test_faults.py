@@ -341,3 +341,56 @@ def test_a_damaged_trace_is_reported_in_one_line_and_run_again(tmp_path, capsys,
     assert capsys.readouterr().err.startswith(f"mpiclip: error: output.path = '{trace}': exists")
     assert main(["run", path, "-q"]) == 0
     assert load_trace(str(trace)).status == "completed"
+
+
+# ------------------------------------------------------------ issue 28 item 6: paths and names, the siblings
+def test_names_with_control_characters_are_refused_in_sweeps_variants_and_reproduce(tmp_path, capsys, monkeypatch):
+    """Every name that becomes a file name or a table cell: a sweep's name and output, a grid value that makes a
+    run's name, a variant's label, `reproduce --out/--traces`."""
+    from mpiclip.errors import InputError
+    from mpiclip.sweep import load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    sweep = '[sweep]\nname = "{name}"\nbase = "synthetic-logreg"\n[[grid]]\n"run.seed" = [1]\n"data.source" = ["{value}"]\n'
+    for name, value, message in [(r"a\nb", "synthetic", r"sweep.name = 'a\nb': holds the control character '\n'"),
+                                 ("s", r"synthetic\u0007", r"grid = 'run.seed=1,data.source=synthetic\x07': holds the "
+                                                            r"control character '\x07'")]:
+        (tmp_path / "s.toml").write_text(sweep.format(name=name, value=value))
+        with pytest.raises(InputError) as e:
+            load_sweep(str(tmp_path / "s.toml"))
+        assert str(e.value).startswith(message), str(e.value)
+    table = config_table()
+    table["variants"] = {'"a\\tb"': {"method": {"name": "gd"}, "compressor": {"name": "identity"}}}
+    write_toml(str(tmp_path / "v.toml"), table)
+    assert main(["run", "v.toml", "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        r"mpiclip: error: variants = 'a\tb': holds the control character '\t'; use printable characters"]
+    for flag in ("--out", "--traces"):
+        assert main(["reproduce", "ef21", "--report-only", flag, "x\ny"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            rf"mpiclip: error: {flag} = 'x\ny': holds the control character '\n'; use printable characters"]
+    assert sorted(os.listdir(tmp_path)) == ["s.toml", "v.toml"]
+
+
+def test_a_link_at_a_temporary_name_is_removed_not_followed(tmp_path, monkeypatch):
+    """A resume copies the trace into a temporary made under this process's name beside it (before the
+    leftovers of killed writers are cleared); a link left at that name is removed first, not written through."""
+    from mpiclip.runners.synchronous import SynchronousRunner
+
+    monkeypatch.chdir(tmp_path)
+    table = config_table(run={"name": "t", "n_workers": 4, "rounds": 6})
+    path = write_toml(str(tmp_path / "c.toml"), {**table, "output": {"path": "out/{name}.h5"}})
+    original = SynchronousRunner.advance
+
+    def advance(self, state):
+        if state.t == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, state)
+
+    monkeypatch.setattr(SynchronousRunner, "advance", advance)
+    assert main(["run", path, "-q"]) == 143
+    monkeypatch.setattr(SynchronousRunner, "advance", original)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out" / f".t.h5.resume-{os.getpid()}")
+    assert main(["run", path, "-q", "--resume"]) == 0
+    assert load_trace(str(tmp_path / "out" / "t.h5")).status == "completed"
+    assert not (tmp_path / "elsewhere").exists() and not os.path.islink(tmp_path / "out" / "t.h5")
