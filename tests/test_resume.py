@@ -500,3 +500,24 @@ def test_resume_auto_skips_only_a_completed_trace_of_the_same_config_and_data(tm
     with pytest.raises(InputError, match=r"holds a completed run of another data \(dataset_checksum sha256:"):
         run(table, "run.resume='auto'", "stepsize.factor=2.0", "output.exists='error'")
     assert not run(table, "run.resume='auto'", "stepsize.factor=2.0").skipped
+
+
+def test_a_sweep_runs_again_the_points_whose_config_changed_since_they_completed(tmp_path):
+    """`sweep run` skipped every completed trace, even one of another config (a changed [set] keeps the
+    points' names); now a point is skipped only when its trace completed with this config and data."""
+    from mpiclip.sweep import load_sweep
+    from mpiclip.sweep_run import run_sweep
+
+    text = ('[sweep]\nname = "s"\nbase = "synthetic-logreg"\noutput = "{out}"\n[set]\n"run.rounds" = {rounds}\n'
+            '"run.n_workers" = 2\n"data.n_samples" = 100\n[[grid]]\n"method.name" = ["ef21", "gd"]\n'
+            '"compressor.name" = ["identity"]\n')
+    path = tmp_path / "s.toml"
+
+    def sweep(rounds):
+        path.write_text(text.replace("{out}", str(tmp_path / "res")).replace("{rounds}", str(rounds)))
+        return run_sweep(list(load_sweep(str(path)).runs), SerialComm(), say=lambda *a: None)[0]
+
+    assert sweep(5) == {"completed": 2, "skipped": 0, "failed": 0}
+    assert sweep(5) == {"completed": 0, "skipped": 2, "failed": 0}
+    assert sweep(7) == {"completed": 2, "skipped": 0, "failed": 0}
+    assert {len(h5py.File(p, "r")["rounds"]) for p in (tmp_path / "res").glob("*.h5")} == {8}
