@@ -21,7 +21,9 @@ Layout::
     /extra/      the arrays of the runner's data (RunState.runner_data; the file keeps the name ``extra``)
     /problem     (n, m) the problem's per-worker state, for problems that keep one (BatchNorm statistics)
 
-Each rank reads back only its own workers' rows, so a run may resume on another number of ranks.
+Each rank reads back only its own workers' rows, so a run may resume on another number of ranks. Before
+anything is read, :func:`validate` checks every dataset's shape and dtype kind against the layout the run
+expects (a cut or rewritten array is refused in one line naming it, instead of failing the resumed run).
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ import numpy as np
 
 from mpiclip import __version__
 from mpiclip.errors import InputError, RunFailed
-from mpiclip.runners.base import Ledger, RunState
+from mpiclip.runners.base import E, Ledger, RunState
 from mpiclip.trace import CORRUPT, LIBVER, temporary_beside, timestamp
 
 FORMAT = 1
 STAMP_FIELDS = ("run_id", "config_hash", "runner", "method", "n_workers", "n_ranks", "deterministic", "t", "rows")
+STAMP_TYPES = {"run_id": str, "config_hash": str, "runner": str, "method": str, "n_workers": int, "n_ranks": int,
+               "deterministic": bool, "t": int, "rows": int}
+KINDS = {"f": "floating-point", "i": "integer", "u": "integer", "b": "boolean", "O": "text", "S": "text", "U": "text"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Stamp:
     t: int
     rows: int
     tables: dict = dataclasses.field(default_factory=dict)  # rows of the runner's event tables (/events) it counts
+    dataset_checksum: str = ""  # of the data the run began on ("": a checkpoint of an earlier version)
 
 
 def inspect(path: str, config_hash: str) -> Stamp:
@@ -72,16 +78,106 @@ def inspect(path: str, config_hash: str) -> Stamp:
             if a.get("format") != FORMAT:
                 raise InputError("checkpoint", path, f"has format {a.get('format')!r}; this mpiclip reads {FORMAT}")
             head = json.loads(a["stamp"])
-            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS), table_rows(json.loads(a["state"])["extra"]))
+            for name, kind in STAMP_TYPES.items():
+                value = head[name]
+                if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+                    raise InputError("checkpoint", path, f"stamp field {name} = {value!r} is not a valid {kind.__name__}")
+            stamp = Stamp(path, *(head[f] for f in STAMP_FIELDS), table_rows(json.loads(a["state"])["extra"]),
+                          str(head.get("dataset_checksum", "")))
             missing = [name for name in ("x", "workers", "server", "ledger") if name not in f]
             if missing:
                 raise InputError("checkpoint", path, f"is incomplete (no /{missing[0]})")
-    except (*CORRUPT, ValueError) as e:
+    except (*CORRUPT, ValueError, TypeError) as e:
         raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
     if stamp.config_hash != config_hash:
         raise InputError("checkpoint", path, f"belongs to another config (hash {stamp.config_hash[:12]}…, this config "
                          f"{config_hash[:12]}…); resume with the config that wrote it, or start again")
     return stamp
+
+
+Layout = dict  # dataset path -> (shape, dtype kind); a shape entry None takes any length
+
+
+def expected_layout(like: tuple[Any, Any], n_workers: int, d: int, extra: Optional[Layout] = None) -> Layout:
+    """What a checkpoint of a run with ``n_workers`` workers and d coordinates holds: ``like`` are the
+    (workers, server) records the run starts from, built for no worker (``Runner.initial_states(..., 0)``), so a
+    per-worker field has n_workers rows and the template's other axes; ``extra``: the runner's arrays
+    (``Runner.checkpoint_arrays``)."""
+    layout: Layout = {"x": ((d,), "f")}
+    workers, server = like
+    _tree_layout(layout, "workers", workers, n_workers)
+    _tree_layout(layout, "server", server, None)
+    for name in Ledger.per_worker:
+        layout[f"ledger/{name}"] = ((n_workers, E), "f")
+    for name in ("pending_down", "initial_down"):
+        layout[f"ledger/{name}"] = ((E,), "f")
+    for name, (shape, kind) in (extra or {}).items():
+        layout[f"extra/{name}"] = (tuple(n_workers if s == "n" else s for s in shape), kind)
+    return layout
+
+
+def _tree_layout(layout: Layout, where: str, node: Any, n_workers: Optional[int]) -> None:
+    """The datasets ``_write_tree`` and the per-worker blocks make of a record (nested records are written whole)."""
+    if node is None or not hasattr(node, "_fields"):
+        return
+    replicated = getattr(node, "replicated", ())
+    for name, value in zip(node._fields, node):
+        if hasattr(value, "_fields") or value is None:
+            _tree_layout(layout, f"{where}/{name}", value, None)
+            continue
+        value = np.asarray(value)
+        # an empty axis of a replicated template is filled as the run goes (EF21+'s server keeps every g_i once it
+        # has them): any length
+        shape = tuple(None if s == 0 else s for s in value.shape)
+        if n_workers is not None and name not in replicated:
+            shape = (n_workers,) + shape[1:]
+        layout[f"{where}/{name}"] = (shape, value.dtype.kind)
+
+
+def validate(path: str, like: tuple[Any, Any], n_workers: int, d: int, extra: Optional[Layout] = None) -> None:
+    """InputError naming ``path`` and the first thing in it that is not what the run keeps: a state record with
+    other fields, a dataset missing or of another shape or dtype kind (:func:`expected_layout`), per-worker arrays
+    outside the layout (the problem's state, generator states) without one row per worker. Reads metadata only:
+    cheap on every rank, before anything is restored."""
+    try:
+        with _open(path) as f:
+            for group, node in zip(("workers", "server"), like):
+                _check_fields(f[group], node, group)
+            for name, (shape, kind) in expected_layout(like, n_workers, d, extra).items():
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise InputError("checkpoint", path, f"has no dataset /{name}, which this run keeps")
+                ds = f[name]
+                if len(ds.shape) != len(shape) or any(s is not None and s != h for s, h in zip(shape, ds.shape)):
+                    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+                    raise InputError("checkpoint", path, f"/{name} has shape {ds.shape}, where this run keeps {want}")
+                if KINDS.get(ds.dtype.kind, ds.dtype.kind) != KINDS.get(kind, kind):
+                    raise InputError("checkpoint", path, f"/{name} has dtype {ds.dtype}, where this run keeps "
+                                     f"{KINDS.get(kind, kind)} values")
+            for name in ("problem", "worker_rngs"):
+                if name in f and (not isinstance(f[name], h5py.Dataset) or not f[name].shape
+                                  or f[name].shape[0] != n_workers):
+                    raise InputError("checkpoint", path, f"/{name} has shape {getattr(f[name], 'shape', None)}, where "
+                                     f"this run keeps one row per worker ({n_workers})")
+    except ValueError as e:
+        raise InputError("checkpoint", path, str(e)) from None
+    except CORRUPT as e:
+        raise InputError("checkpoint", path, f"is not a readable checkpoint (truncated or corrupt: {e})") from None
+
+
+def _check_fields(group: h5py.Group, like: Any, where: str) -> None:
+    """ValueError if the record stored in ``group`` has other fields than ``like`` (nested records too)."""
+    if group.attrs.get("type") == "none":
+        if like is not None and hasattr(like, "_fields"):
+            raise ValueError(f"{where} holds no state record, where this method keeps {type(like).__name__}")
+        return
+    if not hasattr(like, "_fields"):
+        raise ValueError(f"{where} holds a state record ({group.attrs.get('type')}) where this method keeps none")
+    stored = sorted(group)
+    if stored != sorted(like._fields):
+        raise ValueError(f"{where} holds the fields ({', '.join(stored)}), where this method keeps ({', '.join(like._fields)})")
+    for name, template in zip(like._fields, like):
+        if isinstance(group[name], h5py.Group):
+            _check_fields(group[name], template, f"{where}/{name}")
 
 
 def table_rows(runner_data: dict) -> dict:

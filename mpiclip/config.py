@@ -28,6 +28,7 @@ from mpiclip.data.partition import SPLITS
 from mpiclip.errors import InputError
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
+from mpiclip.paths import check_printable, printable
 from mpiclip.problems import PROBLEMS
 from mpiclip.runners import RUNNERS
 from mpiclip.stepsize import StepsizeParams
@@ -52,7 +53,7 @@ SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": 
 
 @dataclass(frozen=True)
 class RunParams:
-    name: str = param("run", "label of the run: trace attribute and the {name} in output.path")
+    name: str = param("run", "label of the run: trace attribute and the {name} in output.path", check=printable)
     n_workers: int = param(4, "number n of logical workers, spread over the MPI ranks in contiguous blocks",
                            check=at_least(1))
     rounds: int = param(1000, "round budget T: the run evaluates x^0 .. x^T", check=at_least(0))
@@ -80,7 +81,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class OutputParams:
-    path: str = param("results/{name}.h5", "trace file; {name} is run.name")
+    path: str = param("results/{name}.h5", "trace file; {name} is run.name", check=printable)
     exists: str = param("error", "what to do if the trace exists: 'error', 'overwrite', or 'skip' the run if its "
                         "trace completed (a failed, interrupted or unreadable trace is run again)",
                         choices=("error", "overwrite", "skip"))
@@ -262,6 +263,7 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
     out = []
     base_name = base.get("run", {}).get("name", RunParams.name)
     for label, changed in variants.items():
+        check_printable("variants", label)
         entry = copy.deepcopy(base)
         entry.setdefault("run", {})["name"] = f"{base_name}-{label}"
         for section, changes in changed.items():

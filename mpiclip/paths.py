@@ -1,11 +1,15 @@
 """Where output may go: the first directory that exists on the way to a path, and a real test that it
-takes files (``os.access`` says yes to root everywhere, and /proc takes no files whatever it says); where
-data files are found: the current directory, then the data directories."""
+takes files (``os.access`` says yes to root everywhere, and /proc takes no files whatever it says); no
+symbolic link to nothing on the way (it would be followed and a file made wherever it points); names
+without control characters (they become file names and table cells); where data files are found: the
+current directory, then the data directories."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import unicodedata
+from typing import Optional
 
 
 def existing_parent(path: str) -> str:
@@ -23,6 +27,40 @@ def takes_files(directory: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def dangling_link(path: str) -> Optional[str]:
+    """The outermost of ``path`` and the directories on the way to it that is a symbolic link to nothing, or None.
+    Creating a file through such a link makes it wherever the link points, outside the directory it seems in."""
+    chain, here = [], os.path.abspath(path)
+    while True:
+        chain.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return next((p for p in reversed(chain) if os.path.islink(p) and not os.path.exists(p)), None)
+
+
+def control_character(text: str) -> Optional[str]:
+    """The first control character in ``text`` (C0 with tab and newline, DEL, C1), or None."""
+    return next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)
+
+
+def printable(text: str) -> Optional[str]:
+    """A parameter check (:func:`mpiclip.params.param`): names and paths hold no control character, since
+    they become file names, table cells and one-line messages."""
+    ch = control_character(text)
+    return None if ch is None else f"holds the control character {ch!r}; use printable characters"
+
+
+def check_printable(field: str, text: str) -> None:
+    """InputError naming ``field`` if ``text`` holds a control character."""
+    from mpiclip.errors import InputError
+
+    reason = printable(text) if isinstance(text, str) else None
+    if reason:
+        raise InputError(field, text, reason)
 
 
 DATA_DIR_VARIABLE = "MPICLIP_DATA_DIR"

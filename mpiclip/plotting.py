@@ -96,7 +96,9 @@ def curve_label(tr: Trace) -> str:
 def check_figure_path(path: str, field: str = "--plot") -> None:
     """Raise InputError unless a figure can be written at ``path`` (before any run starts)."""
     from mpiclip.errors import InputError
+    from mpiclip.paths import check_printable
 
+    check_printable(field, path)
     if os.path.splitext(path)[1].lower() not in FIGURE_FORMATS:
         raise InputError(field, path, f"needs one of the suffixes {', '.join(FIGURE_FORMATS)}")
     parent = existing_parent(path)  # directories that do not exist yet are made when the figure is saved

@@ -1,7 +1,9 @@
-"""Where a run came from: code version, libraries, machine and batch job (trace schema 2's ``provenance``).
+"""Where a run came from: code version, libraries, launcher, machine and batch job (trace schema 2's ``provenance``).
 
-Collected once per process (a sweep's runs share it); the MPI library and the hosts are the run's own.
-Nothing here imports mpi4py.
+The code version and machine are collected once per process (a sweep's runs share them); the MPI library, the
+hosts, the launcher and the optional packages imported so far are the run's own. Provenance is volatile: two
+runs of one config differ in it and in nothing that tests compare (the trace's datasets). Nothing here
+imports mpi4py.
 """
 
 from __future__ import annotations
@@ -12,9 +14,33 @@ import platform
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from importlib import metadata
+from typing import Optional
 
-PACKAGES = ("mpiclip", "numpy", "scipy", "h5py", "mpi4py", "mpich", "dp-accounting", "matplotlib")
+PACKAGES = ("mpiclip", "numpy", "scipy", "h5py", "mpi4py", "mpich")  # every run's, when installed
+# the optional packages, by the module a run imports when it uses one: recorded only when imported
+OPTIONAL = {"sklearn": "scikit-learn", "pandas": "pandas", "dp_accounting": "dp-accounting", "torch": "torch",
+            "torchvision": "torchvision", "opacus": "opacus", "matplotlib": "matplotlib"}
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """A program that starts the ranks, told by the variables it sets in their environment."""
+
+    name: str
+    size: str  # the variable holding its rank count ("" if it sets none)
+    marks: tuple[str, ...]  # variables that only it sets (all present: this launcher)
+
+
+# in order of precedence: Open MPI's mpirun runs under Slurm through srun, and srun can serve PMI too
+LAUNCHERS = (
+    Launcher("mpirun (Open MPI)", "OMPI_COMM_WORLD_SIZE", ("OMPI_COMM_WORLD_SIZE",)),
+    Launcher("mpiexec (MPICH Hydra)", "PMI_SIZE", ("HYDI_CONTROL_FD", "PMI_SIZE")),
+    Launcher("srun (Slurm)", "SLURM_STEP_NUM_TASKS", ("SLURM_STEP_ID", "SLURM_PROCID")),
+    Launcher("PMIx launcher", "", ("PMIX_RANK",)),
+    Launcher("PMI launcher", "PMI_SIZE", ("PMI_RANK", "PMI_SIZE")),
+)
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME", "SLURM_CLUSTER_NAME",
               "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT")
 
@@ -23,10 +49,34 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def collect(mpi_library: str, hostnames: list[str]) -> dict:
-    """The provenance record of a run (JSON-ready)."""
-    return {**_process(), "mpi_library": mpi_library, "hostnames": hostnames,
+def collect(mpi_library: str, hostnames: list[str], n_ranks: Optional[int] = None) -> dict:
+    """The provenance record of a run (JSON-ready); ``n_ranks``: the run's world size, which picks the launcher
+    whose rank count it is when the environment names several."""
+    return {**_process(), "packages": {**_process()["packages"], **optional_packages()}, "mpi_library": mpi_library,
+            "hostnames": hostnames, "launcher": launcher(os.environ, n_ranks),
             "slurm": {v: os.environ[v] for v in SLURM_VARS if v in os.environ}}
+
+
+def launcher(env, n_ranks: Optional[int] = None) -> dict:
+    """{name, ranks, detected_by} of the launcher that started this process ("none": started directly)."""
+    found = [(lau, _count(env.get(lau.size))) for lau in LAUNCHERS if all(env.get(v) for v in lau.marks)]
+    if not found:
+        return {"name": "none", "ranks": 1, "detected_by": []}
+    lau, ranks = next(((lau, r) for lau, r in found if n_ranks is not None and r == n_ranks), found[0])
+    return {"name": lau.name, "ranks": ranks, "detected_by": sorted(set(lau.marks) | ({lau.size} - {""}))}
+
+
+def _count(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def optional_packages() -> dict:
+    """Versions of the optional packages this process has imported (so a run that used them)."""
+    return {dist: version for module, dist in OPTIONAL.items() if module in sys.modules
+            for version in [_version(dist)] if version is not None}
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,13 +85,16 @@ def _process() -> dict:
             "platform": platform.platform(), "argv": list(sys.argv)}
 
 
+@functools.lru_cache(maxsize=None)
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    out = {name: version for name in PACKAGES for version in [_version(name)] if version is not None}
     try:
         import h5py
 

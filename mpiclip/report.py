@@ -98,6 +98,20 @@ def describe(tr: Trace) -> str:
     if a.get("timing"):
         lines.append(f"timing     {a['timing']}")
     lines.append(f"command    {a.get('command')}")
+    lines += _provenance(tr.provenance)
     lines.append(f"data       {a.get('dataset_checksum')}")
     return "\n".join(lines)
 
+
+def _provenance(p: dict) -> list[str]:
+    """The launcher and the package versions a run recorded (traces of earlier versions: what they have)."""
+    lines = []
+    launcher = p.get("launcher")
+    if isinstance(launcher, dict):
+        evidence = ", ".join(map(str, launcher.get("detected_by") or [])) or "no launcher variables"
+        ranks = launcher.get("ranks", "?")
+        lines.append(f"launcher   {launcher.get('name')}, {ranks} rank{'' if ranks == 1 else 's'} ({evidence})")
+    packages = p.get("packages")
+    if isinstance(packages, dict) and packages:
+        lines.append("packages   " + ", ".join(f"{name} {version}" for name, version in packages.items()))
+    return lines

@@ -29,7 +29,7 @@ from mpiclip.compressors import COMPRESSORS, ENCODINGS
 from mpiclip.config import Config
 from mpiclip.errors import InputError, MpiclipError
 from mpiclip.methods import METHODS
-from mpiclip.paths import existing_parent, takes_files
+from mpiclip.paths import dangling_link, existing_parent, takes_files
 from mpiclip.problems import PROBLEMS
 from mpiclip.progress import as_log
 from mpiclip.recorder import Recorder
@@ -175,13 +175,58 @@ class Session:
         self._check_output_place()
         if c.run.resume != "no" and os.path.exists(c.checkpoint_path):
             self.resume = checkpoint.inspect(c.checkpoint_path, c.hash)
+            self._check_checkpoint(self.resume)
             self._check_resumable(self.resume)
             return True
         if c.run.resume == "yes":
             raise InputError("run.resume", "yes", f"there is no checkpoint {c.checkpoint_path} to resume from")
-        if c.run.resume == "auto" and trace_status(c.trace_path).startswith("completed"):
+        if c.run.resume == "auto" and self._completed_here():
             return False
         return self._check_output()
+
+    def _completed_here(self) -> bool:
+        """Is the trace a completed run of this very config and data (which ``resume = "auto"`` and
+        ``exists = "skip"`` skip)? A completed trace of another config or data is not this run's result: it is
+        run again where output.exists allows (a sweep's points do), and refused otherwise."""
+        c, path = self.config, self.config.trace_path
+        if not trace_status(path).startswith("completed"):
+            return False
+        try:
+            with open_trace(path) as f:
+                recorded = {key: f.attrs.get(key) for key in ("config_hash", "dataset_checksum")}
+        except CORRUPT:
+            return False
+        now = {"config_hash": c.hash, "dataset_checksum": self._dataset_checksum()}
+        changed = [key for key in now if recorded[key] is not None and recorded[key] != now[key]]
+        if not changed:  # (traces of earlier versions without these attributes are taken as they are)
+            return True
+        if c.output.exists == "overwrite":
+            return False
+        what = "config" if changed[0] == "config_hash" else "data"
+        raise InputError("output.path", path, f"holds a completed run of another {what} ({changed[0]} "
+                         f"{str(recorded[changed[0]])[:19]}…, this run's {now[changed[0]][:19]}…); set output.exists = "
+                         "'overwrite' to run it again, or write elsewhere")
+
+    def _check_checkpoint(self, stamp: checkpoint.Stamp) -> None:
+        """The checkpoint is one of this run (runner, method, workers, round, data) and holds every array in the
+        shape and dtype the run keeps; checked on every rank before anything is restored or written."""
+        c, path = self.config, stamp.path
+        expected = {"runner": self.runner_cls.name, "method": c.method.name, "n_workers": c.run.n_workers}
+        for key, value in expected.items():
+            if getattr(stamp, key) != value:
+                raise InputError("checkpoint", path, f"was written by a run with {key} = {getattr(stamp, key)!r}; this "
+                                 f"run has {value!r}")
+        if stamp.t > c.run.rounds or stamp.rows > stamp.t + 1:
+            raise InputError("checkpoint", path, f"stands at round {stamp.t} with {stamp.rows} rows, beyond this run's "
+                             f"{c.run.rounds} rounds")
+        if stamp.dataset_checksum and stamp.dataset_checksum != self._dataset_checksum():
+            raise InputError("checkpoint", path, self._data_changed(stamp.dataset_checksum))
+        like = self.runner_cls.initial_states(c, self.bound_method, self.x0, 0)
+        checkpoint.validate(path, like, c.run.n_workers, self.d, self.runner_cls.checkpoint_arrays(c))
+
+    def _data_changed(self, recorded: str) -> str:
+        return (f"was written on data {recorded[:40]}, and the data now is {self._dataset_checksum()[:40]}: the data "
+                "changed since the run began; restore it, or start again (output.exists = 'overwrite')")
 
     def _check_resumable(self, stamp: checkpoint.Stamp) -> None:
         c, path = self.config, self.config.trace_path
@@ -191,10 +236,12 @@ class Session:
         needed = {"rounds": stamp.rows, **self._table_rows(stamp)}
         try:
             with open_trace(path) as f:
-                run_id = f.attrs.get("run_id")
+                run_id, data = f.attrs.get("run_id"), f.attrs.get("dataset_checksum")
                 held = {name: len(f[name]) if name in f else 0 for name in needed}
         except CORRUPT as e:
             raise InputError("output.path", path, f"cannot be resumed: the trace is unreadable ({e})") from None
+        if data is not None and str(data) != self._dataset_checksum():  # checkpoints of earlier versions: the trace
+            raise InputError("checkpoint", stamp.path, self._data_changed(str(data)))
         if run_id != stamp.run_id:
             raise InputError("output.path", path, f"is not the trace of the checkpoint's run {stamp.run_id} "
                              f"(the trace's run is {run_id}); move the checkpoint away or resume into the right trace")
@@ -210,6 +257,16 @@ class Session:
     def _check_output_place(self) -> None:
         """The trace stays inside the directory its path template names, and is never one of the run's inputs."""
         c = self.config
+        lock = writer_lock.lock_path(c.trace_path)
+        for path in (c.trace_path, lock, c.checkpoint_path):  # the files a run makes (and their directories)
+            link = dangling_link(path)
+            if link is not None:
+                raise InputError("output.path", c.trace_path, f"passes a symbolic link to nothing: {link} -> "
+                                 f"{os.readlink(link)!r}; a file made through it would land wherever it points: remove "
+                                 "it or write elsewhere")
+        if os.path.islink(lock):  # written in place, never renamed over: it would write wherever it points
+            raise InputError("output.path", c.trace_path, f"its lock file is a symbolic link: {lock} -> "
+                             f"{os.readlink(lock)!r}; the lock file is mpiclip's own: remove the link")
         template = c.output.path
         if "{name}" in template:
             base = os.path.realpath(os.path.dirname(template.split("{name}")[0]) or ".")
@@ -237,7 +294,7 @@ class Session:
         if os.path.exists(path):
             if policy == "error":
                 raise InputError("output.path", path, "exists (set output.exists = 'overwrite' or 'skip')")
-            if policy == "skip" and trace_status(path).startswith("completed"):
+            if policy == "skip" and self._completed_here():
                 return False  # a failed, interrupted or unreadable trace is run again
             if not os.access(path, os.W_OK):
                 raise InputError("output.path", path, "exists and is not writable")
@@ -308,7 +365,7 @@ class Session:
             "dataset_checksum": self._dataset_checksum(),
             "dataset": self.plan.summary.description if self.plan else c.problem.name,
             "run_id": self.run_id, "config_toml": c.to_toml(), "config_hash": c.hash, "runner": self.runner_cls.name,
-            "provenance": json.dumps(provenance.collect(comm.library, self.hostnames)),
+            "provenance": json.dumps(provenance.collect(comm.library, self.hostnames, comm.size)),
         }
         arrays = {"problem/L_workers": s.L_workers, "x0": self.x0}
         if self.plan is not None:
@@ -331,7 +388,7 @@ class Session:
         with open_trace(c.trace_path) as f:
             history = json.loads(f.attrs.get("resumed", "[]"))
         history.append({"round": stamp.t, "rows": stamp.rows, "at": timestamp(),
-                        "provenance": provenance.collect(self.comm.library, self.hostnames)})
+                        "provenance": provenance.collect(self.comm.library, self.hostnames, self.comm.size)})
         return TraceWriter.reopen(c.trace_path, stamp.run_id, stamp.rows, c.run.n_workers, self.method.worker_metrics,
                                   {"resumed": json.dumps(history), "n_ranks": self.comm.size}, self._table_rows(stamp))
 
@@ -410,7 +467,8 @@ class Session:
         state.problem = self.problem.worker_state()
         state.runner_data["tables"] = {t.name: recorder.written(t.name) for t in self.runner_cls.tables if not t.per_round}
         stamp = {"run_id": self.run_id, "config_hash": c.hash, "runner": self.runner_cls.name, "method": c.method.name,
-                 "n_workers": c.run.n_workers, "deterministic": c.run.deterministic}
+                 "n_workers": c.run.n_workers, "deterministic": c.run.deterministic,
+                 "dataset_checksum": self._dataset_checksum()}
         checkpoint.write(c.checkpoint_path, state, comm, stamp)
         runner.setup.control.saved()
         self.timing["checkpoint"] += time.perf_counter() - t0

@@ -34,15 +34,16 @@ import numpy as np
 from mpiclip import config as cfg
 from mpiclip.errors import InputError
 from mpiclip.params import param, parse_params, positive
+from mpiclip.paths import check_printable, printable
 
 SWEEP_KEYS = ("sweep", "set", "grid", "select")
 
 
 @dataclass(frozen=True)
 class SweepParams:
-    name: str = param("sweep", "label of the sweep; {name} in output")
-    base: str = param("", "the config every run starts from: a preset name or a TOML file")
-    output: str = param("results/sweeps/{name}", "directory of the traces; {name} is the sweep's name")
+    name: str = param("sweep", "label of the sweep; {name} in output", check=printable)
+    base: str = param("", "the config every run starts from: a preset name or a TOML file", check=printable)
+    output: str = param("results/sweeps/{name}", "directory of the traces; {name} is the sweep's name", check=printable)
 
 
 METRICS = ("grad_norm_sq", "gap", "loss", "test_loss", "test_accuracy", "train_accuracy")
@@ -161,6 +162,7 @@ def sweep_of(table: dict, path: str, extra: list[str] = ()) -> Sweep:
     runs, seen = [], set()
     for index, values in enumerate(points):
         label = cfg.label_of(values)
+        check_printable("grid", label)  # the run's name: a file name and a table cell
         if label in seen:
             raise InputError("grid", label, "appears twice; grid points must differ")
         seen.add(label)

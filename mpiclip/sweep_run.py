@@ -1,7 +1,9 @@
 """Running a sweep (:mod:`mpiclip.sweep` defines it): the job's ranks form groups that take runs in turn.
 
-Runs whose trace completed are skipped; a run stopped by a signal resumes from its checkpoint the next
-time (the sweep's runs use ``run.resume = "auto"``), any other unfinished run starts again.
+Runs whose trace completed with the same config and data are skipped (the session's ``prepare`` decides,
+comparing the trace's config hash and data checksum: a point whose config or data changed runs again); a
+run stopped by a signal resumes from its checkpoint the next time (the sweep's runs use ``run.resume =
+"auto"``), any other unfinished run starts again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Callable, Optional
 from mpiclip import session as sessions
 from mpiclip.comm import Comm
 from mpiclip.errors import InputError, RunFailed
-from mpiclip.sweep import SweepRun, status_of
+from mpiclip.sweep import SweepRun
 
 
 def slice_of(runs: list, task: Optional[int], runs_per_task: int) -> list:
@@ -38,13 +40,12 @@ def run_sweep(runs: list[SweepRun], comm: Comm, ranks_per_run: int = 1, force: b
     stopped = None
     for run in runs[group::groups]:
         config = run.config
-        status = team.bcast(status_of(config.trace_path) if team.rank == 0 else None)
-        if status.startswith("completed") and not force:
-            done["skipped"] += 1
-            continue
         if force:  # start again, whatever checkpoint there is
             config = dataclasses.replace(config, run=dataclasses.replace(config.run, resume="no"))
         (prepared,) = sessions.prepare_all([config], team, command, lambda *a: None)
+        if prepared.skip:  # completed with this config and data
+            done["skipped"] += 1
+            continue
         try:
             result = sessions.execute(prepared)
         except RunFailed as e:  # ranks out of step: recorded in the trace; go on with the sweep

@@ -368,8 +368,13 @@ def timestamp() -> str:
 
 
 def temporary_beside(path: str, purpose: str) -> str:
-    """A hidden file in ``path``'s directory, renamed over ``path`` once complete (same file system)."""
-    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{purpose}-{os.getpid()}")
+    """A hidden file in ``path``'s directory, renamed over ``path`` once complete (same file system). The name is
+    this process's (its callers hold the trace's lock): a symbolic link left there is removed, so that the file
+    is made in the directory and not wherever the link points."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{purpose}-{os.getpid()}")
+    if os.path.islink(tmp):
+        os.unlink(tmp)
+    return tmp
 
 
 def remove_leftovers(path: str) -> None:

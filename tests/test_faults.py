@@ -43,6 +43,10 @@ def files(tmp) -> None:
     np.save(tmp / "x0-nan.npy", np.full(12, np.nan))
     np.savez(tmp / "wrong-keys.npz", A=np.zeros((5, 2)), b=np.zeros(5))
     (tmp / "plain-file").write_text("")
+    # issue 28 item 6: links to nothing (a file made through one lands wherever it points), and one to a file
+    for link in ("dangling.h5", "dangling-dir", "locked.h5.lock", "saved.ckpt.h5"):
+        os.symlink(tmp / "nowhere", tmp / link)
+    os.symlink(tmp / "notes.txt", tmp / "linked.h5.lock")
     broken_data_files(tmp, X, y)
 
 
@@ -144,6 +148,26 @@ CATALOGUE = [
     ("output-under-file", ["--set", "output.path='plain-file/x.h5'"], "output.path = 'plain-file/x.h5': cannot be created"),
     ("output-in-proc", ["--set", "output.path='/proc/mpiclip/{name}.h5'"], "output.path = '/proc/mpiclip/t.h5': cannot be created"),
     ("output-is-directory", ["--set", "output.path='sub'"], "output.path = 'sub': is a directory"),
+    # issue 28 item 6: symbolic links to nothing on the way to the files a run makes, and names with control
+    # characters (they make broken file names, table rows and message lines)
+    ("output-dangling-link", ["--set", "output.path='dangling.h5'"],
+     "output.path = 'dangling.h5': passes a symbolic link to nothing: "),
+    ("output-dir-dangling-link", ["--set", "output.path='dangling-dir/{name}.h5'"],
+     "output.path = 'dangling-dir/t.h5': passes a symbolic link to nothing: "),
+    ("lock-dangling-link", ["--set", "output.path='locked.h5'"], "output.path = 'locked.h5': passes a symbolic link to nothing"),
+    ("checkpoint-dangling-link", ["--set", "output.path='saved.h5'"],
+     "output.path = 'saved.h5': passes a symbolic link to nothing"),
+    ("lock-is-a-link", ["--set", "output.path='linked.h5'"], "output.path = 'linked.h5': its lock file is a symbolic link"),
+    ("name-newline", ["--set", r'run.name="a\nb"'], r"run.name = 'a\nb': holds the control character '\n'"),
+    ("name-tab", ["--set", r'run.name="a\tb"'], r"run.name = 'a\tb': holds the control character '\t'"),
+    ("name-nul", ["--set", r'run.name="a\u0000b"'], r"run.name = 'a\x00b': holds the control character '\x00'"),
+    ("name-del", ["--set", r'run.name="a\u007fb"'], r"run.name = 'a\x7fb': holds the control character '\x7f'"),
+    ("name-c1", ["--set", r'run.name="a\u0085b"'], r"run.name = 'a\x85b': holds the control character '\x85'"),
+    ("output-path-newline", ["--set", r'output.path="out/\n{name}.h5"'],
+     r"output.path = 'out/\n{name}.h5': holds the control character '\n'"),
+    ("multirun-newline", ["--multirun", "--set", "run.seed=1,2", "--set", r'run.name="x\ry"'],
+     r"run.name = 'x\ry-run.seed=1': holds the control character '\r'"),
+    ("plot-newline", ["--plot", "fig\n.png"], r"--plot = 'fig\n.png': holds the control character '\n'"),
     ("plot-suffix", ["--plot", "figure.txt"], "--plot = 'figure.txt': needs one of the suffixes .png, .pdf, .svg"),
     ("plot-unwritable", ["--plot", "/proc/figure.png"], "--plot = '/proc/figure.png': cannot be written"),
 ]
@@ -359,3 +383,56 @@ def test_a_damaged_trace_is_reported_in_one_line_and_run_again(tmp_path, capsys,
     assert capsys.readouterr().err.startswith(f"mpiclip: error: output.path = '{trace}': exists")
     assert main(["run", path, "-q"]) == 0
     assert load_trace(str(trace)).status == "completed"
+
+
+# ------------------------------------------------------------ issue 28 item 6: paths and names, the siblings
+def test_names_with_control_characters_are_refused_in_sweeps_variants_and_reproduce(tmp_path, capsys, monkeypatch):
+    """Every name that becomes a file name or a table cell: a sweep's name and output, a grid value that makes a
+    run's name, a variant's label, `reproduce --out/--traces`."""
+    from mpiclip.errors import InputError
+    from mpiclip.sweep import load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    sweep = '[sweep]\nname = "{name}"\nbase = "synthetic-logreg"\n[[grid]]\n"run.seed" = [1]\n"data.source" = ["{value}"]\n'
+    for name, value, message in [(r"a\nb", "synthetic", r"sweep.name = 'a\nb': holds the control character '\n'"),
+                                 ("s", r"synthetic\u0007", r"grid = 'run.seed=1,data.source=synthetic\x07': holds the "
+                                                            r"control character '\x07'")]:
+        (tmp_path / "s.toml").write_text(sweep.format(name=name, value=value))
+        with pytest.raises(InputError) as e:
+            load_sweep(str(tmp_path / "s.toml"))
+        assert str(e.value).startswith(message), str(e.value)
+    table = config_table()
+    table["variants"] = {'"a\\tb"': {"method": {"name": "gd"}, "compressor": {"name": "identity"}}}
+    write_toml(str(tmp_path / "v.toml"), table)
+    assert main(["run", "v.toml", "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        r"mpiclip: error: variants = 'a\tb': holds the control character '\t'; use printable characters"]
+    for flag in ("--out", "--traces"):
+        assert main(["reproduce", "ef21", "--report-only", flag, "x\ny"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            rf"mpiclip: error: {flag} = 'x\ny': holds the control character '\n'; use printable characters"]
+    assert sorted(os.listdir(tmp_path)) == ["s.toml", "v.toml"]
+
+
+def test_a_link_at_a_temporary_name_is_removed_not_followed(tmp_path, monkeypatch):
+    """A resume copies the trace into a temporary made under this process's name beside it (before the
+    leftovers of killed writers are cleared); a link left at that name is removed first, not written through."""
+    from mpiclip.runners.synchronous import SynchronousRunner
+
+    monkeypatch.chdir(tmp_path)
+    table = config_table(run={"name": "t", "n_workers": 4, "rounds": 6})
+    path = write_toml(str(tmp_path / "c.toml"), {**table, "output": {"path": "out/{name}.h5"}})
+    original = SynchronousRunner.advance
+
+    def advance(self, state):
+        if state.t == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, state)
+
+    monkeypatch.setattr(SynchronousRunner, "advance", advance)
+    assert main(["run", path, "-q"]) == 143
+    monkeypatch.setattr(SynchronousRunner, "advance", original)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out" / f".t.h5.resume-{os.getpid()}")
+    assert main(["run", path, "-q", "--resume"]) == 0
+    assert load_trace(str(tmp_path / "out" / "t.h5")).status == "completed"
+    assert not (tmp_path / "elsewhere").exists() and not os.path.islink(tmp_path / "out" / "t.h5")

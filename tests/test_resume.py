@@ -6,16 +6,30 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pytest
-from helpers import DAMAGE, METHOD_CASES, config_table, damage, differences, mpiclip, stop_round, trace_arrays, write_toml
+from helpers import (
+    DAMAGE,
+    METHOD_CASES,
+    config_table,
+    damage,
+    differences,
+    mpiclip,
+    stop_round,
+    trace_arrays,
+    write_libsvm,
+    write_toml,
+)
 
 from mpiclip import config as cfg
 from mpiclip import session
+from mpiclip.cli import main
 from mpiclip.comm import SerialComm
 from mpiclip.errors import InputError
 from mpiclip.methods import METHODS
@@ -300,7 +314,7 @@ def test_a_checkpoint_resumes_after_its_state_classes_moved_and_is_refused_with_
     with h5py.File(ckpt, "r+") as f:
         f.move("workers/g", "workers/h")
     before = digest(ckpt)
-    with pytest.raises(InputError, match=r"^checkpoint = '.*': cannot be read: workers holds the fields \(h\), where this "
+    with pytest.raises(InputError, match=r"^checkpoint = '.*': workers holds the fields \(h\), where this "
                                          r"method keeps \(g\)$"):
         run(table, "run.resume='yes'")
     assert digest(ckpt) == before
@@ -359,3 +373,151 @@ def test_a_stop_agreed_at_the_last_round_completes_the_run(tmp_path, monkeypatch
         result = run(table)
     assert fired == [ROUNDS] and result.status == f"completed: round budget {ROUNDS} reached"
     assert not (tmp_path / "last.ckpt.h5").exists()
+
+
+# ------------------------------------------------------- issue 28 item 3: checkpoint contents are validated
+def edit_checkpoint(ckpt, how: str) -> None:
+    """Spoil one part of a checkpoint the way a cut copy, a hand edit or another version would."""
+    with h5py.File(ckpt, "r+") as f:
+        if how == "stamp":
+            f.attrs["stamp"] = json.dumps({**json.loads(f.attrs["stamp"]), "method": "ef14"})
+            return
+        name, data = {
+            "workers-cut": ("workers/g", lambda a: a[:3]),  # 3 of the 5 workers' rows
+            "workers-columns": ("workers/g", lambda a: a[:, :7]),
+            "x-cut": ("x", lambda a: a[:5]),
+            "x-dtype": ("x", lambda a: a.astype("S8")),
+            "ledger-dtype": ("ledger/sent_up", lambda a: a.astype(np.int64)),
+            "server-shape": ("server/g", lambda a: np.zeros((2, len(a)))),
+            "ledger-missing": ("ledger/pending_down", None),
+        }[how]
+        old = f[name][()]
+        del f[name]
+        if data is not None:
+            f.create_dataset(name, data=data(old))
+
+
+BAD_CHECKPOINTS = {
+    "workers-cut": r"/workers/g has shape \(3, 12\), where this run keeps \(5, 12\)",
+    "workers-columns": r"/workers/g has shape \(5, 7\), where this run keeps \(5, 12\)",
+    "x-cut": r"/x has shape \(5,\), where this run keeps \(12,\)",
+    "x-dtype": r"/x has dtype \|S8, where this run keeps floating-point values",
+    "ledger-dtype": r"/ledger/sent_up has dtype int64, where this run keeps floating-point values",
+    "server-shape": r"/server/g has shape \(2, 12\), where this run keeps \(12,\)",
+    "ledger-missing": r"has no dataset /ledger/pending_down, which this run keeps",
+    "stamp": r"was written by a run with method = 'ef14'; this run has 'ef21'",
+}
+
+
+@pytest.mark.parametrize("how", sorted(BAD_CHECKPOINTS))
+def test_a_checkpoint_whose_arrays_do_not_fit_the_run_is_refused_and_nothing_is_touched(stopped, capsys, how):
+    """A cut or rewritten array used to pass the read and fail the resumed run with a broadcast traceback,
+    turning the 'interrupted' trace into 'failed'; now it is one line naming the file and the dataset, exit 2,
+    and the trace and the checkpoint stay byte for byte as they were."""
+    table, trace, ckpt = stopped
+    edit_checkpoint(ckpt, how)
+    before = digest(trace, ckpt)
+    path = write_toml(str(trace.parent / "c.toml"), table)
+    code = main(["run", path, "--resume", "-q"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert re.fullmatch(rf"mpiclip: error: checkpoint = '{re.escape(str(ckpt))}': {BAD_CHECKPOINTS[how]}.*", err[0]), err
+    assert digest(trace, ckpt) == before
+    assert trace_status(str(trace)) == "interrupted"
+
+
+def test_an_asynchronous_checkpoint_with_a_cut_schedule_is_refused(tmp_path, monkeypatch):
+    table = case("asgd", tmp_path / "cut.h5")
+    with at_round(monkeypatch, 30, signal_self(signal.SIGTERM)):
+        assert run(table).status.startswith("interrupted")
+    ckpt = tmp_path / "cut.ckpt.h5"
+    with h5py.File(ckpt, "r+") as f:
+        finish = f["extra/schedule_finish"][()]
+        del f["extra/schedule_finish"]
+        f["extra/schedule_finish"] = finish[:2]
+    before = digest(tmp_path / "cut.h5", ckpt)
+    with pytest.raises(InputError, match=r"^checkpoint = '.*': /extra/schedule_finish has shape \(2,\), where this run "
+                                         r"keeps \(5,\)$"):
+        run(table, "run.resume='yes'")
+    assert digest(tmp_path / "cut.h5", ckpt) == before
+
+
+def libsvm_case(tmp_path):
+    rng = np.random.default_rng(3)
+    X, y = rng.random((60, 8)).round(2), np.where(rng.random(60) < 0.5, -1, 1)
+    data = write_libsvm(str(tmp_path / "data.txt"), X, y)
+    table = case("ef21", tmp_path / "cut.h5")
+    table["data"] = {"source": "libsvm", "path": data}
+    table["compressor"] = {"name": "topk", "k": 2}
+    return table, tmp_path / "data.txt"
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True], ids=["checkpoint", "checkpoint-of-an-earlier-version"])
+def test_a_resume_after_the_data_changed_is_refused(tmp_path, monkeypatch, old_checkpoint):
+    """The same file name and size, other rows: the run would mix two data sets in one trace. The checkpoint
+    records the data's checksum (and a checkpoint of an earlier version, without one, is checked against the
+    trace's)."""
+    table, data = libsvm_case(tmp_path)
+    with at_round(monkeypatch, 30, signal_self(signal.SIGTERM)):
+        assert run(table).status.startswith("interrupted")
+    trace, ckpt = tmp_path / "cut.h5", tmp_path / "cut.ckpt.h5"
+    assert stamp_of(ckpt)["dataset_checksum"].startswith("sha256:")
+    if old_checkpoint:
+        with h5py.File(ckpt, "r+") as f:
+            f.attrs["stamp"] = json.dumps({k: v for k, v in json.loads(f.attrs["stamp"]).items() if k != "dataset_checksum"})
+    lines = data.read_text().splitlines(keepends=True)
+    size = data.stat().st_size
+    data.write_text("".join([lines[1], lines[0], *lines[2:]]))  # two rows swapped: same name, same size
+    assert data.stat().st_size == size
+    before = digest(trace, ckpt)
+    with pytest.raises(InputError, match=r"^checkpoint = '.*cut.ckpt.h5': was written on data sha256:\w+, and the data "
+                                         r"now is sha256:\w+: the data changed since the run began"):
+        run(table, "run.resume='yes'")
+    assert digest(trace, ckpt) == before
+    data.write_text("".join(lines))  # the data back as it was: the resume goes on
+    assert run(table, "run.resume='yes'").status.startswith("completed")
+
+
+def test_resume_auto_skips_only_a_completed_trace_of_the_same_config_and_data(tmp_path):
+    """A sweep point (resume 'auto', exists 'overwrite') whose config or data changed since its trace completed
+    is run again, not skipped with the old result; a single run (exists 'error' or 'skip') is refused."""
+    table, data = libsvm_case(tmp_path)
+    first = run(table, "run.resume='auto'")
+    assert first.status.startswith("completed") and run(table, "run.resume='auto'").skipped
+    run_id = lambda: h5py.File(tmp_path / "cut.h5", "r").attrs["run_id"]  # noqa: E731
+    kept = run_id()
+    again = run(table, "run.resume='auto'", "stepsize.factor=2.0")  # exists = 'overwrite' (the sweep's setting)
+    assert not again.skipped and again.status.startswith("completed") and run_id() != kept
+    for exists in ("error", "skip"):
+        before = digest(tmp_path / "cut.h5")
+        with pytest.raises(InputError, match=r"^output.path = '.*cut.h5': holds a completed run of another config "
+                                             r"\(config_hash \w+…, this run's \w+…\); set output.exists = 'overwrite'"):
+            run(table, "run.resume='auto'", f"output.exists='{exists}'")
+        assert digest(tmp_path / "cut.h5") == before
+    assert run(table, "run.resume='auto'", "stepsize.factor=2.0", "output.exists='skip'").skipped  # the same config
+    lines = data.read_text().splitlines(keepends=True)
+    data.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    with pytest.raises(InputError, match=r"holds a completed run of another data \(dataset_checksum sha256:"):
+        run(table, "run.resume='auto'", "stepsize.factor=2.0", "output.exists='error'")
+    assert not run(table, "run.resume='auto'", "stepsize.factor=2.0").skipped
+
+
+def test_a_sweep_runs_again_the_points_whose_config_changed_since_they_completed(tmp_path):
+    """`sweep run` skipped every completed trace, even one of another config (a changed [set] keeps the
+    points' names); now a point is skipped only when its trace completed with this config and data."""
+    from mpiclip.sweep import load_sweep
+    from mpiclip.sweep_run import run_sweep
+
+    text = ('[sweep]\nname = "s"\nbase = "synthetic-logreg"\noutput = "{out}"\n[set]\n"run.rounds" = {rounds}\n'
+            '"run.n_workers" = 2\n"data.n_samples" = 100\n[[grid]]\n"method.name" = ["ef21", "gd"]\n'
+            '"compressor.name" = ["identity"]\n')
+    path = tmp_path / "s.toml"
+
+    def sweep(rounds):
+        path.write_text(text.replace("{out}", str(tmp_path / "res")).replace("{rounds}", str(rounds)))
+        return run_sweep(list(load_sweep(str(path)).runs), SerialComm(), say=lambda *a: None)[0]
+
+    assert sweep(5) == {"completed": 2, "skipped": 0, "failed": 0}
+    assert sweep(5) == {"completed": 0, "skipped": 2, "failed": 0}
+    assert sweep(7) == {"completed": 2, "skipped": 0, "failed": 0}
+    assert {len(h5py.File(p, "r")["rounds"]) for p in (tmp_path / "res").glob("*.h5")} == {8}

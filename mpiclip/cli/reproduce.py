@@ -65,7 +65,7 @@ def cmd_reproduce(args) -> int:
 def _reproduce(args, comm) -> int:
     from mpiclip import reproduce
     from mpiclip.errors import InputError, MpiclipError
-    from mpiclip.paths import use_data_dir
+    from mpiclip.paths import check_printable, use_data_dir
     from mpiclip.sweep_run import run_sweep
 
     preset = "full" if args.full else "laptop"
@@ -74,6 +74,8 @@ def _reproduce(args, comm) -> int:
         use_data_dir(args.data_dir)
         fams = reproduce.families(args.families)
         out, traces = reproduce.default_dirs(args.families, preset, args.out, args.traces)
+        check_printable("--out", out)
+        check_printable("--traces", traces)
         if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
             raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
         if args.slurm and comm.size > 1:

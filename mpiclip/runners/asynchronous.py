@@ -159,6 +159,13 @@ class AsynchronousRunner(Runner):
                     raise InputError("async.replay", p.replay, f"is a run with {key} = {attrs[key]}, this run has {value}")
 
     @classmethod
+    def checkpoint_arrays(cls, config):
+        if config.section("async").replay:  # ReplaySchedule.saved
+            return {"delays": ((None,), "i"), "schedule_inflight": (("n",), "b")}
+        counts = {f"schedule_{name}": (("n",), "i") for name in ("start", "job", "started", "queued")}
+        return {"delays": ((None,), "i"), "schedule_finish": (("n",), "f"), **counts}  # Schedule.saved
+
+    @classmethod
     def resolve(cls, config):
         return RUNNERS.get("asynchronous-real", "async.mode") if config.section("async").mode == "real" else cls
 

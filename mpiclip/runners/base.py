@@ -245,6 +245,12 @@ class Runner:
         ``problem_info``: d, samples (is the problem made of samples), checksum (of the data)."""
 
     @classmethod
+    def checkpoint_arrays(cls, config: Any) -> dict:
+        """The arrays of its ``RunState.runner_data`` a checkpoint holds: name -> (shape, dtype kind), a shape entry
+        "n" standing for run.n_workers and None for any length (checked before a resume restores them)."""
+        return {}
+
+    @classmethod
     def resolve(cls, config: Any) -> type["Runner"]:
         """The runner class that drives this config (a mode of the loop may be a runner of its own)."""
         return cls

@@ -112,3 +112,32 @@ def test_allreduce_runs_resume_only_on_their_rank_count(mpi_tmp_path, monkeypatc
     WORLD.Barrier()
     assert collective(run_on(world, table, "run.resume='yes'").status.startswith("completed"))
     assert collective(np.isfinite(trace_arrays(path + ".h5")["grad_norm_sq"]).all())
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_cut_checkpoint_is_refused_on_every_rank_and_nothing_is_touched(mpi_tmp_path, monkeypatch):
+    """Issue 28 item 3: a checkpoint array with fewer rows than workers is refused by every rank alike, before
+    any collective and before the trace is reopened, and the trace keeps its status and bytes."""
+    import hashlib
+
+    import h5py
+
+    world, path = MPIComm(), os.path.join(str(mpi_tmp_path), "cut")
+    table = table_for("ef21", path + ".h5")
+    undo = term_at(monkeypatch, 10, {0})
+    assert collective(run_on(world, table).status.startswith("interrupted"))
+    undo()
+    WORLD.Barrier()
+    if WORLD.rank == 0:
+        with h5py.File(path + ".ckpt.h5", "r+") as f:
+            g = f["workers/g"][()]
+            del f["workers/g"]
+            f["workers/g"] = g[:2]
+    WORLD.Barrier()
+    before = [hashlib.sha256(open(path + suffix, "rb").read()).hexdigest() for suffix in (".h5", ".ckpt.h5")]
+    with pytest.raises(InputError, match=r"^checkpoint = '.*cut.ckpt.h5': /workers/g has shape \(2, 12\), where this run "
+                                         r"keeps \(5, 12\)$"):
+        run_on(world, table, "run.resume='yes'")
+    WORLD.Barrier()
+    after = [hashlib.sha256(open(path + suffix, "rb").read()).hexdigest() for suffix in (".h5", ".ckpt.h5")]
+    assert collective(after == before)
