@@ -42,9 +42,40 @@ def files(tmp) -> None:
     np.save(tmp / "x0-nan.npy", np.full(12, np.nan))
     np.savez(tmp / "wrong-keys.npz", A=np.zeros((5, 2)), b=np.zeros(5))
     (tmp / "plain-file").write_text("")
+    for name, change in HOSTILE_SCHEDULES.items():
+        write_schedule(tmp / f"schedule-{name}.h5", change)
+
+
+# A schedule to replay (4 workers), and the hostile versions of it the catalogue replays
+SCHEDULE = {"worker": np.array([0, 1, 2, 3, 0, 1]), "start": np.array([0, 0, 0, 0, 1, 2]),
+            "job": np.array([0, 0, 0, 0, 1, 1]), "sim_time": np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0])}
+HOSTILE_SCHEDULES = {
+    "worker-id": ("worker", 4, 9), "nan-time": ("sim_time", 2, np.nan), "negative-time": ("sim_time", 0, -1.0),
+    "time-backwards": ("sim_time", 5, 0.5), "job-repeated": ("job", 4, 0), "start-ahead": ("start", 3, 5),
+    "float-workers": ("worker", None, SCHEDULE["worker"].astype(float)), "no-start": ("start", None, None),
+}
+
+
+def write_schedule(path, change) -> None:
+    """An asynchronous trace's /events as h5py writes them, with one column changed (``(column, index, value)``;
+    index None: the whole column, value None: no column)."""
+    column, index, value = change
+    with h5py.File(path, "w") as f:
+        for name, values in SCHEDULE.items():
+            values = values.copy()
+            if name == column:
+                if index is None and value is None:
+                    continue
+                if index is None:
+                    values = value
+                else:
+                    values = values.astype(type(value)) if isinstance(value, float) else values
+                    values[index] = value
+            f[f"events/{name}"] = values
 
 
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
+ASGD = ["--set", "method.name=asgd", "--set", "compressor.name=identity"]
 
 # (id, arguments after `mpiclip run c.toml`, the one line expected after "mpiclip: error: ")
 CATALOGUE = [
@@ -104,6 +135,42 @@ CATALOGUE = [
     ("output-is-directory", ["--set", "output.path='sub'"], "output.path = 'sub': is a directory"),
     ("plot-suffix", ["--plot", "figure.txt"], "--plot = 'figure.txt': needs one of the suffixes .png, .pdf, .svg"),
     ("plot-unwritable", ["--plot", "/proc/figure.png"], "--plot = '/proc/figure.png': cannot be written"),
+    # issue 28, item 1: values that pass "finite > 0" but overflow in a product (the clock, a sleep, a buffer)
+    ("async-mean-time-overflows", [*ASGD, "--set", "async.mean_time=1e308"],
+     "async.mean_time = 1e+308: the simulated clock would overflow: the largest per-gradient time is inf"),
+    ("async-factor-overflows", [*ASGD, "--set", "async.factors=[1e308, 1, 1, 1]"],
+     "async.factors = 1e+308: the simulated clock would overflow"),
+    ("async-slowdown-overflows", [*ASGD, "--set", "async.slow_workers=[1]", "--set", "async.slow_factor=1e300"],
+     "async.slow_factor = 1e+300: the simulated clock would overflow: the largest per-gradient time is 4.44e+301"),
+    ("async-lognormal-underflows", [*ASGD, "--set", "async.compute_time=lognormal", "--set", "async.lognormal_sigma=30"],
+     "async.lognormal_sigma = 30.0: draws of the log-normal compute time would underflow to 0"),
+    ("async-time-underflows", [*ASGD, "--set", "async.compute_time=list", "--set", "async.times=[[1e-200]]",
+                               "--set", "async.factors=[1e-200, 1, 1, 1]"],
+     "async.times = 1e-200: the smallest per-gradient time underflows to 0"),
+    ("async-sleep-overflows", [*ASGD, "--set", "async.mode=real", "--set", "async.time_unit=1e307"],
+     "async.time_unit = 1e+307: a worker would sleep time_unit × 44.4"),
+    ("flush-rows-beyond-memory", ["--set", "output.flush_rows=100000000000000000000"],
+     "output.flush_rows = 100000000000000000000: needs about"),
+    # issue 28, item 2: a replayed schedule is data (schedule-*.h5 in files())
+    ("replay-worker-id", [*ASGD, "--set", "async.replay='schedule-worker-id.h5'"],
+     "async.replay = 'schedule-worker-id.h5': event 4 (worker 9, start 1, job 1, time 2): its worker is not a worker "
+     "id (0..3)"),
+    ("replay-nan-time", [*ASGD, "--set", "async.replay='schedule-nan-time.h5'"],
+     "async.replay = 'schedule-nan-time.h5': event 2 (worker 2, start 0, job 0, time nan): its time is not finite"),
+    ("replay-negative-time", [*ASGD, "--set", "async.replay='schedule-negative-time.h5'"],
+     "async.replay = 'schedule-negative-time.h5': event 0 (worker 0, start 0, job 0, time -1): its time is negative"),
+    ("replay-time-backwards", [*ASGD, "--set", "async.replay='schedule-time-backwards.h5'"],
+     "async.replay = 'schedule-time-backwards.h5': event 5 (worker 1, start 2, job 1, time 0.5): its time is earlier"),
+    ("replay-job-repeated", [*ASGD, "--set", "async.replay='schedule-job-repeated.h5'"],
+     "async.replay = 'schedule-job-repeated.h5': event 4 (worker 0, start 1, job 0, time 2): its job index is not "
+     "past that of the worker's previous arrival"),
+    ("replay-start-ahead", [*ASGD, "--set", "async.replay='schedule-start-ahead.h5'"],
+     "async.replay = 'schedule-start-ahead.h5': event 3 (worker 3, start 5, job 0, time 1): its start update is "
+     "beyond the updates"),
+    ("replay-float-workers", [*ASGD, "--set", "async.replay='schedule-float-workers.h5'"],
+     "async.replay = 'schedule-float-workers.h5': /events/worker is not a column of integers (dtype float64"),
+    ("replay-no-start", [*ASGD, "--set", "async.replay='schedule-no-start.h5'"],
+     "async.replay = 'schedule-no-start.h5': has no dataset /events/start"),
 ]
 
 
