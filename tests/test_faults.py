@@ -384,3 +384,98 @@ def test_a_damaged_trace_is_reported_in_one_line_and_run_again(tmp_path, capsys,
     assert capsys.readouterr().err.startswith(f"mpiclip: error: output.path = '{trace}': exists")
     assert main(["run", path, "-q"]) == 0
     assert load_trace(str(trace)).status == "completed"
+
+
+# ------------------------------------------------------ issue 28, item 8: real asynchrony under stop signals
+SLEEPER = 2  # the worker of rank 2, asleep for an hour after its first gradient
+
+
+def start_real_run(tmp):
+    """A real-mode run on 3 ranks: rank 1's workers 0 and 1 keep the server busy (at most 200 gradients a second:
+    each sleeps 5 ms), rank 2's worker sleeps an hour (time_unit × slow_factor = 3600 s); it returns once the trace
+    holds 100 arrivals, which must reach it as they come (within 15 s of the trace's start, while the run could
+    have made at most 3000)."""
+    table = config_table(run={"name": "real", "n_workers": 3, "rounds": 10**8, "eval_every": 20},
+                         method={"name": "asgd"}, compressor={"name": "identity"}, stepsize={"factor": 1.0})
+    table["async"] = {"mode": "real", "compute_time": "constant", "time_unit": 5e-3, "slow_workers": [SLEEPER],
+                      "slow_factor": 7.2e5}
+    table["output"] = {"path": "out/{name}.h5", "flush_rows": 50, "flush_seconds": 1.0}
+    path = write_toml(str(tmp / "real.toml"), table)
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", "3", sys.executable, "-m", "mpi4py", "-m",
+           "mpiclip", "run", path, "-q"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp), env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trace = tmp / "out" / "real.h5"
+    deadline = time.time() + 60
+    while time.time() < deadline and not trace.exists():
+        time.sleep(0.1)
+    deadline = time.time() + 15
+    while time.time() < deadline and arrivals_in(trace) < 100:
+        time.sleep(0.1)
+    if arrivals_in(trace) < 100:
+        proc.kill()
+        raise AssertionError(f"{arrivals_in(trace)} arrivals kept after 15 s: {proc.communicate()[1]}")
+    return proc, path, trace
+
+
+def arrivals_in(trace) -> int:
+    try:
+        return len(load_trace(str(trace)).tables["events"]["update"]) if trace.exists() else 0
+    except (OSError, KeyError):
+        return 0
+
+
+def rank_pid(proc, path, rank: int) -> int:
+    """The process of an MPI rank of the job (hydra puts PMI_RANK in each rank's environment)."""
+    for pid in subprocess.run(["pgrep", "-f", f"mpiclip run {path}"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(pid) != proc.pid and f"PMI_RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no process of rank {rank}")
+
+
+@pytest.mark.parametrize("to", ["mpiexec", "sleeper"])
+def test_sigterm_ends_a_real_run_with_a_worker_asleep_for_an_hour_within_seconds(tmp_path, to):
+    """The server polls for gradients and a sleeping worker for the server's word, so a stop ends the job at once
+    (Slurm's KillWait is 30 s), with every row made so far evaluated; a signal that reaches only a worker rank is
+    passed on to the server."""
+    proc, path, trace = start_real_run(tmp_path)
+    kept = arrivals_in(trace)
+    stopped = time.time()
+    os.kill(proc.pid if to == "mpiexec" else rank_pid(proc, path, SLEEPER), signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - stopped < 10, err
+    assert proc.returncode == 143, err
+    tr = load_trace(str(trace))
+    assert tr.status == "interrupted"
+    updates = int(tr.attrs["stop_reason"].split("at update ")[1].split()[0])
+    assert tr.attrs["stop_reason"] == f"interrupted: SIGTERM at update {updates} (real mode: not resumable)"
+    events = tr.tables["events"]
+    assert len(events["update"]) == updates >= kept  # ASGD applies each arrival: one update each
+    assert not (events["worker"] == SLEEPER).any()  # the sleeper's gradient never arrived
+    assert list(tr.rounds) == list(range(0, updates + 1, 20)) and np.isfinite(tr.grad_norm_sq).all()
+    assert not (tmp_path / "out" / "real.ckpt.h5").exists()
+
+
+def test_kill_9_of_a_real_mode_worker_keeps_the_arrivals_and_their_replay_gives_the_rows(tmp_path, capsys):
+    """The rows of real mode are evaluated by every rank after the loop, which a killed rank ends; the arrivals
+    reach the trace as they come (every output.flush_rows or flush_seconds), and a replay makes their rows."""
+    proc, path, trace = start_real_run(tmp_path)
+    kept = arrivals_in(trace)
+    os.kill(rank_pid(proc, path, SLEEPER), signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    tr = load_trace(str(trace))
+    assert tr.status.startswith("failed: writer lost"), tr.status
+    arrived = len(tr.tables["events"]["update"])
+    assert arrived >= kept and len(tr.rounds) == 0
+    code = main(["run", path, "-q", "--set", "async.mode=simulated", "--set", f"async.replay='{trace}'",
+                 "--set", "run.name=replay", "--set", f"output.path='{tmp_path}/replay.h5'"])
+    assert code == 0, capsys.readouterr().err
+    replay = load_trace(str(tmp_path / "replay.h5"))
+    assert replay.attrs["stop_reason"] == f"completed: the replayed schedule ends at update {arrived}"
+    assert list(replay.rounds) == list(range(0, arrived + 1, 20)) + [arrived] * (arrived % 20 != 0)
