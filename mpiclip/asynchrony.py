@@ -33,6 +33,12 @@ from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import ASSIGN, SERVER_ID, TIMES, generator
 
 BLOCK = 1024  # draws made at once per key: a generator costs ~20 µs to make, a draw from a block ~0.1 µs
+# The largest draws numpy's ziggurat samplers can return (their tails invert a double u ≥ 2⁻⁵³): an exponential
+# r_e + 53 ln 2 (r_e = 7.697), a standard normal r_n + 53 ln 2 / r_n in magnitude (r_n = 3.654); bounds of the
+# compute times below, so that a config whose clock could leave the floats is refused before the run.
+EXPONENTIAL_MAX = 44.44
+NORMAL_MAX = 13.71
+CLOCK_JOBS = 2.0**53  # arrivals whose summed compute times must stay finite (beyond any run's length)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,56 @@ class AsyncParams:
                 raise InputError("async.outages", list(outage), "needs 0 <= from < to < inf")
         if self.mode == "real" and self.replay:
             raise InputError("async.replay", self.replay, "is a simulated-mode setting (mode is 'real')")
+        self._check_clock(n)
+
+    def time_range(self, n: int) -> tuple[float, float]:
+        """The smallest and the largest compute time of one gradient any worker can draw (units; inf or 0 where
+        the product of the settings leaves the floats)."""
+        factors = self.worker_factors(n)
+        if self.compute_time == "list":
+            lo, hi = min(min(t) for t in self.times), max(max(t) for t in self.times)
+        elif self.compute_time == "constant":
+            lo = hi = self.mean_time
+        elif self.compute_time == "exponential":
+            lo, hi = 0.0, self.mean_time * EXPONENTIAL_MAX
+        else:
+            lo, hi = (self.mean_time * v for v in self.lognormal_range())
+        return float(factors.min()) * lo, float(factors.max()) * hi
+
+    def lognormal_range(self) -> tuple[float, float]:
+        """The smallest and the largest draw of the mean-1 log-normal, exp(σz − σ²/2) with |z| ≤ NORMAL_MAX."""
+        s = self.lognormal_sigma
+        return math.exp(-s * NORMAL_MAX - 0.5 * s * s), math.exp(s * NORMAL_MAX - 0.5 * s * s)
+
+    def _blame(self, n: int, smallest: bool = False) -> tuple[str, object]:
+        """The setting that dominates the compute times' product at its largest (or smallest): a factor or the base."""
+        factors = self.worker_factors(n)
+        pick = min if smallest else max
+        times = [v for t in self.times for v in t] if self.compute_time == "list" else [self.mean_time]
+        base = (pick(times), "async.times" if self.compute_time == "list" else "async.mean_time")
+        factor = float(pick(factors))
+        if (factor < base[0]) if smallest else (factor > base[0]):
+            return "async.factors" if self.factors else "async.slow_factor", factor
+        return base[1], base[0]
+
+    def _check_clock(self, n: int) -> None:
+        """Compute times, the simulated clock and real mode's sleeps are products and sums of the settings: each
+        of them must stay a finite number > 0, or the run would end early with a false reason."""
+        if self.compute_time == "lognormal" and self.lognormal_range()[0] == 0.0:
+            raise InputError("async.lognormal_sigma", self.lognormal_sigma, "draws of the log-normal compute time "
+                             "would underflow to 0 (the smallest is exp(−13.71σ − σ²/2)); use σ ≤ 27")
+        lo, hi = self.time_range(n)
+        outages = max((o[2] for o in self.outages), default=0.0)
+        if not math.isfinite(outages + hi * CLOCK_JOBS):
+            field, value = self._blame(n)
+            raise InputError(field, value, f"the simulated clock would overflow: the largest per-gradient time is {hi:.3g} "
+                             f"units, and {CLOCK_JOBS:.0g} of them must add up to a finite time (keep it below 1e292)")
+        if lo == 0.0 and self.compute_time != "exponential":
+            field, value = self._blame(n, smallest=True)
+            raise InputError(field, value, "the smallest per-gradient time underflows to 0 (a compute time must be > 0)")
+        if self.mode == "real" and not math.isfinite(self.time_unit * hi):
+            raise InputError("async.time_unit", self.time_unit, f"a worker would sleep time_unit × {hi:.3g} (the largest "
+                             "per-gradient time) = inf seconds")
 
     def worker_factors(self, n: int) -> np.ndarray:
         if self.factors:
@@ -274,6 +330,9 @@ class Schedule:
             self.finish[w] = self.clock
             return w, k
         self.finish[w] = finish = self.times.finish(w, k, self.clock)
+        if not finish < math.inf:  # validation bounds the clock; this guards against anything it missed
+            raise RunFailed(f"the simulated clock overflowed: worker {w}'s job {k}, started at time {self.clock:.6g}, "
+                            f"would finish at {finish}")
         heapq.heappush(self.heap, (finish, w, k))
         return w, k
 
@@ -295,6 +354,51 @@ class Schedule:
         heap, job, finish = self.heap, self.job, self.finish
         while heap and (heap[0][2] != job[heap[0][1]] or finish[heap[0][1]] == math.inf):
             heapq.heappop(heap)
+
+
+REPLAY_COLUMNS = {"worker": "iu", "start": "iu", "job": "iu", "sim_time": "iuf"}  # /events columns a replay reads
+
+
+def schedule_fault(events: dict, n: int) -> Optional[str]:
+    """Why recorded arrivals (``REPLAY_COLUMNS`` of a trace's /events) cannot be replayed by n workers, naming the
+    first bad event; None if they can. A schedule is data: its columns are 1-D integer (times: numeric) arrays of
+    one length; each event's worker is an id in 0..n−1, its start update at least 0 and at most the event's index
+    (each update needs an arrival), its time finite, at least 0 and no earlier than the event before; each
+    worker's job indices are at least 0 and grow from one of its arrivals to the next, and so do its starts."""
+    lengths = set()
+    for name, kinds in REPLAY_COLUMNS.items():
+        column = events[name]
+        if column.ndim != 1 or column.dtype.kind not in kinds:
+            return f"/events/{name} is not a column of {'numbers' if 'f' in kinds else 'integers'} (dtype {column.dtype}, " \
+                   f"shape {column.shape})"
+        lengths.add(len(column))
+    if len(lengths) > 1:
+        return f"its /events columns have different lengths ({', '.join(str(len(events[c])) for c in REPLAY_COLUMNS)})"
+    worker, start, job = (events[c].astype(np.int64) for c in ("worker", "start", "job"))
+    time = events["sim_time"].astype(np.float64)
+    if not len(worker):
+        return "records no arrival"
+    index = np.arange(len(worker))
+    previous = np.concatenate([[0.0], time[:-1]])
+    faults = [(~((worker >= 0) & (worker < n)), f"worker is not a worker id (0..{n - 1})"),
+              (start < 0, "start update is negative"),
+              (start > index, "start update is beyond the updates that can have happened before it"),
+              (job < 0, "job index is negative"),
+              (~np.isfinite(time), "time is not finite"),
+              (time < 0, "time is negative"),
+              (time < previous, "time is earlier than the event before")]
+    order = np.lexsort((index, worker))  # each worker's events in the order they arrived
+    same = worker[order[1:]] == worker[order[:-1]]
+    for column, what in ((job, "job index"), (start, "start update")):
+        back = np.zeros(len(worker), dtype=bool)
+        later = column[order[1:]]
+        back[order[1:]] = same & ((later <= column[order[:-1]]) if column is job else (later < column[order[:-1]]))
+        faults.append((back, f"{what} is not past that of the worker's previous arrival"))
+    first = min(((int(np.argmax(bad)), j) for j, (bad, _) in enumerate(faults) if bad.any()), default=None)
+    if first is None:
+        return None
+    i, why = first[0], faults[first[1]][1]
+    return f"event {i} (worker {worker[i]}, start {start[i]}, job {job[i]}, time {time[i]:g}): its {why}"
 
 
 class ReplaySchedule:

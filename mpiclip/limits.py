@@ -58,3 +58,11 @@ def check_run(d: int, workers_per_rank: int, field: str, value) -> None:
     vectors = WORKER_VECTORS * workers_per_rank + SHARED_VECTORS
     check_fits(8.0 * d * vectors, field, value, f"{vectors} vectors of dimension d = {d:,} "
                f"({workers_per_rank} worker(s) on the rank)")
+
+
+def check_row_buffer(rows: int, workers_per_rank: int, per_worker: int, per_row: int) -> None:
+    """The trace rows a rank buffers between flushes (``output.flush_rows``): ``per_worker`` numbers per local worker
+    and ``per_row`` more per row (recorder.Recorder)."""
+    numbers = rows * (workers_per_rank * per_worker + per_row)
+    check_fits(8.0 * numbers, "output.flush_rows", rows, f"the trace's buffer of {rows:,} rows × {workers_per_rank} "
+               f"worker(s) × {per_worker} values")

@@ -100,6 +100,16 @@ class Recorder:
         """A resumed run continues a table that already has ``rows`` rows."""
         self.tables[table].written = rows
 
+    def buffered(self, table: str) -> int:
+        """Rows of the table not handed to the trace yet."""
+        return self.tables[table].n
+
+    def write_tables(self) -> None:
+        """Hand the buffered rows of the runner's tables to the trace now. No collective: for tables that one rank
+        fills (real asynchrony's server, whose arrivals reach the trace while the workers compute)."""
+        for buffer in self.tables.values():
+            self._write_table(buffer)
+
     @property
     def full(self) -> bool:
         return self.rows == self.capacity

@@ -136,6 +136,8 @@ class Session:
         self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
                                                 self.plan.sample_counts if self.plan is not None else None,
                                                 self.runner_cls.concurrency(c)))
+        limits.check_row_buffer(c.output.flush_rows, per_rank, len(ENCODINGS) + len(self.bound_method.worker_metrics),
+                                len(ENCODINGS) + 8)
         self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": self.plan is not None,
                                                      "checksum": self._dataset_checksum(), "ranks": comm.size})
         self.x0 = self._initial_point()

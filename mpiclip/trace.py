@@ -253,6 +253,7 @@ class TraceWriter:
                 ds.resize((lo + len(values),) + ds.shape[1:])
                 ds[lo:] = values
             self.f.flush()
+            self.lock.beat()  # a run whose tables grow between rows (real asynchrony's arrivals) is alive
 
     def set_initial_bits(self, up: np.ndarray, down: np.ndarray) -> None:
         """up: (n, E) and down: (E,) bits of the initial round."""

@@ -16,7 +16,7 @@ from mpiclip import session
 from mpiclip.asynchrony import AsyncParams, ComputeTimes, Policy, Schedule
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import COMPRESSORS, Identity
-from mpiclip.errors import InputError
+from mpiclip.errors import InputError, RunFailed
 from mpiclip.methods import METHODS
 from mpiclip.methods.asgd import AsyncServer
 from mpiclip.oracles import sub_weibull
@@ -89,6 +89,22 @@ def test_a_job_pauses_through_its_workers_outages(start, duration, expected):
                                 outages=((0, 2.0, 4.0), (0, 8.0, 9.0), (0, 8.5, 10.0), (1, 0.0, 100.0))), 2, 0)
     assert times.finish(0, 0, start) == expected
     assert times.finish(1, 0, start) == 100.0 + duration
+
+
+def test_a_clock_that_leaves_the_floats_fails_the_run_instead_of_ending_it_completed():
+    """Validation refuses settings whose clock could overflow; a schedule that still gets there (settings made
+    without validate) raises RunFailed with the reason, where an infinite finish time once read as the end of a
+    replayed schedule, and a 'completed' run."""
+    with pytest.raises(InputError, match="async.mean_time = 1e[+]308: the simulated clock would overflow"):
+        params(compute_time="constant", mean_time=1e308)
+    params(compute_time="constant", mean_time=1e290)  # 2**53 such jobs still add up to a finite time
+    schedule = Schedule(AsyncParams(compute_time="constant", mean_time=1e308), 1, 0, Policy())
+    schedule.begin()
+    arrival = schedule.pop()
+    assert arrival.time == 1e308
+    with pytest.raises(RunFailed, match="the simulated clock overflowed: worker 0's job 1, started at time 1e[+]308, "
+                                        "would finish at inf"):
+        schedule.after(arrival, True, 1)
 
 
 def test_random_assignment_keeps_tau_c_jobs_in_flight_and_queues_at_busy_workers():

@@ -47,6 +47,8 @@ def files(tmp) -> None:
     for link in ("dangling.h5", "dangling-dir", "locked.h5.lock", "saved.ckpt.h5"):
         os.symlink(tmp / "nowhere", tmp / link)
     os.symlink(tmp / "notes.txt", tmp / "linked.h5.lock")
+    for name, change in HOSTILE_SCHEDULES.items():
+        write_schedule(tmp / f"schedule-{name}.h5", change)
     broken_data_files(tmp, X, y)
 
 
@@ -69,7 +71,36 @@ def broken_data_files(tmp, X, y) -> None:
     (tmp / "cut.txt.gz").write_bytes(gzip.compress(b"1 1:1\n-1 2:1\n" * 100)[:30])
 
 
+# A schedule to replay (4 workers), and the hostile versions of it the catalogue replays
+SCHEDULE = {"worker": np.array([0, 1, 2, 3, 0, 1]), "start": np.array([0, 0, 0, 0, 1, 2]),
+            "job": np.array([0, 0, 0, 0, 1, 1]), "sim_time": np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0])}
+HOSTILE_SCHEDULES = {
+    "worker-id": ("worker", 4, 9), "nan-time": ("sim_time", 2, np.nan), "negative-time": ("sim_time", 0, -1.0),
+    "time-backwards": ("sim_time", 5, 0.5), "job-repeated": ("job", 4, 0), "start-ahead": ("start", 3, 5),
+    "float-workers": ("worker", None, SCHEDULE["worker"].astype(float)), "no-start": ("start", None, None),
+}
+
+
+def write_schedule(path, change) -> None:
+    """An asynchronous trace's /events as h5py writes them, with one column changed (``(column, index, value)``;
+    index None: the whole column, value None: no column)."""
+    column, index, value = change
+    with h5py.File(path, "w") as f:
+        for name, values in SCHEDULE.items():
+            values = values.copy()
+            if name == column:
+                if index is None and value is None:
+                    continue
+                if index is None:
+                    values = value
+                else:
+                    values = values.astype(type(value)) if isinstance(value, float) else values
+                    values[index] = value
+            f[f"events/{name}"] = values
+
+
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
+ASGD = ["--set", "method.name=asgd", "--set", "compressor.name=identity"]
 
 
 def npz(name: str) -> list:
@@ -170,6 +201,42 @@ CATALOGUE = [
     ("plot-newline", ["--plot", "fig\n.png"], r"--plot = 'fig\n.png': holds the control character '\n'"),
     ("plot-suffix", ["--plot", "figure.txt"], "--plot = 'figure.txt': needs one of the suffixes .png, .pdf, .svg"),
     ("plot-unwritable", ["--plot", "/proc/figure.png"], "--plot = '/proc/figure.png': cannot be written"),
+    # issue 28, item 1: values that pass "finite > 0" but overflow in a product (the clock, a sleep, a buffer)
+    ("async-mean-time-overflows", [*ASGD, "--set", "async.mean_time=1e308"],
+     "async.mean_time = 1e+308: the simulated clock would overflow: the largest per-gradient time is inf"),
+    ("async-factor-overflows", [*ASGD, "--set", "async.factors=[1e308, 1, 1, 1]"],
+     "async.factors = 1e+308: the simulated clock would overflow"),
+    ("async-slowdown-overflows", [*ASGD, "--set", "async.slow_workers=[1]", "--set", "async.slow_factor=1e300"],
+     "async.slow_factor = 1e+300: the simulated clock would overflow: the largest per-gradient time is 4.44e+301"),
+    ("async-lognormal-underflows", [*ASGD, "--set", "async.compute_time=lognormal", "--set", "async.lognormal_sigma=30"],
+     "async.lognormal_sigma = 30.0: draws of the log-normal compute time would underflow to 0"),
+    ("async-time-underflows", [*ASGD, "--set", "async.compute_time=list", "--set", "async.times=[[1e-200]]",
+                               "--set", "async.factors=[1e-200, 1, 1, 1]"],
+     "async.times = 1e-200: the smallest per-gradient time underflows to 0"),
+    ("async-sleep-overflows", [*ASGD, "--set", "async.mode=real", "--set", "async.time_unit=1e307"],
+     "async.time_unit = 1e+307: a worker would sleep time_unit × 44.4"),
+    ("flush-rows-beyond-memory", ["--set", "output.flush_rows=100000000000000000000"],
+     "output.flush_rows = 100000000000000000000: needs about"),
+    # issue 28, item 2: a replayed schedule is data (schedule-*.h5 in files())
+    ("replay-worker-id", [*ASGD, "--set", "async.replay='schedule-worker-id.h5'"],
+     "async.replay = 'schedule-worker-id.h5': event 4 (worker 9, start 1, job 1, time 2): its worker is not a worker "
+     "id (0..3)"),
+    ("replay-nan-time", [*ASGD, "--set", "async.replay='schedule-nan-time.h5'"],
+     "async.replay = 'schedule-nan-time.h5': event 2 (worker 2, start 0, job 0, time nan): its time is not finite"),
+    ("replay-negative-time", [*ASGD, "--set", "async.replay='schedule-negative-time.h5'"],
+     "async.replay = 'schedule-negative-time.h5': event 0 (worker 0, start 0, job 0, time -1): its time is negative"),
+    ("replay-time-backwards", [*ASGD, "--set", "async.replay='schedule-time-backwards.h5'"],
+     "async.replay = 'schedule-time-backwards.h5': event 5 (worker 1, start 2, job 1, time 0.5): its time is earlier"),
+    ("replay-job-repeated", [*ASGD, "--set", "async.replay='schedule-job-repeated.h5'"],
+     "async.replay = 'schedule-job-repeated.h5': event 4 (worker 0, start 1, job 0, time 2): its job index is not "
+     "past that of the worker's previous arrival"),
+    ("replay-start-ahead", [*ASGD, "--set", "async.replay='schedule-start-ahead.h5'"],
+     "async.replay = 'schedule-start-ahead.h5': event 3 (worker 3, start 5, job 0, time 1): its start update is "
+     "beyond the updates"),
+    ("replay-float-workers", [*ASGD, "--set", "async.replay='schedule-float-workers.h5'"],
+     "async.replay = 'schedule-float-workers.h5': /events/worker is not a column of integers (dtype float64"),
+    ("replay-no-start", [*ASGD, "--set", "async.replay='schedule-no-start.h5'"],
+     "async.replay = 'schedule-no-start.h5': has no dataset /events/start"),
 ]
 
 
@@ -436,3 +503,96 @@ def test_a_link_at_a_temporary_name_is_removed_not_followed(tmp_path, monkeypatc
     assert main(["run", path, "-q", "--resume"]) == 0
     assert load_trace(str(tmp_path / "out" / "t.h5")).status == "completed"
     assert not (tmp_path / "elsewhere").exists() and not os.path.islink(tmp_path / "out" / "t.h5")
+# ------------------------------------------------------ issue 28, item 8: real asynchrony under stop signals
+SLEEPER = 2  # the worker of rank 2, asleep for an hour after its first gradient
+
+
+def start_real_run(tmp):
+    """A real-mode run on 3 ranks: rank 1's workers 0 and 1 keep the server busy (at most 200 gradients a second:
+    each sleeps 5 ms), rank 2's worker sleeps an hour (time_unit × slow_factor = 3600 s); it returns once the trace
+    holds 100 arrivals, which must reach it as they come (within 15 s of the trace's start, while the run could
+    have made at most 3000)."""
+    table = config_table(run={"name": "real", "n_workers": 3, "rounds": 10**8, "eval_every": 20},
+                         method={"name": "asgd"}, compressor={"name": "identity"}, stepsize={"factor": 1.0})
+    table["async"] = {"mode": "real", "compute_time": "constant", "time_unit": 5e-3, "slow_workers": [SLEEPER],
+                      "slow_factor": 7.2e5}
+    table["output"] = {"path": "out/{name}.h5", "flush_rows": 50, "flush_seconds": 1.0}
+    path = write_toml(str(tmp / "real.toml"), table)
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE")}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", "3", sys.executable, "-m", "mpi4py", "-m",
+           "mpiclip", "run", path, "-q"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp), env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trace = tmp / "out" / "real.h5"
+    deadline = time.time() + 60
+    while time.time() < deadline and not trace.exists():
+        time.sleep(0.1)
+    deadline = time.time() + 15
+    while time.time() < deadline and arrivals_in(trace) < 100:
+        time.sleep(0.1)
+    if arrivals_in(trace) < 100:
+        proc.kill()
+        raise AssertionError(f"{arrivals_in(trace)} arrivals kept after 15 s: {proc.communicate()[1]}")
+    return proc, path, trace
+
+
+def arrivals_in(trace) -> int:
+    try:
+        return len(load_trace(str(trace)).tables["events"]["update"]) if trace.exists() else 0
+    except (OSError, KeyError):
+        return 0
+
+
+def rank_pid(proc, path, rank: int) -> int:
+    """The process of an MPI rank of the job (hydra puts PMI_RANK in each rank's environment)."""
+    for pid in subprocess.run(["pgrep", "-f", f"mpiclip run {path}"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(pid) != proc.pid and f"PMI_RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no process of rank {rank}")
+
+
+@pytest.mark.parametrize("to", ["mpiexec", "sleeper"])
+def test_sigterm_ends_a_real_run_with_a_worker_asleep_for_an_hour_within_seconds(tmp_path, to):
+    """The server polls for gradients and a sleeping worker for the server's word, so a stop ends the job at once
+    (Slurm's KillWait is 30 s), with every row made so far evaluated; a signal that reaches only a worker rank is
+    passed on to the server."""
+    proc, path, trace = start_real_run(tmp_path)
+    kept = arrivals_in(trace)
+    stopped = time.time()
+    os.kill(proc.pid if to == "mpiexec" else rank_pid(proc, path, SLEEPER), signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - stopped < 10, err
+    assert proc.returncode == 143, err
+    tr = load_trace(str(trace))
+    assert tr.status == "interrupted"
+    updates = int(tr.attrs["stop_reason"].split("at update ")[1].split()[0])
+    assert tr.attrs["stop_reason"] == f"interrupted: SIGTERM at update {updates} (real mode: not resumable)"
+    events = tr.tables["events"]
+    assert len(events["update"]) == updates >= kept  # ASGD applies each arrival: one update each
+    assert not (events["worker"] == SLEEPER).any()  # the sleeper's gradient never arrived
+    assert list(tr.rounds) == list(range(0, updates + 1, 20)) and np.isfinite(tr.grad_norm_sq).all()
+    assert not (tmp_path / "out" / "real.ckpt.h5").exists()
+
+
+def test_kill_9_of_a_real_mode_worker_keeps_the_arrivals_and_their_replay_gives_the_rows(tmp_path, capsys):
+    """The rows of real mode are evaluated by every rank after the loop, which a killed rank ends; the arrivals
+    reach the trace as they come (every output.flush_rows or flush_seconds), and a replay makes their rows."""
+    proc, path, trace = start_real_run(tmp_path)
+    kept = arrivals_in(trace)
+    os.kill(rank_pid(proc, path, SLEEPER), signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    tr = load_trace(str(trace))
+    assert tr.status.startswith("failed: writer lost"), tr.status
+    arrived = len(tr.tables["events"]["update"])
+    assert arrived >= kept and len(tr.rounds) == 0
+    code = main(["run", path, "-q", "--set", "async.mode=simulated", "--set", f"async.replay='{trace}'",
+                 "--set", "run.name=replay", "--set", f"output.path='{tmp_path}/replay.h5'"])
+    assert code == 0, capsys.readouterr().err
+    replay = load_trace(str(tmp_path / "replay.h5"))
+    assert replay.attrs["stop_reason"] == f"completed: the replayed schedule ends at update {arrived}"
+    assert list(replay.rounds) == list(range(0, arrived + 1, 20)) + [arrived] * (arrived % 20 != 0)

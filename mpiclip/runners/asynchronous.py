@@ -25,7 +25,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
-from mpiclip.asynchrony import AsyncParams, Policy, ReplaySchedule, Schedule
+from mpiclip.asynchrony import REPLAY_COLUMNS, AsyncParams, Policy, ReplaySchedule, Schedule, schedule_fault
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
@@ -101,7 +101,12 @@ def _read_replay(path: str, size: int, mtime: int) -> dict:
             if "events/worker" not in f or "events/job" not in f:
                 raise InputError("async.replay", path, "has no arrival schedule (/events with a job column): it is not "
                                  "the trace of an asynchronous run")
-            events = {name: f[f"events/{name}"][()] for name in ("worker", "start", "job", "sim_time")}
+            events = {}
+            for name in REPLAY_COLUMNS:
+                column = f.get(f"events/{name}")
+                if not hasattr(column, "dtype"):  # missing, or a group
+                    raise InputError("async.replay", path, f"has no dataset /events/{name}: not a whole arrival schedule")
+                events[name] = np.asarray(column[()])
             attrs = {k: f.attrs.get(k) for k in ("n_workers", "problem", "dataset_checksum", "d")}
     except CORRUPT as e:
         raise InputError("async.replay", path, f"cannot be read: {e}") from None
@@ -157,6 +162,9 @@ class AsynchronousRunner(Runner):
             for key, value in want.items():
                 if attrs.get(key) is not None and str(attrs[key]) != str(value):
                     raise InputError("async.replay", p.replay, f"is a run with {key} = {attrs[key]}, this run has {value}")
+            fault = schedule_fault(replay["events"], n)
+            if fault:
+                raise InputError("async.replay", p.replay, fault)
 
     @classmethod
     def checkpoint_arrays(cls, config):
@@ -320,7 +328,9 @@ class AsynchronousRunner(Runner):
     def _ended(self, t: int, out_of_time: bool) -> str:
         if out_of_time:
             return f"completed: time budget {self.p.max_time:g} reached at update {t}"
-        return f"completed: the replayed schedule ends at update {t}"
+        if self.replay is not None:
+            return f"completed: the replayed schedule ends at update {t}"
+        return f"failed: no job in flight at update {t}"  # the clock always has one: never a false 'completed'
 
     def _check_step(self, state: RunState) -> None:
         s = self.setup

@@ -32,10 +32,12 @@ from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.asynchronous import AsynchronousRunner, E
 from mpiclip.runners.base import RUNNERS, RunState, exact_row
+from mpiclip.trace import TraceWriteError
 from mpiclip.wire import ANY_SOURCE, ANY_TAG, Layout
 
-JOB, GRADIENT, STOP, DONE = 21, 22, 23, 24
+JOB, GRADIENT, STOP, DONE = 21, 22, 23, 24  # STOP: the server's word to the workers, or a worker's signal passed on
 HEAD = 4  # worker, job, start, seconds: then the bits and the vector
+PAUSE = 2e-3  # seconds a sleeping worker sleeps between looks at its messages: it stops within that of the server's word
 
 
 @RUNNERS.register("asynchronous-real")
@@ -110,7 +112,14 @@ class RealAsynchronousRunner(AsynchronousRunner):
         incoming = np.empty(HEAD + E + d)
         started, status = time.perf_counter(), "running"
         while status == "running":
-            comm.recv(incoming, ANY_SOURCE, GRADIENT)
+            try:
+                arrived = self._next_gradient(incoming)
+            except TraceWriteError as e:  # the arrivals cannot be kept: end as a failure, the rows say where
+                status = f"failed: {e}"
+                break
+            if not arrived:  # a stop signal, here or on a worker rank
+                status = self._interrupted(state.t)
+                break
             now = time.perf_counter() - started
             w, k, start = (int(v) for v in incoming[:3])
             arrival = self.schedule.arrived(w, now)
@@ -132,18 +141,47 @@ class RealAsynchronousRunner(AsynchronousRunner):
             elif out_of_time:
                 status = f"completed: time budget {p.max_time:g} reached at update {t}"
             elif s.control.stop_signal is not None:
-                status = f"interrupted: {signal.Signals(s.control.stop_signal).name} at update {t} (real mode: not resumable)"
+                status = self._interrupted(t)
             else:
                 hand_out(self.schedule.after(arrival, received.stepped, t), t)
                 sends = [r for r in sends if r.test() is None]
         for r in range(1, comm.size):
             comm.send(np.zeros(1), r, STOP)
         done = 0
-        while done < comm.size - 1:  # gradients still in flight are received and dropped
+        while done < comm.size - 1:  # gradients still in flight are received and dropped; the workers stop at once
             done += comm.recv(incoming, ANY_SOURCE, ANY_TAG).tag == DONE
         comm.waitall(sends)
         state.status = status
         return rows
+
+    def _interrupted(self, t: int) -> str:
+        return f"interrupted: {signal.Signals(self.setup.control.stop_signal).name} at update {t} (real mode: not resumable)"
+
+    def _next_gradient(self, incoming: np.ndarray) -> bool:
+        """Rank 0: receive the next gradient into ``incoming``, or False once a stop is asked (a signal here, or one a
+        worker rank passed on). It polls rather than blocks, since a blocking receive would hold the stop until the
+        next gradient, which a sleeping straggler may send hours later; meanwhile the arrivals reach the trace. (A
+        pause between polls costs far more than it saves on a busy node: a woken process waits for a core.)"""
+        comm, control = self.setup.comm, self.setup.control
+        while control.stop_signal is None:
+            probe = comm.iprobe(ANY_SOURCE, ANY_TAG)
+            if probe is None:  # it spins, as MPI's blocking receive does, so arrivals are served as promptly
+                self._keep_arrivals()
+                continue
+            comm.recv(incoming, probe.source, probe.tag)
+            if probe.tag == GRADIENT:
+                self._keep_arrivals()
+                return True
+            control.ask_stop(int(incoming[0]))  # STOP from a worker rank: the signal it got
+        return False
+
+    def _keep_arrivals(self) -> None:
+        """Rank 0: the arrivals so far (/events) reach the trace every output.flush_rows arrivals or flush_seconds, as
+        rows do, so a kill -9 loses no more of them; `replay` turns them into the rows they make."""
+        s = self.setup
+        if s.recorder.buffered("events") >= s.config.output.flush_rows or s.control.flush_due():
+            s.recorder.write_tables()
+            s.control.flushed()
 
     def _work(self) -> list:
         """A worker rank: compute the jobs of its workers in the order they come until the server says stop."""
@@ -158,21 +196,36 @@ class RealAsynchronousRunner(AsynchronousRunner):
         inbox = np.empty(3 + d)
         out = np.empty(HEAD + E + d)
         jobs: collections.deque = collections.deque()
-        stopping = False
+        stopping = passed_on = False
 
-        def receive() -> None:
-            nonlocal stopping
-            status = comm.recv(inbox, 0, ANY_TAG)
-            if status.tag == STOP:
-                stopping = True
-            else:
-                jobs.append((int(inbox[0]), int(inbox[1]), int(inbox[2]), inbox[3:].copy()))
+        def poll() -> None:
+            """Take the server's messages waiting here, and pass a stop signal of this rank on to the server."""
+            nonlocal stopping, passed_on
+            if s.control.stop_signal is not None and not passed_on:
+                comm.send(np.array([float(s.control.stop_signal)]), 0, STOP)
+                passed_on = True
+            while not stopping and comm.iprobe(0, ANY_TAG) is not None:
+                status = comm.recv(inbox, 0, ANY_TAG)
+                if status.tag == STOP:
+                    stopping = True
+                else:
+                    jobs.append((int(inbox[0]), int(inbox[1]), int(inbox[2]), inbox[3:].copy()))
+
+        def sleep(until: float) -> None:
+            """Until the perf_counter time ``until`` or the server's stop: a sleeping straggler stops within PAUSE
+            seconds of the server's word, whatever its time_unit."""
+            while True:
+                poll()
+                left = until - time.perf_counter()
+                if stopping or left <= 0:
+                    return
+                time.sleep(min(left, PAUSE))
 
         while not stopping:
-            if not jobs:
-                receive()
-            while not stopping and comm.iprobe(0, ANY_TAG) is not None:
-                receive()
+            poll()
+            if not jobs and not stopping:  # idle: the next job or the server's stop wakes this rank at once
+                comm.probe(0, ANY_TAG)
+                poll()
             if stopping:
                 break
             w, k, t, x = jobs.popleft()
@@ -184,7 +237,9 @@ class RealAsynchronousRunner(AsynchronousRunner):
             if estimates.size:
                 estimates[row] = estimate
             if p.time_unit:
-                time.sleep(p.time_unit * times.duration(w, k))
+                sleep(time.perf_counter() + p.time_unit * times.duration(w, k))
+                if stopping:  # the run ended while this worker slept: its gradient never arrived
+                    break
             out[:HEAD] = (w, k, t, time.perf_counter() - began)
             out[HEAD : HEAD + E] = bits
             out[HEAD + E :] = vector

@@ -146,10 +146,19 @@ class Control:
             raise Aborted(signum)
         self.stop_signal = signum
 
+    def ask_stop(self, signum: int) -> None:
+        """A stop signal that reached another rank and was passed on here (real asynchrony's workers tell the server)."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def flush_due(self) -> bool:
+        """output.flush_seconds have passed since the last flush."""
+        return time.perf_counter() - self.last_flush > self.flush_seconds
+
     def requests(self, flush_check: bool = True) -> np.ndarray:
         """[stop, save, flush] wanted on this rank, as numbers a sum over ranks keeps apart."""
         now = time.perf_counter()
-        flush = flush_check and now - self.last_flush > self.flush_seconds
+        flush = flush_check and self.flush_due()
         save = self.save_signal or now - self.last_save > self.save_seconds
         return np.array([self.stop_signal is not None, save, flush], dtype=np.float64)
 
