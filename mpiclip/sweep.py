@@ -86,16 +86,24 @@ class SweepRun:
 
 class _Composer:
     """Makes a run's config: the base, the sweep's [set], the command line's --set, then the point's values,
-    its name and trace (picklable, unlike a closure)."""
+    its name and trace (picklable, unlike a closure). A config made is kept, so that readers passing over a
+    sweep several times (reproduce pages) compose each once, as when the sweep held them all; a listing
+    makes none."""
 
     def __init__(self, base: str, base_ref: str, sets: dict, extra: list, output: str):
         self.base, self.base_ref, self.sets, self.extra = base, base_ref, sets, list(extra)
         self.trace = os.path.join(output, "{name}.h5")
+        self.made: dict[int, Any] = {}
 
     def trace_path(self, label: str) -> str:
         return self.trace.replace("{name}", label)
 
     def __call__(self, run: SweepRun) -> Any:
+        if run.index not in self.made:
+            self.made[run.index] = self._compose(run)
+        return self.made[run.index]
+
+    def _compose(self, run: SweepRun) -> Any:
         overrides = [f"{k}={cfg.toml_value(v)}" for k, v in list(self.sets.items()) + list(run.values)]
         # a point whose run was stopped resumes from its checkpoint; any other unfinished point starts again
         overrides += self.extra + [f"run.name={cfg.toml_value(run.label)}", f"output.path={cfg.toml_value(self.trace)}",
