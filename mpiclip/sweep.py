@@ -128,7 +128,15 @@ class SweepRuns(grid.Indexed):
 
     def _item(self, i: int) -> SweepRun:
         part, j = self.points.locate(i)
-        values = tuple(zip(self.keys[part], self.points.parts[part][j]))
+        return self._run(i, part, self.points.parts[part][j])
+
+    def __iter__(self):
+        """The runs in order, walking the products rather than decoding each index."""
+        points = ((part, combo) for part, product in enumerate(self.points.parts) for combo in product)
+        return (self._run(i, part, combo) for i, (part, combo) in enumerate(points))
+
+    def _run(self, i: int, part: int, combo: tuple) -> SweepRun:
+        values = tuple(zip(self.keys[part], combo))
         label = cfg.label_of(values)
         return SweepRun(i, label, values, self.compose.trace_path(label), self.compose)
 
