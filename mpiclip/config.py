@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
+import math
 import os
+import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib import resources
 from typing import Any, Optional
 
+from mpiclip import grid
 from mpiclip.compressors import COMPRESSORS
 from mpiclip.data import SOURCES, DataParams, DataSpec
 from mpiclip.data.partition import SPLITS
-from mpiclip.errors import InputError
+from mpiclip.errors import InputError, did_you_mean
 from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
 from mpiclip.paths import check_printable, printable
@@ -180,7 +184,8 @@ def read_source(ref: str) -> tuple[dict, str]:
         except OSError as e:
             raise InputError("config", ref, f"cannot be read: {e.strerror}") from None
     if ref not in preset_names():
-        raise InputError("config", ref, "is neither a .toml file nor a preset (presets: " + ", ".join(preset_names()) + ")")
+        raise InputError("config", ref, "is neither a .toml file nor a preset (presets: " + ", ".join(preset_names()) + ")"
+                         + did_you_mean(ref, preset_names()))
     text = resources.files("mpiclip.presets").joinpath(ref + ".toml").read_text()
     return tomllib.loads(text), f"preset:{ref}"
 
@@ -222,7 +227,8 @@ def apply_overrides(table: dict, overrides: list[tuple[str, Any]]) -> dict:
         path = key.split(".")
         section = path[0]
         if section not in sections():
-            raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(sections())})")
+            raise InputError(f"--set {key}", value, f"unknown section (valid: {', '.join(sections())})"
+                             + did_you_mean(section, sections()))
         if len(path) == 1:
             if not isinstance(value, dict):
                 raise InputError(f"--set {key}", value, "a whole section needs an inline table, e.g. {name = \"topk\", k = 2}")
@@ -269,7 +275,8 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
         for section, changes in changed.items():
             if section not in sections() or not isinstance(changes, dict):
                 raise InputError(f"variants.{label}.{section}", changes,
-                                 f"expected a table of one of: {', '.join(sections())}")
+                                 f"expected a table of one of: {', '.join(sections())}"
+                                 + ("" if section in sections() else did_you_mean(section, sections())))
             entry = apply_overrides(entry, [(f"{section}.{key}", value) for key, value in changes.items()])
         out.append((label, entry))
     return out
@@ -277,38 +284,127 @@ def expand_variants(table: dict, description: str) -> list[tuple[str, dict]]:
 
 def load(ref: str, overrides: list[str] = (), multirun: bool = False) -> list[Config]:
     """Every run a config reference describes, validated. With ``multirun``, an override whose value is a
-    comma list (``compressor.k=1,2,4``) is one axis of a grid: one run per point of the product, named
-    ``<name>-<key>=<value>,...``."""
-    raw, description = read_source(ref)
-    points = grid_points(overrides) if multirun else [([parse_override(o) for o in overrides], ())]
-    configs = []
-    for parsed, varied in points:
-        for label, table in expand_variants(raw, description):
-            try:
-                table = apply_overrides(table, parsed)
-                if varied:
-                    run = table.setdefault("run", {})
-                    run["name"] = f"{run.get('name', RunParams.name)}-{label_of(varied)}"
-                configs.append(validate(table))
-            except InputError as e:
-                if not label:
-                    raise
-                raise InputError(e.field, e.value, f"{e.reason} (in variant {label!r} of {description})") from None
-    return configs
+    comma list (``compressor.k=1,2,4``), ``range(start, stop[, step])`` or ``choice(a, b)`` is one axis of a
+    grid: one run per point of the product, named ``<name>-<key>=<value>,...``."""
+    return list(ConfigRuns(ref, overrides, multirun))
 
 
-def grid_points(overrides: list[str]) -> list[tuple[list[tuple[str, Any]], tuple]]:
-    """[(overrides, the varied (key, value) pairs)] of the product of the comma lists among ``overrides``."""
+class ConfigRuns(grid.Indexed):
+    """The configs of :func:`load`, made and validated one at a time when asked for: a grid of 10^6 points
+    is counted at once, and a task of a Slurm array makes only its own (point after point, each point's
+    variants in turn)."""
+
+    def __init__(self, ref: str, overrides: list[str] = (), multirun: bool = False):
+        raw, self.description = read_source(ref)
+        if not multirun:
+            for text in overrides:
+                key, value = parse_override(text)
+                if isinstance(value, str) and _sweep_function(value):
+                    raise InputError(f"--set {key}", value, "range(...) and choice(...) are sweeps: add --multirun")
+        self.axes = grid_axes(overrides) if multirun else [[parse_override(o)] for o in overrides]
+        self.points = grid.Product(self.axes)
+        self.variants = expand_variants(raw, self.description)
+
+    def __len__(self) -> int:
+        return len(self.points) * len(self.variants)
+
+    def _item(self, i: int) -> Config:
+        point, variant = divmod(i, len(self.variants))
+        combo = self.points[point]
+        varied = tuple(kv for kv, axis in zip(combo, self.axes) if len(axis) > 1)
+        label, table = self.variants[variant]
+        try:
+            table = apply_overrides(table, list(combo))
+            if varied:
+                run = table.setdefault("run", {})
+                run["name"] = f"{run.get('name', RunParams.name)}-{label_of(varied)}"
+            return validate(table)
+        except InputError as e:
+            if not label:
+                raise
+            raise InputError(e.field, e.value, f"{e.reason} (in variant {label!r} of {self.description})") from None
+
+
+def grid_axes(overrides: list[str]) -> list[Sequence]:
+    """One axis of (key, value) pairs per override: its comma list, range(...) or choice(...) (lazy for a range)."""
     axes = []
     for text in overrides:
         key, _ = parse_override(text)
         raw = text.split("=", 1)[1].strip()
-        axes.append([(key, parse_override(f"{key}={part}")[1]) for part in _top_level_split(key, raw)])
-    points = []
-    for combo in itertools.product(*axes):
-        varied = tuple(kv for kv, axis in zip(combo, axes) if len(axis) > 1)
-        points.append((list(combo), varied))
-    return points
+        function = _sweep_function(raw)
+        values = SWEEP_FUNCTIONS[function[0]](key, raw, function[1]) if function else \
+            [parse_override(f"{key}={part}")[1] for part in _top_level_split(key, raw)]
+        axes.append(_Paired(key, values))
+    return axes
+
+
+class _Paired(grid.Indexed):
+    """(key, value) for each value of an axis."""
+
+    def __init__(self, key: str, values: Sequence):
+        self.key, self.values = key, values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def _item(self, i: int) -> tuple:
+        return (self.key, self.values[i])
+
+
+def _sweep_function(raw: str) -> Optional[tuple[str, str]]:
+    """('range', '1, 4') for 'range(1, 4)': a Hydra-style sweep over an axis; None for any other value."""
+    match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", raw, re.S)
+    return (match[1], match[2]) if match and match[1] in SWEEP_FUNCTIONS else None
+
+
+def _choice_axis(key: str, raw: str, args: str) -> list:
+    """choice(a, b, ...): the values, as a comma list gives them."""
+    if not args.strip():
+        raise InputError(f"--set {key}", raw, "choice(...) needs one or more values")
+    return [parse_override(f"{key}={part}")[1] for part in _top_level_split(key, args)]
+
+
+def _range_axis(key: str, raw: str, args: str) -> Sequence:
+    """range(start, stop[, step]) as Hydra reads it: start, start + step, ... while below stop (above it for a
+    negative step), stop excluded; step 1 by default, also given as step=; integers if all three are, else
+    floats computed in decimal (range(0, 1, 0.1) gives 0.1, 0.2, 0.3, ... as written)."""
+    usage = "expected range(start, stop[, step]) with finite numbers (stop excluded)"
+    names, given = ("start", "stop", "step"), {}
+    for position, part in enumerate(_top_level_split(key, args) if args.strip() else []):
+        name, eq, text = part.partition("=")
+        name, text = (name.strip(), text.strip()) if eq else (names[position] if position < 3 else "", part)
+        value = parse_override(f"{key}={text}")[1]
+        if name not in names or name in given or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise InputError(f"--set {key}", raw, usage)
+        given[name] = value
+    if "start" not in given or "stop" not in given:
+        raise InputError(f"--set {key}", raw, usage)
+    start, stop, step = given["start"], given["stop"], given.get("step", 1)
+    if step == 0:
+        raise InputError(f"--set {key}", raw, "the step of a range must not be 0")
+    values = range(start, stop, step) if all(isinstance(v, int) for v in (start, stop, step)) else \
+        _DecimalRange(start, stop, step)
+    if not len(values):
+        raise InputError(f"--set {key}", raw, "is an empty range (stop is excluded)")
+    return values
+
+
+class _DecimalRange(grid.Indexed):
+    """start + i·step (as floats) while before stop, the arithmetic in decimal on the numbers as written."""
+
+    def __init__(self, start: float, stop: float, step: float):
+        self.start, self.step = Decimal(repr(start)), Decimal(repr(step))
+        self._len = max(0, math.ceil((Decimal(repr(stop)) - self.start) / self.step))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _item(self, i: int) -> float:
+        return float(self.start + i * self.step)
+
+
+SWEEP_FUNCTIONS = {"range": _range_axis, "choice": _choice_axis}
 
 
 def _top_level_split(key: str, raw: str) -> list[str]:
@@ -349,7 +445,8 @@ def value_text(v) -> str:
 def validate(table: dict) -> Config:
     for section, value in table.items():
         if section not in sections():
-            raise InputError(section, value, f"unknown section (valid: {', '.join(sections())})")
+            raise InputError(section, value, f"unknown section (valid: {', '.join(sections())})"
+                             + did_you_mean(section, sections()))
         if not isinstance(value, dict):
             raise InputError(section, value, "must be a table ([section])")
     problem = _choice(table, "problem", PROBLEMS, "logreg")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Iterable
 
 
 class MpiclipError(Exception):
@@ -33,6 +34,12 @@ class Aborted(KeyboardInterrupt):
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(signum)
+
+
+def did_you_mean(word: Any, valid: Iterable[str]) -> str:
+    """'; did you mean 'ef21'?' for the valid name closest to a misspelt ``word``, or '' if none is close."""
+    close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _show(value: Any) -> str:

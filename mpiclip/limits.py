@@ -16,6 +16,8 @@ from mpiclip.errors import InputError
 MAX_INDEX = 2**31 - 1  # CSR column indices are int32 (scipy's and the wire's layout)
 WORKER_VECTORS = 4  # d-vectors a rank keeps per local worker: gradient, two method states, message
 SHARED_VECTORS = 10  # d-vectors per rank: x, the server state, sums, the trace's and checkpoint's buffers
+MAX_LISTED = 10**6  # runs `sweep list` prints one line each; a larger grid is counted, and listed a slice at a time
+MAX_RUNS_AT_ONCE = 10**5  # runs one process composes and validates before its first starts (`run`, `sweep run`)
 
 
 def available_memory() -> float:

@@ -17,7 +17,7 @@ import math
 import typing
 from typing import Any, Callable, Iterable, Optional
 
-from mpiclip.errors import InputError
+from mpiclip.errors import InputError, did_you_mean
 
 Check = Callable[[Any], Optional[str]]
 
@@ -60,7 +60,8 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
     if unknown:
         valid = ", ".join(sorted(set(fields) | skip)) or "none"
         where = f" for {owner}" if owner else ""
-        raise InputError(f"{section}.{unknown[0]}", table[unknown[0]], f"unknown key{where} (valid keys: {valid})")
+        raise InputError(f"{section}.{unknown[0]}", table[unknown[0]], f"unknown key{where} (valid keys: {valid})"
+                         + did_you_mean(unknown[0], set(fields) | skip))
     values = {}
     for name, f in fields.items():
         if name not in table:
@@ -69,7 +70,7 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
         value = _coerce(table[name], hints[name], where)
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
-            raise InputError(where, value, f"must be one of {', '.join(choices)}")
+            raise InputError(where, value, f"must be one of {', '.join(choices)}" + did_you_mean(value, choices))
         check = f.metadata.get("check")
         reason = check(value) if check is not None and value is not None else None
         if reason:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Generic, Iterator, TypeVar
 
-from mpiclip.errors import InputError
+from mpiclip.errors import InputError, did_you_mean
 
 T = TypeVar("T", bound=type)
 
@@ -37,7 +37,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise InputError(field, name, f"unknown {self.kind} (valid: {', '.join(sorted(self))})") from None
+            raise InputError(field, name, f"unknown {self.kind} (valid: {', '.join(sorted(self))})"
+                             + did_you_mean(name, self)) from None
 
     def doc(self, name: str) -> str:
         """The first line of the entry's docstring."""

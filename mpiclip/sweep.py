@@ -21,18 +21,19 @@ This module never imports mpi4py: reading and reducing a sweep's traces needs no
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from typing import Any, Optional
 
 import numpy as np
 
 from mpiclip import config as cfg
-from mpiclip.errors import InputError
+from mpiclip import grid
+from mpiclip.errors import InputError, did_you_mean
 from mpiclip.params import param, parse_params, positive
 from mpiclip.paths import check_printable, printable
 
@@ -69,10 +70,125 @@ class SelectParams:
 
 @dataclass(frozen=True)
 class SweepRun:
+    """A grid point of a sweep. Its trace path is known at once; its config is composed and validated when
+    first asked for (a listing of 10^6 runs composes none)."""
+
     index: int
     label: str
     values: tuple  # ((key, value), ...) of the grid point
-    config: Any  # the validated Config
+    trace_path: str
+    compose: Any = field(repr=False, compare=False)  # the sweep's _Composer
+
+    @cached_property
+    def config(self) -> Any:
+        """The validated Config."""
+        return self.compose(self)
+
+
+class _Composer:
+    """Makes a run's config: the base, the sweep's [set], the command line's --set, then the point's values,
+    its name and trace (picklable, unlike a closure). A config made is kept, so that readers passing over a
+    sweep several times (reproduce pages) compose each once, as when the sweep held them all; a listing
+    makes none."""
+
+    def __init__(self, base: str, base_ref: str, sets: dict, extra: list, output: str):
+        self.base, self.base_ref, self.sets, self.extra = base, base_ref, sets, list(extra)
+        self.trace = os.path.join(output, "{name}.h5")
+        self.made: dict[int, Any] = {}
+
+    def trace_path(self, label: str) -> str:
+        return self.trace.replace("{name}", label)
+
+    def __call__(self, run: SweepRun) -> Any:
+        if run.index not in self.made:
+            self.made[run.index] = self._compose(run)
+        return self.made[run.index]
+
+    def _compose(self, run: SweepRun) -> Any:
+        overrides = [f"{k}={cfg.toml_value(v)}" for k, v in list(self.sets.items()) + list(run.values)]
+        # a point whose run was stopped resumes from its checkpoint; any other unfinished point starts again
+        overrides += self.extra + [f"run.name={cfg.toml_value(run.label)}", f"output.path={cfg.toml_value(self.trace)}",
+                                   "output.exists='overwrite'", "run.resume='auto'"]
+        configs = cfg.load(self.base, overrides)
+        if len(configs) != 1:
+            raise InputError("sweep.base", self.base_ref, "must describe one run (a config with variants cannot be swept)")
+        return configs[0]
+
+
+class SweepRuns(grid.Indexed):
+    """The runs of a sweep in order, grid after grid: counted, indexed and walked without expanding the grids
+    (run i is decoded from i; a Slurm array task makes only its own)."""
+
+    def __init__(self, grids: list[dict], compose: _Composer):
+        self.keys = [list(g) for g in grids]
+        self.points = grid.Chain([grid.Product([g[k] for k in g]) for g in grids])
+        self.compose = compose
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def _item(self, i: int) -> SweepRun:
+        part, j = self.points.locate(i)
+        return self._run(i, part, self.points.parts[part][j])
+
+    def __iter__(self):
+        """The runs in order, walking the products rather than decoding each index."""
+        points = ((part, combo) for part, product in enumerate(self.points.parts) for combo in product)
+        return (self._run(i, part, combo) for i, (part, combo) in enumerate(points))
+
+    def _run(self, i: int, part: int, combo: tuple) -> SweepRun:
+        values = tuple(zip(self.keys[part], combo))
+        label = cfg.label_of(values)
+        return SweepRun(i, label, values, self.compose.trace_path(label), self.compose)
+
+    def index_of(self, part: int, positions: list[int]) -> int:
+        return self.points.starts[part] + self.points.parts[part].index_of(positions)
+
+    def first_repeated(self) -> Optional[int]:
+        """The first run whose label an earlier run has, or None; O(values of the axes), not O(runs). Labels are
+        the keys and the values' texts: within a grid, a point repeats an earlier one iff one of its values
+        repeats an earlier value's text on its axis (the earliest such point: the fastest such axis at its first
+        repeat, the others at their first value); a grid repeats an earlier grid of the same keys iff each of
+        its axes shares a text with that grid's (the earliest: each axis at its first shared value)."""
+        texts = [[[cfg.value_text(v) for v in axis] for axis in product.axes] for product in self.points.parts]
+        found = []
+        for g, axes in enumerate(texts):
+            for j in reversed(range(len(axes))):
+                repeat = _first_repeat(axes[j])
+                if repeat is not None:
+                    found.append(self.index_of(g, [repeat if a == j else 0 for a in range(len(axes))]))
+                    break
+            for h in range(g):
+                if self.keys[h] == self.keys[g]:
+                    shared = [_first_index(axis, set(theirs).__contains__) for axis, theirs in zip(axes, texts[h])]
+                    if None not in shared:
+                        found.append(self.index_of(g, shared))
+        return min(found, default=None)
+
+    def each_value_once(self) -> list[int]:
+        """Runs that between them hold every value of every axis (the others at their first value), in order:
+        validating these finds any value that is bad on its own, in O(values of the axes) configs."""
+        chosen = set()
+        for g, product in enumerate(self.points.parts):
+            chosen.add(self.index_of(g, [0] * len(product.axes)))
+            for j, axis in enumerate(product.axes):
+                chosen.update(self.index_of(g, [p if a == j else 0 for a in range(len(product.axes))])
+                              for p in range(len(axis)))
+        return sorted(chosen)
+
+
+def _first_index(items: list, test) -> Optional[int]:
+    return next((p for p, item in enumerate(items) if test(item)), None)
+
+
+def _first_repeat(items: list) -> Optional[int]:
+    """The first position whose item an earlier position holds."""
+    seen = set()
+    for p, item in enumerate(items):
+        if item in seen:
+            return p
+        seen.add(item)
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,14 +196,14 @@ class Sweep:
     path: str
     params: SweepParams
     select: SelectParams
-    runs: tuple
+    runs: SweepRuns
 
     @property
     def output(self) -> str:
         return self.params.output.replace("{name}", self.params.name)
 
     def trace_path(self, run: SweepRun) -> str:
-        return run.config.trace_path
+        return run.trace_path
 
 
 def shipped_sweeps() -> list[str]:
@@ -108,7 +224,8 @@ def sweep_file(ref: str) -> str:
         return str(resources.files("mpiclip.sweeps").joinpath(ref + ".toml"))
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
-        raise InputError("sweep", ref, "is neither a sweep file nor a shipped sweep (`mpiclip sweep shipped` lists them)")
+        raise InputError("sweep", ref, "is neither a sweep file nor a shipped sweep (`mpiclip sweep shipped` lists them)"
+                         + did_you_mean(ref, shipped_sweeps()))
     return found
 
 
@@ -133,10 +250,13 @@ def load_sweep(path: str, extra: list[str] = ()) -> Sweep:
 
 
 def sweep_of(table: dict, path: str, extra: list[str] = ()) -> Sweep:
-    """The sweep described by ``table`` (read from ``path``, against which a relative base is found)."""
+    """The sweep described by ``table`` (read from ``path``, against which a relative base is found). Its runs
+    are made when asked for; here every value of every axis is validated once (a value bad with one other
+    value only is found when that run's config is made: `sweep run` validates its slice before running)."""
     unknown = sorted(set(table) - set(SWEEP_KEYS))
     if unknown:
-        raise InputError(unknown[0], table[unknown[0]], f"unknown sweep section (valid: {', '.join(SWEEP_KEYS)})")
+        raise InputError(unknown[0], table[unknown[0]], f"unknown sweep section (valid: {', '.join(SWEEP_KEYS)})"
+                         + did_you_mean(unknown[0], SWEEP_KEYS))
     params = parse_params(SweepParams, table.get("sweep", {}), "sweep")
     if not params.base:
         raise InputError("sweep.base", params.base, "a sweep needs a base config (a preset or a .toml file)")
@@ -147,38 +267,29 @@ def sweep_of(table: dict, path: str, extra: list[str] = ()) -> Sweep:
     grids = table.get("grid", [{}])
     if isinstance(grids, dict):
         grids = [grids]
-    points = []
-    for g, grid in enumerate(grids):
-        for key, values in grid.items():
+    if not isinstance(grids, list):
+        raise InputError("grid", grids, "must be one or more [[grid]] tables")
+    for g, grid_table in enumerate(grids):
+        if not isinstance(grid_table, dict):
+            raise InputError(f"grid[{g}]", grid_table, "must be a table of section.key = [values]")
+        for key, values in grid_table.items():
             if not isinstance(values, list) or not values:
                 raise InputError(f"grid[{g}].{key}", values, "must be a non-empty list of values")
-        keys = list(grid)
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            points.append(tuple(zip(keys, combo)))
     base = params.base
     if base.endswith(".toml") and not os.path.isabs(base):
         base = os.path.join(os.path.dirname(os.path.abspath(path)), base)
     output = params.output.replace("{name}", params.name)
-    runs, seen = [], set()
-    for index, values in enumerate(points):
-        label = cfg.label_of(values)
-        check_printable("grid", label)  # the run's name: a file name and a table cell
-        if label in seen:
-            raise InputError("grid", label, "appears twice; grid points must differ")
-        seen.add(label)
-        overrides = [f"{k}={cfg.toml_value(v)}" for k, v in list(sets.items()) + list(values)]
-        trace = cfg.toml_value(os.path.join(output, "{name}.h5"))
-        # a point whose run was stopped resumes from its checkpoint; any other unfinished point starts again
-        overrides += list(extra) + [f"run.name={cfg.toml_value(label)}", f"output.path={trace}", "output.exists='overwrite'",
-                                    "run.resume='auto'"]
-        configs = cfg.load(base, overrides)
-        if len(configs) != 1:
-            raise InputError("sweep.base", params.base, "must describe one run (a config with variants cannot be swept)")
-        runs.append(SweepRun(index, label, values, configs[0]))
+    runs = SweepRuns(grids, _Composer(base, params.base, sets, list(extra), output))
+    repeated = runs.first_repeated()
+    if repeated is not None:
+        raise InputError("grid", runs[repeated].label, "appears twice; grid points must differ")
+    for index in runs.each_value_once():
+        check_printable("grid", runs[index].label)  # the run's name: a file name and a table cell
+        runs[index].config  # noqa: B018 - composing validates
     for key in select.group:
-        if not any(key == k for point in points for k, _ in point) and key.partition(".")[0] not in cfg.sections():
+        if not any(key in g for g in grids) and key.partition(".")[0] not in cfg.sections():
             raise InputError("select.group", key, "is not a config key")
-    return Sweep(path, params, select, tuple(runs))
+    return Sweep(path, params, select, runs)
 
 
 def group_of(sweep: Sweep, run: SweepRun) -> str:
@@ -254,6 +365,6 @@ def sweep_text(table: dict, header: str = "") -> str:
         if table.get(section):
             lines += ["", f"[{section}]"] + [f"{quoted(k)} = {cfg.toml_value(v)}" for k, v in table[section].items()]
     grids = table.get("grid", [])
-    for grid in [grids] if isinstance(grids, dict) else grids:
-        lines += ["", "[[grid]]"] + [f"{quoted(k)} = {cfg.toml_value(v)}" for k, v in grid.items()]
+    for grid_table in [grids] if isinstance(grids, dict) else grids:
+        lines += ["", "[[grid]]"] + [f"{quoted(k)} = {cfg.toml_value(v)}" for k, v in grid_table.items()]
     return "\n".join(lines).lstrip("\n") + "\n"

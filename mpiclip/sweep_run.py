@@ -9,20 +9,29 @@ run stopped by a signal resumes from its checkpoint the next time (the sweep's r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Callable, Optional
 
 from mpiclip import session as sessions
 from mpiclip.comm import Comm
 from mpiclip.errors import InputError, RunFailed
+from mpiclip.limits import MAX_RUNS_AT_ONCE
 from mpiclip.sweep import SweepRun
 
 
-def slice_of(runs: list, task: Optional[int], runs_per_task: int) -> list:
-    """The runs of array task ``task`` (all of them without one); InputError for a slice that does not exist."""
+def slice_of(runs: Sequence, task: Optional[int], runs_per_task: int) -> list:
+    """The runs of array task ``task`` (all of them without one), made from a lazy sequence of runs (only the
+    slice's); InputError for a slice that does not exist, or for more runs than one process takes at once."""
     if runs_per_task < 1:
         raise InputError("--runs-per-task", runs_per_task, "must be >= 1")
     if task is None:
+        if len(runs) > MAX_RUNS_AT_ONCE:
+            raise InputError("runs", len(runs), f"too many for one process (at most {MAX_RUNS_AT_ONCE:,}): run slices "
+                             "of them with --task I --runs-per-task M, e.g. as a Slurm array (jobs/slurm/submit_sweep.sh)")
         return list(runs)
+    if runs_per_task > MAX_RUNS_AT_ONCE:
+        raise InputError("--runs-per-task", runs_per_task, f"is more runs than one process takes at once "
+                         f"(at most {MAX_RUNS_AT_ONCE:,})")
     if not 0 <= task * runs_per_task < len(runs):
         raise InputError("--task", task, f"is out of range: {len(runs)} runs, {runs_per_task} per task")
     return list(runs[task * runs_per_task : (task + 1) * runs_per_task])

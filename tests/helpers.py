@@ -8,6 +8,7 @@ import sys
 from typing import Optional
 
 import numpy as np
+import pytest
 
 from mpiclip.paths import DATA_DIR_VARIABLE
 
@@ -225,5 +226,17 @@ def checked_tables(folder, page: str) -> dict:
     tables = markdown_tables(page)
     for name, cells in tables.items():
         with open(os.path.join(folder, name + ".csv"), newline="") as f:
-            assert list(csv.reader(f)) == cells, name
+            rows = list(csv.reader(f))
+        spreads = [i for i, h in enumerate(rows[0]) if i and h == f"{rows[0][i - 1]} mean"]
+        numbers = {j for i in spreads for j in (i, i + 1, i + 2)}
+        assert [[c for j, c in enumerate(r) if j not in numbers] for r in rows] == cells, name
+        for i in spreads:  # the numbers of a spread beside its text: mean, low, high; low <= mean <= high
+            assert rows[0][i + 1:i + 3] == [f"{rows[0][i - 1]} low", f"{rows[0][i - 1]} high"], name
+            for r in rows[1:]:
+                mean, low, high = (float(c) if c else None for c in r[i:i + 3])
+                shown = r[i - 1].split()[0]
+                assert (mean is None) == (shown == "-"), (name, r)
+                if mean is not None:
+                    assert float(shown) == pytest.approx(mean, rel=0.01, abs=0.051), (name, r)
+                    assert (low is None) == (high is None) and (low is None or low <= mean <= high), (name, r)
     return tables

@@ -352,3 +352,23 @@ def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, sma
                    "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work))
     assert late.returncode == 2 and dry.returncode == 0 and not (work / "log.jsonl").exists()
     assert bad.returncode == 2 and error_lines(bad) == [f"mpiclip: error: --data-dir = '{tmp_path / 'nowhere'}': is not a directory"]
+
+
+def test_show_config_prints_the_composed_config_as_toml_and_runs_nothing(tmp_path, small_config):
+    """The run's validated config with every default, as a file `mpiclip run` reads back to the same config; a
+    multirun's task shows its own point only."""
+    from mpiclip import config as cfg
+
+    proc = mpiclip(["run", small_config, "--set", "compressor.k=3", "--show-config"], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    header, toml = proc.stdout.split("\n", 1)
+    (expected,) = cfg.load(small_config, ["compressor.k=3"])
+    assert header == f"# [1/1] t: {expected.trace_path}" and toml.strip() == expected.to_toml().strip()
+    (tmp_path / "shown.toml").write_text(proc.stdout)
+    (again,) = cfg.load(str(tmp_path / "shown.toml"))
+    assert again == expected and again.hash == expected.hash and "seed = 0" in toml  # defaults are written out
+    task = mpiclip(["run", small_config, "--multirun", "--set", "compressor.k=range(1,4)", "--set",
+                    "stepsize.factor=choice(1,4)", "--task", "3", "--show-config"], cwd=str(tmp_path))
+    assert task.returncode == 0 and task.stdout.startswith("# [1/1] t-compressor.k=2,stepsize.factor=4: ")
+    assert "\nk = 2\n" in task.stdout and "\nfactor = 4.0\n" in task.stdout
+    assert not (tmp_path / "out").exists()

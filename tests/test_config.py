@@ -1,5 +1,7 @@
 """Config parsing and validation: every bad key or value is one error naming the field and the value."""
 
+import re
+
 import pytest
 from helpers import config_table, write_toml
 
@@ -235,3 +237,59 @@ def test_the_config_hash_does_not_depend_on_where_the_data_is_found(tmp_path, mo
     monkeypatch.chdir("/")
     there = cfg.validate(table)
     assert here.hash == there.hash and there.data.source.path == "d.txt"
+
+
+def test_range_and_choice_are_hydra_sweeps_of_a_multirun(tmp_path):
+    """range(start, stop[, step]) excludes stop, counts integers as integers and floats in decimal (0.1 steps give
+    0.1, 0.2, 0.3, not 0.30000000000000004); choice(a, b) is the comma list a,b; both need --multirun."""
+    path = write_toml(str(tmp_path / "m.toml"), config_table(run={"name": "m"}))
+    axis = lambda text: [v for _, v in cfg.grid_axes([text])[0]]
+    assert axis("compressor.k=range(1,4)") == [1, 2, 3] and axis("compressor.k=range(1, 8, step=3)") == [1, 4, 7]
+    assert axis("run.seed=range(5,2,-1)") == [5, 4, 3] and all(type(v) is int for v in axis("run.seed=range(0,3)"))
+    assert axis("stepsize.factor=range(0.1,0.45,0.1)") == [0.1, 0.2, 0.3, 0.4]
+    assert axis("stepsize.factor=range(0,1,0.25)") == [0.0, 0.25, 0.5, 0.75] and axis("stepsize.factor=range(1,2.5)") == [1.0, 2.0]
+    assert axis("method.name=choice(ef21, 'ef14')") == ["ef21", "ef14"] == axis("method.name=ef21,ef14")
+    huge = cfg.grid_axes(["run.seed=range(0,10000000000)"])[0]  # a range axis stays lazy
+    assert len(huge) == 10**10 and huge[-1] == ("run.seed", 10**10 - 1)
+    configs = cfg.load(path, ["compressor.k=range(1,3)", "stepsize.factor=choice(1, 64)"], multirun=True)
+    assert [(c.compressor.params.k, c.stepsize.factor) for c in configs] == [(1, 1.0), (1, 64.0), (2, 1.0), (2, 64.0)]
+    assert configs[1].run.name == "m-compressor.k=1,stepsize.factor=64"
+    with pytest.raises(InputError, match=r"^--set compressor.k = 'range\(1,3\)': range\(...\) and choice\(...\) are "
+                       r"sweeps: add --multirun$"):
+        cfg.load(path, ["compressor.k=range(1,3)"])
+    for bad, reason in [("range(1)", "expected range"), ("range(1,2,3,4)", "expected range"), ("range(1,inf)", "expected"),
+                        ("range(1,2,stop=3)", "expected"), ("range(true,3)", "expected"), ("range(3,1)", "is an empty range")]:
+        with pytest.raises(InputError, match=f"^--set compressor.k = '{re.escape(bad)}': {reason}"):
+            cfg.grid_axes([f"compressor.k={bad}"])
+
+
+def test_a_task_of_a_huge_multirun_makes_only_its_own_config(tmp_path):
+    path = write_toml(str(tmp_path / "m.toml"), config_table(run={"name": "m"}))
+    runs = cfg.ConfigRuns(path, ["run.seed=range(0,1000000)", "compressor.k=range(1,1001)"], multirun=True)
+    assert len(runs) == 10**9
+    config = runs[123456789]  # seed 123456, k 790: 123456 * 1000 + 789
+    assert (config.run.seed, config.compressor.params.k) == (123456, 790)
+    assert config.run.name == "m-run.seed=123456,compressor.k=790"
+    assert [c.run.name for c in runs[:2]] == ["m-run.seed=0,compressor.k=1", "m-run.seed=0,compressor.k=2"]
+
+
+@pytest.mark.parametrize("table, overrides, message", [
+    ({}, ["stepsize.factr=2"], "stepsize.factr = 2: unknown key (valid keys: factor, rule, value); did you mean 'factor'?"),
+    ({}, ["runn.rounds=2"], "--set runn.rounds = 2: unknown section (valid: run, data, problem, method, compressor, "
+     "stepsize, async, federated, output); did you mean 'run'?"),
+    ({"compresor": {"k": 2}}, [], "compresor = {k}: unknown section (valid: run, data, problem, method, compressor, "
+     "stepsize, async, federated, output); did you mean 'compressor'?"),
+    ({}, ["compressor.name=rnadk"], "compressor.name = 'rnadk': unknown compressor (valid: "),
+    ({}, ["data.split=contiguos"], "data.split = 'contiguos': unknown split (valid: "),
+    ({}, ["run.x0_scal=2"], "run.x0_scal = 2: unknown key (valid keys: "),
+    ({}, ["run.zzz=2"], "run.zzz = 2: unknown key (valid keys: "),
+])
+def test_a_misspelt_name_says_what_was_meant_in_the_same_line(tmp_path, table, overrides, message):
+    message_of = error_of(tmp_path, {**config_table(), **table}, overrides)
+    assert message_of.startswith(message) and "\n" not in message_of
+    close = {"rnadk": "randk", "contiguos": "contiguous", "x0_scal": "x0_scale"}
+    word = next((w for w in close if w in message), None)
+    if word:
+        assert message_of.endswith(f"; did you mean {close[word]!r}?")
+    elif "zzz" in message:
+        assert "did you mean" not in message_of  # nothing close: no guess

@@ -248,7 +248,7 @@ def test_the_session_declares_what_each_stage_makes_in_one_place():
 # path users and their scripts rely on; this map is checked instead.)
 LAYERS = {
     "foundation": {"errors", "registry", "params", "limits", "paths", "progress", "provenance", "rng", "wire",
-                   "clipping", "writer_lock"},
+                   "clipping", "writer_lock", "grid"},
     "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony",
                       "federation", "oracles"},
     "algorithms": {"runners", "methods"},

@@ -25,6 +25,9 @@ from helpers import DAMAGE, config_table, damage, write_libsvm, write_toml
 
 from mpiclip import writer_lock
 from mpiclip.cli import main
+from mpiclip.compressors import COMPRESSORS
+from mpiclip.methods import METHODS
+from mpiclip.problems import PROBLEMS
 from mpiclip.trace import load_trace, trace_status
 
 
@@ -237,6 +240,32 @@ CATALOGUE = [
      "async.replay = 'schedule-float-workers.h5': /events/worker is not a column of integers (dtype float64"),
     ("replay-no-start", [*ASGD, "--set", "async.replay='schedule-no-start.h5'"],
      "async.replay = 'schedule-no-start.h5': has no dataset /events/start"),
+    # issue 28, items 5 and 12: misspelt names say what was meant; range(...)/choice(...) sweeps; grids too large
+    ("did-you-mean-section", ["--set", "compresor.k=2"], "--set compresor.k = 2: unknown section (valid: run, data, "
+     "problem, method, compressor, stepsize, async, federated, output); did you mean 'compressor'?"),
+    ("did-you-mean-key", ["--set", "stepsize.factr=2"],
+     "stepsize.factr = 2: unknown key (valid keys: factor, rule, value); did you mean 'factor'?"),
+    ("did-you-mean-choice", ["--set", "output.exists=overwite"],
+     "output.exists = 'overwite': must be one of error, overwrite, skip; did you mean 'overwrite'?"),
+    ("did-you-mean-method", ["--set", "method.name=ef2l"],
+     f"method.name = 'ef2l': unknown method (valid: {', '.join(sorted(METHODS))}); did you mean 'ef21'?"),
+    ("did-you-mean-compressor", ["--set", "compressor.name=topkk"],
+     f"compressor.name = 'topkk': unknown compressor (valid: {', '.join(sorted(COMPRESSORS))}); did you mean 'topk'?"),
+    ("did-you-mean-problem", ["--set", "problem.name=logrg"],
+     f"problem.name = 'logrg': unknown problem (valid: {', '.join(sorted(PROBLEMS))}); did you mean 'logreg'?"),
+    ("sweep-without-multirun", ["--set", "compressor.k=range(1,4)"],
+     "--set compressor.k = 'range(1,4)': range(...) and choice(...) are sweeps: add --multirun"),
+    ("range-empty", ["--multirun", "--set", "compressor.k=range(4,1)"],
+     "--set compressor.k = 'range(4,1)': is an empty range (stop is excluded)"),
+    ("range-step-zero", ["--multirun", "--set", "stepsize.factor=range(1,2,0)"],
+     "--set stepsize.factor = 'range(1,2,0)': the step of a range must not be 0"),
+    ("range-not-numbers", ["--multirun", "--set", "compressor.k=range(a,4)"],
+     "--set compressor.k = 'range(a,4)': expected range(start, stop[, step]) with finite numbers (stop excluded)"),
+    ("choice-empty", ["--multirun", "--set", "compressor.k=choice()"],
+     "--set compressor.k = 'choice()': choice(...) needs one or more values"),
+    ("range-point-invalid", ["--multirun", "--set", "compressor.k=range(10,14)"], "compressor.k = 13: must be <= d = 12"),
+    ("grid-too-large", ["--multirun", "--set", "run.seed=range(0,1000000)", "--set", "compressor.k=range(1,1000)"],
+     "runs = 999000000: too many for one process (at most 100,000): run slices of them with --task I"),
 ]
 
 

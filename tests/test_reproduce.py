@@ -274,3 +274,32 @@ def test_the_docs_page_is_the_full_output_of_reproduce(name):
     assert list(runs) == list(fam.sweeps) and all(row[4:] == ["0", "0"] for row in runs.values())
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\.png\)", page)
     assert figures and all(os.path.exists(os.path.join(folder, f + ext)) for f in figures for ext in (".png", ".pdf"))
+
+
+def test_a_spread_is_text_in_the_page_and_numbers_beside_it_in_the_csv(tmp_path):
+    """'mean ± std' and 'mean (low–high)' cells: the Markdown is the text alone (as before), the CSV keeps every
+    text column in its place and adds '<column> mean/low/high' as numbers after each column that has spreads."""
+    import csv
+
+    from mpiclip.reproduce.federated import pm
+    from mpiclip.reproduce.frontier import spread
+    from mpiclip.reproduce.page import Page, markdown_table
+
+    rows = [["a", pm([0.5, 0.7], pct=True), spread([1.0, 2.0, 4.5], ".3g"), "x"],
+            ["b", pm([0.25]), "-", "y"], ["c", pm([]), spread([3.0], ".3g"), "z"]]
+    header = ["method", "acc %", "final f", "note"]
+    page = Page(str(tmp_path), "t")
+    page.table("t", header, rows)
+    assert markdown_table(header, rows) == markdown_table(header, [[str(c) for c in r] for r in rows])
+    assert [str(c) for c in rows[0]] == ["a", "60.0 ± 14.1", "2.5 (1–4.5)", "x"]
+    with open(tmp_path / "t.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["method", "acc %", "acc % mean", "acc % low", "acc % high", "final f", "final f mean",
+                        "final f low", "final f high", "note"]
+    mean, low, high = (float(v) for v in table[1][2:5])
+    assert mean == pytest.approx(60.0) and low == pytest.approx(60 - 100 * np.std([0.5, 0.7], ddof=1))
+    assert high == pytest.approx(60 + 100 * np.std([0.5, 0.7], ddof=1))
+    assert table[1][5:9] == ["2.5 (1–4.5)", "2.5", "1.0", "4.5"]
+    assert table[2][1:9] == ["0.25", "0.25", "", "", "-", "", "", ""]  # one value: no spread; none at all: empty
+    assert table[3][1:9] == ["-", "", "", "", "3", "3.0", "", ""]
+    checked_tables(tmp_path, page.write() and (tmp_path / "README.md").read_text())

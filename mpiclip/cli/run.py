@@ -26,9 +26,12 @@ def add_parsers(sub) -> None:
                      "(an error if there is none; `[run] resume = \"auto\"` resumes when there is one)")
     run.add_argument("--dry-run", action="store_true", help="validate, load the data and print the constants "
                      "and step sizes, without running or writing anything")
-    run.add_argument("--multirun", action="store_true", help="a --set value that is a comma list (compressor.k=1,2,4) "
+    run.add_argument("--multirun", action="store_true", help="a --set value that is a comma list (compressor.k=1,2,4), "
+                     "a range(start, stop[, step]) (stop excluded: range(1,4) is 1,2,3; floats too) or a choice(a,b) "
                      "is an axis of a grid: one run, named <name>-<key>=<value>,..., and one trace per point of the "
-                     "product of the lists")
+                     "product of the axes")
+    run.add_argument("--show-config", action="store_true", help="print the composed config of each run (validated, "
+                     "every default filled in) as TOML, which `mpiclip run` reads back, and exit without running")
     run.add_argument("--task", type=int, metavar="I", help="run only slice I of the runs (e.g. $SLURM_ARRAY_TASK_ID; "
                      "--dry-run lists the runs)")
     run.add_argument("--runs-per-task", type=int, default=1, metavar="M", help="runs per slice (default 1)")
@@ -50,6 +53,7 @@ def _run(args, comm) -> int:
     from mpiclip import config as cfg
     from mpiclip import session as sessions
     from mpiclip.errors import InputError, MpiclipError
+    from mpiclip.grid import Chain
     from mpiclip.paths import use_data_dir
     from mpiclip.progress import Log
     from mpiclip.sweep_run import slice_of
@@ -62,8 +66,8 @@ def _run(args, comm) -> int:
                 raise InputError("--log-every", args.log_every, "must be a finite number of seconds >= 0")
             use_data_dir(args.data_dir)
             overrides = args.overrides + (["run.resume='yes'"] if args.resume else [])
-            configs = [c for ref in args.configs for c in cfg.load(ref, overrides, args.multirun)]
-            configs = slice_of(configs, args.task, args.runs_per_task)
+            every = Chain([cfg.ConfigRuns(ref, overrides, args.multirun) for ref in args.configs])
+            configs = slice_of(every, args.task, args.runs_per_task)  # a task makes only its own configs
             names = [c.trace_path for c in configs]
             duplicate = next((p for p in names if names.count(p) > 1), None)
             if duplicate:
@@ -76,6 +80,10 @@ def _run(args, comm) -> int:
         except MpiclipError as e:
             error = e
         comm.agree(error)
+        if args.show_config:
+            if comm.rank == 0:
+                show_configs(configs, print)
+            return 0
         command = shlex.join(["mpiclip"] + sys.argv[1:]) if sys.argv else "mpiclip"
         runs = sessions.prepare_all(configs, comm, command, log)
         results = []
@@ -110,6 +118,13 @@ def _run(args, comm) -> int:
         return 1 if failed else 0
     finally:
         log.close()
+
+
+def show_configs(configs: list, say) -> None:
+    """Each config as TOML after a comment naming its run (one config is a file `mpiclip run` reads back)."""
+    for i, config in enumerate(configs, 1):
+        say(f"# [{i}/{len(configs)}] {config.run.name}: {config.trace_path}")
+        say(config.to_toml())
 
 
 def _aborted(comm, e: KeyboardInterrupt) -> int:

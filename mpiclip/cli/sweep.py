@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mpiclip.cli.run import collective
+from mpiclip.cli.run import collective, show_configs
 
 
 def add_parsers(sub) -> None:
@@ -17,7 +17,10 @@ def add_parsers(sub) -> None:
     sweep_sub = sweep.add_subparsers(dest="action", required=True, metavar="ACTION")
     s_list = sweep_sub.add_parser("list", help="the runs, their labels and trace status")
     s_list.add_argument("sweep", metavar="SWEEP")
-    s_list.add_argument("--count", action="store_true", help="print only the number of runs")
+    s_list.add_argument("--count", action="store_true", help="print only the number of runs (counted from the "
+                        "grids' sizes, without expanding them); with --runs-per-task M, the number of array tasks")
+    s_list.add_argument("--task", type=int, metavar="I", help="list only slice I (the runs `sweep run --task I` runs)")
+    s_list.add_argument("--runs-per-task", type=int, default=None, metavar="M", help="runs per slice (default 1)")
     s_list.set_defaults(func=cmd_sweep_list)
     s_run = sweep_sub.add_parser("run", help="run the sweep (or a slice of it) on this job's ranks")
     s_run.add_argument("sweep", metavar="SWEEP")
@@ -29,6 +32,8 @@ def add_parsers(sub) -> None:
     s_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a key of every run (e.g. data.path)")
     s_run.add_argument("--data-dir", metavar="DIR", help="look for the runs' data files in DIR too")
+    s_run.add_argument("--show-config", action="store_true", help="print the composed config of each run (of slice "
+                       "I with --task) as TOML, validated and with every default, and exit without running")
     s_run.set_defaults(func=cmd_sweep_run)
     s_shipped = sweep_sub.add_parser("shipped", help="the sweeps that come with mpiclip (the papers' experiments)")
     s_shipped.set_defaults(func=cmd_sweep_shipped)
@@ -65,19 +70,40 @@ def cmd_sweep_shipped(args) -> int:
 
 
 def cmd_sweep_list(args) -> int:
+    from collections import Counter
+
+    from mpiclip.errors import MpiclipError
+    from mpiclip.limits import MAX_LISTED
     from mpiclip.sweep import status_of
+    from mpiclip.sweep_run import slice_of
 
     sweep = _sweep_or_report(args.sweep)
     if sweep is None:
         return 2
+    total = len(sweep.runs)
+    per_task = args.runs_per_task
+    if per_task is not None and per_task < 1:
+        print(f"mpiclip: error: --runs-per-task = {per_task}: must be >= 1", file=sys.stderr)
+        return 2
     if args.count:
-        print(len(sweep.runs))
+        print(total if per_task is None else -(-total // per_task))  # runs, or array tasks of M runs
         return 0
-    statuses = [status_of(run.config.trace_path) for run in sweep.runs]
-    for run, status in zip(sweep.runs, statuses):
-        print(f"{run.index:5d}  {status.split(':')[0]:11s}  {run.label}")
-    counts = {s: sum(1 for x in statuses if x.split(":")[0] == s) for s in sorted({x.split(":")[0] for x in statuses})}
-    print(f"{len(sweep.runs)} runs in {sweep.output}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if args.task is None and total > MAX_LISTED:
+        print(f"{total:,} runs in {sweep.output}: too many to list one line each (at most {MAX_LISTED:,}); "
+              "`--count` counts them, `--task I --runs-per-task M` lists slice I")
+        return 0
+    try:
+        runs = sweep.runs if args.task is None else slice_of(sweep.runs, args.task, per_task or 1)
+    except MpiclipError as e:
+        print(f"mpiclip: error: {e}", file=sys.stderr)
+        return 2
+    counts = Counter()
+    for run in runs:  # one run at a time: a listing of 10^6 runs keeps none of them
+        status = status_of(run.trace_path).split(":")[0]
+        counts[status] += 1
+        print(f"{run.index:5d}  {status:11s}  {run.label}")
+    what = f"{len(runs)} runs" if args.task is None else f"{len(runs)} of {total} runs (slice {args.task})"
+    print(f"{what} in {sweep.output}: " + ", ".join(f"{counts[k]} {k}" for k in sorted(counts)))
     return 0
 
 
@@ -98,9 +124,15 @@ def _sweep_run(args, comm) -> int:
         if args.ranks_per_run < 1 or comm.size % args.ranks_per_run:
             raise InputError("--ranks-per-run", args.ranks_per_run, f"must divide the {comm.size} ranks of the job")
         runs = slice_of(sweep.runs, args.task, args.runs_per_task)
+        for run in runs:  # every config of the slice is composed and validated before the first run starts
+            run.config  # noqa: B018
     except MpiclipError as e:
         error = e
     comm.agree(error)
+    if args.show_config:
+        if comm.rank == 0:
+            show_configs([run.config for run in runs], print)
+        return 0
     summary, stopped = run_sweep(runs, comm, args.ranks_per_run, args.force, f"mpiclip sweep run {args.sweep}")
     if stopped is not None:  # every group stops: a signal reaches the whole job
         return 128 + stopped

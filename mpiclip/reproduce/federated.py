@@ -80,6 +80,7 @@ from mpiclip.reproduce.federated_runs import (
     variance,
     write_seeds,
 )
+from mpiclip.reproduce.page import Spread
 from mpiclip.sweep import read_sweep
 
 
@@ -96,9 +97,11 @@ def pm(values: list, digits: int = 3, pct: bool = False) -> str:
     mean, std, k = stats(values)
     if k == 0:
         return "-"
+    scale = 100 if pct else 1
+    low, high = (scale * (mean - std), scale * (mean + std)) if k > 1 else (None, None)
     if pct:
-        return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if k > 1 else "")
-    return f"{mean:.{digits}g}" + (f" ± {std:.{digits - 1}g}" if k > 1 else "")
+        return Spread(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if k > 1 else ""), 100 * mean, low, high)
+    return Spread(f"{mean:.{digits}g}" + (f" ± {std:.{digits - 1}g}" if k > 1 else ""), mean, low, high)
 
 
 def fmt(v: float, digits: int = 3) -> str:
@@ -244,7 +247,8 @@ def claim_table(settings: list, row_of, pairs=PAIRS) -> tuple:
             se = math.sqrt(sum(v.var(ddof=1) / len(v) if len(v) > 1 else 0.0 for v in (acc_a, acc_b)))
             word = "tie" if abs(diff) <= 2 * se or (se == 0 and diff == 0) else ("higher" if diff > 0 else "lower")
             vword = "lower" if var_a.max() < var_b.min() else "higher" if var_a.min() > var_b.max() else "overlap"
-            row += [f"{diff:+.1f} ± {se:.1f} ({word})", f"{var_a.mean() / var_b.mean():.2f}x ({vword})"]
+            row += [Spread(f"{diff:+.1f} ± {se:.1f} ({word})", diff, diff - se, diff + se),
+                    f"{var_a.mean() / var_b.mean():.2f}x ({vword})"]
         rows.append(row)
     header = ["setting"]
     for m, base in pairs:

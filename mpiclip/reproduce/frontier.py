@@ -20,6 +20,7 @@ import numpy as np
 
 from mpiclip import plotting, results
 from mpiclip.reproduce import Cut, Family
+from mpiclip.reproduce.page import Spread
 
 TUNED = ("tau", "beta", "beta1", "beta2", "batch")  # method parameters a frontier point is tuned over (and the factor)
 MEASURES = (("grad_norm_sq", "‖∇f‖²", ".3g"), ("loss", "f", ".5g"), ("accuracy", "accuracy", ".4f"))
@@ -61,9 +62,12 @@ def best_points(sweep) -> dict:
     return dict(best)
 
 
-def spread(values: list, fmt: str) -> str:
+def spread(values: list, fmt: str) -> Spread:
+    """'mean (least–largest)' over the seeds (the mean alone for one)."""
     low, mean, high = min(values), float(np.mean(values)), max(values)
-    return f"{mean:{fmt}} ({low:{fmt}}–{high:{fmt}})" if len(values) > 1 else f"{mean:{fmt}}"
+    if len(values) == 1:
+        return Spread(f"{mean:{fmt}}", mean)
+    return Spread(f"{mean:{fmt}} ({low:{fmt}}–{high:{fmt}})", mean, low, high)
 
 
 UNITS = {"replace": "record-level privacy (replace one record; Δ = 2τ, minibatches amplify)",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mpiclip import plotting
 
@@ -15,6 +16,32 @@ def _numeric(text: str) -> bool:
         return True
     except (ValueError, IndexError):
         return text in ("-", "")
+
+
+class Spread(str):
+    """A cell's text ('0.12 ± 0.01', '0.5 (0.4–0.6)') carrying its numbers, in the units the text shows: the
+    CSV gives them as numeric columns (mean, low, high) beside the text; the Markdown shows the text alone.
+    ``low`` and ``high`` are None where the text gives no spread (one seed)."""
+
+    def __new__(cls, text: str, mean: float, low: Optional[float] = None, high: Optional[float] = None):
+        cell = super().__new__(cls, text)
+        cell.mean, cell.low, cell.high = mean, low, high
+        return cell
+
+
+SPREAD_PARTS = ("mean", "low", "high")
+
+
+def csv_rows(header: Sequence[str], rows: Sequence[Sequence]) -> list[list]:
+    """The table's cells, and after each column that holds a :class:`Spread` its mean, low and high as numbers
+    ('<column> mean', ...; empty where a cell has none): the text columns stay as they are, in their order."""
+    spread = [any(isinstance(r[i], Spread) for r in rows) for i in range(len(header))]
+    number = lambda v: "" if v is None or not math.isfinite(v) else repr(float(v))
+    out = [[h for i, h in enumerate(header) for h in [h] + ([f"{h} {p}" for p in SPREAD_PARTS] if spread[i] else [])]]
+    for row in rows:
+        out.append([c for i, v in enumerate(row) for c in [v] + (
+            [number(getattr(v, p, None)) for p in SPREAD_PARTS] if spread[i] else [])])
+    return out
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str = "") -> str:
@@ -43,9 +70,9 @@ class Page:
         self.lines += ["#" * level + " " + title, ""]
 
     def table(self, name: str, header: Sequence[str], rows: Sequence[Sequence], align: str = "") -> None:
-        """The table in the page and as ``name``.csv (the same cells)."""
+        """The table in the page and as ``name``.csv (the same cells, and the numbers of spreads beside them)."""
         with open(os.path.join(self.out, name + ".csv"), "w", newline="") as f:
-            csv.writer(f).writerows([list(header), *map(list, rows)])
+            csv.writer(f).writerows(csv_rows(header, rows))
         self.files.append(name + ".csv")
         self.lines += [markdown_table(header, rows, align), "", f"[{name}.csv]({name}.csv)", ""]
 
