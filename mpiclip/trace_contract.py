@@ -28,15 +28,16 @@ from typing import Callable, Optional
 import h5py
 import numpy as np
 
+from mpiclip.compressors import ENCODINGS
 from mpiclip.trace import ROOT_SCALARS, TraceError
 
 REAL, INTEGER = "biuf", "biu"  # numpy dtype kinds
 KIND_WORDS = {"b": "flags", "i": "integers", "u": "integers", "f": "real numbers", "c": "complex numbers",
-              "S": "byte strings", "U": "text", "O": "variable-length values (text or references)",
+              "S": "byte strings", "U": "text", "O": "variable-length values (text, sequences or references)",
               "V": "records or opaque bytes", "M": "dates", "m": "time spans"}
 SHAPES = {0: "one value", 1: "one value per row", 2: "a row of values per row"}
-REQUIRED = ("rounds", "time", "loss", "grad_norm_sq", "bits/up/paper", "bits/down/paper", "bits/initial/up/paper",
-            "bits/initial/down/paper")  # every trace since schema 1 has them; readers count bits in 'paper'
+REQUIRED = ("rounds", "time", "loss", "grad_norm_sq") + tuple(
+    f"bits/{where}/{e}" for e in ENCODINGS for where in ("up", "down", "initial/up", "initial/down"))  # since schema 1
 GROUPS = ("bits/up", "bits/down", "bits/initial/up", "bits/initial/down", "workers", "metrics")  # read whole
 
 
@@ -178,7 +179,12 @@ def place(name: str) -> Column:
 
 
 def _words(kinds: str) -> str:
-    return " or ".join(dict.fromkeys(KIND_WORDS[k] for k in kinds if k != "u"))
+    return {REAL: "real numbers", INTEGER: "integers"}[kinds]
+
+
+def _dtype(dtype: np.dtype) -> str:
+    words = KIND_WORDS.get(dtype.kind, "values")
+    return words if dtype.kind == "O" else f"{words} ({dtype})"
 
 
 def _get(f: h5py.File, path: str, name: str, parent=None):
@@ -206,8 +212,7 @@ def _check(path: str, name: str, obj) -> Column:
         raise TraceError(path, f"{where}: an empty dataspace, where a trace holds {SHAPES[column.ndim]}")
     kind = obj.dtype.kind
     if kind not in column.kinds or obj.dtype.subdtype is not None:
-        raise TraceError(path, f"{where}: {KIND_WORDS.get(kind, 'values')} ({obj.dtype}), where a trace holds "
-                         f"{_words(column.kinds)}")
+        raise TraceError(path, f"{where}: {_dtype(obj.dtype)}, where a trace holds {_words(column.kinds)}")
     if obj.ndim != column.ndim:
         raise TraceError(path, f"{where}: {obj.ndim}-d of shape {obj.shape}, where a trace holds {SHAPES[column.ndim]} "
                          f"({column.ndim}-d)")

@@ -75,7 +75,8 @@ def cmd_sweep_list(args) -> int:
         return 0
     statuses = [status_of(run.config.trace_path) for run in sweep.runs]
     for run, status in zip(sweep.runs, statuses):
-        print(f"{run.index:5d}  {status.split(':')[0]:11s}  {run.label}")
+        word, _, why = status.partition(": ")
+        print(f"{run.index:5d}  {word:11s}  {run.label}" + (f"  ({why})" if word == "unreadable" else ""))
     counts = {s: sum(1 for x in statuses if x.split(":")[0] == s) for s in sorted({x.split(":")[0] for x in statuses})}
     print(f"{len(sweep.runs)} runs in {sweep.output}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
@@ -128,8 +129,9 @@ def cmd_sweep_best(args) -> int:
     sel = sweep.select
     rows = []
     for b in best:
+        tried = f"{b.tried} runs, {b.failed} failed" + (f", {len(b.unreadable)} unreadable" if b.unreadable else "")
         if b.run is None:
-            rows.append([b.group, "-", "-", "-", "-", f"{b.tried} runs, none completed"])
+            rows.append([b.group, "-", "-", "-", "-", f"{tried}, none completed"])
             continue
         tr = b.trace
         final = plotting.y_values(tr, sel.metric)[-1]
@@ -137,10 +139,11 @@ def cmd_sweep_best(args) -> int:
         kind = "min" if sel.criterion == "min" else "final"
         shown = -value if reached and larger_is_better(sel.metric) else value  # scores are smaller-is-better
         how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{shown:.4g} ({kind})"
-        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
-                     f"{b.tried} runs, {b.failed} failed"])
+        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how, tried])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
                               f"chosen by ({sel.criterion})", "tried"]))
+    for label, why in (item for b in best for item in b.unreadable):
+        print(f"{label}: unreadable: {why}")
     if args.plot:
         chosen = [b.trace for b in best if b.trace is not None]
         for b in best:
