@@ -109,7 +109,7 @@ def shown(name: str) -> str:
 
 
 def _value(v) -> str:
-    text = repr(v)
+    text = repr(v.item() if isinstance(v, np.generic) else v)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

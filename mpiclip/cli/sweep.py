@@ -151,7 +151,8 @@ def cmd_sweep_best(args) -> int:
                 short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
                 b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
                                                                    if k not in sel.group)
-        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
-                      xmax=None)  # runs stop at the tolerance: show each chosen run whole
+        fig = plotting.draw(chosen, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
+                            xmax=None)  # runs stop at the tolerance: show each chosen run whole
+        plotting.save_checked(fig, args.plot, lambda problem: print(f"mpiclip: warning: {problem}", file=sys.stderr))
         print(f"plot: {args.plot}")
     return 0
