@@ -24,8 +24,8 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mpiclip.plotting import SIZES, X_AXES, Y_AXES, contributions, delays, plot
-from mpiclip.trace import load_trace
+from mpiclip.plotting import SIZES, X_AXES, Y_AXES, contributions, delays, draw, save_checked
+from mpiclip.trace import TraceError, load_trace
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,11 @@ def main(argv=None) -> int:
         if not os.path.isfile(path):
             print(f"plot_traces: error: trace = {path!r}: no such file", file=sys.stderr)
             return 2
-        traces.append(load_trace(path))
+        try:
+            traces.append(load_trace(path))
+        except TraceError as e:
+            print(f"plot_traces: error: trace = {path!r}: not a readable HDF5 trace ({e.reason})", file=sys.stderr)
+            return 2
     missing = [t.path for t in traces if args.encoding not in t.bits_up]
     if missing:
         print(f"plot_traces: error: --encoding = {args.encoding!r}: not in {missing[0]}", file=sys.stderr)
@@ -67,8 +71,9 @@ def main(argv=None) -> int:
         elif args.contributions:
             contributions(traces[0], args.output, title=args.title)
         else:
-            plot(traces, args.output, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
-                 title=args.title, logx=args.logx, xmax=xmax, size=args.size)
+            fig = draw(traces, x=args.x, y=args.y, encoding=args.encoding, include_initial=args.include_initial,
+                       title=args.title, logx=args.logx, xmax=xmax, size=args.size)
+            save_checked(fig, args.output, lambda problem: print(f"plot_traces: warning: {problem}", file=sys.stderr))
     except ValueError as e:
         print(f"plot_traces: error: {e}", file=sys.stderr)
         return 2

@@ -18,8 +18,8 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mpiclip.plotting import privacy_utility
-from mpiclip.trace import load_trace
+from mpiclip.plotting import draw_privacy_utility, save_checked
+from mpiclip.trace import TraceError, load_trace
 
 
 def main(argv=None) -> int:
@@ -33,11 +33,19 @@ def main(argv=None) -> int:
     if missing:
         print(f"privacy_utility: error: trace = {missing[0]!r}: no such file", file=sys.stderr)
         return 2
+    traces = []
+    for path in args.traces:
+        try:
+            traces.append(load_trace(path))
+        except TraceError as e:
+            print(f"privacy_utility: error: trace = {path!r}: not a readable HDF5 trace ({e.reason})", file=sys.stderr)
+            return 2
     try:
-        print(privacy_utility([load_trace(p) for p in args.traces], args.output, args.y, args.title))
+        fig = draw_privacy_utility(traces, args.y, args.title)
     except (ValueError, AttributeError) as e:
         print(f"privacy_utility: error: {e}", file=sys.stderr)
         return 2
+    print(save_checked(fig, args.output, lambda problem: print(f"privacy_utility: warning: {problem}", file=sys.stderr)))
     return 0
 
 

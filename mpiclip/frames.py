@@ -7,7 +7,8 @@
     arrivals = frames.events("results/async")                                    # asynchronous runs: one row per update
 
 ``runs`` has the trace's identity (path, name, run_id, config_hash), its status (``status`` is the first
-word: completed, failed, interrupted, running, unreadable; ``status_detail`` the whole; ``failed`` is True
+word: completed, failed, interrupted, running, unreadable; ``status_detail`` the whole, for an unreadable trace
+``unreadable: <reason>`` naming the first bad dataset or attribute; ``failed`` is True
 for anything but completed), the final and smallest values, the bits per worker, the wall time, and
 every config key flattened to a column (``method.name``, ``compressor.k``, ``stepsize.factor``, ...). A
 trace that cannot be read is a row with status ``unreadable``, not an exception: one damaged file must
@@ -19,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Iterable
 
 import numpy as np
 
 from mpiclip.results import Paths, bits_to, select, trace_files
-from mpiclip.trace import load_trace
+from mpiclip.trace import TraceError, load_trace
 
 
 def _pandas():
@@ -54,9 +56,9 @@ def _last(values: np.ndarray) -> float:
 def _row(path: str, encoding: str, levels: Iterable[float]) -> dict:
     try:
         tr = load_trace(path)
-    except OSError as e:
+    except TraceError as e:
         return {"path": path, "name": os.path.splitext(os.path.basename(path))[0], "status": "unreadable",
-                "status_detail": str(e), "failed": True}
+                "status_detail": f"unreadable: {e.reason}", "failed": True}
     detail = tr.status
     a = tr.attrs
     row = {
@@ -93,14 +95,23 @@ def runs(paths: Paths, encoding: str = "paper", levels: Iterable[float] = ()):
     return frame
 
 
+def _readable(paths: Paths):
+    """The traces of ``paths`` that can be read; each one that cannot is named in a warning and left out."""
+    for path in trace_files(paths):
+        try:
+            yield load_trace(path)
+        except TraceError as e:
+            warnings.warn(f"mpiclip.frames: left out {path}: unreadable: {e.reason}", stacklevel=3)
+
+
 def rounds(paths: Paths, encoding: str = "paper"):
-    """Long form: one row per recorded x^t of every readable trace, with its run's name and path, the round,
-    wall time, f, ‖∇f‖², the cumulative bits per worker (in ``encoding``) and down, and the per-row
-    scalars of the method and runner (``metrics/*`` in the trace)."""
+    """Long form: one row per recorded x^t of every readable trace (an unreadable one is named in a warning), with
+    its run's name and path, the round, wall time, f, ‖∇f‖², the cumulative bits per worker (in ``encoding``) and
+    down, and the per-row scalars of the method and runner (``metrics/*`` in the trace)."""
     pd = _pandas()
     frames = []
-    for path in trace_files(paths):
-        tr = load_trace(path)
+    for tr in _readable(paths):
+        path = tr.path
         columns = {"round": tr.rounds.astype(np.int64), "time": tr.time, "loss": tr.loss, "grad_norm_sq": tr.grad_norm_sq,
                    "bits_per_worker": tr.bits_per_worker(encoding), "bits_down": tr.bits_down_cumulative(encoding),
                    **{name: values for name, values in tr.metrics.items()}}
@@ -112,11 +123,12 @@ def rounds(paths: Paths, encoding: str = "paper"):
 
 
 def events(paths: Paths):
-    """Asynchronous runs: one row per server update (the trace's ``events`` table) with its run and path."""
+    """Asynchronous runs: one row per server update (the trace's ``events`` table) with its run and path; an
+    unreadable trace is named in a warning and left out."""
     pd = _pandas()
     frames = []
-    for path in trace_files(paths):
-        tr = load_trace(path)
+    for tr in _readable(paths):
+        path = tr.path
         if not tr.tables["events"]:
             continue
         frame = pd.DataFrame(tr.tables["events"])

@@ -46,6 +46,12 @@ PAPER_NAMES = _PaperNames()
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")  # Okabe-Ito but its yellow,
 # which is too faint for lines on white
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # solid first: a figure's first curve
+DODGE = 1.035  # factor between neighbouring methods' points on a privacy-utility figure's log ε axis
+PRIVACY_UNITS = {"replace": "record-level DP", "add_remove": "worker-level DP"}  # method.relation in words
+FINAL_LABEL = {"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)", "accuracy": "final training accuracy",
+               "train_accuracy": "final training accuracy", "test_accuracy": "final test accuracy",
+               "test_loss": "final test loss"}  # a classifier's `accuracy` score is on its workers' training rows
 SIZES = {"column": (3.4, 2.6), "page": (7.0, 3.4)}  # inches: one column and the full width of a two-column paper
 
 
@@ -73,6 +79,29 @@ def method_style(method: str) -> dict:
     if colour < 0:
         colour = marker = sum(map(ord, method))
     return {"color": COLORS[colour % len(COLORS)], "marker": MARKERS[marker % len(MARKERS)]}
+
+
+def distinct(styles: Sequence[dict]) -> list[dict]:
+    """``styles`` with every repeat of a colour and marker made distinct: the k-th repeat keeps the colour (its
+    method's) and takes the k-th next marker and line style, so that two runs of one method never look alike."""
+    seen: dict = {}
+    out = []
+    for style in styles:
+        key = (style.get("color"), style.get("marker"))
+        k = seen[key] = seen.get(key, -1) + 1
+        if k:
+            marker = MARKERS[(MARKERS.index(style["marker"]) + k) % len(MARKERS)] if style.get("marker") in MARKERS \
+                else MARKERS[k % len(MARKERS)]
+            style = {**style, "marker": marker, "linestyle": LINESTYLES[k % len(LINESTYLES)]}
+        out.append(style)
+    return out
+
+
+def dataset_name(config) -> str:
+    """A run's data set in a word for titles: its file's name ('mushrooms' of mushrooms.txt), else its source."""
+    data = config.as_table().get("data", {})
+    path = str(data.get("path") or "")
+    return os.path.basename(path).split(".")[0] if path else str(data.get("source", "data"))
 
 
 def compressor_name(tr: Trace) -> str:
@@ -202,7 +231,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
         xmax = min(ends) if ends and min(ends) > 0 else None
     labels = list(labels) if labels is not None else [curve_label(tr) for tr in traces]
     dropped = 0
-    styles = list(styles) if styles is not None else [method_style(str(tr.attrs.get("method", ""))) for tr in traces]
+    styles = list(styles) if styles is not None else distinct([method_style(str(tr.attrs.get("method", ""))) for tr in traces])
     for tr, label, style in zip(traces, labels, styles):
         xs, ys = x_values(tr, x, encoding, include_initial), y_values(tr, y)
         keep = np.isfinite(ys) & (ys > 0) if y in LOG_Y else np.isfinite(ys)
@@ -233,11 +262,22 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
 
 
 def legend(fig, entries: int, size: str = "page") -> None:
-    """The legend outside the axes: beside them on a page, below them in a column (which keeps its width)."""
+    """The legend outside the axes: beside them on a page, below them in a column (which keeps its width), in as
+    many columns (up to 3) as its longest label leaves room for; a label too long for the width stays too long,
+    which :func:`layout_problems` reports."""
     if size == "column":
-        fig.legend(loc="outside lower center", ncols=min(3, entries), frameon=False)
+        longest = max((len(label) for ax in fig.axes for label in ax.get_legend_handles_labels()[1]), default=0)
+        room = int(SIZES["column"][0] * 72 // (0.55 * 7 * longest + 24))  # 7 pt text at ~0.55 em, a marker and gaps
+        fig.legend(loc="outside lower center", ncols=max(1, min(3, entries, room)), frameon=False)
     else:
         fig.legend(loc="outside right upper", frameon=False)
+
+
+def save_checked(fig, out: str, warn) -> str:
+    """``save``, after telling ``warn`` each of ``layout_problems(fig)`` (the check `mpiclip reproduce` makes)."""
+    for problem in layout_problems(fig):
+        warn(f"figure {out}: {problem}")
+    return save(fig, out)
 
 
 def delays(traces: Sequence[Trace], out: str, title: str | None = None) -> str:
@@ -315,7 +355,9 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
 
 
 def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title: str | None = None, size: str = "page"):
-    """The figure of ``privacy_utility``."""
+    """The figure of ``privacy_utility``. Every method has its own line style besides its colour and marker, and its
+    points are set apart from its neighbours' by a factor DODGE in ε (said in a note), so that a curve never hides
+    another; the ε axis states δ and labels every budget run."""
     import matplotlib.ticker
 
     units = {tr.config.get("method", {}).get("relation", "replace") for tr in traces}
@@ -330,26 +372,38 @@ def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title
         value = float(tr.metrics[y][-1]) if y in tr.metrics else float(getattr(tr, y)[-1])
         points.setdefault(str(tr.attrs.get("method")), {}).setdefault(round(eps, 6), []).append(value)
     fig, ax = plt.subplots(figsize=SIZES[size], layout="constrained")
-    for method, by_eps in sorted(points.items()):
+    for i, (method, by_eps) in enumerate(sorted(points.items())):
         eps = np.array(sorted(by_eps))
         values = [np.array(by_eps[e]) for e in eps]
         mean = np.array([v.mean() for v in values])
         spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
-        ax.errorbar(eps, mean, yerr=spread, capsize=3, label=PAPER_NAMES.get(method, method), **method_style(method))
+        ax.errorbar(eps * DODGE ** (i - (len(points) - 1) / 2), mean, yerr=spread, capsize=3,
+                    label=PAPER_NAMES.get(method, method), linestyle=LINESTYLES[i % len(LINESTYLES)], **method_style(method))
     ax.set_xscale("log")
     budgets = sorted({e for by_eps in points.values() for e in by_eps})
-    ax.set_xticks(budgets, [f"{e:g}" for e in budgets])  # the budgets run, in plain numbers
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(budgets, [f"{e:g}" for e in budgets])  # the budgets run, in plain numbers, each labelled
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     positive = all(v > 0 for by_eps in points.values() for vs in by_eps.values() for v in vs)
     if y == "grad_norm_sq" or (y == "loss" and positive):  # f spans decades when noise drives some runs far off
         ax.set_yscale("log")
-    ax.set_xlabel(r"$\varepsilon$ (at the runs' $\delta$)")
-    ax.set_ylabel({"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)"}.get(y, f"final {y}"))
+    ax.set_xlabel(f"ε ({delta_text(traces)})")
+    ax.set_ylabel(FINAL_LABEL.get(y, f"final {y}"))
     ax.grid(True, which="both", alpha=0.3)
+    if len(points) > 1:
+        ax.text(0.99, 0.01, f"methods set apart by ×{DODGE:g} in ε so that none hides another", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=6, color="0.35")
     legend(fig, len(points), size)
     if title:
         ax.set_title(textwrap.fill(title, width=int(SIZES[size][0] * 11)))
     return fig
+
+
+def delta_text(traces: Sequence[Trace]) -> str:
+    """'δ = 1.2e-4' of the runs' method.delta (as the accountant was given it), or what varies."""
+    deltas = {tr.config.get("method", {}).get("delta") for tr in traces}
+    if len(deltas) != 1 or None in deltas:
+        return "δ differs between runs" if len(deltas) > 1 else "δ unknown"
+    return f"δ = {np.format_float_scientific(float(deltas.pop()), precision=1, trim='-', exp_digits=1)}"
 
 
 def _drawn_tick_labels(axis) -> list:

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import Union
 
 import numpy as np
 
 from mpiclip import writer_lock
 from mpiclip.results import bits_to
-from mpiclip.trace import Trace
+from mpiclip.trace import Trace, TraceError
+
+SHOWN_CHARACTERS = 300  # of one attribute's text: a trace's attribute may hold megabytes
+
+
+def shown(value, limit: int = SHOWN_CHARACTERS) -> str:
+    """An attribute's text for a summary: whole up to ``limit`` characters, else cut, with its size noted."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… (cut: {len(text)} characters in all)"
 
 
 def _fmt(value: float, spec: str = ".3g") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+    """A number in ``spec``; '-' for None or NaN; anything else (a config's value is any JSON) as shown text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec) if isinstance(value, (int, float, np.number)) else shown(value, 40)
 
 
 def _last(a: np.ndarray) -> float:
@@ -29,29 +42,43 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def comparison(traces: list[Trace], encoding: str = "paper", levels: tuple = ()) -> str:
-    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4)."""
+def comparison(traces: list[Union[Trace, TraceError]], encoding: str = "paper", levels: tuple = ()) -> str:
+    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4). A
+    TraceError among ``traces`` is a row with status unreadable, its reason in a line below the table."""
     header = ["run", "method", "compressor", "status", "rounds", f"bits/worker ({encoding})", "f(x)", "‖∇f(x)‖²",
               "wall s"] + [f"bits to {level:g}" for level in levels]
-    rows = []
+    rows, unreadable = [], []
     for tr in traces:
+        if isinstance(tr, TraceError):
+            rows.append([shown(os.path.splitext(os.path.basename(tr.path))[0], 40), "-", "-", "unreadable"]
+                        + ["-"] * (len(header) - 4))
+            unreadable.append(f"{tr.path}: unreadable: {tr.reason}")
+            continue
         bits = tr.bits_per_worker(encoding)
-        rows.append([tr.label, tr.attrs.get("method", "?"), _compressor(tr), tr.status.split(":")[0],
-                     str(int(_last(tr.rounds))) if len(tr.rounds) else "-", _fmt(_last(bits), ".4g"),
-                     _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)), _fmt(tr.attrs.get("wall_seconds"), ".2f")]
+        rows.append([shown(tr.label, 40), shown(tr.attrs.get("method", "?"), 40), shown(_compressor(tr), 40),
+                     tr.status.split(":")[0], str(int(_last(tr.rounds))) if len(tr.rounds) else "-",
+                     _fmt(_last(bits), ".4g"), _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)),
+                     _fmt(tr.attrs.get("wall_seconds"), ".2f")]
                     + [_fmt(bits_to(tr, level, encoding), ".4g") for level in levels])
-    return table(rows, header)
+    return "\n".join([table(rows, header)] + unreadable)
 
 
 def _compressor(tr: Trace) -> str:
     params = tr.config.get("compressor", {})
     extra = ",".join(f"{k}={v}" for k, v in params.items() if k != "name")
-    return params.get("name", "?") + (f"({extra})" if extra else "")
+    return shown(str(params.get("name", "?")) + (f"({extra})" if extra else ""), 80)
+
+
+def _spread(ids: np.ndarray, n: int) -> str:
+    """'least..most' of how often each of the n ids occurs (ids out of range left out)."""
+    counts = np.bincount(ids[(ids >= 0) & (ids < n)], minlength=n) if n > 0 else np.zeros(0, dtype=int)
+    return f"{counts.min()}..{counts.max()}" if len(counts) else "-"
 
 
 def describe(tr: Trace) -> str:
-    a = tr.attrs
-    status = tr.status
+    """One trace in detail; every attribute's text cut to SHOWN_CHARACTERS."""
+    a = {key: value if isinstance(value, (int, float, np.number)) else shown(value) for key, value in tr.attrs.items()}
+    status = shown(tr.status)
     if status == "running" or status.startswith("failed: writer lost"):
         age = _fmt(_last(tr.time), ".1f")
         writer = writer_lock.describe(writer_lock.read_holder(writer_lock.lock_path(tr.path)))
@@ -59,9 +86,9 @@ def describe(tr: Trace) -> str:
         status = f"{status}{': written by ' + writer if status == 'running' else ''}; last row flushed: {last}"
     lines = [
         f"trace      {tr.path}",
-        f"run        {tr.label}   status: {status}",
+        f"run        {shown(tr.label)}   status: {status}",
     ]
-    if a.get("stop_reason") and a.get("stop_reason") != tr.status:
+    if a.get("stop_reason") and tr.attrs.get("stop_reason") != tr.status:
         lines.append(f"stopped    {a['stop_reason']}")
     lines += [
         f"method     {a.get('method')} with {_compressor(tr)} on {a.get('problem')} ({a.get('dataset')}), d = {a.get('d')}",
@@ -80,19 +107,17 @@ def describe(tr: Trace) -> str:
         lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
     for name, values in tr.metrics.items():
         lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
-    events, clients = tr.tables["events"], tr.tables["clients"]
+    events, clients, n = tr.tables["events"], tr.tables["clients"], int(tr.attrs.get("n_workers", 0))
     if events:
-        workers = np.bincount(events["worker"][events["update"] >= 0], minlength=int(a.get("n_workers", 0)))
+        applied = _spread(events["worker"][events["update"] >= 0], n)
         lines.append(f"arrivals   {len(events['update'])} ({_fmt(a.get('discarded_fraction'), '.3g')} discarded); delays: "
                      f"τ_max {a.get('tau_max', '-')}, mean {_fmt(a.get('delay_mean'), '.4g')}, 99th percentile "
-                     f"{a.get('delay_p99', '-')}; τ_C {a.get('concurrency', '-')}; applied per worker "
-                     f"{workers.min()}..{workers.max()}")
+                     f"{a.get('delay_p99', '-')}; τ_C {a.get('concurrency', '-')}; applied per worker {applied}")
     if len(clients):
-        sampled = np.bincount(clients.ravel(), minlength=int(a.get("n_workers", 0)))
         fed = tr.config.get("federated", {})
         lines.append(f"clients    {clients.shape[1]} of {a.get('n_workers')} per round over {len(clients)} rounds "
-                     f"(each sampled {sampled.min()}..{sampled.max()} times); server {fed.get('server_optimizer', '-')} "
-                     f"η_s = {_fmt(fed.get('server_lr'), 'g')}; {fed.get('weighting', '-')} averaging")
+                     f"(each sampled {_spread(clients.ravel(), n)} times); server {_fmt(fed.get('server_optimizer', '-'))} "
+                     f"η_s = {_fmt(fed.get('server_lr'), 'g')}; {_fmt(fed.get('weighting', '-'))} averaging")
     wall = _fmt(a.get("wall_seconds"), ".3f")
     lines.append(f"started    {a.get('started')}   finished: {a.get('finished', '-')}   wall {wall} s")
     if a.get("timing"):

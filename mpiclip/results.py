@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Optional, U
 
 import numpy as np
 
-from mpiclip.trace import Trace, load_trace
+from mpiclip.trace import Trace, TraceError, load_trace
 
 if TYPE_CHECKING:
     from mpiclip.sweep import SelectParams, Sweep, SweepRun
@@ -52,11 +52,13 @@ def trace_files(paths: Paths) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """A run of a sweep and its trace (all of it, or the columns read); the config's values read generically."""
+    """A run of a sweep and its trace (all of it, or the columns read); the config's values read generically. A run
+    whose trace is there but cannot be read has no trace, and ``unreadable`` says why."""
 
     point: "SweepRun"  # the sweep's grid point: index, label, values, config
-    trace: Trace
+    trace: Optional[Trace]
     select: "SelectParams"  # the sweep's [select]: what its runs are compared by
+    unreadable: str = ""  # why the trace cannot be read (TraceError.reason), where it cannot
 
     @property
     def index(self) -> int:
@@ -104,7 +106,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.trace.status
+        return f"unreadable: {self.unreadable}" if self.trace is None else self.trace.status
 
     @property
     def completed(self) -> bool:
@@ -121,17 +123,22 @@ def config_value(config, key: str, default: Any = "-") -> Any:
 def runs(sweep: "Sweep", columns: Optional[Iterable[str]] = None, attrs: Optional[Iterable[str]] = None,
          statuses: Optional[tuple] = ("completed",)) -> list[Run]:
     """The runs of ``sweep`` whose trace has one of ``statuses`` (None: any status), in sweep order, each with
-    its trace (only ``columns`` and ``attrs`` of it: see load_trace). A trace that is missing, cut short or corrupt
-    is left out, as if not run; so is a running one, unless ``statuses`` asks for it."""
+    its trace (only ``columns`` and ``attrs`` of it: see load_trace). A missing trace is left out, as not run; so is
+    a running one, unless ``statuses`` asks for it. A trace that is there but cannot be read (cut short, corrupt,
+    breaking the trace contract) is a run with status ``unreadable: <reason>`` and no trace, where ``statuses`` is
+    None or names ``unreadable``: one bad file never hides the others."""
     columns, attrs = (None if c is None else tuple(c) for c in (columns, attrs))
     out = []
     for point in sweep.runs:
+        path = point.config.trace_path
         try:
-            trace = load_trace(point.config.trace_path, columns, attrs)
-        except OSError:  # missing, or damaged (load_trace says corrupt for what h5py cannot read)
-            continue
-        if statuses is None or trace.status.startswith(statuses):
-            out.append(Run(point, trace, sweep.select))
+            run = Run(point, load_trace(path, columns, attrs), sweep.select)
+        except TraceError as e:
+            if not os.path.exists(path):
+                continue
+            run = Run(point, None, sweep.select, e.reason)
+        if statuses is None or run.status.startswith(statuses):
+            out.append(run)
     return out
 
 

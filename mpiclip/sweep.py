@@ -302,7 +302,7 @@ def group_of(sweep: Sweep, run: SweepRun) -> str:
 
 
 def status_of(path: str) -> str:
-    """'missing', or the trace's status attribute."""
+    """'missing', 'unreadable: <reason>', or the trace's status (mpiclip.trace.trace_status)."""
     from mpiclip.trace import trace_status
 
     return trace_status(path)
@@ -336,24 +336,28 @@ class Best:
     trace: Any
     tried: int
     failed: int
+    unreadable: tuple = ()  # (run label, reason) of the group's traces that cannot be read
 
 
 def best_runs(sweep: Sweep) -> list[Best]:
     """The best completed run of each group by the sweep's criterion (:func:`mpiclip.results.select`: ties to the
     earlier run; a score that is not finite never wins), groups in the order of their first run; a trace that
-    cannot be read counts as not run."""
+    cannot be read cannot win and is named in its group's ``unreadable``."""
     from mpiclip import results
 
-    done = results.runs(sweep, statuses=None)  # every trace there is: the failed ones are counted
+    every = results.runs(sweep, statuses=None)  # every trace there is: the failed and unreadable ones are counted
+    done = [r for r in every if r.trace is not None]
     chosen = results.select(done, lambda r: group_of(sweep, r.point), lambda r: score(r.trace, sweep.select))
-    tried, failed = Counter(group_of(sweep, run) for run in sweep.runs), Counter()
-    for r in done:
+    tried, failed, unreadable = Counter(group_of(sweep, run) for run in sweep.runs), Counter(), {}
+    for r in every:
         failed[group_of(sweep, r.point)] += r.status.startswith("failed")
+        if r.trace is None:
+            unreadable.setdefault(group_of(sweep, r.point), []).append((r.label, r.unreadable))
     out = []
     for group in tried:
-        best = chosen.get(group)
-        out.append(Best(group, best.point, score(best.trace, sweep.select), best.trace, tried[group], failed[group])
-                   if best else Best(group, None, (2, math.inf), None, tried[group], failed[group]))
+        best, bad = chosen.get(group), tuple(unreadable.get(group, ()))
+        out.append(Best(group, best.point, score(best.trace, sweep.select), best.trace, tried[group], failed[group], bad)
+                   if best else Best(group, None, (2, math.inf), None, tried[group], failed[group], bad))
     return out
 
 

@@ -421,16 +421,39 @@ def _open_for_writing(path: str) -> bool:
     return head[11] != 0
 
 
+class TraceError(OSError):
+    """A file that is not a readable trace: missing, cut short, corrupt, or breaking the trace contract
+    (:mod:`mpiclip.trace_contract`). ``reason`` says why in one line, naming the first bad dataset or attribute."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, " ".join(str(reason).split("\n"))
+        super().__init__(f"{path}: {self.reason}")
+
+
+def _unreadable(path: str, e: BaseException) -> TraceError:
+    """The TraceError of what opening or reading ``path`` raised (h5py's words for a damaged file)."""
+    if isinstance(e, TraceError):
+        return e
+    if isinstance(e, OSError) and not os.path.exists(path):
+        return TraceError(path, "no such file")
+    if isinstance(e, (KeyError, RuntimeError)):  # a damaged object header or heap
+        return TraceError(path, f"corrupt: {e.args[0] if e.args else e}")
+    return TraceError(path, str(e))
+
+
 def trace_status(path: str) -> str:
-    """'missing', 'unreadable', or the trace's status (``failed: writer lost`` for a running trace whose
-    writer is gone)."""
+    """'missing', 'unreadable: <reason>', or the trace's status (``failed: writer lost`` for a running trace whose
+    writer is gone). The file is held to the trace contract from its metadata, as every reader holds it."""
+    from mpiclip.trace_contract import layout, read_attributes
+
     if not os.path.exists(path):
         return "missing"
     try:
         with open_trace(path) as f:
-            status = str(f.attrs.get("status", "?"))
-    except CORRUPT:
-        return "unreadable"
+            status = str(read_attributes(f, path, None)["status"])
+            layout(f, path, None)
+    except CORRUPT as e:
+        return f"unreadable: {_unreadable(path, e).reason}"
     return live_status(path, status)
 
 
@@ -484,57 +507,43 @@ class Trace:
 
 
 def load_trace(path: str, columns: Optional[Iterable[str]] = None, attrs: Optional[Iterable[str]] = None) -> Trace:
-    """The attributes and the per-row arrays of a schema 1 or 2 trace (a running one too); OSError for a file that
-    is not one, or is cut short or corrupt. ``columns``: only these datasets, by their path in the file (``"loss"``,
-    ``"test_accuracy"``, ``"metrics/accuracy"``, ``"bits/up/paper"``), or groups with all below them (``"workers"``,
-    ``"events"``); ``attrs``: only these attributes and ``status``. What is left out is empty, as in a trace
-    without it (reading a few columns of a trace is several times faster than reading it whole)."""
+    """The attributes and the per-row arrays of a schema 1 or 2 trace (a running one too); :class:`TraceError` (an
+    OSError) for a file that is not one, is cut short or corrupt, or breaks the trace contract
+    (:mod:`mpiclip.trace_contract`: what is read is checked first). ``columns``: only these datasets, by their path in
+    the file (``"loss"``, ``"test_accuracy"``, ``"metrics/accuracy"``, ``"bits/up/paper"``), or groups with all below
+    them (``"workers"``, ``"events"``); ``attrs``: only these attributes and ``status``. What is left out is empty, as
+    in a trace without it (reading a few columns of a trace is several times faster than reading it whole)."""
     try:
         return _load_trace(path, None if columns is None else tuple(c.strip("/") for c in columns),
                            None if attrs is None else ("status", *attrs))
-    except (KeyError, RuntimeError) as e:  # h5py's words for a damaged object header or heap
-        raise OSError(f"corrupt: {e.args[0] if e.args else e}") from None
+    except CORRUPT as e:
+        raise _unreadable(path, e) from None
 
 
 def _load_trace(path: str, columns: Optional[tuple], names: Optional[tuple]) -> Trace:
-    wanted = lambda name: columns is None or any(name == c or name.startswith(c + "/") for c in columns)
+    from mpiclip.trace_contract import layout, read_attributes, registered_tables
+
     with open_trace(path) as f:
-        items = f.attrs.items() if names is None else [(k, f.attrs[k]) for k in dict.fromkeys(names) if k in f.attrs]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in items}
-        if "status" in attrs:
-            attrs["status"] = live_status(path, str(attrs["status"]))
-        config = json.loads(attrs.get("config", "{}"))
+        attrs = read_attributes(f, path, names)
+        values = {name: ds[()] if rows is None else ds[:rows] for name, (ds, rows) in layout(f, path, columns).items()}
+    if "status" in attrs:
+        attrs["status"] = live_status(path, str(attrs["status"]))
+    config = json.loads(attrs.get("config", "{}"))
 
-        def dataset(where, name: str):  # None for what is absent or not a dataset
-            obj = where.get(name)
-            return obj[()] if isinstance(obj, h5py.Dataset) else None
+    def read(name: str) -> np.ndarray:
+        return values.get(name, np.zeros(0))
 
-        def read(name: str) -> np.ndarray:
-            values = dataset(f, name) if wanted(name) else None
-            return np.zeros(0) if values is None else values
+    def group(name: str) -> dict:  # the datasets read right below ``name``, in the file's order
+        inside = len(name) + 1
+        return {k[inside:]: v for k, v in values.items() if k.startswith(name + "/") and "/" not in k[inside:]}
 
-        def group(name: str) -> dict:  # only the datasets asked for are opened: opening is what costs
-            inside = len(name) + 1
-            keys = None if wanted(name) else [c[inside:] for c in columns if c.startswith(name + "/") and "/" not in c[inside:]]
-            g = f.get(name) if keys != [] else None
-            if g is None:
-                return {}
-            return {k: v for k in (list(g) if keys is None else keys) if (v := dataset(g, k)) is not None}
-
-        metrics = {**group("metrics"), **{n: v for n in ROOT_SCALARS if wanted(n) and (v := dataset(f, n)) is not None}}
-        tables = {}
-        for table in _registered_tables():
-            if table.per_round:
-                tables[table.name] = f[table.name][()] if wanted(table.name) and table.name in f \
-                    else np.zeros((0, 0), dtype=np.int64)
-            else:
-                tables[table.name] = {**group(table.name), **{f"bits/{k}": v for k, v in group(f"{table.name}/bits").items()}}
-        return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
-                     group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"), metrics,
-                     {k: float(v) for k, v in group("bits/initial/down").items()}, tables)
-
-
-def _registered_tables() -> list:
-    from mpiclip.runners import RUNNERS  # late: the runners (and their methods) import what writes traces
-
-    return list({t.name: t for _, runner in RUNNERS.items() for t in runner.tables}.values())
+    metrics = {**group("metrics"), **{n: values[n] for n in ROOT_SCALARS if n in values}}
+    tables = {}
+    for table in registered_tables():
+        if table.per_round:
+            tables[table.name] = values.get(table.name, np.zeros((0, 0), dtype=np.int64))
+        else:
+            tables[table.name] = {**group(table.name), **{f"bits/{k}": v for k, v in group(f"{table.name}/bits").items()}}
+    return Trace(path, attrs, config, read("rounds"), read("time"), read("loss"), read("grad_norm_sq"),
+                 group("bits/up"), group("bits/down"), group("bits/initial/up"), group("workers"), metrics,
+                 {k: float(v) for k, v in group("bits/initial/down").items()}, tables)

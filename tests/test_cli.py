@@ -103,14 +103,13 @@ def test_info_compares_several_traces(tmp_path, small_config):
     assert bad.returncode == 2 and "--encoding = 'morse'" in bad.stderr
     missing = mpiclip(["info", str(tmp_path / "none.h5")])
     assert missing.returncode == 2 and "no such file" in missing.stderr
-    # a directory: its traces in name order; a damaged one is named on stderr and left out, checkpoints too
+    # a directory: its traces in name order, a damaged one as unreadable with its reason below; checkpoints left out
     (tmp_path / "out" / "c.h5").write_text("not hdf5")
     (tmp_path / "out" / "a.ckpt.h5").write_text("a checkpoint")
     folder = mpiclip(["info", str(tmp_path / "out")])
-    rows = [ln.split()[0] for ln in folder.stdout.splitlines()[2:] if ln.strip()]
-    assert folder.returncode == 0 and rows == ["a", "b"]
-    (skipped,) = error_lines(folder)
-    assert skipped.startswith(f"mpiclip: skipped {tmp_path / 'out' / 'c.h5'}: not a readable HDF5 trace (")
+    lines = folder.stdout.splitlines()
+    assert folder.returncode == 0 and [ln.split()[0] for ln in lines[2:5]] == ["a", "b", "c"] and not folder.stderr
+    assert lines[4].split()[3] == "unreadable" and lines[5].startswith(f"{tmp_path / 'out' / 'c.h5'}: unreadable: ")
     (tmp_path / "empty").mkdir()
     empty = mpiclip(["info", str(tmp_path / "empty")])
     assert empty.returncode == 2 and error_lines(empty) == [

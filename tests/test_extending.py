@@ -252,7 +252,7 @@ LAYERS = {
     "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony",
                       "federation", "oracles"},
     "algorithms": {"runners", "methods"},
-    "traces": {"trace", "results"},
+    "traces": {"trace", "trace_contract", "results"},
     "configuration": {"config"},
     "output": {"plotting", "report", "frames", "sweep", "reproduce"},
     "run": {"comm", "session", "recorder", "checkpoint", "sweep_run", "cli", "__main__"},

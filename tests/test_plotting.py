@@ -1,12 +1,17 @@
 """Figures: the house style, checked on the drawn figure (tight bounding boxes) and in the files."""
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 
+import h5py
 import matplotlib
 import matplotlib.ticker
 import numpy as np
 import pytest
-from helpers import config_table
+from helpers import REPO, config_table
 
 from mpiclip import config as cfg
 from mpiclip import plotting, session
@@ -157,3 +162,76 @@ def test_each_method_declares_its_paper_name_and_style_and_a_family_tells_its_me
     for module, pairs in styles.items():
         assert len(set(pairs)) == len(pairs), module
     assert plotting.paper_name("not_registered") == "not_registered" and "not_registered" not in plotting.PAPER_NAMES
+
+
+# -- issue 28 item 11: privacy-utility figures where curves overlap, their axes and titles; distinct runs ------------
+BUDGETS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def dp_trace(base, method, eps, accuracy, delta=1e-5):
+    """A DP run's final ε and accuracy on a real trace (what draw_privacy_utility reads of one)."""
+    return dataclasses.replace(base, attrs={**base.attrs, "method": method, "name": f"{method}-{eps:g}"},
+                               config={**base.config, "method": {"name": method, "relation": "replace", "delta": delta}},
+                               metrics={"epsilon": np.array([eps]), "accuracy": np.array([accuracy]),
+                                        "test_accuracy": np.array([accuracy])})
+
+
+@pytest.mark.parametrize("y, label", [("accuracy", "final training accuracy"), ("test_accuracy", "final test accuracy")])
+def test_a_privacy_utility_figure_shows_every_curve_states_delta_and_labels_every_budget(traces, y, label):
+    """Clip-SGD and Clip-SGDM at the same values (one hid the other): each method its own line style, and its
+    points set apart in ε by DODGE; the ε axis says δ and labels every budget run (ticks only there); the
+    accuracy axis says training or test."""
+    same = [dp_trace(traces[0], m, e, 0.5 + e / 100) for m in ("clip_sgd", "clip_sgdm") for e in BUDGETS]
+    other = [dp_trace(traces[0], "dp_sgd", e, 0.4) for e in BUDGETS]
+    fig = plotting.draw_privacy_utility(same + other, y=y, title="t")
+    (ax,) = fig.axes
+    curves = [c.lines[0] for c in ax.containers]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Clip-SGD", "Clip-SGDM", "DP-SGD"]
+    assert len({str(c.get_linestyle()) for c in curves}) == 3
+    xs = [np.asarray(c.get_xdata()) for c in curves]
+    assert all(np.allclose(x / np.array(BUDGETS), plotting.DODGE ** (i - 1)) for i, x in enumerate(xs))
+    np.testing.assert_array_equal(curves[0].get_ydata(), curves[1].get_ydata())  # the overlap is there, and shown apart
+    assert [t.get_text() for t in plotting._drawn_tick_labels(ax.xaxis)] == ["1", "2", "4", "8", "16"]
+    assert ax.xaxis.get_minor_locator().tick_values(1, 16) == []  # no tick without a label
+    assert ax.get_xlabel() == "ε (δ = 1e-5)" and ax.get_ylabel() == label
+    assert any("set apart" in t.get_text() for t in ax.texts) and plotting.layout_problems(fig) == []
+    plotting.pyplot().close(fig)
+    mixed = plotting.draw_privacy_utility([dp_trace(traces[0], "dp_sgd", 1.0, 0.4, 1e-6), *other[1:]], y=y)
+    assert mixed.axes[0].get_xlabel() == "ε (δ differs between runs)"
+    plotting.pyplot().close(mixed)
+
+
+def test_titles_name_the_data_set_and_privacy_unit_in_words():
+    base = cfg.validate(config_table(data={"source": "libsvm", "path": "mushrooms.txt"}))
+    assert plotting.dataset_name(base) == "mushrooms"
+    assert plotting.dataset_name(cfg.validate(config_table())) == "synthetic"
+    assert plotting.PRIVACY_UNITS == {"replace": "record-level DP", "add_remove": "worker-level DP"}
+
+
+def test_every_run_of_a_figure_has_its_own_colour_marker_and_line_style(traces):
+    """Three runs of one method (the plot_traces case): the first keeps the method's look, the others its colour
+    with another marker and line style."""
+    again = [dataclasses.replace(traces[1], attrs={**traces[1].attrs, "name": f"ef14-{i}"}) for i in range(3)]
+    fig = plotting.draw([*again, traces[2]])
+    looks = [(ln.get_color(), ln.get_marker(), str(ln.get_linestyle())) for ln in fig.axes[0].get_lines()]
+    assert len(set(looks)) == 4 and {c for c, _, _ in looks[:3]} == {plotting.method_style("ef14")["color"]}
+    assert looks[0][:2] == tuple(plotting.method_style("ef14").values()) and looks[0][2] == "-"
+    plotting.pyplot().close(fig)
+
+
+def test_plot_traces_warns_of_a_legend_that_leaves_a_column_figure(traces, tmp_path):
+    """The check `mpiclip reproduce` makes (layout_problems), now in analysis/plot_traces.py too."""
+    long = traces[1].path.replace("ef14.h5", "a-run-whose-name-is-much-too-long-for-one-column-of-a-paper.h5")
+    shutil.copy(traces[1].path, long)
+    with h5py.File(long, "a") as f:
+        f.attrs["name"] = os.path.basename(long)[:-3]
+    script = os.path.join(REPO, "analysis", "plot_traces.py")
+    args = [sys.executable, script, traces[1].path, long, "--x", "rounds", "-o"]
+    narrow = subprocess.run([*args, str(tmp_path / "c.png"), "--size", "column"], capture_output=True, text=True,
+                            timeout=120)
+    assert narrow.returncode == 0 and (tmp_path / "c.png").exists()
+    said = narrow.stderr.splitlines()
+    assert said and all(line.startswith(f"plot_traces: warning: figure {tmp_path / 'c.png'}: ") for line in said)
+    assert any("'EF, Top-2 [a-run-whose-name" in line and line.endswith("leaves the canvas") for line in said), said
+    wide = subprocess.run([*args, str(tmp_path / "p.png")], capture_output=True, text=True, timeout=120)
+    assert wide.returncode == 0 and wide.stderr == ""

@@ -161,7 +161,7 @@ def test_the_runs_of_a_sweep_in_sweep_order_with_their_config(sweep):
     assert [r.index for r in every] == list(range(6)) and every[2].status.startswith("failed: diverged")
 
 
-def test_missing_damaged_and_running_traces_are_left_out_and_sweep_best_goes_on(sweep, tmp_path):
+def test_missing_and_running_traces_are_left_out_a_damaged_one_is_unreadable_and_sweep_best_goes_on(sweep, tmp_path):
     copy = tmp_path / "res"
     shutil.copytree(sweep.runs[0].config.trace_path.rsplit("/", 2)[0], copy)
     moved = load_sweep_copy(sweep, copy)
@@ -174,9 +174,10 @@ def test_missing_damaged_and_running_traces_are_left_out_and_sweep_best_goes_on(
         left.unlink()
     assert [r.index for r in results.runs(moved)] == [1, 3]
     assert [(r.index, r.status.split(":")[0]) for r in results.runs(moved, statuses=None)] == [
-        (1, "completed"), (2, "failed"), (3, "completed"), (5, "failed")]  # a writer lost is a failure
-    best = {b.group: b for b in best_runs(moved)}  # the damaged trace is not run, not an exception
+        (0, "unreadable"), (1, "completed"), (2, "failed"), (3, "completed"), (5, "failed")]  # a writer lost is a failure
+    best = {b.group: b for b in best_runs(moved)}  # the damaged trace cannot win, and is named; not an exception
     assert best["ef21"].run.index == 1 and best["gd"].run is None and best["gd"].failed == 1 and best["gd"].tried == 2
+    assert [label for label, _ in best["ef21"].unreadable] == [moved.runs[0].label] and not best["gd"].unreadable
 
 
 def load_sweep_copy(sweep, folder):

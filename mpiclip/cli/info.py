@@ -10,7 +10,8 @@ def add_parsers(sub) -> None:
     info = sub.add_parser("info", help="summarise traces", description="One trace: its metadata, final values, "
                           "bits under every encoding and timing. Several: a comparison table.")
     info.add_argument("traces", nargs="+", metavar="TRACE", help="trace files, or directories: their *.h5 traces "
-                      "(checkpoints and hidden temporaries left out), in name order")
+                      "(checkpoints and hidden temporaries left out), in name order; a directory's trace that cannot "
+                      "be read is listed as unreadable, with the reason")
     info.add_argument("--encoding", default="paper", help="bit encoding of the table's bits columns (default paper)")
     info.add_argument("--to", type=float, nargs="+", default=(), metavar="EPS",
                       help="add columns: bits per worker until ‖∇f‖² first reached each EPS (a comparison table)")
@@ -34,31 +35,33 @@ def cmd_info(args) -> int:
 
     from mpiclip import report
     from mpiclip.results import trace_files
-    from mpiclip.trace import load_trace
+    from mpiclip.trace import TraceError, load_trace
 
-    traces = []
+    traces = []  # a Trace, or the TraceError of a directory's trace that cannot be read
     for path in args.traces:
         if os.path.isdir(path):
             found = trace_files(path)
             if not found:
                 print(f"mpiclip: error: trace = {path!r}: a directory without traces (*.h5)", file=sys.stderr)
                 return 2
-            for name in found:  # one damaged trace among many is reported, not fatal
+            for name in found:  # one unreadable trace among many is a row of the table, not fatal
                 try:
                     traces.append(load_trace(name))
-                except OSError as e:
-                    print(f"mpiclip: skipped {name}: not a readable HDF5 trace ({e})", file=sys.stderr)
+                except TraceError as e:
+                    traces.append(e)
             continue
         if not os.path.isfile(path):
             print(f"mpiclip: error: trace = {path!r}: no such file", file=sys.stderr)
             return 2
         try:
             traces.append(load_trace(path))
-        except OSError as e:
-            print(f"mpiclip: error: trace = {path!r}: not a readable HDF5 trace ({e})", file=sys.stderr)
+        except TraceError as e:
+            print(f"mpiclip: error: trace = {path!r}: not a readable HDF5 trace ({e.reason})", file=sys.stderr)
             return 2
-    if not traces:
-        print(f"mpiclip: error: trace = {args.traces[0]!r}: no readable trace", file=sys.stderr)
+    if all(isinstance(tr, TraceError) for tr in traces):
+        first = traces[0]
+        print(f"mpiclip: error: trace = {args.traces[0]!r}: no readable trace ({len(traces)} unreadable; "
+              f"{os.path.basename(first.path)}: {first.reason})", file=sys.stderr)
         return 2
     if len(traces) == 1 and not args.to:
         print(report.describe(traces[0]))

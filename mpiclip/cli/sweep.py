@@ -99,9 +99,9 @@ def cmd_sweep_list(args) -> int:
         return 2
     counts = Counter()
     for run in runs:  # one run at a time: a listing of 10^6 runs keeps none of them
-        status = status_of(run.trace_path).split(":")[0]
-        counts[status] += 1
-        print(f"{run.index:5d}  {status:11s}  {run.label}")
+        word, _, why = status_of(run.trace_path).partition(": ")
+        counts[word] += 1
+        print(f"{run.index:5d}  {word:11s}  {run.label}" + (f"  ({why})" if word == "unreadable" else ""))
     what = f"{len(runs)} runs" if args.task is None else f"{len(runs)} of {total} runs (slice {args.task})"
     print(f"{what} in {sweep.output}: " + ", ".join(f"{counts[k]} {k}" for k in sorted(counts)))
     return 0
@@ -160,8 +160,9 @@ def cmd_sweep_best(args) -> int:
     sel = sweep.select
     rows = []
     for b in best:
+        tried = f"{b.tried} runs, {b.failed} failed" + (f", {len(b.unreadable)} unreadable" if b.unreadable else "")
         if b.run is None:
-            rows.append([b.group, "-", "-", "-", "-", f"{b.tried} runs, none completed"])
+            rows.append([b.group, "-", "-", "-", "-", f"{tried}, none completed"])
             continue
         tr = b.trace
         final = plotting.y_values(tr, sel.metric)[-1]
@@ -169,10 +170,11 @@ def cmd_sweep_best(args) -> int:
         kind = "min" if sel.criterion == "min" else "final"
         shown = -value if reached and larger_is_better(sel.metric) else value  # scores are smaller-is-better
         how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{shown:.4g} ({kind})"
-        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how,
-                     f"{b.tried} runs, {b.failed} failed"])
+        rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how, tried])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
                               f"chosen by ({sel.criterion})", "tried"]))
+    for label, why in (item for b in best for item in b.unreadable):
+        print(f"{label}: unreadable: {why}")
     if args.plot:
         chosen = [b.trace for b in best if b.trace is not None]
         for b in best:
@@ -180,7 +182,8 @@ def cmd_sweep_best(args) -> int:
                 short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
                 b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
                                                                    if k not in sel.group)
-        plotting.plot(chosen, args.plot, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
-                      xmax=None)  # runs stop at the tolerance: show each chosen run whole
+        fig = plotting.draw(chosen, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
+                            xmax=None)  # runs stop at the tolerance: show each chosen run whole
+        plotting.save_checked(fig, args.plot, lambda problem: print(f"mpiclip: warning: {problem}", file=sys.stderr))
         print(f"plot: {args.plot}")
     return 0

@@ -84,8 +84,9 @@ def privacy(page, name: str, sweep) -> None:
     chosen = [tr for (_, trs) in best.values() for tr in trs]
     count = "/".join(map(str, seeds))
     for y, label in (("grad_norm_sq", "grad"), ("accuracy", "accuracy")):
+        words = f"{plotting.dataset_name(runs[0].config)}, {plotting.PRIVACY_UNITS.get(runs[0].param('relation'), '')}"
         page.figure(f"{name}-{label}", plotting.draw_privacy_utility(
-            chosen, y=y, title=f"{name}: best τ and γ per method and ε, mean of {count} seeds (bars: range)"))
+            chosen, y=y, title=f"{words}: best τ and γ per method and ε, mean of {count} seeds (bars: range)"))
 
 
 def write(page, sweeps: dict) -> None:

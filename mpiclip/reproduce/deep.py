@@ -54,7 +54,7 @@ def tuned(sweep: Sweep) -> list[Tuned]:
     """Per group of the sweep's ``select.group``, the setting with the best mean final ``select.metric`` over its
     seeds; a setting with a run that did not complete is not eligible."""
     metric, sign = sweep.select.metric, 1.0 if larger_is_better(sweep.select.metric) else -1.0
-    read = {r.index: r for r in results.runs(sweep, statuses=None)}  # every readable trace: failed ones are counted
+    read = {r.index: r for r in results.runs(sweep, statuses=None)}  # every trace there is: failed ones are counted
     groups: dict = {}  # group values -> (Tuned, {setting: [trace or None per seed]})
     for run in sweep.runs:
         values = {k: results.config_value(run.config, k) for k in sweep.select.group}

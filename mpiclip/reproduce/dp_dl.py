@@ -40,7 +40,8 @@ def write(page, sweeps: dict) -> None:
             chosen = [tr for b in best if b.traces and b.values["method.relation"] == relation for tr in b.traces]
             if chosen:
                 page.figure(f"{name}-{relation}-frontier", plotting.draw_privacy_utility(
-                    chosen, y="test_accuracy", title=f"{name}, {unit}: final test accuracy of each method's best setting"))
+                    chosen, y="test_accuracy", title=f"{plotting.dataset_name(sweep.runs[0].config)}, "
+                    f"{unit} DP: final test accuracy of each method's best setting"))
         verdicts, wins = [], 0
         for b in best:
             if b.values["method.name"] != "clip21_sgd2m" or not b.traces:

@@ -92,9 +92,11 @@ def frontier(page, name: str, sweep) -> None:
         page.table(label, ["method", "ε", "best settings", "seeds", *(f"final {m}" for _, m, _ in MEASURES)], rows)
         verdict(page, label, best)
         chosen = [tr for settings, trs in best.values() for tr in trs]
-        for key, measure, _ in MEASURES:
+        words = f"{plotting.dataset_name(config)}, {plotting.PRIVACY_UNITS.get(relation, relation)}"
+        for key, _, _ in MEASURES:
+            measure = plotting.FINAL_LABEL[key].removeprefix("final ") if key != "grad_norm_sq" else "‖∇f‖²"
             page.figure(f"{label}-{key}", plotting.draw_privacy_utility(
-                chosen, y=key, title=f"{name}, {relation}: final {measure} at the best settings per method and ε "
+                chosen, y=key, title=f"{words}: final {measure} at the best settings per method and ε "
                 "(bars: range over seeds)"))
 
 
