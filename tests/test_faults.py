@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 from helpers import DAMAGE, config_table, damage, write_libsvm, write_toml
