@@ -21,7 +21,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from helpers import DAMAGE, config_table, damage, write_libsvm, write_toml
+from helpers import DAMAGE, REPO, config_table, damage, write_libsvm, write_toml
 
 from mpiclip import writer_lock
 from mpiclip.cli import main
@@ -285,8 +285,10 @@ def digest(directory) -> dict:
             for p in sorted(os.listdir(directory)) if os.path.isfile(os.path.join(directory, p))}
 
 
-def test_the_catalogue_has_forty_cases_and_unique_names():
+def test_the_catalogue_has_unique_names_and_the_readme_counts_it():
     assert len(CATALOGUE) >= 40 and len({c[0] for c in CATALOGUE}) == len(CATALOGUE)
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert f"holds the catalogue ({len(CATALOGUE)} cases)" in readme
 
 
 @pytest.mark.parametrize("name, args, message", CATALOGUE, ids=[c[0] for c in CATALOGUE])
