@@ -249,7 +249,7 @@ def test_the_session_declares_what_each_stage_makes_in_one_place():
 LAYERS = {
     "foundation": {"errors", "registry", "params", "limits", "paths", "progress", "provenance", "rng", "wire",
                    "clipping", "writer_lock", "grid"},
-    "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony",
+    "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony", "system",
                       "federation", "oracles"},
     "algorithms": {"runners", "methods"},
     "traces": {"trace", "trace_contract", "results"},
