@@ -36,6 +36,8 @@ from mpiclip.paths import check_printable, printable
 from mpiclip.problems import PROBLEMS
 from mpiclip.runners import RUNNERS
 from mpiclip.stepsize import StepsizeParams
+from mpiclip.system import SystemModel, SystemParams
+from mpiclip.system import parse as parse_system
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,9 +49,9 @@ UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "checkpoint_seco
 
 def sections() -> tuple[str, ...]:
     """The config's sections: the runners' own ([async], [federated], and those of runners registered from
-    outside the package) sit between [stepsize] and [output], in the registry's order."""
+    outside the package) sit between [stepsize] and [system] (shared by every runner), in the registry's order."""
     runners = dict.fromkeys(r.section for _, r in RUNNERS.items() if r.section)
-    return ("run", "data", "problem", "method", "compressor", "stepsize", *runners, "output")
+    return ("run", "data", "problem", "method", "compressor", "stepsize", *runners, "system", "output")
 
 
 SELECTORS = {"problem": "name", "method": "name", "compressor": "name", "data": "source"}
@@ -111,6 +113,7 @@ class Config:
     stepsize: StepsizeParams
     output: OutputParams
     sections: tuple = ()  # ((name, params), ...): the section of the runner that drives the method, if it has one
+    system: Optional[SystemParams] = None  # [system], shared by every runner; None: no simulated clock (as before it)
 
     def section(self, name: str) -> Any:
         """The parameters of a runner's section ([async], [federated]), or None if the config has none."""
@@ -127,6 +130,8 @@ class Config:
         table["stepsize"] = to_table(self.stepsize)
         for name, params in self.sections:
             table[name] = to_table(params)
+        if self.system is not None:  # absent, the table (and the config's hash) is what it was before [system]
+            table["system"] = to_table(self.system)
         table["output"] = to_table(self.output)
         return table
 
@@ -465,7 +470,17 @@ def validate(table: dict) -> Config:
     data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
     stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
     output = parse_params(OutputParams, table.get("output", {}), "output")
-    return Config(run, data, problem, method, compressor, stepsize, output, _runner_sections(table, method.name, run))
+    return Config(run, data, problem, method, compressor, stepsize, output, _runner_sections(table, method.name, run),
+                  _system(table.get("system"), run))
+
+
+def _system(values: Optional[dict], run: RunParams) -> Optional[SystemParams]:
+    """[system], checked against the workers (its files read and validated), or None if the config has none."""
+    if values is None:
+        return None
+    params = parse_system(values)
+    SystemModel(params, run.n_workers, run.seed)
+    return params
 
 
 def _runner_sections(table: dict, method: str, run: RunParams) -> tuple:

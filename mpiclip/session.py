@@ -396,7 +396,7 @@ class Session:
 
     def _row_scalars(self) -> tuple[str, ...]:
         """Per-row scalars besides f and ‖∇f‖²: the runner's, the method's and the problem's scores."""
-        return self.runner_cls.scalars + self.method.round_metrics + self.problem.score_names
+        return self.runner_cls.row_scalars(self.config) + self.method.round_metrics + self.problem.score_names
 
     def _tables(self) -> tuple:
         """(table, width) of the runner's tables."""

@@ -141,13 +141,8 @@ class SystemParams:
 
     def check(self) -> None:
         for key in LINK_KEYS:
-            values = getattr(self, key)
-            if not values:
+            if not getattr(self, key):
                 raise InputError(f"system.{key}", [], "needs one value, one per worker, or one per class")
-            check = finite_nonnegative if key == "latency" else finite_positive
-            bad = next((v for v in values if check(v)), None)
-            if bad is not None:
-                raise InputError(f"system.{key}", bad, check(bad))
         if self.availability == "markov" and self.p_on == 0:
             raise InputError("system.p_on", 0.0, "clients offline at the start would never come online; must be > 0")
         if (self.availability == "file") != bool(self.availability_file):
@@ -170,9 +165,17 @@ class SystemParams:
 
 
 def parse(table: dict) -> SystemParams:
-    """[system] from its table; a number for a link key stands for that value for every worker."""
-    table = {k: [v] if k in LINK_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool) else v
-             for k, v in table.items()}
+    """[system] from its table; a number for a link key stands for that value for every worker. A link's latency
+    and bandwidths are checked value by value, so that the message names the bad one."""
+    table = dict(table)
+    for key in LINK_KEYS:
+        values = table.get(key)
+        if isinstance(values, (int, float)) and not isinstance(values, bool):
+            table[key] = values = [values]
+        check = finite_nonnegative if key == "latency" else finite_positive
+        for v in values if isinstance(values, list) else ():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and check(v):
+                raise InputError(f"system.{key}", v, check(v))
     return parse_params(SystemParams, table, "system")
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from mpiclip import SCHEMA_VERSION, __version__
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import MpiclipError
+from mpiclip.system import CLOCK_COLUMNS, DROPPED
 from mpiclip.writer_lock import WriterLock, live_status
 
 BITS_CONVENTION = ("row r holds the bits sent in rounds t_{r-1}..t_r-1 (cumsum = bits sent before x^t); "
@@ -50,9 +51,11 @@ CHUNK_BYTES = 1 << 15  # rows per chunk: about 32 kB of a per-row dataset (an ap
 
 UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)", "update": "update", "start": "update",
          "delay": "update",
-         "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1", "comm_rounds": "communication round"}
+         "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1", "comm_rounds": "communication round",
+         "sim_compute": "s", "sim_comm": "s", "sim_wait": "s", "sim_dropped": "client"}
 FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance", "comm_rounds")
-ROOT_SCALARS = FEDERATED_SCALARS + ("sim_time",)  # per-row scalars kept at the root rather than in /metrics
+# per-row scalars kept at the root rather than in /metrics: sim_time, and [system]'s breakdown of it (mpiclip.system)
+ROOT_SCALARS = FEDERATED_SCALARS + CLOCK_COLUMNS + (DROPPED,)
 RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
 
 

@@ -276,9 +276,9 @@ def test_a_task_of_a_huge_multirun_makes_only_its_own_config(tmp_path):
 @pytest.mark.parametrize("table, overrides, message", [
     ({}, ["stepsize.factr=2"], "stepsize.factr = 2: unknown key (valid keys: factor, rule, value); did you mean 'factor'?"),
     ({}, ["runn.rounds=2"], "--set runn.rounds = 2: unknown section (valid: run, data, problem, method, compressor, "
-     "stepsize, async, federated, output); did you mean 'run'?"),
+     "stepsize, async, federated, system, output); did you mean 'run'?"),
     ({"compresor": {"k": 2}}, [], "compresor = {k}: unknown section (valid: run, data, problem, method, compressor, "
-     "stepsize, async, federated, output); did you mean 'compressor'?"),
+     "stepsize, async, federated, system, output); did you mean 'compressor'?"),
     ({}, ["compressor.name=rnadk"], "compressor.name = 'rnadk': unknown compressor (valid: "),
     ({}, ["data.split=contiguos"], "data.split = 'contiguos': unknown split (valid: "),
     ({}, ["run.x0_scal=2"], "run.x0_scal = 2: unknown key (valid keys: "),

@@ -53,6 +53,15 @@ def files(tmp) -> None:
     for name, change in HOSTILE_SCHEDULES.items():
         write_schedule(tmp / f"schedule-{name}.h5", change)
     broken_data_files(tmp, X, y)
+    system_files(tmp)
+
+
+def system_files(tmp) -> None:
+    """Issue 29: measured speeds and availability traces of the 4 workers, broken."""
+    (tmp / "speeds-short.txt").write_text("0.1\n0.2\n0.3\n")
+    (tmp / "speeds-negative.txt").write_text("0.1\n-0.2\n0.3\n0.4\n")
+    (tmp / "online-short.txt").write_text("1 0 1\n1 1 1\n")
+    (tmp / "online-never.txt").write_text("1 0 1\n1 1 1\n0 0 0\n1 1 0\n")
 
 
 def broken_data_files(tmp, X, y) -> None:
@@ -242,7 +251,7 @@ CATALOGUE = [
      "async.replay = 'schedule-no-start.h5': has no dataset /events/start"),
     # issue 28, items 5 and 12: misspelt names say what was meant; range(...)/choice(...) sweeps; grids too large
     ("did-you-mean-section", ["--set", "compresor.k=2"], "--set compresor.k = 2: unknown section (valid: run, data, "
-     "problem, method, compressor, stepsize, async, federated, output); did you mean 'compressor'?"),
+     "problem, method, compressor, stepsize, async, federated, system, output); did you mean 'compressor'?"),
     ("did-you-mean-key", ["--set", "stepsize.factr=2"],
      "stepsize.factr = 2: unknown key (valid keys: factor, rule, value); did you mean 'factor'?"),
     ("did-you-mean-choice", ["--set", "output.exists=overwite"],
@@ -266,6 +275,26 @@ CATALOGUE = [
     ("range-point-invalid", ["--multirun", "--set", "compressor.k=range(10,14)"], "compressor.k = 13: must be <= d = 12"),
     ("grid-too-large", ["--multirun", "--set", "run.seed=range(0,1000000)", "--set", "compressor.k=range(1,1000)"],
      "runs = 999000000: too many for one process (at most 100,000): run slices of them with --task I"),
+    # issue 29, items 1 and 2: the system model ([system]) refuses what no cluster or fleet can be
+    ("system-negative-latency", ["--set", "system.latency=-0.001"], "system.latency = -0.001: must be a finite number >= 0"),
+    ("system-zero-bandwidth", ["--set", "system.bandwidth_up=[1e9, 0, 1e9, 1e9]"],
+     "system.bandwidth_up = 0: must be a finite number > 0"),
+    ("system-inf-bandwidth", ["--set", "system.bandwidth_down=inf"], "system.bandwidth_down = inf: must be a finite number > 0"),
+    ("system-nan-latency", ["--set", "system.latency=nan"], "system.latency = nan: must be a finite number >= 0"),
+    ("system-negative-speed", ["--set", "system.factors=[1, -1, 1, 1]"], "system.factors = -1.0: must be a finite number > 0"),
+    ("system-inf-mean-time", ["--set", "system.mean_time=inf"], "system.mean_time = inf: must be a finite number > 0"),
+    ("system-links-wrong-length", ["--set", "system.latency=[0.1, 0.2]"],
+     "system.latency = 2: values given: need 1 or one per worker (n = 4)"),
+    ("system-speeds-wrong-length", ["--set", "system.speeds_file='speeds-short.txt'"],
+     "system.speeds_file = 'speeds-short.txt': holds 3 numbers, need one per worker (n = 4)"),
+    ("system-speeds-negative", ["--set", "system.speeds_file='speeds-negative.txt'"],
+     "system.speeds_file = 'speeds-negative.txt': worker 1's speed -0.2 is not a finite number > 0"),
+    ("system-availability-wrong-length", ["--set", "system.availability='file'", "--set",
+                                          "system.availability_file='online-short.txt'"],
+     "system.availability_file = 'online-short.txt': holds 2 lines, need one per client (n = 4)"),
+    ("system-client-never-online", ["--set", "system.availability='file'", "--set",
+                                    "system.availability_file='online-never.txt'"],
+     "system.availability_file = 'online-never.txt': client 2 is never online"),
 ]
 
 

@@ -123,6 +123,7 @@ def cmd_options(args) -> int:
     for name, runner in RUNNERS.items():  # the runners' own sections, each once (a runner's modes share it)
         if runner.section and runner.section not in sections:
             sections[runner.section] = [f"  ({name} methods only)"] + keys(runner.params)
+    sections["system"] = ["  (every runner; absent: no simulated clock)"] + keys(cfg.SystemParams)
     sections["output"] = keys(cfg.OutputParams)
     if args.section and args.section not in sections:
         print(f"mpiclip: error: section = {args.section!r}: unknown (sections: {', '.join(sections)})", file=sys.stderr)

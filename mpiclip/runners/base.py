@@ -234,6 +234,11 @@ class Runner:
         """Raise InputError for settings of the section that cannot work with this many workers."""
 
     @classmethod
+    def row_scalars(cls, config: Any) -> tuple[str, ...]:
+        """Its per-row scalars for this config (a runner that keeps the [system] clock adds its columns)."""
+        return cls.scalars
+
+    @classmethod
     def table_width(cls, config: Any, table: Table) -> int:
         """Values per row of a 2-D table (e.g. the clients sampled per round)."""
         raise NotImplementedError
