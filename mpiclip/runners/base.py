@@ -379,3 +379,10 @@ def end_status(run: Any, t: int, row: Row) -> str:
     if run.max_bits and row.bits >= run.max_bits:
         return f"completed: bit budget reached at round {t}"
     return "running"
+
+
+def time_budget(max_time: float, sim_time: float, t: int) -> str:
+    """'running', or the end of a run whose simulated clock has reached system.max_time at recorded round t."""
+    if max_time and sim_time >= max_time:
+        return f"completed: time budget {max_time:g} s reached at round {t} (simulated time {sim_time:.6g} s)"
+    return "running"

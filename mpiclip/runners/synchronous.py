@@ -19,8 +19,9 @@ import numpy as np
 from mpiclip.compressors import Message
 from mpiclip.problems import Problem
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row, time_budget
 from mpiclip.runners.protocol import Method
+from mpiclip.system import CLOCK_COLUMNS, SystemModel
 from mpiclip.wire import SparseGather, sequential_sum
 
 if TYPE_CHECKING:  # the loop gets its communicator from the session; this package never imports it
@@ -190,15 +191,23 @@ class SynchronousRunner(Runner):
     protocol = SynchronousMethod
     phases = ("gradient", "compression", "communication", "update", "evaluation", "trace")
 
+    @classmethod
+    def row_scalars(cls, config):
+        return cls.scalars + (CLOCK_COLUMNS if config.system is not None else ())
+
     def __init__(self, setup):
         super().__init__(setup)
-        self.all_ids = np.arange(setup.config.run.n_workers)
+        run = setup.config.run
+        self.all_ids = np.arange(run.n_workers)
+        self.system = SystemModel(setup.config.system, run.n_workers, run.seed) if setup.config.system else None
 
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
         if state is None:
             workers, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
             state = RunState(0, s.x0.copy(), workers, server, Ledger.empty(len(s.worker_ids)))
+            if self.system is not None:
+                state.runner_data.update(sim_compute=0.0, sim_wait=0.0, sim_down=0.0)
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -231,6 +240,8 @@ class SynchronousRunner(Runner):
             finite = bool(np.isfinite(state.x).all())
             t3 = clock()
         state.ledger.add(msg, downlink)
+        if self.system is not None:
+            self._tick(state, downlink)
         if record:
             s.recorder.set_metrics(metrics)
             if s.recorder.full or control.flush:  # only now is the row complete
@@ -246,16 +257,44 @@ class SynchronousRunner(Runner):
             state.status = f"failed: diverged at round {state.t} (x is not finite)"
         return state
 
+    def _tick(self, state: RunState, downlink: Optional[Message]) -> None:
+        """Round t on the simulated clock, but for the uplink's bytes (summed over the workers at the next row):
+        the workers' compute, every one waiting for the slowest, and the server's broadcast."""
+        clock, system = state.runner_data, self.system
+        seconds = system.compute_seconds(self.all_ids, state.t)
+        slowest, mean = float(seconds.max()), float(seconds.mean())
+        clock["sim_compute"] += mean
+        clock["sim_wait"] += slowest - mean
+        if downlink is not None:
+            clock["sim_down"] += system.broadcast(float(downlink.bits[0][system.encoding]) / 8)
+
+    def _clock(self, state: RunState, sent_bits: float) -> dict:
+        """The simulated clock at x^t, with ``sent_bits`` the bits every worker sent in rounds 0..t−1 (the initial
+        round's included): each round's collective is affine in its bytes, so their sum is the rounds' cost."""
+        clock, system = state.runner_data, self.system
+        comm = state.t * system.collective_latency() + system.collective_per_byte() * sent_bits / 8 + clock["sim_down"]
+        return {"sim_time": clock["sim_compute"] + clock["sim_wait"] + comm, "sim_compute": clock["sim_compute"],
+                "sim_comm": comm, "sim_wait": clock["sim_wait"]}
+
     def _evaluate(self, state: RunState, oracle: LocalOracle) -> bool:
         """Record row t (f, ‖∇f‖², the method's and the problem's scores) and apply the stopping rules and
         the session's requests; False if the loop ends at this round."""
         s, run, t = self.setup, self.setup.config.run, state.t
         t1 = time.perf_counter()
-        row = exact_row(s, state, oracle.full(), oracle.losses())
+        sent = None if self.system is None else state.ledger.sent_up[:, self.system.encoding : self.system.encoding + 1]
+        row = exact_row(s, state, oracle.full(), oracle.losses(), sent)
         status = end_status(run, t, row)
+        clock = {} if self.system is None else self._clock(state, float(row.sums[0]))
+        if status == "running" and clock:
+            status = time_budget(s.config.system.max_time, clock["sim_time"], t)
         if status == "running" and s.control.stop:
             return False  # round t is recorded when the run resumes
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
-                           {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores})
+                           {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores, **clock})
         self.recorded(state, row, status, t1)
+        if clock:
+            state.runner_data["sim_time"] = clock["sim_time"]
         return status == "running"
+
+    def summary(self, state: RunState) -> dict:
+        return {} if self.system is None else {"sim_time": float(state.runner_data.get("sim_time", 0.0))}
