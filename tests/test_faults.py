@@ -295,6 +295,9 @@ CATALOGUE = [
     ("system-client-never-online", ["--set", "system.availability='file'", "--set",
                                     "system.availability_file='online-never.txt'"],
      "system.availability_file = 'online-never.txt': client 2 is never online"),
+    ("system-deadline-unmeetable", ["--set", "method.name=fedavg", "--set", "compressor.name=identity", "--set",
+                                    "system.mean_time=1", "--set", "system.deadline=2.5"],
+     "system.deadline = 2.5: no client can meet it: the fastest, client 0, needs 5"),
 ]
 
 

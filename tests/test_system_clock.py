@@ -92,3 +92,72 @@ def test_the_time_budget_ends_the_run_with_an_honest_status(tmp_path):
 def test_bad_system_settings_fail_at_validation():
     with pytest.raises(InputError, match="system.latency"):
         cfg.validate(config_table(system={"latency": -1.0}))
+
+
+# ------------------------------------------------------------------------------------------- federated rounds
+def fed(path, federated=None, **system_table):
+    t = config_table(run={"name": "f", "n_workers": 4, "rounds": 6, "x0": "zeros"},
+                     method={"name": "fedavg", "local_steps": 3}, compressor={"name": "identity"},
+                     stepsize={"rule": "constant", "value": 0.5})
+    t["federated"] = federated or {}
+    if system_table:
+        t["system"] = system_table
+    t["output"] = {"path": str(path), "exists": "overwrite"}
+    (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
+    result = session.execute(prepared)
+    assert result.status.startswith("completed"), result.status
+    return trace_arrays(str(path))
+
+
+def test_a_constant_fleet_without_dropouts_keeps_the_federated_trajectory_and_times_its_rounds(tmp_path):
+    plain = fed(tmp_path / "a.h5", {"clients_per_round": 3})
+    timed = fed(tmp_path / "b.h5", {"clients_per_round": 3}, mean_time=0.1, latency=0.01, bandwidth_up=1e5,
+                bandwidth_down=1e6)
+    assert differences(plain, without_clock(timed)) == []
+    # a round: download x (12 floats = 48 bytes, paper), 3 local steps of 0.1 s, upload the update (48 bytes)
+    one_round = 0.01 + 48 / 1e6 + 3 * 0.1 + 0.01 + 48 / 1e5
+    np.testing.assert_allclose(timed["sim_time"], timed["rounds"] * one_round, rtol=1e-12)
+    np.testing.assert_allclose(timed["sim_compute"], timed["rounds"] * 0.3, rtol=1e-12)
+    assert timed["sim_dropped"].tolist() == [0] * 7
+
+
+def test_a_client_dropped_at_the_deadline_never_contributes(tmp_path):
+    """Client 2 computes 10× slower and misses the 1 s deadline every round: the run is the one in which client 2 is
+    offline (an availability trace): the same iterates, losses and uploads."""
+    late = fed(tmp_path / "late.h5", mean_time=0.1, factors=[1, 1, 10, 1], deadline=1.0)
+    online = tmp_path / "online.txt"
+    online.write_text("1 1 1 1 1 1 1\n" * 2 + "0 0 0 0 0 0 1\n" + "1 1 1 1 1 1 1\n")
+    offline = fed(tmp_path / "off.h5", mean_time=0.1, availability="file", availability_file=str(online))
+    plain = fed(tmp_path / "plain.h5")
+    assert not np.array_equal(plain["x_final"], late["x_final"])
+    changed = differences(without_clock(late), without_clock(offline))
+    # what differs: the downloads client 2 received, and the diagnostics of the clients that computed (client 2 did)
+    assert changed == ["bits/down/compact", "bits/down/coo32", "bits/down/paper", "bits/down/wire", "workers/grad_gap",
+                       "workers/grad_gap_rel", "workers/update_norm"]
+    assert late["bits/up/paper"][1:, 2].sum() == 0 and late["bits/up/paper"][1:, [0, 1, 3]].min() > 0
+    assert late["sim_dropped"].tolist() == offline["sim_dropped"].tolist() == list(range(7))
+    np.testing.assert_allclose(late["sim_time"], late["rounds"] * 1.0)  # the server waits until the deadline
+
+
+def test_over_selection_keeps_the_first_clients_that_finish(tmp_path):
+    """P = 2 with 50 % over-selection samples 3 clients a round; the slowest of them (client 3, 5× slower) is
+    dropped whenever it is drawn, and a round lasts until the second client has finished."""
+    arrays = fed(tmp_path / "o.h5", {"clients_per_round": 2}, mean_time=0.1, factors=[1, 2, 3, 5], latency=0.0,
+                 over_selection=0.5)
+    clients = arrays["clients"]
+    assert clients.shape == (6, 3)
+    seconds = np.array([1, 2, 3, 5])[clients] * 0.3 + 48 / 1.25e9 * 2
+    np.testing.assert_allclose(np.diff(arrays["sim_time"]), np.sort(seconds, axis=1)[:, 1], rtol=1e-12)
+    assert arrays["sim_dropped"][-1] == 6
+    kept = np.sort(clients, axis=1)[:, :2]
+    sent = arrays["bits/up/paper"][1:] > 0
+    assert all(set(np.flatnonzero(sent[t])) == set(kept[t]) for t in range(6))
+
+
+def test_a_deadline_no_client_can_meet_is_refused():
+    t = config_table(method={"name": "fedavg", "local_steps": 3}, compressor={"name": "identity"},
+                     system={"mean_time": 1.0, "deadline": 2.5})
+    (prepared,) = [session.Session(cfg.validate(t), SerialComm())]
+    with pytest.raises(InputError) as e:
+        prepared.prepare(check_output=False)
+    assert e.value.field == "system.deadline" and "no client can meet it: the fastest, client 0, needs 3" in e.value.reason

@@ -38,8 +38,10 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams, ServerOptState, sample_clients, server_optimizer
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row, time_budget
+from mpiclip.runners.fedclock import FedClock
 from mpiclip.runners.protocol import Method
+from mpiclip.system import CLOCK_COLUMNS, DROPPED
 from mpiclip.wire import row_sq_norms
 
 
@@ -222,8 +224,12 @@ class FederatedRunner(Runner):
         params.validate(n_workers)
 
     @classmethod
+    def row_scalars(cls, config):
+        return cls.scalars + (CLOCK_COLUMNS + (DROPPED,) if config.system is not None else ())
+
+    @classmethod
     def table_width(cls, config, table):
-        return config.section("federated").participants(config.run.n_workers)
+        return FedClock.selected(config)
 
     @classmethod
     def check(cls, config, method, problem_info):
@@ -238,6 +244,8 @@ class FederatedRunner(Runner):
         if fed.batch_size and not problem_info["samples"]:
             raise InputError("federated.batch_size", fed.batch_size, f"needs a problem made of samples, not "
                              f"{config.problem.name!r} (use 0: full local gradients)")
+        if config.system is not None:
+            FedClock.check(config, method, problem_info["d"])
 
     def __init__(self, setup):
         super().__init__(setup)
@@ -246,6 +254,7 @@ class FederatedRunner(Runner):
         self.views = [ClientView(setup.problem, i) for i in range(len(setup.worker_ids))]
         self.dense = dense_bits(len(setup.x0))
         self.steps = client_steps(self.fed, setup.config.compressor.name != "identity")
+        self.clock = FedClock(setup.config, setup.method, self.dense) if setup.config.system is not None else None
 
     @classmethod
     def initial_states(cls, config: Any, method: Any, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
@@ -257,6 +266,8 @@ class FederatedRunner(Runner):
         if state is None:
             clients, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
             state = RunState(0, s.x0.copy(), clients, server, Ledger.empty(len(s.worker_ids)), runner_data={"comm_rounds": 0})
+            if self.clock is not None:
+                state.runner_data.update(dict.fromkeys(CLOCK_COLUMNS + (DROPPED,), 0.0))
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -264,9 +275,10 @@ class FederatedRunner(Runner):
         s, run, fed, method = self.setup, self.setup.config.run, self.fed, self.setup.method
         t, x, n = state.t, state.x, run.n_workers
         clock, spent = time.perf_counter, s.timing
-        participants = fed.participants(n)
-        chosen = sample_clients(run.seed, t, n, participants)
-        local = np.flatnonzero(np.isin(s.worker_ids, chosen))
+        chosen = sample_clients(run.seed, t, n, FedClock.selected(s.config))
+        members = chosen if self.clock is None else self.clock.online(chosen, t)  # offline clients take no part
+        participants = len(members)
+        local = np.flatnonzero(np.isin(s.worker_ids, members))
         metrics: dict = {}
         record = t % run.eval_every == 0 or t == run.rounds
         if record and not self._evaluate(state, local, metrics):
@@ -287,15 +299,20 @@ class FederatedRunner(Runner):
             down += participants * self.dense
             state.runner_data["comm_rounds"] += 1
             spent["alignment"] += clock() - t0
-        update, sums = None, {}
+            if self.clock is not None:
+                self.clock.alignment(state.runner_data, members, t)
+        update, sums, kept = None, {}, participants
         if method.payloads:
-            update, sums = self._clients(state, local, rnd, g_i, g_hat, up, metrics)
+            update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics)
             down += participants * self.dense * method.downlink
             state.runner_data["comm_rounds"] += 1
+        if self.clock is not None:
+            state.runner_data[DROPPED] += len(chosen) - len(members)
         t0 = clock()
-        method_server, pseudo_grad = method.server_step(state.server.method, x, ServerInput(update, sums, g_hat, n), rnd)
-        optimizer, state.x = self.optimizer.step(state.server.optimizer, x, pseudo_grad)
-        state.server = FedServer(optimizer, method_server)
+        if kept:  # a round whose every client was dropped leaves the server as it was
+            method_server, pseudo_grad = method.server_step(state.server.method, x, ServerInput(update, sums, g_hat, n), rnd)
+            optimizer, state.x = self.optimizer.step(state.server.optimizer, x, pseudo_grad)
+            state.server = FedServer(optimizer, method_server)
         finite = bool(np.isfinite(state.x).all())
         t1 = clock()
         spent["update"] += t1 - t0
@@ -321,12 +338,14 @@ class FederatedRunner(Runner):
             rows[i, :d] = count * g_i[i]
             rows[i, d] = count
         total = s.comm.sum_rows(rows, s.config.run.deterministic)
-        return g_i, total[:d] / total[d]
+        return g_i, total[:d] / total[d] if total[d] else np.zeros(d)  # no client online: no ĝ
 
-    def _clients(self, state: RunState, local: np.ndarray, rnd: LocalRound, g_i: dict, g_hat: Optional[np.ndarray],
-                 up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict]:
+    def _clients(self, state: RunState, local: np.ndarray, members: np.ndarray, rnd: LocalRound, g_i: dict,
+                 g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict, int]:
         """The sampled clients' updates through the client steps, and one ordered sum of every payload:
-        (the mean update x^t − x̄, the sums of the other payloads)."""
+        (the mean update x^t − x̄, the sums of the other payloads, the clients kept). With [system], the clients
+        that miss the deadline or finish after the first P (over-selection) are dropped: they send nothing, their
+        state stays as it was, and the weights are those of the kept clients."""
         s, method, run = self.setup, self.setup.method, self.setup.config.run
         x, d = state.x, len(state.x)
         clock = time.perf_counter
@@ -344,25 +363,27 @@ class FederatedRunner(Runner):
                 sent[j, k * d : (k + 1) * d] = result.payloads[name]
             if result.state is not None:
                 rows_of[i] = result.state
-        state.workers = with_rows(state.workers, rows_of)
         out = Outgoing(x, local, models, x - models, np.broadcast_to(self.dense, (len(local), len(self.dense))), metrics)
         for step in self.steps:
             step(out, self, rnd)
+        bits = out.bits + self.dense * len(extras)
+        keep, kept = np.ones(len(local), dtype=bool), len(members)
+        if self.clock is not None:
+            keep, kept = self.clock.client_step(state.runner_data, s, local, members, bits, rnd.t)
+        state.workers = with_rows(state.workers, {i: row for j, i in enumerate(local) if keep[j] and (row := rows_of.get(i))})
         rows = np.zeros((len(s.worker_ids), d + 1 + sent.shape[1]))
-        rows[local, :d] = out.payload
-        rows[local, d] = out.weight
-        rows[local, d + 1 :] = sent
-        up[local] += out.bits
-        if extras:
-            up[local] += self.dense * len(extras)
+        rows[local[keep], :d] = out.payload[keep]
+        rows[local[keep], d] = out.weight[keep]
+        rows[local[keep], d + 1 :] = sent[keep]
+        up[local[keep]] += bits[keep]
         t1 = clock()
         total = s.comm.sum_rows(rows, run.deterministic)
         t2 = clock()
         s.timing["local"] += t1 - t0
         s.timing["communication"] += t2 - t1
-        mean = total[:d] / total[d]
+        mean = total[:d] / total[d] if kept else np.zeros(d)
         update = mean if self.fed.uplink == "update" else x - mean
-        return update, {name: total[d + 1 + k * d : d + 1 + (k + 1) * d] for k, name in enumerate(extras)}
+        return update, {name: total[d + 1 + k * d : d + 1 + (k + 1) * d] for k, name in enumerate(extras)}, kept
 
     def _evaluate(self, state: RunState, local: np.ndarray, metrics: dict) -> bool:
         """Record row t over all clients, its per-client metrics into ``metrics``; False if the loop ends here."""
@@ -380,8 +401,11 @@ class FederatedRunner(Runner):
         g_hat = row.sums[:d] / row.sums[d]
         gap = np.full(len(s.worker_ids), np.nan)
         gap[local] = np.sqrt(row_sq_norms(grads[local] - g_hat))
+        clock = {} if self.clock is None else {k: state.runner_data[k] for k in CLOCK_COLUMNS + (DROPPED,)}
+        if status == "running" and clock:
+            status = time_budget(s.config.system.max_time, clock["sim_time"], t)
         s.recorder.add_row(state.ledger, t, t0 - self.started, row.loss, row.grad_norm_sq,
-                           {"grad_variance": spread, "comm_rounds": state.runner_data["comm_rounds"], **row.scores})
+                           {"grad_variance": spread, "comm_rounds": state.runner_data["comm_rounds"], **row.scores, **clock})
         accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
         self.recorded(state, row, status, t0, f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
@@ -392,8 +416,9 @@ class FederatedRunner(Runner):
 
     def summary(self, state: RunState) -> dict:
         fed = self.fed
+        clock = {} if self.clock is None else {"sim_time": float(state.runner_data["sim_time"])}
         return {"clients_per_round": fed.participants(self.setup.config.run.n_workers),
-                "comm_rounds": int(state.runner_data["comm_rounds"]), "server_optimizer": fed.server_optimizer}
+                "comm_rounds": int(state.runner_data["comm_rounds"]), "server_optimizer": fed.server_optimizer, **clock}
 
 
 def with_rows(state: Any, rows_of: dict) -> Any:
