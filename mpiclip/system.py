@@ -1,5 +1,5 @@
 """A system model ([system]): how many seconds a run would take on a described cluster or fleet
-(docs/algorithms.md §10).
+(docs/algorithms.md §12).
 
 The pieces, all pure and replicated on every rank (no MPI):
 

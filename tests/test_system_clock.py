@@ -161,3 +161,25 @@ def test_a_deadline_no_client_can_meet_is_refused():
     with pytest.raises(InputError) as e:
         prepared.prepare(check_output=False)
     assert e.value.field == "system.deadline" and "no client can meet it: the fastest, client 0, needs 3" in e.value.reason
+
+
+@pytest.mark.parametrize("method", ["ef21", "scaffold"])
+def test_a_stopped_and_resumed_run_keeps_its_clock(tmp_path, monkeypatch, method):
+    import signal
+
+    from test_resume import at_round, case, signal_self
+    from test_resume import run as run_case
+
+    clock = {"compute_time": "exponential", "mean_time": 0.2, "latency": 0.01, "bandwidth_up": 1e5}
+    if method == "scaffold":
+        clock.update(availability="markov", p_off=0.3, p_on=0.5, deadline=1.0, over_selection=0.5)
+    full = case(method, tmp_path / "full.h5")
+    full["system"] = clock
+    assert run_case(full).status.startswith("completed")
+    cut = {**full, "output": {**full["output"], "path": str(tmp_path / "cut.h5")}}
+    with at_round(monkeypatch, 17, signal_self(signal.SIGTERM)):
+        assert run_case(cut).status.startswith("interrupted")
+    monkeypatch.undo()
+    assert run_case(cut, "run.resume='yes'").status.startswith("completed")
+    whole, resumed = trace_arrays(str(tmp_path / "full.h5")), trace_arrays(str(tmp_path / "cut.h5"))
+    assert differences(whole, resumed) == [] and whole["sim_time"][-1] > 0

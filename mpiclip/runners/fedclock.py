@@ -1,4 +1,4 @@
-"""The [system] clock of federated rounds (docs/algorithms.md §10), as FedScale simulates a fleet.
+"""The [system] clock of federated rounds (docs/algorithms.md §12), as FedScale simulates a fleet.
 
 A round's sampled clients that are offline take no part. Each online client i receives the server's vectors
 over its downlink, runs its K local steps and uploads its payload: it finishes after
