@@ -8,9 +8,9 @@ Aggregation" (AISTATS 2022), Algorithm 1, on the asynchronous runner (docs/algor
   runner's (:func:`~mpiclip.methods.gradalign.local_sgd`), keyed by (seed, client, job index, step): [async]
   ``oracle = "minibatch"`` draws ``batch_size`` rows without replacement for every step, ``"full"`` takes the
   client's whole data. A job computes K gradients, so its compute time is K times the clock's draw;
-* the server weighs each arrival by w(τ), τ = server steps since the client took its model: 1/sqrt(1 + τ)
-  (the paper's experiments), 1 (``constant``) or (1 + τ)^−a (``polynomial``), and once it holds K_buf
-  updates steps x ← x − η_g (Σ_i w(τ_i) Δ_i)/K_buf and empties the buffer. η_g is the [stepsize] section's γ.
+* the server weighs each arrival by w(s), s = server steps since the client took its model: 1/sqrt(1 + s)
+  (the paper's experiments), 1 (``constant``) or (1 + s)^−a (``polynomial``), and once it holds K_buf
+  updates steps x ← x − η_g (Σ_i w(s_i) Δ_i)/K_buf and empties the buffer. η_g is the [stepsize] section's γ.
   The weights are not normalised (the paper divides by K_buf; FLSim's default reducer divides by Σ w_i).
 
 A client sends while the server may step: its next job starts at once from the newest model (the runner's
@@ -38,11 +38,11 @@ from mpiclip.methods.gradalign import local_sgd
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.runners.federated import ClientView, LocalRound
 
-# w(τ; a): the weight of an update τ server steps stale
+# w(s; a): the weight of an update s server steps stale
 STALENESS: dict[str, Callable[[int, float], float]] = {
-    "inverse_sqrt": lambda tau, a: 1.0 / math.sqrt(1.0 + tau),
-    "constant": lambda tau, a: 1.0,
-    "polynomial": lambda tau, a: (1.0 + tau) ** -a,
+    "inverse_sqrt": lambda s, a: 1.0 / math.sqrt(1.0 + s),
+    "constant": lambda s, a: 1.0,
+    "polynomial": lambda s, a: (1.0 + s) ** -a,
 }
 
 
@@ -52,8 +52,8 @@ class FedBuffParams(AsyncParams):
     client_lr: Optional[float] = param(None, "the clients' step size η_l (required; the server's η_g is [stepsize]'s γ)",
                                        check=finite_positive)
     buffer: int = param(10, "K_buf: client updates the server buffers before it steps", check=at_least(1))
-    staleness: str = param("inverse_sqrt", "weight w(τ) of an update τ server steps stale: 1/sqrt(1 + τ), 'constant' 1, "
-                           "or 'polynomial' (1 + τ)^−a", choices=tuple(STALENESS))
+    staleness: str = param("inverse_sqrt", "weight w(s) of an update s server steps stale: 1/sqrt(1 + s), 'constant' 1, "
+                           "or 'polynomial' (1 + s)^−a", choices=tuple(STALENESS))
     staleness_exponent: Optional[float] = param(None, "a of staleness = 'polynomial'", check=finite_nonnegative)
 
     def check(self) -> None:
