@@ -2,10 +2,12 @@
 
 A :class:`Schedule` is the simulated world of an asynchronous run, replicated on every rank: each
 worker computes one gradient (a *job*) at a time; job k of worker j takes ``factor_j · base(j, k)``
-units of simulated time (paused through the worker's outages), and a priority queue of finish times
-(ties by worker id) says who arrives next. Every draw is keyed by (seed, worker, job index) or (seed,
-request index), never by the rank or by real time, so the schedule depends on the config only, and
-a run gives the same trace on any number of ranks (docs/design.md §3).
+units of simulated time per gradient (a job of S gradients, FedBuff's local steps, S times that; paused
+through the worker's outages), and a priority queue of arrival times (ties by worker id) says who arrives
+next. A job's result arrives when its compute ends plus its message's transfer time
+(:meth:`Schedule.transfer_time`, 0 until a network model prices the messages). Every draw is keyed by
+(seed, worker, job index) or (seed, request index), never by the rank or by real time, so the schedule
+depends on the config only, and a run gives the same trace on any number of ranks (docs/design.md §3).
 
 Jobs are handed out after each arrival by the method's policy (:class:`Policy`): back to the worker
 that finished, or (``assignment = "random"``, Koloskova et al., NeurIPS 2022) to a uniformly random
@@ -169,6 +171,15 @@ class AsyncParams:
     def jobs_in_flight(self, n: int) -> int:
         return self.concurrency or n
 
+    def check_job_steps(self, n: int, steps: int) -> None:
+        """Jobs of ``steps`` gradients each (FedBuff's local steps) take ``steps`` times a drawn compute time: the clock
+        and real mode's sleeps must stay finite with them too (``validate`` has checked one gradient per job)."""
+        hi = self.time_range(n)[1] * steps
+        outages = max((o[2] for o in self.outages), default=0.0)
+        if not math.isfinite(outages + hi * CLOCK_JOBS) or (self.mode == "real" and not math.isfinite(self.time_unit * hi)):
+            raise InputError("method.local_steps", steps, f"jobs of {steps} gradients would overflow the simulated clock "
+                             f"(or real mode's sleeps): the largest per-job time is {hi:.3g} units")
+
 
 class Policy(NamedTuple):
     """How a method consumes arrivals: the server steps once ``batch`` gradients are admitted; a gradient
@@ -179,6 +190,7 @@ class Policy(NamedTuple):
     max_delay: float = math.inf
     stops: bool = False
     wait_all: bool = False
+    steps: int = 1  # gradients a job computes (FedBuff's local steps): its compute time is steps × a drawn time
 
 
 class Arrival(NamedTuple):
@@ -189,10 +201,11 @@ class Arrival(NamedTuple):
 
 
 class ComputeTimes:
-    """Compute time of job k of worker j: factor_j × a draw of the model, keyed by (seed, j, k)."""
+    """Compute time of job k of worker j: factor_j × a draw of the model, keyed by (seed, j, k), × the gradients a job
+    computes (``steps``: one draw per job, scaled, so a job's time keeps the model's shape)."""
 
-    def __init__(self, params: AsyncParams, n: int, seed: int):
-        self.p, self.seed = params, seed
+    def __init__(self, params: AsyncParams, n: int, seed: int, steps: int = 1):
+        self.p, self.seed, self.steps = params, seed, steps
         self.factors = params.worker_factors(n).tolist()
         self.outages: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         for w, lo, hi in sorted((int(o[0]), o[1], o[2]) for o in params.outages):
@@ -208,9 +221,9 @@ class ComputeTimes:
         p = self.p
         if p.compute_time == "list":
             times = p.times[w if len(p.times) > 1 else 0]
-            return self.factors[w] * times[k % len(times)]
+            return self.factors[w] * times[k % len(times)] * self.steps
         if p.compute_time == "constant":
-            return self.factors[w] * p.mean_time
+            return self.factors[w] * p.mean_time * self.steps
         block, values = self._blocks.get(w, (-1, None))
         if block != k // BLOCK:
             rng = generator(self.seed, TIMES, w, k // BLOCK)
@@ -221,7 +234,7 @@ class ComputeTimes:
                 values = np.exp(s * rng.standard_normal(BLOCK) - 0.5 * s * s)
             values = values.tolist()  # Python floats: a scalar read from a list is 20× cheaper than from an array
             self._blocks[w] = (k // BLOCK, values)
-        return self.factors[w] * p.mean_time * values[k % BLOCK]
+        return self.factors[w] * p.mean_time * values[k % BLOCK] * self.steps
 
     def finish(self, w: int, k: int, now: float) -> float:
         """When job k of worker w, started at ``now``, is done: its compute pauses through the outages."""
@@ -243,7 +256,7 @@ class Schedule:
     def __init__(self, params: AsyncParams, n: int, seed: int, policy: Policy, saved: Optional[dict] = None,
                  simulated: bool = True):
         self.p, self.n, self.seed, self.policy, self.simulated = params, n, seed, policy, simulated
-        self.times = ComputeTimes(params, n, seed)
+        self.times = ComputeTimes(params, n, seed, policy.steps)
         self.random = params.assignment == "random"
         # per-worker lists of Python numbers: the event loop reads and writes single entries
         if saved is None:
@@ -329,12 +342,18 @@ class Schedule:
         if not self.simulated:  # busy until its gradient really arrives
             self.finish[w] = self.clock
             return w, k
-        self.finish[w] = finish = self.times.finish(w, k, self.clock)
+        self.finish[w] = finish = self.times.finish(w, k, self.clock) + self.transfer_time(w, k)
         if not finish < math.inf:  # validation bounds the clock; this guards against anything it missed
             raise RunFailed(f"the simulated clock overflowed: worker {w}'s job {k}, started at time {self.clock:.6g}, "
                             f"would finish at {finish}")
         heapq.heappush(self.heap, (finish, w, k))
         return w, k
+
+    def transfer_time(self, w: int, k: int) -> float:
+        """Simulated time the result of job k of worker w spends on the network after its compute: 0 for now. The seam
+        for the [system] network model (a download of x and an upload of the job's message, α + bytes/β each); a
+        dense or fixed-size message's bytes are known when the job starts, before ``send`` runs at its arrival."""
+        return 0.0
 
     def _request(self, t: int, starts: list) -> None:
         """A job for a uniformly random worker: started now if it is idle, queued otherwise."""

@@ -143,6 +143,9 @@ METHOD_CASES = {
     "ringmaster_asgd": {"method": {"name": "ringmaster_asgd", "max_delay": 3, "stops": True},
                         "compressor": {"name": "identity"},
                         "async": {"compute_time": "list", "times": [[1.0, 2.0, 0.5]], "slow_workers": [0], "slow_factor": 7.0}},
+    "fedbuff": {"method": {"name": "fedbuff", "client_lr": 0.5, "local_steps": 2, "buffer": 3, "staleness": "polynomial",
+                           "staleness_exponent": 0.5}, "compressor": {"name": "randk", "k": 3},
+                "async": {"oracle": "minibatch", "batch_size": 4, "assignment": "random", "compute_time": "lognormal"}},
     # federated: sampling, minibatches, schedules, clipping, compression and every server optimizer somewhere
     "fedavg": {"method": {"name": "fedavg", "local_steps": 3}, "compressor": {"name": "identity"},
                "federated": {"clients_per_round": 3, "batch_size": 8}, "stepsize": {"factor": 1.0}},

@@ -41,7 +41,7 @@ def test_presets_and_options():
     assert "quickstart" in listing and "ef21-libsvm" in listing
     assert mpiclip(["presets", "quickstart"]).stdout.startswith("# GD, EF and EF21")
     bad = mpiclip(["presets", "nope"])
-    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: preset = 'nope': unknown (presets: cnn-digits, ef21-libsvm, fed-digits, quickstart, synthetic-logreg)"]
+    assert bad.returncode == 2 and error_lines(bad) == ["mpiclip: error: preset = 'nope': unknown (presets: cnn-digits, ef21-libsvm, fed-digits, fedbuff-digits, quickstart, synthetic-logreg)"]
     options = mpiclip(["options"]).stdout
     for text in ("[run]", "n_workers (integer, default 4)", "name = 'topk'", "split = 'dirichlet'", "[stepsize]",
                  "alpha (number, default 0.5)"):

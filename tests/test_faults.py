@@ -113,6 +113,7 @@ def write_schedule(path, change) -> None:
 
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
 ASGD = ["--set", "method.name=asgd", "--set", "compressor.name=identity"]
+FEDBUFF = ["--set", "method.name=fedbuff", "--set", "compressor.name=identity", "--set", "method.client_lr=0.1"]
 
 
 def npz(name: str) -> list:
@@ -249,6 +250,29 @@ CATALOGUE = [
      "async.replay = 'schedule-float-workers.h5': /events/worker is not a column of integers (dtype float64"),
     ("replay-no-start", [*ASGD, "--set", "async.replay='schedule-no-start.h5'"],
      "async.replay = 'schedule-no-start.h5': has no dataset /events/start"),
+    # issue 29 item 3: FedBuff's settings, and the [async] settings its local steps cannot work with
+    ("fedbuff-client-lr-missing", ["--set", "method.name=fedbuff", "--set", "compressor.name=identity"],
+     "method.client_lr = 'missing': fedbuff needs the clients' step size η_l"),
+    ("fedbuff-client-lr-negative", [*FEDBUFF, "--set", "method.client_lr=-1"],
+     "method.client_lr = -1.0: must be a finite number > 0"),
+    ("fedbuff-local-steps-zero", [*FEDBUFF, "--set", "method.local_steps=0"], "method.local_steps = 0: must be >= 1"),
+    ("fedbuff-buffer-zero", [*FEDBUFF, "--set", "method.buffer=0"], "method.buffer = 0: must be >= 1"),
+    ("fedbuff-staleness-unknown", [*FEDBUFF, "--set", "method.staleness=sqrt"],
+     "method.staleness = 'sqrt': must be one of inverse_sqrt, constant, polynomial"),
+    ("fedbuff-exponent-missing", [*FEDBUFF, "--set", "method.staleness=polynomial"],
+     "method.staleness_exponent = 'missing': staleness = 'polynomial' needs an exponent a"),
+    ("fedbuff-exponent-unused", [*FEDBUFF, "--set", "method.staleness_exponent=0.5"],
+     "method.staleness_exponent = 0.5: is only used with staleness = 'polynomial' (staleness is 'inverse_sqrt')"),
+    ("fedbuff-exponent-negative", [*FEDBUFF, "--set", "method.staleness=polynomial", "--set",
+                                   "method.staleness_exponent=-0.5"],
+     "method.staleness_exponent = -0.5: must be a finite number >= 0"),
+    ("fedbuff-homogeneous", [*FEDBUFF, "--set", "async.data=homogeneous"],
+     "async.data = 'homogeneous': fedbuff's clients run local steps on their own data (use 'heterogeneous')"),
+    ("fedbuff-noise-oracle", [*FEDBUFF, "--set", "async.oracle=noise"],
+     "async.oracle = 'noise': fedbuff's local steps take 'full' or 'minibatch' gradients of the client's data"),
+    ("fedbuff-steps-overflow", [*FEDBUFF, "--set", "async.compute_time=constant", "--set", "async.mean_time=1e280",
+                                "--set", "method.local_steps=100000000000000"],
+     "method.local_steps = 100000000000000: jobs of 100000000000000 gradients would overflow the simulated clock"),
     # issue 28, items 5 and 12: misspelt names say what was meant; range(...)/choice(...) sweeps; grids too large
     ("did-you-mean-section", ["--set", "compresor.k=2"], "--set compresor.k = 2: unknown section (valid: run, data, "
      "problem, method, compressor, stepsize, async, federated, system, output); did you mean 'compressor'?"),

@@ -9,6 +9,7 @@ from mpiclip.methods import (  # noqa: F401  (registers)
     ef21,
     ef21_extensions,
     ef_sgd,
+    fedbuff,
     gradalign,
 )
 from mpiclip.methods.base import METHODS, Method

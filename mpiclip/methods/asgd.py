@@ -102,12 +102,18 @@ class AsyncSGD(AsynchronousMethod):
     def admits(self, delay: int) -> bool:
         return delay < self.rules.max_delay
 
+    def step_size(self, delay: int) -> float:
+        """γ of an arrival computed ``delay`` updates ago (delay-adaptive: γ·τ_C/max(τ_C, d); FedBuff: η_g·w(d))."""
+        if self.delay_adaptive:
+            return self.gamma * self.concurrency / max(self.concurrency, delay)
+        return self.gamma
+
     def receive(self, server: AsyncServer, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[AsyncServer, np.ndarray, Received]:
         """The server's use of the vector ``v`` computed ``delay`` updates ago: (server, x, what happened)."""
         if not self.admits(delay):
             return server, x, Received(False, False, math.sqrt(float(v @ v)), False)
         used, norm, clipped = clip_vector(v, self.tau) if self.tau > 0 else (v, math.sqrt(float(v @ v)), False)
-        gamma = self.gamma * self.concurrency / max(self.concurrency, delay) if self.delay_adaptive else self.gamma
+        gamma = self.step_size(delay)
         batch = self.rules.batch
         if batch == 1:  # x − (0 + γu)/1 is x − γu to the last bit
             return server, x - gamma * used, Received(True, True, norm, clipped)

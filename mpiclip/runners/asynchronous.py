@@ -39,7 +39,8 @@ E = len(ENCODINGS)
 
 # --------------------------------------------------------------------------------------- the protocol
 class AsyncWorkers(NamedTuple):
-    gradient: np.ndarray  # (n_local, d) each worker's gradient in flight (computed when its job started)
+    gradient: np.ndarray  # (n_local, d) each worker's result in flight (computed when its job started): its gradient,
+    # or what the method's ``work`` computes instead (FedBuff: the model difference of its local steps)
     estimate: np.ndarray  # (n_local, d) EF21 estimate h_j of the uplink; (n_local, 0) without compression
 
 
@@ -59,7 +60,11 @@ class AsynchronousMethod(Method):
 
     * ``initial_state(x0, n_local) -> (AsyncWorkers, server_state)``: the runner writes each job's gradient
       into ``AsyncWorkers.gradient`` and keeps the uplink's estimate in ``AsyncWorkers.estimate``;
-    * ``policy() -> Policy``: how the clock hands out jobs (a batch to collect, a delay to discard, ...);
+    * ``policy() -> Policy``: how the clock hands out jobs (a batch to collect, a delay to discard, the gradients a
+      job computes, ...);
+    * ``work(oracle, x, local, worker, job, t) -> (d,)``: what a worker computes in a job at x^t (one gradient of the
+      job's oracle; FedBuff: local steps on the client's data);
+    * ``check_async(params)``: [async] settings the method cannot work with (InputError);
     * ``send(estimate, gradient, rng) -> (estimate, vector, bits)``: one worker's upload;
     * ``receive(server_state, x, vector, delay) -> (server_state, x, Received)``: the server's use of it.
     """
@@ -73,6 +78,14 @@ class AsynchronousMethod(Method):
 
     def policy(self) -> Policy:
         return Policy()
+
+    def check_async(self, params: AsyncParams) -> None:
+        """Raise InputError for [async] settings this method cannot work with (before anything is read or written)."""
+
+    def work(self, oracle: JobOracle, x: np.ndarray, local: int, worker: int, job: int, t: int) -> np.ndarray:
+        """(d,) what job ``job`` of worker ``worker`` (local index ``local`` in the oracle's problem) computes at x = x^t:
+        one gradient of the oracle. Its draws must be keyed by (seed, worker, job), never by rank or time."""
+        return oracle.gradient(x, local, worker, job, t)
 
     def send(self, estimate: np.ndarray, gradient: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -147,6 +160,9 @@ class AsynchronousRunner(Runner):
         """Settings that cannot work together (InputError before anything is read or written; no collectives)."""
         p, n = config.section("async"), config.run.n_workers
         policy = method.policy()
+        method.check_async(p)
+        if policy.steps > 1:
+            p.check_job_steps(n, policy.steps)
         if policy.wait_all and (p.concurrency not in (0, n) or p.assignment != "finisher"):
             raise InputError("async.concurrency" if p.concurrency not in (0, n) else "async.assignment",
                              p.concurrency if p.concurrency not in (0, n) else p.assignment,
@@ -294,13 +310,13 @@ class AsynchronousRunner(Runner):
         return received
 
     def _compute(self, state: RunState, starts: list) -> None:
-        """The gradients of the jobs that start now, at x^t, each on its worker's rank."""
+        """The work of the jobs that start now, at x^t, each on its worker's rank."""
         t0 = time.perf_counter()
-        rank = self.rank
+        s, rank = self.setup, self.rank
         for w, job in starts:
             if self.owner[w] == rank:
                 i = w - self.first
-                state.workers.gradient[i] = self.oracle.gradient(state.x, i, w, job, state.t)
+                state.workers.gradient[i] = s.method.work(self.oracle, state.x, i, w, job, state.t)
         self.setup.timing["gradient"] += time.perf_counter() - t0
 
     # ---------------------------------------------------------------- rows

@@ -192,7 +192,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
         first = int(problem.worker_ids[0])
         workers, _ = s.method.initial_state(s.x0, len(problem.worker_ids))
         estimates = workers.estimate
-        times = ComputeTimes(p, self.n, s.config.run.seed)
+        times = ComputeTimes(p, self.n, s.config.run.seed, self.policy.steps)
         inbox = np.empty(3 + d)
         out = np.empty(HEAD + E + d)
         jobs: collections.deque = collections.deque()
@@ -231,7 +231,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
             w, k, t, x = jobs.popleft()
             began = time.perf_counter()
             row = w - first  # in the job problem (all workers for homogeneous data, then first = 0)
-            gradient = oracle.gradient(x, row, w, k, t)
+            gradient = s.method.work(oracle, x, row, w, k, t)
             rng = WorkerRandomness(s.config.run.seed, COMPRESSOR, np.array([w]), k)
             estimate, vector, bits = s.method.send(estimates[row], gradient, rng)
             if estimates.size:

@@ -24,6 +24,8 @@ REAL_CASES = {
     "minibatch-sgd": ({"name": "minibatch_sgd"}, {"name": "identity"}, {}),
     "rennala": ({"name": "rennala_sgd", "batch": 3}, {"name": "identity"}, {"data": "homogeneous"}),
     "ringmaster": ({"name": "ringmaster_asgd", "max_delay": 2}, {"name": "randk", "k": 3}, {}),
+    "fedbuff-topk": ({"name": "fedbuff", "client_lr": 0.5, "local_steps": 3, "buffer": 2}, {"name": "topk", "k": 2},
+                     {"oracle": "minibatch", "batch_size": 5}),
 }
 
 

@@ -15,7 +15,8 @@ from mpiclip.errors import InputError, RunFailed
 from mpiclip.runners import synchronous
 
 WORLD = MPI.COMM_WORLD
-ASYNCHRONOUS = ("asgd", "clipped_asgd", "delay_adaptive_asgd", "minibatch_sgd", "rennala_sgd", "ringmaster_asgd")
+ASYNCHRONOUS = ("asgd", "clipped_asgd", "delay_adaptive_asgd", "minibatch_sgd", "rennala_sgd", "ringmaster_asgd",
+                "fedbuff")
 
 
 def collective(ok: bool) -> bool:
