@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time; for asynchronous
-runs also against simulated time and gradients computed, their delay histograms and per-worker counts.
+"""Plot several mpiclip traces: ‖∇f‖² or f against bits per worker, rounds or wall time; for traces with a simulated
+clock (/sim_time: asynchronous runs, runs with a system model) also against simulated time, labelled with its unit
+(s, or the asynchronous model's time units); for asynchronous runs against gradients computed, their delay
+histograms and per-worker counts. A trace without a clock asked for --x sim_time is refused ("no simulated time").
 
     python analysis/plot_traces.py results/*.h5 -o fig.png [--x bits|rounds|time|sim_time|gradients]
         [--y grad_norm_sq|loss|gap]
@@ -32,7 +34,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("traces", nargs="+", metavar="TRACE")
     ap.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
-    ap.add_argument("--x", choices=X_AXES, default="bits")
+    ap.add_argument("--x", choices=X_AXES, default="bits", help="x axis: bits per worker (default), rounds, wall time, "
+                    "simulated time (/sim_time, in s or model time units), gradients computed (asynchronous runs), "
+                    "communication rounds (federated runs)")
     ap.add_argument("--y", choices=Y_AXES, default="grad_norm_sq")
     ap.add_argument("--encoding", default="paper", help="bit encoding for --x bits (paper, coo32, compact, wire)")
     ap.add_argument("--include-initial", action="store_true", help="add the initial round's bits")

@@ -3,6 +3,7 @@
     from mpiclip import frames
     table = frames.runs("results/sweeps/ef21-logreg-a9a", levels=[1e-7])     # one row per trace
     best = frames.best(table, by=["method.name"], metric="bits_to_1e-07")     # the best run of each method
+    fastest = frames.best(table, by=["method.name"], metric="time_to_1e-07")  # ... by simulated time to 1e-7
     curves = frames.rounds(best["path"])                                         # long form: one row per recorded x^t
     arrivals = frames.events("results/async")                                    # asynchronous runs: one row per update
 
@@ -10,7 +11,8 @@
 word: completed, failed, interrupted, running, unreadable; ``status_detail`` the whole, for an unreadable trace
 ``unreadable: <reason>`` naming the first bad dataset or attribute; ``failed`` is True
 for anything but completed), the final and smallest values, the bits per worker, the wall time, and
-every config key flattened to a column (``method.name``, ``compressor.k``, ``stepsize.factor``, ...). A
+every config key flattened to a column (``method.name``, ``compressor.k``, ``stepsize.factor``, ...); with
+``levels``, how far each run went before ‖∇f‖² first reached each level, by bits, simulated time and rounds. A
 trace that cannot be read is a row with status ``unreadable``, not an exception: one damaged file must
 not hide two hundred good ones. Nothing here imports mpi4py.
 """
@@ -25,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from mpiclip.results import Paths, bits_to, select, trace_files
+from mpiclip.results import Paths, select, to_target, trace_files
 from mpiclip.trace import TraceError, load_trace
 
 
@@ -53,6 +55,9 @@ def _last(values: np.ndarray) -> float:
     return float(values[-1]) if len(values) else math.nan
 
 
+TO_TARGET = {"bits": "bits_to", "sim_time": "time_to", "rounds": "rounds_to"}  # mpiclip.results.AXES -> column
+
+
 def _row(path: str, encoding: str, levels: Iterable[float]) -> dict:
     try:
         tr = load_trace(path)
@@ -75,14 +80,17 @@ def _row(path: str, encoding: str, levels: Iterable[float]) -> dict:
     for name, values in tr.metrics.items():
         row[f"final.{name}"] = _last(values)
     for level in levels:
-        row[f"bits_to_{level:g}"] = bits_to(tr, level, encoding)
+        for axis, column in TO_TARGET.items():
+            row[f"{column}_{level:g}"] = to_target(tr, level, axis, encoding)
     row.update(flatten(json.loads(a.get("config", "{}"))))
     return row
 
 
 def runs(paths: Paths, encoding: str = "paper", levels: Iterable[float] = ()):
-    """One row per trace (see the module's docstring); ``levels``: add bits_to_<level> columns, the bits per
-    worker (in ``encoding``) before ‖∇f‖² first reached each level (NaN where it never did)."""
+    """One row per trace (see the module's docstring); ``final.sim_time`` is the simulated clock at the last row (NaN
+    for a trace without one). ``levels``: add bits_to_<level>, time_to_<level> and rounds_to_<level> columns, the bits
+    per worker (in ``encoding``), the simulated time and the round at which ‖∇f‖² first reached each level (NaN where
+    it never did; time_to also where the trace has no simulated time)."""
     pd = _pandas()
     levels = tuple(levels)
     frame = pd.DataFrame([_row(p, encoding, levels) for p in trace_files(paths)])

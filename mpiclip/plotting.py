@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mpiclip import results
 from mpiclip.methods import METHODS
 from mpiclip.paths import existing_parent, takes_files
 from mpiclip.trace import Trace
@@ -190,12 +191,29 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
             raise ValueError(f"{tr.path} is not a federated run (no /comm_rounds)")
         return tr.metrics["comm_rounds"]
     if x in ("sim_time", "gradients"):
-        if "sim_time" not in tr.metrics:
-            raise ValueError(f"{tr.path} is not an asynchronous run (no /sim_time)")
+        clock = results.sim_time(tr)
+        if clock is None:
+            raise ValueError(f"{tr.path} has {results.NO_SIM_TIME}: only asynchronous runs and runs with a system "
+                             "model keep a clock")
         if x == "sim_time":
-            return tr.metrics["sim_time"]
+            return clock
+        if not tr.tables["events"]:
+            raise ValueError(f"{tr.path} is not an asynchronous run (no /events)")
         return gradients_computed(tr).astype(float)
     return tr.time
+
+
+def x_label(traces: Sequence[Trace], x: str, encoding: str = "paper", include_initial: bool = False) -> str:
+    """The x axis's words with its unit; for simulated time the traces' unit (:func:`mpiclip.results.sim_time_unit`),
+    and a ValueError where they differ (seconds and model time units are not one axis)."""
+    if x == "sim_time":
+        units = sorted({results.sim_time_unit(tr) for tr in traces if results.sim_time(tr) is not None})
+        if len(units) > 1:
+            raise ValueError(f"the traces' simulated times are in different units ({' and '.join(units)}); plot them apart")
+        return f"simulated time ({units[0] if units else 'model time units'})"
+    return {"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
+            "rounds": "round (server update) t", "time": "wall time (s)", "gradients": "gradients computed",
+            "comm_rounds": "communication rounds"}[x]
 
 
 def gradients_computed(tr: Trace) -> np.ndarray:
@@ -223,10 +241,11 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     name the curves (default: the method's and the compressor's names), ``styles`` give each its colour and
     marker (default: the method's).
     """
+    ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
+    xlabel = x_label(traces, x, encoding, include_initial)  # both before a figure is made: they may refuse the traces
     plt = pyplot()
     width, height = SIZES[size]
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
     if xmax == "auto":
         xmax = min(ends) if ends and min(ends) > 0 else None
     labels = list(labels) if labels is not None else [curve_label(tr) for tr in traces]
@@ -248,9 +267,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
         ax.set_xscale("log")
     elif xmax is not None:
         ax.set_xlim(0, float(xmax))
-    ax.set_xlabel({"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
-                   "rounds": "round (server update) t", "time": "wall time (s)", "sim_time": "simulated time",
-                   "gradients": "gradients computed", "comm_rounds": "communication rounds"}[x])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(Y_LABEL[y])
     if title:
         ax.set_title(textwrap.fill(title, width=int(width * 11)))

@@ -9,9 +9,10 @@ from typing import Union
 import numpy as np
 
 from mpiclip import writer_lock
-from mpiclip.results import bits_to
+from mpiclip.results import bits_to, sim_time, sim_time_unit, time_to
 from mpiclip.trace import Trace, TraceError
 
+NO_CLOCK = "no sim time"  # a comparison's cell of simulated time for a trace without a clock
 SHOWN_CHARACTERS = 300  # of one attribute's text: a trace's attribute may hold megabytes
 
 
@@ -43,10 +44,15 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def comparison(traces: list[Union[Trace, TraceError]], encoding: str = "paper", levels: tuple = ()) -> str:
-    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4). A
-    TraceError among ``traces`` is a row with status unreadable, its reason in a line below the table."""
+    """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4). Where a
+    trace keeps a simulated clock (/sim_time), its final value and, with ``levels``, the simulated time to reach each
+    level too (NO_CLOCK for a trace without one). A TraceError among ``traces`` is a row with status unreadable, its reason
+    in a line below the table."""
+    timed = any(not isinstance(tr, TraceError) and sim_time(tr) is not None for tr in traces)
     header = ["run", "method", "compressor", "status", "rounds", f"bits/worker ({encoding})", "f(x)", "‖∇f(x)‖²",
               "wall s"] + [f"bits to {level:g}" for level in levels]
+    if timed:
+        header += ["sim time"] + [f"time to {level:g}" for level in levels]
     rows, unreadable = [], []
     for tr in traces:
         if isinstance(tr, TraceError):
@@ -59,8 +65,20 @@ def comparison(traces: list[Union[Trace, TraceError]], encoding: str = "paper", 
                      tr.status.split(":")[0], str(int(_last(tr.rounds))) if len(tr.rounds) else "-",
                      _fmt(_last(bits), ".4g"), _fmt(_last(tr.loss), ".6g"), _fmt(_last(tr.grad_norm_sq)),
                      _fmt(tr.attrs.get("wall_seconds"), ".2f")]
-                    + [_fmt(bits_to(tr, level, encoding), ".4g") for level in levels])
-    return "\n".join([table(rows, header)] + unreadable)
+                    + [_fmt(bits_to(tr, level, encoding), ".4g") for level in levels]
+                    + (_times(tr, levels) if timed else []))
+    units = sorted({sim_time_unit(tr) for tr in traces if not isinstance(tr, TraceError) and sim_time(tr) is not None})
+    note = [f"sim time, time to: simulated time in {' or '.join(units)}; {NO_CLOCK!r}: a trace without a simulated "
+            "clock (/sim_time); '-': never reached"] if timed else []
+    return "\n".join([table(rows, header)] + note + unreadable)
+
+
+def _times(tr: Trace, levels: tuple) -> list[str]:
+    """The comparison's cells of simulated time: at the end, then to each level (NO_CLOCK for a trace without one)."""
+    clock = sim_time(tr)
+    if clock is None:
+        return [NO_CLOCK] * (1 + len(levels))
+    return [_fmt(_last(clock), ".4g")] + [_fmt(time_to(tr, level), ".4g") for level in levels]
 
 
 def _compressor(tr: Trace) -> str:
@@ -106,7 +124,8 @@ def describe(tr: Trace) -> str:
         down = ", ".join(f"{e} {_fmt(_last(tr.bits_down_cumulative(e)), '.6g')}" for e in tr.bits_down)
         lines.append(f"bits down  {down} (+ {_fmt(tr.bits_initial_down.get('paper', 0.0), '.6g')} paper bits initially)")
     for name, values in tr.metrics.items():
-        lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}")
+        unit = f" {sim_time_unit(tr)}" if name.startswith("sim_") else ""  # the simulated clock and its parts
+        lines.append(f"{name:10s} final {_fmt(_last(values), '.6g')}{unit}")
     events, clients, n = tr.tables["events"], tr.tables["clients"], int(tr.attrs.get("n_workers", 0))
     if events:
         applied = _spread(events["worker"][events["update"] >= 0], n)

@@ -12,6 +12,9 @@ pages and the DataFrames of mpiclip.frames::
 * :class:`Run` is one run of a sweep with its trace: the grid point (``index`` in sweep order, ``label``,
   ``values``), the validated config read generically (``run.method``, ``run.gamma``, ``run.param("beta")``,
   ``run.section("async").slow_factor``, ``run.value("data.split")``) and the sweep's ``[select]``.
+* :func:`to_target` (:func:`bits_to`, :func:`time_to`, :func:`rounds_to`): the bits per worker, simulated time or
+  rounds at which a trace first reached a target, by one rule (:func:`first_reaching`); :func:`sim_time` is a
+  trace's simulated clock, None for a trace without one.
 * :func:`select` is the selection rule: per group the item with the smallest score, ties to the earlier item,
   a score that is not finite never winning.
 
@@ -142,10 +145,63 @@ def runs(sweep: "Sweep", columns: Optional[Iterable[str]] = None, attrs: Optiona
     return out
 
 
+# ---------------------------------------------------------------- to a target: bits, simulated time, rounds
+NO_SIM_TIME = "no simulated time (/sim_time)"  # what a reader says of a trace whose runner kept no clock
+
+
+def sim_time(trace: Trace) -> Optional[np.ndarray]:
+    """The simulated clock at each recorded row (``/sim_time``: asynchronous runs, and any run given a system model),
+    None for a trace without one (or read without that column)."""
+    return trace.metrics.get("sim_time")
+
+
+def sim_time_unit(trace: Trace) -> str:
+    """The unit of a trace's ``/sim_time``: seconds for a run with a system model ([system]) or an asynchronous run in
+    real mode (the server's wall clock); otherwise the asynchronous model's time units (a gradient takes
+    async.mean_time of them on average)."""
+    real = trace.config.get("async", {}).get("mode") == "real"
+    return "s" if "system" in trace.config or real else "model time units"
+
+
+def first_reaching(values: np.ndarray, axis: np.ndarray, target: float, larger_is_better: bool = False) -> float:
+    """``axis`` at the first row where ``values`` reached ``target`` (≤ it, or ≥ it where larger is better), nan where
+    they never did: the one rule of bits, simulated time and rounds to a target (a NaN value never reaches it)."""
+    reached = np.flatnonzero(values >= target if larger_is_better else values <= target)
+    return float(axis[reached[0]]) if len(reached) else math.nan
+
+
+# the axes a target is reached on: trace, encoding -> (T,) values, None where the trace has no such axis
+AXES: dict[str, Callable[[Trace, str], Optional[np.ndarray]]] = {
+    "bits": lambda trace, encoding: trace.bits_per_worker(encoding),  # per worker, the papers' #bits/n
+    "sim_time": lambda trace, encoding: sim_time(trace),
+    "rounds": lambda trace, encoding: trace.rounds.astype(float),
+}
+
+
+def to_target(trace: Trace, level: float, axis: str = "bits", encoding: str = "paper",
+              values: Optional[np.ndarray] = None, larger_is_better: bool = False) -> float:
+    """The ``axis`` (AXES: bits per worker in ``encoding``, simulated time, rounds) at which ``values`` (default
+    ‖∇f(x^t)‖²) first reached ``level``; nan if they never did or the trace has no such axis (no simulated time)."""
+    xs = AXES[axis](trace, encoding)
+    if xs is None:
+        return math.nan
+    return first_reaching(trace.grad_norm_sq if values is None else values, xs, level, larger_is_better)
+
+
 def bits_to(trace: Trace, level: float, encoding: str = "paper") -> float:
     """Bits per worker sent before ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
-    reached = np.flatnonzero(trace.grad_norm_sq <= level)
-    return float(trace.bits_per_worker(encoding)[reached[0]]) if len(reached) else math.nan
+    return to_target(trace, level, "bits", encoding)
+
+
+def time_to(trace: Trace, level: float) -> float:
+    """Simulated time at which ‖∇f(x^t)‖² first reached ``level`` (nan if it never did, or the trace has no
+    simulated time: see :func:`sim_time`)."""
+    return to_target(trace, level, "sim_time")
+
+
+def rounds_to(trace: Trace, level: float) -> float:
+    """The round t at which ‖∇f(x^t)‖² first reached ``level`` (nan if it never did)."""
+    return to_target(trace, level, "rounds")
 
 
 # ---------------------------------------------------------------- the selection rule

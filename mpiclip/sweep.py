@@ -14,7 +14,7 @@ A sweep file is TOML::
     "stepsize.factor" = [1, 2, 4]
     [select]
     group = ["method.name"]           # one curve per distinct value of these keys
-    criterion = "final"               # final | min | bits_to (with target)
+    criterion = "final"               # final | min | bits_to | time_to (with target)
 
 This module never imports mpi4py: reading and reducing a sweep's traces needs no MPI.
 """
@@ -50,6 +50,9 @@ class SweepParams:
 METRICS = ("grad_norm_sq", "gap", "loss", "test_loss", "test_accuracy", "train_accuracy")
 
 
+TARGET_AXES = {"bits_to": "bits", "time_to": "sim_time"}  # criterion -> the axis of mpiclip.results.AXES it counts on
+
+
 def larger_is_better(metric: str) -> bool:
     return metric.endswith("accuracy")
 
@@ -59,13 +62,14 @@ class SelectParams:
     group: tuple[str, ...] = param(("method.name",), "keys whose values make one curve each")
     criterion: str = param("final", "best run of a group: 'final' (best final value), 'min' (best value over "
                            "the run), 'bits_to' (fewest bits per worker to reach target; if no run of the group "
-                           "reaches it, the smallest final value)", choices=("final", "min", "bits_to"))
-    target: float = param(1e-7, "level of the metric for criterion = 'bits_to'", check=positive)
+                           "reaches it, the smallest final value), 'time_to' (the same by simulated time, /sim_time: "
+                           "a run without a clock never reaches the target)", choices=("final", "min", *TARGET_AXES))
+    target: float = param(1e-7, "level of the metric for criterion = 'bits_to' or 'time_to'", check=positive)
     encoding: str = param("paper", "bit encoding of the bits axis and of 'bits_to'",
                           choices=("paper", "coo32", "compact", "wire"))
     metric: str = param("grad_norm_sq", "what is compared and plotted: ‖∇f‖², the gap f − f* (least squares, "
                         "quadratics), f, or a classifier's test loss or accuracy (accuracies: larger is better, "
-                        "and 'bits_to' means reaching at least target)", choices=METRICS)
+                        "and 'bits_to', 'time_to' mean reaching at least target)", choices=METRICS)
 
 
 @dataclass(frozen=True)
@@ -309,21 +313,22 @@ def status_of(path: str) -> str:
 
 
 def score(trace, select: SelectParams) -> tuple[int, float]:
-    """A sort key, smaller is better: (0, bits to the target) for runs that reach it under 'bits_to', else
-    (1, final or smallest value); (2, inf) for runs that did not complete."""
+    """A sort key, smaller is better: (0, bits or simulated time to the target) for runs that reach it under
+    'bits_to' or 'time_to', else (1, final or smallest value); (2, inf) for runs that did not complete."""
     if not trace.status.startswith("completed") or len(trace.grad_norm_sq) == 0:
         return (2, math.inf)
     from mpiclip.plotting import y_values
+    from mpiclip.results import to_target
 
     try:
         g = y_values(trace, select.metric)
     except (KeyError, ValueError):  # a trace without the metric (e.g. no test set) cannot win
         return (2, math.inf)
     sign = -1.0 if larger_is_better(select.metric) else 1.0
-    if select.criterion == "bits_to":
-        reached = np.flatnonzero(sign * g <= sign * select.target)
-        if len(reached):
-            return (0, float(trace.bits_per_worker(select.encoding)[reached[0]]))
+    if select.criterion in TARGET_AXES:
+        at = to_target(trace, select.target, TARGET_AXES[select.criterion], select.encoding, g, sign < 0)
+        if not math.isnan(at):
+            return (0, at)
     value = float(np.nanmin(sign * g)) if select.criterion == "min" else sign * float(g[-1])
     return (1, value if np.isfinite(value) else math.inf)
 

@@ -39,7 +39,10 @@ def add_parsers(sub) -> None:
     s_shipped.set_defaults(func=cmd_sweep_shipped)
     s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
     s_best.add_argument("sweep", metavar="SWEEP")
-    s_best.add_argument("--plot", metavar="FILE", help="‖∇f‖² of each group's best run against bits per worker")
+    s_best.add_argument("--plot", metavar="FILE", help="the metric of each group's best run against --x")
+    s_best.add_argument("--x", choices=("bits", "rounds", "sim_time"), default="bits",
+                        help="x axis of --plot: bits per worker (default), rounds, or simulated time (/sim_time: "
+                        "asynchronous runs and runs with a system model)")
     s_best.add_argument("--title")
     s_best.set_defaults(func=cmd_sweep_best)
 
@@ -145,6 +148,7 @@ def _sweep_run(args, comm) -> int:
 def cmd_sweep_best(args) -> int:
     from mpiclip import plotting, report
     from mpiclip.errors import InputError
+    from mpiclip.results import NO_SIM_TIME, sim_time, sim_time_unit
     from mpiclip.sweep import best_runs, larger_is_better
 
     sweep = _sweep_or_report(args.sweep)
@@ -158,6 +162,20 @@ def cmd_sweep_best(args) -> int:
             return 2
     best = best_runs(sweep)
     sel = sweep.select
+    fig = None
+    if args.plot:  # drawn first: a run that cannot be drawn against --x is said before anything is printed
+        chosen = [b.trace for b in best if b.trace is not None]
+        for b in best:
+            if b.trace is not None:
+                short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
+                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
+                                                                   if k not in sel.group)
+        try:
+            fig = plotting.draw(chosen, x=args.x, y=sel.metric, encoding=sel.encoding,
+                                title=args.title or sweep.params.name, xmax=None)  # runs stop at the tolerance: whole
+        except ValueError as e:  # e.g. --x sim_time of a run without a clock, or of runs in different units
+            print(f"mpiclip: error: --plot = {args.plot!r}: {e}", file=sys.stderr)
+            return 2
     rows = []
     for b in best:
         tried = f"{b.tried} runs, {b.failed} failed" + (f", {len(b.unreadable)} unreadable" if b.unreadable else "")
@@ -169,21 +187,15 @@ def cmd_sweep_best(args) -> int:
         reached, value = b.score
         kind = "min" if sel.criterion == "min" else "final"
         shown = -value if reached and larger_is_better(sel.metric) else value  # scores are smaller-is-better
-        how = f"{value:.4g} bits to {sel.target:g}" if reached == 0 else f"{shown:.4g} ({kind})"
+        unit = "bits" if sel.criterion == "bits_to" else sim_time_unit(tr)
+        clockless = f"; {NO_SIM_TIME}" if sel.criterion == "time_to" and sim_time(tr) is None else ""
+        how = f"{value:.4g} {unit} to {sel.target:g}" if reached == 0 else f"{shown:.4g} ({kind}{clockless})"
         rows.append([b.group, b.run.label, f"{final:.3g}", f"{tr.bits_per_worker(sel.encoding)[-1]:.4g}", how, tried])
     print(report.table(rows, ["group", "best run", f"final {sel.metric}", f"bits/worker ({sel.encoding})",
                               f"chosen by ({sel.criterion})", "tried"]))
     for label, why in (item for b in best for item in b.unreadable):
         print(f"{label}: unreadable: {why}")
-    if args.plot:
-        chosen = [b.trace for b in best if b.trace is not None]
-        for b in best:
-            if b.trace is not None:
-                short = lambda key: key if key.endswith(".name") else key.split(".")[-1]
-                b.trace.attrs["name"] = f"{b.group}: " + ",".join(f"{short(k)}={v}" for k, v in b.run.values
-                                                                   if k not in sel.group)
-        fig = plotting.draw(chosen, y=sel.metric, encoding=sel.encoding, title=args.title or sweep.params.name,
-                            xmax=None)  # runs stop at the tolerance: show each chosen run whole
+    if fig is not None:
         plotting.save_checked(fig, args.plot, lambda problem: print(f"mpiclip: warning: {problem}", file=sys.stderr))
         print(f"plot: {args.plot}")
     return 0

@@ -2,7 +2,9 @@
 against GD on the LibSVM sets, each tuned over k and the step-size factor, against bits per worker.
 
 For each sweep: the best run per method (the sweep's own criterion), the runs at the (k, factor) that the
-paper reports as best with what the paper shows there, and the paper-style figure of the best runs.
+paper reports as best with what the paper shows there, and the paper-style figure of the best runs. Where the runs
+kept a simulated clock (a system model), the tables add the simulated time to the same levels and a figure shows the
+best runs against it; pages of runs without one are as they were.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 
 from mpiclip import plotting
 from mpiclip.reproduce import Cut, Family
-from mpiclip.results import bits_to
+from mpiclip.results import bits_to, sim_time, sim_time_unit, time_to
 from mpiclip.sweep import best_runs, status_of
 from mpiclip.trace import load_trace
 
@@ -47,14 +49,27 @@ def _num(v: float, spec: str) -> str:
     return "-" if v is None or math.isnan(v) else format(v, spec)
 
 
-def describe(trace, lsq: bool) -> list[str]:
-    """final value, bits per worker; then bits to 1e-5 and 1e-7 (‖∇f‖²) or f − f* at 100k bits (least squares)."""
+# levels of ‖∇f‖² (as the tables write them): reached after how many bits, and for runs with a clock, how much time
+LEVELS = {"1e-5": 1e-5, "1e-7": 1e-7}
+
+
+def describe(trace, lsq: bool, timed: bool = False) -> list[str]:
+    """final value, bits per worker; then bits to 1e-5 and 1e-7 (‖∇f‖²) or f − f* at 100k bits (least squares);
+    ``timed``: then the simulated time to 1e-5 and 1e-7 ('-' also for a run without a clock)."""
     bits = trace.bits_per_worker("paper")
     if lsq:
         gap = plotting.y_values(trace, "gap")
         at = gap[bits <= 1e5][-1] if (bits <= 1e5).any() else math.nan
         return [f"{gap[-1]:.3g}", f"{bits[-1]:.4g}", _num(at, ".3g")]
-    return [f"{trace.grad_norm_sq[-1]:.3g}", f"{bits[-1]:.4g}"] + [_num(bits_to(trace, level), ".4g") for level in (1e-5, 1e-7)]
+    times = [_num(time_to(trace, level), ".4g") for level in LEVELS.values()] if timed else []
+    return [f"{trace.grad_norm_sq[-1]:.3g}", f"{bits[-1]:.4g}"] + [_num(bits_to(trace, level), ".4g")
+                                                                   for level in LEVELS.values()] + times
+
+
+def clock_unit(traces) -> str:
+    """The unit of the simulated time of ``traces`` (those with a clock), '' where none has one: a page shows time to
+    a target only for sweeps whose runs kept a clock, so that the pages of the others stay as they were."""
+    return next((sim_time_unit(tr) for tr in traces if sim_time(tr) is not None), "")
 
 
 def short_label(values) -> str:
@@ -72,21 +87,25 @@ def write(page, sweeps: dict) -> None:
     for name, sweep in sweeps.items():
         page.heading(name)
         lsq = sweep.select.metric == "gap"
+        best = best_runs(sweep)
+        unit = "" if lsq else clock_unit([b.trace for b in best if b.trace is not None])
         head = ["final f − f*", "bits/worker", "f − f* at 100k bits"] if lsq else \
-            ["final ‖∇f‖²", "bits/worker", "bits to 1e-5", "bits to 1e-7"]
+            ["final ‖∇f‖²", "bits/worker"] + [f"bits to {level}" for level in LEVELS] \
+            + [f"time to {level} ({unit})" for level in LEVELS if unit]
         best_rows, chosen = [], []
-        for b in best_runs(sweep):
+        for b in best:
             if b.trace is None:
                 best_rows.append([plotting.PAPER_NAMES.get(b.group, b.group), f"none of {b.tried} completed"]
                                  + [""] * len(head))
                 continue
             label = short_label(b.run.values)
-            best_rows.append([plotting.PAPER_NAMES.get(b.group, b.group), label] + describe(b.trace, lsq))
+            best_rows.append([plotting.PAPER_NAMES.get(b.group, b.group), label] + describe(b.trace, lsq, bool(unit)))
             b.trace.attrs["name"] = label
             chosen.append(b.trace)
         what = "f − f*" if lsq else "‖∇f‖²"
         page.text("Best run per method: " + {
             "bits_to": f"the fewest bits per worker to {what} ≤ {sweep.select.target:g}, else the smallest final {what}:",
+            "time_to": f"the shortest simulated time to {what} ≤ {sweep.select.target:g}, else the smallest final {what}:",
             "final": f"the smallest final {what}:", "min": f"the smallest {what} of the run:"}[sweep.select.criterion])
         page.table(f"{name}-best", ["method", "run", *head], best_rows)
         paper_rows = []
@@ -98,13 +117,19 @@ def write(page, sweeps: dict) -> None:
                 shown = {"missing": "not run"}.get(status, status.split(":")[0])
                 paper_rows.append([plotting.PAPER_NAMES[method], label, says, shown] + [""] * (len(head) - 1))
                 continue
-            paper_rows.append([plotting.PAPER_NAMES[method], label, says] + describe(load_trace(run.config.trace_path), lsq))
+            paper_rows.append([plotting.PAPER_NAMES[method], label, says]
+                              + describe(load_trace(run.config.trace_path), lsq, bool(unit)))
         if paper_rows:
             page.text("At the paper's (k, step-size factor), with what the paper's figure shows (read by eye, ±2×):")
             page.table(f"{name}-paper", ["method", "paper's run", "paper shows", *head], paper_rows)
         if chosen:
             page.figure(name, plotting.draw(chosen, y=sweep.select.metric, title=f"{name}: best run per method",
                                             xmax=None), f"{name}: best run per method")
+        clocked = [tr for tr in chosen if sim_time(tr) is not None and sim_time_unit(tr) == unit]
+        if unit and clocked:  # the same runs against the time they would have taken on the modelled system
+            page.figure(f"{name}-time", plotting.draw(clocked, x="sim_time", y=sweep.select.metric, xmax=None,
+                                                      title=f"{name}: best run per method against simulated time"),
+                        f"{name}: best run per method against simulated time")
 
 
 LOGREG = ("ef21-logreg-phishing", "ef21-logreg-mushrooms", "ef21-logreg-a9a", "ef21-logreg-w8a")
