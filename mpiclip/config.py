@@ -470,6 +470,11 @@ def validate(table: dict) -> Config:
     data = _data(table.get("data"), PROBLEMS.get(problem.name, "problem.name").labels is not None, problem.name)
     stepsize = parse_params(StepsizeParams, table.get("stepsize", {}), "stepsize")
     output = parse_params(OutputParams, table.get("output", {}), "output")
+    runner = RUNNERS.get(method_cls.runner, "method.name")
+    if "system" in table and not runner.keeps_clock:
+        clocks = ", ".join(name for name, r in RUNNERS.items() if r.keeps_clock)
+        raise InputError("system", table["system"], f"method {method.name!r} runs on the {runner.name} runner, which keeps "
+                         f"its own clock ([{runner.section}]); [system] drives the clocks of the {clocks} runners")
     return Config(run, data, problem, method, compressor, stepsize, output, _runner_sections(table, method.name, run),
                   _system(table.get("system"), run))
 

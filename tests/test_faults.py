@@ -300,6 +300,8 @@ CATALOGUE = [
     ("grid-too-large", ["--multirun", "--set", "run.seed=range(0,1000000)", "--set", "compressor.k=range(1,1000)"],
      "runs = 999000000: too many for one process (at most 100,000): run slices of them with --task I"),
     # issue 29, items 1 and 2: the system model ([system]) refuses what no cluster or fleet can be
+    ("system-on-async", [*ASGD, "--set", "system.latency=0.001"],
+     "system = {latency}: method 'asgd' runs on the asynchronous runner, which keeps its own clock ([async])"),
     ("system-negative-latency", ["--set", "system.latency=-0.001"], "system.latency = -0.001: must be a finite number >= 0"),
     ("system-zero-bandwidth", ["--set", "system.bandwidth_up=[1e9, 0, 1e9, 1e9]"],
      "system.bandwidth_up = 0: must be a finite number > 0"),

@@ -228,6 +228,7 @@ class Runner:
     phases: ClassVar[tuple[str, ...]] = ()  # keys of the timing split
     scalars: ClassVar[tuple[str, ...]] = ()  # per-row scalars of the runner (at the trace's root)
     tables: ClassVar[tuple[Table, ...]] = ()  # written beside the per-round rows
+    keeps_clock: ClassVar[bool] = False  # keeps the [system] clock (the shared system model gives /sim_time)
 
     @classmethod
     def check_section(cls, params: Any, n_workers: int) -> None:

@@ -211,6 +211,7 @@ CLIENTS = Table("clients", units="client id")  # one row per round: the clients 
 @RUNNERS.register("federated")
 class FederatedRunner(Runner):
     """Rounds with P sampled clients, K local steps each, and a server optimizer on the averaged models."""
+    keeps_clock = True
 
     protocol = FederatedMethod
     section = "federated"

@@ -187,6 +187,7 @@ def exchange(comm: Comm, msg: Message, n_workers: int, ordered: bool, per_worker
 @RUNNERS.register("synchronous")
 class SynchronousRunner(Runner):
     """Rounds: every worker sends one message per round; the replicated server step forms x^{t+1}."""
+    keeps_clock = True
 
     protocol = SynchronousMethod
     phases = ("gradient", "compression", "communication", "update", "evaluation", "trace")
