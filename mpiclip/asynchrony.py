@@ -4,8 +4,9 @@ A :class:`Schedule` is the simulated world of an asynchronous run, replicated on
 worker computes one gradient (a *job*) at a time; job k of worker j takes ``factor_j · base(j, k)``
 units of simulated time per gradient (a job of S gradients, FedBuff's local steps, S times that; paused
 through the worker's outages), and a priority queue of arrival times (ties by worker id) says who arrives
-next. A job's result arrives when its compute ends plus its message's transfer time
-(:meth:`Schedule.transfer_time`, 0 until a network model prices the messages). Every draw is keyed by
+next. With a network model ([system]'s links, ``transfers``), a job first downloads the model, then computes,
+then uploads its message: it arrives at start + download + compute (paused through outages) + upload, each
+transfer α_w + bytes/β of the worker's link; without one both are 0 seconds. Every draw is keyed by
 (seed, worker, job index) or (seed, request index), never by the rank or by real time, so the schedule
 depends on the config only, and a run gives the same trace on any number of ranks (docs/design.md §3).
 
@@ -254,9 +255,11 @@ class Schedule:
     """The simulated clock and the workers' jobs (replicated; plain arrays, saved in checkpoints)."""
 
     def __init__(self, params: AsyncParams, n: int, seed: int, policy: Policy, saved: Optional[dict] = None,
-                 simulated: bool = True):
+                 simulated: bool = True, transfers: Optional[tuple[list, list]] = None):
         self.p, self.n, self.seed, self.policy, self.simulated = params, n, seed, policy, simulated
         self.times = ComputeTimes(params, n, seed, policy.steps)
+        # per worker: seconds of a job's download of x and of its message's upload (x + 0.0 is x: no network, no change)
+        self.download, self.upload = transfers if transfers is not None else ([0.0] * n, [0.0] * n)
         self.random = params.assignment == "random"
         # per-worker lists of Python numbers: the event loop reads and writes single entries
         if saved is None:
@@ -342,18 +345,12 @@ class Schedule:
         if not self.simulated:  # busy until its gradient really arrives
             self.finish[w] = self.clock
             return w, k
-        self.finish[w] = finish = self.times.finish(w, k, self.clock) + self.transfer_time(w, k)
+        self.finish[w] = finish = self.times.finish(w, k, self.clock + self.download[w]) + self.upload[w]
         if not finish < math.inf:  # validation bounds the clock; this guards against anything it missed
             raise RunFailed(f"the simulated clock overflowed: worker {w}'s job {k}, started at time {self.clock:.6g}, "
                             f"would finish at {finish}")
         heapq.heappush(self.heap, (finish, w, k))
         return w, k
-
-    def transfer_time(self, w: int, k: int) -> float:
-        """Simulated time the result of job k of worker w spends on the network after its compute: 0 for now. The seam
-        for the [system] network model (a download of x and an upload of the job's message, α + bytes/β each); a
-        dense or fixed-size message's bytes are known when the job starts, before ``send`` runs at its arrival."""
-        return 0.0
 
     def _request(self, t: int, starts: list) -> None:
         """A job for a uniformly random worker: started now if it is idle, queued otherwise."""

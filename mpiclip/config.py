@@ -475,6 +475,10 @@ def validate(table: dict) -> Config:
         clocks = ", ".join(name for name, r in RUNNERS.items() if r.keeps_clock)
         raise InputError("system", table["system"], f"method {method.name!r} runs on the {runner.name} runner, which keeps "
                          f"its own clock ([{runner.section}]); [system] drives the clocks of the {clocks} runners")
+    for key in table.get("system", {}) if isinstance(table.get("system"), dict) else ():
+        if key in runner.unused_system_keys:
+            raise InputError(f"system.{key}", table["system"][key], f"does not apply to method {method.name!r}: "
+                             f"{runner.unused_system_keys[key]}")
     return Config(run, data, problem, method, compressor, stepsize, output, _runner_sections(table, method.name, run),
                   _system(table.get("system"), run))
 

@@ -258,6 +258,13 @@ def worker_links(p: SystemParams, n: int) -> Links:
     return Links(*out)
 
 
+def job_transfers(p: SystemParams, n: int, down_bytes: float, up_bytes: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) seconds of each worker's download of the model and (n,) of its upload of the message: the asynchronous
+    runner's per-job network time, α_w + bytes/β each way over the worker's own link."""
+    links = worker_links(p, n)
+    return link_time(down_bytes, links.latency, links.down), link_time(up_bytes, links.latency, links.up)
+
+
 class Availability:
     """Which clients are online in round t: always, a 0/1 table (cycled over its columns), or per client a
     two-state Markov chain (online → offline with p_off, offline → online with p_on; round 0 drawn from the

@@ -62,6 +62,7 @@ def system_files(tmp) -> None:
     (tmp / "speeds-negative.txt").write_text("0.1\n-0.2\n0.3\n0.4\n")
     (tmp / "online-short.txt").write_text("1 0 1\n1 1 1\n")
     (tmp / "online-never.txt").write_text("1 0 1\n1 1 1\n0 0 0\n1 1 0\n")
+    write_schedule(tmp / "schedule.h5", ("worker", None, SCHEDULE["worker"]))  # a whole, valid schedule
 
 
 def broken_data_files(tmp, X, y) -> None:
@@ -300,8 +301,28 @@ CATALOGUE = [
     ("grid-too-large", ["--multirun", "--set", "run.seed=range(0,1000000)", "--set", "compressor.k=range(1,1000)"],
      "runs = 999000000: too many for one process (at most 100,000): run slices of them with --task I"),
     # issue 29, items 1 and 2: the system model ([system]) refuses what no cluster or fleet can be
-    ("system-on-async", [*ASGD, "--set", "system.latency=0.001"],
-     "system = {latency}: method 'asgd' runs on the asynchronous runner, which keeps its own clock ([async])"),
+    # issue 29, item 3: the asynchronous clock takes [system]'s links only (its compute and budget stay [async]'s)
+    ("system-compute-on-async", [*ASGD, "--set", "system.mean_time=0.5"],
+     "system.mean_time = 0.5: does not apply to method 'asgd': the asynchronous runner's compute times are [async]'s "
+     "(async.mean_time)"),
+    ("system-speeds-on-async", [*FEDBUFF, "--set", "system.speeds_file='speeds-negative.txt'"],
+     "system.speeds_file = 'speeds-negative.txt': does not apply to method 'fedbuff': the asynchronous runner's compute"),
+    ("system-budget-on-async", [*ASGD, "--set", "system.max_time=10"],
+     "system.max_time = 10: does not apply to method 'asgd': the asynchronous runner's time budget is async.max_time"),
+    ("system-collective-on-async", [*ASGD, "--set", "system.collective='parameter_server'"],
+     "system.collective = 'parameter_server': does not apply to method 'asgd': a synchronous round's collective"),
+    ("system-deadline-on-async", [*FEDBUFF, "--set", "system.deadline=2"],
+     "system.deadline = 2: does not apply to method 'fedbuff': a federated round's setting: the asynchronous runner "
+     "has no rounds to drop clients from"),
+    ("system-availability-on-async", [*ASGD, "--set", "system.availability='markov'"],
+     "system.availability = 'markov': does not apply to method 'asgd': a federated round's setting"),
+    ("system-on-async-real", [*ASGD, "--set", "async.mode=real", "--set", "system.latency=0.001"],
+     "async.mode = 'real': times the run on the wall clock, whose messages take the machine's own network"),
+    ("system-on-async-replay", [*ASGD, "--set", "async.replay='schedule.h5'", "--set", "system.latency=0.001"],
+     "async.replay = 'schedule.h5': re-applies recorded arrival times: [system]'s links would not apply"),
+    ("system-async-transfer-overflows", [*ASGD, "--set", "system.bandwidth_up=1e-300"],
+     "system.bandwidth_up = 1e-300: worker 0's job would take 4.8e+301 s on the network: the simulated clock would "
+     "overflow"),
     ("system-negative-latency", ["--set", "system.latency=-0.001"], "system.latency = -0.001: must be a finite number >= 0"),
     ("system-zero-bandwidth", ["--set", "system.bandwidth_up=[1e9, 0, 1e9, 1e9]"],
      "system.bandwidth_up = 0: must be a finite number > 0"),

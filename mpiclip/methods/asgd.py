@@ -43,7 +43,7 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
-from mpiclip.rng import WorkerRandomness
+from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.asynchronous import AsynchronousMethod, AsyncWorkers, Received
 
 
@@ -94,6 +94,18 @@ class AsyncSGD(AsynchronousMethod):
         msg = self.compressor((gradient - estimate)[None], rng)
         new = msg.added_to(estimate[None])[0]
         return new, new, msg.bits[0]
+
+    def upload_bits(self, d: int, seed: int) -> np.ndarray:
+        """(E,) bits of one upload, known before its job runs: the message of a probe vector (its own generators, so
+        no draw of the run moves). Every compressor's message size is fixed by (d, k, encoding), so these are the bits
+        each upload really takes (tests/test_async_network.py); a message whose size depended on the vector (a
+        sparse one without a fixed count) would be priced at its bound, d values with their positions."""
+        if isinstance(self.compressor, Identity):
+            return dense_bits(d)
+        msg = self.compressor(np.ones((1, d)), WorkerRandomness(seed, COMPRESSOR, np.array([0]), 0))
+        if msg.sparse and msg.fixed_count is None:
+            return msg.cost.per_worker(d, d, True)
+        return np.asarray(msg.bits[0])
 
     @functools.cached_property
     def rules(self) -> Policy:

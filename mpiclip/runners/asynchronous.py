@@ -25,13 +25,15 @@ from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
-from mpiclip.asynchrony import REPLAY_COLUMNS, AsyncParams, Policy, ReplaySchedule, Schedule, schedule_fault
+from mpiclip.asynchrony import CLOCK_JOBS, REPLAY_COLUMNS, AsyncParams, Policy, ReplaySchedule, Schedule, schedule_fault
 from mpiclip.compressors import ENCODINGS
+from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
 from mpiclip.runners.protocol import Method
+from mpiclip.system import COMPUTE_KEYS, job_transfers, worker_links
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
@@ -66,6 +68,8 @@ class AsynchronousMethod(Method):
       job's oracle; FedBuff: local steps on the client's data);
     * ``check_async(params)``: [async] settings the method cannot work with (InputError);
     * ``send(estimate, gradient, rng) -> (estimate, vector, bits)``: one worker's upload;
+    * ``upload_bits(d, seed) -> (E,)``: the bits of one upload before its job runs (the [system] clock prices it
+      when the job starts);
     * ``receive(server_state, x, vector, delay) -> (server_state, x, Received)``: the server's use of it.
     """
 
@@ -93,8 +97,17 @@ class AsynchronousMethod(Method):
     def receive(self, server: Any, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[Any, np.ndarray, Received]:
         raise NotImplementedError
 
+    def upload_bits(self, d: int, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
 
 # --------------------------------------------------------------------------------------- the loop
+def network_bytes(system, method: AsynchronousMethod, d: int, seed: int) -> tuple[float, float]:
+    """Bytes of a job's download (x: d dense values) and of its upload (the method's message), in [system]'s
+    encoding."""
+    encoding = ENCODINGS.index(system.encoding)
+    return float(dense_bits(d)[encoding]) / 8, float(method.upload_bits(d, seed)[encoding]) / 8
+
 
 
 def read_replay(path: str) -> dict:
@@ -131,9 +144,25 @@ EVENTS = Table("events", (("update", "i8"), ("worker", "i8"), ("start", "i8"), (
                           ("norm", "f8"), ("clipped", "i1"), ("job", "i8")), bits=True)
 
 
+def _unused_system_keys() -> dict:
+    """[system] keys the asynchronous clock does not use, and why (config refuses them in one line): it takes the
+    links alone, its compute times and budget stay [async]'s and it has no rounds to gather or clients to drop."""
+    unused = {key: f"the asynchronous runner's compute times are [async]'s (async.{key})" for key in COMPUTE_KEYS}
+    unused["speeds_file"] = "the asynchronous runner's compute times are [async]'s (async.factors)"
+    unused["max_time"] = "the asynchronous runner's time budget is async.max_time"
+    for key in ("collective", "server_latency", "server_bandwidth"):
+        unused[key] = "a synchronous round's collective: an asynchronous job's messages take its worker's own link"
+    for key in ("availability", "p_off", "p_on", "availability_file", "deadline", "over_selection"):
+        unused[key] = "a federated round's setting: the asynchronous runner has no rounds to drop clients from"
+    return unused
+
+
 @RUNNERS.register("asynchronous")
 class AsynchronousRunner(Runner):
     """Server updates in a simulated clock: one gradient (or one batch) per update, applied as it arrives."""
+
+    keeps_clock = True  # [system]'s links price each job's download and upload
+    unused_system_keys = _unused_system_keys()
 
     protocol = AsynchronousMethod
     section = "async"
@@ -171,6 +200,8 @@ class AsynchronousRunner(Runner):
             raise InputError("async.assignment", p.assignment, "stopping stale jobs needs assignment = 'finisher'")
         if p.oracle == "minibatch" and not problem_info["samples"]:
             raise InputError("async.oracle", "minibatch", f"problem {config.problem.name!r} has no samples to draw")
+        if config.system is not None:
+            cls._check_network(config, method, problem_info["d"])
         if p.replay:
             replay = read_replay(p.replay)
             attrs, want = replay["attrs"], {"n_workers": n, "problem": config.problem.name, "d": problem_info["d"],
@@ -181,6 +212,27 @@ class AsynchronousRunner(Runner):
             fault = schedule_fault(replay["events"], n)
             if fault:
                 raise InputError("async.replay", p.replay, fault)
+
+    @classmethod
+    def _check_network(cls, config, method, d: int) -> None:
+        """[system] with this clock: not on a replayed schedule (its times are recorded), and a job's transfers must
+        keep the clock finite as its compute times do."""
+        p, n = config.section("async"), config.run.n_workers
+        if p.replay:
+            raise InputError("async.replay", p.replay, "re-applies recorded arrival times: [system]'s links would not "
+                             "apply; drop [system] or the replay")
+        down_bytes, up_bytes = network_bytes(config.system, method, d, config.run.seed)
+        links = worker_links(config.system, n)
+        compute = p.time_range(n)[1] * method.policy().steps
+        for w in range(n):  # Python floats: a product past the largest double is inf, without a warning
+            parts = {"system.latency": (2 * float(links.latency[w]), float(links.latency[w])),
+                     "system.bandwidth_down": (down_bytes / float(links.down[w]), float(links.down[w])),
+                     "system.bandwidth_up": (up_bytes / float(links.up[w]), float(links.up[w]))}
+            network = sum(seconds for seconds, _ in parts.values())
+            if not math.isfinite((compute + network) * CLOCK_JOBS):
+                field = max(parts, key=lambda key: parts[key][0])
+                raise InputError(field, parts[field][1], f"worker {w}'s job would take {network:.3g} s on the network: "
+                                 f"the simulated clock would overflow ({CLOCK_JOBS:.0g} jobs must add up to a finite time)")
 
     @classmethod
     def checkpoint_arrays(cls, config):
@@ -228,7 +280,11 @@ class AsynchronousRunner(Runner):
     def _schedule(self, saved: Optional[dict]):
         if self.replay is not None:
             return ReplaySchedule(self.replay, self.n, saved)
-        return Schedule(self.p, self.n, self.setup.config.run.seed, self.policy, saved)
+        system, transfers = self.setup.config.system, None
+        if system is not None:
+            nbytes = network_bytes(system, self.setup.method, len(self.setup.x0), self.seed)
+            transfers = tuple(seconds.tolist() for seconds in job_transfers(system, self.n, *nbytes))
+        return Schedule(self.p, self.n, self.seed, self.policy, saved, transfers=transfers)
 
     def snapshot(self, state: RunState) -> RunState:
         state.runner_data.update(self.schedule.saved())

@@ -48,6 +48,9 @@ class RealAsynchronousRunner(AsynchronousRunner):
 
     @classmethod
     def check(cls, config, method, problem_info):
+        if config.system is not None:
+            raise InputError("async.mode", "real", "times the run on the wall clock, whose messages take the machine's "
+                             "own network: [system]'s links price the simulated mode's messages only")
         super().check(config, method, problem_info)
         p, run, ranks = config.section("async"), config.run, problem_info["ranks"]
         if ranks < 2:

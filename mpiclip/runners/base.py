@@ -229,6 +229,7 @@ class Runner:
     scalars: ClassVar[tuple[str, ...]] = ()  # per-row scalars of the runner (at the trace's root)
     tables: ClassVar[tuple[Table, ...]] = ()  # written beside the per-round rows
     keeps_clock: ClassVar[bool] = False  # keeps the [system] clock (the shared system model gives /sim_time)
+    unused_system_keys: ClassVar[dict[str, str]] = {}  # [system] keys its clock does not use, and why (refused)
 
     @classmethod
     def check_section(cls, params: Any, n_workers: int) -> None:
