@@ -163,7 +163,7 @@ def test_a_deadline_no_client_can_meet_is_refused():
     assert e.value.field == "system.deadline" and "no client can meet it: the fastest, client 0, needs 3" in e.value.reason
 
 
-@pytest.mark.parametrize("method", ["ef21", "scaffold"])
+@pytest.mark.parametrize("method", ["ef21", "scaffold", "delay_adaptive_asgd"])
 def test_a_stopped_and_resumed_run_keeps_its_clock(tmp_path, monkeypatch, method):
     import signal
 
@@ -173,6 +173,8 @@ def test_a_stopped_and_resumed_run_keeps_its_clock(tmp_path, monkeypatch, method
     clock = {"compute_time": "exponential", "mean_time": 0.2, "latency": 0.01, "bandwidth_up": 1e5}
     if method == "scaffold":
         clock.update(availability="markov", p_off=0.3, p_on=0.5, deadline=1.0, over_selection=0.5)
+    if method == "delay_adaptive_asgd":  # the asynchronous clock takes the links alone (compute: [async])
+        clock = {"latency": 0.01, "bandwidth_up": [1e5, 2e3, 1e5, 1e5, 1e4]}
     full = case(method, tmp_path / "full.h5")
     full["system"] = clock
     assert run_case(full).status.startswith("completed")

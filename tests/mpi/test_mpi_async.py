@@ -87,3 +87,22 @@ def test_real_mode_refusals_reach_every_rank(mpi_tmp_path):
         run_on(world, table_for(path, {"name": "ringmaster_asgd", "stops": True}, {"name": "identity"}, {"mode": "real"},
                                 world.size + 1))
     assert collective(not os.path.exists(path))
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_simulated_run_on_a_network_gives_the_same_trace_on_any_number_of_ranks(mpi_tmp_path):
+    """[system]'s links on the asynchronous clock (issue 29 item 3): every rank prices each job's transfers alike."""
+    from mpiclip.comm import SerialComm
+
+    world, tmp = MPIComm(), str(mpi_tmp_path)
+    system = {"latency": 0.01, "bandwidth_up": [1e5, 2e3, 1e4, 1e5], "bandwidth_down": 1e6, "encoding": "coo32"}
+    tables = {}
+    for name in ("ranks", f"alone{world.rank}"):
+        tables[name] = table_for(os.path.join(tmp, f"{name}.h5"), {"name": "delay_adaptive_asgd"},
+                                 {"name": "topk", "k": 2}, {}, 4)
+        tables[name]["system"] = system
+    ok = run_on(world, tables["ranks"]).status == "completed: round budget 60 reached"
+    ok = run_on(SerialComm(), tables[f"alone{world.rank}"]).status == "completed: round budget 60 reached" and ok
+    WORLD.Barrier()
+    shared, alone = (trace_arrays(os.path.join(tmp, f"{name}.h5")) for name in ("ranks", f"alone{world.rank}"))
+    assert collective(ok and differences(shared, alone) == [] and shared["sim_time"][-1] > 0)
