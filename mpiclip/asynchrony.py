@@ -55,7 +55,8 @@ class AsyncParams:
     compute_time: str = param("exponential", "compute-time model of one gradient: 'constant' (mean_time), "
                               "'exponential' or 'lognormal' with mean mean_time, or 'list' (the times in `times`)",
                               choices=("constant", "exponential", "lognormal", "list"))
-    mean_time: float = param(1.0, "mean compute time of a gradient (simulated time units)", check=finite_positive)
+    mean_time: float = param(1.0, "mean compute time of a gradient (simulated time units; seconds with [system], "
+                             "whose links add each job's transfers)", check=finite_positive)
     lognormal_sigma: float = param(0.5, "σ of log(compute time) for compute_time = 'lognormal'", check=finite_nonnegative)
     times: tuple[tuple[float, ...], ...] = param((), "compute_time = 'list': the compute times of successive jobs, "
                                                  "cycled; one list for every worker or one per worker")

@@ -5,7 +5,8 @@ The pieces, all pure and replicated on every rank (no MPI):
 
 * **links** (Hockney's α–β model): a message of m bytes over a link of latency α seconds and bandwidth β
   bytes/s takes α + m/β; every worker has an uplink and a downlink, given once for all, per worker, or per
-  class of worker (``classes``);
+  class of worker (``classes``); the asynchronous runner prices each job's download of x and upload of its message
+  on its worker's link (:func:`job_transfers`), and takes nothing else from [system];
 * **collectives** of the synchronous runners (Thakur, Rabenseifner & Gropp 2005), each affine in the round's
   total bytes M = Σ_i m_i over P workers: ``latency_terms(P)·α + bandwidth_share(P)·M/β`` (ring all-gather,
   recursive doubling, ring all-reduce, binary tree, a parameter server on its own link);
