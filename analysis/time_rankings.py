@@ -104,9 +104,10 @@ def main(argv=None) -> int:
                 for r, rank in zip(block, ranks([b[key] for b in block])):
                     r["rank_" + key.split("_")[0]] = rank
             rows += block
-            y = s.metric
-            fig = draw(traces, x="sim_time", y=y, xmax=None, labels=[label(t) for t in traces],
-                       title=f"{s.name}, {system}: {s.what} against simulated time")
+            reached = [b["time_to"] for b in block if not math.isnan(b["time_to"])]
+            fig = draw(traces, x="sim_time", y=s.metric, xmax=1.25 * max(reached) if reached else None,
+                       labels=[label(t) for t in traces], title=f"{s.name}, {system}: {s.metric} against simulated "
+                       f"time (target: {s.what}; the axis ends past the last method to reach it)")
             save(fig, [os.path.join(args.out, f"{s.name}-{system}.{ext}") for ext in ("png", "pdf")])
         columns = ["system", "method", "bits_to", "rank_bits", "time_to", "rank_time", "rounds_to", "rounds",
                    "s_per_round", "comm_share", "wait_share", "dropped"]
