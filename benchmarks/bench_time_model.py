@@ -3,7 +3,7 @@ the model".
 
     OMP_NUM_THREADS=1 mpiexec -n 2 python -m mpi4py benchmarks/bench_time_model.py [--data mushrooms.txt] [--json PATH]
 
-1. α and β of this machine's MPI: a ping-pong between ranks 0 and 1 (half the round trip of 8 B … 4 MiB,
+1. α and β of this machine's MPI: a ping-pong between ranks 0 and 1 (half the round trip of 8 B … 2 MiB,
    α the 8-byte one, β from the least-squares slope of t against m).
 2. Asynchronous real mode (rank 0 the server, one worker on each other rank, ASGD with exponential compute times
    and a worker 3× slower) with ``time_unit`` sleeps, against the simulated run of the same config and seed: the
