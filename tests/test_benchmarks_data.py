@@ -10,7 +10,8 @@ from helpers import REPO
 
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 SCRIPTS = [("bench_ef21_a9a.py", "--data"), ("bench_async.py", "--data"), ("bench_checkpoint.py", "--data"),
-           ("bench_scale.py", "data set"), ("suite.py", "data set")]
+           ("bench_scale.py", "data set"), ("suite.py", "data set"), ("bench_time_model.py", "--data")]
+DATA = {"bench_time_model.py": "mushrooms.txt"}  # the others read a9a
 
 
 def bench(script: str, cwd, data_dir, *args) -> subprocess.CompletedProcess:
@@ -28,11 +29,23 @@ def test_without_the_data_a_bench_script_says_so_in_one_line(tmp_path, script, f
     proc = bench(script, tmp_path, empty)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0] == (f"{script}: error: {field} = 'a9a.txt': data set not found: looked in {tmp_path} and "
+    assert lines[0] == (f"{script}: error: {field} = '{DATA.get(script, 'a9a.txt')}': data set not found: looked in {tmp_path} and "
                         f"$MPICLIP_DATA_DIR ({empty}); download it from https://www.csie.ntu.edu.tw/~cjlin/"
                         "libsvmtools/datasets/ and name its directory with "
                         + ("--data-dir or " if script == "suite.py" else "") + "$MPICLIP_DATA_DIR")
     assert os.listdir(tmp_path) == ["data"]  # nothing written
+
+
+def test_the_time_model_bench_refuses_one_rank_in_one_line(tmp_path):
+    """Real mode needs a server and a worker rank: without mpiexec the script says so before running anything."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mushrooms.txt").write_text("1 1:1\n")
+    proc = bench("bench_time_model.py", tmp_path, data)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and lines == ["bench_time_model.py: error: ranks = 1: run it under mpiexec -n 2 or more "
+                                              "(real mode needs a server and a worker rank)"], proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
 def test_a_data_set_is_found_where_mpiclip_run_finds_it(tmp_path, monkeypatch):
