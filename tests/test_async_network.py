@@ -49,7 +49,7 @@ def test_a_fast_network_keeps_the_schedule_and_the_trajectory_and_adds_its_trans
     kw = {"n": 4, "compute_time": "exponential", "updates": 40}
     plain = run(tmp_path / "plain.h5", **kw)
     timed = run(tmp_path / "timed.h5", system={"latency": 0.0, "bandwidth_up": 1e9, "bandwidth_down": 1e9}, **kw)
-    times = ("events/sim_time", "sim_time")
+    times = ("events/sim_time", "sim_time", "sim_compute", "sim_comm", "sim_wait")  # the time split: [system]'s alone
     assert differences({k: v for k, v in plain.items() if k not in times},
                        {k: v for k, v in timed.items() if k not in times}) == []
     shift = (plain["events/job"] + 1) * 2 * 48 / 1e9
@@ -87,3 +87,78 @@ def test_the_upload_priced_before_the_job_is_the_upload_sent(compressor, method)
         _, _, bits = m.send(np.zeros(width) + rng.standard_normal(width), gradient,
                             WorkerRandomness(3, COMPRESSOR, np.array([1]), job))
         assert np.array_equal(bits, priced), (job, bits, priced)
+
+
+def test_one_worker_splits_its_time_into_its_compute_and_its_transfers(tmp_path):
+    """Issue 29 item 2: one worker is never idle, so row t has computed t · c and sent t · (2α + bytes/β each way)."""
+    c, alpha, up, down = 0.5, 0.01, 1e4, 2.5e4
+    trace = run(tmp_path / "t.h5", system={"latency": alpha, "bandwidth_up": up, "bandwidth_down": down})
+    t = np.arange(len(trace["sim_time"]))
+    transfers = 2 * alpha + D * 32 / 8 / down + trace["events/bits/paper"][0] / 8 / up
+    np.testing.assert_allclose(trace["sim_compute"], t * c, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(trace["sim_comm"], t * transfers, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(trace["sim_wait"], 0.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(trace["sim_compute"] + trace["sim_comm"] + trace["sim_wait"], trace["sim_time"], rtol=1e-12)
+
+
+def test_minibatch_sgd_charges_the_fast_workers_wait_for_the_slowest_to_sim_wait(tmp_path):
+    """Two workers, compute c and 3c, one step per both arrivals: per step the mean worker computes 2c, sends the
+    same transfers, and waits c (worker 0 idles 2c, worker 1 never)."""
+    c, alpha = 0.5, 0.02
+    trace = run(tmp_path / "t.h5", n=2, method={"name": "minibatch_sgd"}, factors=[1.0, 3.0],
+                system={"latency": alpha, "bandwidth_up": 1e9, "bandwidth_down": 1e9})
+    t = np.arange(len(trace["sim_time"]))
+    transfers = 2 * alpha + 2 * D * 32 / 8 / 1e9
+    np.testing.assert_allclose(trace["sim_time"], t * (3 * c + transfers), rtol=1e-12)
+    np.testing.assert_allclose(trace["sim_compute"], t * 2 * c, rtol=1e-12)
+    np.testing.assert_allclose(trace["sim_comm"], t * transfers, rtol=1e-12)
+    np.testing.assert_allclose(trace["sim_wait"], t * c, rtol=1e-12)
+
+
+def test_fedbuff_counts_a_buffered_arrival_at_the_step_it_joins(tmp_path):
+    """FedBuff steps every `buffer` arrivals: a row's split covers exactly the arrivals up to its step, so the
+    three parts add up to sim_time and none is negative."""
+    trace = run(tmp_path / "t.h5", n=3, method={"name": "fedbuff", "client_lr": 0.1, "buffer": 2},
+                compute_time="exponential", updates=8,
+                system={"latency": 0.05, "bandwidth_up": 1e3, "bandwidth_down": 1e4})
+    parts = trace["sim_compute"] + trace["sim_comm"] + trace["sim_wait"]
+    np.testing.assert_allclose(parts, trace["sim_time"], rtol=1e-12, atol=1e-12)
+    assert (trace["sim_wait"] > 0).any() and (np.diff(trace["sim_compute"]) > 0).all()
+
+
+def test_without_system_the_trace_has_no_time_split(tmp_path):
+    trace = run(tmp_path / "t.h5")
+    assert "sim_time" in trace and not {"sim_compute", "sim_comm", "sim_wait"} & set(trace)
+
+
+def test_a_run_stopped_and_resumed_keeps_its_time_split(tmp_path, monkeypatch):
+    """The split's sums live in the checkpoint's runner data: a SIGTERM then resume gives the uninterrupted trace."""
+    import os
+    import signal
+
+    from mpiclip.runners.asynchronous import AsynchronousRunner
+
+    kw = {"n": 3, "method": {"name": "fedbuff", "client_lr": 0.1, "buffer": 2}, "compute_time": "exponential",
+          "updates": 12, "system": {"latency": 0.05, "bandwidth_up": 1e3, "bandwidth_down": 1e4}}
+    full = run(tmp_path / "full.h5", **kw)
+    fired, original = [], AsynchronousRunner.advance
+
+    def advance(self, state):
+        if state.t == 5 and not fired:
+            fired.append(5)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, state)
+
+    monkeypatch.setattr(AsynchronousRunner, "advance", advance)
+    with pytest.raises(AssertionError, match="interrupted"):
+        run(tmp_path / "cut.h5", **kw)
+    monkeypatch.setattr(AsynchronousRunner, "advance", original)
+    assert fired == [5]
+    t = config_table(method=kw["method"], compressor={"name": "identity"})
+    t["run"] = {"name": "a", "n_workers": 3, "rounds": 12, "resume": "yes"}
+    t["async"] = {"compute_time": "exponential", "mean_time": 0.5}
+    t["system"] = kw["system"]
+    t["output"] = {"path": str(tmp_path / "cut.h5"), "exists": "overwrite"}
+    (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
+    assert session.execute(prepared).status.startswith("completed")
+    assert differences(full, trace_arrays(str(tmp_path / "cut.h5"))) == []

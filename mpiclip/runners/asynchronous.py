@@ -33,10 +33,11 @@ from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
 from mpiclip.runners.protocol import Method
-from mpiclip.system import COMPUTE_KEYS, job_transfers, worker_links
+from mpiclip.system import CLOCK_COLUMNS, COMPUTE_KEYS, job_transfers, worker_links
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
+BUSY = ("arrived_compute", "arrived_comm", "stepped_compute", "stepped_comm")  # runner_data keys of the time split
 
 
 # --------------------------------------------------------------------------------------- the protocol
@@ -177,6 +178,11 @@ class AsynchronousRunner(Runner):
         params.validate(n_workers)
 
     @classmethod
+    def row_scalars(cls, config):
+        """With [system], the split of sim_time into computing, communicating and waiting (``_time_split``)."""
+        return cls.scalars + (CLOCK_COLUMNS[1:] if config.system is not None else ())
+
+    @classmethod
     def concurrency(cls, config):
         return config.section("async").jobs_in_flight(config.run.n_workers)
 
@@ -262,6 +268,7 @@ class AsynchronousRunner(Runner):
         d = len(s.x0)
         self.buffer = np.zeros(d + E)  # the vector the server uses and its bits, from the worker's rank
         self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
+        self.splits_time = s.config.system is not None  # rows carry sim_compute, sim_comm, sim_wait
 
     # ---------------------------------------------------------------- state
     def start(self, state: Optional[RunState]) -> RunState:
@@ -270,6 +277,8 @@ class AsynchronousRunner(Runner):
             workers, server = self.initial_states(s.config, s.method, s.x0, len(s.worker_ids))
             state = RunState(0, s.x0.copy(), workers, server, Ledger.empty(len(s.worker_ids)))
             state.runner_data = {"now": 0.0, "recorded": -1, "delays": np.zeros(1, dtype=np.int64), "discarded": 0}
+            if self.splits_time:  # seconds summed over workers: of all arrivals, and of those up to the last step
+                state.runner_data.update(dict.fromkeys(BUSY, 0.0))
             self.schedule = self._schedule(None)
             self._compute(state, self.schedule.begin())
         else:
@@ -360,9 +369,16 @@ class AsynchronousRunner(Runner):
             delays = state.runner_data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
         delays[delay] += 1
         state.runner_data["discarded"] += not received.admitted
+        data = state.runner_data
+        if self.splits_time:
+            w, schedule = arrival.worker, self.schedule
+            data["arrived_compute"] += schedule.times.duration(w, arrival.job)
+            data["arrived_comm"] += schedule.download[w] + schedule.upload[w]
         if received.stepped:
             state.t = t + 1
-            state.runner_data["now"] = arrival.time
+            data["now"] = arrival.time
+            if self.splits_time:  # a row's time is its last step's: arrivals after it are counted at the next
+                data["stepped_compute"], data["stepped_comm"] = data["arrived_compute"], data["arrived_comm"]
         return received
 
     def _compute(self, state: RunState, starts: list) -> None:
@@ -388,7 +404,7 @@ class AsynchronousRunner(Runner):
         if status == "running" and s.control.stop:
             return False
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
-                           {"sim_time": state.runner_data["now"], **row.scores})
+                           {"sim_time": state.runner_data["now"], **self._time_split(state), **row.scores})
         s.recorder.set_metrics({})
         if s.recorder.full or s.control.flush:
             s.recorder.flush(state.ledger)
@@ -396,6 +412,17 @@ class AsynchronousRunner(Runner):
         state.runner_data["recorded"] = t
         self.recorded(state, row, status, t1, f"  time {state.runner_data['now']:.6g}")
         return status == "running"
+
+    def _time_split(self, state: RunState) -> dict:
+        """sim_time = sim_compute + sim_comm + sim_wait, per worker averaged over workers (docs/algorithms.md §12):
+        the compute and transfer seconds of the jobs that arrived up to the row's last step, and the rest of the
+        time: idle (no job handed out: a buffer, a batch, minibatch SGD's slowest worker), paused through outages,
+        or on jobs still in flight or stopped. Rounding can leave the rest a hair below 0: it is clamped."""
+        if not self.splits_time:
+            return {}
+        data = state.runner_data
+        compute, comm = data["stepped_compute"] / self.n, data["stepped_comm"] / self.n
+        return {"sim_compute": compute, "sim_comm": comm, "sim_wait": max(0.0, data["now"] - compute - comm)}
 
     def _ended(self, t: int, out_of_time: bool) -> str:
         if out_of_time:
