@@ -95,7 +95,8 @@ class Session:
         c, comm = self.config, self.comm
         if comm.size > c.run.n_workers:
             raise InputError("run.n_workers", c.run.n_workers,
-                             f"is less than the {comm.size} MPI ranks; every rank needs at least one worker")
+                             f"is less than the {comm.size} MPI ranks; every rank needs at least one worker"
+                             f"{_ranks_note(c)}")
         problem_cls = PROBLEMS.get(c.problem.name, "problem.name")
         problem_cls.check(c.problem.params, c.run.n_workers)
         if problem_cls.labels is not None:
@@ -491,6 +492,16 @@ class Session:
 
 
 _PROBLEMS: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def _ranks_note(c: Config) -> str:
+    """The runner's addition to the refusal of fewer workers than ranks ('' where the method is unknown: that
+    refusal comes later, in its own line)."""
+    try:
+        runner = RUNNERS.get(METHODS.get(c.method.name, "method.name").runner, "method.name").resolve(c)
+    except InputError:
+        return ""
+    return runner.ranks_note(c)
 
 
 def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm, local_rank: int):

@@ -45,6 +45,17 @@ class RealAsynchronousRunner(AsynchronousRunner):
     """Server rank 0 and worker ranks exchanging jobs and gradients with point-to-point calls."""
 
     phases = ("asynchronous", "evaluation", "trace")
+    @classmethod
+    def ranks_note(cls, config):
+        """Rank 0 computes no job, but every rank evaluates the recorded rows on its own block of workers (Layout(n, P))
+        and the collectives need a worker on each rank: n = P − 1 would need them all to accept a rank with none."""
+        n = config.run.n_workers
+        why = ", in real mode too (rank 0 serves, and every rank evaluates the recorded rows on its own workers)"
+        if n < 2:
+            return f"{why}: real mode needs 2 ranks, so 2 workers or more (or use mode = 'simulated')"
+        computing = f"ranks 1..{n - 1} compute" if n > 2 else "rank 1 computes"
+        return (f"{why}: run {n} workers on 2 to {n} ranks (with mpiexec -n {n}, {computing}, a rank holding several "
+                "workers their jobs one after another)")
 
     @classmethod
     def check(cls, config, method, problem_info):

@@ -236,6 +236,11 @@ class Runner:
         """Raise InputError for settings of the section that cannot work with this many workers."""
 
     @classmethod
+    def ranks_note(cls, config: Any) -> str:
+        """What it adds to the refusal of fewer workers than ranks ('' for nothing)."""
+        return ""
+
+    @classmethod
     def row_scalars(cls, config: Any) -> tuple[str, ...]:
         """Its per-row scalars for this config (a runner that keeps the [system] clock adds its columns)."""
         return cls.scalars

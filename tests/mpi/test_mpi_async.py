@@ -90,6 +90,27 @@ def test_real_mode_refusals_reach_every_rank(mpi_tmp_path):
 
 
 @pytest.mark.mpi(min_size=2)
+def test_real_mode_with_a_worker_per_worker_rank_is_refused_saying_what_it_needs(mpi_tmp_path):
+    """P ranks, P − 1 workers (3 and 2 under mpiexec -n 3): rank 0 serves, but every rank evaluates the rows on its
+    own workers, so real mode needs n ≥ P like the other runners; the refusal says so, on every rank, before any
+    file is written."""
+    world = MPIComm()
+    path = os.path.join(str(mpi_tmp_path), "few.h5")
+    n = world.size - 1
+    table = table_for(path, {"name": "asgd"}, {"name": "identity"}, {"mode": "real"}, n)
+    with pytest.raises(InputError) as refused:
+        run_on(world, table)
+    message = str(refused.value)
+    want = f"run.n_workers = {n}: is less than the {world.size} MPI ranks; every rank needs at least one worker, " \
+           "in real mode too"
+    assert message.startswith(want) and (f"2 to {n} ranks" in message if n >= 2 else "2 workers or more" in message)
+    plain = table_for(path, {"name": "asgd"}, {"name": "identity"}, {}, n)  # simulated: the rule's message alone
+    with pytest.raises(InputError, match=r"every rank needs at least one worker$"):
+        run_on(world, plain)
+    assert collective(not os.path.exists(path))
+
+
+@pytest.mark.mpi(min_size=2)
 def test_a_simulated_run_on_a_network_gives_the_same_trace_on_any_number_of_ranks(mpi_tmp_path):
     """[system]'s links on the asynchronous clock (issue 29 item 3): every rank prices each job's transfers alike."""
     from mpiclip.comm import SerialComm
