@@ -162,3 +162,14 @@ def test_a_run_stopped_and_resumed_keeps_its_time_split(tmp_path, monkeypatch):
     (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
     assert session.execute(prepared).status.startswith("completed")
     assert differences(full, trace_arrays(str(tmp_path / "cut.h5"))) == []
+
+
+def test_an_outage_is_waiting_not_computing(tmp_path):
+    """One worker, c = 0.5, α = 0.01, an outage [0.1, 0.6): job 0 downloads until 0.01, computes until 0.1, pauses
+    0.5 s, computes 0.41 more and uploads until 1.02; its split is 0.5 computing, 0.02 sending, 0.5 waiting."""
+    trace = run(tmp_path / "t.h5", outages=[[0, 0.1, 0.6]], updates=3,
+                system={"latency": 0.01, "bandwidth_up": 1e15, "bandwidth_down": 1e15})
+    np.testing.assert_allclose(trace["sim_time"], [0.0, 1.02, 1.54, 2.06], rtol=1e-12)
+    np.testing.assert_allclose(trace["sim_compute"], [0.0, 0.5, 1.0, 1.5], rtol=1e-12)
+    np.testing.assert_allclose(trace["sim_comm"], [0.0, 0.02, 0.04, 0.06], rtol=1e-9)
+    np.testing.assert_allclose(trace["sim_wait"], 0.5 * (np.arange(4) > 0), rtol=1e-9, atol=1e-12)
