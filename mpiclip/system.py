@@ -104,7 +104,8 @@ class SystemParams:
     compute_time: str = _async_key("compute_time", default="constant",
                                    doc="compute-time model of a worker's round (synchronous) or local step (federated), "
                                        "as in [async]: 'constant', 'exponential', 'lognormal' (mean mean_time) or 'list'")
-    mean_time: float = _async_key("mean_time", default=0.01, doc="mean seconds of compute per round or local step")
+    mean_time: float = _async_key("mean_time", default=0.01, doc="mean seconds of compute per round or local step (per sample: "
+                                  "compute_unit = 'sample')")
     lognormal_sigma: float = _async_key("lognormal_sigma")
     times: tuple[tuple[float, ...], ...] = _async_key("times")
     slow_workers: tuple[int, ...] = _async_key("slow_workers")
@@ -114,7 +115,7 @@ class SystemParams:
                               "(synchronous) or local step (federated), whatever its batch; 'sample': seconds per "
                               "gradient of one sample, times the samples the worker's gradients touched in that round "
                               "or step (a problem made of samples only)", choices=("step", "sample"))
-    speeds_file: str = param("", "a text file of n measured seconds per round or local step, one per worker (one "
+    speeds_file: str = param("", "a text file of n measured seconds per round or local step (or sample), one per worker (one "
                              "number a line): the workers' compute-time factors (instead of factors and slow_workers)")
     classes: tuple[int, ...] = param((), "class id (0, 1, ...) of every worker (n numbers): then latency and "
                                      "bandwidths give one value per class")

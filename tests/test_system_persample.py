@@ -6,13 +6,15 @@ from helpers import config_table, differences, trace_arrays
 
 from mpiclip import config as cfg
 from mpiclip import session
+from mpiclip.cli import main
 from mpiclip.comm import SerialComm
 
 C = 1e-3  # seconds per sample
+UNEVEN = {"source": "synthetic", "n_samples": 203, "n_features": 12, "density": 0.3}  # shards of 51, 51, 51, 50 rows
 
 
 def run(path, **sections):
-    t = config_table(**sections)
+    t = config_table(**{"data": UNEVEN, **sections})
     t["run"] = {"name": "s", "n_workers": 4, "rounds": 6, **t.get("run", {})}
     t["output"] = {"path": str(path), "exists": "overwrite"}
     (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
@@ -30,8 +32,9 @@ def shard_sizes(path) -> np.ndarray:
 
 def test_a_gd_round_costs_the_largest_shard_times_the_per_sample_time(tmp_path):
     path = tmp_path / "gd.h5"
-    arrays = run(path, system={"mean_time": C, "compute_unit": "sample", "latency": 0.0})
+    arrays = run(path, data={**UNEVEN, "split": "dirichlet"}, system={"mean_time": C, "compute_unit": "sample", "latency": 0.0})
     m = shard_sizes(path)
+    assert m.max() > 1.5 * m.min()
     rounds = arrays["rounds"]
     np.testing.assert_allclose(arrays["sim_compute"], rounds * C * m.mean(), rtol=1e-12)
     np.testing.assert_allclose(arrays["sim_wait"], rounds * C * (m.max() - m.mean()), rtol=1e-9, atol=1e-15)
@@ -90,3 +93,24 @@ def test_fedgas_alignment_gradient_counts_too(tmp_path):
     m = shard_sizes(path)
     # the alignment round waits for the largest shard's full gradient, then 2 steps of 5 samples
     np.testing.assert_allclose(arrays["sim_time"], arrays["rounds"] * C * (m.max() + 2 * 5), rtol=1e-12)
+
+
+def test_options_say_what_the_unit_means(capsys):
+    assert main(["options", "system"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.strip().startswith("compute_unit"))
+    assert "default 'step'" in line and "'sample': seconds per gradient of one sample" in line
+    assert "(one of: step, sample)" in line
+    assert "per sample: compute_unit = 'sample'" in out
+
+
+def test_page_rounds_cost_what_they_drew(tmp_path):
+    """EF21-PAGE draws a full round (m_i rows) or one minibatch at two points (2τ_i): each round's compute is C times
+    the most samples a worker's gradients touched, as the method itself records them (/workers/samples)."""
+    arrays = run(tmp_path / "page.h5", method={"name": "ef21_page", "batch": 0.25, "p": 0.5},
+                 system={"mean_time": C, "compute_unit": "sample", "latency": 0.0})
+    samples = arrays["workers/samples"]
+    samples = samples[:-1]  # the last row is x^T: no step
+    assert len(np.unique(samples.max(axis=1))) == 2  # both kinds of round happened
+    compute = np.diff(arrays["sim_time"] - arrays["sim_comm"])
+    np.testing.assert_allclose(compute, C * samples.max(axis=1), rtol=1e-12)
