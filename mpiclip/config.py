@@ -158,6 +158,9 @@ class Config:
         if self.data is not None and not self.data.common.test_fraction:  # traces made before the test set keep their hash
             for key in DataParams.UNSET_UNHASHED:
                 table["data"].pop(key, None)
+        for key, default in SystemParams.UNHASHED_DEFAULTS.items():
+            if table.get("system", {}).get(key, None) == default:
+                table["system"].pop(key)
         return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
 
     @property

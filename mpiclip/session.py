@@ -139,6 +139,9 @@ class Session:
                                                 self.runner_cls.concurrency(c)))
         limits.check_row_buffer(c.output.flush_rows, per_rank, len(ENCODINGS) + len(self.bound_method.worker_metrics),
                                 len(ENCODINGS) + 8)
+        if c.system is not None and c.system.compute_unit == "sample" and self.plan is None:
+            raise InputError("system.compute_unit", "sample", f"counts the samples gradients touch; problem "
+                             f"{c.problem.name!r} is not made of samples (use 'step')")
         self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": self.plan is not None,
                                                      "checksum": self._dataset_checksum(), "ranks": comm.size})
         self.x0 = self._initial_point()

@@ -104,13 +104,18 @@ class SystemParams:
     compute_time: str = _async_key("compute_time", default="constant",
                                    doc="compute-time model of a worker's round (synchronous) or local step (federated), "
                                        "as in [async]: 'constant', 'exponential', 'lognormal' (mean mean_time) or 'list'")
-    mean_time: float = _async_key("mean_time", default=0.01, doc="mean seconds of compute per round or local step")
+    mean_time: float = _async_key("mean_time", default=0.01, doc="mean seconds of compute per round or local step (per sample: "
+                                  "compute_unit = 'sample')")
     lognormal_sigma: float = _async_key("lognormal_sigma")
     times: tuple[tuple[float, ...], ...] = _async_key("times")
     slow_workers: tuple[int, ...] = _async_key("slow_workers")
     slow_factor: float = _async_key("slow_factor")
     factors: tuple[float, ...] = _async_key("factors")
-    speeds_file: str = param("", "a text file of n measured seconds per round or local step, one per worker (one "
+    compute_unit: str = param("step", "what mean_time (and times, speeds_file) measure: 'step': seconds per round "
+                              "(synchronous) or local step (federated), whatever its batch; 'sample': seconds per "
+                              "gradient of one sample, times the samples the worker's gradients touched in that round "
+                              "or step (a problem made of samples only)", choices=("step", "sample"))
+    speeds_file: str = param("", "a text file of n measured seconds per round or local step (or sample), one per worker (one "
                              "number a line): the workers' compute-time factors (instead of factors and slow_workers)")
     classes: tuple[int, ...] = param((), "class id (0, 1, ...) of every worker (n numbers): then latency and "
                                      "bandwidths give one value per class")
@@ -139,6 +144,8 @@ class SystemParams:
                                   "(0.3: FedScale's 1.3×)", check=finite_nonnegative)
     max_time: float = param(0.0, "simulated-time budget in seconds: stop at the first recorded round past it (0: none; "
                             "the asynchronous runner has async.max_time)", check=finite_nonnegative)
+
+    UNHASHED_DEFAULTS = {"compute_unit": "step"}  # left out of the config hash at these values (traces made before them)
 
     def check(self) -> None:
         for key in LINK_KEYS:
@@ -310,9 +317,15 @@ class SystemModel:
         self.availability = Availability(p, n, seed)
         self.encoding = ENCODINGS.index(p.encoding)
 
-    def compute_seconds(self, workers, t: int) -> np.ndarray:
-        """(len(workers),) seconds of compute of each worker in round t."""
-        return np.array([self.compute.duration(int(w), t) for w in workers])
+    @property
+    def per_sample(self) -> bool:
+        return self.p.compute_unit == "sample"
+
+    def compute_seconds(self, workers, t: int, samples=None) -> np.ndarray:
+        """(len(workers),) seconds of compute of each worker in round t: its drawn time, per round or step, or
+        (compute_unit = 'sample') per sample times ``samples``, the samples its gradients touched."""
+        seconds = np.array([self.compute.duration(int(w), t) for w in workers])
+        return seconds * samples if self.per_sample else seconds
 
     def fastest_compute(self) -> np.ndarray:
         """(n,) the least seconds each worker's round or step can take (0 under the exponential model)."""

@@ -345,6 +345,10 @@ CATALOGUE = [
     ("system-deadline-unmeetable", ["--set", "method.name=fedavg", "--set", "compressor.name=identity", "--set",
                                     "system.mean_time=1", "--set", "system.deadline=2.5"],
      "system.deadline = 2.5: no client can meet it: the fastest, client 0, needs 5"),
+    # issue 29: compute time per sample (system.compute_unit)
+    ("system-unit-on-async", [*ASGD, "--set", "system.compute_unit='sample'"],
+     "system.compute_unit = 'sample': does not apply to method 'asgd': the asynchronous runner's compute times"),
+    ("system-unit-unknown", ["--set", "system.compute_unit='epoch'"], "system.compute_unit = 'epoch': "),
 ]
 
 
@@ -379,6 +383,21 @@ def test_catalogue(workdir, capsys, name, args, message):
     assert len(err) == 1 and err[0].startswith(f"mpiclip: error: {message}"), err
     assert digest(workdir) == before  # no input touched, nothing new beside them
     assert not (workdir / "out").exists() and not os.listdir(workdir / "sub")
+
+
+def test_compute_per_sample_on_a_problem_without_samples_is_refused(tmp_path, monkeypatch, capsys):
+    """The catalogue's c.toml has [data], which a generated problem refuses first: this case has its own config."""
+    table = config_table(run={"name": "q", "n_workers": 4, "rounds": 5}, problem={"name": "quadratic", "d": 5},
+                         data=None, method={"name": "gd"}, compressor={"name": "identity"},
+                         system={"compute_unit": "sample"})
+    table["output"] = {"path": "out/{name}.h5"}
+    write_toml(str(tmp_path / "q.toml"), table)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "q.toml", "-q"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err == ["mpiclip: error: system.compute_unit = 'sample': counts the samples gradients touch; "
+                                 "problem 'quadratic' is not made of samples (use 'step')"], err
+    assert os.listdir(tmp_path) == ["q.toml"]
 
 
 # ------------------------------------------------------------------------------- faults during a run

@@ -150,6 +150,7 @@ def _unused_system_keys() -> dict:
     links alone, its compute times and budget stay [async]'s and it has no rounds to gather or clients to drop."""
     unused = {key: f"the asynchronous runner's compute times are [async]'s (async.{key})" for key in COMPUTE_KEYS}
     unused["speeds_file"] = "the asynchronous runner's compute times are [async]'s (async.factors)"
+    unused["compute_unit"] = "the asynchronous runner's compute times are [async]'s, per job"
     unused["max_time"] = "the asynchronous runner's time budget is async.max_time"
     for key in ("collective", "server_latency", "server_bandwidth"):
         unused[key] = "a synchronous round's collective: an asynchronous job's messages take its worker's own link"

@@ -2,7 +2,8 @@
 
 A round's sampled clients that are offline take no part. Each online client i receives the server's vectors
 over its downlink, runs its K local steps and uploads its payload: it finishes after
-down_i + K·c_i(t) + up_i seconds (links in parallel, α + m/β each, m the bytes of its message in the chosen
+down_i + K·c_i(t) + up_i seconds (compute_unit = 'sample': c_i(t) times the samples its K steps touched;
+links in parallel, α + m/β each, m the bytes of its message in the chosen
 encoding). A client later than ``deadline`` is dropped; with ``over_selection`` the server samples that fraction
 more clients and keeps the first P that finish. The round ends when the last kept client has finished, or at the
 deadline when the clients it waits for do not all make it. A method's alignment round (FedGA, GradAlign) comes
@@ -56,6 +57,7 @@ class FedClock:
         vector = float(dense_bits(d)[model.encoding]) / 8
         upload = vector * len(method.payloads) if config.compressor.name == "identity" else 0.0
         links = model.links
+        # per sample, a step touches at least one sample: the bound stays below every client's real finish
         fastest = (2 * links.latency + method.downlink * vector / links.down + local_steps(method) * model.fastest_compute()
                    + upload / links.up)
         if fastest.min() > p.deadline:
@@ -66,21 +68,30 @@ class FedClock:
     def online(self, chosen: np.ndarray, t: int) -> np.ndarray:
         return chosen[self.model.availability.online(chosen, t)]
 
-    def alignment(self, clock: dict, members: np.ndarray, t: int) -> None:
-        """The alignment round: every online client downloads x, computes its gradient and uploads it."""
+    def alignment(self, clock: dict, setup: Any, members: np.ndarray, touched: np.ndarray, t: int) -> None:
+        """The alignment round: every online client downloads x, computes its gradient and uploads it
+        (``touched``: the samples each local client's gradient took, zero elsewhere)."""
         links = self.model.links
         comm = 2 * links.latency[members] + self.vector_bytes / links.down[members] + self.vector_bytes / links.up[members]
-        self._advance(clock, self.model.compute_seconds(members, t), comm)
+        samples = setup.comm.allgather_rows(touched[:, None])[:, 0][members] if self.model.per_sample else None
+        self._advance(clock, self.model.compute_seconds(members, t, samples), comm)
 
     def client_step(self, clock: dict, setup: Any, local: np.ndarray, members: np.ndarray, bits: np.ndarray,
-                    t: int) -> tuple[np.ndarray, int]:
+                    touched: np.ndarray, t: int) -> tuple[np.ndarray, int]:
         """The client step's clock, and which of the local sampled clients are kept: (mask over ``local``, clients
-        kept in all). Every rank learns every client's upload size by one small all-gather."""
-        column = np.zeros((len(setup.worker_ids), 1))
-        column[local, 0] = bits[:, self.model.encoding] / 8
-        uploads = setup.comm.allgather_rows(column)[:, 0][members]
+        kept in all). ``touched``: the samples each local client's K steps took, zero elsewhere. Every rank learns
+        every client's upload size (and, per sample, its samples) by one small all-gather."""
+        columns = np.zeros((len(setup.worker_ids), 2 if self.model.per_sample else 1))
+        columns[local, 0] = bits[:, self.model.encoding] / 8
+        if self.model.per_sample:
+            columns[:, 1] = touched
+        gathered = setup.comm.allgather_rows(columns)[members]
+        uploads = gathered[:, 0]
         links = self.model.links
-        compute = self.steps * self.model.compute_seconds(members, t)
+        if self.model.per_sample:  # per-sample time × the samples of all K steps
+            compute = self.model.compute_seconds(members, t, gathered[:, 1])
+        else:
+            compute = self.steps * self.model.compute_seconds(members, t)
         comm = (2 * links.latency[members] + self.down_bytes / links.down[members] + uploads / links.up[members])
         finish = compute + comm
         kept = finish <= self.p.deadline if self.p.deadline else np.ones(len(members), dtype=bool)

@@ -137,12 +137,14 @@ class FedServer(NamedTuple):
 class ClientView:
     """One local client's gradients, as the methods see them (:class:`ClientData`)."""
 
-    __slots__ = ("problem", "local", "rows")
+    __slots__ = ("problem", "local", "rows", "touched")
 
     def __init__(self, problem: Any, local: int):
         self.problem, self.local, self.rows = problem, local, int(problem.local_sizes[local])
+        self.touched = 0  # samples its gradients touched since the runner last reset it (system.compute_unit)
 
     def grad(self, y: np.ndarray, rows: Optional[np.ndarray] = None, decay: bool = True) -> np.ndarray:
+        self.touched += self.rows if rows is None else len(rows)
         return self.problem.worker_grad(y, self.local, rows, decay)
 
 
@@ -295,13 +297,13 @@ class FederatedRunner(Runner):
         g_i, g_hat = {}, None
         if method.alignment:
             t0 = clock()
-            g_i, g_hat = self._align(x, local)
+            g_i, g_hat, touched = self._align(x, local)
             up[local] += self.dense
             down += participants * self.dense
             state.runner_data["comm_rounds"] += 1
             spent["alignment"] += clock() - t0
             if self.clock is not None:
-                self.clock.alignment(state.runner_data, members, t)
+                self.clock.alignment(state.runner_data, s, members, touched, t)
         update, sums, kept = None, {}, participants
         if method.payloads:
             update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics)
@@ -329,17 +331,20 @@ class FederatedRunner(Runner):
             state.status = f"failed: diverged at round {state.t} (x is not finite)"
         return state
 
-    def _align(self, x: np.ndarray, local: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The sampled local clients' g_i at x^t and ĝ = Σ N_i g_i / Σ N_i over all sampled clients."""
+    def _align(self, x: np.ndarray, local: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The sampled local clients' g_i at x^t, ĝ = Σ N_i g_i / Σ N_i over all sampled clients, and the samples
+        each local client's gradient touched."""
         s, d = self.setup, len(x)
         rows = np.zeros((len(s.worker_ids), d + 1))
-        g_i = {}
+        g_i, touched = {}, np.zeros(len(s.worker_ids))
         for i in local:
+            self.views[i].touched = 0
             g_i[i], count = s.method.alignment_gradient(x, self.views[i])
             rows[i, :d] = count * g_i[i]
             rows[i, d] = count
+            touched[i] = self.views[i].touched
         total = s.comm.sum_rows(rows, s.config.run.deterministic)
-        return g_i, total[:d] / total[d] if total[d] else np.zeros(d)  # no client online: no ĝ
+        return g_i, total[:d] / total[d] if total[d] else np.zeros(d), touched  # no client online: no ĝ
 
     def _clients(self, state: RunState, local: np.ndarray, members: np.ndarray, rnd: LocalRound, g_i: dict,
                  g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict, int]:
@@ -354,8 +359,9 @@ class FederatedRunner(Runner):
         extras = [name for name in method.payloads if name != "model"]
         models = np.empty((len(local), d))
         sent = np.empty((len(local), d * len(extras)))
-        rows_of = {}
+        rows_of, touched = {}, np.zeros(len(s.worker_ids))
         for j, i in enumerate(local):
+            self.views[i].touched = 0
             aligned = Alignment(g_i[i], g_hat) if method.alignment else None
             result = method.client_update(x, tuple(field[i] for field in state.workers), state.server.method,
                                           self.views[i], int(s.worker_ids[i]), rnd, aligned)
@@ -364,13 +370,14 @@ class FederatedRunner(Runner):
                 sent[j, k * d : (k + 1) * d] = result.payloads[name]
             if result.state is not None:
                 rows_of[i] = result.state
+            touched[i] = self.views[i].touched
         out = Outgoing(x, local, models, x - models, np.broadcast_to(self.dense, (len(local), len(self.dense))), metrics)
         for step in self.steps:
             step(out, self, rnd)
         bits = out.bits + self.dense * len(extras)
         keep, kept = np.ones(len(local), dtype=bool), len(members)
         if self.clock is not None:
-            keep, kept = self.clock.client_step(state.runner_data, s, local, members, bits, rnd.t)
+            keep, kept = self.clock.client_step(state.runner_data, s, local, members, bits, touched, rnd.t)
         state.workers = with_rows(state.workers, {i: row for j, i in enumerate(local) if keep[j] and (row := rows_of.get(i))})
         rows = np.zeros((len(s.worker_ids), d + 1 + sent.shape[1]))
         rows[local[keep], :d] = out.payload[keep]

@@ -136,8 +136,18 @@ class LocalOracle(Oracle):
         self._full: Optional[np.ndarray] = None
         self._losses: Optional[np.ndarray] = None
         self.seconds = 0.0  # time spent computing gradients, for the timing split
+        self.count_samples()
+
+    def count_samples(self) -> None:
+        """From now on, count the samples the gradients asked for touch (``touched``, per local worker): the full
+        gradient at the round's point once, however often it is asked for, and every minibatch's rows."""
+        self.touched = np.zeros(self.problem.n_local, dtype=np.int64)
+        self._full_counted = False
 
     def full(self) -> np.ndarray:
+        if not self._full_counted:
+            self.touched += self.problem.local_sizes
+            self._full_counted = True
         if self._full is None:
             start = time.perf_counter()
             self._losses, self._full = self.problem.loss_grads(self.x, with_loss=self.with_loss)
@@ -150,12 +160,14 @@ class LocalOracle(Oracle):
         return self._losses
 
     def minibatch(self, x, batches):
+        self.touched += [len(rows) for rows in batches]
         start = time.perf_counter()
         grads = self.problem.minibatch_grads(x, batches)
         self.seconds += time.perf_counter() - start
         return grads
 
     def clipped_example_sums(self, x, batches, tau):
+        self.touched += [len(rows) for rows in batches]
         start = time.perf_counter()
         out = self.problem.clipped_example_sums(x, batches, tau)
         self.seconds += time.perf_counter() - start
@@ -230,6 +242,7 @@ class SynchronousRunner(Runner):
                 if control.stop:
                     return state
             ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
+            oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
             before = oracle.seconds
             t0 = clock()
             state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
@@ -242,7 +255,7 @@ class SynchronousRunner(Runner):
             t3 = clock()
         state.ledger.add(msg, downlink)
         if self.system is not None:
-            self._tick(state, downlink)
+            self._tick(state, downlink, oracle.touched)
         if record:
             s.recorder.set_metrics(metrics)
             if s.recorder.full or control.flush:  # only now is the row complete
@@ -258,11 +271,13 @@ class SynchronousRunner(Runner):
             state.status = f"failed: diverged at round {state.t} (x is not finite)"
         return state
 
-    def _tick(self, state: RunState, downlink: Optional[Message]) -> None:
+    def _tick(self, state: RunState, downlink: Optional[Message], touched: np.ndarray) -> None:
         """Round t on the simulated clock, but for the uplink's bytes (summed over the workers at the next row):
-        the workers' compute, every one waiting for the slowest, and the server's broadcast."""
+        the workers' compute, every one waiting for the slowest, and the server's broadcast. Per sample, every
+        rank learns every worker's samples (``touched`` by the local ones) by one small all-gather."""
         clock, system = state.runner_data, self.system
-        seconds = system.compute_seconds(self.all_ids, state.t)
+        samples = self.setup.comm.allgather_rows(touched[:, None].astype(float))[:, 0] if system.per_sample else None
+        seconds = system.compute_seconds(self.all_ids, state.t, samples)
         slowest, mean = float(seconds.max()), float(seconds.mean())
         clock["sim_compute"] += mean
         clock["sim_wait"] += slowest - mean

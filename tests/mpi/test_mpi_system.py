@@ -20,6 +20,13 @@ CASES = {
                         "federated": {"clients_per_round": 3},
                         "system": {**SYSTEM, "availability": "markov", "p_off": 0.2, "p_on": 0.5, "deadline": 0.3,
                                    "over_selection": 0.4}},
+    # compute_unit = 'sample': the samples each worker touched, gathered from the rank that holds it
+    "ef21-page-per-sample": {"method": {"name": "ef21_page", "batch": 0.25, "p": 0.5},
+                             "system": {**SYSTEM, "compute_unit": "sample", "mean_time": 1e-3}},
+    "fedga-per-sample": {"method": {"name": "fedga", "local_steps": 2}, "compressor": {"name": "identity"},
+                         "federated": {"clients_per_round": 3, "batch_size": 4},
+                         "system": {**SYSTEM, "compute_unit": "sample", "mean_time": 1e-3, "availability": "markov",
+                                    "p_off": 0.2, "p_on": 0.5}},
 }
 
 
