@@ -45,6 +45,7 @@ class RealAsynchronousRunner(AsynchronousRunner):
     """Server rank 0 and worker ranks exchanging jobs and gradients with point-to-point calls."""
 
     phases = ("asynchronous", "evaluation", "trace")
+
     @classmethod
     def ranks_note(cls, config):
         """Rank 0 computes no job, but every rank evaluates the recorded rows on its own block of workers (Layout(n, P))
@@ -54,7 +55,8 @@ class RealAsynchronousRunner(AsynchronousRunner):
         if n < 2:
             return f"{why}: real mode needs 2 ranks, so 2 workers or more (or use mode = 'simulated')"
         computing = f"ranks 1..{n - 1} compute" if n > 2 else "rank 1 computes"
-        return (f"{why}: run {n} workers on 2 to {n} ranks (with mpiexec -n {n}, {computing}, a rank holding several "
+        ranks = "2 ranks" if n == 2 else f"2 to {n} ranks"
+        return (f"{why}: run {n} workers on {ranks} (with mpiexec -n {n}, {computing}, a rank holding several "
                 "workers their jobs one after another)")
 
     @classmethod

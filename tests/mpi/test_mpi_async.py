@@ -103,7 +103,8 @@ def test_real_mode_with_a_worker_per_worker_rank_is_refused_saying_what_it_needs
     message = str(refused.value)
     want = f"run.n_workers = {n}: is less than the {world.size} MPI ranks; every rank needs at least one worker, " \
            "in real mode too"
-    assert message.startswith(want) and (f"2 to {n} ranks" in message if n >= 2 else "2 workers or more" in message)
+    advice = "2 workers or more" if n < 2 else "on 2 ranks" if n == 2 else f"on 2 to {n} ranks"
+    assert message.startswith(want) and advice in message
     plain = table_for(path, {"name": "asgd"}, {"name": "identity"}, {}, n)  # simulated: the rule's message alone
     with pytest.raises(InputError, match=r"every rank needs at least one worker$"):
         run_on(world, plain)
