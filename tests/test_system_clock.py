@@ -95,9 +95,9 @@ def test_bad_system_settings_fail_at_validation():
 
 
 # ------------------------------------------------------------------------------------------- federated rounds
-def fed(path, federated=None, **system_table):
+def fed(path, federated=None, method=None, **system_table):
     t = config_table(run={"name": "f", "n_workers": 4, "rounds": 6, "x0": "zeros"},
-                     method={"name": "fedavg", "local_steps": 3}, compressor={"name": "identity"},
+                     method=method or {"name": "fedavg", "local_steps": 3}, compressor={"name": "identity"},
                      stepsize={"rule": "constant", "value": 0.5})
     t["federated"] = federated or {}
     if system_table:
@@ -152,6 +152,24 @@ def test_over_selection_keeps_the_first_clients_that_finish(tmp_path):
     kept = np.sort(clients, axis=1)[:, :2]
     sent = arrays["bits/up/paper"][1:] > 0
     assert all(set(np.flatnonzero(sent[t])) == set(kept[t]) for t in range(6))
+
+
+def test_a_large_batch_round_holds_its_clients_to_the_deadline_and_over_selection(tmp_path):
+    """Large-batch SGD's one gradient is its whole round: client 2, 10× slower, misses the deadline, so the run is
+    the one in which client 2 is offline; with 50 % over-selection a round keeps the first P to finish, never more
+    (the alignment round of FedGA, which a client step follows, waits for every online client instead)."""
+    lbsgd = {"name": "lbsgd"}
+    late = fed(tmp_path / "late.h5", method=lbsgd, mean_time=0.1, factors=[1, 1, 10, 1], deadline=0.5)
+    online = tmp_path / "online.txt"
+    online.write_text("1 1 1 1 1 1 1\n" * 2 + "0 0 0 0 0 0 1\n" + "1 1 1 1 1 1 1\n")
+    offline = fed(tmp_path / "off.h5", method=lbsgd, mean_time=0.1, availability="file", availability_file=str(online))
+    assert np.array_equal(late["x_final"], offline["x_final"]) and np.array_equal(late["loss"], offline["loss"])
+    assert late["bits/up/paper"][1:, 2].sum() == 0 and late["sim_dropped"].tolist() == list(range(7))
+    over = fed(tmp_path / "o.h5", {"clients_per_round": 2}, method=lbsgd, mean_time=0.1, factors=[1, 2, 3, 5],
+               latency=0.0, over_selection=0.5)
+    kept = np.sort(over["clients"], axis=1)[:, :2]
+    sent = over["bits/up/paper"][1:] > 0
+    assert all(set(np.flatnonzero(sent[t])) == set(kept[t]) for t in range(6)) and over["sim_dropped"][-1] == 6
 
 
 def test_a_deadline_no_client_can_meet_is_refused():

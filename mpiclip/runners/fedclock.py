@@ -68,13 +68,20 @@ class FedClock:
     def online(self, chosen: np.ndarray, t: int) -> np.ndarray:
         return chosen[self.model.availability.online(chosen, t)]
 
-    def alignment(self, clock: dict, setup: Any, members: np.ndarray, touched: np.ndarray, t: int) -> None:
+    def alignment(self, clock: dict, setup: Any, members: np.ndarray, touched: np.ndarray, t: int,
+                  whole_round: bool) -> np.ndarray:
         """The alignment round: every online client downloads x, computes its gradient and uploads it
-        (``touched``: the samples each local client's gradient took, zero elsewhere)."""
+        (``touched``: the samples each local client's gradient took, zero elsewhere). Its clients, as a mask over
+        ``members``: all of them before a client step (FedGA waits for every ĝ term), but where the alignment step
+        is the whole round (large-batch SGD) the deadline and over-selection keep clients as in a client step."""
         links = self.model.links
         comm = 2 * links.latency[members] + self.vector_bytes / links.down[members] + self.vector_bytes / links.up[members]
         samples = setup.comm.allgather_rows(touched[:, None])[:, 0][members] if self.model.per_sample else None
-        self._advance(clock, self.model.compute_seconds(members, t, samples), comm)
+        compute = self.model.compute_seconds(members, t, samples)
+        if whole_round:
+            return self._keep(clock, members, compute, comm)
+        self._advance(clock, compute, comm)
+        return np.ones(len(members), dtype=bool)
 
     def client_step(self, clock: dict, setup: Any, local: np.ndarray, members: np.ndarray, bits: np.ndarray,
                     touched: np.ndarray, t: int) -> tuple[np.ndarray, int]:
@@ -93,6 +100,12 @@ class FedClock:
         else:
             compute = self.steps * self.model.compute_seconds(members, t)
         comm = (2 * links.latency[members] + self.down_bytes / links.down[members] + uploads / links.up[members])
+        kept = self._keep(clock, members, compute, comm)
+        return np.isin(setup.worker_ids[local], members[kept]), int(kept.sum())
+
+    def _keep(self, clock: dict, members: np.ndarray, compute: np.ndarray, comm: np.ndarray) -> np.ndarray:
+        """The clients kept (a mask over ``members``): those in time for the deadline, and of them the first P to
+        finish under over-selection; the clock advances to the last kept one (or the deadline) and counts the rest."""
         finish = compute + comm
         kept = finish <= self.p.deadline if self.p.deadline else np.ones(len(members), dtype=bool)
         target = min(self.wanted, len(members)) if self.p.over_selection else len(members)
@@ -102,7 +115,7 @@ class FedClock:
         end = float(finish[kept].max()) if count == target and count else float(self.p.deadline)
         self._advance(clock, compute[kept], comm[kept], end)
         clock[DROPPED] += len(members) - count
-        return np.isin(setup.worker_ids[local], members[kept]), count
+        return kept
 
     @staticmethod
     def _advance(clock: dict, compute: np.ndarray, comm: np.ndarray, end: Optional[float] = None) -> None:

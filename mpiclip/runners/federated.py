@@ -295,16 +295,23 @@ class FederatedRunner(Runner):
         rnd = LocalRound(t, run.seed, method.gamma * scale, scale, fed.batch_size, fed.clip, s.problem.weight_decay)
         up, down = np.zeros((len(s.worker_ids), len(ENCODINGS))), np.zeros(len(ENCODINGS))
         g_i, g_hat = {}, None
+        kept = participants
         if method.alignment:
             t0 = clock()
-            g_i, g_hat, touched = self._align(x, local)
-            up[local] += self.dense
+            g_i, rows, touched = self._align(x, local)
+            sending = local
+            if self.clock is not None:  # a client the clock drops sends nothing and is not in ĝ
+                keep = self.clock.alignment(state.runner_data, s, members, touched, t, not method.payloads)
+                sending = local[np.isin(s.worker_ids[local], members[keep])]
+                rows[np.setdiff1d(local, sending)] = 0.0
+                kept = int(keep.sum())
+            total = s.comm.sum_rows(rows, run.deterministic)
+            g_hat = total[:-1] / total[-1] if total[-1] else np.zeros(len(x))  # no client online: no ĝ
+            up[sending] += self.dense
             down += participants * self.dense
             state.runner_data["comm_rounds"] += 1
             spent["alignment"] += clock() - t0
-            if self.clock is not None:
-                self.clock.alignment(state.runner_data, s, members, touched, t)
-        update, sums, kept = None, {}, participants
+        update, sums = None, {}
         if method.payloads:
             update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics)
             down += participants * self.dense * method.downlink
@@ -332,8 +339,8 @@ class FederatedRunner(Runner):
         return state
 
     def _align(self, x: np.ndarray, local: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-        """The sampled local clients' g_i at x^t, ĝ = Σ N_i g_i / Σ N_i over all sampled clients, and the samples
-        each local client's gradient touched."""
+        """The sampled local clients' g_i at x^t, their rows (N_i g_i, N_i) of ĝ = Σ N_i g_i / Σ N_i, and the
+        samples each local client's gradient touched."""
         s, d = self.setup, len(x)
         rows = np.zeros((len(s.worker_ids), d + 1))
         g_i, touched = {}, np.zeros(len(s.worker_ids))
@@ -343,8 +350,7 @@ class FederatedRunner(Runner):
             rows[i, :d] = count * g_i[i]
             rows[i, d] = count
             touched[i] = self.views[i].touched
-        total = s.comm.sum_rows(rows, s.config.run.deterministic)
-        return g_i, total[:d] / total[d] if total[d] else np.zeros(d), touched  # no client online: no ĝ
+        return g_i, rows, touched
 
     def _clients(self, state: RunState, local: np.ndarray, members: np.ndarray, rnd: LocalRound, g_i: dict,
                  g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict, int]:
