@@ -186,6 +186,20 @@ def trace_arrays(path: str) -> dict:
     return out
 
 
+def run_completed(table: dict, path) -> dict:
+    """Run ``table`` in this process with its trace at ``path`` (overwritten), check that it completed, and return
+    the trace's arrays."""
+    from mpiclip import config as cfg
+    from mpiclip import session
+    from mpiclip.comm import SerialComm
+
+    table["output"] = {"path": str(path), "exists": "overwrite"}
+    (prepared,) = session.prepare_all([cfg.validate(table)], SerialComm(), "test", log=lambda *a: None)
+    result = session.execute(prepared)
+    assert result.status.startswith("completed"), result.status
+    return trace_arrays(str(path))
+
+
 def differences(a: dict, b: dict) -> list:
     """Names of the datasets that are not bit-identical (or exist in one only)."""
     return sorted(set(a) ^ set(b)) + [k for k in sorted(set(a) & set(b))

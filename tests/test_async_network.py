@@ -3,7 +3,7 @@ message, α + bytes/β each way; the upload's size, priced when the job starts, 
 
 import numpy as np
 import pytest
-from helpers import config_table, differences, trace_arrays
+from helpers import config_table, differences, run_completed, trace_arrays
 
 from mpiclip import config as cfg
 from mpiclip import session
@@ -21,11 +21,7 @@ def run(path, n=1, system=None, method=None, compressor=None, updates=6, **async
     t["async"] = {"compute_time": "constant", "mean_time": 0.5, **async_table}
     if system is not None:
         t["system"] = system
-    t["output"] = {"path": str(path), "exists": "overwrite"}
-    (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
-    result = session.execute(prepared)
-    assert result.status.startswith("completed"), result.status
-    return trace_arrays(str(path))
+    return run_completed(t, path)
 
 
 @pytest.mark.parametrize("compressor, encoding", [({"name": "identity"}, "paper"), ({"name": "topk", "k": 2}, "coo32"),

@@ -5,7 +5,7 @@ else, the time budget ends a run honestly, and a dropped client never contribute
 import h5py
 import numpy as np
 import pytest
-from helpers import config_table, differences, trace_arrays
+from helpers import config_table, differences, run_completed, trace_arrays
 
 from mpiclip import config as cfg
 from mpiclip import session, system
@@ -102,11 +102,7 @@ def fed(path, federated=None, method=None, **system_table):
     t["federated"] = federated or {}
     if system_table:
         t["system"] = system_table
-    t["output"] = {"path": str(path), "exists": "overwrite"}
-    (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
-    result = session.execute(prepared)
-    assert result.status.startswith("completed"), result.status
-    return trace_arrays(str(path))
+    return run_completed(t, path)
 
 
 def test_a_constant_fleet_without_dropouts_keeps_the_federated_trajectory_and_times_its_rounds(tmp_path):

@@ -2,12 +2,10 @@
 
 import numpy as np
 import pytest
-from helpers import config_table, differences, trace_arrays
+from helpers import config_table, differences, run_completed
 
 from mpiclip import config as cfg
-from mpiclip import session
 from mpiclip.cli import main
-from mpiclip.comm import SerialComm
 
 C = 1e-3  # seconds per sample
 UNEVEN = {"source": "synthetic", "n_samples": 203, "n_features": 12, "density": 0.3}  # shards of 51, 51, 51, 50 rows
@@ -16,11 +14,7 @@ UNEVEN = {"source": "synthetic", "n_samples": 203, "n_features": 12, "density": 
 def run(path, **sections):
     t = config_table(**{"data": UNEVEN, **sections})
     t["run"] = {"name": "s", "n_workers": 4, "rounds": 6, **t.get("run", {})}
-    t["output"] = {"path": str(path), "exists": "overwrite"}
-    (prepared,) = session.prepare_all([cfg.validate(t)], SerialComm(), "test", log=lambda *a: None)
-    result = session.execute(prepared)
-    assert result.status.startswith("completed"), result.status
-    return trace_arrays(str(path))
+    return run_completed(t, path)
 
 
 def shard_sizes(path) -> np.ndarray:
