@@ -36,18 +36,60 @@ def settings_of(config) -> tuple:
     return tuple((k, getattr(p, k)) for k in TUNED if hasattr(p, k)) + (("factor", config.stepsize.factor),)
 
 
-def grid_edges(sweep) -> dict:
-    """(method, setting) -> (least, largest) value in the sweep's grid, for settings it varies."""
-    values = defaultdict(set)
-    for run in sweep.runs:
-        for key, value in settings_of(run.config):
-            values[(run.config.method.name, key)].add(value)
-    return {key: (min(v), max(v)) for key, v in values.items() if len(v) > 1}
+DOMAIN_END = {"beta": 1.0, "beta1": 1.0, "beta2": 1.0, "batch": 1.0}  # a setting that cannot go past this value
+# Methods whose run depends on γτ alone while every message is clipped: the message is τ·(a unit vector) plus noise
+# of standard deviation zΔ with Δ ∝ τ, and the server's update is linear in the messages; so (τ/10, 10γ) gives the
+# run of (τ, γ), and τ → 0 at a fixed γτ is sign-like descent. Error feedback (Clip21) is not of this kind: its
+# buffer scales with τ, the gradient it is compared with does not.
+SCALE_FREE_WHEN_CLIPPED = ("clip_gd", "clip_sgd", "clip_sgdm", "dp_sgd")
+ALL_CLIPPED = 0.999  # a run whose recorded messages (examples, for DP-SGD) were clipped at least this often
 
 
-def described(method: str, settings: tuple, edges: dict) -> str:
-    """'tau 0.01*, factor 0.3': a * marks a value on the edge of the grid (the best may lie beyond it)."""
-    return ", ".join(f"{k} {v:g}" + ("*" if v in edges.get((method, k), ()) else "") for k, v in settings)
+def open_sides(best: tuple, searched: set) -> list:
+    """[(key, side)] for each tuned setting of ``best`` with no searched setting beyond it on that ``side``
+    ("below" or "above") at the same values of the others: the sides a better setting could still lie on. A key
+    counts as tuned where the group searched more than one value of it."""
+    out = []
+    for i, (key, value) in enumerate(best):
+        if len({s[i][1] for s in searched}) < 2:
+            continue
+        along = [s[i][1] for s in searched if all(s[j] == best[j] for j in range(len(best)) if j != i)]
+        out += [(key, side) for side, beyond in (("below", min(along) < value), ("above", max(along) > value))
+                if not beyond]
+    return out
+
+
+def why_edge(method: str, key: str, side: str, value: float, trs: list) -> str:
+    """Why the best setting may lie on this edge and still be the optimum, or '' when nothing says so."""
+    start = float(np.mean([tr.loss[0] for tr in trs]))
+    if float(np.mean([final(tr, "loss") for tr in trs])) >= start:
+        return f"no setting improves on x⁰ (f = {start:.4g}): the optimum is no training, which no grid holds"
+    if side == "above" and DOMAIN_END.get(key) == value:
+        return f"{key} = {value:g} is the end of its range"
+    if key == "tau" and side == "below" and method in SCALE_FREE_WHEN_CLIPPED:
+        clipped = float(np.mean([np.nanmean(tr.workers["clip_active"]) for tr in trs]))  # the final x sent nothing
+        if clipped >= ALL_CLIPPED:
+            return (f"every message clipped ({clipped:.4f}): only γτ matters, and τ → 0 at that γτ is sign-like "
+                    "descent, the same run")
+    return ""
+
+
+def described(settings: tuple, edges: dict) -> str:
+    """'tau 0.01†, factor 0.3*': * marks a value on an edge of the search that nothing explains (the best may lie
+    beyond it), † one on an edge for a reason (listed under the table)."""
+    def mark(key):
+        reasons = [why for (k, _), why in edges.items() if k == key]
+        return "" if not reasons else "*" if not all(reasons) else "†"
+    return ", ".join(f"{k} {v:g}{mark(k)}" for k, v in settings)
+
+
+def searched_settings(sweep) -> dict:
+    """(relation, method, ε) -> the settings the sweep's grids search (a run that failed was searched too)."""
+    out = defaultdict(set)
+    for point in sweep.runs:
+        p = point.config.method.params
+        out[(p.relation, point.config.method.name, p.target_epsilon)].add(settings_of(point.config))
+    return out
 
 
 def best_points(sweep) -> dict:
@@ -79,17 +121,28 @@ def frontier(page, name: str, sweep) -> None:
     if not by_relation:
         page.text("No completed runs yet.")
         return
-    config, edges = sweep.runs[0].config, grid_edges(sweep)
+    config, searched = sweep.runs[0].config, searched_settings(sweep)
     for relation, best in sorted(by_relation.items(), key=lambda item: item[0] != "replace"):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
         page.text(f"{config.run.rounds} rounds, {config.run.n_workers} workers, δ = {config.method.params.delta:.3g}, "
                   "ε by the RDP accountant. Per method and ε, the settings with the best mean final f over the seeds "
-                  "(mean, and the range over the seeds in brackets; * a setting on the edge of the sweep's grid):")
-        rows = [[plotting.paper_name(method), f"{eps:g}", described(method, settings, edges), len(trs),
-                 *(spread([final(tr, key) for tr in trs], fmt) for key, _, fmt in MEASURES)]
-                for (method, eps), (settings, trs) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0]))]
+                  "(mean, and the range over the seeds in brackets; † a setting on an edge of the search for the "
+                  "reason given below the table, * one on an edge that nothing explains):")
+        rows, reasons = [], []
+        for (method, eps), (settings, trs) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0])):
+            edges = {(key, side): why_edge(method, key, side, dict(settings)[key], trs)
+                     for key, side in open_sides(settings, searched[(relation, method, eps)])}
+            reasons += [[plotting.paper_name(method), f"{eps:g}", f"{key} {side}", why or "unexplained: the best may "
+                         "lie beyond the search"] for (key, side), why in edges.items()]
+            rows.append([plotting.paper_name(method), f"{eps:g}", described(settings, edges), len(trs),
+                         *(spread([final(tr, key) for tr in trs], fmt) for key, _, fmt in MEASURES)])
         page.table(label, ["method", "ε", "best settings", "seeds", *(f"final {m}" for _, m, _ in MEASURES)], rows)
+        unexplained = sum(1 for *_, why in reasons if why.startswith("unexplained"))
+        page.text(f"Best settings on an edge of the search: {len(reasons)} edges, {unexplained} unexplained." +
+                  (" Each, and why it may stand:" if reasons else ""))
+        if reasons:
+            page.table(f"{label}-edges", ["method", "ε", "edge", "why"], reasons)
         verdict(page, label, best)
         chosen = [tr for settings, trs in best.values() for tr in trs]
         words = f"{plotting.dataset_name(config)}, {plotting.PRIVACY_UNITS.get(relation, relation)}"
