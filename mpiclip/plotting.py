@@ -231,7 +231,7 @@ def plot(traces: Sequence[Trace], out: str, x: str = "bits", y: str = "grad_norm
 def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", encoding: str = "paper",
          include_initial: bool = False, title: str | None = None, logx: bool = False,
          xmax: float | str | None = "auto", size: str = "page", labels: Sequence[str] | None = None,
-         styles: Sequence[dict] | None = None):
+         styles: Sequence[dict] | None = None, hlines: Sequence[tuple[float, str]] = ()):
     """The figure of y against x, one curve per trace, in the house style: the papers' names in a legend
     beside the axes, a fixed colour and marker per method, a title wrapped to the width, and a note when
     a log axis leaves out values that are not positive. ``size``: 'column' or 'page' (see SIZES).
@@ -239,7 +239,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     ``xmax = "auto"`` ends the x axis where the shortest trace ends, so that every curve spans it (the
     papers compare methods at a common bit budget); a number sets it; None shows everything. ``labels``
     name the curves (default: the method's and the compressor's names), ``styles`` give each its colour and
-    marker (default: the method's).
+    marker (default: the method's). ``hlines``: (y, label) levels drawn dashed across the axes (a predicted value).
     """
     ends = [x_values(tr, x, encoding, include_initial)[-1] for tr in traces if len(tr.rounds)]
     xlabel = x_label(traces, x, encoding, include_initial)  # both before a figure is made: they may refuse the traces
@@ -260,6 +260,8 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
         if labels.count(label) > 1:  # the same method twice: the run's name tells them apart
             label = f"{label} [{tr.label}]"
         ax.plot(xs[keep], ys[keep], label=label, lw=1.2, ms=3.5, markevery=0.1, **style)  # marks evenly along the curve
+    for i, (level, label) in enumerate(hlines):
+        ax.axhline(level, color="0.3", lw=0.9, linestyle=LINESTYLES[(i + 1) % len(LINESTYLES)], label=label)
     if y in LOG_Y:
         ax.set_yscale("log")
         log_note(ax, dropped)
@@ -274,7 +276,7 @@ def draw(traces: Sequence[Trace], x: str = "bits", y: str = "grad_norm_sq", enco
     ax.grid(True, which="both", alpha=0.3)
     if not logx:  # a log axis has its own locator, without nbins
         ax.xaxis.get_major_locator().set_params(nbins=5 if size == "column" else 8)
-    legend(fig, len(traces), size)
+    legend(fig, len(traces) + len(hlines), size)
     return fig
 
 

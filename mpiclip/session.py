@@ -114,7 +114,9 @@ class Session:
         self.compressor.validate(self.d)
         self.method_cls = METHODS.get(c.method.name, "method.name")
         self.runner_cls = RUNNERS.get(self.method_cls.runner, "method.name").resolve(c)
-        if self.method_cls.needs_samples and self.plan is None:
+        counts = self.plan.sample_counts if self.plan is not None else problem_cls.sample_counts(c.problem.params,
+                                                                                                 c.run.n_workers)
+        if self.method_cls.needs_samples and counts is None:
             raise InputError("method.name", c.method.name, f"samples minibatches, and problem {c.problem.name!r} has no samples")
         why_not = problem_cls.example_gradients(c.problem.params) if self.method_cls.example_gradients else None
         if why_not:
@@ -134,15 +136,14 @@ class Session:
         trial = self.method_cls.create(c.method.params, self.compressor, 1.0)
         trial.validate(self.d, c.run.n_workers)
         # resolved here (e.g. σ for a privacy target) so that impossible settings fail before any collective
-        self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d,
-                                                self.plan.sample_counts if self.plan is not None else None,
+        self.bound_method = trial.bind(RunInfo(c.run.n_workers, c.run.rounds, self.d, counts,
                                                 self.runner_cls.concurrency(c)))
         limits.check_row_buffer(c.output.flush_rows, per_rank, len(ENCODINGS) + len(self.bound_method.worker_metrics),
                                 len(ENCODINGS) + 8)
         if c.system is not None and c.system.compute_unit == "sample" and self.plan is None:
             raise InputError("system.compute_unit", "sample", f"counts the samples gradients touch; problem "
                              f"{c.problem.name!r} is not made of samples (use 'step')")
-        self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": self.plan is not None,
+        self.runner_cls.check(c, self.bound_method, {"d": self.d, "samples": counts is not None,
                                                      "checksum": self._dataset_checksum(), "ranks": comm.size})
         self.x0 = self._initial_point()
         return self._plan_output() if check_output else True

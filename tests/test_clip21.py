@@ -16,6 +16,7 @@ from mpiclip.compressors import Identity, KParams, TopK, sparse_message
 from mpiclip.compressors.clipping import Clip, ClipParams
 from mpiclip.errors import InputError
 from mpiclip.methods.clip21 import Clip21Avg, Clip21GD
+from mpiclip.problems.counterexample import clip21_sgd_stall, clip_sgd_stall
 from mpiclip.runners.synchronous import RoundContext, exchange
 from mpiclip.trace import load_trace
 
@@ -316,3 +317,32 @@ def test_one_clipping_rule_everywhere():
     pattern = re.compile(r"tau\s*/\s*norm|minimum\(1(\.0)?,\s*tau")
     writers = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if pattern.search(p.read_text())}
     assert writers <= {"clipping.py", "nn/backend.py"}, writers  # the torch backend clips on the device
+
+
+def noise_counterexample(tmp_path, method, rounds, factor):
+    return run_table(tmp_path, run={"name": method["name"], "n_workers": 2, "rounds": rounds, "x0": "zeros"},
+                     data=None, problem={"name": "clip_noise_counterexample", "d": 2, "spike": 3.0, "rows": 4},
+                     method={"batch": 0.25, **method}, compressor={"name": "identity"}, stepsize={"factor": factor})
+
+
+def test_stochastic_counterexample_closed_forms():
+    """a = 3, N = 4 (b = 1): Clip-SGD's x̂ = (3 − τ)/3; Clip21-SGD's x̃ = 1 − m(τ) with M = 4/τ lattice steps."""
+    assert clip_sgd_stall(3.0, 4, 1.0) == pytest.approx(2 / 3)
+    assert clip_sgd_stall(3.0, 4, 3.5) == 0.0  # nothing clipped at x* = 0: no bias
+    # τ = 2: M = 2, r = 1/3: m = 2·(1/3 + 2/9)/(1 + 1/3 + 1/9) = 10/13
+    assert clip21_sgd_stall(3.0, 4, 2.0) == pytest.approx(1 - 10 / 13)
+    assert clip21_sgd_stall(3.0, 4, 0.3) is None  # 4/0.3 lattice steps: no closed form here
+
+
+def test_clip_sgd_and_clip21_sgd_stall_on_skewed_noise_where_clip21_sgd2m_converges(tmp_path):
+    """Along e_1 the iterate of Clip-SGD settles around x̂, Clip21-SGD's around x̃ (its γ → 0 limit: γ = 0.02 is
+    within 0.03 of it), Clip21-SGD2M's around x* = 0; ‖∇f(x)‖ = ‖x‖ (∇f(x) = x)."""
+    tau, rounds = 1.0, 3000
+    late = slice(rounds // 2, None)
+    runs = {name: load_trace(noise_counterexample(tmp_path, {"name": name, "tau": tau, **extra}, rounds, 0.02)[0].path)
+            for name, extra in (("clip_sgd", {}), ("clip21_sgd", {}), ("clip21_sgd2m", {"beta1": 0.01, "beta2": 0.1}))}
+    mean_norm = {name: float(np.mean(np.sqrt(tr.grad_norm_sq[late]))) for name, tr in runs.items()}
+    assert mean_norm["clip_sgd"] == pytest.approx(clip_sgd_stall(3.0, 4, tau), abs=0.015)  # 2/3
+    assert mean_norm["clip21_sgd"] == pytest.approx(clip21_sgd_stall(3.0, 4, tau), abs=0.03)  # 0.521
+    assert np.mean(runs["clip21_sgd2m"].grad_norm_sq[late]) < 0.05 < clip21_sgd_stall(3.0, 4, tau) ** 2
+    assert runs["clip_sgd"].attrs["f_star"] == pytest.approx(1.5)  # ½ · a²/(N − 1)

@@ -2,6 +2,7 @@
 
 from mpiclip.methods import (  # noqa: F401  (registers)
     asgd,
+    ce_fedavg,
     clip21,
     clip21_sgd2m,
     diana,

@@ -68,6 +68,12 @@ class Problem:
         """Raise InputError for settings that do not fit the data set (``plan``: :class:`mpiclip.data.Plan`)."""
 
     @classmethod
+    def sample_counts(cls, params: Any, n_workers: int) -> Optional[np.ndarray]:
+        """(n,) rows per worker of a problem that makes its own samples (no data set), so that minibatch methods
+        can sample them; None: a generated problem without samples (problems of a data set count the plan's rows)."""
+        return None
+
+    @classmethod
     def dimension(cls, params: Any, plan: Any) -> int:
         """The dimension of x for a problem made of the samples of ``plan`` (one weight per feature here)."""
         return plan.n_features

@@ -244,6 +244,9 @@ class FederatedRunner(Runner):
         if compressed and fed.uplink == "model":
             raise InputError("federated.uplink", "model", "cannot be compressed; set uplink = 'update' to compress "
                              "the clients' updates")
+        if fed.update_clip and getattr(method, "clips_updates", False):
+            raise InputError("federated.update_clip", fed.update_clip, f"method {config.method.name!r} clips its "
+                             "clients' updates itself (method.tau); leave update_clip at 0")
         if fed.batch_size and not problem_info["samples"]:
             raise InputError("federated.batch_size", fed.batch_size, f"needs a problem made of samples, not "
                              f"{config.problem.name!r} (use 0: full local gradients)")
