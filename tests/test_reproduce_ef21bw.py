@@ -174,3 +174,19 @@ def test_each_figure_draws_the_papers_data_against_the_papers_axis(tiny):
                 keep = ys > 0
                 assert np.array_equal(line.get_xdata(), xs[keep]) and np.array_equal(line.get_ydata(), ys[keep])
             plotting.pyplot().close(fig)
+
+
+def test_the_docs_page_is_the_laptop_output_of_reproduce():
+    """docs/ef21bw is `mpiclip reproduce ef21bw` at the laptop size (the full grids need about a CPU-hour): every
+    run completed, every table with its CSV, every figure with its PDF, and the page says that it is the laptop's."""
+    import re
+
+    folder = os.path.join(REPO, FAMILY.docs)
+    page = open(os.path.join(folder, FAMILY.page)).read()
+    assert page.startswith(f"# {FAMILY.title}\n\nMade by `mpiclip reproduce ef21bw` (laptop preset)")
+    tables = checked_tables(folder, page)
+    runs = {row[0]: row for row in tables["runs"][1:]}
+    assert list(runs) == list(FAMILY.sweeps) and all(row[1] == row[2] for row in runs.values())
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\.png\)", page)
+    assert len(figures) == len(FAMILY.sweeps) + len(ef21bw.AXES)
+    assert all(os.path.exists(os.path.join(folder, f + ext)) for f in figures for ext in (".png", ".pdf"))
