@@ -15,12 +15,14 @@ from mpiclip.methods import METHODS
 from mpiclip.paths import existing_parent, takes_files
 from mpiclip.trace import Trace
 
-X_AXES = ("bits", "rounds", "time", "sim_time", "gradients", "comm_rounds")
-Y_AXES = ("grad_norm_sq", "loss", "gap", "test_loss", "test_accuracy", "train_accuracy", "grad_variance")
+X_AXES = ("bits", "rounds", "time", "sim_time", "gradients", "comm_rounds", "epochs")
+Y_AXES = ("grad_norm_sq", "loss", "gap", "test_loss", "test_accuracy", "train_accuracy", "grad_variance",
+          "grad_mapping_sq")
 Y_LABEL = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "gap": r"$f(x^t) - f^\star$",
            "test_loss": "test loss", "test_accuracy": "test accuracy", "train_accuracy": "train accuracy",
-           "grad_variance": r"$\frac{1}{n}\sum_i \|\nabla f_i(x^t) - \nabla f(x^t)\|^2$"}
-LOG_Y = ("grad_norm_sq", "gap", "grad_variance")
+           "grad_variance": r"$\frac{1}{n}\sum_i \|\nabla f_i(x^t) - \nabla f(x^t)\|^2$",
+           "grad_mapping_sq": r"$\|G_\gamma(x^t)\|^2$ (gradient mapping)"}
+LOG_Y = ("grad_norm_sq", "gap", "grad_variance", "grad_mapping_sq")
 
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
@@ -186,6 +188,8 @@ def x_values(tr: Trace, x: str, encoding: str, include_initial: bool) -> np.ndar
         return tr.bits_per_worker(encoding, include_initial)
     if x == "rounds":
         return tr.rounds.astype(float)
+    if x == "epochs":
+        return epochs(tr)
     if x == "comm_rounds":
         if "comm_rounds" not in tr.metrics:
             raise ValueError(f"{tr.path} is not a federated run (no /comm_rounds)")
@@ -213,7 +217,21 @@ def x_label(traces: Sequence[Trace], x: str, encoding: str = "paper", include_in
         return f"simulated time ({units[0] if units else 'model time units'})"
     return {"bits": f"bits per worker ({encoding}{', with initial round' if include_initial else ''})",
             "rounds": "round (server update) t", "time": "wall time (s)", "gradients": "gradients computed",
-            "comm_rounds": "communication rounds"}[x]
+            "comm_rounds": "communication rounds", "epochs": "epochs (data passes of the workers' gradients)"}[x]
+
+
+def epochs(tr: Trace) -> np.ndarray:
+    """(T,) data passes of the sample gradients the workers computed before each recorded x^t (the papers' epochs:
+    /workers/samples summed, over N, the samples of round 0's full pass), from a run that recorded every round
+    with samples counted (EF21-SGD, EF21-PAGE, the SGD baselines) and began with a full gradient (init = "full")."""
+    if "samples" not in tr.workers:
+        raise ValueError(f"{tr.path} counts no samples (/workers/samples): its method computes no minibatch gradients")
+    if len(tr.rounds) and (tr.rounds[0] != 0 or np.any(np.diff(tr.rounds) != 1)):
+        raise ValueError(f"{tr.path} did not record every round (run.eval_every > 1): its epochs cannot be counted")
+    if tr.config.get("method", {}).get("init", "full") != "full":
+        raise ValueError(f"{tr.path} began without a full pass (method.init = 'compressed'): N is not known")
+    per_round = tr.workers["samples"].sum(axis=1)
+    return np.concatenate(([0.0], np.cumsum(per_round[:-1]))) / per_round[0]
 
 
 def gradients_computed(tr: Trace) -> np.ndarray:

@@ -47,7 +47,7 @@ class SweepParams:
     output: str = param("results/sweeps/{name}", "directory of the traces; {name} is the sweep's name", check=printable)
 
 
-METRICS = ("grad_norm_sq", "gap", "loss", "test_loss", "test_accuracy", "train_accuracy")
+METRICS = ("grad_norm_sq", "gap", "loss", "test_loss", "test_accuracy", "train_accuracy", "grad_mapping_sq")
 
 
 TARGET_AXES = {"bits_to": "bits", "time_to": "sim_time"}  # criterion -> the axis of mpiclip.results.AXES it counts on
@@ -68,8 +68,8 @@ class SelectParams:
     encoding: str = param("paper", "bit encoding of the bits axis and of 'bits_to'",
                           choices=("paper", "coo32", "compact", "wire"))
     metric: str = param("grad_norm_sq", "what is compared and plotted: ‖∇f‖², the gap f − f* (least squares, "
-                        "quadratics), f, or a classifier's test loss or accuracy (accuracies: larger is better, "
-                        "and 'bits_to', 'time_to' mean reaching at least target)", choices=METRICS)
+                        "quadratics), f, EF21-Prox's squared gradient mapping, or a classifier's test loss or accuracy "
+                        "(accuracies: larger is better, and 'bits_to', 'time_to' mean reaching at least target)", choices=METRICS)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,10 @@ def add_parsers(sub) -> None:
     s_best = sweep_sub.add_parser("best", help="the best run of each group, and the paper-style figure")
     s_best.add_argument("sweep", metavar="SWEEP")
     s_best.add_argument("--plot", metavar="FILE", help="the metric of each group's best run against --x")
-    s_best.add_argument("--x", choices=("bits", "rounds", "sim_time"), default="bits",
-                        help="x axis of --plot: bits per worker (default), rounds, or simulated time (/sim_time: "
-                        "asynchronous runs and runs with a system model)")
+    s_best.add_argument("--x", choices=("bits", "rounds", "sim_time", "epochs"), default="bits",
+                        help="x axis of --plot: bits per worker (default), rounds, simulated time (/sim_time: "
+                        "asynchronous runs and runs with a system model), or epochs (data passes of runs that count "
+                        "samples and record every round)")
     s_best.add_argument("--title")
     s_best.set_defaults(func=cmd_sweep_best)
 

@@ -2,7 +2,7 @@
 sizes (``full``), then its figures (PNG + PDF) and tables (Markdown + CSV) in one directory with a page
 that shows them.
 
-A family module (:mod:`.ef21`, :mod:`.clip21`, :mod:`.asynchronous`, :mod:`.federated`, :mod:`.frontier`)
+A family module (:mod:`.ef21`, :mod:`.ef21bw`, :mod:`.clip21`, :mod:`.asynchronous`, :mod:`.federated`, :mod:`.frontier`)
 names its shipped sweeps, the laptop preset (each sweep it keeps, its grids cut to a subset of the paper's values, and
 settings that shorten it) and the function that writes its page from the traces. The sweeps actually run
 are written as sweep files beside their traces, so that a Slurm array runs the very same files, and a
@@ -24,6 +24,7 @@ from mpiclip.errors import InputError
 from mpiclip.sweep import Sweep, read_sweep, status_of, sweep_name, sweep_of, sweep_text
 
 MODULES = {"ef21": "ef21", "clip21": "clip21", "async": "asynchronous", "fed": "federated", "dp": "frontier",  # name -> module
+           "ef21bw": "ef21bw",
            "ef21-dl": "ef21_dl", "clip21-dl": "clip21_dl", "dp-dl": "dp_dl", "fed-dl": "fed_dl", "async-dl": "async_dl"}
 
 
