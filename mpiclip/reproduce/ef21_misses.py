@@ -29,6 +29,7 @@ class Variant(NamedTuple):
     seed0: float  # final ‖∇f‖² from seed 0, the x⁰ of the ef21-logreg-* tables (nan if it did not complete)
     gamma: float  # the step size γ (nan if no run completed)
     rounds: int  # the most rounds a completed run made (0 if none)
+    budget: float  # the runs' bit budget per worker (run.max_bits; nan if no run completed)
 
 
 def _g(v: float) -> str:
@@ -51,13 +52,13 @@ def reached(v: Variant) -> str:
     return f"{len(v.bits)} of {len(v.finals)}"
 
 
-def _edge(paper_factor, bits_budget: str) -> Callable[[dict], str]:
+def _edge(paper_factor) -> Callable[[dict], str]:
     def say(variants: dict) -> str:
         at, below = variants.get(paper_factor), next((v for k, v in variants.items() if k != paper_factor), None)
         if at is None or below is None or not at.finals or not below.finals:
             return ""
         return (f"**Cause: the starting point, at a step on the edge of stability.** At the paper's {paper_factor:g}×, "
-                f"{reached(at)} starting points reach {LEVEL} within {bits_budget} bits; the final ‖∇f‖² spreads "
+                f"{reached(at)} starting points reach {LEVEL} within {_kilo(at.budget)} bits; the final ‖∇f‖² spreads "
                 f"over {_g(min(at.finals))}–{_g(max(at.finals))}, and the tables' own run (seed 0) ends at "
                 f"{_g(at.seed0)} in this sweep. One factor below, at {below.value:g}×, {reached(below)} reach it (bits to "
                 f"{LEVEL}: {spread(below.bits, _kilo)}). At {paper_factor:g}× the iterates burst back to 1e-3…1e-2 again "
@@ -118,7 +119,7 @@ class Miss:
 
 MISSES = (
     Miss("mushrooms, EF21, k = 2, 1024×", {"data.path": "mushrooms.txt", "method.name": "ef21"}, "stepsize.factor",
-         "oscillates, then ≈1e-7 at ≈140k bits", _edge(1024, "200k")),
+         "oscillates, then ≈1e-7 at ≈140k bits", _edge(1024)),
     Miss("w8a, EF21+, k = 1, 2048×", {"data.path": "w8a.txt", "method.name": "ef21_plus"}, "stepsize.rule",
          "≈1e-7 at ≈75k bits", _rule("≈1e-7 at ≈75k")),
     Miss("a9a, EF21+, k = 1, 2048×", {"data.path": "a9a.txt", "method.name": "ef21_plus"}, "stepsize.rule",
@@ -144,7 +145,8 @@ def variants(sweep, miss: Miss) -> dict:
         seed0 = next((float(tr.grad_norm_sq[-1]) for seed, tr in traces if seed == 0), math.nan)
         gamma = float(traces[0][1].attrs["gamma"]) if traces else math.nan
         rounds = max((int(tr.attrs["rounds_run"]) for _, tr in traces), default=0)
-        out[value] = Variant(value, len(seeded), finals, bits, seed0, gamma, rounds)
+        budget = float(traces[0][1].config["run"]["max_bits"]) if traces else math.nan
+        out[value] = Variant(value, len(seeded), finals, bits, seed0, gamma, rounds, budget)
     return out
 
 
