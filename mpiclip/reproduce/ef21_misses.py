@@ -86,8 +86,8 @@ def _rule(paper_bits: str) -> Callable[[dict], str]:
                 f"past the edge of stability. Under the official rule {reached(official)} starting points reach "
                 f"{LEVEL} (bits: {spread(official.bits, _kilo)}; the paper: {paper_bits}); under the sweeps' rule "
                 f"{reached(sweeps)} do, ending at {spread(sweeps.finals)}. The paper's point is reproduced once its "
-                "own rule is used; the tables above keep the sweeps' rule, whose best EF21+ factors are correspondingly "
-                "smaller.")
+                "own rule is used; the tables above keep the sweeps' rule and their numbers "
+                "unchanged.")
     return say
 
 
