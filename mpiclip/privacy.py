@@ -53,6 +53,9 @@ _SENSITIVITY = {"replace": 2.0, "add_remove": 1.0, "add_remove_record": 2.0}
 # the relation whose events amplify by a record sampling, and the dp-accounting relation that accounts them
 _SAMPLED_RELATION = {"fixed": ("replace", "REPLACE_ONE"), "poisson": ("add_remove_record", "ADD_OR_REMOVE_ONE")}
 _Z_RANGE = (1e-3, 1e5)  # noise multipliers searched by a calibration
+# below it a Poisson round's PLD spans privacy losses too wide to hold (z = 0.05: minutes, gigabytes), and its ε
+# (over 10 after one round at q = 0.2) is far past any budget worth the tight accountant
+_PLD_POISSON_MIN_Z = 0.5
 
 
 def _library(field: str, value):
@@ -124,12 +127,15 @@ def _check(mechanism: Mechanism, accountant: str) -> None:
     kind = sampling[0]
     relation, _ = _SAMPLED_RELATION[kind]
     if mechanism.relation != relation:
-        raise InputError("method.sampling", kind, f"is accounted under method.relation = '{relation}' only (dp-accounting "
+        raise InputError("method.sampling", kind, f"is accounted under relation '{relation}' only (dp-accounting "
                          f"amplifies {'Poisson' if kind == 'poisson' else 'fixed-size'} sampling for that relation), "
                          f"not '{mechanism.relation}'; use sampling '{'fixed' if kind == 'poisson' else 'poisson'}'")
     if kind == "fixed" and accountant == "pld":
         raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
                          "not the minibatches sampled without replacement here; use 'rdp'")
+    if kind == "poisson" and accountant == "pld" and 0 < mechanism.noise_multiplier < _PLD_POISSON_MIN_Z:
+        raise InputError("method.accountant", "pld", f"a Poisson round's privacy loss distribution at noise multiplier "
+                         f"{mechanism.noise_multiplier:.3g} (below {_PLD_POISSON_MIN_Z:g}) is too wide to build; use 'rdp'")
 
 
 def _round_event(dpa, z: float, sampling: Optional[tuple]):
@@ -234,6 +240,8 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
                          accountant: str = "rdp", field: str = "method.target_epsilon") -> float:
     """z = σ/Δ for the budget; remembered per process (a subsampled RDP calibration takes seconds)."""
     dpa = _library(field, target_epsilon)
+    if accountant == "pld" and sampling is not None:
+        return _poisson_pld_multiplier(target_epsilon, delta, rounds, sampling, field)
     spent = lambda z: Accountant([_unit_mechanism(z, sampling)], delta, accountant, field).epsilon(rounds)
     reached = spent(_Z_RANGE[1])
     if reached > target_epsilon:
@@ -246,14 +254,11 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
     if spent(_Z_RANGE[0]) <= target_epsilon:
         return _Z_RANGE[0]  # a budget this large allows any noise the search considers
     from dp_accounting import mechanism_calibration
-    from dp_accounting.pld import pld_privacy_accountant as pld
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
-
-    kinds = {"rdp": rdp.RdpAccountant, "pld": pld.PLDAccountant}
 
     def calibrated(events):
         return float(dpa.calibrate_dp_mechanism(
-            lambda: kinds[accountant](neighboring_relation=_neighbouring(dpa, events)),
+            lambda: rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, events)),
             lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, events), rounds),
             target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(*_Z_RANGE)))
 
@@ -261,3 +266,22 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
         return calibrated(sampling)
     # either bound of a round sampled without replacement (see _rdp_per_round) suffices; the smaller z is better
     return min(calibrated(sampling), calibrated(None))
+
+
+def _poisson_pld_multiplier(target_epsilon: float, delta: float, rounds: int, sampling: tuple, field: str) -> float:
+    """z for the budget by the PLD of Poisson rounds, searched below the RDP's z (the PLD is tighter, so that z
+    spends at most the budget) down to half of it (or _PLD_POISSON_MIN_Z): a PLD at the far end of _Z_RANGE
+    cannot be built."""
+    from dp_accounting import mechanism_calibration
+    from dp_accounting.pld import pld_privacy_accountant as pld
+
+    dpa = _library(field, target_epsilon)
+    upper = noise_multiplier_for(target_epsilon, delta, rounds, sampling, "rdp", field)
+    lower = max(upper / 2, _PLD_POISSON_MIN_Z)
+    spent = lambda z: Accountant([_unit_mechanism(z, sampling)], delta, "pld", field).epsilon(rounds)
+    if lower >= upper or spent(lower) <= target_epsilon:
+        return min(lower, upper)  # the RDP's z or half of it already meets the budget
+    return float(dpa.calibrate_dp_mechanism(
+        lambda: pld.PLDAccountant(neighboring_relation=_neighbouring(dpa, sampling)),
+        lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, sampling), rounds),
+        target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(lower, upper)))
