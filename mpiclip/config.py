@@ -161,6 +161,10 @@ class Config:
         for key, default in SystemParams.UNHASHED_DEFAULTS.items():
             if table.get("system", {}).get(key, None) == default:
                 table["system"].pop(key)
+        # a method's keys added after traces were made, at the value those traces ran with
+        for key, default in getattr(self.method.params, "UNHASHED_DEFAULTS", {}).items():
+            if table["method"].get(key, None) == default:
+                table["method"].pop(key)
         return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
 
     @property

@@ -51,7 +51,8 @@ COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#00
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # solid first: a figure's first curve
 DODGE = 1.035  # factor between neighbouring methods' points on a privacy-utility figure's log ε axis
-PRIVACY_UNITS = {"replace": "record-level DP", "add_remove": "worker-level DP"}  # method.relation in words
+PRIVACY_UNITS = {"replace": "record-level DP", "add_remove_record": "record-level DP (add/remove)",
+                 "add_remove": "worker-level DP"}  # method.relation in words, in the order pages show them
 FINAL_LABEL = {"grad_norm_sq": r"final $\|\nabla f(x)\|^2$", "loss": "final f(x)", "accuracy": "final training accuracy",
                "train_accuracy": "final training accuracy", "test_accuracy": "final test accuracy",
                "test_loss": "final test loss"}  # a classifier's `accuracy` score is on its workers' training rows

@@ -1,11 +1,18 @@
 """Privacy accounting of the Gaussian mechanism applied each round (DP variants of the clipping methods).
 
 Each round a worker sends a clipped message plus N(0, σ² I): a Gaussian mechanism of sensitivity Δ on its
-data, with noise multiplier z = σ/Δ. Δ = 2τ under replace-one neighbours (one record changed: both messages
-lie in the τ-ball, and worker i's state is a function of its past noisy, public messages; docs/algorithms.md §5),
-or Δ = τ under add/remove of a whole worker's contribution (worker-level DP). Full-batch methods touch every
-record every round; the minibatch variants sample b_i of the N_i records without replacement, which
-amplifies record-level privacy (not worker-level: the worker takes part in every round).
+data, with noise multiplier z = σ/Δ. Three neighbouring relations (``RELATIONS``; docs/algorithms.md §5):
+
+* ``replace``: one record changed. Both messages lie in the τ-ball (worker i's state is a function of its
+  past noisy, public messages), so Δ = 2τ. The minibatch variants sample b_i of the N_i records without
+  replacement ("fixed"), which amplifies it.
+* ``add_remove_record``: one record added or removed, the convention of the DP-SGD literature (Abadi et al.,
+  Opacus). A message that clips a worker's mean gradient or an error-feedback difference can still move
+  anywhere in the τ-ball (Δ = 2τ); DP-SGD's clipped *sum* moves by one clipped term (Δ = τ, its override).
+  Amplified by Poisson sampling (each record independently with probability q), the case dp-accounting
+  accounts under ADD_OR_REMOVE_ONE; fixed-size minibatches under it are refused (``_check``).
+* ``add_remove``: a whole worker's contribution added or removed (worker-level DP), Δ = τ; sampling a
+  worker's own records does not hide the worker, so nothing is amplified.
 
 All arithmetic is Google's dp-accounting (extra ``dp``: ``pip install 'mpiclip[dp]'``), with one of two
 accountants:
@@ -16,7 +23,8 @@ accountants:
   one Gaussian mechanism of multiplier z/√T, whose privacy curve is known in closed form (Balle & Wang
   2018); dp-accounting computes it in ``gaussian_mechanism`` and its ``PLDAccountant`` agrees to 1e-8
   (tested): ε = 2.59 at the point above. dp-accounting's PLD handles Poisson sampling only, not the
-  fixed-size sampling without replacement of the minibatch methods, so they need ``rdp``.
+  fixed-size sampling without replacement of the minibatch methods, so they need ``rdp``; a Poisson-sampled
+  round's PLD is built once by dp-accounting and self-composed for each t.
 
 Workers share σ; their sampling ratios q_i = b_i/N_i may differ. Subsampled RDP increases with q at every
 order (each term of Wang, Balle & Kasiviswanathan's bound does), so the worker with the largest ratio
@@ -36,9 +44,18 @@ import numpy as np
 
 from mpiclip.errors import InputError
 
-RELATIONS = ("replace", "add_remove")
+RELATIONS = ("replace", "add_remove", "add_remove_record")
+SAMPLINGS = ("fixed", "poisson")  # how a minibatch method draws its records (method.sampling)
 ACCOUNTANTS = ("rdp", "pld")
+# Δ of a message in the τ-ball, in units of τ: any two such messages differ by at most 2τ (replace, or
+# add/remove one record); leaving a worker out entirely moves the sum of the workers' messages by τ
+_SENSITIVITY = {"replace": 2.0, "add_remove": 1.0, "add_remove_record": 2.0}
+# the relation whose events amplify by a record sampling, and the dp-accounting relation that accounts them
+_SAMPLED_RELATION = {"fixed": ("replace", "REPLACE_ONE"), "poisson": ("add_remove_record", "ADD_OR_REMOVE_ONE")}
 _Z_RANGE = (1e-3, 1e5)  # noise multipliers searched by a calibration
+# below it a Poisson round's PLD spans privacy losses too wide to hold (z = 0.05: minutes, gigabytes), and its ε
+# (over 10 after one round at q = 0.2) is far past any budget worth the tight accountant
+_PLD_POISSON_MIN_Z = 0.5
 
 
 def _library(field: str, value):
@@ -50,19 +67,22 @@ def _library(field: str, value):
 
 
 def sensitivity(tau: float, relation: str) -> float:
-    """Δ of a message in the τ-ball: 2τ for replace-one, τ for add/remove."""
-    return 2.0 * tau if relation == "replace" else tau
+    """Δ of a message in the τ-ball: 2τ for replace-one and for add/remove of one record, τ for add/remove of a
+    worker."""
+    return _SENSITIVITY[relation] * tau
 
 
 @dataclass(frozen=True)
 class Mechanism:
-    """One round of one worker: noise σ, sensitivity Δ, and the minibatch sampling (None: full batch)."""
+    """One round of one worker: noise σ, sensitivity Δ, and the minibatch sampling (None: full batch): b_i of
+    N_i records without replacement, or each record with probability ``poisson``."""
 
     sigma: float
     sensitivity: float
     relation: str = "replace"
     records: Optional[int] = None  # N_i, for minibatch sampling without replacement
     batch: Optional[int] = None  # b_i
+    poisson: Optional[float] = None  # q, for Poisson sampling (records and batch then unset)
 
     @property
     def noise_multiplier(self) -> float:
@@ -72,13 +92,24 @@ class Mechanism:
     def sampled(self) -> Optional[tuple[int, int]]:
         """(N_i, b_i) when a round sees a strict subset of the records and that hides a record, else None (the
         unit of add/remove is the worker, whom sampling its own records does not hide)."""
-        if self.batch is None or self.batch >= self.records or self.relation != "replace":
+        if self.batch is None or self.batch >= self.records or self.relation == "add_remove":
             return None
         return self.records, self.batch
 
     @property
+    def record_sampling(self) -> Optional[tuple]:
+        """The round's record sampling as the events see it: ("fixed", N_i, b_i), ("poisson", q) or None (every
+        record, or a worker-level unit that sampling does not hide)."""
+        if self.poisson is not None:
+            return ("poisson", self.poisson) if self.poisson < 1 and self.relation != "add_remove" else None
+        return None if self.sampled is None else ("fixed", *self.sampled)
+
+    @property
     def sampling_ratio(self) -> float:
-        return 1.0 if self.sampled is None else self.batch / self.records
+        sampling = self.record_sampling
+        if sampling is None:
+            return 1.0
+        return sampling[1] if sampling[0] == "poisson" else self.batch / self.records
 
 
 def most_exposed(mechanisms: list[Mechanism]) -> Mechanism:
@@ -90,33 +121,70 @@ def most_exposed(mechanisms: list[Mechanism]) -> Mechanism:
 def _check(mechanism: Mechanism, accountant: str) -> None:
     if accountant not in ACCOUNTANTS:
         raise InputError("method.accountant", accountant, f"must be one of {', '.join(ACCOUNTANTS)}")
-    if mechanism.sampled is not None and accountant == "pld":
+    sampling = mechanism.record_sampling
+    if sampling is None:
+        return
+    kind = sampling[0]
+    relation, _ = _SAMPLED_RELATION[kind]
+    if mechanism.relation != relation:
+        raise InputError("method.sampling", kind, f"is accounted under relation '{relation}' only (dp-accounting "
+                         f"amplifies {'Poisson' if kind == 'poisson' else 'fixed-size'} sampling for that relation), "
+                         f"not '{mechanism.relation}'; use sampling '{'fixed' if kind == 'poisson' else 'poisson'}'")
+    if kind == "fixed" and accountant == "pld":
         raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
                          "not the minibatches sampled without replacement here; use 'rdp'")
+    if kind == "poisson" and accountant == "pld" and 0 < mechanism.noise_multiplier < _PLD_POISSON_MIN_Z:
+        raise InputError("method.accountant", "pld", f"a Poisson round's privacy loss distribution at noise multiplier "
+                         f"{mechanism.noise_multiplier:.3g} (below {_PLD_POISSON_MIN_Z:g}) is too wide to build; use 'rdp'")
 
 
-def _round_event(dpa, z: float, sampled: Optional[tuple[int, int]]):
+def _round_event(dpa, z: float, sampling: Optional[tuple]):
+    """One round as a dp-accounting event: the Gaussian of multiplier z, under the record sampling (or none)."""
     gaussian = dpa.GaussianDpEvent(z)
-    return gaussian if sampled is None else dpa.SampledWithoutReplacementDpEvent(*sampled, gaussian)
+    if sampling is None:
+        return gaussian
+    if sampling[0] == "poisson":
+        return dpa.PoissonSampledDpEvent(sampling[1], gaussian)
+    return dpa.SampledWithoutReplacementDpEvent(*sampling[1:], gaussian)
+
+
+def _neighbouring(dpa, sampling: Optional[tuple]):
+    """dp-accounting's relation for the events: its own name for the sampling's (replace-one for unsampled
+    Gaussian rounds, whose RDP and PLD do not depend on it)."""
+    name = "REPLACE_ONE" if sampling is None else _SAMPLED_RELATION[sampling[0]][1]
+    return getattr(dpa.NeighboringRelation, name)
 
 
 @functools.lru_cache(maxsize=256)
-def _rdp_per_round(z: float, sampled: Optional[tuple[int, int]]):
-    """(orders, RDP of one round) of dp-accounting's RdpAccountant. A sampled round is also a Gaussian
-    mechanism on the whole data (each possible minibatch's message moves by at most Δ), and at small z that
-    bound is the lower one: the round's RDP is the smaller of the two at each order."""
+def _rdp_per_round(z: float, sampling: Optional[tuple]):
+    """(orders, RDP of one round) of dp-accounting's RdpAccountant. A round sampled without replacement is also
+    a Gaussian mechanism on the whole data (each possible minibatch's message moves by at most Δ), and at small
+    z that bound is the lower one: the round's RDP is the smaller of the two at each order. dp-accounting's
+    Poisson bound is exact at integer orders and never above the unsampled one, so it stands alone."""
     dpa = _library("method.sigma", z)
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     def per_round(event):
-        accountant = rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
+        accountant = rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, sampling))
         accountant.compose(event, 1)
         return np.asarray(accountant.orders, dtype=float), np.asarray(accountant.rdp, dtype=float)
 
+    if sampling is not None and sampling[0] == "poisson":
+        return per_round(_round_event(dpa, z, sampling))
     orders, unsampled = per_round(_round_event(dpa, z, None))
-    if sampled is None:
+    if sampling is None:
         return orders, unsampled
-    return orders, np.minimum(per_round(_round_event(dpa, z, sampled))[1], unsampled)
+    return orders, np.minimum(per_round(_round_event(dpa, z, sampling))[1], unsampled)
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_pld(z: float, q: float):
+    """dp-accounting's privacy loss distribution of one Poisson-sampled Gaussian round (add/remove one record)."""
+    dpa = _library("method.sigma", z)
+    from dp_accounting.pld import privacy_loss_distribution
+
+    return privacy_loss_distribution.from_gaussian_mechanism(z, sampling_prob=q, use_connect_dots=True,
+                                                            neighboring_relation=_neighbouring(dpa, ("poisson", q)))
 
 
 class Accountant:
@@ -135,13 +203,16 @@ class Accountant:
             return math.inf
         if rounds <= 0:
             return 0.0
+        sampling = self.mechanism.record_sampling
+        if self.accountant == "pld" and sampling is not None:  # Poisson (_check refuses fixed-size)
+            return float(_poisson_pld(z, sampling[1]).self_compose(rounds).get_epsilon_for_delta(self.delta))
         if self.accountant == "pld":
             from dp_accounting import gaussian_mechanism
 
             return float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-        orders, per_round = _rdp_per_round(z, self.mechanism.sampled)
+        orders, per_round = _rdp_per_round(z, sampling)
         return float(rdp.compute_epsilon(orders, rounds * per_round, self.delta)[0])
 
 
@@ -151,21 +222,32 @@ def sigma_for(target_epsilon: float, delta: float, rounds: int, mechanisms: list
     budget (ε, δ): z calibrated by dp-accounting for the most exposed worker, times its sensitivity."""
     worst = most_exposed(mechanisms)
     _check(worst, accountant)
-    return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.sampled, accountant, field)
+    return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.record_sampling, accountant,
+                                                    field)
+
+
+def _unit_mechanism(z: float, sampling: Optional[tuple]) -> Mechanism:
+    """A mechanism of multiplier z (Δ = 1) with the given record sampling."""
+    if sampling is None:
+        return Mechanism(z, 1.0)
+    if sampling[0] == "poisson":
+        return Mechanism(z, 1.0, _SAMPLED_RELATION["poisson"][0], poisson=sampling[1])
+    return Mechanism(z, 1.0, "replace", *sampling[1:])
 
 
 @functools.lru_cache(maxsize=1024)
-def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampled: Optional[tuple[int, int]],
+def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampling: Optional[tuple],
                          accountant: str = "rdp", field: str = "method.target_epsilon") -> float:
     """z = σ/Δ for the budget; remembered per process (a subsampled RDP calibration takes seconds)."""
     dpa = _library(field, target_epsilon)
-    spent = lambda z: Accountant([Mechanism(z, 1.0, "replace", *(sampled or (None, None)))], delta, accountant,
-                                 field).epsilon(rounds)
+    if accountant == "pld" and sampling is not None:
+        return _poisson_pld_multiplier(target_epsilon, delta, rounds, sampling, field)
+    spent = lambda z: Accountant([_unit_mechanism(z, sampling)], delta, accountant, field).epsilon(rounds)
     reached = spent(_Z_RANGE[1])
     if reached > target_epsilon:
         raise InputError(field, target_epsilon, f"is unreachable: even noise multiplier {_Z_RANGE[1]:g} gives ε = "
                          f"{reached:.3g} after {rounds} rounds at δ = {delta:g}")
-    if accountant == "pld":
+    if accountant == "pld" and sampling is None:
         from dp_accounting import gaussian_mechanism
 
         return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
@@ -174,11 +256,32 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
     from dp_accounting import mechanism_calibration
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    def calibrated(sampling):
+    def calibrated(events):
         return float(dpa.calibrate_dp_mechanism(
-            lambda: rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE),
-            lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, sampling), rounds),
+            lambda: rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, events)),
+            lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, events), rounds),
             target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(*_Z_RANGE)))
 
-    # either bound of a sampled round (see _rdp_per_round) suffices; the smaller z is the better one
-    return calibrated(None) if sampled is None else min(calibrated(sampled), calibrated(None))
+    if sampling is None or sampling[0] == "poisson":
+        return calibrated(sampling)
+    # either bound of a round sampled without replacement (see _rdp_per_round) suffices; the smaller z is better
+    return min(calibrated(sampling), calibrated(None))
+
+
+def _poisson_pld_multiplier(target_epsilon: float, delta: float, rounds: int, sampling: tuple, field: str) -> float:
+    """z for the budget by the PLD of Poisson rounds, searched below the RDP's z (the PLD is tighter, so that z
+    spends at most the budget) down to half of it (or _PLD_POISSON_MIN_Z): a PLD at the far end of _Z_RANGE
+    cannot be built."""
+    from dp_accounting import mechanism_calibration
+    from dp_accounting.pld import pld_privacy_accountant as pld
+
+    dpa = _library(field, target_epsilon)
+    upper = noise_multiplier_for(target_epsilon, delta, rounds, sampling, "rdp", field)
+    lower = max(upper / 2, _PLD_POISSON_MIN_Z)
+    spent = lambda z: Accountant([_unit_mechanism(z, sampling)], delta, "pld", field).epsilon(rounds)
+    if lower >= upper or spent(lower) <= target_epsilon:
+        return min(lower, upper)  # the RDP's z or half of it already meets the budget
+    return float(dpa.calibrate_dp_mechanism(
+        lambda: pld.PLDAccountant(neighboring_relation=_neighbouring(dpa, sampling)),
+        lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, sampling), rounds),
+        target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(lower, upper)))

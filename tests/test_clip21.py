@@ -251,7 +251,7 @@ def test_privacy_command():
                           (["--tau", "1", "--rounds", "1", "--sigma", "-1"], "--sigma = -1.0: must be >= 0"),
                           (["--tau", "1", "--rounds", "10", "--epsilon", "1e-12"], "--epsilon = 1e-12: is unreachable"),
                           (["--tau", "1", "--rounds", "10", "--epsilon", "2", "--accountant", "pld", "--records", "100",
-                            "--batch", "10"], "--accountant = 'pld': accounts full-batch rounds only"),
+                            "--batch", "10"], "--accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only"),
 ]:
         bad = mpiclip(["privacy", *args])
         assert bad.returncode == 2 and bad.stderr.startswith(f"mpiclip: error: {message}"), bad.stderr

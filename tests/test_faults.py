@@ -114,6 +114,8 @@ def write_schedule(path, change) -> None:
 
 LIBSVM = ["--set", "data.source=libsvm", "--set", "data.path='data.txt'"]
 ASGD = ["--set", "method.name=asgd", "--set", "compressor.name=identity"]
+DP_CLIP_SGD = ["--set", "method.name=clip_sgd", "--set", "compressor.name=identity", "--set", "method.tau=0.5", "--set",
+               "method.sigma=0.01"]
 FEDBUFF = ["--set", "method.name=fedbuff", "--set", "compressor.name=identity", "--set", "method.client_lr=0.1"]
 
 
@@ -349,6 +351,26 @@ CATALOGUE = [
     ("system-unit-on-async", [*ASGD, "--set", "system.compute_unit='sample'"],
      "system.compute_unit = 'sample': does not apply to method 'asgd': the asynchronous runner's compute times"),
     ("system-unit-unknown", ["--set", "system.compute_unit='epoch'"], "system.compute_unit = 'epoch': "),
+    # issue 30, item 5: record-level add/remove with Poisson sampling, accounted only where dp-accounting can
+    ("dp-fixed-size-under-add-remove-record", [*DP_CLIP_SGD, "--set", "method.relation='add_remove_record'"],
+     "method.sampling = 'fixed': is accounted under relation 'replace' only (dp-accounting amplifies fixed-size "
+     "sampling for that relation), not 'add_remove_record'; use sampling 'poisson'"),
+    ("dp-poisson-under-replace", [*DP_CLIP_SGD, "--set", "method.sampling='poisson'"],
+     "method.sampling = 'poisson': is accounted under relation 'add_remove_record' only"),
+    ("dp-pld-with-fixed-size-batches", [*DP_CLIP_SGD, "--set", "method.accountant='pld'"],
+     "method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only"),
+    ("dp-pld-poisson-too-little-noise", [*DP_CLIP_SGD, "--set", "method.relation='add_remove_record'", "--set",
+                                         "method.sampling='poisson'", "--set", "method.accountant='pld'", "--set",
+                                         "method.sigma=0.01"],
+     "method.accountant = 'pld': a Poisson round's privacy loss distribution at noise multiplier 0.01 (below 0.5)"),
+    ("dp-sgd-poisson-worker-level", ["--set", "method.name=dp_sgd", "--set", "compressor.name=identity", "--set",
+                                     "method.sigma=1", "--set", "method.relation='add_remove'", "--set",
+                                     "method.sampling='poisson'"],
+     "method.sampling = 'poisson': DP-SGD's sum over a Poisson lot has no worker-level sensitivity bound"),
+    ("sampling-unknown", [*DP_CLIP_SGD, "--set", "method.sampling='uniform'"],
+     "method.sampling = 'uniform': must be one of fixed, poisson"),
+    ("sampling-on-full-batch-method", ["--set", "method.name=clip_gd", "--set", "compressor.name=identity", "--set",
+                                       "method.sampling='poisson'"], "method.sampling = 'poisson': unknown key"),
 ]
 
 

@@ -205,7 +205,8 @@ def test_titles_name_the_data_set_and_privacy_unit_in_words():
     base = cfg.validate(config_table(data={"source": "libsvm", "path": "mushrooms.txt"}))
     assert plotting.dataset_name(base) == "mushrooms"
     assert plotting.dataset_name(cfg.validate(config_table())) == "synthetic"
-    assert plotting.PRIVACY_UNITS == {"replace": "record-level DP", "add_remove": "worker-level DP"}
+    assert plotting.PRIVACY_UNITS == {"replace": "record-level DP", "add_remove_record": "record-level DP (add/remove)",
+                                      "add_remove": "worker-level DP"}
 
 
 def test_every_run_of_a_figure_has_its_own_colour_marker_and_line_style(traces):

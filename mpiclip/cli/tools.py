@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+RELATIONS = ("replace", "add_remove", "add_remove_record")  # privacy.RELATIONS (not imported: dp-accounting is optional)
+
 
 def add_parsers(sub) -> None:
     steps = sub.add_parser("stepsize", help="print L, L̃, μ and the theoretical step sizes of a config",
@@ -17,8 +19,9 @@ def add_parsers(sub) -> None:
 
     priv = sub.add_parser("privacy", help="ε of a noise level, or the noise level for an (ε, δ) target",
                           description="Privacy of the DP clipping methods: each round every worker sends a clipped "
-                          "message plus N(0, σ² I), a Gaussian mechanism of sensitivity 2τ (replace-one) or τ "
-                          "(add/remove a worker), composed over the rounds by dp-accounting (Rényi DP, or the privacy loss "
+                          "message plus N(0, σ² I), a Gaussian mechanism of sensitivity 2τ (replace one record, or "
+                          "add/remove one record), τ (add/remove a worker; add/remove one record for DP-SGD's sum: "
+                          "--per-example) composed over the rounds by dp-accounting (Rényi DP, or the privacy loss "
                           "distribution with --accountant pld). Give "
                           "--sigma for ε, or --epsilon for the σ that uses exactly that budget.")
     priv.add_argument("--tau", type=float, required=True, help="clipping threshold τ")
@@ -27,11 +30,21 @@ def add_parsers(sub) -> None:
     group = priv.add_mutually_exclusive_group(required=True)
     group.add_argument("--sigma", type=float, help="noise standard deviation: print ε")
     group.add_argument("--epsilon", type=float, help="privacy target: print σ")
-    priv.add_argument("--relation", choices=("replace", "add_remove"), default="replace")
+    priv.add_argument("--relation", choices=RELATIONS, default="replace",
+                      help="neighbouring datasets: replace one record (default), add_remove_record (one record) or "
+                      "add_remove (a whole worker)")
     priv.add_argument("--accountant", choices=("rdp", "pld"), default="rdp",
-                      help="'rdp' (Rényi DP, default) or 'pld' (privacy loss distribution, tight; full batch only)")
+                      help="'rdp' (Rényi DP, default) or 'pld' (privacy loss distribution, tight; not with fixed-size "
+                      "minibatches)")
     priv.add_argument("--records", type=int, help="samples per worker, for minibatch methods")
-    priv.add_argument("--batch", type=int, help="minibatch size per worker (sampled without replacement)")
+    priv.add_argument("--batch", type=int, help="minibatch size per worker (sampled without replacement; with "
+                      "--sampling poisson the expected size: q = batch/records)")
+    priv.add_argument("--sampling", choices=("fixed", "poisson"), default="fixed",
+                      help="fixed-size minibatches (default; accounted under replace) or Poisson sampling "
+                      "(under add_remove_record)")
+    priv.add_argument("--per-example", action="store_true",
+                      help="DP-SGD: the noise is on a sum of per-example clipped terms, which adding or removing "
+                      "one record moves by τ, not 2τ (add_remove_record only)")
     priv.set_defaults(func=cmd_privacy)
 
 
@@ -96,14 +109,25 @@ def cmd_privacy(args) -> int:
         for field, value, ok, reason in checks:
             if not ok:
                 raise InputError(field, value, reason)
-        if args.accountant == "pld" and privacy.Mechanism(1.0, 1.0, args.relation, args.records, args.batch).sampled:
-            raise InputError("--accountant", "pld", "accounts full-batch rounds only (dp-accounting's PLD has no "
-                             "sampling without replacement); use rdp")
-        sensitivity = privacy.sensitivity(args.tau, args.relation)
-        mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, args.records, args.batch)]
+        if args.sampling == "poisson" and args.batch is None:
+            raise InputError("--sampling", "poisson", "needs --records and --batch (q = batch/records)")
+        if args.per_example and args.relation != "add_remove_record":
+            raise InputError("--per-example", True, f"changes the sensitivity under add_remove_record only, not "
+                             f"{args.relation}")
+        sensitivity = args.tau if args.per_example else privacy.sensitivity(args.tau, args.relation)
+        if args.sampling == "poisson":
+            mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, poisson=args.batch / args.records)]
+        else:
+            mech = lambda sigma: [privacy.Mechanism(sigma, sensitivity, args.relation, args.records, args.batch)]
+        try:
+            privacy.Accountant(mech(1.0), args.delta, args.accountant)
+        except InputError as e:  # the config's field, said as this tool's option
+            option = {"method.sampling": "--sampling", "method.accountant": "--accountant"}.get(e.field, e.field)
+            raise InputError(option, e.value, e.reason) from None
         if args.sigma is not None:
             eps = privacy.Accountant(mech(args.sigma), args.delta, args.accountant, "--sigma").epsilon(args.rounds)
-            print(f"σ = {args.sigma:g}, τ = {args.tau:g} ({args.relation}, sensitivity {sensitivity:g}), "
+            print(f"σ = {args.sigma:g}, τ = {args.tau:g} ({args.relation}, sensitivity {sensitivity:g}"
+                  f"{', Poisson q = %g' % (args.batch / args.records) if args.sampling == 'poisson' else ''}), "
                   f"{args.rounds} rounds: ε = {eps:.6g} at δ = {args.delta:g} ({args.accountant})")
         else:
             sigma = privacy.sigma_for(args.epsilon, args.delta, args.rounds, mech(1.0), args.accountant, "--epsilon")

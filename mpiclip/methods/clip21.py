@@ -37,11 +37,24 @@ from mpiclip.compressors import Identity, dense_message
 from mpiclip.compressors.clipping import Clip, ClipParams, message_norms
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, RunInfo
-from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches
+from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches, sample_poisson
 from mpiclip.params import nonnegative, param, positive
 from mpiclip.rng import COMPRESSOR, NOISE
 from mpiclip.runners.synchronous import SynchronousMethod
 from mpiclip.wire import row_sq_norms
+
+SAMPLERS = {"fixed": sample_minibatches, "poisson": sample_poisson}  # method.sampling -> (ctx, N_i, batch) -> rows
+
+
+def minibatch_means(oracle, x: np.ndarray, batches: list) -> np.ndarray:
+    """Each worker's mean gradient over its rows; 0 for a worker whose (Poisson) draw is empty: it has no
+    gradient to send, and its message is then the noise alone (the oracles need at least one row)."""
+    empty = np.array([len(b) == 0 for b in batches])
+    if not empty.any():
+        return oracle.minibatch(x, batches)
+    grads = oracle.minibatch(x, [np.arange(1) if e else b for b, e in zip(batches, empty)])
+    grads[empty] = 0.0
+    return grads
 
 
 def _open_unit(v: float) -> Optional[str]:
@@ -56,9 +69,10 @@ class ClipMethodParams:
     target_epsilon: float = param(0.0, "if > 0, σ is chosen so that run.rounds rounds use exactly this ε at δ",
                                   check=nonnegative)
     delta: float = param(1e-5, "δ of the (ε, δ) guarantee", check=_open_unit)
-    relation: str = param("replace", "neighbouring datasets: 'replace' one record (sensitivity 2τ) or "
-                          "'add_remove' a worker's contribution (τ; worker-level, not amplified by sampling)",
-                          choices=privacy.RELATIONS)
+    relation: str = param("replace", "neighbouring datasets: 'replace' one record (sensitivity 2τ; amplified by "
+                          "fixed-size minibatches), 'add_remove_record' one record (2τ, τ for DP-SGD's sum; amplified "
+                          "by Poisson sampling) or 'add_remove' a worker's contribution (τ; worker-level, not amplified "
+                          "by sampling)", choices=privacy.RELATIONS)
     accountant: str = param("rdp", "privacy accountant of ε(t) and of target_epsilon: 'rdp' (Rényi DP, any sampling) or "
                             "'pld' (privacy loss distribution, tight; full-batch rounds only)", choices=privacy.ACCOUNTANTS)
     order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
@@ -72,7 +86,13 @@ class ClipMethodParams:
 @dataclass(frozen=True)
 class ClipSGDParams(ClipMethodParams):
     batch: float = param(0.25, "minibatch fraction: τ_i = int(batch·N_i) rows per worker and round, without "
-                         "replacement", check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+                         "replacement (sampling 'fixed'), or the probability q of each row (sampling 'poisson')",
+                         check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    sampling: str = param("fixed", "how a worker draws its minibatch: 'fixed' size without replacement, or 'poisson' "
+                          "(each row independently with probability batch; an empty draw's gradient is 0, so the "
+                          "worker sends noise alone)", choices=privacy.SAMPLINGS)
+
+    UNHASHED_DEFAULTS = {"sampling": "fixed"}  # configs from before method.sampling keep their hash
 
 
 class MeanState(NamedTuple):
@@ -99,6 +119,7 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
     accepts_clipping = True  # in the sense that validate() explains why a clipping compressor is not needed
     minibatch = False
     batch = 1.0
+    sampling = "fixed"
 
     def validate(self, d, n_workers):
         if self.compressor.clips:
@@ -112,6 +133,8 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
         sensitivity = privacy.sensitivity(self.tau, self.relation)
         if not self.amplified or info.sample_counts is None:
             return [privacy.Mechanism(sigma, sensitivity, self.relation)]
+        if self.sampling == "poisson":
+            return [privacy.Mechanism(sigma, sensitivity, self.relation, poisson=self.batch)]
         taus = minibatch_sizes(self.batch, info.sample_counts)
         return [privacy.Mechanism(sigma, sensitivity, self.relation, int(n), int(b))
                 for n, b in zip(info.sample_counts, taus)]
@@ -135,10 +158,14 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
     def evaluate(self, server_state, x, grad, t):
         return {"epsilon": self.ledger.epsilon(t) if self.ledger is not None else float("inf")}
 
+    def _batches(self, oracle, ctx) -> list:
+        """The round's minibatch of each local worker, drawn as ``sampling`` says."""
+        return SAMPLERS[self.sampling](ctx, oracle.sizes, self.batch)
+
     def _target(self, oracle, ctx) -> np.ndarray:
         if not self.minibatch:
             return oracle.full()
-        return oracle.minibatch(ctx.x, sample_minibatches(ctx, oracle.sizes, self.batch))
+        return minibatch_means(oracle, ctx.x, self._batches(oracle, ctx))
 
     def _message(self, u: np.ndarray, ctx):
         """(message, norms of u): clip and compress in the configured order, then add the noise."""

@@ -42,6 +42,13 @@ def sample_minibatches(ctx, sizes: np.ndarray, fraction: float) -> list:
             for i, (n, tau) in enumerate(zip(sizes, taus))]
 
 
+def sample_poisson(ctx, sizes: np.ndarray, q: float) -> list:
+    """Poisson sampling: per worker, each of its N_i rows independently with probability q (an empty draw
+    possible), from the same per-worker generators as :func:`sample_minibatches` (rank-count independent)."""
+    rng = ctx.randomness(ORACLE)
+    return [drawn(np.flatnonzero(rng[i].random(int(n)) < q), *rng.key(i)) for i, n in enumerate(sizes)]
+
+
 def _whole(batches: list, sizes: np.ndarray) -> bool:
     """Is every batch its worker's whole shard? Then the full gradient is the estimate (the same bits)."""
     return all(len(b) == n for b, n in zip(batches, sizes))

@@ -10,7 +10,7 @@ from mpiclip import plotting
 from mpiclip.reproduce import Family
 from mpiclip.reproduce.deep import comparison, costs, laptop, lookup, score
 
-UNITS = {"replace": "record-level", "add_remove": "worker-level"}
+UNITS = {"replace": "record-level", "add_remove_record": "record-level (add/remove)", "add_remove": "worker-level"}
 
 
 def label(b) -> str:

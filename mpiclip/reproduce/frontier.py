@@ -2,7 +2,8 @@
 docs/algorithms.md §5, §6): Clip21-SGD2M against DP-Clip-SGD (with and without momentum), DP-SGD with per-example
 clipping and DP-Clip21-GD at equal (ε, δ = 1/N) on mushrooms and a9a.
 
-Per sweep and privacy unit (record-level "replace", worker-level "add_remove"): for every method and budget ε,
+Per sweep and privacy unit (record-level "replace" and "add_remove_record", worker-level "add_remove"; in the
+order of ``UNITS``, others after): for every method and budget ε,
 the hyper-parameters (τ, step-size factor, momentum) with the best mean final f over the seeds; a table of the
 final ‖∇f‖², f and training accuracy there (mean and range over the seeds), figures of the three against ε
 (bars: the range), and Clip21-SGD2M's difference in f to the best baseline and to DP-Clip21-GD at each ε,
@@ -113,7 +114,14 @@ def spread(values: list, fmt: str) -> Spread:
 
 
 UNITS = {"replace": "record-level privacy (replace one record; Δ = 2τ, minibatches amplify)",
+         "add_remove_record": "record-level privacy (add or remove one record, the DP-SGD literature's convention; "
+                              "Δ = τ for DP-SGD, 2τ for the others, Poisson sampling amplifies)",
          "add_remove": "worker-level privacy (add or remove a worker; Δ = τ, no amplification)"}
+
+
+def unit_order(relation: str) -> tuple:
+    """Sort key of the privacy units on the page: UNITS' order, then any other relation by name."""
+    return (list(UNITS).index(relation), "") if relation in UNITS else (len(UNITS), relation)
 
 
 def frontier(page, name: str, sweep) -> None:
@@ -122,7 +130,7 @@ def frontier(page, name: str, sweep) -> None:
         page.text("No completed runs yet.")
         return
     config, searched = sweep.runs[0].config, searched_settings(sweep)
-    for relation, best in sorted(by_relation.items(), key=lambda item: item[0] != "replace"):
+    for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
         page.text(f"{config.run.rounds} rounds, {config.run.n_workers} workers, δ = {config.method.params.delta:.3g}, "
