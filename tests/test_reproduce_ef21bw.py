@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, checked_tables, mpiclip, random_classification, write_libsvm
 
 from mpiclip import plotting, reproduce
-from mpiclip.reproduce import ef21bw
+from mpiclip.reproduce import ef21bw, ef21bw_misses
 from mpiclip.sweep import best_runs, read_sweep, sweep_file, sweep_of
 from mpiclip.trace import load_trace
 
@@ -140,7 +140,7 @@ def test_the_page_has_a_best_table_per_figure_the_paper_numbers_and_the_figures(
               (load_trace(str(p)) for p in (tiny / "traces" / "ef21bw-sgd-a9a").glob("*.h5"))}
     assert sgd["EF21-SGD, batch 25 %"][2] == f"{traces[0.25].grad_norm_sq[-1]:.3g}"
     paper = tables["ef21bw-page-a9a-paper"]
-    assert paper[1][:3] == ["EF21-PAGE, batch 1.5 %", "128×", "≈1e-6 by ≈10k bits"]
+    assert paper[1][:3] == ["EF21-PAGE, batch 1.5 %", "128×", "≈1e-6 at ≈23k bits"]
     page128 = next(load_trace(str(p)) for p in (tiny / "traces" / "ef21bw-page-a9a").glob("*.h5")
                    if "ef21_page" in p.name and "128" in p.name)
     assert paper[1][3] == f"{page128.grad_norm_sq[-1]:.3g}"
@@ -187,6 +187,7 @@ def test_the_docs_page_is_the_laptop_output_of_reproduce():
     tables = checked_tables(folder, page)
     runs = {row[0]: row for row in tables["runs"][1:]}
     assert list(runs) == list(FAMILY.sweeps) and all(row[1] == row[2] for row in runs.values())
+    assert f"## {ef21bw_misses.SWEEP}" in page and f"]({ef21bw_misses.SWEEP}.csv)" in page
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\.png\)", page)
-    assert len(figures) == len(FAMILY.sweeps) + len(ef21bw.AXES)
+    assert len(figures) == len(FAMILY.sweeps) - len(ef21bw.SECTIONS) + len(ef21bw.AXES)  # a section draws none
     assert all(os.path.exists(os.path.join(folder, f + ext)) for f in figures for ext in (".png", ".pdf"))

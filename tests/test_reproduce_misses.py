@@ -101,7 +101,7 @@ def test_the_table_and_the_causes_carry_the_numbers_of_the_traces(sweep_dir, tmp
         finals = [f for _, f, _, _ in runs]
         reached = [b for _, _, b, _ in runs if not math.isnan(b)]
         assert row[4:7] == ["3 of 3", f"{len(reached)} of 3",
-                            "-" if not reached else ef21_misses.spread(reached, ef21_misses._kilo)]
+                            "-" if not reached else ef21_misses.spread(reached, ef21_misses.kilo)]
         assert row[7] == f"{statistics.median(finals):.3g} ({min(finals):.3g}–{max(finals):.3g})"
         assert row[8] == f"{next(f for s, f, _, _ in runs if s == 0):.3g}"
     # on these data 1024× stalls and 4× converges from every start: the cause's counts say so

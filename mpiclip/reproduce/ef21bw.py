@@ -5,7 +5,8 @@ step size times a factor).
 
 For each sweep: the best run of each curve (the sweep's own criterion), one figure per axis the paper draws it
 against (bits per worker; EF21-SGD and EF21-PAGE also epochs), and where the paper's poster or code gives a number,
-that number beside ours at the paper's run.
+that number beside ours at the paper's run. The sweep ef21bw-poster-misses has its own section (SECTIONS,
+:mod:`.ef21bw_misses`): why the poster's points that end far above the poster here miss.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from mpiclip import plotting
-from mpiclip.reproduce import Cut, Family
+from mpiclip.reproduce import Cut, Family, ef21bw_misses
 from mpiclip.results import to_target
 from mpiclip.sweep import best_runs, status_of
 from mpiclip.trace import load_trace
@@ -56,15 +57,19 @@ PAPER = {
                        PaperPoint({"method.batch": 0.125}, "noise floor ≈3e-3"),
                        PaperPoint({"method.batch": 0.015}, "noise floor ≈1e-2")],
     "ef21bw-page-a9a": [PaperPoint({"method.name": "ef21_page", "method.batch": 0.015, "stepsize.factor": 128},
-                                   "≈1e-6 by ≈10k bits"),
+                                   "≈1e-6 at ≈23k bits"),
                         PaperPoint({"method.name": "ef21_sgd", "method.batch": 0.015}, "stalls at a noise floor")],
-    "ef21bw-pp-a9a": [PaperPoint({"method.participation": p, "stepsize.factor": f}, "≈1e-6 at ≈23–27k bits")
+    "ef21bw-pp-a9a": [PaperPoint({"method.participation": p, "stepsize.factor": f}, "≈1e-6 at ≈23–24k bits")
                       for p, f in ((0.5, 64), (0.25, 32), (0.125, 16), (0.065, 8))]
-    + [PaperPoint({"method.name": "ef21", "stepsize.factor": 128}, "≈1e-6 at ≈31k bits")],
+    + [PaperPoint({"method.name": "ef21", "stepsize.factor": 128}, "≈1e-6 at ≈28k bits")],
     "ef21bw-bc-a9a": [PaperPoint({"method.downlink": {"name": "topk", "k": k}}, "≈1e-6 at ≈30k bits (as EF21)")
                       for k in (4, 8, 16)]
     + [PaperPoint({"method.downlink": {"name": "topk", "k": 2}}, "needs ≈60k bits for ≈1e-6")],
 }
+
+
+# sweeps whose section is not the best-runs one: sweep name -> write(page, sweep)
+SECTIONS = {ef21bw_misses.SWEEP: ef21bw_misses.write}
 
 
 def _num(v: float, spec: str) -> str:
@@ -108,9 +113,13 @@ def write(page, sweeps: dict) -> None:
               "read by eye from its poster (±2×); extensions without numbers there are shown without a comparison. "
               "The laptop preset tunes over the factors around the paper's (its PAGE and PP runs among them); `--full` "
               "tunes every curve over 1× to 4096× (407 runs, about an hour of one core, most of it EF21-PP with one "
-              "worker in 20, which needs 12,500 rounds for 40k bits per worker).")
+              "worker in 20, which needs 12,500 rounds for 40k bits per worker). Where the poster's points miss here, "
+              "the last section's deciding runs say why (48 runs with --full, 24 in the laptop preset).")
     for name, sweep in sweeps.items():
         page.heading(name)
+        if name in SECTIONS:
+            SECTIONS[name](page, sweep)
+            continue
         metric = sweep.select.metric
         best = best_runs(sweep)
         rows, chosen, labels = [], [], []
@@ -161,7 +170,7 @@ def laptop_factors(*factors) -> dict:
 FAMILY = Family(
     name="ef21bw", title="EF21 with Bells & Whistles reproduction", docs="docs/ef21bw", write=write,
     sweeps=("ef21bw-sgd-a9a", "ef21bw-page-a9a", "ef21bw-pp-a9a", "ef21bw-bc-a9a", "ef21bw-hb-a9a", "ef21bw-prox-a9a",
-            "ef21bw-lsq-a9a"),
+            "ef21bw-lsq-a9a", ef21bw_misses.SWEEP),
     # every sweep, with the extension's parameters whole and the factors around the paper's (its PAGE and PP runs
     # among them); --full tunes over 1× to 4096× (8192× for least squares)
     laptop={
@@ -173,5 +182,7 @@ FAMILY = Family(
         "ef21bw-prox-a9a": Cut(grids=(laptop_factors(64, 128),)),
         "ef21bw-lsq-a9a": Cut(grids=({"method.eta": [0.9, 0.99], **laptop_factors(4, 16, 64)},
                                      laptop_factors(256, 1024))),
+        # the deciding runs of the poster's points that miss, from four starting points
+        ef21bw_misses.SWEEP: Cut(grids=({"run.seed": [0, 1, 2, 3]},) * 3),
     },
 )
