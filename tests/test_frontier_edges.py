@@ -59,3 +59,60 @@ def test_error_feedback_is_not_scale_free_so_its_threshold_edges_stay_unexplaine
     a = run_completed(t(1e-3, 0.5), tmp_path / "a.h5")["loss"]
     b = run_completed(t(1e-4, 5.0), tmp_path / "b.h5")["loss"]
     assert np.max(np.abs(a - b) / np.abs(a)) > 1e-6
+
+
+def _run(tmp_path, label: str, factor: float, **method):
+    from mpiclip.trace import load_trace
+
+    t = config_table(run={"name": "t", "n_workers": 4, "rounds": 40, "seed": 3},
+                     method={"target_epsilon": 16.0, "delta": 1e-3, **method}, compressor={"name": "identity"},
+                     stepsize={"factor": factor})
+    run_completed(t, tmp_path / f"{label}.h5")
+    return load_trace(str(tmp_path / f"{label}.h5"))
+
+
+def test_the_reasons_an_edge_may_stand_are_read_from_the_runs(tmp_path):
+    from mpiclip.reproduce.frontier import NO_GAIN, RIDGE, final, why_edge
+
+    loose = _run(tmp_path, "loose", name="clip_sgd", batch=0.5, tau=100.0, factor=1.0, target_epsilon=0.0)
+    assert np.nanmax(loose.workers["clip_active"]) == 0
+    best = settings(100.0, 1.0)
+    scores = {best: final(loose, "loss")}
+    assert loose.loss[0] - scores[best] > NO_GAIN * loose.loss[0]  # it trained
+    assert why_edge("clip_sgd", "tau", "above", best, [loose], scores).startswith("nothing clipped")
+    assert why_edge("clip_sgd", "tau", "below", best, [loose], scores) == ""  # nothing says so
+    assert why_edge("clip_sgd", "factor", "above", best, [loose], scores) == ""
+
+    still = _run(tmp_path, "still", name="clip_sgd", batch=0.5, tau=100.0, factor=1e-7)
+    assert why_edge("clip_sgd", "factor", "below", settings(100.0, 1e-7), [still],
+                    {settings(100.0, 1e-7): final(still, "loss")}).startswith("the best improves on x⁰")
+
+    # Clip21-GD is not scale-free: its τ edge stands only where the next τ at the same γτ is as good
+    ef = _run(tmp_path, "ef", name="clip21_gd", tau=1e-3, factor=0.5)
+    best, up = settings(1e-3, 0.5), settings(1e-2, 0.05)
+    gain = ef.loss[0] - final(ef, "loss")
+    assert gain > NO_GAIN * ef.loss[0]
+    near = {best: final(ef, "loss"), up: final(ef, "loss") + RIDGE * gain / 2}
+    assert "a limit the runs have reached" in why_edge("clip21_gd", "tau", "below", best, [ef], near)
+    far = {best: final(ef, "loss"), up: final(ef, "loss") + 2 * RIDGE * gain}
+    assert why_edge("clip21_gd", "tau", "below", best, [ef], far) == ""
+
+
+@pytest.mark.parametrize("method", [{"name": "clip21_gd"}, {"name": "clip21_sgd2m", "batch": 1.0, "beta1": 0.1,
+                                                             "beta2": 0.1}], ids=lambda m: m["name"])
+def test_a_method_that_samples_no_records_runs_alike_under_both_record_relations(method, tmp_path):
+    """Why the frontier lends these methods' replace runs to the record-level add/remove unit."""
+    from helpers import differences, trace_arrays
+
+    from mpiclip import config as cfg
+    from mpiclip.reproduce.frontier import samples_no_records
+
+    runs = {}
+    for relation in ("replace", "add_remove_record"):
+        t = config_table(run={"name": "t", "n_workers": 4, "rounds": 20, "seed": 1},
+                         method={**method, "tau": 0.01, "target_epsilon": 2.0, "delta": 1e-3, "relation": relation},
+                         compressor={"name": "identity"})
+        assert samples_no_records(cfg.validate(dict(t)))
+        run_completed(t, tmp_path / f"{relation}.h5")
+        runs[relation] = trace_arrays(str(tmp_path / f"{relation}.h5"))
+    assert differences(runs["replace"], runs["add_remove_record"]) == []

@@ -32,12 +32,17 @@ TINY = textwrap.dedent('''
                             "clip21-dp-mushrooms": Cut(grids=({"method.target_epsilon": [16.0], "method.tau": [0.03],
                                                                "stepsize.factor": [0.3], "run.seed": [0, 1]}, None),
                                                        set={"run.rounds": 30})})
-    SMALL = {"method.target_epsilon": [4.0, 16.0], "method.tau": [0.3], "stepsize.factor": [0.3, 1.0], "run.seed": [0, 1]}
+    SMALL = {"method.target_epsilon": [4.0, 16.0], "run.seed": [0, 1]}
+    # the shipped sweep's grids, in order: Clip-SGD (two τ), Clip-SGDM, the same three with Poisson lots, DP-SGD
+    # (replace, Poisson add/remove, worker), Clip21-GD (three τ), Clip21-SGD2M (two τ)
     DP = Family(name="tinyfamilies.dp", title="DP, tiny", write=frontier.write, sweeps=("dp-frontier-mushrooms",),
                 laptop={"dp-frontier-mushrooms": Cut(grids=(
-                    {"method": [{"name": "dp_sgd", "batch": 0.1}], **SMALL}, None,
-                    {"method": [{"name": "clip21_gd"}, {"name": "clip21_sgd2m", "batch": 1.0, "beta1": 0.1, "beta2": 0.1}],
-                     **SMALL}), set={"run.rounds": 20})})
+                    None, None, None, None, None, None,
+                    {"method.tau": [1.0], "stepsize.factor": [0.3, 1.0], **SMALL}, None,
+                    {"method.tau": [0.1], "stepsize.factor": [0.01, 0.1], **SMALL},
+                    None, {"stepsize.factor": [0.1, 1.0], **SMALL}, None,
+                    None, {"method": [{"name": "clip21_sgd2m", "batch": 1.0, "beta1": 0.1, "beta2": 0.1}],
+                           "stepsize.factor": [0.01, 0.1], **SMALL}), set={"run.rounds": 20})})
     ''')
 
 
@@ -212,18 +217,28 @@ def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace
                     by_factor.setdefault(tr.config["stepsize"]["factor"], []).append(tr)
             factor = min(by_factor, key=lambda k: np.mean([tr.loss[-1] for tr in by_factor[k]]))
             chosen = by_factor[factor]
-            # 0.3 and 1 are both edges of [0.3, 1]: explained (†) where no setting improves on x⁰, else not (*)
-            stood_still = np.mean([tr.loss[-1] for tr in chosen]) >= np.mean([tr.loss[0] for tr in chosen])
+            # two factors, both edges: explained (†) where the best has not trained, else not (*)
+            start = np.mean([tr.loss[0] for tr in chosen])
+            stood_still = start - np.mean([tr.loss[-1] for tr in chosen]) < 1e-3 * start
             assert settings.endswith(f"factor {factor:g}{'†' if stood_still else '*'}") and seeds == "2"
-            assert settings.startswith("tau 0.3,")  # one value: no edge
-            side = "below" if factor == 0.3 else "above"
+            taus = {tr.config["method"]["tau"] for trs in by_factor.values() for tr in trs}
+            assert len(taus) == 1 and settings.startswith(f"tau {taus.pop():g},")  # one value: no edge
+            side = "below" if factor == min(by_factor) else "above"
             why = [r[3] for r in tables[f"dp-frontier-mushrooms-{relation}-edges"][1:] if r[:3] == [method, eps, f"factor {side}"]]
-            assert len(why) == 1 and why[0].startswith("no setting improves on x⁰" if stood_still else "unexplained")
+            assert len(why) == 1 and why[0].startswith("the best improves on x⁰" if stood_still else "unexplained")
             assert f == spread([tr.loss[-1] for tr in chosen], ".5g")
             assert grad == spread([tr.grad_norm_sq[-1] for tr in chosen], ".3g")
             assert acc == spread([tr.metrics["accuracy"][-1] for tr in chosen], ".4f")
             means[(method, eps)] = np.mean([tr.loss[-1] for tr in chosen])
             accuracy[(method, eps)] = np.mean([tr.metrics["accuracy"][-1] for tr in chosen])
+        # the reading names the least mean f per ε; the noise table is σ/τ of the chosen runs' messages
+        winner = min((m for m, e in means if e == "4"), key=lambda m: means[(m, "4")])
+        line = next(x for x in page.splitlines() if x.startswith("- **dp-frontier-mushrooms, ") and f"({relation})**" in x)
+        assert f"{winner} at ε = 4" in line or f"{winner} at ε = 4–" in line
+        noise = {r[0]: r[1:] for r in tables[f"dp-frontier-mushrooms-{relation}-noise"][1:]}
+        dp = [tr for tr in traces if (tr.attrs["method"], tr.config["method"]["relation"],
+                                      tr.config["method"]["target_epsilon"]) == ("dp_sgd", relation, 4.0)]
+        assert {f"{np.nanmin(tr.workers['noise_scale'][0]) / tr.config['method']['tau']:.3g}" for tr in dp} >= {noise["DP-SGD"][0]}
         verdict = tables[f"dp-frontier-mushrooms-{relation}-verdict"]
         for eps, ours, leader, difference, to_clip21, our_accuracy, their_accuracy in verdict[1:]:
             assert ours == f"{means[('Clip21-SGD2M', eps)]:.4g}" and leader.startswith("DP-SGD ")  # the only baseline

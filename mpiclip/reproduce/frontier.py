@@ -60,18 +60,48 @@ def open_sides(best: tuple, searched: set) -> list:
     return out
 
 
-def why_edge(method: str, key: str, side: str, value: float, trs: list) -> str:
-    """Why the best setting may lie on this edge and still be the optimum, or '' when nothing says so."""
-    start = float(np.mean([tr.loss[0] for tr in trs]))
-    if float(np.mean([final(tr, "loss") for tr in trs])) >= start:
-        return f"no setting improves on x⁰ (f = {start:.4g}): the optimum is no training, which no grid holds"
+NO_GAIN = 1e-3  # a best run whose f is within this share of f(x⁰) has not trained
+RIDGE = 0.01  # a step up in τ at the same γτ that loses less than this share of the gain over x⁰: a limit reached
+
+
+def on_ridge(settings: tuple, scores: dict):
+    """The searched setting with the next larger τ at the same γτ and the same other settings, and its score, or
+    None."""
+    here = dict(settings)
+    product = here["tau"] * here["factor"]
+    same = lambda other: all(v == here[k] for k, v in other if k not in ("tau", "factor"))
+    up = [(dict(s)["tau"], s) for s in scores if same(s) and dict(s)["tau"] > here["tau"]
+          and abs(dict(s)["tau"] * dict(s)["factor"] / product - 1) < 1e-9]
+    if not up:
+        return None
+    s = min(up)[1]
+    return s, scores[s]
+
+
+def why_edge(method: str, key: str, side: str, settings: tuple, trs: list, scores: dict) -> str:
+    """Why the best setting may lie on this edge and still be the optimum, or '' when nothing says so. ``scores``:
+    the group's mean final f per searched setting."""
+    value = dict(settings)[key]
+    start, best = float(np.mean([tr.loss[0] for tr in trs])), scores[settings]
+    gain = start - best
+    if gain < NO_GAIN * abs(start):
+        return (f"the best improves on x⁰ (f = {start:.4g}) by {gain:.2g} only: the optimum is (next to) no training, "
+                "which no grid holds")
     if side == "above" and DOMAIN_END.get(key) == value:
         return f"{key} = {value:g} is the end of its range"
+    clipped = float(np.mean([np.nanmean(tr.workers["clip_active"]) for tr in trs]))  # the final x sent nothing
+    if key == "tau" and side == "above" and clipped == 0:
+        return "nothing clipped: a larger τ sends the same messages with more noise (σ ∝ τ at a budget)"
     if key == "tau" and side == "below" and method in SCALE_FREE_WHEN_CLIPPED:
-        clipped = float(np.mean([np.nanmean(tr.workers["clip_active"]) for tr in trs]))  # the final x sent nothing
         if clipped >= ALL_CLIPPED:
             return (f"every message clipped ({clipped:.4f}): only γτ matters, and τ → 0 at that γτ is sign-like "
                     "descent, the same run")
+    if key == "tau" and side == "below" and (up := on_ridge(settings, scores)) is not None:
+        loss = up[1] - best
+        if loss < RIDGE * gain:
+            return (f"along γτ = {value * dict(settings)['factor']:.2g}, τ = {dict(up[0])['tau']:g} gives f only "
+                    f"{loss:.2g} above ({loss / gain:.1%} of the gain over x⁰): τ → 0 at this γτ is a limit the runs "
+                    "have reached")
     return ""
 
 
@@ -90,18 +120,50 @@ def searched_settings(sweep) -> dict:
     for point in sweep.runs:
         p = point.config.method.params
         out[(p.relation, point.config.method.name, p.target_epsilon)].add(settings_of(point.config))
+    ran = {method for relation, method, _ in out if relation == RECORD_ADD_REMOVE}
+    for (relation, method, eps), settings in list(out.items()):
+        if ran and relation == "replace" and method not in ran and all(
+                samples_no_records(point.config) for point in sweep.runs if point.config.method.name == method):
+            out[(RECORD_ADD_REMOVE, method, eps)] = settings
     return out
 
 
+RECORD_ADD_REMOVE = "add_remove_record"
+
+
+def samples_no_records(config) -> bool:
+    """A run whose rounds see every record and clip a mean or a difference (not DP-SGD's per-example sum): its
+    mechanism is the Gaussian of sensitivity 2τ under both record-level relations, whose privacy curve is the same
+    for both, so its σ, and the whole run, are the same (tests/test_frontier_edges.py)."""
+    return config.method.name != "dp_sgd" and getattr(config.method.params, "batch", 1.0) >= 1.0
+
+
+def borrowed(runs: list) -> list:
+    """The replace runs that stand for record-level add/remove: those of methods that sample no records, where the
+    sweep has add_remove_record runs of other methods but none of theirs (a sweep need not run them twice)."""
+    ran = {r.method for r in runs if r.param("relation") == RECORD_ADD_REMOVE}
+    if not ran:
+        return []
+    return [r for r in runs if r.param("relation") == "replace" and r.method not in ran and samples_no_records(r.config)]
+
+
 def best_points(sweep) -> dict:
-    """relation -> {(method, ε): (settings, traces over the seeds)} at the best mean final f."""
+    """relation -> {(method, ε): (settings, traces over the seeds, {settings: mean final f} of the group)} at the
+    best mean final f."""
     groups = defaultdict(list)  # (relation, method, ε, settings) -> traces over the seeds
-    for r in results.runs(sweep):
+    runs = results.runs(sweep)
+    for r in runs:
         groups[(r.param("relation"), r.method, r.param("target_epsilon"), settings_of(r.config))].append(r.trace)
-    chosen = results.select(groups.items(), lambda g: g[0][:3], lambda g: np.mean([final(tr, "loss") for tr in g[1]]))
+    for r in borrowed(runs):
+        groups[(RECORD_ADD_REMOVE, r.method, r.param("target_epsilon"), settings_of(r.config))].append(r.trace)
+    score = lambda g: np.mean([final(tr, "loss") for tr in g[1]])
+    scores = defaultdict(dict)
+    for key, trs in groups.items():
+        scores[key[:3]][key[3]] = float(score((key, trs)))
+    chosen = results.select(groups.items(), lambda g: g[0][:3], score)
     best = defaultdict(dict)
     for (relation, method, eps), ((_, _, _, settings), trs) in chosen.items():
-        best[relation][(method, eps)] = (settings, trs)
+        best[relation][(method, eps)] = (settings, trs, scores[(relation, method, eps)])
     return dict(best)
 
 
@@ -124,8 +186,7 @@ def unit_order(relation: str) -> tuple:
     return (list(UNITS).index(relation), "") if relation in UNITS else (len(UNITS), relation)
 
 
-def frontier(page, name: str, sweep) -> None:
-    by_relation = best_points(sweep)
+def frontier(page, name: str, sweep, by_relation: dict) -> None:
     if not by_relation:
         page.text("No completed runs yet.")
         return
@@ -133,13 +194,17 @@ def frontier(page, name: str, sweep) -> None:
     for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
+        if relation == RECORD_ADD_REMOVE and (lent := sorted({r.method for r in borrowed(results.runs(sweep))})):
+            page.text(f"{', '.join(plotting.paper_name(m) for m in lent)} sample no records: under both record-level "
+                      "relations a round is the Gaussian mechanism of sensitivity 2τ, with one σ for a budget, so their "
+                      "rows are the replace runs.")
         page.text(f"{config.run.rounds} rounds, {config.run.n_workers} workers, δ = {config.method.params.delta:.3g}, "
                   "ε by the RDP accountant. Per method and ε, the settings with the best mean final f over the seeds "
                   "(mean, and the range over the seeds in brackets; † a setting on an edge of the search for the "
                   "reason given below the table, * one on an edge that nothing explains):")
         rows, reasons = [], []
-        for (method, eps), (settings, trs) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0])):
-            edges = {(key, side): why_edge(method, key, side, dict(settings)[key], trs)
+        for (method, eps), (settings, trs, scores) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0])):
+            edges = {(key, side): why_edge(method, key, side, settings, trs, scores)
                      for key, side in open_sides(settings, searched[(relation, method, eps)])}
             reasons += [[plotting.paper_name(method), f"{eps:g}", f"{key} {side}", why or "unexplained: the best may "
                          "lie beyond the search"] for (key, side), why in edges.items()]
@@ -151,8 +216,9 @@ def frontier(page, name: str, sweep) -> None:
                   (" Each, and why it may stand:" if reasons else ""))
         if reasons:
             page.table(f"{label}-edges", ["method", "ε", "edge", "why"], reasons)
+        noise_table(page, label, best)
         verdict(page, label, best)
-        chosen = [tr for settings, trs in best.values() for tr in trs]
+        chosen = [tr for _, trs, _ in best.values() for tr in trs]
         words = f"{plotting.dataset_name(config)}, {plotting.PRIVACY_UNITS.get(relation, relation)}"
         for key, _, _ in MEASURES:
             measure = plotting.FINAL_LABEL[key].removeprefix("final ") if key != "grad_norm_sq" else "‖∇f‖²"
@@ -165,7 +231,7 @@ def verdict(page, name: str, best: dict) -> None:
     """Clip21-SGD2M's mean final f against the best baseline's and DP-Clip21-GD's, per ε (< 0: it wins), and its
     accuracy against the best of the baselines' (at the settings chosen by f)."""
     mean = {key: {m: float(np.mean([final(tr, m) for tr in trs])) for m in ("loss", "accuracy")}
-            for key, (settings, trs) in best.items()}
+            for key, (_, trs, _) in best.items()}
     rows = []
     for eps in sorted({eps for method, eps in best if method == OURS}):
         others = {m: value for (m, e), value in mean.items() if e == eps and m not in (OURS, EF_BASELINE)}
@@ -185,17 +251,94 @@ def verdict(page, name: str, best: dict) -> None:
                                        "Clip21-SGD2M accuracy", "best baseline accuracy"], rows)
 
 
+def noise_to_signal(tr) -> float:
+    """The noise in a message per coordinate over τ, the largest norm its clipped part can have (a clipped vector, or
+    DP-SGD's mean of clipped examples), for the most exposed worker (the least noise)."""
+    return float(np.nanmin(tr.workers["noise_scale"][0])) / float(tr.config["method"]["tau"])
+
+
+def noise_table(page, name: str, best: dict) -> None:
+    """σ/τ of each method's chosen runs per ε: what a budget costs each mechanism, whatever the step size."""
+    methods = sorted({m for m, _ in best}, key=plotting.paper_name)
+    budgets = sorted({eps for _, eps in best})
+    rows = [[plotting.paper_name(m)] + [f"{np.mean([noise_to_signal(tr) for tr in best[(m, e)][1]]):.3g}"
+                                        if (m, e) in best else "-" for e in budgets] for m in methods]
+    page.text("The noise a budget costs each mechanism: per coordinate of a message, over τ (the norm of the largest "
+              "clipped part), at the chosen runs:")
+    page.table(f"{name}-noise", ["method", *(f"σ/τ at ε = {e:g}" for e in budgets)], rows)
+
+
+def leaders(best: dict) -> str:
+    """'DP-SGD at ε = 1–16 (f 0.466 … 0.389)': the method with the least mean final f at each ε, runs of ε merged."""
+    mean = {key: float(np.mean([final(tr, "loss") for tr in trs])) for key, (_, trs, _) in best.items()}
+    budgets = sorted({eps for _, eps in best})
+    won = [(eps, min((m for m, e in mean if e == eps), key=lambda m: mean[(m, eps)])) for eps in budgets]
+    parts, start = [], 0
+    for i in range(1, len(won) + 1):
+        if i == len(won) or won[i][1] != won[start][1]:
+            first, last = won[start][0], won[i - 1][0]
+            where = f"ε = {first:g}" if first == last else f"ε = {first:g}–{last:g}"
+            values = f"{mean[(won[start][1], first)]:.3g}" + ("" if first == last else
+                                                                 f" … {mean[(won[i - 1][1], last)]:.3g}")
+            parts.append(f"{plotting.paper_name(won[start][1])} at {where} (f {values})")
+            start = i
+    return "; ".join(parts)
+
+
+def reading(page, chosen: dict) -> None:
+    """Which method wins where, in words and numbers, and why (the mechanisms' noise, from the noise tables)."""
+    lines = []
+    for name, by_relation in chosen.items():
+        for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
+            start = float(np.mean([tr.loss[0] for _, trs, _ in best.values() for tr in trs]))
+            ours = sorted((eps, float(np.mean([final(tr, "loss") for tr in trs])))
+                          for (m, eps), (_, trs, _) in best.items() if m == OURS)
+            line = f"- **{name}, {plotting.PRIVACY_UNITS.get(relation, relation)} ({relation})**: {leaders(best)}"
+            if ours:
+                line += (f"; Clip21-SGD2M f {ours[0][1]:.3g} at ε = {ours[0][0]:g} … {ours[-1][1]:.3g} at "
+                         f"ε = {ours[-1][0]:g}")
+            lines.append(line + f" (f(x⁰) = {start:.4g}).")
+    if not lines:
+        return
+    page.heading("Reading", level=2)
+    page.text("The least mean final f per ε, by privacy unit (details and every method's best settings below):")
+    page.text("\n".join(lines))
+    page.text("Why: a budget (ε, δ) fixes each mechanism's noise multiplier, and the noise tables below show what it "
+              "costs a message. Sampling amplifies privacy: a record sits in a round's 10 % minibatch with probability "
+              "0.1, so DP-SGD, DP-Clip-SGD and its momentum version need far less noise than the methods that touch "
+              "every record every round. Clip21-GD and Clip21-SGD2M do (the client momentum of Clip21-SGD2M carries a "
+              "minibatch into later rounds, so even on minibatches it would not be amplified), and their error-feedback "
+              "buffers add up the noise of every round, so at these budgets their best is a short move from x⁰. "
+              "Per-example clipping bounds a record's share of DP-SGD's sum by τ instead of the whole message, so under "
+              "add/remove of a record its sensitivity is τ where the others' is 2τ, and its noise is divided by the lot "
+              "size; at worker level the same sum moves by the lot size times τ, and DP-SGD loses its advantage. Server "
+              "momentum only averages messages already noised, and buys little here.")
+
+
 def write(page, sweeps: dict) -> None:
+    chosen = {name: best_points(sweep) for name, sweep in sweeps.items()}
+    reading(page, chosen)
     for name, sweep in sweeps.items():
         page.heading(name)
-        frontier(page, name, sweep)
+        frontier(page, name, sweep, chosen[name])
 
 
+_LAPTOP = {"method.target_epsilon": [1.0, 16.0]}
 FAMILY = Family(
     name="dp", title="Differential privacy: Clip21-SGD2M and the privacy–utility frontier", docs="docs/dp", write=write,
     sweeps=("dp-frontier-mushrooms", "dp-frontier-a9a"),
-    # mushrooms, record-level, at three budgets and a 2 × 2 corner of (τ, factor) for every method, 3 seeds: 288 runs
-    laptop={"dp-frontier-mushrooms": Cut(grids=tuple(
-        {"method.relation": ["replace"], "method.target_epsilon": [1.0, 4.0, 16.0], "method.tau": [0.03, 0.3],
-         "stepsize.factor": [0.1, 1.0]} for _ in range(3)))},
+    # mushrooms at two budgets, 3 seeds, two step sizes near each method's best, the three privacy units for
+    # DP-Clip-SGD and record-level for the others: 96 runs. The shipped grids, in order: Clip-SGD (τ = 0.1, 1),
+    # Clip-SGDM, the three again with Poisson lots, DP-SGD (replace, Poisson add/remove, worker), Clip21-GD (three τ),
+    # Clip21-SGD2M (two τ).
+    laptop={"dp-frontier-mushrooms": Cut(grids=(
+        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None,
+        {**_LAPTOP, "method": [{"name": "clip_sgdm", "batch": 0.1, "beta": 0.5}], "method.relation": ["replace"],
+         "stepsize.factor": [0.01, 0.1]},
+        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None, None,
+        {**_LAPTOP, "method.tau": [1.0], "stepsize.factor": [0.1, 1.0]},
+        {**_LAPTOP, "method.tau": [1.0], "stepsize.factor": [0.1, 1.0]}, None,
+        None, {**_LAPTOP, "method.relation": ["replace"], "stepsize.factor": [0.01, 0.1]}, None,
+        None, {**_LAPTOP, "method": [{"name": "clip21_sgd2m", "batch": 1.0, "beta1": 0.1, "beta2": 0.1}],
+               "method.relation": ["replace"], "stepsize.factor": [0.001, 0.01]}))},
 )
