@@ -13,6 +13,7 @@ from helpers import REPO, checked_tables, markdown_tables, mpiclip, random_class
 from mpiclip import reproduce
 from mpiclip.config import tomllib
 from mpiclip.errors import InputError
+from mpiclip.plotting import PRIVACY_UNITS
 from mpiclip.reproduce import Cut, cut_table
 from mpiclip.sweep import read_sweep, sweep_of
 from mpiclip.trace import load_trace
@@ -33,11 +34,11 @@ TINY = textwrap.dedent('''
                                                                "stepsize.factor": [0.3], "run.seed": [0, 1]}, None),
                                                        set={"run.rounds": 30})})
     SMALL = {"method.target_epsilon": [4.0, 16.0], "run.seed": [0, 1]}
-    # the shipped sweep's grids, in order: Clip-SGD (two τ), Clip-SGDM, the same three with Poisson lots, DP-SGD
+    # the shipped sweep's grids, in order: Clip-SGD (three τ), Clip-SGDM, the same four with Poisson lots, DP-SGD
     # (replace, Poisson add/remove, worker), Clip21-GD (three τ), Clip21-SGD2M (two τ)
     DP = Family(name="tinyfamilies.dp", title="DP, tiny", write=frontier.write, sweeps=("dp-frontier-mushrooms",),
                 laptop={"dp-frontier-mushrooms": Cut(grids=(
-                    None, None, None, None, None, None,
+                    None, None, None, None, None, None, None, None,
                     {"method.tau": [1.0], "stepsize.factor": [0.3, 1.0], **SMALL}, None,
                     {"method.tau": [0.1], "stepsize.factor": [0.01, 0.1], **SMALL},
                     None, {"stepsize.factor": [0.1, 1.0], **SMALL}, None,
@@ -233,7 +234,8 @@ def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace
             accuracy[(method, eps)] = np.mean([tr.metrics["accuracy"][-1] for tr in chosen])
         # the reading names the least mean f per ε; the noise table is σ/τ of the chosen runs' messages
         winner = min((m for m, e in means if e == "4"), key=lambda m: means[(m, "4")])
-        line = next(x for x in page.splitlines() if x.startswith("- **dp-frontier-mushrooms, ") and f"({relation})**" in x)
+        unit = PRIVACY_UNITS[relation]
+        line = next(x for x in page.splitlines() if x.startswith(f"- **dp-frontier-mushrooms, {unit}**"))
         assert f"{winner} at ε = 4" in line or f"{winner} at ε = 4–" in line
         noise = {r[0]: r[1:] for r in tables[f"dp-frontier-mushrooms-{relation}-noise"][1:]}
         dp = [tr for tr in traces if (tr.attrs["method"], tr.config["method"]["relation"],

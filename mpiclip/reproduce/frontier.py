@@ -293,11 +293,11 @@ def reading(page, chosen: dict) -> None:
             start = float(np.mean([tr.loss[0] for _, trs, _ in best.values() for tr in trs]))
             ours = sorted((eps, float(np.mean([final(tr, "loss") for tr in trs])))
                           for (m, eps), (_, trs, _) in best.items() if m == OURS)
-            line = f"- **{name}, {plotting.PRIVACY_UNITS.get(relation, relation)} ({relation})**: {leaders(best)}"
+            line = f"- **{name}, {plotting.PRIVACY_UNITS.get(relation, relation)}**: {leaders(best)}"
             if ours:
                 line += (f"; Clip21-SGD2M f {ours[0][1]:.3g} at ε = {ours[0][0]:g} … {ours[-1][1]:.3g} at "
                          f"ε = {ours[-1][0]:g}")
-            lines.append(line + f" (f(x⁰) = {start:.4g}).")
+            lines.append(line + f"; f(x⁰) = {start:.4g}.")
     if not lines:
         return
     page.heading("Reading", level=2)
@@ -328,14 +328,14 @@ FAMILY = Family(
     name="dp", title="Differential privacy: Clip21-SGD2M and the privacy–utility frontier", docs="docs/dp", write=write,
     sweeps=("dp-frontier-mushrooms", "dp-frontier-a9a"),
     # mushrooms at two budgets, 3 seeds, two step sizes near each method's best, the three privacy units for
-    # DP-Clip-SGD and record-level for the others: 96 runs. The shipped grids, in order: Clip-SGD (τ = 0.1, 1),
-    # Clip-SGDM, the three again with Poisson lots, DP-SGD (replace, Poisson add/remove, worker), Clip21-GD (three τ),
+    # DP-Clip-SGD and record-level for the others: 96 runs. The shipped grids, in order: Clip-SGD (τ = 0.1, 1, 10),
+    # Clip-SGDM, the four again with Poisson lots, DP-SGD (replace, Poisson add/remove, worker), Clip21-GD (three τ),
     # Clip21-SGD2M (two τ).
     laptop={"dp-frontier-mushrooms": Cut(grids=(
-        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None,
+        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None, None,
         {**_LAPTOP, "method": [{"name": "clip_sgdm", "batch": 0.1, "beta": 0.5}], "method.relation": ["replace"],
          "stepsize.factor": [0.01, 0.1]},
-        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None, None,
+        {**_LAPTOP, "stepsize.factor": [0.01, 0.1]}, None, None, None,
         {**_LAPTOP, "method.tau": [1.0], "stepsize.factor": [0.1, 1.0]},
         {**_LAPTOP, "method.tau": [1.0], "stepsize.factor": [0.1, 1.0]}, None,
         None, {**_LAPTOP, "method.relation": ["replace"], "stepsize.factor": [0.01, 0.1]}, None,
