@@ -392,15 +392,18 @@ def privacy_utility(traces: Sequence[Trace], out: str, y: str = "grad_norm_sq", 
     return save(draw_privacy_utility(traces, y, title), out)
 
 
-def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title: str | None = None, size: str = "page"):
+def draw_privacy_utility(traces: Sequence[Trace], y: str = "grad_norm_sq", title: str | None = None, size: str = "page",
+                         lent: Sequence[Trace] = ()):
     """The figure of ``privacy_utility``. Every method has its own line style besides its colour and marker, and its
     points are set apart from its neighbours' by a factor DODGE in ε (said in a note), so that a curve never hides
-    another; the ε axis states δ and labels every budget run."""
+    another; the ε axis states δ and labels every budget run. ``lent``: runs of another relation that the caller
+    vouches are the same runs under the traces' one (a mechanism whose ε is the same under both)."""
     import matplotlib.ticker
 
     units = {tr.config.get("method", {}).get("relation", "replace") for tr in traces}
     if len(units) > 1:  # ε of one record and ε of a whole worker are not one axis
         raise ValueError(f"the traces mix privacy units (method.relation {' and '.join(sorted(units))}); plot them apart")
+    traces = [*traces, *lent]
     plt = pyplot()
     points: dict = {}
     for tr in traces:

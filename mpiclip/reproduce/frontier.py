@@ -219,12 +219,13 @@ def frontier(page, name: str, sweep, by_relation: dict) -> None:
         noise_table(page, label, best)
         verdict(page, label, best)
         chosen = [tr for _, trs, _ in best.values() for tr in trs]
+        own = [tr for tr in chosen if tr.config["method"].get("relation", "replace") == relation]
         words = f"{plotting.dataset_name(config)}, {plotting.PRIVACY_UNITS.get(relation, relation)}"
         for key, _, _ in MEASURES:
             measure = plotting.FINAL_LABEL[key].removeprefix("final ") if key != "grad_norm_sq" else "‖∇f‖²"
             page.figure(f"{label}-{key}", plotting.draw_privacy_utility(
-                chosen, y=key, title=f"{words}: final {measure} at the best settings per method and ε "
-                "(bars: range over seeds)"))
+                own, y=key, title=f"{words}: final {measure} at the best settings per method and ε "
+                "(bars: range over seeds)", lent=[tr for tr in chosen if tr not in own]))
 
 
 def verdict(page, name: str, best: dict) -> None:
