@@ -38,6 +38,7 @@ from mpiclip.errors import InputError
 
 RELATIONS = ("replace", "add_remove")
 ACCOUNTANTS = ("rdp", "pld")
+WORKER_SAMPLINGS = ("fixed", "poisson")  # how the workers of a round are drawn (partial participation)
 _Z_RANGE = (1e-3, 1e5)  # noise multipliers searched by a calibration
 
 
@@ -55,6 +56,25 @@ def sensitivity(tau: float, relation: str) -> float:
 
 
 @dataclass(frozen=True)
+class WorkerSampling:
+    """Partial participation: each round ``rule`` = 'fixed' draws m = int(rate·n) of the n workers without
+    replacement, 'poisson' each worker on its own with probability ``rate``. A worker not drawn releases nothing
+    that round, so a record (or a worker) is exposed only in the rounds its worker is drawn."""
+
+    rule: str
+    n: int
+    rate: float
+
+    @property
+    def size(self) -> int:
+        return int(self.rate * self.n)
+
+    @property
+    def everyone(self) -> bool:
+        return self.rate == 1
+
+
+@dataclass(frozen=True)
 class Mechanism:
     """One round of one worker: noise σ, sensitivity Δ, and the minibatch sampling (None: full batch)."""
 
@@ -63,6 +83,12 @@ class Mechanism:
     relation: str = "replace"
     records: Optional[int] = None  # N_i, for minibatch sampling without replacement
     batch: Optional[int] = None  # b_i
+    workers: Optional[WorkerSampling] = None  # who takes part in a round (None: every worker, every round)
+
+    @property
+    def worker_sampled(self) -> Optional[WorkerSampling]:
+        """The round's worker sampling when it leaves workers out (then it amplifies), else None."""
+        return None if self.workers is None or self.workers.everyone else self.workers
 
     @property
     def noise_multiplier(self) -> float:
@@ -93,6 +119,39 @@ def _check(mechanism: Mechanism, accountant: str) -> None:
     if mechanism.sampled is not None and accountant == "pld":
         raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
                          "not the minibatches sampled without replacement here; use 'rdp'")
+    _check_workers(mechanism, accountant)
+
+
+# which (relation, worker sampling) dp-accounting amplifies, and with which of its neighbouring relations
+_WORKER_RELATIONS = {("add_remove", "poisson"): "ADD_OR_REMOVE_ONE", ("replace", "fixed"): "REPLACE_ONE"}
+
+
+def _check_workers(mechanism: Mechanism, accountant: str) -> None:
+    workers = mechanism.worker_sampled
+    if workers is None:
+        return
+    if (mechanism.relation, workers.rule) not in _WORKER_RELATIONS:
+        pair = "add_remove with 'poisson'" if workers.rule == "fixed" else "replace with 'fixed'"
+        raise InputError("method.participation_sampling", workers.rule, f"with method.relation = "
+                         f"{mechanism.relation} is not an event dp-accounting amplifies (it composes {pair}"
+                         ": set method.relation or method.participation_sampling)")
+    if workers.rule == "fixed" and accountant == "pld":
+        raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
+                         "not the fixed-size worker sampling of method.participation_sampling = fixed; use 'rdp'")
+
+
+def _worker_event(dpa, z: float, workers: WorkerSampling):
+    """The round of a drawn worker's Gaussian message, amplified by the worker sampling."""
+    gaussian = dpa.GaussianDpEvent(z)
+    if workers.rule == "poisson":
+        return dpa.PoissonSampledDpEvent(workers.rate, gaussian)
+    return dpa.SampledWithoutReplacementDpEvent(workers.n, workers.size, gaussian)
+
+
+def _worker_neighbours(dpa, workers: WorkerSampling):
+    """dp-accounting's neighbouring relation for a worker-sampled round: add/remove for Poisson, replace-one for
+    fixed-size sampling (the only pairs ``_check_workers`` lets through)."""
+    return dpa.NeighboringRelation.ADD_OR_REMOVE_ONE if workers.rule == "poisson" else dpa.NeighboringRelation.REPLACE_ONE
 
 
 def _round_event(dpa, z: float, sampled: Optional[tuple[int, int]]):
@@ -101,22 +160,35 @@ def _round_event(dpa, z: float, sampled: Optional[tuple[int, int]]):
 
 
 @functools.lru_cache(maxsize=256)
-def _rdp_per_round(z: float, sampled: Optional[tuple[int, int]]):
+def _rdp_per_round(z: float, sampled: Optional[tuple[int, int]], workers: Optional[WorkerSampling] = None):
     """(orders, RDP of one round) of dp-accounting's RdpAccountant. A sampled round is also a Gaussian
     mechanism on the whole data (each possible minibatch's message moves by at most Δ), and at small z that
-    bound is the lower one: the round's RDP is the smaller of the two at each order."""
+    bound is the lower one: the round's RDP is the smaller of the two at each order. With worker sampling
+    too, the round is sampled twice over (the worker, then its minibatch), which dp-accounting does not
+    compose; each level alone is a valid bound, and the round takes the smallest at each order."""
     dpa = _library("method.sigma", z)
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    def per_round(event):
-        accountant = rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
+    def per_round(event, relation=dpa.NeighboringRelation.REPLACE_ONE):
+        accountant = rdp.RdpAccountant(neighboring_relation=relation)
         accountant.compose(event, 1)
         return np.asarray(accountant.orders, dtype=float), np.asarray(accountant.rdp, dtype=float)
 
-    orders, unsampled = per_round(_round_event(dpa, z, None))
-    if sampled is None:
-        return orders, unsampled
-    return orders, np.minimum(per_round(_round_event(dpa, z, sampled))[1], unsampled)
+    orders, bound = per_round(_round_event(dpa, z, None))
+    if sampled is not None:
+        bound = np.minimum(per_round(_round_event(dpa, z, sampled))[1], bound)
+    if workers is not None:
+        bound = np.minimum(per_round(_worker_event(dpa, z, workers), _worker_neighbours(dpa, workers))[1], bound)
+    return orders, bound
+
+
+@functools.lru_cache(maxsize=1024)
+def _pld_worker_epsilon(z: float, workers: WorkerSampling, rounds: int, delta: float) -> float:
+    """ε of ``rounds`` Poisson worker-sampled Gaussian rounds by dp-accounting's PLDAccountant."""
+    dpa = _library("method.sigma", z)
+    accountant = dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers))
+    accountant.compose(_worker_event(dpa, z, workers), rounds)
+    return float(accountant.get_epsilon(delta))
 
 
 class Accountant:
@@ -135,13 +207,15 @@ class Accountant:
             return math.inf
         if rounds <= 0:
             return 0.0
+        workers = self.mechanism.worker_sampled
         if self.accountant == "pld":
             from dp_accounting import gaussian_mechanism
 
-            return float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
+            full = float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
+            return full if workers is None else min(full, _pld_worker_epsilon(z, workers, rounds, self.delta))
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-        orders, per_round = _rdp_per_round(z, self.mechanism.sampled)
+        orders, per_round = _rdp_per_round(z, self.mechanism.sampled, workers)
         return float(rdp.compute_epsilon(orders, rounds * per_round, self.delta)[0])
 
 
@@ -151,34 +225,51 @@ def sigma_for(target_epsilon: float, delta: float, rounds: int, mechanisms: list
     budget (ε, δ): z calibrated by dp-accounting for the most exposed worker, times its sensitivity."""
     worst = most_exposed(mechanisms)
     _check(worst, accountant)
-    return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.sampled, accountant, field)
+    return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.sampled, accountant, field,
+                                                    worst.worker_sampled)
 
 
 @functools.lru_cache(maxsize=1024)
 def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampled: Optional[tuple[int, int]],
-                         accountant: str = "rdp", field: str = "method.target_epsilon") -> float:
+                         accountant: str = "rdp", field: str = "method.target_epsilon",
+                         workers: Optional[WorkerSampling] = None) -> float:
     """z = σ/Δ for the budget; remembered per process (a subsampled RDP calibration takes seconds)."""
     dpa = _library(field, target_epsilon)
-    spent = lambda z: Accountant([Mechanism(z, 1.0, "replace", *(sampled or (None, None)))], delta, accountant,
-                                 field).epsilon(rounds)
+    # the relation only matters to a worker sampling (Poisson: add/remove); a record's is replace-one
+    relation = "add_remove" if workers is not None and workers.rule == "poisson" else "replace"
+    spent = lambda z: Accountant([Mechanism(z, 1.0, relation, *(sampled or (None, None)), workers)], delta,
+                                 accountant, field).epsilon(rounds)
     reached = spent(_Z_RANGE[1])
     if reached > target_epsilon:
         raise InputError(field, target_epsilon, f"is unreachable: even noise multiplier {_Z_RANGE[1]:g} gives ε = "
                          f"{reached:.3g} after {rounds} rounds at δ = {delta:g}")
-    if accountant == "pld":
-        from dp_accounting import gaussian_mechanism
-
-        return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
-    if spent(_Z_RANGE[0]) <= target_epsilon:
-        return _Z_RANGE[0]  # a budget this large allows any noise the search considers
     from dp_accounting import mechanism_calibration
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    def calibrated(sampling):
-        return float(dpa.calibrate_dp_mechanism(
-            lambda: rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE),
-            lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, sampling), rounds),
-            target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(*_Z_RANGE)))
+    def calibrated(new_accountant, event):
+        return float(dpa.calibrate_dp_mechanism(new_accountant, lambda z: dpa.SelfComposedDpEvent(event(z), rounds),
+                                                target_epsilon, delta,
+                                                mechanism_calibration.ExplicitBracketInterval(*_Z_RANGE)))
 
-    # either bound of a sampled round (see _rdp_per_round) suffices; the smaller z is the better one
-    return calibrated(None) if sampled is None else min(calibrated(sampled), calibrated(None))
+    if accountant == "pld":
+        from dp_accounting import gaussian_mechanism
+
+        full = float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
+        if workers is None:
+            return full
+        return min(full, calibrated(lambda: dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers)),
+                                    lambda z: _worker_event(dpa, z, workers)))
+    if spent(_Z_RANGE[0]) <= target_epsilon:
+        return _Z_RANGE[0]  # a budget this large allows any noise the search considers
+
+    def replace_one():
+        return rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
+
+    # each bound of a sampled round (see _rdp_per_round) suffices; the smallest z is the best one
+    candidates = [calibrated(replace_one, lambda z: _round_event(dpa, z, None))]
+    if sampled is not None:
+        candidates.append(calibrated(replace_one, lambda z: _round_event(dpa, z, sampled)))
+    if workers is not None:
+        candidates.append(calibrated(lambda: rdp.RdpAccountant(neighboring_relation=_worker_neighbours(dpa, workers)),
+                                     lambda z: _worker_event(dpa, z, workers)))
+    return min(candidates)

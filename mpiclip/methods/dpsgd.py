@@ -40,7 +40,7 @@ class DPSGD(ClipSGDParams, _Clipped):
     display_name = "DP-SGD"
     style = (1, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDParams
-    worker_metrics = ("clip_active", "norm_before_clip", "noise_scale")
+    own_metrics = ("clip_active", "norm_before_clip", "noise_scale")
     uses_compressor: ClassVar[bool] = False
     needs_samples: ClassVar[bool] = True
     example_gradients: ClassVar[bool] = True
@@ -50,13 +50,13 @@ class DPSGD(ClipSGDParams, _Clipped):
         """σ is on the sum: replacing a record moves it by 2τ; adding or removing the worker by b_i·τ."""
         if self.relation == "replace":
             return super()._mechanisms(info, sigma)
-        return [privacy.Mechanism(sigma, self.tau * int(b), self.relation)
+        return [privacy.Mechanism(sigma, self.tau * int(b), self.relation, workers=self._worker_sampling(info.n_workers))
                 for b in minibatch_sizes(self.batch, info.sample_counts)]
 
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
 
-    def worker_step(self, state, oracle, ctx):
+    def local_step(self, state, oracle, ctx):
         batches = sample_minibatches(ctx, oracle.sizes, self.batch)
         sums, norms = oracle.clipped_example_sums(ctx.x, batches, self.tau)
         noisy = self._noised(dense_message(sums), ctx).values
@@ -71,4 +71,4 @@ class DPSGD(ClipSGDParams, _Clipped):
         return state, dense_message(noisy / sizes[:, None]), metrics
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - self.gamma * agg.mean(x.size), None
+        return state, x - self.gamma * self._received_mean(agg, x.size, ctx), None
