@@ -124,6 +124,9 @@ def npz(name: str) -> list:
 def libsvm(name: str) -> list:
     return ["--set", "data.source=libsvm", "--set", f"data.path='{name}'"]
 
+DP_PP = ["--set", "method.name=clip21_gd", "--set", "compressor.name=identity", "--set", "method.sigma=0.1",
+         "--set", "method.participation=0.5"]
+
 # (id, arguments after `mpiclip run c.toml`, the one line expected after "mpiclip: error: ")
 CATALOGUE = [
     # the config itself
@@ -349,6 +352,15 @@ CATALOGUE = [
     ("system-unit-on-async", [*ASGD, "--set", "system.compute_unit='sample'"],
      "system.compute_unit = 'sample': does not apply to method 'asgd': the asynchronous runner's compute times"),
     ("system-unit-unknown", ["--set", "system.compute_unit='epoch'"], "system.compute_unit = 'epoch': "),
+    # issue 30 item 3: partial participation of the clipping methods, and the worker samplings privacy can account
+    ("pp-selects-nobody", [*DP_PP, "--set", "method.participation=0.2"],
+     "method.participation = 0.2: selects no worker out of 4"),
+    ("pp-fixed-add-remove", [*DP_PP, "--set", "method.relation=add_remove"],
+     "method.participation_sampling = 'fixed': with method.relation = add_remove is not an event dp-accounting"),
+    ("pp-poisson-replace", [*DP_PP, "--set", "method.participation_sampling=poisson"],
+     "method.participation_sampling = 'poisson': with method.relation = replace is not an event dp-accounting"),
+    ("pp-fixed-pld", [*DP_PP, "--set", "method.accountant=pld"],
+     "method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only, not the fixed-size"),
 ]
 
 
