@@ -14,6 +14,11 @@ data, with noise multiplier z = σ/Δ. Three neighbouring relations (``RELATIONS
 * ``add_remove``: a whole worker's contribution added or removed (worker-level DP), Δ = τ; sampling a
   worker's own records does not hide the worker, so nothing is amplified.
 
+Partial participation (``WorkerSampling`` on a ``Mechanism``) amplifies too, where dp-accounting composes the
+event (``_WORKER_RELATIONS``): Poisson-drawn workers under ``add_remove``, fixed-size draws under ``replace``
+and ``add_remove_record`` (the unit's worker is changed, n is not). With a record sampling as well, each level
+alone bounds the round and the round takes the least of them (docs/algorithms.md §5).
+
 All arithmetic is Google's dp-accounting (extra ``dp``: ``pip install 'mpiclip[dp]'``), with one of two
 accountants:
 
@@ -47,15 +52,22 @@ from mpiclip.errors import InputError
 RELATIONS = ("replace", "add_remove", "add_remove_record")
 SAMPLINGS = ("fixed", "poisson")  # how a minibatch method draws its records (method.sampling)
 ACCOUNTANTS = ("rdp", "pld")
+WORKER_SAMPLINGS = ("fixed", "poisson")  # how the workers of a round are drawn (partial participation)
 # Δ of a message in the τ-ball, in units of τ: any two such messages differ by at most 2τ (replace, or
 # add/remove one record); leaving a worker out entirely moves the sum of the workers' messages by τ
 _SENSITIVITY = {"replace": 2.0, "add_remove": 1.0, "add_remove_record": 2.0}
 # the relation whose events amplify by a record sampling, and the dp-accounting relation that accounts them
 _SAMPLED_RELATION = {"fixed": ("replace", "REPLACE_ONE"), "poisson": ("add_remove_record", "ADD_OR_REMOVE_ONE")}
+# the relations a worker sampling amplifies, and the dp-accounting relation that accounts them: a Poisson draw
+# hides a worker added or removed; a fixed-size draw of m of n hides a change to one worker's data (a record
+# replaced, added or removed: n is the same in both neighbours), a replace-one event of the workers
+_WORKER_RELATIONS = {"poisson": (("add_remove",), "ADD_OR_REMOVE_ONE"),
+                     "fixed": (("replace", "add_remove_record"), "REPLACE_ONE")}
 _Z_RANGE = (1e-3, 1e5)  # noise multipliers searched by a calibration
 # below it a Poisson round's PLD spans privacy losses too wide to hold (z = 0.05: minutes, gigabytes), and its ε
 # (over 10 after one round at q = 0.2) is far past any budget worth the tight accountant
 _PLD_POISSON_MIN_Z = 0.5
+_PLD_GRID = 1e-3  # PLDAccountant's value_discretization_interval for worker-sampled rounds
 
 
 def _library(field: str, value):
@@ -73,6 +85,25 @@ def sensitivity(tau: float, relation: str) -> float:
 
 
 @dataclass(frozen=True)
+class WorkerSampling:
+    """Partial participation: each round ``rule`` = 'fixed' draws m = int(rate·n) of the n workers without
+    replacement, 'poisson' each worker on its own with probability ``rate``. A worker not drawn releases nothing
+    that round, so a record (or a worker) is exposed only in the rounds its worker is drawn."""
+
+    rule: str
+    n: int
+    rate: float
+
+    @property
+    def size(self) -> int:
+        return int(self.rate * self.n)
+
+    @property
+    def everyone(self) -> bool:
+        return self.rate == 1
+
+
+@dataclass(frozen=True)
 class Mechanism:
     """One round of one worker: noise σ, sensitivity Δ, and the minibatch sampling (None: full batch): b_i of
     N_i records without replacement, or each record with probability ``poisson``."""
@@ -83,6 +114,12 @@ class Mechanism:
     records: Optional[int] = None  # N_i, for minibatch sampling without replacement
     batch: Optional[int] = None  # b_i
     poisson: Optional[float] = None  # q, for Poisson sampling (records and batch then unset)
+    workers: Optional[WorkerSampling] = None  # who takes part in a round (None: every worker, every round)
+
+    @property
+    def worker_sampled(self) -> Optional[WorkerSampling]:
+        """The round's worker sampling when it leaves workers out (then it amplifies), else None."""
+        return None if self.workers is None or self.workers.everyone else self.workers
 
     @property
     def noise_multiplier(self) -> float:
@@ -121,6 +158,12 @@ def most_exposed(mechanisms: list[Mechanism]) -> Mechanism:
 def _check(mechanism: Mechanism, accountant: str) -> None:
     if accountant not in ACCOUNTANTS:
         raise InputError("method.accountant", accountant, f"must be one of {', '.join(ACCOUNTANTS)}")
+    _check_records(mechanism, accountant)
+    _check_workers(mechanism, accountant)
+    _check_pld_width(mechanism, accountant)
+
+
+def _check_records(mechanism: Mechanism, accountant: str) -> None:
     sampling = mechanism.record_sampling
     if sampling is None:
         return
@@ -133,9 +176,43 @@ def _check(mechanism: Mechanism, accountant: str) -> None:
     if kind == "fixed" and accountant == "pld":
         raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
                          "not the minibatches sampled without replacement here; use 'rdp'")
-    if kind == "poisson" and accountant == "pld" and 0 < mechanism.noise_multiplier < _PLD_POISSON_MIN_Z:
+
+
+def _check_workers(mechanism: Mechanism, accountant: str) -> None:
+    workers = mechanism.worker_sampled
+    if workers is None:
+        return
+    relations, _ = _WORKER_RELATIONS[workers.rule]
+    if mechanism.relation not in relations:
+        pairs = "; ".join(f"'{rule}' with {' or '.join(amplified)}" for rule, (amplified, _) in _WORKER_RELATIONS.items())
+        raise InputError("method.participation_sampling", workers.rule, f"with method.relation = "
+                         f"{mechanism.relation} is not an event dp-accounting amplifies (it composes {pairs}"
+                         ": set method.relation or method.participation_sampling)")
+    if workers.rule == "fixed" and accountant == "pld":
+        raise InputError("method.accountant", "pld", "dp-accounting's PLD accountant handles Poisson sampling only, "
+                         "not the fixed-size worker sampling of method.participation_sampling = fixed; use 'rdp'")
+
+
+def _check_pld_width(mechanism: Mechanism, accountant: str) -> None:
+    """A Poisson round's PLD (of records or of workers) below _PLD_POISSON_MIN_Z cannot be built."""
+    workers = mechanism.worker_sampled
+    poisson = (mechanism.record_sampling or ("",))[0] == "poisson" or (workers is not None and workers.rule == "poisson")
+    if poisson and accountant == "pld" and 0 < mechanism.noise_multiplier < _PLD_POISSON_MIN_Z:
         raise InputError("method.accountant", "pld", f"a Poisson round's privacy loss distribution at noise multiplier "
                          f"{mechanism.noise_multiplier:.3g} (below {_PLD_POISSON_MIN_Z:g}) is too wide to build; use 'rdp'")
+
+
+def _worker_event(dpa, z: float, workers: WorkerSampling):
+    """The round of a drawn worker's Gaussian message, amplified by the worker sampling."""
+    gaussian = dpa.GaussianDpEvent(z)
+    if workers.rule == "poisson":
+        return dpa.PoissonSampledDpEvent(workers.rate, gaussian)
+    return dpa.SampledWithoutReplacementDpEvent(workers.n, workers.size, gaussian)
+
+
+def _worker_neighbours(dpa, workers: WorkerSampling):
+    """dp-accounting's neighbouring relation for a worker-sampled round (``_WORKER_RELATIONS``)."""
+    return getattr(dpa.NeighboringRelation, _WORKER_RELATIONS[workers.rule][1])
 
 
 def _round_event(dpa, z: float, sampling: Optional[tuple]):
@@ -156,25 +233,31 @@ def _neighbouring(dpa, sampling: Optional[tuple]):
 
 
 @functools.lru_cache(maxsize=256)
-def _rdp_per_round(z: float, sampling: Optional[tuple]):
+def _rdp_per_round(z: float, sampling: Optional[tuple], workers: Optional[WorkerSampling] = None):
     """(orders, RDP of one round) of dp-accounting's RdpAccountant. A round sampled without replacement is also
     a Gaussian mechanism on the whole data (each possible minibatch's message moves by at most Δ), and at small
     z that bound is the lower one: the round's RDP is the smaller of the two at each order. dp-accounting's
-    Poisson bound is exact at integer orders and never above the unsampled one, so it stands alone."""
+    Poisson bound is exact at integer orders and never above the unsampled one, so it stands alone. With worker
+    sampling too, the round is sampled twice over (the worker, then its records), which dp-accounting does not
+    compose; each level alone is a valid bound, and the round takes the smallest at each order."""
     dpa = _library("method.sigma", z)
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    def per_round(event):
-        accountant = rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, sampling))
+    def per_round(event, relation):
+        accountant = rdp.RdpAccountant(neighboring_relation=relation)
         accountant.compose(event, 1)
         return np.asarray(accountant.orders, dtype=float), np.asarray(accountant.rdp, dtype=float)
 
+    records = _neighbouring(dpa, sampling)
     if sampling is not None and sampling[0] == "poisson":
-        return per_round(_round_event(dpa, z, sampling))
-    orders, unsampled = per_round(_round_event(dpa, z, None))
-    if sampling is None:
-        return orders, unsampled
-    return orders, np.minimum(per_round(_round_event(dpa, z, sampling))[1], unsampled)
+        orders, bound = per_round(_round_event(dpa, z, sampling), records)
+    else:
+        orders, bound = per_round(_round_event(dpa, z, None), records)
+        if sampling is not None:
+            bound = np.minimum(per_round(_round_event(dpa, z, sampling), records)[1], bound)
+    if workers is not None:
+        bound = np.minimum(per_round(_worker_event(dpa, z, workers), _worker_neighbours(dpa, workers))[1], bound)
+    return orders, bound
 
 
 @functools.lru_cache(maxsize=16)
@@ -185,6 +268,17 @@ def _poisson_pld(z: float, q: float):
 
     return privacy_loss_distribution.from_gaussian_mechanism(z, sampling_prob=q, use_connect_dots=True,
                                                             neighboring_relation=_neighbouring(dpa, ("poisson", q)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pld_worker_epsilon(z: float, workers: WorkerSampling, rounds: int, delta: float) -> float:
+    """ε of ``rounds`` Poisson worker-sampled Gaussian rounds by dp-accounting's PLDAccountant, on a grid of
+    privacy losses 1e-3 wide: its pessimistic discretisation keeps ε an upper bound, within 1e-6 of the default
+    grid's (1e-4) at a tenth of the time (it is evaluated at every recorded round)."""
+    dpa = _library("method.sigma", z)
+    accountant = dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers), _PLD_GRID)
+    accountant.compose(_worker_event(dpa, z, workers), rounds)
+    return float(accountant.get_epsilon(delta))
 
 
 class Accountant:
@@ -203,16 +297,18 @@ class Accountant:
             return math.inf
         if rounds <= 0:
             return 0.0
-        sampling = self.mechanism.record_sampling
-        if self.accountant == "pld" and sampling is not None:  # Poisson (_check refuses fixed-size)
+        sampling, workers = self.mechanism.record_sampling, self.mechanism.worker_sampled
+        if self.accountant == "pld" and sampling is not None:
+            # Poisson records (_check refuses fixed-size), then under add_remove_record, which Poisson workers are not
             return float(_poisson_pld(z, sampling[1]).self_compose(rounds).get_epsilon_for_delta(self.delta))
         if self.accountant == "pld":
             from dp_accounting import gaussian_mechanism
 
-            return float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
+            full = float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
+            return full if workers is None else min(full, _pld_worker_epsilon(z, workers, rounds, self.delta))
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-        orders, per_round = _rdp_per_round(z, sampling)
+        orders, per_round = _rdp_per_round(z, sampling, workers)
         return float(rdp.compute_epsilon(orders, rounds * per_round, self.delta)[0])
 
 
@@ -223,49 +319,73 @@ def sigma_for(target_epsilon: float, delta: float, rounds: int, mechanisms: list
     worst = most_exposed(mechanisms)
     _check(worst, accountant)
     return worst.sensitivity * noise_multiplier_for(target_epsilon, delta, rounds, worst.record_sampling, accountant,
-                                                    field)
+                                                    field, worst.worker_sampled)
 
 
-def _unit_mechanism(z: float, sampling: Optional[tuple]) -> Mechanism:
-    """A mechanism of multiplier z (Δ = 1) with the given record sampling."""
+def _unit_mechanism(z: float, sampling: Optional[tuple], workers: Optional[WorkerSampling] = None) -> Mechanism:
+    """A mechanism of multiplier z (Δ = 1) with the given record and worker samplings, under a relation that
+    amplifies them (the first a record sampling's, then a worker sampling's; their events depend on nothing else)."""
+    if sampling is not None:
+        relation = _SAMPLED_RELATION[sampling[0]][0]
+    else:
+        relation = "replace" if workers is None else _WORKER_RELATIONS[workers.rule][0][0]
     if sampling is None:
-        return Mechanism(z, 1.0)
+        return Mechanism(z, 1.0, relation, workers=workers)
     if sampling[0] == "poisson":
-        return Mechanism(z, 1.0, _SAMPLED_RELATION["poisson"][0], poisson=sampling[1])
-    return Mechanism(z, 1.0, "replace", *sampling[1:])
+        return Mechanism(z, 1.0, relation, poisson=sampling[1], workers=workers)
+    return Mechanism(z, 1.0, relation, *sampling[1:], workers=workers)
 
 
 @functools.lru_cache(maxsize=1024)
 def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampling: Optional[tuple],
-                         accountant: str = "rdp", field: str = "method.target_epsilon") -> float:
+                         accountant: str = "rdp", field: str = "method.target_epsilon",
+                         workers: Optional[WorkerSampling] = None) -> float:
     """z = σ/Δ for the budget; remembered per process (a subsampled RDP calibration takes seconds)."""
     dpa = _library(field, target_epsilon)
-    if accountant == "pld" and sampling is not None:
+    if accountant == "pld" and sampling is not None:  # Poisson records, never with worker sampling (_check)
         return _poisson_pld_multiplier(target_epsilon, delta, rounds, sampling, field)
-    spent = lambda z: Accountant([_unit_mechanism(z, sampling)], delta, accountant, field).epsilon(rounds)
+    spent = lambda z: Accountant([_unit_mechanism(z, sampling, workers)], delta, accountant, field).epsilon(rounds)
     reached = spent(_Z_RANGE[1])
     if reached > target_epsilon:
         raise InputError(field, target_epsilon, f"is unreachable: even noise multiplier {_Z_RANGE[1]:g} gives ε = "
                          f"{reached:.3g} after {rounds} rounds at δ = {delta:g}")
-    if accountant == "pld" and sampling is None:
-        from dp_accounting import gaussian_mechanism
-
-        return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
-    if spent(_Z_RANGE[0]) <= target_epsilon:
-        return _Z_RANGE[0]  # a budget this large allows any noise the search considers
     from dp_accounting import mechanism_calibration
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    def calibrated(events):
-        return float(dpa.calibrate_dp_mechanism(
-            lambda: rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, events)),
-            lambda z: dpa.SelfComposedDpEvent(_round_event(dpa, z, events), rounds),
-            target_epsilon, delta, mechanism_calibration.ExplicitBracketInterval(*_Z_RANGE)))
+    def calibrated(new_accountant, event, bracket=_Z_RANGE):
+        return float(dpa.calibrate_dp_mechanism(new_accountant, lambda z: dpa.SelfComposedDpEvent(event(z), rounds),
+                                                target_epsilon, delta,
+                                                mechanism_calibration.ExplicitBracketInterval(*bracket)))
 
-    if sampling is None or sampling[0] == "poisson":
-        return calibrated(sampling)
-    # either bound of a round sampled without replacement (see _rdp_per_round) suffices; the smaller z is better
-    return min(calibrated(sampling), calibrated(None))
+    if accountant == "pld":
+        from dp_accounting import gaussian_mechanism
+
+        full = float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
+        if workers is None:
+            return full
+        # search below the full-batch z only, down to a quarter of p times it (sampling at rate p acts at most
+        # like dividing the noise by p) and never below the narrowest PLD that can be built
+        low = max(_PLD_POISSON_MIN_Z, 0.25 * workers.rate * full)
+        if low >= full or spent(low) <= target_epsilon:
+            return min(low, full)
+        return calibrated(lambda: dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers), _PLD_GRID),
+                          lambda z: _worker_event(dpa, z, workers), (low, full))
+    if spent(_Z_RANGE[0]) <= target_epsilon:
+        return _Z_RANGE[0]  # a budget this large allows any noise the search considers
+
+    def replace_one():
+        return rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
+
+    # each bound of a round (see _rdp_per_round) suffices; the smallest z is the best one. A Poisson round's own
+    # bound is never above the unsampled one; a round sampled without replacement also has the unsampled one
+    candidates = [calibrated(lambda: rdp.RdpAccountant(neighboring_relation=_neighbouring(dpa, sampling)),
+                             lambda z: _round_event(dpa, z, sampling))]
+    if sampling is not None and sampling[0] == "fixed":
+        candidates.append(calibrated(replace_one, lambda z: _round_event(dpa, z, None)))
+    if workers is not None:
+        candidates.append(calibrated(lambda: rdp.RdpAccountant(neighboring_relation=_worker_neighbours(dpa, workers)),
+                                     lambda z: _worker_event(dpa, z, workers)))
+    return min(candidates)
 
 
 def _poisson_pld_multiplier(target_epsilon: float, delta: float, rounds: int, sampling: tuple, field: str) -> float:

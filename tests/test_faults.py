@@ -126,6 +126,9 @@ def npz(name: str) -> list:
 def libsvm(name: str) -> list:
     return ["--set", "data.source=libsvm", "--set", f"data.path='{name}'"]
 
+DP_PP = ["--set", "method.name=clip21_gd", "--set", "compressor.name=identity", "--set", "method.sigma=0.1",
+         "--set", "method.participation=0.5"]
+
 # (id, arguments after `mpiclip run c.toml`, the one line expected after "mpiclip: error: ")
 CATALOGUE = [
     # the config itself
@@ -371,6 +374,27 @@ CATALOGUE = [
      "method.sampling = 'uniform': must be one of fixed, poisson"),
     ("sampling-on-full-batch-method", ["--set", "method.name=clip_gd", "--set", "compressor.name=identity", "--set",
                                        "method.sampling='poisson'"], "method.sampling = 'poisson': unknown key"),
+    # issue 30 item 3: partial participation of the clipping methods, and the worker samplings privacy can account
+    ("pp-selects-nobody", [*DP_PP, "--set", "method.participation=0.2"],
+     "method.participation = 0.2: selects no worker out of 4"),
+    ("pp-fixed-add-remove", [*DP_PP, "--set", "method.relation=add_remove"],
+     "method.participation_sampling = 'fixed': with method.relation = add_remove is not an event dp-accounting"),
+    ("pp-poisson-replace", [*DP_PP, "--set", "method.participation_sampling=poisson"],
+     "method.participation_sampling = 'poisson': with method.relation = replace is not an event dp-accounting"),
+    ("pp-fixed-pld", [*DP_PP, "--set", "method.accountant=pld"],
+     "method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only, not the fixed-size"),
+    # issue 30 items 3 and 5 together: record-level add/remove with worker sampling, the pairs refused
+    ("pp-poisson-add-remove-record", [*DP_PP, "--set", "method.relation=add_remove_record", "--set",
+                                      "method.participation_sampling=poisson"],
+     "method.participation_sampling = 'poisson': with method.relation = add_remove_record is not an event "
+     "dp-accounting amplifies (it composes 'poisson' with add_remove; 'fixed' with replace or add_remove_record"),
+    ("pp-poisson-records-in-poisson-workers", [*DP_CLIP_SGD, "--set", "method.relation=add_remove_record", "--set",
+                                               "method.sampling=poisson", "--set", "method.participation=0.5", "--set",
+                                               "method.participation_sampling=poisson"],
+     "method.participation_sampling = 'poisson': with method.relation = add_remove_record is not an event"),
+    ("pp-poisson-pld-too-little-noise", [*DP_PP, "--set", "method.relation=add_remove", "--set",
+                                         "method.participation_sampling=poisson", "--set", "method.accountant=pld"],
+     "method.accountant = 'pld': a Poisson round's privacy loss distribution at noise multiplier 0.1 (below 0.5)"),
 ]
 
 

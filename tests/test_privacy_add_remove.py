@@ -173,6 +173,20 @@ def test_the_default_sampling_keeps_the_config_hash():
     assert cfg.validate(base).hash == cfg.validate(explicit).hash != cfg.validate(other).hash
 
 
+# the keys issue 30 added to the clipping methods, at the defaults every earlier trace ran with, and a value off them
+NEW_KEYS = {"sampling": ("fixed", "poisson"), "participation": (1.0, 0.5), "participation_sampling": ("fixed", "poisson")}
+
+
+@pytest.mark.parametrize("name", ["clip_gd", "clip_sgd", "dp_sgd"])
+def test_every_key_added_at_its_default_keeps_the_config_hash(name):
+    keys = {key: values for key, values in NEW_KEYS.items() if key != "sampling" or name != "clip_gd"}
+    table = lambda **method: config_table(method={"name": name, "sigma": 0.1, **method}, compressor={"name": "identity"})
+    base = cfg.validate(table()).hash
+    assert cfg.validate(table(**{key: default for key, (default, _) in keys.items()})).hash == base
+    for key, (_, other) in keys.items():
+        assert cfg.validate(table(**{key: other})).hash != base, key
+
+
 @pytest.mark.parametrize("mechanism, message", [
     (privacy.Mechanism(1.0, 1.0, "add_remove_record", 400, 40), "method.sampling = 'fixed': is accounted under "
      "relation 'replace' only"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
@@ -38,6 +38,8 @@ from mpiclip.compressors.clipping import Clip, ClipParams, message_norms
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.methods.ef21_extensions import minibatch_sizes, sample_minibatches, sample_poisson
+from mpiclip.methods.participation import RULES as PARTICIPATION_RULES
+from mpiclip.methods.participation import drawn_workers, step_drawn
 from mpiclip.params import nonnegative, param, positive
 from mpiclip.rng import COMPRESSOR, NOISE
 from mpiclip.runners.synchronous import SynchronousMethod
@@ -77,6 +79,17 @@ class ClipMethodParams:
                             "'pld' (privacy loss distribution, tight; full-batch rounds only)", choices=privacy.ACCOUNTANTS)
     order: str = param("clip_first", "with a [compressor]: 'clip_first' sends C(clip(u)), 'compress_first' "
                        "clip(C(u))", choices=("clip_first", "compress_first"))
+    participation: float = param(1.0, "partial participation: the share of workers drawn each round (the others send "
+                                 "nothing and keep their state); 1: every worker, every round",
+                                 check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    participation_sampling: str = param("fixed", "how the round's workers are drawn: 'fixed' int(participation·n) "
+                                        "of them without replacement (amplifies privacy under relation replace or "
+                                        "add_remove_record), 'poisson' each with probability participation (under "
+                                        "add_remove)",
+                                        choices=PARTICIPATION_RULES)
+
+    # keys added after traces were made, left out of the config hash at the value those traces ran with
+    UNHASHED_DEFAULTS = {"participation": 1.0, "participation_sampling": "fixed"}
 
     def check(self) -> None:
         if self.sigma > 0 and self.target_epsilon > 0:
@@ -92,7 +105,7 @@ class ClipSGDParams(ClipMethodParams):
                           "(each row independently with probability batch; an empty draw's gradient is 0, so the "
                           "worker sends noise alone)", choices=privacy.SAMPLINGS)
 
-    UNHASHED_DEFAULTS = {"sampling": "fixed"}  # configs from before method.sampling keep their hash
+    UNHASHED_DEFAULTS = {**ClipMethodParams.UNHASHED_DEFAULTS, "sampling": "fixed"}
 
 
 class MeanState(NamedTuple):
@@ -113,7 +126,7 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
 
     ledger: Any = None  # the privacy.Accountant, set by bind when there is noise
     params = ClipMethodParams
-    worker_metrics = ("clip_active", "norm_before_clip", "residual", "noise_scale")
+    own_metrics: ClassVar[tuple[str, ...]] = ("clip_active", "norm_before_clip", "residual", "noise_scale")
     round_metrics = ("epsilon",)
     default_rule = "inverse_L"
     accepts_clipping = True  # in the sense that validate() explains why a clipping compressor is not needed
@@ -128,15 +141,32 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
         if (self.sigma > 0 or self.target_epsilon > 0) and not isinstance(self.compressor, Identity):
             raise InputError("compressor.name", self.compressor.name, "DP noise is added to uncompressed messages "
                              "only (a sparsifier's data-dependent positions are not privatised)")
+        if self.participation < 1:
+            if self.participation_sampling == "fixed" and int(self.participation * n_workers) < 1:
+                raise InputError("method.participation", self.participation, f"selects no worker out of {n_workers}")
+            if not self.compressor.positions_sent:
+                raise InputError("compressor.name", self.compressor.name, f"regenerates positions for every worker, "
+                                 f"which {self.name} cannot do for the workers that sit a round out")
+
+    @property
+    def worker_metrics(self) -> tuple[str, ...]:
+        """The method's own per-worker metrics, and ``participated`` (1 drawn, 0 sat out) when workers are sampled."""
+        return self.own_metrics + (("participated",) if self.participation < 1 else ())
+
+    def _worker_sampling(self, n_workers: int) -> Optional[privacy.WorkerSampling]:
+        if self.participation == 1:
+            return None
+        return privacy.WorkerSampling(self.participation_sampling, n_workers, self.participation)
 
     def _mechanisms(self, info: RunInfo, sigma: float) -> list:
         sensitivity = privacy.sensitivity(self.tau, self.relation)
+        workers = self._worker_sampling(info.n_workers)
         if not self.amplified or info.sample_counts is None:
-            return [privacy.Mechanism(sigma, sensitivity, self.relation)]
+            return [privacy.Mechanism(sigma, sensitivity, self.relation, workers=workers)]
         if self.sampling == "poisson":
-            return [privacy.Mechanism(sigma, sensitivity, self.relation, poisson=self.batch)]
+            return [privacy.Mechanism(sigma, sensitivity, self.relation, poisson=self.batch, workers=workers)]
         taus = minibatch_sizes(self.batch, info.sample_counts)
-        return [privacy.Mechanism(sigma, sensitivity, self.relation, int(n), int(b))
+        return [privacy.Mechanism(sigma, sensitivity, self.relation, int(n), int(b), workers=workers)
                 for n, b in zip(info.sample_counts, taus)]
 
     @property
@@ -162,6 +192,28 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
         """The round's minibatch of each local worker, drawn as ``sampling`` says."""
         return SAMPLERS[self.sampling](ctx, oracle.sizes, self.batch)
 
+    def _drawn(self, ctx) -> np.ndarray:
+        return drawn_workers(ctx, self.participation, self.participation_sampling)
+
+    def worker_step(self, state, oracle, ctx):
+        """``local_step`` by the workers drawn this round; the others send nothing and keep their state."""
+        if self.participation == 1:
+            return self.local_step(state, oracle, ctx)
+        mine = self._drawn(ctx)[ctx.worker_ids]
+        return step_drawn(self.local_step, state, oracle, ctx, mine, (len(mine), ctx.x.size))
+
+    def local_step(self, state, oracle, ctx):
+        """The step of the local workers of ``ctx.worker_ids`` (all of them, or the drawn ones)."""
+        raise NotImplementedError
+
+    def _received_mean(self, agg, d: int, ctx) -> np.ndarray:
+        """(1/|S^t|) Σ_{i∈S^t} c_i, the mean of the messages the server received (all n without sampling; 0 when
+        nobody was drawn): the step of a Clip-GD round has the scale of full participation's however many send."""
+        if self.participation == 1:
+            return agg.mean(d)
+        received = int(self._drawn(ctx).sum())
+        return dataclasses.replace(agg, n_workers=received).mean(d) if received else np.zeros(d)
+
     def _target(self, oracle, ctx) -> np.ndarray:
         if not self.minibatch:
             return oracle.full()
@@ -178,8 +230,10 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
             return msg
         values = msg.values
         noise_rng = ctx.randomness(NOISE)
-        noise = np.stack([noise_rng[i].standard_normal(values.shape[1]) for i in range(len(values))]) * self.sigma
-        return dense_message(values + noise)
+        noise = np.zeros(values.shape)  # row by row, so that a round without local workers has none
+        for i in range(len(values)):
+            noise[i] = noise_rng[i].standard_normal(values.shape[1])
+        return dense_message(values + noise * self.sigma)
 
     def _clipped(self, u: np.ndarray, ctx):
         """(message, norms of u) before the noise."""
@@ -210,7 +264,7 @@ class ClipGD(_Clipped):
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
 
-    def worker_step(self, state, oracle, ctx):
+    def local_step(self, state, oracle, ctx):
         grads = self._target(oracle, ctx)
         msg, norms = self._message(grads, ctx)
         metrics = {}
@@ -220,7 +274,7 @@ class ClipGD(_Clipped):
         return state, msg, metrics
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - self.gamma * agg.mean(x.size), None
+        return state, x - self.gamma * self._received_mean(agg, x.size, ctx), None
 
 
 @METHODS.register("clip_sgd")
@@ -256,7 +310,7 @@ class ClipSGDM(ClipSGDMParams, ClipSGD):
         return NoState(), MeanState(np.zeros(x0.size))
 
     def server_step(self, state, x, agg, ctx):
-        mean = agg.mean(x.size)
+        mean = self._received_mean(agg, x.size, ctx)
         m = mean if self.beta == 1 else (1.0 - self.beta) * state.v + self.beta * mean
         return MeanState(m), x - self.gamma * m, None
 
@@ -272,7 +326,7 @@ class Clip21GD(_Clipped):
     def initial_state(self, x0, n_local):
         return VState(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
 
-    def worker_step(self, state, oracle, ctx):
+    def local_step(self, state, oracle, ctx):
         grads = self._target(oracle, ctx)
         msg, norms = self._message(grads - state.v, ctx)
         v = msg.added_to(state.v)

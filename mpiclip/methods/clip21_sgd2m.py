@@ -85,7 +85,7 @@ class Clip21SGD2M(Clip21SGD2MParams, _Clipped):
         zeros = np.zeros((n_local, x0.size))
         return WorkerState(zeros, zeros.copy()), MeanState(np.zeros(x0.size))
 
-    def worker_step(self, state, oracle, ctx):
+    def local_step(self, state, oracle, ctx):
         grads = self._target(oracle, ctx)
         v = grads if self.beta1 == 1 else (1.0 - self.beta1) * state.v + self.beta1 * grads
         clipped, norms = self._clipped(v - state.g, ctx)

@@ -67,7 +67,7 @@ class DPSGD(ClipSGDParams, _Clipped):
     display_name = "DP-SGD"
     style = (1, 2)  # (colour, marker) in its figures: indices into plotting.COLORS, MARKERS
     params = ClipSGDParams
-    worker_metrics = ("clip_active", "norm_before_clip", "noise_scale")
+    own_metrics = ("clip_active", "norm_before_clip", "noise_scale")
     uses_compressor: ClassVar[bool] = False
     needs_samples: ClassVar[bool] = True
     example_gradients: ClassVar[bool] = True
@@ -78,15 +78,16 @@ class DPSGD(ClipSGDParams, _Clipped):
         the worker by b_i·τ."""
         if self.relation == "replace":
             return super()._mechanisms(info, sigma)
+        workers = self._worker_sampling(info.n_workers)
         if self.relation == "add_remove_record":
             if self.sampling == "poisson" and self.batch < 1:
-                return [privacy.Mechanism(sigma, self.tau, self.relation, poisson=self.batch)]
-            return [privacy.Mechanism(sigma, self.tau, self.relation, int(n), int(b))
+                return [privacy.Mechanism(sigma, self.tau, self.relation, poisson=self.batch, workers=workers)]
+            return [privacy.Mechanism(sigma, self.tau, self.relation, int(n), int(b), workers=workers)
                     for n, b in zip(info.sample_counts, minibatch_sizes(self.batch, info.sample_counts))]
         if self.sampling == "poisson":
             raise InputError("method.sampling", "poisson", "DP-SGD's sum over a Poisson lot has no worker-level "
                              "sensitivity bound (the lot may hold every record); use 'fixed' with relation 'add_remove'")
-        return [privacy.Mechanism(sigma, self.tau * int(b), self.relation)
+        return [privacy.Mechanism(sigma, self.tau * int(b), self.relation, workers=workers)
                 for b in minibatch_sizes(self.batch, info.sample_counts)]
 
     def _divisors(self, oracle, batches) -> np.ndarray:
@@ -98,7 +99,7 @@ class DPSGD(ClipSGDParams, _Clipped):
     def initial_state(self, x0, n_local):
         return NoState(), NoState()
 
-    def worker_step(self, state, oracle, ctx):
+    def local_step(self, state, oracle, ctx):
         batches = self._batches(oracle, ctx)
         sums, norms = clipped_sums(oracle, ctx.x, batches, self.tau)
         noisy = self._noised(dense_message(sums), ctx).values
@@ -110,4 +111,4 @@ class DPSGD(ClipSGDParams, _Clipped):
         return state, dense_message(noisy / divisors[:, None]), metrics
 
     def server_step(self, state, x, agg, ctx):
-        return state, x - self.gamma * agg.mean(x.size), None
+        return state, x - self.gamma * self._received_mean(agg, x.size, ctx), None

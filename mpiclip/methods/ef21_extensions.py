@@ -17,10 +17,11 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from mpiclip.compressors import Identity, build_compressor, dense_message, empty_message
+from mpiclip.compressors import Identity, build_compressor, dense_message
 from mpiclip.errors import InputError
 from mpiclip.methods.base import METHODS
 from mpiclip.methods.ef21 import EF21, EF21Params, EF21State, MeanState, ef21_worker_update
+from mpiclip.methods.participation import drawn_workers, fill, spread
 from mpiclip.params import nonnegative, param
 from mpiclip.rng import ORACLE, SAMPLING, SERVER, drawn
 
@@ -170,40 +171,17 @@ class EF21PP(PPParams, EF21):
         grads = oracle.full()
         if ctx.t == 0 and self.init == "full":
             return super().worker_step(state, oracle, ctx)
-        chosen = ctx.shared(SAMPLING).choice(ctx.n_workers, int(self.participation * ctx.n_workers), replace=False)
-        mine = np.isin(ctx.worker_ids, chosen)
+        mine = drawn_workers(ctx, self.participation, "fixed")[ctx.worker_ids]
         sub = dataclasses.replace(ctx, worker_ids=ctx.worker_ids[mine])
         g = state.g.copy()
         part_g, part_msg, part_metrics = ef21_worker_update(self.compressor, state.g[mine], grads[mine], sub, False)
         g[mine] = part_g
-        msg = _spread(part_msg, mine, state.g.shape)
+        msg = spread(part_msg, mine, state.g.shape)
         metrics = {}
         if ctx.record:
-            metrics = {name: _fill(values, mine) for name, values in part_metrics.items()}
+            metrics = {name: fill(values, mine) for name, values in part_metrics.items()}
             metrics["participated"] = mine.astype(float)
         return EF21State(g), msg, metrics
-
-
-def _fill(values: np.ndarray, mine: np.ndarray) -> np.ndarray:
-    out = np.full(len(mine), np.nan)
-    out[mine] = values
-    return out
-
-
-def _spread(msg, mine: np.ndarray, shape: tuple[int, int]):
-    """A message of the participating local workers as one of all local workers (the rest send nothing)."""
-    n_local, d = shape
-    bits = np.zeros((n_local, msg.bits.shape[1]))
-    bits[mine] = msg.bits
-    if not msg.sparse:
-        values = np.zeros(shape)
-        values[mine] = msg.values
-        return msg.replace(values=values, bits=bits)
-    if not mine.any():
-        return empty_message(n_local, d, msg.cost)
-    counts = np.zeros(n_local, dtype=np.int64)
-    counts[mine] = msg.counts
-    return msg.replace(counts=counts, bits=bits, fixed_count=None)
 
 
 # ------------------------------------------------------------------------------------------- BC
