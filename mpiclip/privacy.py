@@ -15,8 +15,10 @@ data, with noise multiplier z = σ/Δ. Three neighbouring relations (``RELATIONS
   worker's own records does not hide the worker, so nothing is amplified.
 
 Partial participation (``WorkerSampling`` on a ``Mechanism``) amplifies too, where dp-accounting composes the
-event (``_WORKER_RELATIONS``): Poisson-drawn workers under ``add_remove``, fixed-size draws under ``replace``
-and ``add_remove_record`` (the unit's worker is changed, n is not). With a record sampling as well, each level
+event (``_WORKER_RELATIONS``): fixed-size draws under ``replace`` and ``add_remove_record`` (the unit's worker is
+changed, n is not). Poisson draws are not accounted: a worker not drawn sends no noise, so whether a worker
+(or the worker holding a record) took part changes how many noise terms a round's sum carries, which the
+Poisson-subsampled Gaussian (one noise, added whoever took part) does not model. With a record sampling as well, each level
 alone bounds the round and the round takes the least of them (docs/algorithms.md §5).
 
 All arithmetic is Google's dp-accounting (extra ``dp``: ``pip install 'mpiclip[dp]'``), with one of two
@@ -58,16 +60,17 @@ WORKER_SAMPLINGS = ("fixed", "poisson")  # how the workers of a round are drawn 
 _SENSITIVITY = {"replace": 2.0, "add_remove": 1.0, "add_remove_record": 2.0}
 # the relation whose events amplify by a record sampling, and the dp-accounting relation that accounts them
 _SAMPLED_RELATION = {"fixed": ("replace", "REPLACE_ONE"), "poisson": ("add_remove_record", "ADD_OR_REMOVE_ONE")}
-# the relations a worker sampling amplifies, and the dp-accounting relation that accounts them: a Poisson draw
-# hides a worker added or removed; a fixed-size draw of m of n hides a change to one worker's data (a record
-# replaced, added or removed: n is the same in both neighbours), a replace-one event of the workers
-_WORKER_RELATIONS = {"poisson": (("add_remove",), "ADD_OR_REMOVE_ONE"),
-                     "fixed": (("replace", "add_remove_record"), "REPLACE_ONE")}
+# the relations a worker sampling amplifies, and the dp-accounting relation that accounts them: a fixed-size draw
+# of m of n hides a change to one worker's data (a record replaced, added or removed: n is the same in both
+# neighbours, and so is the number of noisy messages), a replace-one event of the workers. A Poisson draw is not
+# here: the drawn workers each add their own noise, so with a worker (or its record's worker) drawn the round's
+# sum carries one noise term more than without, and nothing is drawn the sum can be noise-free; the
+# Poisson-subsampled Gaussian adds one noise whoever is drawn (a server that noised the sum would be that event)
+_WORKER_RELATIONS = {"fixed": (("replace", "add_remove_record"), "REPLACE_ONE")}
 _Z_RANGE = (1e-3, 1e5)  # noise multipliers searched by a calibration
 # below it a Poisson round's PLD spans privacy losses too wide to hold (z = 0.05: minutes, gigabytes), and its ε
 # (over 10 after one round at q = 0.2) is far past any budget worth the tight accountant
 _PLD_POISSON_MIN_Z = 0.5
-_PLD_GRID = 1e-3  # PLDAccountant's value_discretization_interval for worker-sampled rounds
 
 
 def _library(field: str, value):
@@ -182,6 +185,10 @@ def _check_workers(mechanism: Mechanism, accountant: str) -> None:
     workers = mechanism.worker_sampled
     if workers is None:
         return
+    if workers.rule not in _WORKER_RELATIONS:
+        raise InputError("method.participation_sampling", workers.rule, "with DP noise is not accounted: each drawn "
+                         "worker adds its own noise, so who was drawn changes the noise of a round's sum, which no "
+                         "dp-accounting event models; use 'fixed' with method.relation = replace or add_remove_record")
     relations, _ = _WORKER_RELATIONS[workers.rule]
     if mechanism.relation not in relations:
         pairs = "; ".join(f"'{rule}' with {' or '.join(amplified)}" for rule, (amplified, _) in _WORKER_RELATIONS.items())
@@ -194,20 +201,16 @@ def _check_workers(mechanism: Mechanism, accountant: str) -> None:
 
 
 def _check_pld_width(mechanism: Mechanism, accountant: str) -> None:
-    """A Poisson round's PLD (of records or of workers) below _PLD_POISSON_MIN_Z cannot be built."""
-    workers = mechanism.worker_sampled
-    poisson = (mechanism.record_sampling or ("",))[0] == "poisson" or (workers is not None and workers.rule == "poisson")
+    """A Poisson round's PLD below _PLD_POISSON_MIN_Z cannot be built."""
+    poisson = (mechanism.record_sampling or ("",))[0] == "poisson"
     if poisson and accountant == "pld" and 0 < mechanism.noise_multiplier < _PLD_POISSON_MIN_Z:
         raise InputError("method.accountant", "pld", f"a Poisson round's privacy loss distribution at noise multiplier "
                          f"{mechanism.noise_multiplier:.3g} (below {_PLD_POISSON_MIN_Z:g}) is too wide to build; use 'rdp'")
 
 
 def _worker_event(dpa, z: float, workers: WorkerSampling):
-    """The round of a drawn worker's Gaussian message, amplified by the worker sampling."""
-    gaussian = dpa.GaussianDpEvent(z)
-    if workers.rule == "poisson":
-        return dpa.PoissonSampledDpEvent(workers.rate, gaussian)
-    return dpa.SampledWithoutReplacementDpEvent(workers.n, workers.size, gaussian)
+    """The round of a drawn worker's Gaussian message, amplified by the (fixed-size) worker sampling."""
+    return dpa.SampledWithoutReplacementDpEvent(workers.n, workers.size, dpa.GaussianDpEvent(z))
 
 
 def _worker_neighbours(dpa, workers: WorkerSampling):
@@ -270,17 +273,6 @@ def _poisson_pld(z: float, q: float):
                                                             neighboring_relation=_neighbouring(dpa, ("poisson", q)))
 
 
-@functools.lru_cache(maxsize=1024)
-def _pld_worker_epsilon(z: float, workers: WorkerSampling, rounds: int, delta: float) -> float:
-    """ε of ``rounds`` Poisson worker-sampled Gaussian rounds by dp-accounting's PLDAccountant, on a grid of
-    privacy losses 1e-3 wide: its pessimistic discretisation keeps ε an upper bound, within 1e-6 of the default
-    grid's (1e-4) at a tenth of the time (it is evaluated at every recorded round)."""
-    dpa = _library("method.sigma", z)
-    accountant = dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers), _PLD_GRID)
-    accountant.compose(_worker_event(dpa, z, workers), rounds)
-    return float(accountant.get_epsilon(delta))
-
-
 class Accountant:
     """ε(t) of a run whose workers send ``mechanisms`` every round (inf without noise)."""
 
@@ -304,8 +296,8 @@ class Accountant:
         if self.accountant == "pld":
             from dp_accounting import gaussian_mechanism
 
-            full = float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
-            return full if workers is None else min(full, _pld_worker_epsilon(z, workers, rounds, self.delta))
+            # full batches (_check refuses the PLD with worker sampling)
+            return float(gaussian_mechanism.get_epsilon_gaussian(z / math.sqrt(rounds), self.delta))
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
         orders, per_round = _rdp_per_round(z, sampling, workers)
@@ -360,16 +352,7 @@ def noise_multiplier_for(target_epsilon: float, delta: float, rounds: int, sampl
     if accountant == "pld":
         from dp_accounting import gaussian_mechanism
 
-        full = float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
-        if workers is None:
-            return full
-        # search below the full-batch z only, down to a quarter of p times it (sampling at rate p acts at most
-        # like dividing the noise by p) and never below the narrowest PLD that can be built
-        low = max(_PLD_POISSON_MIN_Z, 0.25 * workers.rate * full)
-        if low >= full or spent(low) <= target_epsilon:
-            return min(low, full)
-        return calibrated(lambda: dpa.pld.PLDAccountant(_worker_neighbours(dpa, workers), _PLD_GRID),
-                          lambda z: _worker_event(dpa, z, workers), (low, full))
+        return float(gaussian_mechanism.get_sigma_gaussian(target_epsilon, delta)) * math.sqrt(rounds)
     if spent(_Z_RANGE[0]) <= target_epsilon:
         return _Z_RANGE[0]  # a budget this large allows any noise the search considers
 

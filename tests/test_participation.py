@@ -126,20 +126,20 @@ def epsilon_by_events(event, relation, rounds, delta=1e-5):
     return accountant.get_epsilon(delta)
 
 
-def test_worker_level_poisson_sampling_is_dp_accounting_poisson_event(tmp_path):
-    """Add/remove a worker (Δ = τ), each drawn with probability p: PoissonSampledDpEvent(p, Gaussian(σ/τ))."""
-    arrays = run(tmp_path, "poisson", rounds=20, name="clip21_gd", tau=0.5, sigma=0.75, relation="add_remove",
-                 participation=0.4, participation_sampling="poisson")
-    rel = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
-    event = dp_accounting.PoissonSampledDpEvent(0.4, dp_accounting.GaussianDpEvent(1.5))
-    assert arrays["metrics/epsilon"][-1] == pytest.approx(epsilon_by_events(event, rel, 20), rel=1e-9)
-    unsampled = epsilon_by_events(dp_accounting.GaussianDpEvent(1.5), rel, 20)
-    assert arrays["metrics/epsilon"][-1] < 0.6 * unsampled
-    # the PLD accountant composes the same event
-    pld = dp_accounting.pld.PLDAccountant(rel)
-    pld.compose(event, 20)
-    mechanism = privacy.Mechanism(0.75, 0.5, "add_remove", workers=privacy.WorkerSampling("poisson", 5, 0.4))
-    assert privacy.Accountant([mechanism], 1e-5, "pld").epsilon(20) == pytest.approx(pld.get_epsilon(1e-5), rel=1e-4)
+@pytest.mark.parametrize("relation", ["add_remove", "replace", "add_remove_record"])
+def test_poisson_worker_draws_with_dp_noise_are_refused_not_amplified(relation, tmp_path):
+    """A drawn worker adds its own noise, so under Poisson draws who took part changes the noise of a round's sum
+    (and a round that draws only the unit's worker, or nobody else, has no other noise): not the
+    Poisson-subsampled Gaussian dp-accounting accounts, whose one noise is there whoever is drawn."""
+    mechanism = privacy.Mechanism(0.75, 0.5, relation, workers=privacy.WorkerSampling("poisson", 5, 0.4))
+    for accountant in ("rdp", "pld"):
+        with pytest.raises(privacy.InputError) as caught:
+            privacy.Accountant([mechanism], 1e-5, accountant)
+        assert str(caught.value).startswith("method.participation_sampling = 'poisson': with DP noise is not accounted")
+    # without noise, Poisson participation runs (nothing to account)
+    arrays = run(tmp_path, "poisson", rounds=10, name="clip21_gd", tau=0.5, relation=relation, participation=0.4,
+                 participation_sampling="poisson")
+    assert np.isfinite(arrays["loss"]).all()
 
 
 def test_record_level_fixed_size_sampling_is_dp_accounting_event_without_replacement(tmp_path):
@@ -173,8 +173,7 @@ def test_nested_sampling_takes_the_smallest_single_level_bound_at_each_order():
     assert spent <= min(records_only, workers_only)
 
 
-@pytest.mark.parametrize("relation, rule, accountant", [("add_remove", "poisson", "rdp"), ("add_remove", "poisson", "pld"),
-                                                        ("replace", "fixed", "rdp")])
+@pytest.mark.parametrize("relation, rule, accountant", [("replace", "fixed", "rdp")])
 def test_a_target_is_met_from_below_with_worker_sampling(relation, rule, accountant):
     mechanisms = lambda sigma: [privacy.Mechanism(sigma, 0.4, relation, workers=privacy.WorkerSampling(rule, 8, 0.25))]
     sigma = privacy.sigma_for(3.0, 1e-5, 40, mechanisms(1.0), accountant)
@@ -231,28 +230,16 @@ def test_clip_sgd_poisson_records_inside_drawn_workers_send_from_the_drawn_only(
 
 @pytest.mark.parametrize("mechanism, message", [
     (privacy.Mechanism(1.0, 1.0, "add_remove_record", workers=privacy.WorkerSampling("poisson", 8, 0.5)),
-     "method.participation_sampling = 'poisson': with method.relation = add_remove_record is not an event"),
+     "method.participation_sampling = 'poisson': with DP noise is not accounted"),
     (privacy.Mechanism(1.0, 1.0, "add_remove_record", poisson=0.2, workers=privacy.WorkerSampling("poisson", 8, 0.5)),
-     "method.participation_sampling = 'poisson': with method.relation = add_remove_record is not an event"),
+     "method.participation_sampling = 'poisson': with DP noise is not accounted"),
     (privacy.Mechanism(1.0, 1.0, "add_remove_record", poisson=0.2, workers=privacy.WorkerSampling("fixed", 8, 0.5)),
      "method.accountant = 'pld': dp-accounting's PLD accountant handles Poisson sampling only, not the fixed-size"),
-    (privacy.Mechanism(0.3, 1.0, "add_remove", workers=privacy.WorkerSampling("poisson", 8, 0.5)),
-     "method.accountant = 'pld': a Poisson round's privacy loss distribution at noise multiplier 0.3 (below 0.5)"),
+    (privacy.Mechanism(1.0, 1.0, "add_remove", workers=privacy.WorkerSampling("fixed", 8, 0.5)),
+     "method.participation_sampling = 'fixed': with method.relation = add_remove is not an event"),
 ])
 def test_the_pairs_not_accounted_are_refused_in_one_line(mechanism, message):
     accountant = "pld" if "pld" in message else "rdp"
     with pytest.raises(privacy.InputError) as caught:
         privacy.Accountant([mechanism], 1e-5, accountant)
     assert str(caught.value).startswith(message)
-
-
-@pytest.mark.timeout(30)
-def test_a_pld_calibration_under_poisson_workers_never_builds_a_pld_below_half():
-    """A budget this large puts the full-batch z at 0.29: the search once went down to 0.25·p of it (a PLD at
-    z = 0.007 grew past 900 MB and a minute); it now stops at 0.5, and the run is refused in one line."""
-    mechanisms = lambda sigma: [privacy.Mechanism(sigma, 1.0, "add_remove",
-                                                  workers=privacy.WorkerSampling("poisson", 10, 0.1))]
-    sigma = privacy.sigma_for(20.0, 1e-5, 1, mechanisms(1.0), "pld")
-    assert sigma == pytest.approx(privacy.sigma_for(20.0, 1e-5, 1, [privacy.Mechanism(1.0, 1.0)], "pld"), rel=1e-12)
-    with pytest.raises(privacy.InputError, match="below 0.5"):
-        privacy.Accountant(mechanisms(sigma), 1e-5, "pld")

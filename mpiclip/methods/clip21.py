@@ -84,8 +84,8 @@ class ClipMethodParams:
                                  check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
     participation_sampling: str = param("fixed", "how the round's workers are drawn: 'fixed' int(participation·n) "
                                         "of them without replacement (amplifies privacy under relation replace or "
-                                        "add_remove_record), 'poisson' each with probability participation (under "
-                                        "add_remove)",
+                                        "add_remove_record), 'poisson' each with probability participation (without "
+                                        "DP noise only: each drawn worker adds its own noise)",
                                         choices=PARTICIPATION_RULES)
 
     # keys added after traces were made, left out of the config hash at the value those traces ran with

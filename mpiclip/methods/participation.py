@@ -7,8 +7,9 @@ never by rank, so a run gives one trace on 1, 2 or n ranks. Two rules (docs/algo
 * ``fixed``: m = int(rate·n) of the n workers, uniformly without replacement (EF21-PP's rule, the official code);
 * ``poisson``: every worker on its own with probability ``rate``; a round may draw nobody.
 
-They shape privacy differently (:mod:`mpiclip.privacy`): fixed-size sampling is amplified under replace-one
-neighbours, Poisson sampling under add/remove.
+They shape privacy differently (:mod:`mpiclip.privacy`): fixed-size sampling is amplified under record-level
+neighbours; Poisson sampling is not accounted with DP noise (each drawn worker adds its own noise, so who was
+drawn changes the noise of the round's sum).
 """
 
 from __future__ import annotations
