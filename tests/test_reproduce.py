@@ -255,7 +255,7 @@ def test_the_frontier_picks_the_best_mean_f_per_method_unit_and_budget(workspace
 
 # -- bad input -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["ef12"], "family = 'ef12': is not a family (families: ef21, clip21, async, fed, dp, ef21-dl, clip21-dl, dp-dl, "
+    (["ef12"], "family = 'ef12': is not a family (families: ef21, clip21, async, fed, dp, ef21bw, ef21-dl, clip21-dl, dp-dl, "
                "fed-dl, async-dl, all; or a module.name)"),
     (["tinyfamilies.ef21", "--ranks-per-run", "3"], "--ranks-per-run = 3: must divide the 1 ranks of the job"),
     (["tinyfamilies.ef21", "--runs-per-task", "0", "--slurm"], "--runs-per-task = 0: must be >= 1"),
