@@ -149,6 +149,9 @@ METHOD_CASES = {
     # federated: sampling, minibatches, schedules, clipping, compression and every server optimizer somewhere
     "fedavg": {"method": {"name": "fedavg", "local_steps": 3}, "compressor": {"name": "identity"},
                "federated": {"clients_per_round": 3, "batch_size": 8}, "stepsize": {"factor": 1.0}},
+    "ce_fedavg": {"method": {"name": "ce_fedavg", "local_steps": 2, "tau": 0.2, "sigma": 0.01, "feedback": True},
+                  "compressor": {"name": "identity"}, "federated": {"clients_per_round": 3, "batch_size": 8},
+                  "stepsize": {"factor": 1.0}},
     "fedga": {"method": {"name": "fedga", "local_steps": 2, "beta": 0.5, "beta_decay": True},
               "compressor": {"name": "identity"}, "stepsize": {"factor": 1.0},
               "federated": {"clients_per_round": 2, "batch_size": 6, "lr_milestones": [10], "server_optimizer": "fedadam",

@@ -117,7 +117,8 @@ def test_info_compares_several_traces(tmp_path, small_config):
 
 
 BAD_INPUTS = [
-    (["--set", "method.name=ef22"], "method.name = 'ef22': unknown method (valid: asgd, cgd, clip21_avg, clip21_gd, clip21_sgd, clip21_sgd2m, clip_gd"),
+    (["--set", "method.name=ef22"], "method.name = 'ef22': unknown method (valid: asgd, ce_fedavg, cgd, clip21_avg, clip21_gd, clip21_sgd, clip21_sgd2m, "
+                                    "clip_gd"),
     (["--set", "compressor.name=top"], "compressor.name = 'top': unknown compressor"),
     (["--set", "problem.name=svm"], "problem.name = 'svm': unknown problem"),
     (["--set", "compressor.k=0"], "compressor.k = 0: must be >= 1"),
