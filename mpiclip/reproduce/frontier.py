@@ -114,6 +114,13 @@ def described(settings: tuple, edges: dict) -> str:
     return ", ".join(f"{k} {v:g}{mark(k)}" for k, v in settings)
 
 
+def edges_of(best: dict, searched: dict, relation: str) -> dict:
+    """(method, ε) -> {(setting, side): why it may stand, '' when nothing says so} for the open sides of each best."""
+    return {(method, eps): {(key, side): why_edge(method, key, side, settings, trs, scores)
+                            for key, side in open_sides(settings, searched[(relation, method, eps)])}
+            for (method, eps), (settings, trs, scores) in best.items()}
+
+
 def searched_settings(sweep) -> dict:
     """(relation, method, ε) -> the settings the sweep's grids search (a run that failed was searched too)."""
     out = defaultdict(set)
@@ -186,11 +193,11 @@ def unit_order(relation: str) -> tuple:
     return (list(UNITS).index(relation), "") if relation in UNITS else (len(UNITS), relation)
 
 
-def frontier(page, name: str, sweep, by_relation: dict) -> None:
+def frontier(page, name: str, sweep, by_relation: dict, searched: dict) -> None:
     if not by_relation:
         page.text("No completed runs yet.")
         return
-    config, searched = sweep.runs[0].config, searched_settings(sweep)
+    config = sweep.runs[0].config
     for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
@@ -202,10 +209,9 @@ def frontier(page, name: str, sweep, by_relation: dict) -> None:
                   "ε by the RDP accountant. Per method and ε, the settings with the best mean final f over the seeds "
                   "(mean, and the range over the seeds in brackets; † a setting on an edge of the search for the "
                   "reason given below the table, * one on an edge that nothing explains):")
-        rows, reasons = [], []
-        for (method, eps), (settings, trs, scores) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0])):
-            edges = {(key, side): why_edge(method, key, side, settings, trs, scores)
-                     for key, side in open_sides(settings, searched[(relation, method, eps)])}
+        rows, reasons, judged = [], [], edges_of(best, searched, relation)
+        for (method, eps), (settings, trs, _) in sorted(best.items(), key=lambda item: (item[0][1], item[0][0])):
+            edges = judged[(method, eps)]
             reasons += [[plotting.paper_name(method), f"{eps:g}", f"{key} {side}", why or "unexplained: the best may "
                          "lie beyond the search"] for (key, side), why in edges.items()]
             rows.append([plotting.paper_name(method), f"{eps:g}", described(settings, edges), len(trs),
@@ -286,11 +292,14 @@ def leaders(best: dict) -> str:
     return "; ".join(parts)
 
 
-def reading(page, chosen: dict) -> None:
-    """Which method wins where, in words and numbers, and why (the mechanisms' noise, from the noise tables)."""
-    lines = []
+def reading(page, chosen: dict, searched: dict) -> None:
+    """Which method wins where, in words and numbers, and why (the mechanisms' noise, from the noise tables); and
+    how many of the best settings lie inside their search."""
+    lines, counts = [], [0, 0, 0]  # inside, on an edge for a reason, on an edge unexplained
     for name, by_relation in chosen.items():
         for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
+            for edges in edges_of(best, searched[name], relation).values():
+                counts[0 if not edges else 1 if all(edges.values()) else 2] += 1
             start = float(np.mean([tr.loss[0] for _, trs, _ in best.values() for tr in trs]))
             ours = sorted((eps, float(np.mean([final(tr, "loss") for tr in trs])))
                           for (m, eps), (_, trs, _) in best.items() if m == OURS)
@@ -304,6 +313,9 @@ def reading(page, chosen: dict) -> None:
     page.heading("Reading", level=2)
     page.text("The least mean final f per ε, by privacy unit (details and every method's best settings below):")
     page.text("\n".join(lines))
+    page.text(f"Of the {sum(counts)} best settings (data set, unit, method, ε), {counts[0]} lie strictly inside their "
+              f"search, {counts[1]} on an edge for a reason read from the runs, and {counts[2]} on an edge nothing "
+              "explains (each is listed under its table).")
     page.text("Why: a budget (ε, δ) fixes each mechanism's noise multiplier, and the noise tables below show what it "
               "costs a message. Sampling amplifies privacy: a record sits in a round's 10 % minibatch with probability "
               "0.1, so DP-SGD, DP-Clip-SGD and its momentum version need far less noise than the methods that touch "
@@ -318,10 +330,11 @@ def reading(page, chosen: dict) -> None:
 
 def write(page, sweeps: dict) -> None:
     chosen = {name: best_points(sweep) for name, sweep in sweeps.items()}
-    reading(page, chosen)
+    searched = {name: searched_settings(sweep) for name, sweep in sweeps.items()}
+    reading(page, chosen, searched)
     for name, sweep in sweeps.items():
         page.heading(name)
-        frontier(page, name, sweep, chosen[name])
+        frontier(page, name, sweep, chosen[name], searched[name])
 
 
 _LAPTOP = {"method.target_epsilon": [1.0, 16.0]}
