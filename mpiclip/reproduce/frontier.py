@@ -11,6 +11,12 @@ with its accuracy beside the best baseline accuracy. Points are
 chosen by f, not ‖∇f‖²: a noisy run that drifts far from 0 has a small ‖∇f‖² (the logistic gradient is
 bounded and the regulariser's vanishes) at a large f. All ε come from the RDP accountant, the one every
 method can use.
+
+A best setting with no searched setting beyond it, on the line through it, is on an edge of the search; the page
+lists each with the reason it may stand, read from the runs (``why_edge``), or calls it unexplained. The page
+opens with a reading (who wins where, and a count of the settings inside their search) and gives each unit a
+table of the noise a budget costs each mechanism. Methods that sample no records lend their replace runs to the
+record-level add/remove unit (the same mechanism, the same run).
 """
 
 from __future__ import annotations
