@@ -134,9 +134,9 @@ def searched_settings(sweep) -> dict:
         p = point.config.method.params
         out[(p.relation, point.config.method.name, p.target_epsilon)].add(settings_of(point.config))
     ran = {method for relation, method, _ in out if relation == RECORD_ADD_REMOVE}
+    sampling = {point.config.method.name for point in sweep.runs if not samples_no_records(point.config)}
     for (relation, method, eps), settings in list(out.items()):
-        if ran and relation == "replace" and method not in ran and all(
-                samples_no_records(point.config) for point in sweep.runs if point.config.method.name == method):
+        if ran and relation == "replace" and method not in ran | sampling:
             out[(RECORD_ADD_REMOVE, method, eps)] = settings
     return out
 
@@ -149,6 +149,11 @@ def samples_no_records(config) -> bool:
     mechanism is the Gaussian of sensitivity 2τ under both record-level relations, whose privacy curve is the same
     for both, so its σ, and the whole run, are the same (tests/test_frontier_edges.py)."""
     return config.method.name != "dp_sgd" and getattr(config.method.params, "batch", 1.0) >= 1.0
+
+
+def unit_of(tr) -> str:
+    """The privacy relation a trace ran under."""
+    return tr.config["method"].get("relation", "replace")
 
 
 def borrowed(runs: list) -> list:
@@ -207,7 +212,7 @@ def frontier(page, name: str, sweep, by_relation: dict, searched: dict) -> None:
     for relation, best in sorted(by_relation.items(), key=lambda item: unit_order(item[0])):
         label = f"{name}-{relation}"
         page.heading(f"{name}: {UNITS.get(relation, relation)}", level=3)
-        if relation == RECORD_ADD_REMOVE and (lent := sorted({r.method for r in borrowed(results.runs(sweep))})):
+        if lent := sorted({m for (m, _), (_, trs, _) in best.items() if unit_of(trs[0]) != relation}):
             page.text(f"{', '.join(plotting.paper_name(m) for m in lent)} sample no records: under both record-level "
                       "relations a round is the Gaussian mechanism of sensitivity 2τ, with one σ for a budget, so their "
                       "rows are the replace runs.")
@@ -231,13 +236,13 @@ def frontier(page, name: str, sweep, by_relation: dict, searched: dict) -> None:
         noise_table(page, label, best)
         verdict(page, label, best)
         chosen = [tr for _, trs, _ in best.values() for tr in trs]
-        own = [tr for tr in chosen if tr.config["method"].get("relation", "replace") == relation]
+        own = [tr for tr in chosen if unit_of(tr) == relation]
         words = f"{plotting.dataset_name(config)}, {plotting.PRIVACY_UNITS.get(relation, relation)}"
         for key, _, _ in MEASURES:
             measure = plotting.FINAL_LABEL[key].removeprefix("final ") if key != "grad_norm_sq" else "‖∇f‖²"
             page.figure(f"{label}-{key}", plotting.draw_privacy_utility(
                 own, y=key, title=f"{words}: final {measure} at the best settings per method and ε "
-                "(bars: range over seeds)", lent=[tr for tr in chosen if tr not in own]))
+                "(bars: range over seeds)", lent=[tr for tr in chosen if unit_of(tr) != relation]))
 
 
 def verdict(page, name: str, best: dict) -> None:
