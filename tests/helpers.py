@@ -260,3 +260,21 @@ def checked_tables(folder, page: str) -> dict:
                     assert float(shown) == pytest.approx(mean, rel=0.01, abs=0.051), (name, r)
                     assert (low is None) == (high is None) and (low is None or low <= mean <= high), (name, r)
     return tables
+
+
+def run_sweep_here(root, sweep_text: str, data: dict) -> None:
+    """Run every point of the sweep ``sweep_text`` in this process, its file at <root>/misses.toml and its traces in
+    <root>/<sweep name>/, on small LibSVM stand-ins of the data files ``data`` (file name -> seed) in <root>/data."""
+    from mpiclip import session
+    from mpiclip.comm import SerialComm
+    from mpiclip.sweep import load_sweep
+
+    (root / "data").mkdir()
+    for name, seed in data.items():
+        write_libsvm(str(root / "data" / name), *random_classification(n=240, d=9, seed=seed))
+    (root / "misses.toml").write_text(sweep_text.replace('"{name}"', f'"{root}/{{name}}"'))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(DATA_DIR_VARIABLE, str(root / "data"))
+        for run in load_sweep(str(root / "misses.toml")).runs:
+            (prepared,) = session.prepare_all([run.config], SerialComm(), "test", log=lambda *a: None)
+            assert session.execute(prepared).status.startswith("completed")

@@ -7,11 +7,8 @@ import statistics
 import textwrap
 
 import pytest
-from helpers import checked_tables, random_classification, write_libsvm
+from helpers import checked_tables, run_sweep_here
 
-from mpiclip import session
-from mpiclip.comm import SerialComm
-from mpiclip.paths import DATA_DIR_VARIABLE
 from mpiclip.reproduce import ef21, ef21_misses
 from mpiclip.reproduce.page import Page
 from mpiclip.results import bits_to
@@ -59,15 +56,7 @@ SWEEP = textwrap.dedent('''
 def sweep_dir(tmp_path_factory):
     """The sweep's runs, made in this process (its traces in <root>/ef21-paper-misses/)."""
     root = tmp_path_factory.mktemp("misses")
-    (root / "data").mkdir()
-    for name, seed in (("mushrooms.txt", 2), ("a9a.txt", 3)):
-        write_libsvm(str(root / "data" / name), *random_classification(n=240, d=9, seed=seed))
-    (root / "misses.toml").write_text(SWEEP.replace('"{name}"', f'"{root}/{{name}}"'))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(DATA_DIR_VARIABLE, str(root / "data"))
-        for run in load_sweep(str(root / "misses.toml")).runs:
-            (prepared,) = session.prepare_all([run.config], SerialComm(), "test", log=lambda *a: None)
-            assert session.execute(prepared).status.startswith("completed")
+    run_sweep_here(root, SWEEP, {"mushrooms.txt": 2, "a9a.txt": 3})
     return root
 
 
