@@ -131,6 +131,9 @@ class Source:
 
 
 SOURCES: Registry[type[Source]] = Registry("data source")
+# the sources below, and those of the image and text module, imported when one of them is first looked up
+SOURCES.declare(__name__, ("libsvm", "synthetic", "regression", "digits", "npz", "leaf_synthetic"))
+SOURCES.declare(f"{__name__}.vision", ("cifar10", "cifar100", "idx", "leaf", "synthetic_images"))
 
 
 @SOURCES.register("libsvm")
@@ -524,6 +527,3 @@ def held_out(summary: Summary, fraction: float, seed: int) -> np.ndarray:
         members = np.flatnonzero(summary.groups == g)
         picked.append(rng.permutation(members)[: round(fraction * len(members))])
     return np.sort(np.concatenate(picked)).astype(np.int64)
-
-
-from mpiclip.data import vision  # noqa: E402,F401  (registers the image and text sources)

@@ -1,13 +1,34 @@
-"""Problems, one module each; importing this package registers them all."""
+"""Problems, one module each. The table below names what each module registers: a problem's module is imported
+when the problem is first looked up, so a run imports only its own (a test checks the table against what the
+modules register). The classes named in ``__all__`` import their module when first used."""
 
-from mpiclip.problems import classifier, counterexample, least_squares, logreg, networks, quadratic  # noqa: F401  (registers)
+import importlib
+
 from mpiclip.problems.base import PROBLEMS, Problem, Smoothness
-from mpiclip.problems.counterexample import Counterexample, CounterexampleParams
-from mpiclip.problems.least_squares import LeastSquares, LeastSquaresParams
-from mpiclip.problems.linear import GRAM_MAX_D, LinearDesign, LinearModel
-from mpiclip.problems.logreg import LogisticRegression, LogRegParams
-from mpiclip.problems.quadratic import Quadratic, QuadraticParams, quadratic_worker, worker_L
 
-__all__ = ["PROBLEMS", "Problem", "Smoothness", "Counterexample", "CounterexampleParams", "LeastSquares",
-           "LeastSquaresParams", "GRAM_MAX_D", "LinearDesign", "LinearModel", "LogisticRegression", "LogRegParams",
-           "Quadratic", "QuadraticParams", "quadratic_worker", "worker_L"]
+MODULES = {  # module -> the problems it registers, in their listing order
+    "classifier": ("softmax", "mlp"),
+    "counterexample": ("clip_counterexample", "clip_noise_counterexample"),
+    "least_squares": ("least_squares",),
+    "logreg": ("logreg",),
+    "networks": ("torch_softmax", "torch_mlp", "cnn_mnist", "lenet5", "resnet18", "resnet20", "vgg11", "char_lstm"),
+    "quadratic": ("quadratic",),
+}
+for _module, _names in MODULES.items():
+    PROBLEMS.declare(f"{__name__}.{_module}", _names)
+
+_EXPORTS = {  # name -> its module, imported on first use (PEP 562)
+    "Counterexample": "counterexample", "CounterexampleParams": "counterexample", "LeastSquares": "least_squares",
+    "LeastSquaresParams": "least_squares", "GRAM_MAX_D": "linear", "LinearDesign": "linear", "LinearModel": "linear",
+    "LogisticRegression": "logreg", "LogRegParams": "logreg", "Quadratic": "quadratic",
+    "QuadraticParams": "quadratic", "quadratic_worker": "quadratic", "worker_L": "quadratic",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PROBLEMS", "Problem", "Smoothness", "MODULES", *_EXPORTS]

@@ -5,6 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from mpiclip.comm import AgreedError, MPIComm, SerialComm
+from mpiclip.comm.mpi import GATHERED_SUM_MAX_BYTES
 from mpiclip.errors import InputError
 from mpiclip.wire import INDEX_DTYPE, sequential_sum
 
@@ -23,11 +24,13 @@ def everyone(n_workers, seed=0, m=5):
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("n_workers", [None, 7])
-def test_ordered_sum_is_the_serial_sequential_sum(n_workers):
+@pytest.mark.parametrize("m", [5, GATHERED_SUM_MAX_BYTES // 8 // 2 + 1], ids=["gathered", "ring"])
+def test_ordered_sum_is_the_serial_sequential_sum(n_workers, m):
+    """Small sums are gathered, large ones go round a ring: both give the serial worker-order sum's bits."""
     comm = MPIComm()
     n = n_workers or comm.size
     layout = comm.bind(n)
-    rows = everyone(n)
+    rows = everyone(n, m=m)
     mine = rows[layout.workers_of(comm.rank)]
     ordered = comm.sum_rows(mine, ordered=True)
     ok = np.array_equal(ordered, sequential_sum(rows))
