@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import h5py
 import numpy as np
@@ -144,3 +145,20 @@ def test_unwritable_output(tmp_path):
         run(tmp_path, [f"output.path='{blocker}/sub/x.h5'"])
     with pytest.raises(InputError, match=r"^output.path = .*: is a directory"):
         run(tmp_path, [f"output.path='{tmp_path}'"])
+
+
+def test_phase_split_counts_the_metric_reduction_as_communication(tmp_path, monkeypatch):
+    """The recorded rows' reduction is communication in the phase split (the round loop's bound counts it), not
+    evaluation; the phases stay disjoint: they add up to at most the loop's wall time."""
+    slow = 0.002
+    original = SerialComm.sum_rows
+
+    def delayed(self, rows, ordered):  # a reduction that takes a known time, as a slow network would
+        time.sleep(slow)
+        return original(self, rows, ordered)
+
+    monkeypatch.setattr(SerialComm, "sum_rows", delayed)
+    result, tr = run(tmp_path)  # 31 recorded rows, one reduction each; the messages are sparse (no sum_rows)
+    assert result.timing["communication"] >= 31 * slow
+    assert result.timing["evaluation"] < 31 * slow
+    assert sum(v for k, v in result.timing.items() if k != "checkpoint") <= result.wall

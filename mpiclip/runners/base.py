@@ -295,10 +295,14 @@ class Runner:
 
     def recorded(self, state: RunState, row: "Row", status: str, since: float, note: str = "") -> None:
         """After row ``state.t`` was added: the state keeps its values, its time counts as evaluation (from
-        ``since``), and rank 0 reports progress (at most every ``log.every`` s; ``note``: extra values)."""
+        ``since``) but for the row's reduction, which counts as communication, and rank 0 reports progress (at
+        most every ``log.every`` s; ``note``: extra values)."""
         state.rows += 1
         state.loss, state.grad_norm_sq, state.status = row.loss, row.grad_norm_sq, status
-        self.setup.timing["evaluation"] += time.perf_counter() - since
+        spent, moved = self.setup.timing, row.comm_seconds if "communication" in self.setup.timing else 0.0
+        spent["evaluation"] += time.perf_counter() - since - moved
+        if moved:
+            spent["communication"] += moved
         if self.progress is not None:
             self.progress.report(state.t, self.elapsed(), row.loss, row.grad_norm_sq, status, note)
 
@@ -342,6 +346,7 @@ class Row:
     bits: float  # mean paper bits per worker sent so far (initial round excluded)
     scores: dict
     sums: Optional[np.ndarray] = None  # the sums over all workers of the caller's own columns
+    comm_seconds: float = 0.0  # the reduction's time: communication, not evaluation, in the phase split
 
 
 def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarray,
@@ -356,13 +361,16 @@ def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarr
     controls[:, 3] = state.ledger.counted_up()[:, 0]
     scores = s.problem.scores()
     columns = [grads, losses[:, None], controls, scores] + ([] if also_sum is None else [also_sum])
-    total = s.comm.sum_rows(np.hstack(columns), run.deterministic)
+    rows = np.hstack(columns)
+    start = time.perf_counter()
+    total = s.comm.sum_rows(rows, run.deterministic)
+    comm_seconds = time.perf_counter() - start
     g = total[:d] / n
     s.control.settle(total[d + 1 : d + 4])
     at = d + 1 + CONTROLS
     named = dict(zip(s.problem.score_names, total[at : at + scores.shape[1]] / n))
     tail = None if also_sum is None else total[at + scores.shape[1] :]
-    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, tail)
+    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, tail, comm_seconds)
 
 
 def check_ranks(setup: Setup, state: RunState, recorded: bool) -> None:
