@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mpiclip import checkpoint, limits, provenance, rng, stepsize, writer_lock
+from mpiclip import checkpoint, constants_cache, limits, provenance, rng, stepsize, writer_lock
 from mpiclip import data as datamod
 from mpiclip.comm import Comm
 from mpiclip.compressors import COMPRESSORS, ENCODINGS
@@ -520,7 +520,13 @@ def _problem(c: Config, plan, worker_ids: np.ndarray, comm: Comm, local_rank: in
         shard = plan.load(worker_ids, comm.row_reduce().sum) if plan is not None else None
         problem = problem_cls.build(c.problem.params, shard, worker_ids, c.run.n_workers)
         problem.place(local_rank)
-        _PROBLEMS[key] = (problem, comm.bcast(problem.smoothness(comm.row_reduce())), shard and shard.storage, comm)
+        entry = constants_cache.key(checksum, c.data, problem_cls, c.problem.params, c.run.n_workers)
+        constants = comm.bcast(constants_cache.load(entry, c.run.n_workers) if comm.rank == 0 else None)
+        if constants is None:  # every rank knows: rank 0 found nothing
+            constants = comm.bcast(problem.smoothness(comm.row_reduce()))
+            if comm.rank == 0:
+                constants_cache.store(entry, constants)
+        _PROBLEMS[key] = (problem, constants, shard and shard.storage, comm)
         while len(_PROBLEMS) > 2:
             _PROBLEMS.popitem(last=False)
     return _PROBLEMS[key][:3]

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from mpiclip.data import Shard
 from mpiclip.problems.base import Problem, Smoothness
@@ -159,6 +157,8 @@ class LinearDesign:
         def matvec(v):
             return reduce.sum(design.worker_sums(design.products(np.ravel(v)).copy()))
 
+        import scipy.sparse.linalg as spla  # imported here, as scipy.linalg below: a cached run never needs them
+
         op = spla.LinearOperator((design.d, design.d), matvec=matvec, dtype=np.float64)
         return _lanczos_top(op) / n_total
 
@@ -189,15 +189,21 @@ def _gram_top(rows) -> float:
         return _top_eigenvalue(_dense_gram(rows))
     if n_rows <= GRAM_MAX_D:
         return _top_eigenvalue(_dense_gram(rows.T))
+    import scipy.sparse.linalg as spla
+
     return _lanczos_top(spla.LinearOperator((width, width), matvec=lambda v: rows.T @ (rows @ v), dtype=np.float64))
 
 
 def _top_eigenvalue(sym: np.ndarray) -> float:
+    import scipy.linalg
+
     d = sym.shape[0]
     return float(scipy.linalg.eigh(sym, eigvals_only=True, subset_by_index=[d - 1, d - 1])[0])
 
 
 def _lanczos_top(op) -> float:
+    import scipy.sparse.linalg as spla
+
     v0 = np.ones(op.shape[0]) / np.sqrt(op.shape[0])  # fixed start: every rank iterates in lockstep
     # 8 Lanczos vectors (not 20): at d = 10^6 each costs 8 MB of a rank's memory
     return float(spla.eigsh(op, k=1, which="LA", v0=v0, ncv=min(8, op.shape[0] - 1), tol=1e-10,
