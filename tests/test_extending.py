@@ -250,7 +250,7 @@ LAYERS = {
     "foundation": {"errors", "registry", "params", "limits", "paths", "progress", "provenance", "rng", "wire",
                    "clipping", "writer_lock", "grid"},
     "math and data": {"data", "models", "nn", "problems", "compressors", "stepsize", "privacy", "asynchrony", "system",
-                      "federation", "oracles"},
+                      "federation", "oracles", "constants_cache"},
     "algorithms": {"runners", "methods"},
     "traces": {"trace", "trace_contract", "results"},
     "configuration": {"config"},
