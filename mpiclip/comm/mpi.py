@@ -22,7 +22,11 @@ from mpiclip.comm.base import (
     _checksum,
     _element_dtype,
 )
-from mpiclip.wire import ENTRY, SparseGather, sequential_sum
+from mpiclip.wire import ENTRY, SparseGather, sequential_sum, sequential_sum_of
+
+# sum_rows_of gathers the senders' rows to every rank up to this many bytes (P rows of m float64), and sums in a
+# ring above: the gather is one collective but moves P·m values to each rank, the ring m values per hop
+ORDERED_GATHER_BYTES = 4 << 20
 
 
 class MPIComm(Comm):
@@ -149,6 +153,20 @@ class MPIComm(Comm):
             self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
         self._c.Bcast(acc, root=self.size - 1)
         return acc
+
+    def sum_rows_of(self, rows, senders, ordered):
+        m = rows.shape[1]
+        if not ordered or len(senders) * m * 8 > ORDERED_GATHER_BYTES:
+            return self.sum_rows(self._filled(rows, senders), ordered)
+        # One Allgatherv of the senders' rows, then every rank sums them in worker order: one collective, where
+        # the ring is size − 1 hops one after another and a broadcast (each a wait for the slowest rank)
+        ends = np.cumsum(self.workers_per_rank)
+        per_rank = np.diff(np.searchsorted(senders, ends), prepend=0)
+        if per_rank[self.rank] != len(rows):
+            raise ValueError(f"{len(rows)} rows for the {per_rank[self.rank]} senders of rank {self.rank}")
+        gathered = np.empty((len(senders), m), dtype=np.float64)
+        self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (gathered, per_rank * m))
+        return sequential_sum_of(gathered, senders, int(ends[-1]))
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         workers = self.workers_per_rank

@@ -302,13 +302,14 @@ class FederatedRunner(Runner):
         if method.alignment:
             t0 = clock()
             g_i, rows, touched = self._align(x, local)
-            sending = local
+            senders, sending = members, local
             if self.clock is not None:  # a client the clock drops sends nothing and is not in ĝ
                 keep = self.clock.alignment(state.runner_data, s, members, touched, t, not method.payloads)
-                sending = local[np.isin(s.worker_ids[local], members[keep])]
-                rows[np.setdiff1d(local, sending)] = 0.0
+                senders = members[keep]
+                sent = np.isin(s.worker_ids[local], senders)
+                sending, rows = local[sent], rows[sent]
                 kept = int(keep.sum())
-            total = s.comm.sum_rows(rows, run.deterministic)
+            total = s.comm.sum_rows_of(rows, np.sort(senders), run.deterministic)
             g_hat = total[:-1] / total[-1] if total[-1] else np.zeros(len(x))  # no client online: no ĝ
             up[sending] += self.dense
             down += participants * self.dense
@@ -342,16 +343,16 @@ class FederatedRunner(Runner):
         return state
 
     def _align(self, x: np.ndarray, local: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-        """The sampled local clients' g_i at x^t, their rows (N_i g_i, N_i) of ĝ = Σ N_i g_i / Σ N_i, and the
-        samples each local client's gradient touched."""
+        """The sampled local clients' g_i at x^t, their rows (N_i g_i, N_i) of ĝ = Σ N_i g_i / Σ N_i (one per
+        client of ``local``), and the samples each local client's gradient touched."""
         s, d = self.setup, len(x)
-        rows = np.zeros((len(s.worker_ids), d + 1))
+        rows = np.empty((len(local), d + 1))
         g_i, touched = {}, np.zeros(len(s.worker_ids))
-        for i in local:
+        for j, i in enumerate(local):
             self.views[i].touched = 0
             g_i[i], count = s.method.alignment_gradient(x, self.views[i])
-            rows[i, :d] = count * g_i[i]
-            rows[i, d] = count
+            rows[j, :d] = count * g_i[i]
+            rows[j, d] = count
             touched[i] = self.views[i].touched
         return g_i, rows, touched
 
@@ -384,17 +385,15 @@ class FederatedRunner(Runner):
         for step in self.steps:
             step(out, self, rnd)
         bits = out.bits + self.dense * len(extras)
-        keep, kept = np.ones(len(local), dtype=bool), len(members)
+        keep, senders = np.ones(len(local), dtype=bool), members
         if self.clock is not None:
-            keep, kept = self.clock.client_step(state.runner_data, s, local, members, bits, touched, rnd.t)
+            keep, senders = self.clock.client_step(state.runner_data, s, local, members, bits, touched, rnd.t)
+        kept = len(senders)
         state.workers = with_rows(state.workers, {i: row for j, i in enumerate(local) if keep[j] and (row := rows_of.get(i))})
-        rows = np.zeros((len(s.worker_ids), d + 1 + sent.shape[1]))
-        rows[local[keep], :d] = out.payload[keep]
-        rows[local[keep], d] = out.weight[keep]
-        rows[local[keep], d + 1 :] = sent[keep]
+        rows = np.hstack([out.payload[keep], out.weight[keep, None], sent[keep]])  # the kept clients' (payload, weight, extras)
         up[local[keep]] += bits[keep]
         t1 = clock()
-        total = s.comm.sum_rows(rows, run.deterministic)
+        total = s.comm.sum_rows_of(rows, np.sort(senders), run.deterministic)
         t2 = clock()
         s.timing["local"] += t1 - t0
         s.timing["communication"] += t2 - t1
