@@ -154,19 +154,31 @@ class MPIComm(Comm):
         self._c.Bcast(acc, root=self.size - 1)
         return acc
 
-    def sum_rows_of(self, rows, senders, ordered):
-        m = rows.shape[1]
+    def sum_rows_of(self, rows, senders, ordered, columns=None):
+        m, c = rows.shape[1], 0 if columns is None else columns.shape[1]
         if not ordered or len(senders) * m * 8 > ORDERED_GATHER_BYTES:
-            return self.sum_rows(self._filled(rows, senders), ordered)
-        # One Allgatherv of the senders' rows, then every rank sums them in worker order: one collective, where
-        # the ring is size − 1 hops one after another and a broadcast (each a wait for the slowest rank)
-        ends = np.cumsum(self.workers_per_rank)
+            return super().sum_rows_of(rows, senders, ordered, columns)
+        # One Allgatherv of the senders' rows (and every worker's columns), then every rank sums them in worker
+        # order: one collective, where the ring is size − 1 hops one after another and a broadcast
+        workers = self.workers_per_rank
+        ends = np.cumsum(workers)
         per_rank = np.diff(np.searchsorted(senders, ends), prepend=0)
         if per_rank[self.rank] != len(rows):
             raise ValueError(f"{len(rows)} rows for the {per_rank[self.rank]} senders of rank {self.rank}")
-        gathered = np.empty((len(senders), m), dtype=np.float64)
-        self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (gathered, per_rank * m))
-        return sequential_sum_of(gathered, senders, int(ends[-1]))
+        send = np.ascontiguousarray(rows, dtype=np.float64).ravel()
+        if c:  # each rank's block: its senders' rows, then its workers' columns
+            send = np.concatenate([send, np.ascontiguousarray(columns, dtype=np.float64).ravel()])
+        sizes = per_rank * m + workers * c
+        gathered = np.empty(int(sizes.sum()), dtype=np.float64)
+        self._c.Allgatherv(send, (gathered, sizes))
+        if not c:
+            return sequential_sum_of(gathered.reshape(len(senders), m), senders, int(ends[-1]))
+        starts, column_starts = np.cumsum(sizes) - sizes, np.cumsum(workers * c) - workers * c
+        at = np.arange(int(ends[-1]) * c) + np.repeat(starts + per_rank * m - column_starts, workers * c)
+        in_rows = np.ones(len(gathered), dtype=bool)
+        in_rows[at] = False
+        total = sequential_sum_of(gathered[in_rows].reshape(len(senders), m), senders, int(ends[-1]))
+        return total, sequential_sum(gathered[at].reshape(-1, c))
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         workers = self.workers_per_rank

@@ -168,10 +168,11 @@ class SerialComm(Comm):
     def sum_rows(self, rows, ordered):
         return sequential_sum(rows)
 
-    def sum_rows_of(self, rows, senders, ordered):
+    def sum_rows_of(self, rows, senders, ordered, columns=None):
         if len(rows) != len(senders):
             raise ValueError(f"{len(rows)} rows for {len(senders)} senders")
-        return sequential_sum_of(np.asarray(rows, dtype=np.float64), senders, int(self.workers_per_rank.sum()))
+        total = sequential_sum_of(np.asarray(rows, dtype=np.float64), senders, int(self.workers_per_rank.sum()))
+        return total if columns is None else (total, sequential_sum(columns))
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         return SparseGather(counts, values, indices, flags)
