@@ -144,40 +144,17 @@ def scaling_table(size: Size, rounds: int, out: str) -> dict:
     }
 
 
-class CountingMPI:
-    """The real mpi4py communicator, counting the calls that move data between ranks (its capitalised buffer
-    calls and lower-case object calls); everything else passes through."""
-
-    MOVES = ("Allgather", "Allgatherv", "Allreduce", "Bcast", "Gatherv", "Recv", "Send", "allgather", "bcast")
-
-    def __init__(self, comm):
-        self._comm, self.calls = comm, 0
-
-    def __getattr__(self, name):
-        found = getattr(self._comm, name)
-        if name not in self.MOVES:
-            return found
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return found(*args, **kwargs)
-
-        return counted
-
-
 def one_scaling_run(size: Size, rounds: int) -> Optional[dict]:
     """This process's share of one run under mpiexec: the figures on rank 0, None elsewhere."""
     comm = make_comm()
     out = comm.bcast(tempfile.mkdtemp(prefix="bench-fed-") if comm.rank == 0 else None)
     (prepared,) = session.prepare_all([cfg.validate(scaling_table(size, rounds, out))], comm, log=lambda *a: None)
-    counting = None
-    if hasattr(comm, "_c"):  # MPIComm: count the run's own collectives, not those of its preparation
-        counting = comm._c = CountingMPI(comm._c)
+    counter = comm.count_calls() if comm.size > 1 else None  # the run's own collectives, not its preparation's
     result = session.execute(prepared)
     wall = max(comm.allgather_objects(result.wall))
     if comm.rank:
         return None
-    return {"seconds_per_round": wall / rounds, "calls_per_round": (counting.calls / rounds) if counting else 0.0}
+    return {"seconds_per_round": wall / rounds, "calls_per_round": (counter.total / rounds) if counter else 0.0}
 
 
 def spawn(mpiexec: str, ranks: int, size: Size, rounds: int) -> dict:

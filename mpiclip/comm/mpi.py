@@ -3,6 +3,7 @@ imports mpi4py (docs/design.md §2 rule 1), and only when an :class:`MPIComm` is
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional
 
 import numpy as np
@@ -29,6 +30,32 @@ from mpiclip.wire import ENTRY, SparseGather, sequential_sum, sequential_sum_of
 ORDERED_GATHER_BYTES = 4 << 20
 
 
+class CallCounter:
+    """An mpi4py communicator that counts, by name, its calls that move data between ranks, and passes every
+    call on (benchmarks and tests count the collectives of a loop with it: :meth:`MPIComm.count_calls`)."""
+
+    MOVES = frozenset(("Allgather", "Allgatherv", "Allreduce", "Bcast", "Gatherv", "Recv", "Send", "Isend", "Irecv",
+                       "allgather", "allreduce", "bcast", "gather"))
+
+    def __init__(self, comm):
+        self._comm, self.calls = comm, Counter()
+
+    def __getattr__(self, name):
+        found = getattr(self._comm, name)
+        if name not in self.MOVES:
+            return found
+
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return found(*args, **kwargs)
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
 class MPIComm(Comm):
     """Collectives over an mpi4py communicator (COMM_WORLD unless given)."""
 
@@ -40,6 +67,12 @@ class MPIComm(Comm):
         self.rank, self.size = self._c.Get_rank(), self._c.Get_size()
         self._layouts: dict = {}
         self.library = MPI.Get_library_version().strip().splitlines()[0].strip()
+
+    def count_calls(self) -> CallCounter:
+        """From now on, count this communicator's calls that move data; the counter."""
+        if not isinstance(self._c, CallCounter):
+            self._c = CallCounter(self._c)
+        return self._c
 
     def split(self, color: int, key: Optional[int] = None) -> "MPIComm":
         """A sub-communicator (used by tests to run 1, 2 and 4 ranks in one job)."""
