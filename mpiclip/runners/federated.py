@@ -2,7 +2,8 @@
 
 ``advance`` runs round t. Every rank draws the same P clients; at a recorded round it first evaluates x^t
 exactly over all n clients (f, ∇f, the accuracies and test metrics, the gradient variance
-(1/n)Σ‖∇f_i − ∇f‖², and the code's ‖ĝ − g_i‖ for the sampled clients; metric-only traffic, not counted).
+(1/n)Σ‖∇f_i − ∇f‖², and the code's ‖ĝ − g_i‖ for the sampled clients; metric-only traffic, not counted:
+one ordered sum, the gradient variance riding as a column on the round's first sum below).
 Then, one step after the other:
 
 1. alignment, for the methods that ask for it (FedGA, GradAlign, fresh SCAFFOLD, large-batch SGD): each
@@ -21,7 +22,8 @@ So a new federated method (FedDyn, FedNova) is one file: its client update, its 
 Bits: every sampled client sends 32·d per round it takes part in (its compressed size for a compressed
 update; one more 32·d per extra payload), and the server sends 32·d per vector it broadcasts to each sampled
 client per round (/bits/down is the server's total). Unsampled clients send nothing. Sums run over all n
-workers in worker order (zeros for the unsampled), so a run is bit-identical on any number of ranks.
+workers in worker order (zeros for the unsampled), so a run is bit-identical on any number of ranks; only the
+sampled clients' rows travel (``Comm.sum_rows_of``: one collective per communication round).
 """
 
 from __future__ import annotations
