@@ -18,8 +18,10 @@ rounds) is started as ``mpiexec -n 1`` and ``mpiexec -n 2`` processes, alternate
 prints the loop's seconds per round (the run's wall time from its first round to its trace's last flush,
 evaluations included, divided by the rounds; the maximum over the ranks) and the collectives its rank 0 made
 per round. The table: the medians on 1 and 2 ranks, the speed-up of 2 ranks over 1 and the whole process's
-seconds (start-up included). On a shared machine both ranks compete with its other processes: read the
-speed-ups next to the load (printed) and alternate, as this does.
+seconds (start-up included), and the balance bound on 2, 4 and 8 ranks: the speed-up of the local steps were
+the sampling's imbalance all that held them back (:func:`balance_bound`), the model of a node with a core per
+rank. On a shared machine both ranks compete with its other processes: read the speed-ups next to the load
+(printed) and alternate, as this does.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from _shared import write_json
 
 from mpiclip import config as cfg
 from mpiclip import session
-from mpiclip.comm import make_comm
+from mpiclip.comm import Layout, make_comm
+from mpiclip.federation import sample_clients
 from mpiclip.methods.gradalign import local_batch
 from mpiclip.runners.federated import LocalRound
 
@@ -157,6 +160,18 @@ def one_scaling_run(size: Size, rounds: int) -> Optional[dict]:
     return {"seconds_per_round": wall / rounds, "calls_per_round": (counter.total / rounds) if counter else 0.0}
 
 
+def balance_bound(size: Size, rounds: int, ranks: int) -> float:
+    """The speed-up of the local steps on ``ranks`` ranks if only the sampling held it back: the P clients of
+    each round on one rank against the most of them any one rank holds, summed over the run's rounds (its
+    seed's draws; the clients lie in contiguous blocks, :class:`Layout`). What a node with a core per rank
+    would give the local phase, an upper bound: the evaluation and the sum come on top."""
+    seed = cfg.validate(scaling_table(size, rounds, tempfile.gettempdir())).run.seed
+    owner = np.repeat(np.arange(ranks), Layout(size.clients, ranks).counts)
+    most = sum(int(np.bincount(owner[sample_clients(seed, t, size.clients, size.participants)], minlength=ranks).max())
+               for t in range(rounds))
+    return size.participants * rounds / most
+
+
 def spawn(mpiexec: str, ranks: int, size: Size, rounds: int) -> dict:
     script = os.path.abspath(__file__)
     cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", script, "--one", ",".join(map(str, size)),
@@ -176,7 +191,7 @@ def scaling(args) -> int:
     print(f"FedAvg on digits, eval every 10 rounds, {args.rounds} rounds, 1 and 2 ranks alternated, median of "
           f"{args.repeat}; load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'size':34s} {'d':>6s} {'1 rank ms':>10s} {'2 ranks ms':>11s} {'speed-up':>9s} {'calls/rnd':>10s} "
-          f"{'process s 1/2':>14s}")
+          f"{'process s 1/2':>14s}  {'balance bound 2/4/8 ranks':>25s}")
     rows = []
     for size in SIZES:
         runs = {1: [], 2: []}
@@ -185,12 +200,14 @@ def scaling(args) -> int:
                 runs[ranks].append(spawn(mpiexec, ranks, size, args.rounds))
         one, two = ({k: statistics.median(r[k] for r in runs[ranks]) for k in runs[ranks][0]} for ranks in (1, 2))
         speedup = one["seconds_per_round"] / two["seconds_per_round"]
+        bounds = [balance_bound(size, args.rounds, ranks) for ranks in (2, 4, 8)]
         print(f"{size.name:34s} {size.d:6d} {1e3 * one['seconds_per_round']:10.3f} {1e3 * two['seconds_per_round']:11.3f} "
-              f"{speedup:9.2f} {two['calls_per_round']:10.2f} {one['process_seconds']:6.2f}/{two['process_seconds']:.2f}")
+              f"{speedup:9.2f} {two['calls_per_round']:10.2f} {one['process_seconds']:6.2f}/{two['process_seconds']:.2f}  "
+              f"{'/'.join(f'{b:.2f}' for b in bounds):>25s}")
         rows.append({"size": size.name, **size._asdict(), "d": size.d, "one_rank_s": one["seconds_per_round"],
                      "two_ranks_s": two["seconds_per_round"], "speedup": speedup,
                      "calls_per_round_2_ranks": two["calls_per_round"], "process_s_1": one["process_seconds"],
-                     "process_s_2": two["process_seconds"]})
+                     "process_s_2": two["process_seconds"], "balance_bound": dict(zip(("2", "4", "8"), bounds))})
     print(f"load after: {os.getloadavg()[0]:.2f}")
     write_json(args.json, {"rounds": args.rounds, "repeat": args.repeat, "load": os.getloadavg()[0], "rows": rows})
     return 0
