@@ -60,6 +60,28 @@ def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.n
     return acc
 
 
+def sequential_sum_of(rows: np.ndarray, senders: np.ndarray, n: int) -> np.ndarray:
+    """The bits of ``sequential_sum`` over n workers' rows of which only ``senders`` (increasing worker ids) are
+    not zero, ``rows[j]`` being worker ``senders[j]``'s, in O(len(senders)) row additions rather than n.
+
+    Adding a zero row leaves every entry as it is but a −0.0, which becomes +0.0, and adding more zeros changes
+    nothing more: so each run of skipped workers is one addition of +0.0, and a sum that starts on a skipped
+    worker starts from +0.0 (rather than from the copy of worker 0's row that ``sequential_sum`` starts from)."""
+    acc = np.zeros(rows.shape[1])
+    after = 0  # the worker whose row comes next
+    for worker, row in zip(senders, rows):
+        if worker == 0:
+            acc = row.copy()
+        else:
+            if worker > after:
+                acc += 0.0
+            acc += row
+        after = worker + 1
+    if after < n:
+        acc += 0.0
+    return acc
+
+
 def row_sq_norms(a: np.ndarray) -> np.ndarray:
     """‖a_i‖² of each row, with bits that depend on the row alone. numpy's einsum sums a stack of rows longer
     than its iterator buffer (``np.getbufsize()``, 8192) in buffer-sized pieces that straddle the rows, so a

@@ -1,9 +1,10 @@
-"""SerialComm's point-to-point loopback: a single process sending to itself, matched like MPI."""
+"""SerialComm's point-to-point loopback: a single process sending to itself, matched like MPI; its sums."""
 
 import numpy as np
 import pytest
 
 from mpiclip.comm import ANY_SOURCE, ANY_TAG, CANCELLED, SerialComm, Status
+from mpiclip.wire import sequential_sum
 
 
 def received(comm, n, dtype=np.float64, **match):
@@ -167,3 +168,23 @@ def test_split_is_a_new_communicator_with_its_own_messages():
     assert sub.iprobe() is None
     sub.send(np.full(1, 2.0), 0, tag=1)
     assert received(sub, 1)[0][0] == 2.0 and received(comm, 1)[0][0] == 1.0
+
+
+def test_the_sum_of_some_workers_rows_has_the_bits_of_the_sum_of_all():
+    """sum_rows_of skips the rows of the workers that send nothing, yet gives sequential_sum's bits over all of
+    them: a −0.0 meets the skipped zeros (and becomes +0.0) exactly where the dense sum adds them."""
+    rng = np.random.default_rng(0)
+    comm = SerialComm()
+    for _ in range(500):
+        n = int(rng.integers(1, 8))
+        comm.bind(n)
+        senders = np.sort(rng.choice(n, int(rng.integers(0, n + 1)), replace=False))
+        rows = rng.choice([0.0, -0.0, 1.0, -1.0, 1e-300, np.inf, np.nan, 3.5], size=(len(senders), 4))
+        filled = np.zeros((n, 4))
+        filled[senders] = rows
+        columns = rng.standard_normal((n, 2))
+        total, column_total = comm.sum_rows_of(rows, senders, ordered=True, columns=columns)
+        assert total.tobytes() == sequential_sum(filled).tobytes() == comm.sum_rows_of(rows, senders, True).tobytes()
+        assert column_total.tobytes() == sequential_sum(columns).tobytes()
+    with pytest.raises(ValueError, match="2 rows for 1 senders"):
+        comm.sum_rows_of(np.zeros((2, 4)), np.array([0]), True)

@@ -145,6 +145,35 @@ class Comm:
         """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""
         raise NotImplementedError
 
+    def sum_rows_of(self, rows: np.ndarray, senders: np.ndarray, ordered: bool, columns: Optional[np.ndarray] = None):
+        """:meth:`sum_rows` where only some workers send (a federated round's sampled clients): ``senders`` the
+        increasing ids of the workers that do, the same on every rank; ``rows`` (k, m) this rank's senders' rows
+        in that order; every other worker's row is zero. The same bits as :meth:`sum_rows` of those rows filled
+        in with zeros, without the n − P rows of zeros. ``columns`` (n_local, c), if given, are columns every
+        worker sends (metrics), summed in worker order in the same collective where the sum is ordered: the
+        result is then (the rows' sum, the columns' sum)."""
+        if columns is None:
+            return self.sum_rows(self._filled(rows, senders), ordered)
+        if not ordered:  # as two sums of their own, whose bits the unordered reduction keeps
+            return self.sum_rows(self._filled(rows, senders), ordered), self.sum_rows(columns, ordered)
+        total = self.sum_rows(np.hstack([self._filled(rows, senders), columns]), ordered)
+        return total[: rows.shape[1]], total[rows.shape[1] :]
+
+    def _filled(self, rows: np.ndarray, senders: np.ndarray) -> np.ndarray:
+        """(n_local, m): this rank's senders' ``rows`` in their places, zeros elsewhere."""
+        first, n_local = self._block()
+        mine = senders[(senders >= first) & (senders < first + n_local)]
+        if len(mine) != len(rows):
+            raise ValueError(f"{len(rows)} rows for the {len(mine)} senders of rank {self.rank}")
+        dense = np.zeros((n_local, rows.shape[1]))
+        dense[mine - first] = rows
+        return dense
+
+    def _block(self) -> tuple[int, int]:
+        """(the first worker of this rank, its number of workers)."""
+        counts = self.workers_per_rank
+        return int(counts[: self.rank].sum()), int(counts[self.rank])
+
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:
         """Allgatherv of every worker's (values, indices) payload, in worker order.
 

@@ -3,6 +3,7 @@ imports mpi4py (docs/design.md §2 rule 1), and only when an :class:`MPIComm` is
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional
 
 import numpy as np
@@ -22,7 +23,37 @@ from mpiclip.comm.base import (
     _checksum,
     _element_dtype,
 )
-from mpiclip.wire import ENTRY, SparseGather, sequential_sum
+from mpiclip.wire import ENTRY, SparseGather, sequential_sum, sequential_sum_of
+
+# sum_rows_of gathers the senders' rows to every rank up to this many bytes (P rows of m float64), and sums in a
+# ring above: the gather is one collective but moves P·m values to each rank, the ring m values per hop
+ORDERED_GATHER_BYTES = 4 << 20
+
+
+class CallCounter:
+    """An mpi4py communicator that counts, by name, its calls that move data between ranks, and passes every
+    call on (benchmarks and tests count the collectives of a loop with it: :meth:`MPIComm.count_calls`)."""
+
+    MOVES = frozenset(("Allgather", "Allgatherv", "Allreduce", "Bcast", "Gatherv", "Recv", "Send", "Isend", "Irecv",
+                       "allgather", "allreduce", "bcast", "gather"))
+
+    def __init__(self, comm):
+        self._comm, self.calls = comm, Counter()
+
+    def __getattr__(self, name):
+        found = getattr(self._comm, name)
+        if name not in self.MOVES:
+            return found
+
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return found(*args, **kwargs)
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 # An ordered sum gathers every worker's row when all of them together take at most this (a9a's recorded
 # rounds: 20 x 130 values, 21 KB), so a round costs one collective; above it, a ring keeps memory to one row.
@@ -40,6 +71,12 @@ class MPIComm(Comm):
         self.rank, self.size = self._c.Get_rank(), self._c.Get_size()
         self._layouts: dict = {}
         self.library = MPI.Get_library_version().strip().splitlines()[0].strip()
+
+    def count_calls(self) -> CallCounter:
+        """From now on, count this communicator's calls that move data; the counter."""
+        if not isinstance(self._c, CallCounter):
+            self._c = CallCounter(self._c)
+        return self._c
 
     def split(self, color: int, key: Optional[int] = None) -> "MPIComm":
         """A sub-communicator (used by tests to run 1, 2 and 4 ranks in one job)."""
@@ -156,6 +193,32 @@ class MPIComm(Comm):
             self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
         self._c.Bcast(acc, root=self.size - 1)
         return acc
+
+    def sum_rows_of(self, rows, senders, ordered, columns=None):
+        m, c = rows.shape[1], 0 if columns is None else columns.shape[1]
+        if not ordered or len(senders) * m * 8 > ORDERED_GATHER_BYTES:
+            return super().sum_rows_of(rows, senders, ordered, columns)
+        # One Allgatherv of the senders' rows (and every worker's columns), then every rank sums them in worker
+        # order: one collective, where the ring is size − 1 hops one after another and a broadcast
+        workers = self.workers_per_rank
+        ends = np.cumsum(workers)
+        per_rank = np.diff(np.searchsorted(senders, ends), prepend=0)
+        if per_rank[self.rank] != len(rows):
+            raise ValueError(f"{len(rows)} rows for the {per_rank[self.rank]} senders of rank {self.rank}")
+        send = np.ascontiguousarray(rows, dtype=np.float64).ravel()
+        if c:  # each rank's block: its senders' rows, then its workers' columns
+            send = np.concatenate([send, np.ascontiguousarray(columns, dtype=np.float64).ravel()])
+        sizes = per_rank * m + workers * c
+        gathered = np.empty(int(sizes.sum()), dtype=np.float64)
+        self._c.Allgatherv(send, (gathered, sizes))
+        if not c:
+            return sequential_sum_of(gathered.reshape(len(senders), m), senders, int(ends[-1]))
+        starts, column_starts = np.cumsum(sizes) - sizes, np.cumsum(workers * c) - workers * c
+        at = np.arange(int(ends[-1]) * c) + np.repeat(starts + per_rank * m - column_starts, workers * c)
+        in_rows = np.ones(len(gathered), dtype=bool)
+        in_rows[at] = False
+        total = sequential_sum_of(gathered[in_rows].reshape(len(senders), m), senders, int(ends[-1]))
+        return total, sequential_sum(gathered[at].reshape(-1, c))
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         workers = self.workers_per_rank

@@ -19,7 +19,7 @@ from mpiclip.comm.base import (
     _element_dtype,
     _elements,
 )
-from mpiclip.wire import SparseGather, sequential_sum
+from mpiclip.wire import SparseGather, sequential_sum, sequential_sum_of
 
 
 def _deadlock(call: str) -> RuntimeError:
@@ -167,6 +167,12 @@ class SerialComm(Comm):
 
     def sum_rows(self, rows, ordered):
         return sequential_sum(rows)
+
+    def sum_rows_of(self, rows, senders, ordered, columns=None):
+        if len(rows) != len(senders):
+            raise ValueError(f"{len(rows)} rows for {len(senders)} senders")
+        total = sequential_sum_of(np.asarray(rows, dtype=np.float64), senders, int(self.workers_per_rank.sum()))
+        return total if columns is None else (total, sequential_sum(columns))
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         return SparseGather(counts, values, indices, flags)

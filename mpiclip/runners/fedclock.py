@@ -84,10 +84,10 @@ class FedClock:
         return np.ones(len(members), dtype=bool)
 
     def client_step(self, clock: dict, setup: Any, local: np.ndarray, members: np.ndarray, bits: np.ndarray,
-                    touched: np.ndarray, t: int) -> tuple[np.ndarray, int]:
-        """The client step's clock, and which of the local sampled clients are kept: (mask over ``local``, clients
-        kept in all). ``touched``: the samples each local client's K steps took, zero elsewhere. Every rank learns
-        every client's upload size (and, per sample, its samples) by one small all-gather."""
+                    touched: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """The client step's clock, and which of the local sampled clients are kept: (mask over ``local``, the ids
+        of the clients kept in all). ``touched``: the samples each local client's K steps took, zero elsewhere.
+        Every rank learns every client's upload size (and, per sample, its samples) by one small all-gather."""
         columns = np.zeros((len(setup.worker_ids), 2 if self.model.per_sample else 1))
         columns[local, 0] = bits[:, self.model.encoding] / 8
         if self.model.per_sample:
@@ -101,7 +101,7 @@ class FedClock:
             compute = self.steps * self.model.compute_seconds(members, t)
         comm = (2 * links.latency[members] + self.down_bytes / links.down[members] + uploads / links.up[members])
         kept = self._keep(clock, members, compute, comm)
-        return np.isin(setup.worker_ids[local], members[kept]), int(kept.sum())
+        return np.isin(setup.worker_ids[local], members[kept]), members[kept]
 
     def _keep(self, clock: dict, members: np.ndarray, compute: np.ndarray, comm: np.ndarray) -> np.ndarray:
         """The clients kept (a mask over ``members``): those in time for the deadline, and of them the first P to

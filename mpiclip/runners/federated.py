@@ -2,7 +2,8 @@
 
 ``advance`` runs round t. Every rank draws the same P clients; at a recorded round it first evaluates x^t
 exactly over all n clients (f, ∇f, the accuracies and test metrics, the gradient variance
-(1/n)Σ‖∇f_i − ∇f‖², and the code's ‖ĝ − g_i‖ for the sampled clients; metric-only traffic, not counted).
+(1/n)Σ‖∇f_i − ∇f‖², and the code's ‖ĝ − g_i‖ for the sampled clients; metric-only traffic, not counted:
+one ordered sum, the gradient variance riding as a column on the round's first sum below).
 Then, one step after the other:
 
 1. alignment, for the methods that ask for it (FedGA, GradAlign, fresh SCAFFOLD, large-batch SGD): each
@@ -21,7 +22,8 @@ So a new federated method (FedDyn, FedNova) is one file: its client update, its 
 Bits: every sampled client sends 32·d per round it takes part in (its compressed size for a compressed
 update; one more 32·d per extra payload), and the server sends 32·d per vector it broadcasts to each sampled
 client per round (/bits/down is the server's total). Unsampled clients send nothing. Sums run over all n
-workers in worker order (zeros for the unsampled), so a run is bit-identical on any number of ranks.
+workers in worker order (zeros for the unsampled), so a run is bit-identical on any number of ranks; only the
+sampled clients' rows travel (``Comm.sum_rows_of``: one collective per communication round).
 """
 
 from __future__ import annotations
@@ -287,12 +289,13 @@ class FederatedRunner(Runner):
         local = np.flatnonzero(np.isin(s.worker_ids, members))
         metrics: dict = {}
         record = t % run.eval_every == 0 or t == run.rounds
-        if record and not self._evaluate(state, local, metrics):
-            return state
-        if t and t % run.check_every == 0:
+        if t and t % run.check_every == 0:  # before the evaluation, whose reduction settles a recorded round's requests
             check_ranks(self.setup, state, record)
             if s.control.stop:
                 return state
+        pending = self._evaluate(state, local, metrics) if record else None
+        if record and pending is None:
+            return state
         s.recorder.add("clients", chosen)
         scale = fed.lr_scale(t)
         rnd = LocalRound(t, run.seed, method.gamma * scale, scale, fed.batch_size, fed.clip, s.problem.weight_decay)
@@ -302,13 +305,15 @@ class FederatedRunner(Runner):
         if method.alignment:
             t0 = clock()
             g_i, rows, touched = self._align(x, local)
-            sending = local
+            senders, sending = members, local
             if self.clock is not None:  # a client the clock drops sends nothing and is not in ĝ
                 keep = self.clock.alignment(state.runner_data, s, members, touched, t, not method.payloads)
-                sending = local[np.isin(s.worker_ids[local], members[keep])]
-                rows[np.setdiff1d(local, sending)] = 0.0
+                senders = members[keep]
+                sent = np.isin(s.worker_ids[local], senders)
+                sending, rows = local[sent], rows[sent]
                 kept = int(keep.sum())
-            total = s.comm.sum_rows(rows, run.deterministic)
+            total = self._round_sum(state, rows, senders, pending)
+            pending = None
             g_hat = total[:-1] / total[-1] if total[-1] else np.zeros(len(x))  # no client online: no ĝ
             up[sending] += self.dense
             down += participants * self.dense
@@ -316,7 +321,7 @@ class FederatedRunner(Runner):
             spent["alignment"] += clock() - t0
         update, sums = None, {}
         if method.payloads:
-            update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics)
+            update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics, pending)
             down += participants * self.dense * method.downlink
             state.runner_data["comm_rounds"] += 1
         if self.clock is not None:
@@ -342,26 +347,27 @@ class FederatedRunner(Runner):
         return state
 
     def _align(self, x: np.ndarray, local: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-        """The sampled local clients' g_i at x^t, their rows (N_i g_i, N_i) of ĝ = Σ N_i g_i / Σ N_i, and the
-        samples each local client's gradient touched."""
+        """The sampled local clients' g_i at x^t, their rows (N_i g_i, N_i) of ĝ = Σ N_i g_i / Σ N_i (one per
+        client of ``local``), and the samples each local client's gradient touched."""
         s, d = self.setup, len(x)
-        rows = np.zeros((len(s.worker_ids), d + 1))
+        rows = np.empty((len(local), d + 1))
         g_i, touched = {}, np.zeros(len(s.worker_ids))
-        for i in local:
+        for j, i in enumerate(local):
             self.views[i].touched = 0
             g_i[i], count = s.method.alignment_gradient(x, self.views[i])
-            rows[i, :d] = count * g_i[i]
-            rows[i, d] = count
+            rows[j, :d] = count * g_i[i]
+            rows[j, d] = count
             touched[i] = self.views[i].touched
         return g_i, rows, touched
 
     def _clients(self, state: RunState, local: np.ndarray, members: np.ndarray, rnd: LocalRound, g_i: dict,
-                 g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict) -> tuple[np.ndarray, dict, int]:
+                 g_hat: Optional[np.ndarray], up: np.ndarray, metrics: dict,
+                 pending: Optional["PendingRow"]) -> tuple[np.ndarray, dict, int]:
         """The sampled clients' updates through the client steps, and one ordered sum of every payload:
         (the mean update x^t − x̄, the sums of the other payloads, the clients kept). With [system], the clients
         that miss the deadline or finish after the first P (over-selection) are dropped: they send nothing, their
         state stays as it was, and the weights are those of the kept clients."""
-        s, method, run = self.setup, self.setup.method, self.setup.config.run
+        s, method = self.setup, self.setup.method
         x, d = state.x, len(state.x)
         clock = time.perf_counter
         t0 = clock()
@@ -384,17 +390,15 @@ class FederatedRunner(Runner):
         for step in self.steps:
             step(out, self, rnd)
         bits = out.bits + self.dense * len(extras)
-        keep, kept = np.ones(len(local), dtype=bool), len(members)
+        keep, senders = np.ones(len(local), dtype=bool), members
         if self.clock is not None:
-            keep, kept = self.clock.client_step(state.runner_data, s, local, members, bits, touched, rnd.t)
+            keep, senders = self.clock.client_step(state.runner_data, s, local, members, bits, touched, rnd.t)
+        kept = len(senders)
         state.workers = with_rows(state.workers, {i: row for j, i in enumerate(local) if keep[j] and (row := rows_of.get(i))})
-        rows = np.zeros((len(s.worker_ids), d + 1 + sent.shape[1]))
-        rows[local[keep], :d] = out.payload[keep]
-        rows[local[keep], d] = out.weight[keep]
-        rows[local[keep], d + 1 :] = sent[keep]
+        rows = np.hstack([out.payload[keep], out.weight[keep, None], sent[keep]])  # the kept clients' (payload, weight, extras)
         up[local[keep]] += bits[keep]
         t1 = clock()
-        total = s.comm.sum_rows(rows, run.deterministic)
+        total = self._round_sum(state, rows, senders, pending)
         t2 = clock()
         s.timing["local"] += t1 - t0
         s.timing["communication"] += t2 - t1
@@ -402,8 +406,21 @@ class FederatedRunner(Runner):
         update = mean if self.fed.uplink == "update" else x - mean
         return update, {name: total[d + 1 + k * d : d + 1 + (k + 1) * d] for k, name in enumerate(extras)}, kept
 
-    def _evaluate(self, state: RunState, local: np.ndarray, metrics: dict) -> bool:
-        """Record row t over all clients, its per-client metrics into ``metrics``; False if the loop ends here."""
+    def _round_sum(self, state: RunState, rows: np.ndarray, senders: np.ndarray,
+                   pending: Optional["PendingRow"]) -> np.ndarray:
+        """The ordered sum of the senders' rows (this rank's, in worker order); a recorded round's ``pending`` row
+        takes its gradient variance from the same collective (metric-only columns, not counted as bits) and is
+        added to the trace."""
+        s = self.setup
+        if pending is None:
+            return s.comm.sum_rows_of(rows, np.sort(senders), s.config.run.deterministic)
+        total, spread = s.comm.sum_rows_of(rows, np.sort(senders), s.config.run.deterministic, pending.spread)
+        pending.add(s.recorder, state.ledger, spread[0] / s.config.run.n_workers)
+        return total
+
+    def _evaluate(self, state: RunState, local: np.ndarray, metrics: dict) -> Optional["PendingRow"]:
+        """Evaluate x^t over all clients and put its per-client metrics into ``metrics``: row t, waiting for its
+        gradient variance from the round's first sum; None if the loop ends here (a last row is added now)."""
         s, run, t = self.setup, self.setup.config.run, state.t
         t0 = time.perf_counter()
         losses, grads = s.problem.loss_grads(state.x, with_loss=True)
@@ -412,8 +429,7 @@ class FederatedRunner(Runner):
         row = exact_row(s, state, grads, losses, np.hstack([grads * weight[:, None], weight[:, None]]))
         status = end_status(run, t, row)
         if status == "running" and s.control.stop:
-            return False  # round t is recorded when the run resumes
-        spread = s.comm.sum_rows(row_sq_norms(grads - row.grad)[:, None], run.deterministic)[0] / run.n_workers
+            return None  # round t is recorded when the run resumes
         d = len(state.x)
         g_hat = row.sums[:d] / row.sums[d]
         gap = np.full(len(s.worker_ids), np.nan)
@@ -421,21 +437,40 @@ class FederatedRunner(Runner):
         clock = {} if self.clock is None else {k: state.runner_data[k] for k in CLOCK_COLUMNS + (DROPPED,)}
         if status == "running" and clock:
             status = time_budget(s.config.system.max_time, clock["sim_time"], t)
-        s.recorder.add_row(state.ledger, t, t0 - self.started, row.loss, row.grad_norm_sq,
-                           {"grad_variance": spread, "comm_rounds": state.runner_data["comm_rounds"], **row.scores, **clock})
+        pending = PendingRow(t, t0 - self.started, row.loss, row.grad_norm_sq,
+                             {"comm_rounds": state.runner_data["comm_rounds"], **row.scores, **clock},
+                             row_sq_norms(grads - row.grad)[:, None])
         accuracy = row.scores.get("test_accuracy", row.scores.get("train_accuracy"))
         self.recorded(state, row, status, t0, f"  accuracy = {accuracy:.4f}" if accuracy is not None else "")
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
-        if status != "running":
-            s.recorder.set_metrics(metrics)
-            return False
-        return True
+        if status == "running":
+            return pending
+        spread = s.comm.sum_rows(pending.spread, run.deterministic)  # no round follows to carry it
+        pending.add(s.recorder, state.ledger, spread[0] / run.n_workers)
+        s.recorder.set_metrics(metrics)
+        return None
 
     def summary(self, state: RunState) -> dict:
         fed = self.fed
         clock = {} if self.clock is None else {"sim_time": float(state.runner_data["sim_time"])}
         return {"clients_per_round": fed.participants(self.setup.config.run.n_workers),
                 "comm_rounds": int(state.runner_data["comm_rounds"]), "server_optimizer": fed.server_optimizer, **clock}
+
+
+class PendingRow(NamedTuple):
+    """A recorded round's row, waiting for its gradient variance (1/n)Σ‖∇f_i − ∇f‖², whose sum needs ∇f and so
+    rides on the round's next collective rather than taking one of its own."""
+
+    t: int
+    elapsed: float
+    loss: float
+    grad_norm_sq: float
+    values: dict  # the row's other scalars, as they were at the evaluation
+    spread: np.ndarray  # (n_local, 1): each local client's ‖∇f_i − ∇f‖²
+
+    def add(self, recorder: Any, ledger: Ledger, grad_variance: float) -> None:
+        recorder.add_row(ledger, self.t, self.elapsed, self.loss, self.grad_norm_sq,
+                         {"grad_variance": grad_variance, **self.values})
 
 
 def with_rows(state: Any, rows_of: dict) -> Any:

@@ -23,6 +23,36 @@ def everyone(n_workers, seed=0, m=5):
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("ring", [False, True])
+@pytest.mark.parametrize("senders", [[], [0], [1, 2, 6], [0, 3, 4, 5], list(range(7))])
+def test_the_sum_of_some_workers_rows_has_the_bits_of_the_sum_of_all(monkeypatch, senders, ring):
+    """Only the senders' rows travel (gathered, or in the ring above ORDERED_GATHER_BYTES), yet the sum has the bits
+    of the ordered sum of every worker's row with zeros for the others: −0.0 and the columns included."""
+    import mpiclip.comm.mpi as mpi_module
+
+    if ring:
+        monkeypatch.setattr(mpi_module, "ORDERED_GATHER_BYTES", -1)
+    comm = MPIComm()
+    n = 7
+    layout = comm.bind(n)
+    senders = np.array(senders, dtype=np.int64)
+    rows = everyone(n, seed=3)
+    rows[:, 0] = -0.0  # a column of negative zeros: the skipped workers' zeros turn them into +0.0
+    rows[senders[1:2], 1] = -0.0
+    filled = np.zeros_like(rows)
+    filled[senders] = rows[senders]
+    columns = everyone(n, seed=4, m=2)
+    mine = layout.workers_of(comm.rank)
+    local_senders = senders[np.isin(senders, mine)]
+    total = comm.sum_rows_of(rows[local_senders], senders, ordered=True)
+    ok = total.tobytes() == sequential_sum(filled).tobytes()
+    total, column_total = comm.sum_rows_of(rows[local_senders], senders, ordered=True, columns=columns[mine])
+    ok &= total.tobytes() == sequential_sum(filled).tobytes()
+    ok &= column_total.tobytes() == sequential_sum(columns).tobytes()
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("n_workers", [None, 7])
 @pytest.mark.parametrize("m", [5, GATHERED_SUM_MAX_BYTES // 8 // 2 + 1], ids=["gathered", "ring"])
 def test_ordered_sum_is_the_serial_sequential_sum(n_workers, m):
