@@ -25,8 +25,9 @@ from mpiclip.comm.base import (
 )
 from mpiclip.wire import ENTRY, SparseGather, sequential_sum, sequential_sum_of
 
-# sum_rows_of gathers the senders' rows to every rank up to this many bytes (P rows of m float64), and sums in a
-# ring above: the gather is one collective but moves P·m values to each rank, the ring m values per hop
+# An ordered sum (sum_rows, sum_rows_of) gathers the rows it adds to every rank up to this many bytes and sums
+# them in worker order there: one collective whatever the rank count (a9a's recorded rounds: 20 rows of 130
+# values, 21 KB). Above it a ring keeps memory to one row: size − 1 hops one after another and a broadcast.
 ORDERED_GATHER_BYTES = 4 << 20
 
 
@@ -54,11 +55,6 @@ class CallCounter:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
-
-# An ordered sum gathers every worker's row when all of them together take at most this (a9a's recorded
-# rounds: 20 x 130 values, 21 KB), so a round costs one collective; above it, a ring keeps memory to one row.
-GATHERED_SUM_MAX_BYTES = 1 << 20
-
 
 class MPIComm(Comm):
     """Collectives over an mpi4py communicator (COMM_WORLD unless given)."""
@@ -180,8 +176,7 @@ class MPIComm(Comm):
             out = np.empty(m, dtype=np.float64)
             self._c.Allreduce(local, out, op=MPI.SUM)
             return out
-        if int(self.workers_per_rank.sum()) * m * 8 <= GATHERED_SUM_MAX_BYTES:
-            # one Allgatherv and the same worker-order sum on every rank: one collective whatever the rank count
+        if int(self.workers_per_rank.sum()) * m * 8 <= ORDERED_GATHER_BYTES:
             return sequential_sum(self.allgather_rows(rows))
         # Ring: rank r adds its workers, in order, to the partial sum of ranks < r (memory stays one row).
         start = None

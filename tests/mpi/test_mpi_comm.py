@@ -5,7 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from mpiclip.comm import AgreedError, MPIComm, SerialComm
-from mpiclip.comm.mpi import GATHERED_SUM_MAX_BYTES
+from mpiclip.comm.mpi import ORDERED_GATHER_BYTES
 from mpiclip.errors import InputError
 from mpiclip.wire import INDEX_DTYPE, sequential_sum
 
@@ -54,7 +54,7 @@ def test_the_sum_of_some_workers_rows_has_the_bits_of_the_sum_of_all(monkeypatch
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("n_workers", [None, 7])
-@pytest.mark.parametrize("m", [5, GATHERED_SUM_MAX_BYTES // 8 // 2 + 1], ids=["gathered", "ring"])
+@pytest.mark.parametrize("m", [5, ORDERED_GATHER_BYTES // 8 // 2 + 1], ids=["gathered", "ring"])
 def test_ordered_sum_is_the_serial_sequential_sum(n_workers, m):
     """Small sums are gathered, large ones go round a ring: both give the serial worker-order sum's bits."""
     comm = MPIComm()

@@ -15,9 +15,7 @@ from mpiclip.comm import MPIComm
 from mpiclip.runners.federated import FederatedRunner
 
 WORLD = MPI.COMM_WORLD
-# the evaluation's ordered sum over every client (exact_row), a ring: a receive from the rank before, a send to the
-# rank after, and the broadcast of the sum
-EVALUATION = (WORLD.rank > 0) + (WORLD.rank < WORLD.size - 1) + 1
+EVALUATION = 1  # the evaluation's ordered sum over every client (exact_row): one Allgatherv of its small rows
 
 
 @pytest.mark.mpi(min_size=2)
