@@ -137,3 +137,19 @@ def test_the_suite_knows_the_peers_group():
     assert proc.returncode != 0 and "unknown group(s) nope" in proc.stderr and "peers" in proc.stderr
     help_text = run_script(os.path.join(REPO, "benchmarks", "suite.py"), "--help").stdout
     assert "``peers``" in help_text and "--venv-root" in help_text
+
+
+@pytest.mark.parametrize("peer", [p for p in sorted(_peer.PEERS) if _peer.PEERS[p].reads_data])
+def test_without_the_data_a_peer_script_says_so_in_one_line_before_making_its_venv(tmp_path, peer):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": REPO, "MPICLIP_DATA_DIR": str(empty)}
+    script = _peer.PEERS[peer].script
+    proc = subprocess.run([sys.executable, os.path.join(PEERS, script), "--venv-root", str(tmp_path / "venvs"),
+                           "--json", str(tmp_path / "peers.json")], capture_output=True, text=True, env=env,
+                          cwd=str(tmp_path), timeout=60)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{script}: error: --data = 'a9a.txt': data set not found: looked in {tmp_path} and "
+                               f"$MPICLIP_DATA_DIR ({empty})") and "--data-dir or $MPICLIP_DATA_DIR" in lines[0]
+    assert os.listdir(tmp_path) == ["data"]  # no venv, no results file

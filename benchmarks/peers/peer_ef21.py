@@ -6,7 +6,8 @@
 The peer: `Logistic regression/bdfg_distributed_stable.py` of IgorSokoloff/ef21_experiments_source_code at
 commit 805c9d7 (the code of the EF21 paper), got by ``git clone`` of ``--source`` (the GitHub address by default,
 or a local clone) and checked out at that commit; none of its code is changed. It runs in a virtual environment
-of its own with the numpy it needs (< 1.24: it calls ``np.float``) and the packages it imports. Its data
+of its own with the numpy it needs (< 1.24: it calls ``np.float``) and the packages it imports (numpy 1.23.5
+has wheels up to Python 3.11: ``--python`` names such an interpreter where this one is newer). Its data
 folder is made once, untimed, by the repository's own ``generate_data.py`` (a9a, n = 20, file-order blocks, the
 remainder on the last worker), and its x^0 file (``w_init_log-reg.npy``, which the script reads when present)
 is mpiclip's x^0 for ``run.seed = 0``.
@@ -113,7 +114,7 @@ def main() -> int:
         return _peer.Side(f"mpiclip, {ranks} rank{'s' * (ranks > 1)}", cmd, work, env)
 
     sides = [official, ours(1), ours(2)]
-    subprocess.run(sides[1].cmd, cwd=work, env=env, check=True)  # fills the parsed-data cache
+    subprocess.run(sides[1].cmd, cwd=work, env=env, check=True, capture_output=True)  # fills the parsed-data cache
     loads = [_peer.load()]
     _peer.alternate(sides, args.repeat)
     loads.append(_peer.load())
