@@ -153,3 +153,18 @@ def test_without_the_data_a_peer_script_says_so_in_one_line_before_making_its_ve
     assert lines[0].startswith(f"{script}: error: --data = 'a9a.txt': data set not found: looked in {tmp_path} and "
                                f"$MPICLIP_DATA_DIR ({empty})") and "--data-dir or $MPICLIP_DATA_DIR" in lines[0]
     assert os.listdir(tmp_path) == ["data"]  # no venv, no results file
+
+
+@pytest.mark.parametrize("peer, option, value, reason", [
+    ("ef21", "--rounds", "0", "must be at least 1"),
+    ("flower", "--repeat", "0", "must be at least 1"),
+    ("asgd", "--lr", "nan", "must be a finite number above 0"),
+    ("opacus", "--sample-rate", "1.5", "must be in (0, 1]"),
+])
+def test_a_bad_option_is_one_line_naming_it_before_anything_runs(tmp_path, peer, option, value, reason):
+    script = _peer.PEERS[peer].script
+    proc = run_script(os.path.join(PEERS, script), option, value, "--venv-root", str(tmp_path / "venvs"),
+                      "--json", str(tmp_path / "peers.json"), cwd=str(tmp_path))
+    shown = value if option in ("--rounds", "--repeat") else float(value)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"{script}: error: {option} = {shown}: {reason}"]
+    assert os.listdir(tmp_path) == []

@@ -32,7 +32,7 @@ sys.path.insert(1, ROOT)
 from _shared import data_file, main_of  # noqa: E402  (re-exported for the scripts)
 
 __all__ = ["data_file", "main_of", "parser", "Venv", "Side", "alternate", "row", "write_row", "validate_row",
-           "ROW_KEYS", "ours_versions", "mpiclip_cmd", "load", "DEFAULT_RESULTS", "source_tree", "section",
+           "ROW_KEYS", "parse", "ours_versions", "mpiclip_cmd", "load", "DEFAULT_RESULTS", "source_tree", "section",
            "trace_wall", "read_rows", "print_row", "work_folder", "environment", "PEERS", "gather", "suite_row"]
 
 DEFAULT_VENV_ROOT = os.path.join("~", ".cache", "mpiclip-peers")
@@ -58,6 +58,24 @@ def parser(doc: str, repeat: int = 3) -> argparse.ArgumentParser:
                     help="the results file the rows go to, replacing rows of the same name (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (the peer's outputs, the traces)")
     return ap
+
+
+def parse(ap: argparse.ArgumentParser, *counts: str, positive: tuple = ()) -> argparse.Namespace:
+    """The options, with ``--repeat`` and the options named in ``counts`` (their dest) at least 1 and those in
+    ``positive`` finite and above 0: bad input is one line naming the option (an InputError), before anything runs."""
+    import math
+
+    from mpiclip.errors import InputError
+
+    args = ap.parse_args()
+    for dest in ("repeat", *counts):
+        if getattr(args, dest) < 1:
+            raise InputError("--" + dest.replace("_", "-"), getattr(args, dest), "must be at least 1")
+    for dest in positive:
+        value = getattr(args, dest)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError("--" + dest.replace("_", "-"), value, "must be a finite number above 0")
+    return args
 
 
 @dataclass
@@ -211,7 +229,7 @@ def validate_row(r: dict) -> dict:
         if key not in r:
             raise ValueError(f"row {r.get('name', '?')!r}: {key} is missing")
         value = r[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if float in (kind if isinstance(kind, tuple) else (kind,)) and type(value) is int:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"row {r.get('name', '?')!r}: {key} = {value!r}: must be {_kind_name(kind)}")

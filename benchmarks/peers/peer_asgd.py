@@ -102,7 +102,7 @@ def main() -> int:
                     help="the notebook's `iterations`: iterations × workers gradients (default: %(default)s)")
     ap.add_argument("--lr", type=float, default=0.43, help="the constant step (the notebook's tuned ASGD lr)")
     ap.add_argument("--it-check", type=int, default=40, help="updates between kept iterates (default: %(default)s)")
-    args = ap.parse_args()
+    args = _peer.parse(ap, "workers", "iterations", "it_check", positive=("lr",))
     venv = _peer.Venv(args.venv_root, "asgd", REQUIREMENTS, args.python)
     python = venv.ensure()
     tree = _peer.source_tree(args.source, args.venv_root, "asynchronous_sgd", COMMIT)

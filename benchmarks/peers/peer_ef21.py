@@ -86,7 +86,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=500, help="rounds of both (default: %(default)s; the official script "
                     "takes about 0.1 s a round here)")
     ap.add_argument("--factor", type=int, default=64, help="the step-size factor (an integer: the official option)")
-    args = ap.parse_args()
+    args = _peer.parse(ap, "rounds", "factor")
     data = _peer.data_file(args.data, "--data", args.data_dir, "--data-dir")
     venv = _peer.Venv(args.venv_root, "ef21", REQUIREMENTS, args.python)
     python = venv.ensure()

@@ -166,7 +166,7 @@ def export(trace: str, out: str, rounds: int) -> dict:
 def main() -> int:
     ap = _peer.parser(__doc__)
     ap.add_argument("--rounds", type=int, default=50)
-    args = ap.parse_args()
+    args = _peer.parse(ap, "rounds")
     venv = _peer.Venv(args.venv_root, "flower", REQUIREMENTS, args.python)
     python = venv.ensure()
     work = _peer.work_folder("flower")

@@ -48,6 +48,8 @@ import sys
 import _peer
 import numpy as np
 
+from mpiclip.errors import InputError
+
 REQUIREMENTS = [["torch==2.13.0"], ["opacus==1.6.0", "numpy"]]
 EPS_TOLERANCE, LOSS_TOLERANCE = 0.02, 0.01
 
@@ -113,7 +115,9 @@ def main() -> int:
     ap.add_argument("--noise-multiplier", type=float, default=1.0)
     ap.add_argument("--clip", type=float, default=1.0, help="C, the per-example clipping norm")
     ap.add_argument("--lr", type=float, default=0.5)
-    args = ap.parse_args()
+    args = _peer.parse(ap, "steps", positive=("sample_rate", "noise_multiplier", "clip", "lr"))
+    if args.sample_rate > 1:
+        raise InputError("--sample-rate", args.sample_rate, "must be in (0, 1]")
     data = _peer.data_file(args.data, "--data", args.data_dir, "--data-dir")
     venv = _peer.Venv(args.venv_root, "opacus", REQUIREMENTS, args.python)
     python = venv.ensure()
@@ -122,8 +126,8 @@ def main() -> int:
     X, y, N = export_data(data, work)
     batch_size = int(np.ceil(N * args.sample_rate))
     if not np.isclose(1 / np.ceil(N / batch_size), args.sample_rate, rtol=1e-9):
-        raise SystemExit(f"--sample-rate {args.sample_rate}: Opacus's sample rate would be 1/{int(np.ceil(N / batch_size))}"
-                         f" with N = {N}; pick q with N·q close below a whole number")
+        raise InputError("--sample-rate", args.sample_rate, f"Opacus's sample rate would be 1/{int(np.ceil(N / batch_size))}"
+                         f" with N = {N} (1/ceil(N/batch)); pick q with N·q just below a whole number")
     delta = 1 / N
     driver = os.path.join(work, "opacus_dp_sgd.py")
     with open(driver, "w") as f:
