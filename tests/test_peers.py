@@ -168,3 +168,36 @@ def test_a_bad_option_is_one_line_naming_it_before_anything_runs(tmp_path, peer,
     shown = value if option in ("--rounds", "--repeat") else float(value)
     assert proc.returncode == 2 and proc.stderr.splitlines() == [f"{script}: error: {option} = {shown}: {reason}"]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_venv_made_from_the_same_requirements_is_reused_and_a_missing_python_is_one_line(tmp_path):
+    venv = _peer.Venv(str(tmp_path), "peer", [["numpy==1.0"]], sys.executable)
+    os.makedirs(venv.path)
+    with open(os.path.join(venv.path, _peer.MARKER), "w") as f:
+        json.dump({"python": venv.python_version(), "requirements": [["numpy==1.0"]]}, f)
+    assert venv.ensure(log=pytest.fail) == os.path.join(venv.path, "bin", "python")  # nothing made, nothing logged
+    with pytest.raises(SystemExit, match=r"^--python /no/such/python: cannot be run \("):
+        _peer.Venv(str(tmp_path), "other", [], "/no/such/python").ensure()
+
+
+def test_the_peers_code_is_cloned_at_its_commit_and_a_source_that_cannot_be_cloned_is_one_line(tmp_path):
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(origin), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    (origin / "code.py").write_text("first\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    first = git("rev-parse", "HEAD").stdout.strip()
+    (origin / "code.py").write_text("second\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "second")
+    tree = _peer.source_tree(str(origin), str(tmp_path / "cache"), "peer", first)
+    assert open(os.path.join(tree, "code.py")).read() == "first\n"
+    assert _peer.source_tree(str(origin), str(tmp_path / "cache"), "peer", first) == tree  # reused
+    with open(os.path.join(tree, "code.py"), "w") as f:
+        f.write("changed\n")
+    with pytest.raises(SystemExit, match="the peer's code has local changes"):
+        _peer.source_tree(str(origin), str(tmp_path / "cache"), "peer", first)
+    with pytest.raises(SystemExit, match=r"^git clone /no/such/clone failed: name a local clone of it with --source PATH$"):
+        _peer.source_tree("/no/such/clone", str(tmp_path / "cache"), "gone", first)
+    assert not os.path.exists(tmp_path / "cache" / "src" / "gone")

@@ -107,16 +107,23 @@ class Venv:
             log(f"{self.path}: made from other requirements, making it anew")
         shutil.rmtree(self.path, ignore_errors=True)
         log(f"making {self.path} ({'; '.join(' '.join(g) for g in self.requirements)})")
-        subprocess.run([self.python, "-m", "venv", self.path], check=True)
-        for group in self.requirements:
-            subprocess.run([self.bin, "-m", "pip", "install", "-q", "--disable-pip-version-check", *group], check=True)
+        steps = [[self.python, "-m", "venv", self.path]] + [
+            [self.bin, "-m", "pip", "install", "-q", "--disable-pip-version-check", *group] for group in self.requirements]
+        for cmd in steps:
+            if subprocess.run(cmd).returncode != 0:  # pip's own lines above say why; the last line says what failed
+                raise SystemExit(f"{self.path}: the peer cannot be installed here: `{' '.join(cmd)}` failed")
         with open(marker, "w") as f:
             json.dump(wanted, f)
         return self.bin
 
     def python_version(self) -> str:
-        out = subprocess.run([self.python, "-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True, check=True)
+        try:
+            out = subprocess.run([self.python, "-c", "import platform; print(platform.python_version())"],
+                                 capture_output=True, text=True)
+        except OSError as e:
+            raise SystemExit(f"--python {self.python}: cannot be run ({e.strerror})") from None
+        if out.returncode != 0:
+            raise SystemExit(f"--python {self.python}: cannot be run (exit {out.returncode})")
         return out.stdout.strip()
 
     def versions(self, packages: list[str]) -> dict:
@@ -291,10 +298,12 @@ def source_tree(source: str, venv_root: str, name: str, commit: str) -> str:
     tree = os.path.join(os.path.expanduser(venv_root), "src", name)
     if not os.path.isdir(os.path.join(tree, ".git")):
         shutil.rmtree(tree, ignore_errors=True)
-        subprocess.run(["git", "clone", "-q", source, tree], check=True)
+        if subprocess.run(["git", "clone", "-q", source, tree]).returncode != 0:
+            shutil.rmtree(tree, ignore_errors=True)
+            raise SystemExit(f"git clone {source} failed: name a local clone of it with --source PATH")
     head = subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    if head != commit:
-        subprocess.run(["git", "-C", tree, "checkout", "-q", commit], check=True)
+    if head != commit and subprocess.run(["git", "-C", tree, "checkout", "-q", commit]).returncode != 0:
+        raise SystemExit(f"{tree}: commit {commit} is not in {source}; remove the folder to clone it afresh")
     changed = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no"],
                              capture_output=True, text=True, check=True).stdout
     if changed:
