@@ -201,3 +201,13 @@ def test_the_peers_code_is_cloned_at_its_commit_and_a_source_that_cannot_be_clon
     with pytest.raises(SystemExit, match=r"^git clone /no/such/clone failed: name a local clone of it with --source PATH$"):
         _peer.source_tree("/no/such/clone", str(tmp_path / "cache"), "gone", first)
     assert not os.path.exists(tmp_path / "cache" / "src" / "gone")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_work_folder_goes_when_the_script_ends_even_failing_unless_kept(keep):
+    code = f"import sys; sys.path.insert(0, {PEERS!r}); import _peer; print(_peer.work_folder('t', {keep})); sys.exit(3)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    folder = proc.stdout.strip()
+    assert proc.returncode == 3 and folder and os.path.isdir(folder) == keep
+    if keep:
+        os.rmdir(folder)

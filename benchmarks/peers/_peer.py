@@ -11,6 +11,7 @@ say how long its loop took, that is kept beside it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -287,8 +288,13 @@ def print_row(r: dict) -> None:
     print(f"  agreement: {r['agreement']['verdict']}")
 
 
-def work_folder(prefix: str) -> str:
-    return tempfile.mkdtemp(prefix=f"mpiclip-peer-{prefix}-")
+def work_folder(prefix: str, keep: bool = False) -> str:
+    """A new folder for a comparison's files (the peer's data and outputs, the traces), removed when the script
+    ends, failed or not, unless ``keep`` (``--keep``)."""
+    path = tempfile.mkdtemp(prefix=f"mpiclip-peer-{prefix}-")
+    if not keep:
+        atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def source_tree(source: str, venv_root: str, name: str, commit: str) -> str:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -110,7 +109,7 @@ def main() -> int:
     python = venv.ensure()
     tree = _peer.source_tree(args.source, args.venv_root, "asynchronous_sgd", COMMIT)
     cells = notebook_cells(tree)
-    work = _peer.work_folder("asgd")
+    work = _peer.work_folder("asgd", args.keep)
     env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"))
     driver = os.path.join(work, "notebook_loop.py")
     with open(driver, "w") as f:
@@ -146,8 +145,6 @@ def main() -> int:
                   args.repeat, loads)
     _peer.write_row(args.json, r)
     _peer.print_row(r)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -96,7 +96,7 @@ def main() -> int:
     venv = _peer.Venv(args.venv_root, "ef21", REQUIREMENTS, args.python)
     python = venv.ensure()
     tree = _peer.source_tree(args.source, args.venv_root, "ef21_experiments_source_code", COMMIT)
-    work = _peer.work_folder("ef21")
+    work = _peer.work_folder("ef21", args.keep)
     env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"))
     # the official data folder, made by its own generate_data.py from data/a9a.txt (untimed, as mpiclip's cache)
     os.makedirs(os.path.join(work, "data"))
@@ -137,8 +137,6 @@ def main() -> int:
                       args.repeat, loads)
         _peer.write_row(args.json, r)
         _peer.print_row(r)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -169,7 +168,7 @@ def main() -> int:
     args = _peer.parse(ap, "rounds")
     venv = _peer.Venv(args.venv_root, "flower", REQUIREMENTS, args.python)
     python = venv.ensure()
-    work = _peer.work_folder("flower")
+    work = _peer.work_folder("flower", args.keep)
     env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"), RAY_DEDUP_LOGS="0")
     trace = os.path.join(work, "ours.h5")
     sets = {**PRESET_SETS, "run.rounds": args.rounds, "output.path": repr(trace), "output.exists": "'overwrite'"}
@@ -193,8 +192,6 @@ def main() -> int:
                   {"peer": venv.versions(["flwr", "ray", "numpy"]), "ours": _peer.ours_versions()}, args.repeat, loads)
     _peer.write_row(args.json, r)
     _peer.print_row(r)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

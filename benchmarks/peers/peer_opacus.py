@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -121,7 +120,7 @@ def main() -> int:
     data = _peer.data_file(args.data, "--data", args.data_dir, "--data-dir")
     venv = _peer.Venv(args.venv_root, "opacus", REQUIREMENTS, args.python)
     python = venv.ensure()
-    work = _peer.work_folder("opacus")
+    work = _peer.work_folder("opacus", args.keep)
     env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"))
     X, y, N = export_data(data, work)
     batch_size = int(np.ceil(N * args.sample_rate))
@@ -162,8 +161,6 @@ def main() -> int:
                   {"peer": venv.versions(["torch", "opacus", "numpy"]), "ours": _peer.ours_versions()}, args.repeat, loads)
     _peer.write_row(args.json, r)
     _peer.print_row(r)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
