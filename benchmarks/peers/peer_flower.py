@@ -28,8 +28,9 @@ Agreement: the arithmetic is the same up to the order of the sum over the round'
 models in the order they arrive from Ray, mpiclip in client order) and the server step (Flower's weighted
 average against mpiclip's x − (x − x̄)), so f(x^t) must agree to a relative ``TOLERANCE`` in every round.
 
-Not like for like: Flower runs the simulation through Ray (one process per simulated node actor, messages
-serialised through Ray's object store, a gRPC-free in-process driver), mpiclip runs the 10 clients in one
+Not like for like: Flower runs the simulation through Ray (the nodes' ``fit`` calls on a pool of Ray actor
+processes, as many as the CPUs allow at ``client_resources = {"num_cpus": 1}``, the models serialised between
+them and the server's process), mpiclip runs the 10 clients in one
 process with exact evaluation of every round, test loss and accuracy, per-client diagnostics (the alignment
 gap, update norms) and bits under four encodings, written to an HDF5 trace; Flower keeps the losses in memory.
 Whole processes include Ray's start and stop on the peer's side.
