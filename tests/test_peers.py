@@ -211,3 +211,15 @@ def test_the_work_folder_goes_when_the_script_ends_even_failing_unless_kept(keep
     assert proc.returncode == 3 and folder and os.path.isdir(folder) == keep
     if keep:
         os.rmdir(folder)
+
+
+def test_a_sample_rate_opacus_cannot_take_for_the_data_is_one_line_before_the_venv(tmp_path):
+    """Opacus's sample rate is 1/ceil(N/batch): with N = 100 rows, q = 0.013 would become 1/50."""
+    data = tmp_path / "tiny.txt"
+    data.write_text("".join(f"{1 if i % 2 else -1} 1:{i / 100} 3:1\n" for i in range(100)))
+    proc = run_script(os.path.join(PEERS, "peer_opacus.py"), "--data", str(data), "--sample-rate", "0.013",
+                      "--venv-root", str(tmp_path / "venvs"), "--json", str(tmp_path / "peers.json"), cwd=str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "peer_opacus.py: error: --sample-rate = 0.013: Opacus's sample rate would be 1/50 with N = 100 (1/ceil(N/batch)); "
+        "pick q with N·q just below a whole number"]
+    assert sorted(os.listdir(tmp_path)) == ["tiny.txt"]

@@ -92,8 +92,8 @@ json.dump({"loop": loop, "loss": f, "epsilon": engine.get_epsilon(spec["delta"])
 '''
 
 
-def export_data(data: str, work: str) -> tuple[str, str, int]:
-    """a9a's rows (dense float64) and ±1 labels as mpiclip reads them, as .npy files; and N."""
+def export_data(data: str, work: str) -> tuple[str, str]:
+    """a9a's rows (dense float64) and ±1 labels as mpiclip reads them, as .npy files."""
     from mpiclip.data import libsvm
 
     summary = libsvm.summarize(data, "data.path")
@@ -101,7 +101,7 @@ def export_data(data: str, work: str) -> tuple[str, str, int]:
     paths = os.path.join(work, "X.npy"), os.path.join(work, "y.npy")
     np.save(paths[0], X.toarray())
     np.save(paths[1], np.where(y == y.max(), 1.0, -1.0))
-    return paths[0], paths[1], summary.n_rows
+    return paths
 
 
 def main() -> int:
@@ -118,15 +118,18 @@ def main() -> int:
     if args.sample_rate > 1:
         raise InputError("--sample-rate", args.sample_rate, "must be in (0, 1]")
     data = _peer.data_file(args.data, "--data", args.data_dir, "--data-dir")
-    venv = _peer.Venv(args.venv_root, "opacus", REQUIREMENTS, args.python)
-    python = venv.ensure()
-    work = _peer.work_folder("opacus", args.keep)
-    env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"))
-    X, y, N = export_data(data, work)
+    from mpiclip.data import libsvm
+
+    N = libsvm.summarize(data, "data.path").n_rows
     batch_size = int(np.ceil(N * args.sample_rate))
     if not np.isclose(1 / np.ceil(N / batch_size), args.sample_rate, rtol=1e-9):
         raise InputError("--sample-rate", args.sample_rate, f"Opacus's sample rate would be 1/{int(np.ceil(N / batch_size))}"
                          f" with N = {N} (1/ceil(N/batch)); pick q with N·q just below a whole number")
+    venv = _peer.Venv(args.venv_root, "opacus", REQUIREMENTS, args.python)
+    python = venv.ensure()
+    work = _peer.work_folder("opacus", args.keep)
+    env = _peer.environment(MPICLIP_CACHE=os.path.join(work, "cache"))
+    X, y = export_data(data, work)
     delta = 1 / N
     driver = os.path.join(work, "opacus_dp_sgd.py")
     with open(driver, "w") as f:
