@@ -1,7 +1,8 @@
 """The benchmark suite: whole processes, timed side by side in one sitting, as ratios.
 
     python benchmarks/suite.py [--data-dir ~/libsvm] [--ranks 2] [--repeat 5] [--json out.json]
-                               [--only startup,loop,whole,sweep,checkpoint,async,fed,scaling,scale] [--skip-scale]
+                               [--only startup,loop,whole,sweep,checkpoint,async,fed,scaling,scale,peers] [--skip-scale]
+                               [--venv-root ~/.cache/mpiclip-peers] [--ef21-source URL|PATH] [--asgd-source URL|PATH]
 
 Each figure comes from whole ``mpiexec -n P python -m mpi4py ...`` processes: the median of ``--repeat``
 runs of ``-m mpiclip`` (launch to exit), so it holds what a user waits for, or what a bench script
@@ -31,6 +32,15 @@ measured inside one such process and wrote with ``--json``. The row groups (``--
 - ``scale``: ``bench_scale.py --problem d1e7`` and ``--problem w1000``, one run each (``--skip-scale``
   leaves them out): each rank's peak resident memory above its start against the bound shard + (its
   workers + 2) d-vectors, and the seconds per round.
+- ``peers``: the four scripts of ``benchmarks/peers/`` (each sets up its peer in a virtual environment of its own
+  under ``--venv-root``, runs the same work alternated with mpiclip, checks that the numbers agree and writes a
+  row): the official EF21 script unmodified (EF21 Top-1 on a9a, n = 20; mpiclip on 1 and 2 ranks), Flower's
+  simulation of FedAvg on digits with mpiclip's sampled clients, the asynchronous-SGD notebook's Ray loop against
+  the simulated ASGD runner, Opacus DP-SGD against ``dp_sgd``. Each row: the peer's seconds, ratio peer / ours
+  (target >= 1: ours faster). The issue's figures, measured earlier on this 2-core machine, are the reference:
+  the official EF21 script 23x slower whole process (mpiclip on 2 ranks; 34x on one process), Flower's
+  simulation 10-17x, the notebook 2x, Opacus 2.5-3x. A peer that cannot be installed gives a row saying why.
+  ``--ef21-source`` and ``--asgd-source`` name local clones where GitHub is out of reach.
 
 The LibSVM files a9a.txt and mushrooms.txt are not part of the repository: download them from the LibSVM
 site and name their directory with ``--data-dir`` (default: the current directory, then $MPICLIP_DATA_DIR).
@@ -76,7 +86,7 @@ def median_of(repeat: int, cmd: list[str], env: dict, cwd: str) -> float:
     return statistics.median(timed(cmd, env, cwd) for _ in range(repeat))
 
 
-GROUPS = ("startup", "loop", "whole", "sweep", "checkpoint", "async", "fed", "scaling", "scale")
+GROUPS = ("startup", "loop", "whole", "sweep", "checkpoint", "async", "fed", "scaling", "scale", "peers")
 
 
 def ef21_a9a(data: str, rounds: int) -> list[str]:
@@ -110,6 +120,10 @@ def main() -> int:
                     help="where the table goes as JSON (default: %(default)s)")
     ap.add_argument("--only", default=",".join(GROUPS), help="comma list of the row groups to run (default: all)")
     ap.add_argument("--skip-scale", action="store_true", help="leave out the scale rows (two slow processes)")
+    ap.add_argument("--venv-root", default=os.path.join("~", ".cache", "mpiclip-peers"),
+                    help="the peers' virtual environments (default: %(default)s)")
+    ap.add_argument("--ef21-source", default=None, help="a local clone of the official EF21 code (default: GitHub)")
+    ap.add_argument("--asgd-source", default=None, help="a local clone of konstmish/asynchronous_sgd (default: GitHub)")
     args = ap.parse_args()
     groups = set(args.only.split(","))
     if groups - set(GROUPS):
@@ -233,6 +247,14 @@ def main() -> int:
             row(f"scale {label}, {args.ranks} ranks: memory above start / bound", scale["ratio"], "x", target="<= 1.5",
                 note=f"one run: {scale['loop_seconds_per_round']:.3f} s per round, whole process "
                      f"{scale['process_seconds']:.1f} s")
+
+    if "peers" in groups:
+        sys.path.insert(0, os.path.join(HERE, "peers"))
+        import _peer
+
+        for name, peer_row, note in _peer.gather(work, args.repeat, args.venv_root, args.data_dir,
+                                                 {"ef21": args.ef21_source, "asgd": args.asgd_source}):
+            rows.append(_peer.suite_row(name, peer_row, note))
 
     versions = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                 "node": platform.node()}
