@@ -35,6 +35,8 @@ import h5py
 import numpy as np
 from _shared import data_file, main_of, write_json
 
+from mpiclip.errors import InputError
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -100,10 +102,16 @@ def main() -> int:
     ap.add_argument("--beta", type=float, default=1e-10, help="the model's seconds per byte (default %(default)s)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    for option, value in (("--repeat", args.repeat), ("--rounds", args.rounds)):
+        if value < 1:
+            raise InputError(option, value, "must be at least 1")
+    try:
+        checks = [int(p) for p in args.check.split(",") if p.strip()]
+    except ValueError:
+        checks = [0]
+    if any(p < 2 for p in checks):
+        raise InputError("--check", args.check, "must be a comma list of rank counts of at least 2 (or '')")
     args.data = data_file(args.data)
-    checks = [int(p) for p in args.check.split(",") if p.strip()]
-    if args.repeat < 1 or args.rounds < 1 or any(p < 2 for p in checks):
-        raise SystemExit("bench_scaling: --repeat and --rounds must be >= 1 and --check rank counts >= 2")
     work = tempfile.mkdtemp(prefix="mpiclip-scaling-")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPICLIP_CACHE": os.path.join(work, "cache")}
     rows = []

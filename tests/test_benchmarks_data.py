@@ -10,7 +10,8 @@ from helpers import REPO
 
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 SCRIPTS = [("bench_ef21_a9a.py", "--data"), ("bench_async.py", "--data"), ("bench_checkpoint.py", "--data"),
-           ("bench_scale.py", "data set"), ("suite.py", "data set"), ("bench_time_model.py", "--data")]
+           ("bench_scale.py", "data set"), ("suite.py", "data set"), ("bench_time_model.py", "--data"),
+           ("bench_scaling.py", "--data")]
 DATA = {"bench_time_model.py": "mushrooms.txt"}  # the others read a9a
 
 
@@ -46,6 +47,16 @@ def test_the_time_model_bench_refuses_one_rank_in_one_line(tmp_path):
     assert proc.returncode == 2 and lines == ["bench_time_model.py: error: ranks = 1: run it under mpiexec -n 2 or more "
                                               "(real mode needs a server and a worker rank)"], proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+@pytest.mark.parametrize("option, value, reason", [("--repeat", "0", "must be at least 1"), ("--rounds", "-3", "must be at least 1"),
+                                                   ("--check", "1,4", "must be a comma list of rank counts of at least 2 (or '')"),
+                                                   ("--check", "four", "must be a comma list of rank counts of at least 2 (or '')")])
+def test_the_scaling_bench_refuses_bad_options_in_one_line(tmp_path, option, value, reason):
+    proc = bench("bench_scaling.py", tmp_path, tmp_path, option, value)
+    shown = repr(int(value)) if value.lstrip("-").isdigit() else repr(value)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"bench_scaling.py: error: {option} = {shown}: {reason}"]
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_data_set_is_found_where_mpiclip_run_finds_it(tmp_path, monkeypatch):
