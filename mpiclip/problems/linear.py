@@ -121,8 +121,7 @@ class LinearDesign:
         if self.sparse:
             A = self.A
             start, end = A.indptr[lo], A.indptr[hi]
-            sub.A = sp.csr_matrix((A.data[start:end], A.indices[start:end], A.indptr[lo : hi + 1] - start),
-                                  shape=(hi - lo, self.d), copy=False)
+            sub.A = CSRParts((hi - lo, self.d), A.indptr[lo : hi + 1] - start, A.indices[start:end], A.data[start:end])
             sub.shifted = sub.A  # one worker: no column shift
             sub._z = np.empty(hi - lo)
         else:
@@ -138,7 +137,7 @@ class LinearDesign:
             z[:] = _scipy(A) @ x
         else:
             z.fill(0.0)
-            _csr_matvec(A.shape[0], A.shape[1], A.indptr, A.indices, A.data, x, z)
+            _csr_matvec(len(z), self.d, A.indptr, A.indices, A.data, x, z)  # A's shape, without scipy's property
         return z
 
     def row_sq_norms(self) -> np.ndarray:
@@ -156,8 +155,8 @@ class LinearDesign:
         if _csc_matvec is None:
             out = _scipy(B).T @ s
         else:
-            out = np.zeros(B.shape[1])
-            _csc_matvec(B.shape[1], B.shape[0], B.indptr, B.indices, B.data, s, out)
+            out = np.zeros(self.n_local * self.d)
+            _csc_matvec(len(out), len(s), B.indptr, B.indices, B.data, s, out)  # Bᵀ's shape
         return out.reshape(self.n_local, self.d)
 
     def worker_means(self, s: np.ndarray) -> np.ndarray:

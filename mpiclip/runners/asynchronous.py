@@ -270,6 +270,8 @@ class AsynchronousRunner(Runner):
         self.buffer = np.zeros(d + E)  # the vector the server uses and its bits, from the worker's rank
         self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
         self.splits_time = s.config.system is not None  # rows carry sim_compute, sim_comm, sim_wait
+        # what every arrival uses, looked up once
+        self.method, self.timing, self.add_event = s.method, s.timing, s.recorder.add
 
     # ---------------------------------------------------------------- state
     def start(self, state: Optional[RunState]) -> RunState:
@@ -325,52 +327,54 @@ class AsynchronousRunner(Runner):
 
     def _arrive(self, state: RunState, arrival) -> bool:
         """One gradient reaches the server: the worker's upload, the server's use of it, the next jobs."""
-        s, clock, spent = self.setup, time.perf_counter, self.setup.timing
-        t, w = state.t, arrival.worker
-        delay = t - arrival.start
-        if delay < 0:
+        clock, spent = time.perf_counter, self.timing
+        w = arrival.worker
+        if state.t < arrival.start:
             raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
-                            f"{arrival.start} reaches the server at update {t}")
+                            f"{arrival.start} reaches the server at update {state.t}")
         t0 = clock()
         owner = self.owner[w]
         if owner == self.rank:
             i = w - self.first
-            workers = state.workers
+            workers, ledger = state.workers, state.ledger
             rng = WorkerRandomness(self.seed, COMPRESSOR, np.array([w]), arrival.job) if self.keyed else None
-            estimate, vector, bits = s.method.send(workers.estimate[i], workers.gradient[i], rng)
+            estimate, vector, bits = self.method.send(workers.estimate[i], workers.gradient[i], rng)
             if workers.estimate.size:
                 workers.estimate[i] = estimate
-            state.ledger.sent_up[i] += bits
-            state.ledger.pending_up[i] += bits
+            ledger.sent_up[i] += bits
+            ledger.pending_up[i] += bits
         t1 = clock()
         if self.size > 1:  # the arriving vector and its bits, from the worker's rank to every rank
             if owner == self.rank:
                 self.buffer[:-E] = vector
                 self.buffer[-E:] = bits
-            s.comm.bcast_array(self.buffer, owner)
+            self.setup.comm.bcast_array(self.buffer, owner)
             vector, bits = self.buffer[:-E], self.buffer[-E:]
         t2 = clock()
-        received = self._apply(state, arrival, vector, bits)
+        stepped = self._apply(state, arrival, vector, bits).stepped
         t3 = clock()
         spent["upload"] += t1 - t0
         spent["communication"] += t2 - t1
         spent["update"] += t3 - t2
-        self._compute(state, self.schedule.after(arrival, received.stepped, state.t))
-        return received.stepped
+        self._compute(state, self.schedule.after(arrival, stepped, state.t))
+        return stepped
 
     def _apply(self, state: RunState, arrival, vector: np.ndarray, bits: np.ndarray) -> Received:
         """The server's use of an arrival at update state.t: its step, the /events row, the delay histogram and
         the discarded count (the trace's summary attributes)."""
-        t, delay = state.t, state.t - arrival.start
-        state.server, state.x, received = self.setup.method.receive(state.server, state.x, vector, delay)
-        self.setup.recorder.add("events", (t if received.admitted else -1, arrival.worker, arrival.start, delay,
-                                           arrival.time, received.norm, received.clipped, arrival.job), bits)
-        delays = state.runner_data["delays"]
-        if delay >= len(delays):
-            delays = state.runner_data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
-        delays[delay] += 1
-        state.runner_data["discarded"] += not received.admitted
+        t = state.t
+        delay = t - arrival.start
+        state.server, state.x, received = self.method.receive(state.server, state.x, vector, delay)
+        admitted = received.admitted
+        self.add_event("events", (t if admitted else -1, arrival.worker, arrival.start, delay, arrival.time,
+                                  received.norm, received.clipped, arrival.job), bits)
         data = state.runner_data
+        delays = data["delays"]
+        if delay >= len(delays):
+            delays = data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
+        delays[delay] += 1
+        if not admitted:
+            data["discarded"] += 1
         if self.splits_time:
             w, schedule = arrival.worker, self.schedule
             data["arrived_compute"] += schedule.times.duration(w, arrival.job)
@@ -385,12 +389,11 @@ class AsynchronousRunner(Runner):
     def _compute(self, state: RunState, starts: list) -> None:
         """The work of the jobs that start now, at x^t, each on its worker's rank."""
         t0 = time.perf_counter()
-        s, rank = self.setup, self.rank
+        owner, rank, first, work, oracle = self.owner, self.rank, self.first, self.method.work, self.oracle
         for w, job in starts:
-            if self.owner[w] == rank:
-                i = w - self.first
-                state.workers.gradient[i] = s.method.work(self.oracle, state.x, i, w, job, state.t)
-        self.setup.timing["gradient"] += time.perf_counter() - t0
+            if owner[w] == rank:
+                state.workers.gradient[w - first] = work(oracle, state.x, w - first, w, job, state.t)
+        self.timing["gradient"] += time.perf_counter() - t0
 
     # ---------------------------------------------------------------- rows
     def _evaluate(self, state: RunState, ended: bool, out_of_time: bool) -> bool:
