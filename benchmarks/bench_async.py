@@ -17,6 +17,7 @@ the job's ranks), no artificial sleep. On a machine with fewer cores than ranks 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -39,31 +40,60 @@ def prepared_run(comm, overrides: list[str]):
     return prepared
 
 
-def simulated(comm, data: str, n: int, updates: int, out: str) -> tuple[float, float]:
-    """(updates per second of the loop, loop seconds / bare-arithmetic seconds)."""
+# the oracle settings of the cases measured: every worker's full gradient of its own shard, and a minibatch of 64 rows
+# drawn across the whole data set (homogeneous data: one gather of the rows, whichever workers they belong to)
+CASES = {"full": [], "homogeneous-minibatch": ["async.data='homogeneous'", "async.oracle='minibatch'", "async.batch_size=64"]}
+
+
+def simulated(comm, data: str, n: int, updates: int, out: str, case: str = "full") -> tuple[float, float]:
+    """(updates per second of the loop, loop seconds / bare-arithmetic seconds). The loop is the run's wall time
+    but its evaluations and trace writes: the clock, the queue, the uploads, the broadcasts and the bookkeeping
+    besides the arithmetic."""
     overrides = [f"data.path={data!r}", "method={name='asgd'}", "compressor={name='identity'}", f"run.n_workers={n}",
                  f"run.rounds={updates}", "run.eval_every=1000", "stepsize.factor=1", "output.exists='overwrite'",
-                 f"output.path='{out}/{{name}}.h5'", f"run.name='sim{n}'", "run.check_every=100000"]
+                 f"output.path='{out}/{{name}}.h5'", f"run.name='sim{n}{comm.size}'", "run.check_every=100000",
+                 *CASES[case]]
     prepared = prepared_run(comm, overrides)
     result = session.execute(prepared)
-    loop = max(comm.allgather_objects(sum(result.timing[k] for k in LOOP)))
-    # the bare arithmetic of the same updates: the workers' gradients in the trace's order, and the step
+    spent = result.wall - sum(result.timing.get(k, 0.0) for k in ("evaluation", "trace", "checkpoint"))
+    loop = max(comm.allgather_objects(spent))
+    # the bare arithmetic of the same updates: each job's gradient (the oracle's, as the run computes it) on the rank
+    # of its worker, in the trace's order, and the step on every rank; at the run's last iterate, whose margins cost
+    # what the run's do (at x^0 = 0 no exp overflows, and numpy's exp is several times slower where it does)
+    from mpiclip.oracles import JobOracle
     from mpiclip.trace import load_trace
 
-    workers = comm.bcast(load_trace(result.path).tables["events"]["worker"] if comm.rank == 0 else None)
-    problem, first = prepared.problem, int(prepared.worker_ids[0])
-    mine = [int(w) - first for w in workers if first <= w < first + len(prepared.worker_ids)]
-    x = prepared.x0.copy()
-    comm.sum_rows(np.zeros((len(prepared.worker_ids), 1)), True)  # start together
+    events = comm.bcast(load_trace(result.path).tables["events"] if comm.rank == 0 else None)
+    problem = prepared.jobs if prepared.jobs is not None else prepared.problem
+    oracle = JobOracle(problem, prepared.config.section("async"), prepared.config.run.seed)
+    first, n_local = int(prepared.worker_ids[0]), len(prepared.worker_ids)
+    # the jobs that arrived, and those still in flight at the end (computed too: one per worker, its next job index)
+    jobs = list(zip(range(len(events["worker"])), events["worker"].tolist(), events["job"].tolist()))
+    jobs += [(updates, w, k) for w, k in enumerate(np.bincount(events["worker"], minlength=n).tolist())]
+    mine = [(t, w, k) for t, w, k in jobs if first <= w < first + n_local]
+    x = prepared.state.x.copy()
+    comm.sum_rows(np.zeros((n_local, 1)), True)  # start together
     t0 = time.perf_counter()
-    for i in mine:
-        g = problem.worker_grad(x, i)
+    for t, w, k in mine:
+        g = oracle.gradient(x, w - first, w, k, t)
     local = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in workers:
+    for _ in events["worker"]:
         x = x - result.gamma * g
     bare = max(comm.allgather_objects(local)) + time.perf_counter() - t0
     return updates / loop, loop / bare
+
+
+def alone(world, measure):
+    """``measure(comm)`` on rank 0 alone while the other ranks wait without spinning (an MPI wait would take a core)."""
+    from mpi4py import MPI
+
+    comm = world.split(0 if world.rank == 0 else 1)
+    value = measure(comm) if world.rank == 0 else None
+    request = MPI.COMM_WORLD.Ibarrier()
+    while not request.Test():
+        time.sleep(0.001)
+    return world.bcast(value)
 
 
 def real(comm, data: str, workers: int, updates: int, out: str) -> float:
@@ -95,16 +125,24 @@ def main() -> int:
                     f"server updates/s (median of {args.repeat}; {os.cpu_count()} cores)")
         return 0
     figures = []
-    for n, updates in ((20, 20000), (1000, 20000)):
-        rates, ratios = [], []
-        for _ in range(args.repeat):
-            rate, ratio = simulated(world, args.data, n, updates, out)
-            rates.append(rate)
-            ratios.append(ratio)
-        rate, ratio = statistics.median(rates), statistics.median(ratios)
-        say(f"simulated, a9a, ASGD, {n} workers on {world.size} rank(s), {updates} updates: "
-            f"{rate:,.0f} updates/s; loop / bare arithmetic = {ratio:.2f} (median of {args.repeat})")
-        figures.append({"workers": n, "updates": updates, "updates_per_second": rate, "ratio": ratio})
+    sizes = sorted({1, world.size})
+    for case in CASES:
+        for n, updates in ((20, 20000), (1000, 20000)):
+            if case != "full":
+                updates //= 4
+            measured = {ranks: ([], []) for ranks in sizes}
+            for _ in range(args.repeat):  # 1 rank and all ranks alternated
+                for ranks in sizes:
+                    run = functools.partial(simulated, data=args.data, n=n, updates=updates, out=out, case=case)
+                    rate, ratio = run(world) if ranks == world.size else alone(world, run)
+                    measured[ranks][0].append(rate)
+                    measured[ranks][1].append(ratio)
+            for ranks in sizes:
+                rate, ratio = (statistics.median(v) for v in measured[ranks])
+                say(f"simulated, a9a, ASGD {case}, {n} workers on {ranks} rank(s), {updates} updates: "
+                    f"{rate:,.0f} updates/s; loop / bare arithmetic = {ratio:.2f} (median of {args.repeat})")
+                figures.append({"case": case, "workers": n, "ranks": ranks, "updates": updates,
+                                "updates_per_second": rate, "ratio": ratio})
     if world.rank == 0:
         write_json(args.json, {"simulated": figures})
     return 0
