@@ -105,13 +105,75 @@ def real(comm, data: str, workers: int, updates: int, out: str) -> float:
     return updates / max(comm.allgather_objects(result.timing["asynchronous"]))
 
 
+# --scaling: ASGD with full local gradients of synthetic logistic regression (5 % of the features in a row), the same
+# run on 1 rank and on 2, as whole mpiexec processes alternated; (workers, d, rows per gradient)
+SCALING_SIZES = [(w, d, r) for w in (8, 64) for d in (100, 2000) for r in (10, 100, 1000)]
+SCALING_UPDATES = 2000
+
+
+def scaling_run(comm, workers: int, d: int, rows: int, out: str) -> float:
+    """Seconds of the run's loop (its wall time less evaluations and trace writes), max over ranks."""
+    overrides = ["data.source='synthetic'", f"data.n_samples={workers * rows}", f"data.n_features={d}",
+                 "data.density=0.05", "problem={name='logreg'}", "method={name='asgd'}", "compressor={name='identity'}",
+                 f"run.n_workers={workers}", f"run.rounds={SCALING_UPDATES}", "run.eval_every=500", "stepsize.factor=1",
+                 "output.exists='overwrite'", f"output.path='{out}/{{name}}.h5'", f"run.name='scale{comm.size}'"]
+    (config,) = cfg.load("synthetic-logreg", overrides)
+    (prepared,) = session.prepare_all([config], comm, log=lambda *a: None)
+    result = session.execute(prepared)
+    spent = result.wall - sum(result.timing.get(k, 0.0) for k in ("evaluation", "trace", "checkpoint"))
+    return max(comm.allgather_objects(spent))
+
+
+def scaling(args) -> int:
+    """The table of --scaling: whole processes of 1 and 2 ranks, alternated, medians of --repeat."""
+    import json
+    import subprocess
+
+    here = os.path.abspath(__file__)
+    launcher = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows, out = [], tempfile.mkdtemp(prefix="mpiclip-async-scaling-")
+    print(f"simulated ASGD, synthetic logreg (5 % dense), {SCALING_UPDATES} updates: loop seconds, median of {args.repeat}")
+    print(f"{'workers':>7} {'d':>6} {'rows':>6} {'1 rank':>8} {'2 ranks':>8} {'1 / 2':>6}")
+    for workers, d, n_rows in SCALING_SIZES:
+        seconds: dict = {1: [], 2: []}
+        for _ in range(args.repeat):
+            for ranks in (1, 2):
+                cmd = [launcher if os.path.exists(launcher) else "mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
+                       here, "--scaling-run", f"{workers},{d},{n_rows}", "--out", out]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench_async.py: error: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+                seconds[ranks].append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+        one, two = statistics.median(seconds[1]), statistics.median(seconds[2])
+        rows.append({"workers": workers, "d": d, "rows": n_rows, "updates": SCALING_UPDATES, "seconds_1": one,
+                     "seconds_2": two, "speedup": one / two})
+        print(f"{workers:>7} {d:>6} {n_rows:>6} {one:>8.3f} {two:>8.3f} {one / two:>6.2f}", flush=True)
+    wins = [r for r in rows if r["speedup"] > 1]
+    print("2 ranks win at: " + (", ".join(f"(workers {r['workers']}, d {r['d']}, rows {r['rows']})" for r in wins) or "none"))
+    write_json(args.json, {"scaling": rows, "load": os.getloadavg()})
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="a9a.txt", help="found as `mpiclip run` finds it (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real", action="store_true", help="real mode with 1, 3 and 7 worker ranks")
     ap.add_argument("--json", default=None, help="also write the simulated mode's medians here")
+    ap.add_argument("--scaling", action="store_true", help="seconds of the same run on 1 and 2 ranks at a few sizes "
+                    "(whole processes, alternated; run it without mpiexec)")
+    ap.add_argument("--scaling-run", default=None, help=argparse.SUPPRESS)  # one run of --scaling: workers,d,rows
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scaling:
+        return scaling(args)
+    if args.scaling_run:
+        comm = make_comm()
+        seconds = scaling_run(comm, *(int(v) for v in args.scaling_run.split(",")), args.out)
+        if comm.rank == 0:
+            print(f'{{"seconds": {seconds}}}')
+        return 0
     args.data = data_file(args.data)
     world = make_comm()
     out = world.bcast(tempfile.mkdtemp(prefix="mpiclip-async-") if world.rank == 0 else None)
