@@ -167,3 +167,12 @@ def test_split_is_a_new_communicator_with_its_own_messages():
     assert sub.iprobe() is None
     sub.send(np.full(1, 2.0), 0, tag=1)
     assert received(sub, 1)[0][0] == 2.0 and received(comm, 1)[0][0] == 1.0
+
+
+def test_a_nonblocking_broadcast_on_one_rank_is_complete_at_once_and_leaves_the_buffer():
+    comm, buf = SerialComm(), np.array([1.0, -2.0, 3.5])
+    request = comm.ibcast_array(buf, 0)
+    assert request.test() == Status(0, 0, 3) and request.wait() == Status(0, 0, 3)
+    assert buf.tolist() == [1.0, -2.0, 3.5]
+    with pytest.raises(ValueError, match="rank 1 is not in this communicator"):
+        comm.ibcast_array(buf, 1)
