@@ -1,14 +1,25 @@
-"""Asynchronous runs: simulated updates per second and what the event loop costs beyond the arithmetic.
+"""Asynchronous runs: simulated updates per second, what the event loop costs beyond the arithmetic, and scaling.
 
     OMP_NUM_THREADS=1 mpiexec -n 2 python -m mpi4py benchmarks/bench_async.py [--data a9a.txt] [--repeat 3] [--json PATH]
+    python benchmarks/bench_async.py --scaling [--repeat 3] [--json PATH]   # spawns mpiexec -n 1 and -n 2 itself
     OMP_NUM_THREADS=1 mpiexec -n 8 python -m mpi4py benchmarks/bench_async.py --real   # 1, 3 and 7 worker ranks
 
-Simulated mode (a9a, ASGD with full local gradients, exponential compute times, one row per 1000
-updates): updates per second with 20 and 1000 workers, and the loop's cost per update against the bare
-arithmetic measured in the same job: one worker's gradient (``Problem.worker_grad``) plus the step
-x ← x − γ g, for the same workers in the same order. The target is ≤ 1.2×: the clock, the queue, the
-broadcast of the arriving gradient and the bookkeeping must not cost more than a fifth of the arithmetic.
-``--json`` writes, per number of workers, the medians of updates per second and of loop / bare.
+Simulated mode (a9a, ASGD, exponential compute times, one row per 1000 updates), two oracles: each
+worker's full local gradient, and homogeneous data with minibatches of 64 rows drawn across all workers.
+With 20 and 1000 workers, on rank 0 alone (the other ranks wait without spinning) and on all the job's
+ranks, alternated: updates per second and the loop against the bare arithmetic measured in the same job.
+The loop is the run's wall time less its evaluations and trace writes; the bare arithmetic is each
+job's gradient as the oracle computes it (the jobs in flight at the end included) on its worker's rank,
+the slowest rank's, plus the steps x ← x − γ g. The target is ≤ 1.2× on one rank: the clock, the queue,
+the broadcast of the arriving gradient and the bookkeeping must not cost more than a fifth of the
+arithmetic. ``--json`` writes, per case, workers and ranks, the medians of updates per second and of
+loop / bare.
+
+Scaling (``--scaling``): the seconds of the same run (synthetic logistic regression, full local
+gradients, 2000 updates) on 1 and on 2 ranks at a few sizes (workers, d, rows per gradient), whole
+processes alternated, medians of ``--repeat``; and, as a model of a node with a free core per rank, the
+2-rank loop less the time its ranks waited in broadcasts (on a shared machine a waiting rank's partner
+is often not running at all). ``--json`` writes the table.
 
 Real mode (``--real``): server updates per second with 1, 3 and 7 worker ranks (sub-communicators of
 the job's ranks), no artificial sleep. On a machine with fewer cores than ranks the ranks share them.
@@ -17,6 +28,7 @@ the job's ranks), no artificial sleep. On a machine with fewer cores than ranks 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -39,31 +51,60 @@ def prepared_run(comm, overrides: list[str]):
     return prepared
 
 
-def simulated(comm, data: str, n: int, updates: int, out: str) -> tuple[float, float]:
-    """(updates per second of the loop, loop seconds / bare-arithmetic seconds)."""
+# the oracle settings of the cases measured: every worker's full gradient of its own shard, and a minibatch of 64 rows
+# drawn across the whole data set (homogeneous data: one gather of the rows, whichever workers they belong to)
+CASES = {"full": [], "homogeneous-minibatch": ["async.data='homogeneous'", "async.oracle='minibatch'", "async.batch_size=64"]}
+
+
+def simulated(comm, data: str, n: int, updates: int, out: str, case: str = "full") -> tuple[float, float]:
+    """(updates per second of the loop, loop seconds / bare-arithmetic seconds). The loop is the run's wall time
+    but its evaluations and trace writes: the clock, the queue, the uploads, the broadcasts and the bookkeeping
+    besides the arithmetic."""
     overrides = [f"data.path={data!r}", "method={name='asgd'}", "compressor={name='identity'}", f"run.n_workers={n}",
                  f"run.rounds={updates}", "run.eval_every=1000", "stepsize.factor=1", "output.exists='overwrite'",
-                 f"output.path='{out}/{{name}}.h5'", f"run.name='sim{n}'", "run.check_every=100000"]
+                 f"output.path='{out}/{{name}}.h5'", f"run.name='sim{n}{comm.size}'", "run.check_every=100000",
+                 *CASES[case]]
     prepared = prepared_run(comm, overrides)
     result = session.execute(prepared)
-    loop = max(comm.allgather_objects(sum(result.timing[k] for k in LOOP)))
-    # the bare arithmetic of the same updates: the workers' gradients in the trace's order, and the step
+    spent = result.wall - sum(result.timing.get(k, 0.0) for k in ("evaluation", "trace", "checkpoint"))
+    loop = max(comm.allgather_objects(spent))
+    # the bare arithmetic of the same updates: each job's gradient (the oracle's, as the run computes it) on the rank
+    # of its worker, in the trace's order, and the step on every rank; at the run's last iterate, whose margins cost
+    # what the run's do (at x^0 = 0 no exp overflows, and numpy's exp is several times slower where it does)
+    from mpiclip.oracles import JobOracle
     from mpiclip.trace import load_trace
 
-    workers = comm.bcast(load_trace(result.path).tables["events"]["worker"] if comm.rank == 0 else None)
-    problem, first = prepared.problem, int(prepared.worker_ids[0])
-    mine = [int(w) - first for w in workers if first <= w < first + len(prepared.worker_ids)]
-    x = prepared.x0.copy()
-    comm.sum_rows(np.zeros((len(prepared.worker_ids), 1)), True)  # start together
+    events = comm.bcast(load_trace(result.path).tables["events"] if comm.rank == 0 else None)
+    problem = prepared.jobs if prepared.jobs is not None else prepared.problem
+    oracle = JobOracle(problem, prepared.config.section("async"), prepared.config.run.seed)
+    first, n_local = int(prepared.worker_ids[0]), len(prepared.worker_ids)
+    # the jobs that arrived, and those still in flight at the end (computed too: one per worker, its next job index)
+    jobs = list(zip(range(len(events["worker"])), events["worker"].tolist(), events["job"].tolist()))
+    jobs += [(updates, w, k) for w, k in enumerate(np.bincount(events["worker"], minlength=n).tolist())]
+    mine = [(t, w, k) for t, w, k in jobs if first <= w < first + n_local]
+    x = prepared.state.x.copy()
+    comm.sum_rows(np.zeros((n_local, 1)), True)  # start together
     t0 = time.perf_counter()
-    for i in mine:
-        g = problem.worker_grad(x, i)
+    for t, w, k in mine:
+        g = oracle.gradient(x, w - first, w, k, t)
     local = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in workers:
+    for _ in events["worker"]:
         x = x - result.gamma * g
     bare = max(comm.allgather_objects(local)) + time.perf_counter() - t0
     return updates / loop, loop / bare
+
+
+def alone(world, measure):
+    """``measure(comm)`` on rank 0 alone while the other ranks wait without spinning (an MPI wait would take a core)."""
+    from mpi4py import MPI
+
+    comm = world.split(0 if world.rank == 0 else 1)
+    value = measure(comm) if world.rank == 0 else None
+    request = MPI.COMM_WORLD.Ibarrier()
+    while not request.Test():
+        time.sleep(0.001)
+    return world.bcast(value)
 
 
 def real(comm, data: str, workers: int, updates: int, out: str) -> float:
@@ -75,13 +116,84 @@ def real(comm, data: str, workers: int, updates: int, out: str) -> float:
     return updates / max(comm.allgather_objects(result.timing["asynchronous"]))
 
 
+# --scaling: ASGD with full local gradients of synthetic logistic regression (5 % of the features in a row), the same
+# run on 1 rank and on 2, as whole mpiexec processes alternated; (workers, d, rows per gradient)
+SCALING_SIZES = [(16, 100, 10), (16, 100, 100), (16, 100, 1000), (16, 1000, 100), (16, 1000, 1000)]
+SCALING_UPDATES = 2000
+
+
+def scaling_run(comm, workers: int, d: int, rows: int, out: str) -> tuple[float, float]:
+    """(seconds of the run's loop: its wall time less evaluations and trace writes, max over ranks; the same less the
+    time each rank waited for the others' broadcasts, max over ranks: what a node with a free core per rank would
+    take, as a model, where another job's processes share the cores)."""
+    overrides = ["data.source='synthetic'", f"data.n_samples={workers * rows}", f"data.n_features={d}",
+                 "data.density=0.05", "problem={name='logreg'}", "method={name='asgd'}", "compressor={name='identity'}",
+                 f"run.n_workers={workers}", f"run.rounds={SCALING_UPDATES}", "run.eval_every=500", "stepsize.factor=1",
+                 "output.exists='overwrite'", f"output.path='{out}/{{name}}.h5'", f"run.name='scale{comm.size}'"]
+    (config,) = cfg.load("synthetic-logreg", overrides)
+    (prepared,) = session.prepare_all([config], comm, log=lambda *a: None)
+    result = session.execute(prepared)
+    spent = result.wall - sum(result.timing.get(k, 0.0) for k in ("evaluation", "trace", "checkpoint"))
+    return max(comm.allgather_objects(spent)), max(comm.allgather_objects(spent - result.timing["communication"]))
+
+
+def scaling(args) -> int:
+    """The table of --scaling: whole processes of 1 and 2 ranks, alternated, medians of --repeat."""
+    import json
+    import subprocess
+
+    here = os.path.abspath(__file__)
+    launcher = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows, out = [], tempfile.mkdtemp(prefix="mpiclip-async-scaling-")
+    print(f"simulated ASGD, synthetic logreg (5 % dense), {SCALING_UPDATES} updates: loop seconds, median of {args.repeat}")
+    print(f"{'workers':>7} {'d':>6} {'rows':>6} {'1 rank':>8} {'2 ranks':>8} {'1 / 2':>6} {'2, busy':>8} {'1 / busy':>8}")
+    for workers, d, n_rows in SCALING_SIZES:
+        seconds: dict = {1: [], 2: [], "busy": []}
+        for _ in range(args.repeat):
+            for ranks in (1, 2):
+                cmd = [launcher if os.path.exists(launcher) else "mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
+                       here, "--scaling-run", f"{workers},{d},{n_rows}", "--out", out]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench_async.py: error: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+                measured = json.loads(proc.stdout.strip().splitlines()[-1])
+                seconds[ranks].append(measured["seconds"])
+                if ranks == 2:
+                    seconds["busy"].append(measured["busy"])
+        one, two, busy = (statistics.median(seconds[k]) for k in (1, 2, "busy"))
+        rows.append({"workers": workers, "d": d, "rows": n_rows, "updates": SCALING_UPDATES, "seconds_1": one,
+                     "seconds_2": two, "speedup": one / two, "busy_2": busy, "model_speedup": one / busy})
+        print(f"{workers:>7} {d:>6} {n_rows:>6} {one:>8.3f} {two:>8.3f} {one / two:>6.2f} {busy:>8.3f} {one / busy:>8.2f}",
+              flush=True)
+    for key, what in (("speedup", "measured"), ("model_speedup", "modelled (a free core per rank)")):
+        wins = [r for r in rows if r[key] > 1]
+        print(f"2 ranks win ({what}) at: " + (", ".join(f"(workers {r['workers']}, d {r['d']}, rows {r['rows']})"
+                                                         for r in wins) or "none of these sizes"))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    write_json(args.json, {"scaling": rows, "load": os.getloadavg()})
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="a9a.txt", help="found as `mpiclip run` finds it (default: %(default)s)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real", action="store_true", help="real mode with 1, 3 and 7 worker ranks")
     ap.add_argument("--json", default=None, help="also write the simulated mode's medians here")
+    ap.add_argument("--scaling", action="store_true", help="seconds of the same run on 1 and 2 ranks at a few sizes "
+                    "(whole processes, alternated; run it without mpiexec)")
+    ap.add_argument("--scaling-run", default=None, help=argparse.SUPPRESS)  # one run of --scaling: workers,d,rows
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scaling:
+        return scaling(args)
+    if args.scaling_run:
+        comm = make_comm()
+        seconds, busy = scaling_run(comm, *(int(v) for v in args.scaling_run.split(",")), args.out)
+        if comm.rank == 0:
+            print(f'{{"seconds": {seconds}, "busy": {busy}}}')
+        return 0
     args.data = data_file(args.data)
     world = make_comm()
     out = world.bcast(tempfile.mkdtemp(prefix="mpiclip-async-") if world.rank == 0 else None)
@@ -95,16 +207,24 @@ def main() -> int:
                     f"server updates/s (median of {args.repeat}; {os.cpu_count()} cores)")
         return 0
     figures = []
-    for n, updates in ((20, 20000), (1000, 20000)):
-        rates, ratios = [], []
-        for _ in range(args.repeat):
-            rate, ratio = simulated(world, args.data, n, updates, out)
-            rates.append(rate)
-            ratios.append(ratio)
-        rate, ratio = statistics.median(rates), statistics.median(ratios)
-        say(f"simulated, a9a, ASGD, {n} workers on {world.size} rank(s), {updates} updates: "
-            f"{rate:,.0f} updates/s; loop / bare arithmetic = {ratio:.2f} (median of {args.repeat})")
-        figures.append({"workers": n, "updates": updates, "updates_per_second": rate, "ratio": ratio})
+    sizes = sorted({1, world.size})
+    for case in CASES:
+        for n, updates in ((20, 20000), (1000, 20000)):
+            if case != "full":
+                updates //= 4
+            measured = {ranks: ([], []) for ranks in sizes}
+            for _ in range(args.repeat):  # 1 rank and all ranks alternated
+                for ranks in sizes:
+                    run = functools.partial(simulated, data=args.data, n=n, updates=updates, out=out, case=case)
+                    rate, ratio = run(world) if ranks == world.size else alone(world, run)
+                    measured[ranks][0].append(rate)
+                    measured[ranks][1].append(ratio)
+            for ranks in sizes:
+                rate, ratio = (statistics.median(v) for v in measured[ranks])
+                say(f"simulated, a9a, ASGD {case}, {n} workers on {ranks} rank(s), {updates} updates: "
+                    f"{rate:,.0f} updates/s; loop / bare arithmetic = {ratio:.2f} (median of {args.repeat})")
+                figures.append({"case": case, "workers": n, "ranks": ranks, "updates": updates,
+                                "updates_per_second": rate, "ratio": ratio})
     if world.rank == 0:
         write_json(args.json, {"simulated": figures})
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 
 from mpiclip.asynchrony import AsyncParams
 from mpiclip.problems import Problem
+from mpiclip.problems.base import Picked
 from mpiclip.rng import NOISE, SAMPLING, drawn, generator
 from mpiclip.wire import sequential_sum
 
@@ -69,8 +70,8 @@ class JobOracle:
         sizes = self.whole.local_sizes
         workers = rng.integers(0, len(sizes), b)
         rows = (rng.random(b) * sizes[workers]).astype(np.int64)
-        total = np.zeros(len(x))
-        for w in np.unique(workers):
-            picked = np.sort(rows[workers == w])
-            total += len(picked) * self.whole.worker_grad(x, int(w), drawn(picked, *key, w))
-        return total / b
+        order = np.lexsort((rows, workers))  # by worker, each worker's rows increasing
+        workers, rows = workers[order], rows[order]
+        first = np.flatnonzero(np.concatenate([[True], workers[1:] != workers[:-1]]))
+        picked = Picked(workers[first], np.append(first, b), rows, key)
+        return self.whole.pooled_grad(x, picked) / b

@@ -188,3 +188,12 @@ def test_the_sum_of_some_workers_rows_has_the_bits_of_the_sum_of_all():
         assert column_total.tobytes() == sequential_sum(columns).tobytes()
     with pytest.raises(ValueError, match="2 rows for 1 senders"):
         comm.sum_rows_of(np.zeros((2, 4)), np.array([0]), True)
+
+
+def test_a_nonblocking_broadcast_on_one_rank_is_complete_at_once_and_leaves_the_buffer():
+    comm, buf = SerialComm(), np.array([1.0, -2.0, 3.5])
+    request = comm.ibcast_array(buf, 0)
+    assert request.test() == Status(0, 0, 3) and request.wait() == Status(0, 0, 3)
+    assert buf.tolist() == [1.0, -2.0, 3.5]
+    with pytest.raises(ValueError, match="rank 1 is not in this communicator"):
+        comm.ibcast_array(buf, 1)

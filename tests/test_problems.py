@@ -100,6 +100,33 @@ def test_a_workers_gradient_does_not_depend_on_its_rank_mates(storage):
         assert np.array_equal(g1[0], grads[w]) and l1[0] == losses[w]
 
 
+
+@pytest.mark.parametrize("storage,d", [("csr", 8), ("dense", 8), ("csr", 9000), ("dense", 9000)])
+@pytest.mark.parametrize("problem", ["logreg", "least_squares"])
+def test_a_pooled_minibatch_has_the_bits_of_one_gradient_per_worker(problem, storage, d):
+    """Linear models' pooled_grad (one pass over the rows drawn across workers, asynchronous homogeneous data) is the
+    base class's loop of one worker_grad per worker to the last bit: each worker's rows in sample order, the workers
+    added in order (d = 9000 is past numpy's 8192-element buffer, where an axis-0 sum could be blocked)."""
+    from mpiclip.problems.base import Picked, Problem
+    from mpiclip.rng import Draw
+
+    shard, _ = make_shard(storage, n_workers=6, n=120 if d < 1000 else 24, d=d)  # wide data: few rows (fast)
+    model = LogisticRegression(LogRegParams(), shard, 6) if problem == "logreg" else \
+        LeastSquares(LeastSquaresParams(), shard, 6)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(d) * 0.3
+    for b in (1, 5, 40, 300):  # repeats, several rows of one worker, every worker
+        workers = np.sort(rng.integers(0, 6, b))
+        rows = (rng.random(b) * shard.sizes[workers]).astype(np.int64)
+        order = np.lexsort((rows, workers))
+        workers, rows = workers[order], rows[order]
+        first = np.flatnonzero(np.concatenate([[True], workers[1:] != workers[:-1]]))
+        picked = Picked(workers[first], np.append(first, b), rows, (0, 1, 2, 3))
+        assert all(isinstance(r, Draw) and r.key == (0, 1, 2, 3, w) for w, r in picked.each())
+        pooled, looped = model.pooled_grad(x, picked), Problem.pooled_grad(model, x, picked)
+        assert pooled.tobytes() == looped.tobytes()
+
+
 def test_smoothness_against_dense_eigenvalues():
     shard, _ = make_shard(n_workers=3)
     prob = LogisticRegression(LogRegParams(lam=0.1), shard, 3)

@@ -186,6 +186,11 @@ class Comm:
         """Collective: ``buf`` (C-contiguous, the same shape everywhere) takes the root's values on every rank."""
         raise NotImplementedError
 
+    def ibcast_array(self, buf: np.ndarray, root: int) -> "Request":
+        """Collective, nonblocking: ``bcast_array`` begun; ``buf`` holds the root's values once the request completes.
+        Every rank must begin it (in the same order as its other collectives) and complete it before reusing ``buf``."""
+        raise NotImplementedError
+
     def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
         """(n_local, m) float rows of every rank -> (n, m) on every rank, in worker order."""
         raise NotImplementedError

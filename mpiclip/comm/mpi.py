@@ -276,6 +276,10 @@ class MPIComm(Comm):
     def bcast_array(self, buf, root):
         self._c.Bcast(_check_buffer(buf, writable=True), root=self._peer(root, wildcard=False))
 
+    def ibcast_array(self, buf, root):
+        request = self._c.Ibcast(_check_buffer(buf, writable=True), root=self._peer(root, wildcard=False))
+        return _MPIRequest(self, request, buf, sent=Status(root, 0, buf.size))  # a collective's status is undefined
+
     def stream_to_root(self, block, write):
         block = np.ascontiguousarray(block)
         if self.rank != 0:

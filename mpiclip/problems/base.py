@@ -12,12 +12,13 @@ f_i's curvature bound on worker i's rows; L uses the whole data set (not the L_i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from mpiclip.clipping import clip_vector
 from mpiclip.registry import NoParams, Registry
+from mpiclip.rng import drawn
 from mpiclip.wire import RowReduce
 
 
@@ -33,6 +34,22 @@ class Smoothness:
     @property
     def L_tilde(self) -> float:
         return float(np.sqrt(np.mean(self.L_workers**2)))
+
+
+class Picked(NamedTuple):
+    """Rows drawn across local workers (a minibatch of the whole objective): worker ``workers[i]`` (increasing) has
+    the rows ``rows[offsets[i]:offsets[i+1]]`` (local row numbers, increasing, repeats kept), drawn by the generator
+    keyed ``key``; the draw of worker w's rows is keyed ``key + (w,)``."""
+
+    workers: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    key: tuple
+
+    def each(self):
+        """(local worker, its rows as a keyed draw), worker by worker."""
+        for i, w in enumerate(self.workers.tolist()):
+            yield w, drawn(self.rows[self.offsets[i] : self.offsets[i + 1]], *self.key, w)
 
 
 class Problem:
@@ -131,6 +148,15 @@ class Problem:
             return self.loss_grads(x, False)[1][local]
         batches = [rows if i == local else np.arange(min(1, int(n))) for i, n in enumerate(self.local_sizes)]
         return self.minibatch_grads(x, batches)[local]
+
+    def pooled_grad(self, x: np.ndarray, picked: Picked) -> np.ndarray:
+        """(d,) Σ_i N_i · worker_grad(x, w_i, rows_i) over the workers of ``picked`` in order, added to a zero vector
+        (N_i their row counts): the sum of a minibatch drawn across workers. One gradient per worker here; linear
+        models override it with one pass over all the rows, with the same bits."""
+        total = np.zeros(len(x))
+        for w, rows in picked.each():
+            total += len(rows) * self.worker_grad(x, w, rows)
+        return total
 
     def clipped_example_sums(self, x: np.ndarray, batches: list, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (n_local, d), norms): worker i's Σ_{j ∈ batches[i]} clip_τ(∇ℓ_j(x)), the per-example gradients

@@ -8,6 +8,13 @@ compression if any, its bits) and broadcasts the vector the server uses, and eve
 same server step. So the trajectory depends on the config and the seed only: the same trace on 1, 2
 or n ranks, resumed or not.
 
+On more than one rank a job's gradient is computed when its rank has time, not when the job starts: the
+rank keeps the job's start iterate (a reference: the server's step makes a new x, never writes into it)
+and computes its pending jobs in the order they started while it waits for another rank's arrival (a
+nonblocking broadcast), or when its own worker's gradient is due, or before a row, a checkpoint or the
+end. So no rank waits for another's arithmetic unless it needs that very gradient, and every rank makes
+the same calls to the problem in the same order as on one rank: the same bits.
+
 ``advance`` runs one server update t → t+1: at a recorded update it first evaluates f(x^t) and ∇f(x^t)
 exactly (with the session's stop/save/flush requests in the same reduction), then it processes
 arrivals until the method steps (one arrival for ASGD; B admitted ones for Rennala SGD; n for
@@ -16,6 +23,7 @@ minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the metho
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -71,7 +79,8 @@ class AsynchronousMethod(Method):
     * ``send(estimate, gradient, rng) -> (estimate, vector, bits)``: one worker's upload;
     * ``upload_bits(d, seed) -> (E,)``: the bits of one upload before its job runs (the [system] clock prices it
       when the job starts);
-    * ``receive(server_state, x, vector, delay) -> (server_state, x, Received)``: the server's use of it.
+    * ``receive(server_state, x, vector, delay) -> (server_state, x, Received)``: the server's use of it; a step
+      returns a new x and never writes into the old one (jobs in flight keep a reference to their start iterate).
     """
 
     runner: ClassVar[str] = "asynchronous"
@@ -270,6 +279,13 @@ class AsynchronousRunner(Runner):
         self.buffer = np.zeros(d + E)  # the vector the server uses and its bits, from the worker's rank
         self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
         self.splits_time = s.config.system is not None  # rows carry sim_compute, sim_comm, sim_wait
+        # what every arrival uses, looked up once
+        self.method, self.timing, self.add_event = s.method, s.timing, s.recorder.add
+        # more than one rank: (worker, job, t, x^t) of this rank's jobs started and not computed yet, oldest first,
+        # and how many of them each local worker has
+        self.defers = self.size > 1
+        self.pending: collections.deque = collections.deque()
+        self.waiting = [0] * len(s.worker_ids)
 
     # ---------------------------------------------------------------- state
     def start(self, state: Optional[RunState]) -> RunState:
@@ -297,6 +313,7 @@ class AsynchronousRunner(Runner):
         return Schedule(self.p, self.n, self.seed, self.policy, saved, transfers=transfers)
 
     def snapshot(self, state: RunState) -> RunState:
+        self._catch_up(state)
         state.runner_data.update(self.schedule.saved())
         return state
 
@@ -311,6 +328,7 @@ class AsynchronousRunner(Runner):
             if not self._evaluate(state, ended, out_of_time):
                 return state
         elif ended:  # the row of x^t is already written
+            self._catch_up(state)
             state.status = self._ended(t, out_of_time)
             return state
         if t and t % run.check_every == 0:
@@ -325,52 +343,59 @@ class AsynchronousRunner(Runner):
 
     def _arrive(self, state: RunState, arrival) -> bool:
         """One gradient reaches the server: the worker's upload, the server's use of it, the next jobs."""
-        s, clock, spent = self.setup, time.perf_counter, self.setup.timing
-        t, w = state.t, arrival.worker
-        delay = t - arrival.start
-        if delay < 0:
+        clock, spent = time.perf_counter, self.timing
+        w = arrival.worker
+        if state.t < arrival.start:
             raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
-                            f"{arrival.start} reaches the server at update {t}")
+                            f"{arrival.start} reaches the server at update {state.t}")
         t0 = clock()
         owner = self.owner[w]
         if owner == self.rank:
             i = w - self.first
-            workers = state.workers
+            while self.waiting[i]:  # its gradient is due: this rank's jobs up to it are computed now
+                self._work_one(state)
+            t0 = clock()
+            workers, ledger = state.workers, state.ledger
             rng = WorkerRandomness(self.seed, COMPRESSOR, np.array([w]), arrival.job) if self.keyed else None
-            estimate, vector, bits = s.method.send(workers.estimate[i], workers.gradient[i], rng)
+            estimate, vector, bits = self.method.send(workers.estimate[i], workers.gradient[i], rng)
             if workers.estimate.size:
                 workers.estimate[i] = estimate
-            state.ledger.sent_up[i] += bits
-            state.ledger.pending_up[i] += bits
+            ledger.sent_up[i] += bits
+            ledger.pending_up[i] += bits
         t1 = clock()
         if self.size > 1:  # the arriving vector and its bits, from the worker's rank to every rank
             if owner == self.rank:
                 self.buffer[:-E] = vector
                 self.buffer[-E:] = bits
-            s.comm.bcast_array(self.buffer, owner)
+            worked = self.timing["gradient"]
+            self._receive(state, self.setup.comm.ibcast_array(self.buffer, owner))
+            t1 += self.timing["gradient"] - worked  # pending jobs computed while it waited are gradient time
             vector, bits = self.buffer[:-E], self.buffer[-E:]
         t2 = clock()
-        received = self._apply(state, arrival, vector, bits)
+        stepped = self._apply(state, arrival, vector, bits).stepped
         t3 = clock()
         spent["upload"] += t1 - t0
         spent["communication"] += t2 - t1
         spent["update"] += t3 - t2
-        self._compute(state, self.schedule.after(arrival, received.stepped, state.t))
-        return received.stepped
+        self._compute(state, self.schedule.after(arrival, stepped, state.t))
+        return stepped
 
     def _apply(self, state: RunState, arrival, vector: np.ndarray, bits: np.ndarray) -> Received:
         """The server's use of an arrival at update state.t: its step, the /events row, the delay histogram and
         the discarded count (the trace's summary attributes)."""
-        t, delay = state.t, state.t - arrival.start
-        state.server, state.x, received = self.setup.method.receive(state.server, state.x, vector, delay)
-        self.setup.recorder.add("events", (t if received.admitted else -1, arrival.worker, arrival.start, delay,
-                                           arrival.time, received.norm, received.clipped, arrival.job), bits)
-        delays = state.runner_data["delays"]
-        if delay >= len(delays):
-            delays = state.runner_data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
-        delays[delay] += 1
-        state.runner_data["discarded"] += not received.admitted
+        t = state.t
+        delay = t - arrival.start
+        state.server, state.x, received = self.method.receive(state.server, state.x, vector, delay)
+        admitted = received.admitted
+        self.add_event("events", (t if admitted else -1, arrival.worker, arrival.start, delay, arrival.time,
+                                  received.norm, received.clipped, arrival.job), bits)
         data = state.runner_data
+        delays = data["delays"]
+        if delay >= len(delays):
+            delays = data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
+        delays[delay] += 1
+        if not admitted:
+            data["discarded"] += 1
         if self.splits_time:
             w, schedule = arrival.worker, self.schedule
             data["arrived_compute"] += schedule.times.duration(w, arrival.job)
@@ -383,19 +408,50 @@ class AsynchronousRunner(Runner):
         return received
 
     def _compute(self, state: RunState, starts: list) -> None:
-        """The work of the jobs that start now, at x^t, each on its worker's rank."""
+        """The work of the jobs that start now, at x^t, each on its worker's rank: at once on one rank, else when
+        the rank has time (``_work_one``)."""
+        owner, rank, first = self.owner, self.rank, self.first
+        if self.defers:
+            for w, job in starts:
+                if owner[w] == rank:
+                    self.pending.append((w, job, state.t, state.x))
+                    self.waiting[w - first] += 1
+            return
         t0 = time.perf_counter()
-        s, rank = self.setup, self.rank
+        work, oracle = self.method.work, self.oracle
         for w, job in starts:
-            if self.owner[w] == rank:
-                i = w - self.first
-                state.workers.gradient[i] = s.method.work(self.oracle, state.x, i, w, job, state.t)
-        self.setup.timing["gradient"] += time.perf_counter() - t0
+            if owner[w] == rank:
+                state.workers.gradient[w - first] = work(oracle, state.x, w - first, w, job, state.t)
+        self.timing["gradient"] += time.perf_counter() - t0
+
+    def _work_one(self, state: RunState) -> None:
+        """Compute this rank's oldest pending job."""
+        t0 = time.perf_counter()
+        w, job, t, x = self.pending.popleft()
+        i = w - self.first
+        self.waiting[i] -= 1
+        state.workers.gradient[i] = self.method.work(self.oracle, x, i, w, job, t)
+        self.timing["gradient"] += time.perf_counter() - t0
+
+    def _receive(self, state: RunState, request) -> None:
+        """Complete a broadcast, computing pending jobs while it is not done."""
+        while request.test() is None:
+            if not self.pending:
+                request.wait()
+                return
+            self._work_one(state)
+
+    def _catch_up(self, state: RunState) -> None:
+        """Compute every pending job: before a row (the problem's calls in one order on any number of ranks), a
+        checkpoint (it keeps the jobs' gradients) or the end."""
+        while self.pending:
+            self._work_one(state)
 
     # ---------------------------------------------------------------- rows
     def _evaluate(self, state: RunState, ended: bool, out_of_time: bool) -> bool:
         """Record row t; False if the loop ends here."""
         s, run, t = self.setup, self.setup.config.run, state.t
+        self._catch_up(state)
         t1 = time.perf_counter()
         losses, grads = s.problem.loss_grads(state.x, with_loss=True)
         row = exact_row(s, state, grads, losses)

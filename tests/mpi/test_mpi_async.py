@@ -128,3 +128,43 @@ def test_a_simulated_run_on_a_network_gives_the_same_trace_on_any_number_of_rank
     WORLD.Barrier()
     shared, alone = (trace_arrays(os.path.join(tmp, f"{name}.h5")) for name in ("ranks", f"alone{world.rank}"))
     assert collective(ok and differences(shared, alone) == [] and shared["sim_time"][-1] > 0)
+
+
+# Simulated runs whose ranks compute their jobs late (issue 31): several workers per rank and rows far apart, so each
+# rank holds a queue of pending jobs, computed while it waits for other ranks' arrivals, when one of its own is due,
+# or before a row; stopped and restarted jobs (Ringmaster), batches (Rennala), local steps (FedBuff) and the pooled
+# minibatch of homogeneous data among them.
+DEFERRED_CASES = {
+    "asgd-full": ({"name": "asgd"}, {"name": "identity"}, {"slow_workers": [1], "slow_factor": 4.0}),
+    "asgd-homogeneous-minibatch": ({"name": "asgd"}, {"name": "identity"},
+                                   {"data": "homogeneous", "oracle": "minibatch", "batch_size": 9}),
+    "clipped-random-randk": ({"name": "clipped_asgd", "tau": 0.3}, {"name": "randk", "k": 3},
+                             {"assignment": "random", "oracle": "minibatch", "batch_size": 4}),
+    "ringmaster-stops": ({"name": "ringmaster_asgd", "max_delay": 3, "stops": True}, {"name": "identity"},
+                         {"compute_time": "lognormal"}),
+    "rennala-noise": ({"name": "rennala_sgd", "batch": 4}, {"name": "topk", "k": 2},
+                      {"data": "homogeneous", "oracle": "noise"}),
+    "minibatch-sgd": ({"name": "minibatch_sgd"}, {"name": "identity"}, {}),
+    "fedbuff": ({"name": "fedbuff", "client_lr": 0.5, "local_steps": 2, "buffer": 3}, {"name": "identity"},
+                {"oracle": "minibatch", "batch_size": 5}),
+}
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", sorted(DEFERRED_CASES))
+def test_jobs_computed_late_give_the_trace_of_one_rank(mpi_tmp_path, case):
+    from mpiclip.comm import SerialComm
+
+    world, tmp = MPIComm(), str(mpi_tmp_path)
+    method, compressor, asynchrony = DEFERRED_CASES[case]
+    n = 3 * world.size + 1
+    tables = {name: table_for(os.path.join(tmp, f"{name}.h5"), method, compressor, asynchrony, n)
+              for name in ("ranks", f"alone{world.rank}")}
+    for table in tables.values():
+        table["run"].update(rounds=150, eval_every=70, check_every=40)
+    statuses = {run_on(world, tables["ranks"]).status, run_on(SerialComm(), tables[f"alone{world.rank}"]).status}
+    WORLD.Barrier()
+    shared, alone = (trace_arrays(os.path.join(tmp, f"{name}.h5")) for name in ("ranks", f"alone{world.rank}"))
+    events = shared["events/worker"]
+    assert collective(statuses == {"completed: round budget 150 reached"} and differences(shared, alone) == []
+                      and len(np.unique(events)) == n)

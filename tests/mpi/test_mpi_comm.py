@@ -156,3 +156,18 @@ def test_stream_to_root_hands_every_block_in_rank_order():
     else:
         ok &= seen == []
     assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_nonblocking_broadcasts_from_each_rank_in_turn_deliver_the_roots_values():
+    """Comm.ibcast_array (the simulated asynchronous runner's arrivals): every rank begins the same broadcasts in the
+    same order, works while one is not done, and then holds the root's values."""
+    comm = MPIComm()
+    for root in list(range(comm.size)) * 2:
+        buf = np.full(1000, float(comm.rank))
+        if comm.rank == root:
+            buf[:] = np.arange(1000) * (root + 1.5)
+        request = comm.ibcast_array(buf, root)
+        while request.test() is None:
+            pass
+        assert collective(np.array_equal(buf, np.arange(1000) * (root + 1.5)) and request.wait().source == root)
