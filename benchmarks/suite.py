@@ -26,9 +26,11 @@ measured inside one such process and wrote with ``--json``. The row groups (``--
 - ``fed``: ``bench_fed.py``, FedAvg and FedGA on digits with 100 and 20 participants per round: the loop
   against the bare arithmetic plus one Allreduce per round (needs scikit-learn, the ``fed`` extra; without
   it one row says it was not measured).
-- ``scaling``: ``bench_scaling.py``, EF21 on a9a and on synthetic data of a9a's width at 2,000 to 128,000
-  rows, the same run on 1 and 2 ranks (whole processes, alternated): the loop's speed-up, the first size where
-  2 ranks win, and the model of a cluster node; the a9a traces of 4 and 8 ranks checked identical to 1 rank's.
+- ``scaling``: the same run on 1 and 2 ranks (whole processes, alternated), at several sizes: EF21 on a9a and
+  on synthetic data of a9a's width at 2,000 to 128,000 rows (``bench_scaling.py``: the loop's speed-up, the
+  first size where 2 ranks win, a model of a cluster node; the a9a traces of 4 and 8 ranks checked identical to
+  1 rank's), FedAvg on digits (``bench_fed.py --scaling``: with the balance bound of 8 ranks) and simulated
+  ASGD (``bench_async.py --scaling``: with the speed-up once the waits for a shared core are removed).
 - ``scale``: ``bench_scale.py --problem d1e7`` and ``--problem w1000``, one run each (``--skip-scale``
   leaves them out): each rank's peak resident memory above its start against the bound shard + (its
   workers + 2) d-vectors, and the seconds per round.
@@ -150,6 +152,14 @@ def main() -> int:
         with open(path) as f:
             return json.load(f)
 
+    def plain_script(name: str, *options: str) -> dict:
+        """What bench script ``name``, run as one plain process that launches its own 1- and 2-rank jobs, wrote."""
+        path = os.path.join(work, f"{name}-plain.json")
+        timed([sys.executable, os.path.join(HERE, f"{name}.py"), *options, "--json", path], env, work)
+        with open(path) as f:
+            return json.load(f)
+
+    sklearn = subprocess.run([sys.executable, "-c", "import sklearn"], capture_output=True).returncode == 0
     timed(run + ef21_a9a(a9a, 0), env, work)  # fills the caches
     if "startup" in groups:
         warm = median_of(args.repeat, run + ef21_a9a(a9a, 0), env, work)
@@ -215,11 +225,12 @@ def main() -> int:
 
     if "async" in groups:
         for sim in script("bench_async", "--data", a9a, "--repeat", str(args.repeat))["simulated"]:
-            row(f"async ASGD a9a, {sim['workers']} workers: loop / bare arithmetic", sim["ratio"], "x", target="<= 1.2",
+            row(f"async ASGD a9a, {sim['case']}, {sim['workers']} workers, {sim['ranks']} rank(s): loop / bare arithmetic",
+                sim["ratio"], "x", target="<= 1.2" if sim["ranks"] == 1 else None,
                 note=f"simulated, {sim['updates_per_second']:,.0f} updates/s")
 
     if "fed" in groups:
-        if subprocess.run([sys.executable, "-c", "import sklearn"], capture_output=True).returncode == 0:
+        if sklearn:
             for fed in script("bench_fed", "--repeat", str(args.repeat))["rows"]:
                 row(f"federated {fed['method']} P={fed['participants']}: loop / bound", fed["ratio"], "x", target="<= 1.2",
                     note=f"loop {fed['loop_ms']:.2f} ms/round, bound {fed['bound_ms']:.2f} ms/round")
@@ -227,12 +238,8 @@ def main() -> int:
             row("federated: loop / bound", None, "x", target="<= 1.2",
                 note="not measured: needs the `fed` extra (scikit-learn)")
 
-    if "scaling" in groups:  # the script launches its own 1- and 2-rank processes
-        path = os.path.join(work, "bench_scaling.json")
-        timed([sys.executable, os.path.join(HERE, "bench_scaling.py"), "--data", a9a, "--repeat", str(args.repeat),
-               "--json", path], env, work)
-        with open(path) as f:
-            scaling = json.load(f)
+    if "scaling" in groups:
+        scaling = plain_script("bench_scaling", "--data", a9a, "--repeat", str(args.repeat))
         for case in scaling["rows"]:
             row(f"EF21 {case['case']}: loop on 1 rank / on 2 ranks", case["loop_speedup"], "x",
                 note=f"loops {case['loop_1']:.2f} s / {case['loop_2']:.2f} s; whole processes {case['process_speedup']:.2f}x; "
@@ -240,6 +247,16 @@ def main() -> int:
         first = next((case["case"] for case in scaling["rows"] if case["loop_speedup"] > 1), "none of the sizes")
         row("EF21: 2 ranks beat 1 from", None, "", note=f"{first}; traces on {', '.join(scaling['identical_on'])} ranks "
             f"{'identical to' if all(scaling['identical_on'].values()) else 'DIFFER from'} 1 rank's")
+        fed = plain_script("bench_fed", "--scaling", "--repeat", str(args.repeat), "--rounds", "100") if sklearn else None
+        for case in (fed or {}).get("rows", []):
+            row(f"FedAvg digits {case['size']}: round on 1 rank / on 2 ranks", case["speedup"], "x",
+                note=f"{1e3 * case['one_rank_s']:.1f} / {1e3 * case['two_ranks_s']:.1f} ms per round; "
+                     f"{case['calls_per_round_2_ranks']:.2f} collectives per round; balance bound on 8 ranks "
+                     f"{case['balance_bound']['8']:.2f}x")
+        for case in plain_script("bench_async", "--scaling", "--repeat", str(args.repeat))["scaling"]:
+            row(f"async ASGD {case['workers']} workers, d = {case['d']}, {case['rows']} rows: 1 rank / 2 ranks",
+                case["speedup"], "x", note=f"loops {case['seconds_1']:.2f} / {case['seconds_2']:.2f} s; "
+                f"with a free core per rank (waits removed) {case['model_speedup']:.2f}x")
 
     if "scale" in groups:
         for problem, label in (("d1e7", "d=1e7, 20 workers"), ("w1000", "d=1e5, 1000 workers")):
