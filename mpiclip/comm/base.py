@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -143,6 +143,13 @@ class Comm:
     # -- hot path (buffer-based) ---------------------------------------------------------------
     def sum_rows(self, rows: np.ndarray, ordered: bool) -> np.ndarray:
         """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""
+        raise NotImplementedError
+
+    def sum_row_blocks(self, blocks: Iterable[np.ndarray], m: int, ordered: bool) -> np.ndarray:
+        """``sum_rows`` of the local rows given as consecutive blocks (b, m), each made only when it is taken (a rank
+        never holds all its rows at once), with the same bits as ``sum_rows`` of the blocks stacked. Ordered, a rank
+        takes its first block only once the ranks before it have summed theirs (the worker-order sum needs their
+        partial sum first), so the ranks make their blocks one after another."""
         raise NotImplementedError
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:

@@ -150,6 +150,28 @@ class MPIComm(Comm):
         self._c.Bcast(acc, root=self.size - 1)
         return acc
 
+    def sum_row_blocks(self, blocks, m, ordered):
+        MPI = self._MPI
+        if not ordered:
+            # rows.sum(axis=0) of an (n, m > 1) array adds the rows one after another onto 0.0: the same bits
+            local = np.zeros(m, dtype=np.float64)
+            for block in blocks:
+                for row in block:
+                    local += row
+            out = np.empty(m, dtype=np.float64)
+            self._c.Allreduce(local, out, op=MPI.SUM)
+            return out
+        acc = None
+        if self.rank > 0:
+            acc = np.empty(m, dtype=np.float64)
+            self._c.Recv(acc, source=self.rank - 1, tag=_RING_TAG)
+        for block in blocks:
+            acc = sequential_sum(np.ascontiguousarray(block, dtype=np.float64), acc)
+        if self.rank < self.size - 1:
+            self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
+        self._c.Bcast(acc, root=self.size - 1)
+        return acc
+
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         workers = self.workers_per_rank
         if fixed_count is not None:

@@ -168,6 +168,12 @@ class SerialComm(Comm):
     def sum_rows(self, rows, ordered):
         return sequential_sum(rows)
 
+    def sum_row_blocks(self, blocks, m, ordered):
+        acc = None
+        for block in blocks:
+            acc = sequential_sum(block, acc)
+        return acc
+
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         return SparseGather(counts, values, indices, flags)
 
