@@ -145,9 +145,10 @@ class Comm:
         """Σ over all workers of their rows (local ``rows`` is (n_local, m)); the result on every rank."""
         raise NotImplementedError
 
-    def sum_row_blocks(self, blocks: Iterable[np.ndarray], m: int, ordered: bool) -> np.ndarray:
-        """``sum_rows`` of the local rows given as consecutive blocks (b, m), each made only when it is taken (a rank
-        never holds all its rows at once), with the same bits as ``sum_rows`` of the blocks stacked. Ordered, a rank
+    def sum_row_blocks(self, blocks: Iterable[list], m: int, ordered: bool) -> np.ndarray:
+        """``sum_rows`` of the local rows given as consecutive blocks, each made only when it is taken (a rank never
+        holds all its rows at once) and each a list of pieces side by side (b rows each, m columns in all, never
+        stacked into one array), with the same bits as ``sum_rows`` of the rows stacked. Ordered, a rank
         takes its first block only once the ranks before it have summed theirs (the worker-order sum needs their
         partial sum first), so the ranks make their blocks one after another."""
         raise NotImplementedError

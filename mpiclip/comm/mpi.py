@@ -22,7 +22,7 @@ from mpiclip.comm.base import (
     _checksum,
     _element_dtype,
 )
-from mpiclip.wire import ENTRY, SparseGather, sequential_sum
+from mpiclip.wire import ENTRY, SparseGather, sequential_sum, sequential_sum_of_pieces
 
 
 class MPIComm(Comm):
@@ -155,9 +155,8 @@ class MPIComm(Comm):
         if not ordered:
             # rows.sum(axis=0) of an (n, m > 1) array adds the rows one after another onto 0.0: the same bits
             local = np.zeros(m, dtype=np.float64)
-            for block in blocks:
-                for row in block:
-                    local += row
+            for pieces in blocks:
+                local = sequential_sum_of_pieces(pieces, local)
             out = np.empty(m, dtype=np.float64)
             self._c.Allreduce(local, out, op=MPI.SUM)
             return out
@@ -165,8 +164,8 @@ class MPIComm(Comm):
         if self.rank > 0:
             acc = np.empty(m, dtype=np.float64)
             self._c.Recv(acc, source=self.rank - 1, tag=_RING_TAG)
-        for block in blocks:
-            acc = sequential_sum(np.ascontiguousarray(block, dtype=np.float64), acc)
+        for pieces in blocks:
+            acc = sequential_sum_of_pieces(pieces, acc)
         if self.rank < self.size - 1:
             self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
         self._c.Bcast(acc, root=self.size - 1)

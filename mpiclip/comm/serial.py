@@ -19,7 +19,7 @@ from mpiclip.comm.base import (
     _element_dtype,
     _elements,
 )
-from mpiclip.wire import SparseGather, sequential_sum
+from mpiclip.wire import SparseGather, sequential_sum, sequential_sum_of_pieces
 
 
 def _deadlock(call: str) -> RuntimeError:
@@ -170,8 +170,8 @@ class SerialComm(Comm):
 
     def sum_row_blocks(self, blocks, m, ordered):
         acc = None
-        for block in blocks:
-            acc = sequential_sum(block, acc)
+        for pieces in blocks:
+            acc = sequential_sum_of_pieces(pieces, acc)
         return acc
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):

@@ -156,13 +156,23 @@ class ChunkedMessage:
     def __init__(self, n_local: int):
         self.n_local, self.parts, self.rows = n_local, [], 0
         self.dense_values: Optional[np.ndarray] = None
+        self.borrowed = False  # dense_values is the caller's array (``held_in``), not one of our own
 
-    def add(self, msg: Message) -> None:
-        rows = len(msg.bits)
+    def add(self, msg: Message, held_in: Optional[np.ndarray] = None) -> None:
+        """The next chunk's message; ``held_in``: an (n_local, d) array whose rows of this chunk already hold its
+        dense values (a method's new state that is its message, as EF21's uncompressed first round), read from
+        there instead of a copy as long as every chunk's rows are."""
+        rows, at = len(msg.bits), self.rows
         if not msg.sparse:
-            if self.dense_values is None:
-                self.dense_values = np.empty((self.n_local, msg.values.shape[1]))
-            self.dense_values[self.rows : self.rows + rows] = msg.values
+            if held_in is not None and (at == 0 or self.dense_values is held_in):
+                self.dense_values, self.borrowed = held_in, True
+            else:
+                if self.dense_values is None or self.borrowed:  # our own array, with any rows borrowed so far
+                    own = np.empty((self.n_local, msg.values.shape[1]))
+                    if self.dense_values is not None:
+                        own[:at] = self.dense_values[:at]
+                    self.dense_values, self.borrowed = own, False
+                self.dense_values[at : at + rows] = msg.values
             msg = msg.replace(values=None)
         self.parts.append(msg)
         self.rows += rows

@@ -369,7 +369,8 @@ def exact_row_in_chunks(setup: Setup, state: RunState, chunks: Iterable[tuple[np
         for grads, losses, scores in chunks:
             hi = lo + len(grads)
             extra = [] if also_sum is None else [also_sum[lo:hi]]
-            yield np.hstack([grads, losses[:, None], controls[lo:hi], scores] + extra)
+            yield [grads, losses[:, None], controls[lo:hi], scores] + extra  # side by side, never stacked
+            del grads  # before the next chunk's gradients are made
             lo = hi
 
     total = s.comm.sum_row_blocks(blocks(), width, s.config.run.deterministic)

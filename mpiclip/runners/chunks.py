@@ -63,21 +63,27 @@ def rows_of(state: Any, lo: int, hi: int) -> Any:
 
 
 def step_in_chunks(method: Any, workers: Any, chunks: list[Chunk], ctx: Any,
-                   oracle_of: Callable[[Any], Any]) -> tuple[Any, Message, dict, list]:
-    """``method.worker_step`` chunk by chunk: (worker state, message, metrics, the chunks' oracles). The state's
-    rows are overwritten in place (its arrays belong to the loop: methods never mutate their inputs, and a new
-    state replaces the old one each round)."""
+                   oracle_of: Callable[[Any], Any]) -> tuple[Any, Message, dict, np.ndarray, float]:
+    """``method.worker_step`` chunk by chunk: (worker state, message, metrics, the samples each local worker's
+    gradients touched, the seconds they took). The state's rows are overwritten in place (its arrays belong to the
+    loop: methods never mutate their inputs, and a new state replaces the old one each round); nothing of a chunk
+    but its message and metrics outlives its step, its oracle's gradients included."""
     fields = [field if field.flags.writeable else field.copy() for field in workers]
     workers = type(workers)(*fields)
-    message, metrics, oracles = ChunkedMessage(len(ctx.worker_ids)), {}, []
+    message, metrics, touched, seconds = ChunkedMessage(len(ctx.worker_ids)), {}, [], 0.0
     for lo, hi, part in chunks:
         oracle = oracle_of(part)
         sub = dataclasses.replace(ctx, worker_ids=ctx.worker_ids[lo:hi])
         new, msg, chunk_metrics = method.worker_step(rows_of(workers, lo, hi), oracle, sub)
         for field, rows in zip(workers, new):
             field[lo:hi] = rows
-        message.add(msg)
+        # a dense message that is the chunk's new state (EF21's uncompressed first round) is read from the state
+        held_in = next((field for field, rows in zip(workers, new) if not msg.sparse and rows is msg.values), None)
+        message.add(msg, held_in)
         for name, values in chunk_metrics.items():
             metrics.setdefault(name, []).append(values)
-        oracles.append(oracle)
-    return workers, message.message(), {name: np.concatenate(parts) for name, parts in metrics.items()}, oracles
+        touched.append(oracle.touched)
+        seconds += oracle.seconds
+        del oracle, new, msg  # before the next chunk's arrays are made
+    metrics = {name: np.concatenate(parts) for name, parts in metrics.items()}
+    return workers, message.message(), metrics, np.concatenate(touched), seconds

@@ -268,10 +268,8 @@ class SynchronousRunner(Runner):
                 state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
                 inside, touched = oracle.seconds - before, oracle.touched  # the step's gradients: gradient time
             else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
-                state.workers, msg, metrics, oracles = step_in_chunks(
+                state.workers, msg, metrics, touched, inside = step_in_chunks(
                     method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
-                inside = sum(o.seconds for o in oracles)
-                touched = np.concatenate([o.touched for o in oracles])
             t1 = clock()
             agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
             t2 = clock()
@@ -347,9 +345,10 @@ class SynchronousRunner(Runner):
         """(gradients, losses, scores) of each chunk of local workers at x, made when the row's sum takes them."""
         for _, _, part in self.chunks:
             oracle = LocalOracle(part, x, with_loss=True)
-            grads = oracle.full()
+            oracle.full()
             self.setup.timing["gradient"] += oracle.seconds
-            yield grads, oracle.losses(), part.scores()
+            yield oracle.full(), oracle.losses(), part.scores()
+            del oracle  # before the next chunk's gradients are made
 
     def summary(self, state: RunState) -> dict:
         return {} if self.system is None else {"sim_time": float(state.runner_data.get("sim_time", 0.0))}
