@@ -156,7 +156,8 @@ class MPIComm(Comm):
             # rows.sum(axis=0) of an (n, m > 1) array adds the rows one after another onto 0.0: the same bits
             local = np.zeros(m, dtype=np.float64)
             for pieces in blocks:
-                local = sequential_sum_of_pieces(pieces, local)
+                local = sequential_sum_of_pieces(pieces, local, in_place=True)
+                del pieces  # before the next block is made
             out = np.empty(m, dtype=np.float64)
             self._c.Allreduce(local, out, op=MPI.SUM)
             return out
@@ -165,7 +166,8 @@ class MPIComm(Comm):
             acc = np.empty(m, dtype=np.float64)
             self._c.Recv(acc, source=self.rank - 1, tag=_RING_TAG)
         for pieces in blocks:
-            acc = sequential_sum_of_pieces(pieces, acc)
+            acc = sequential_sum_of_pieces(pieces, acc, in_place=True)  # the received buffer, or ours
+            del pieces  # before the next block is made
         if self.rank < self.size - 1:
             self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
         self._c.Bcast(acc, root=self.size - 1)

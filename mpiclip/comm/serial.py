@@ -171,7 +171,8 @@ class SerialComm(Comm):
     def sum_row_blocks(self, blocks, m, ordered):
         acc = None
         for pieces in blocks:
-            acc = sequential_sum_of_pieces(pieces, acc)
+            acc = sequential_sum_of_pieces(pieces, acc, in_place=True)
+            del pieces  # before the next block is made
         return acc
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):

@@ -389,7 +389,8 @@ def _row(s: Setup, d: int, total: np.ndarray, n_scores: int, tail: bool) -> Row:
     """The row from the sum over all workers of [∇f_i | f_i | controls | ``n_scores`` scores | the caller's columns
     (``tail``)]; settles the session's requests."""
     n = s.config.run.n_workers
-    g = total[:d] / n
+    g = total[:d]  # ∇f in the sum's own memory: one d-vector fewer at a recorded round
+    g /= n
     s.control.settle(total[d + 1 : d + 4])
     at = d + 1 + CONTROLS
     named = dict(zip(s.problem.score_names, total[at : at + n_scores] / n))

@@ -36,8 +36,9 @@ def chunk_workers(n_local: int, d: int) -> int:
 
 
 def row_separable(method: Any) -> bool:
-    """Did the class whose ``worker_step`` the method runs declare that step row by row?"""
-    owner = next(c for c in type(method).__mro__ if "worker_step" in vars(c))
+    """Did the class whose ``worker_step`` the method (or method class) runs declare that step row by row?"""
+    cls = method if isinstance(method, type) else type(method)
+    owner = next(c for c in cls.__mro__ if "worker_step" in vars(c))
     return bool(vars(owner).get("row_separable", False))
 
 

@@ -248,13 +248,16 @@ class SynchronousRunner(Runner):
         clock = time.perf_counter
         record = t % run.eval_every == 0 or t == run.rounds
         chunks = self.chunks
+        if chunks is not None:  # every chunk sees one read-only x: what a problem computes from x alone, it computes once
+            x = x.view()
+            x.flags.writeable = False
         oracle = LocalOracle(problem, x, with_loss=record) if chunks is None else None
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
             if record:
                 if oracle is not None:
                     oracle.full()
                     spent["gradient"] += oracle.seconds
-                if not self._evaluate(state, oracle):
+                if not self._evaluate(state, oracle, x):
                     return state
             if t and t % run.check_every == 0:
                 check_ranks(self.setup, state, record)
@@ -315,10 +318,10 @@ class SynchronousRunner(Runner):
         return {"sim_time": clock["sim_compute"] + clock["sim_wait"] + comm, "sim_compute": clock["sim_compute"],
                 "sim_comm": comm, "sim_wait": clock["sim_wait"]}
 
-    def _evaluate(self, state: RunState, oracle: Optional[LocalOracle]) -> bool:
+    def _evaluate(self, state: RunState, oracle: Optional[LocalOracle], x: np.ndarray) -> bool:
         """Record row t (f, ‖∇f‖², the method's and the problem's scores) and apply the stopping rules and
         the session's requests; False if the loop ends at this round. ``oracle`` None: the round is stepped in
-        chunks, and so are the gradients of the row."""
+        chunks, and so are the gradients of the row, at x (x^t, read-only)."""
         s, run, t = self.setup, self.setup.config.run, state.t
         t1 = time.perf_counter()
         sent = None if self.system is None else state.ledger.sent_up[:, self.system.encoding : self.system.encoding + 1]
@@ -326,7 +329,7 @@ class SynchronousRunner(Runner):
         if oracle is not None:
             row = exact_row(s, state, oracle.full(), oracle.losses(), sent)
         else:
-            row = exact_row_in_chunks(s, state, self._chunk_gradients(state.x), sent)
+            row = exact_row_in_chunks(s, state, self._chunk_gradients(x), sent)
         since = t1 + s.timing["gradient"] - gradient_seconds  # the chunks' gradients are gradient time, not evaluation
         status = end_status(run, t, row)
         clock = {} if self.system is None else self._clock(state, float(row.sums[0]))
