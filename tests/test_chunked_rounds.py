@@ -4,7 +4,7 @@ round, for every method that declares its step row by row, and the pieces that m
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import config_table, differences, run_completed
+from helpers import config_table, differences, run_completed, trace_arrays
 
 from mpiclip import limits
 from mpiclip.compressors import ChunkedMessage, Message, TopK, dense_message
@@ -142,3 +142,37 @@ def test_random_compressors_draw_the_same_per_worker_values_in_any_chunk():
     parts = [rand(v[lo:hi], WorkerRandomness(7, 1, ids[lo:hi], 3)) for lo, hi in [(0, 3), (3, 5)]]
     assert isinstance(whole, Message)
     assert np.array_equal(np.concatenate([p.indices for p in parts]), whole.indices)
+
+
+def test_a_chunked_run_stopped_and_resumed_writes_the_stacked_runs_trace(tmp_path, monkeypatch):
+    """The state's rows are overwritten in place by a chunked round: a checkpoint at a stop holds the state of
+    the top of that round, and the resumed run (chunked too) ends with the uninterrupted stacked run's trace."""
+    import os
+    import signal
+
+    from mpiclip import config as cfg
+    from mpiclip import session
+    from mpiclip.comm import SerialComm
+
+    def run(path, *overrides):
+        table = config_table(run={"name": "cut", "n_workers": 5, "rounds": 20, "eval_every": 3}, method={"name": "diana"},
+                             compressor={"name": "randk_unbiased", "k": 3})
+        table["output"] = {"path": str(path), "exists": "overwrite"}
+        config = cfg.validate(cfg.apply_overrides(table, [cfg.parse_override(o) for o in overrides]))
+        (prepared,) = session.prepare_all([config], SerialComm(), "test", log=lambda *a: None)
+        return session.execute(prepared)
+
+    assert run(tmp_path / "stacked.h5").status.startswith("completed")
+    monkeypatch.setattr(limits, "CHUNK_BYTES", TWO_WORKERS)
+    advance = synchronous.SynchronousRunner.advance
+
+    def stop_at_round_11(self, state):
+        if state.t == 11 and self.chunks is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return advance(self, state)
+
+    monkeypatch.setattr(synchronous.SynchronousRunner, "advance", stop_at_round_11)
+    assert run(tmp_path / "chunked.h5").status.startswith("interrupted")
+    monkeypatch.setattr(synchronous.SynchronousRunner, "advance", advance)
+    assert run(tmp_path / "chunked.h5", "run.resume='yes'").status.startswith("completed")
+    assert differences(trace_arrays(tmp_path / "stacked.h5"), trace_arrays(tmp_path / "chunked.h5")) == []
