@@ -16,6 +16,11 @@ from mpiclip.errors import InputError
 MAX_INDEX = 2**31 - 1  # CSR column indices are int32 (scipy's and the wire's layout)
 WORKER_VECTORS = 4  # d-vectors a rank keeps per local worker: gradient, two method states, message
 SHARED_VECTORS = 10  # d-vectors per rank: x, the server state, sums, the trace's and checkpoint's buffers
+# A synchronous round steps its local workers in chunks whose (chunk, d) arrays stay within this many bytes (at
+# least one worker): a chunk's temporaries (its gradients, their differences, a message) are then a few times
+# 32 MiB or a few d-vectors, against the (n_local, d) state a rank keeps anyway, while a chunk's arrays are still
+# large enough that its Python work (the step's calls, ~0.1 ms) is small next to passing over them (~10 ms).
+CHUNK_BYTES = 32 * 2**20
 MAX_LISTED = 10**6  # runs `sweep list` prints one line each; a larger grid is counted, and listed a slice at a time
 MAX_RUNS_AT_ONCE = 10**5  # runs one process composes and validates before its first starts (`run`, `sweep run`)
 

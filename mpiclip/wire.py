@@ -82,6 +82,21 @@ def sequential_sum_of(rows: np.ndarray, senders: np.ndarray, n: int) -> np.ndarr
     return acc
 
 
+def sequential_sum_of_pieces(pieces: list, start: Optional[np.ndarray] = None, in_place: bool = False) -> np.ndarray:
+    """``sequential_sum`` of the rows of ``np.hstack(pieces)`` (arrays with the same rows, side by side), without
+    making that stack: each column's terms are added in the same order, so the bits are the same. ``in_place``: add
+    into ``start`` itself (a running sum the caller owns) instead of a copy."""
+    edges = np.cumsum([0] + [piece.shape[1] for piece in pieces])
+    if start is None:
+        acc, first = np.concatenate([piece[0] for piece in pieces]), 1
+    else:
+        acc, first = (start if in_place else start.copy()), 0
+    for i in range(first, len(pieces[0])):
+        for piece, lo, hi in zip(pieces, edges[:-1], edges[1:]):
+            acc[lo:hi] += piece[i]
+    return acc
+
+
 def row_sq_norms(a: np.ndarray) -> np.ndarray:
     """‖a_i‖² of each row, with bits that depend on the row alone. numpy's einsum sums a stack of rows longer
     than its iterator buffer (``np.getbufsize()``, 8192) in buffer-sized pieces that straddle the rows, so a

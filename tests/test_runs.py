@@ -10,7 +10,7 @@ import pytest
 from helpers import config_table
 
 from mpiclip import config as cfg
-from mpiclip import session
+from mpiclip import limits, session
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError
@@ -147,17 +147,22 @@ def test_unwritable_output(tmp_path):
         run(tmp_path, [f"output.path='{tmp_path}'"])
 
 
-def test_phase_split_counts_the_metric_reduction_as_communication(tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunked", [False, True], ids=["stacked", "chunked"])
+def test_phase_split_counts_the_metric_reduction_as_communication(tmp_path, monkeypatch, chunked):
     """The recorded rows' reduction is communication in the phase split (the round loop's bound counts it), not
-    evaluation; the phases stay disjoint: they add up to at most the loop's wall time."""
+    evaluation, also when a chunked round makes its gradients inside the reduction; the phases stay disjoint: they
+    add up to at most the loop's wall time."""
     slow = 0.002
-    original = SerialComm.sum_rows
+    name = "sum_row_blocks" if chunked else "sum_rows"
+    original = getattr(SerialComm, name)
 
-    def delayed(self, rows, ordered):  # a reduction that takes a known time, as a slow network would
+    def delayed(self, *args, **kwargs):  # a reduction that takes a known time, as a slow network would
         time.sleep(slow)
-        return original(self, rows, ordered)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(SerialComm, "sum_rows", delayed)
+    monkeypatch.setattr(SerialComm, name, delayed)
+    if chunked:
+        monkeypatch.setattr(limits, "CHUNK_BYTES", 2 * 8 * 12)  # the 4 workers of d = 12 step two by two
     result, tr = run(tmp_path)  # 31 recorded rows, one reduction each; the messages are sparse (no sum_rows)
     assert result.timing["communication"] >= 31 * slow
     assert result.timing["evaluation"] < 31 * slow

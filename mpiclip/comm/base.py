@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -173,6 +173,14 @@ class Comm:
         """(the first worker of this rank, its number of workers)."""
         counts = self.workers_per_rank
         return int(counts[: self.rank].sum()), int(counts[self.rank])
+
+    def sum_row_blocks(self, blocks: Iterable[list], m: int, ordered: bool) -> np.ndarray:
+        """``sum_rows`` of the local rows given as consecutive blocks, each made only when it is taken (a rank never
+        holds all its rows at once) and each a list of pieces side by side (b rows each, m columns in all, never
+        stacked into one array), with the same bits as ``sum_rows`` of the rows stacked. Ordered, a rank
+        takes its first block only once the ranks before it have summed theirs (the worker-order sum needs their
+        partial sum first), so the ranks make their blocks one after another."""
+        raise NotImplementedError
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:
         """Allgatherv of every worker's (values, indices) payload, in worker order.

@@ -19,7 +19,7 @@ from mpiclip.comm.base import (
     _element_dtype,
     _elements,
 )
-from mpiclip.wire import SparseGather, sequential_sum, sequential_sum_of
+from mpiclip.wire import SparseGather, sequential_sum, sequential_sum_of, sequential_sum_of_pieces
 
 
 def _deadlock(call: str) -> RuntimeError:
@@ -173,6 +173,13 @@ class SerialComm(Comm):
             raise ValueError(f"{len(rows)} rows for {len(senders)} senders")
         total = sequential_sum_of(np.asarray(rows, dtype=np.float64), senders, int(self.workers_per_rank.sum()))
         return total if columns is None else (total, sequential_sum(columns))
+
+    def sum_row_blocks(self, blocks, m, ordered):
+        acc = None
+        for pieces in blocks:
+            acc = sequential_sum_of_pieces(pieces, acc, in_place=True)
+            del pieces  # before the next block is made
+        return acc
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None):
         return SparseGather(counts, values, indices, flags)

@@ -12,6 +12,7 @@ from mpiclip.compressors.message import (
                                          ENCODINGS,
                                          INDEX_BYTES,
                                          VALUE_BYTES,
+                                         ChunkedMessage,
                                          Cost,
                                          Message,
                                          dense_message,
@@ -22,5 +23,6 @@ from mpiclip.compressors.message import (
 from mpiclip.compressors.sparsifiers import Identity, KParams, RandK, RandKShared, RandKUnbiased, TopK, top_k_positions
 
 __all__ = ["COMPRESSORS", "build_compressor", "Compressor", "ENCODINGS", "INDEX_BYTES", "VALUE_BYTES",
-           "Cost", "Message", "dense_message", "empty_message", "message_bits", "sparse_message", "Identity", "KParams",
+           "ChunkedMessage", "Cost", "Message", "dense_message", "empty_message", "message_bits", "sparse_message",
+           "Identity", "KParams",
            "RandK", "RandKShared", "RandKUnbiased", "TopK", "top_k_positions"]

@@ -147,6 +147,50 @@ class Message:
         return dataclasses.replace(self, **changes)
 
 
+class ChunkedMessage:
+    """One message of a rank's workers put together from the messages of consecutive chunks of them, each taken
+    as soon as its chunk is stepped: a dense chunk's rows are copied into one (n_local, d) array, so no chunk's
+    arrays outlive its step, and sparse chunks' entries are joined at the end. The result has the values, bits
+    and fields the message of all the workers at once has (a fixed count only where every chunk has it)."""
+
+    def __init__(self, n_local: int):
+        self.n_local, self.parts, self.rows = n_local, [], 0
+        self.dense_values: Optional[np.ndarray] = None
+        self.borrowed = False  # dense_values is the caller's array (``held_in``), not one of our own
+
+    def add(self, msg: Message, held_in: Optional[np.ndarray] = None) -> None:
+        """The next chunk's message; ``held_in``: an (n_local, d) array whose rows of this chunk already hold its
+        dense values (a method's new state that is its message, as EF21's uncompressed first round), read from
+        there instead of a copy as long as every chunk's rows are."""
+        rows, at = len(msg.bits), self.rows
+        if not msg.sparse:
+            if held_in is not None and (at == 0 or self.dense_values is held_in):
+                self.dense_values, self.borrowed = held_in, True
+            else:
+                if self.dense_values is None or self.borrowed:  # our own array, with any rows borrowed so far
+                    own = np.empty((self.n_local, msg.values.shape[1]))
+                    if self.dense_values is not None:
+                        own[:at] = self.dense_values[:at]
+                    self.dense_values, self.borrowed = own, False
+                self.dense_values[at : at + rows] = msg.values
+            msg = msg.replace(values=None)
+        self.parts.append(msg)
+        self.rows += rows
+
+    def message(self) -> Message:
+        parts, first = self.parts, self.parts[0]
+        if len({p.sparse for p in parts}) > 1 or self.rows != self.n_local:
+            raise ValueError("the chunks of a round must send messages of one kind, one row per local worker")
+        flags = None if first.flags is None else np.concatenate([p.flags for p in parts])
+        common = dict(bits=np.concatenate([p.bits for p in parts]), cost=first.cost, flags=flags,
+                      initial=first.initial, regenerate=next((p.regenerate for p in parts if p.regenerate), None))
+        if not first.sparse:
+            return Message(values=self.dense_values, **common)
+        fixed = first.fixed_count if all(p.fixed_count == first.fixed_count for p in parts) else None
+        return Message(values=np.concatenate([p.values for p in parts]), indices=np.concatenate([p.indices for p in parts]),
+                       counts=np.concatenate([p.counts for p in parts]), fixed_count=fixed, d=first.d, **common)
+
+
 @functools.lru_cache(maxsize=64)
 def _fixed_rows(n_local: int, k: int) -> np.ndarray:
     rows = np.repeat(np.arange(n_local), k)

@@ -80,7 +80,7 @@ def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k >= d:
         return np.repeat(np.arange(n), d), np.tile(np.arange(d), n)
     if d >= 1 << 16 and k <= d >> 6:  # long rows: one row's magnitudes at a time, no second (n, d) array
-        return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(np.abs(row), k) for row in v])
+        return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(row, k) for row in v])
     a = np.abs(v)
     if k == 1:
         return np.arange(n), np.argmax(a, axis=1)  # the first maximum: the smallest index among ties
@@ -94,22 +94,27 @@ def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(n), k), cols.ravel()
 
 
-def _top_k_large(a: np.ndarray, k: int) -> np.ndarray:
-    """Top-k of one long row with small k: a threshold from a fixed strided sample keeps a few times k
-    candidates in one pass, and the exact rule runs on those. Every coordinate left out is at most the
+def _top_k_large(row: np.ndarray, k: int) -> np.ndarray:
+    """Top-k of one long row with small k: a threshold from a fixed strided sample of the magnitudes keeps a few
+    times k candidates in one pass, and the exact rule runs on those. Every coordinate left out is at most the
     threshold, below every candidate, so the result is exactly the full rule's (a fixed sample keeps it
-    deterministic)."""
-    d = len(a)
+    deterministic). The row's magnitudes are never made whole (a d-vector at the peak of a chunked round):
+    |r| <= t is r <= t and r >= −t for t >= 0 or NaN, NaN r included."""
+    d = len(row)
     step = max(1, d // 16384)
-    sample = a[::step]
+    sample = np.abs(row[::step])
     rank = min(len(sample) - 1, max(1, (4 * k * len(sample)) // d))
     threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
-    candidates = np.flatnonzero(~(a <= threshold))  # NaN ranks first, as in the exact rule
+    within = row <= threshold
+    within &= row >= -threshold
+    candidates = np.flatnonzero(np.logical_not(within, out=within))  # NaN ranks first, as in the exact rule
+    del within
     if len(candidates) >= k:
-        return np.sort(candidates[_exact_top_k(a[candidates], k)])
+        return np.sort(candidates[_exact_top_k(np.abs(row[candidates]), k)])
     # Fewer than k above the threshold (e.g. an EF21 difference that is zero almost everywhere): they all
     # belong, and the rest are the coordinates equal to the threshold, smallest indices first; the
-    # threshold is one of a's values, so nothing left out lies between.
+    # threshold is one of the magnitudes, so nothing left out lies between.
+    a = np.abs(row)
     tied = np.flatnonzero(a == threshold)[: k - len(candidates)]
     if len(candidates) + len(tied) < k:  # a NaN threshold
         return np.sort(_exact_top_k(a, k))

@@ -195,6 +195,8 @@ class _Clipped(ClipMethodParams, SynchronousMethod):
     def _drawn(self, ctx) -> np.ndarray:
         return drawn_workers(ctx, self.participation, self.participation_sampling)
 
+    row_separable = True  # every local_step below is row by row (chunked rounds: runners/chunks.py)
+
     def worker_step(self, state, oracle, ctx):
         """``local_step`` by the workers drawn this round; the others send nothing and keep their state."""
         if self.participation == 1:

@@ -59,6 +59,8 @@ class Diana(DianaParams, SynchronousMethod):
     def initial_state(self, x0, n_local):
         return DianaWorkers(np.zeros((n_local, x0.size))), DianaServer(np.zeros(x0.size))
 
+    row_separable = True  # the step below is row by row (chunked rounds: runners/chunks.py)
+
     def worker_step(self, state, oracle, ctx):
         grads = oracle.full()
         v = grads - state.h

@@ -94,6 +94,8 @@ class CompressedGD(SynchronousMethod):
     def initial_state(self, x0, n_local):
         return XState(), XState()
 
+    row_separable = True  # the step below is row by row (chunked rounds: runners/chunks.py)
+
     def worker_step(self, state, oracle, ctx):
         grads = oracle.full()
         msg = self.compressor(grads, ctx.randomness(COMPRESSOR))
@@ -120,6 +122,8 @@ class EF14(SynchronousMethod):
 
     def initial_state(self, x0, n_local):
         return EF14State(np.zeros((n_local, x0.size))), XState()
+
+    row_separable = True  # the step below is row by row (chunked rounds: runners/chunks.py)
 
     def worker_step(self, state, oracle, ctx):
         grads, samples = self.gradients(oracle, ctx)
@@ -158,6 +162,8 @@ class EF21(EF21Params, SynchronousMethod):
 
     def initial_state(self, x0, n_local):
         return EF21State(np.zeros((n_local, x0.size))), MeanState(np.zeros(x0.size))
+
+    row_separable = True  # the step below is row by row (chunked rounds: runners/chunks.py)
 
     def worker_step(self, state, oracle, ctx):
         g, msg, metrics = ef21_worker_update(self.compressor, state.g, oracle.full(), ctx,

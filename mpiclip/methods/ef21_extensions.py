@@ -82,6 +82,8 @@ class EF21SGD(SGDParams, EF21):
     worker_metrics = ("ef_error", "compress_error", "samples")
     needs_samples = True
 
+    row_separable = True  # the step below is row by row (chunked rounds: runners/chunks.py)
+
     def worker_step(self, state, oracle, ctx):
         initial = ctx.t == 0 and self.init == "full"
         target, samples = (oracle.full(), oracle.sizes) if initial else minibatch_gradients(oracle, ctx, self.batch)

@@ -132,6 +132,12 @@ class Problem:
     def n_local(self) -> int:
         return len(self.worker_ids)
 
+    def workers(self, lo: int, hi: int) -> Optional["Problem"]:
+        """The problem of local workers lo..hi−1 alone, sharing this one's data, whose losses, gradients and scores
+        have the bits of those workers' rows here (a synchronous round then computes its gradients a chunk of workers
+        at a time); None if the problem cannot be split, and its gradients come from one pass over all local workers."""
+        return None
+
     def loss_grads(self, x: np.ndarray, with_loss: bool) -> tuple[Optional[np.ndarray], np.ndarray]:
         """(losses (n_local,) or None, gradients (n_local, d)) of the local workers at x."""
         raise NotImplementedError

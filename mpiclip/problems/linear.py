@@ -8,6 +8,7 @@ a worker's gradient has the same bits whichever other workers share its rank.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -110,20 +111,29 @@ class LinearDesign:
 
     def worker(self, w: int) -> "LinearDesign":
         """The design of local worker w alone, sharing this one's arrays (no copy of the data)."""
-        lo, hi = int(self.offsets[w]), int(self.offsets[w + 1])
+        return self.workers(w, w + 1)
+
+    def workers(self, lo: int, hi: int) -> "LinearDesign":
+        """The design of local workers lo..hi−1 alone, sharing this one's data arrays; of several workers, only the
+        column-shifted indices are new (shifted by lo·d less). Each worker's products and sums take its rows in the
+        same order, so they have the bits they have here."""
+        first, last = int(self.offsets[lo]), int(self.offsets[hi])
         sub = object.__new__(LinearDesign)
-        sub.offsets = np.array([0, hi - lo])
-        sub.sizes = self.sizes[w : w + 1]
-        sub.n_local, sub.d, sub.sparse = 1, self.d, self.sparse
-        sub.targets = None if self.targets is None else self.targets[lo:hi]
+        sub.offsets = self.offsets[lo : hi + 1] - first
+        sub.sizes = self.sizes[lo:hi]
+        sub.n_local, sub.d, sub.sparse = hi - lo, self.d, self.sparse
+        sub.targets = None if self.targets is None else self.targets[first:last]
         if self.sparse:
-            A = self.A
-            start, end = A.indptr[lo], A.indptr[hi]
-            sub.A = CSRParts((hi - lo, self.d), A.indptr[lo : hi + 1] - start, A.indices[start:end], A.data[start:end])
-            sub.shifted = sub.A  # one worker: no column shift
-            sub._z = np.empty(hi - lo)
+            A, B = self.A, self.shifted  # CSR arrays handed to scipy's kernels as they are (CSRParts)
+            start, end = A.indptr[first], A.indptr[last]
+            sub.A = CSRParts((last - first, self.d), A.indptr[first : last + 1] - start, A.indices[start:end],
+                             A.data[start:end])
+            sub.shifted = sub.A if hi - lo == 1 else CSRParts(  # one worker: no column shift
+                (last - first, (hi - lo) * self.d), B.indptr[first : last + 1] - start,
+                B.indices[start:end] - B.indices.dtype.type(lo * self.d), B.data[start:end])
+            sub._z = np.empty(last - first)
         else:
-            sub.A = self.A[lo:hi]
+            sub.A = self.A[first:last]
         return sub
 
     def products(self, x: np.ndarray) -> np.ndarray:
@@ -266,6 +276,13 @@ class LinearModel(Problem):
 
     def minibatch_grads(self, x, batches):
         return self._evaluate(self.design.select(batches), x, False)[1]
+
+    def workers(self, lo, hi):
+        part = copy.copy(self)  # a subclass's own settings (λ, the regulariser) come along
+        part.__dict__.pop("_single", None)  # worker_grad's designs are of this problem's workers
+        part.design = self.design.workers(lo, hi)
+        part.worker_ids, part.local_sizes = self.worker_ids[lo:hi], self.local_sizes[lo:hi]
+        return part
 
     def worker_grad(self, x, local, rows=None, decay=True):
         if rows is not None:

@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional
 
 import numpy as np
 
@@ -354,23 +354,64 @@ def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarr
     """Collective: f(x), ∇f(x) and the problem's scores from the local workers' full ``grads`` and ``losses``
     at x, with the session's stop/save/flush requests folded into the same reduction and settled; ``also_sum``
     (n_local, m) columns of the caller are summed over all workers in the same reduction."""
-    s, run = setup, setup.config.run
-    n, d = run.n_workers, len(state.x)
+    s, scores = setup, setup.problem.scores()
+    rows = np.hstack([grads, losses[:, None], _controls(s, state), scores] + ([] if also_sum is None else [also_sum]))
+    start = time.perf_counter()
+    total = s.comm.sum_rows(rows, s.config.run.deterministic)
+    return _row(s, len(state.x), total, scores.shape[1], also_sum is not None, time.perf_counter() - start)
+
+
+def exact_row_in_chunks(setup: Setup, state: RunState, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                        also_sum: Optional[np.ndarray] = None) -> Row:
+    """:func:`exact_row` from ``chunks``, (grads, losses, scores) of consecutive local workers each made only when
+    it is taken, so that a rank never holds every worker's gradient: the sum adds the same rows in the same order
+    (``Comm.sum_row_blocks``), so the row has the bits :func:`exact_row` gives."""
+    s = setup
+    controls = _controls(s, state)
+    width = len(state.x) + 1 + CONTROLS + len(s.problem.score_names) + (0 if also_sum is None else also_sum.shape[1])
+
+    making = 0.0  # seconds spent making the chunks (their gradients), not communicating
+
+    def blocks():
+        nonlocal making
+        lo, chunk = 0, iter(chunks)
+        while True:
+            started = time.perf_counter()
+            grads, losses, scores = next(chunk, (None, None, None))
+            making += time.perf_counter() - started
+            if grads is None:
+                return
+            hi = lo + len(grads)
+            extra = [] if also_sum is None else [also_sum[lo:hi]]
+            yield [grads, losses[:, None], controls[lo:hi], scores] + extra  # side by side, never stacked
+            del grads  # before the next chunk's gradients are made
+            lo = hi
+
+    start = time.perf_counter()
+    total = s.comm.sum_row_blocks(blocks(), width, s.config.run.deterministic)
+    return _row(s, len(state.x), total, len(s.problem.score_names), also_sum is not None,
+                time.perf_counter() - start - making)
+
+
+def _controls(s: Setup, state: RunState) -> np.ndarray:
+    """(n_local, CONTROLS): this rank's requests (on its first worker's row) and each worker's paper bits so far."""
     controls = np.zeros((len(s.worker_ids), CONTROLS))
     controls[0, :3] = s.control.requests()
     controls[:, 3] = state.ledger.counted_up()[:, 0]
-    scores = s.problem.scores()
-    columns = [grads, losses[:, None], controls, scores] + ([] if also_sum is None else [also_sum])
-    rows = np.hstack(columns)
-    start = time.perf_counter()
-    total = s.comm.sum_rows(rows, run.deterministic)
-    comm_seconds = time.perf_counter() - start
-    g = total[:d] / n
+    return controls
+
+
+def _row(s: Setup, d: int, total: np.ndarray, n_scores: int, tail: bool, comm_seconds: float) -> Row:
+    """The row from the sum over all workers of [∇f_i | f_i | controls | ``n_scores`` scores | the caller's columns
+    (``tail``)], which took ``comm_seconds`` of communication; settles the session's requests."""
+    n = s.config.run.n_workers
+    g = total[:d]  # ∇f in the sum's own memory: one d-vector fewer at a recorded round
+    g /= n
     s.control.settle(total[d + 1 : d + 4])
     at = d + 1 + CONTROLS
-    named = dict(zip(s.problem.score_names, total[at : at + scores.shape[1]] / n))
-    tail = None if also_sum is None else total[at + scores.shape[1] :]
-    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, tail, comm_seconds)
+    named = dict(zip(s.problem.score_names, total[at : at + n_scores] / n))
+    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, total[at + n_scores :] if tail else None,
+               comm_seconds)
 
 
 def check_ranks(setup: Setup, state: RunState, recorded: bool) -> None:

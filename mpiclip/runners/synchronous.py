@@ -19,7 +19,18 @@ import numpy as np
 from mpiclip.compressors import Message
 from mpiclip.problems import Problem
 from mpiclip.rng import SERVER_ID, WorkerRandomness, generator
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row, time_budget
+from mpiclip.runners.base import (
+    RUNNERS,
+    Ledger,
+    Runner,
+    RunState,
+    check_ranks,
+    end_status,
+    exact_row,
+    exact_row_in_chunks,
+    time_budget,
+)
+from mpiclip.runners.chunks import plan_chunks, step_in_chunks
 from mpiclip.runners.protocol import Method
 from mpiclip.system import CLOCK_COLUMNS, SystemModel
 from mpiclip.wire import SparseGather, sequential_sum
@@ -111,6 +122,9 @@ class SynchronousMethod(Method):
 
     runner: ClassVar[str] = "synchronous"
     per_worker: ClassVar[bool] = False  # server needs each worker's dense message, not only the sum
+    # worker_step is row by row (each worker's output from its own state row and draws), so a large round may
+    # step a chunk of workers at a time (runners/chunks.py); declared beside the worker_step it describes
+    row_separable: ClassVar[bool] = False
 
     def initial_state(self, x0: np.ndarray, n_local: int) -> tuple[Any, Any]:
         raise NotImplementedError
@@ -222,6 +236,9 @@ class SynchronousRunner(Runner):
             if self.system is not None:
                 state.runner_data.update(sim_compute=0.0, sim_wait=0.0, sim_down=0.0)
         self.started = time.perf_counter() - state.elapsed
+        # a large round in chunks of workers (runners/chunks.py); a state with replicated fields is stepped whole
+        stacked = getattr(state.workers, "replicated", ())
+        self.chunks = None if stacked else plan_chunks(s.method, s.problem, len(s.worker_ids))
         return state
 
     def advance(self, state: RunState) -> RunState:
@@ -230,24 +247,33 @@ class SynchronousRunner(Runner):
         t, x = state.t, state.x
         clock = time.perf_counter
         record = t % run.eval_every == 0 or t == run.rounds
-        oracle = LocalOracle(problem, x, with_loss=record)
+        chunks = self.chunks
+        if chunks is not None:  # every chunk sees one read-only x: what a problem computes from x alone, it computes once
+            x = x.view()
+            x.flags.writeable = False
+        oracle = LocalOracle(problem, x, with_loss=record) if chunks is None else None
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
             if record:
-                oracle.full()
-                spent["gradient"] += oracle.seconds
-                if not self._evaluate(state, oracle):
+                if oracle is not None:
+                    oracle.full()
+                    spent["gradient"] += oracle.seconds
+                if not self._evaluate(state, oracle, x):
                     return state
             if t and t % run.check_every == 0:
                 check_ranks(self.setup, state, record)
                 if control.stop:
                     return state
             ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
-            oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
-            before = oracle.seconds
             t0 = clock()
-            state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
+            if chunks is None:
+                oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
+                before = oracle.seconds
+                state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
+                inside, touched = oracle.seconds - before, oracle.touched  # the step's gradients: gradient time
+            else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
+                state.workers, msg, metrics, touched, inside = step_in_chunks(
+                    method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
             t1 = clock()
-            inside = oracle.seconds - before  # gradients the step asked for count as gradient time
             agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
             t2 = clock()
             state.server, state.x, downlink = method.server_step(state.server, x, agg, ctx)
@@ -255,7 +281,7 @@ class SynchronousRunner(Runner):
             t3 = clock()
         state.ledger.add(msg, downlink)
         if self.system is not None:
-            self._tick(state, downlink, oracle.touched)
+            self._tick(state, downlink, touched)
         if record:
             s.recorder.set_metrics(metrics)
             if s.recorder.full or control.flush:  # only now is the row complete
@@ -292,13 +318,19 @@ class SynchronousRunner(Runner):
         return {"sim_time": clock["sim_compute"] + clock["sim_wait"] + comm, "sim_compute": clock["sim_compute"],
                 "sim_comm": comm, "sim_wait": clock["sim_wait"]}
 
-    def _evaluate(self, state: RunState, oracle: LocalOracle) -> bool:
+    def _evaluate(self, state: RunState, oracle: Optional[LocalOracle], x: np.ndarray) -> bool:
         """Record row t (f, ‖∇f‖², the method's and the problem's scores) and apply the stopping rules and
-        the session's requests; False if the loop ends at this round."""
+        the session's requests; False if the loop ends at this round. ``oracle`` None: the round is stepped in
+        chunks, and so are the gradients of the row, at x (x^t, read-only)."""
         s, run, t = self.setup, self.setup.config.run, state.t
         t1 = time.perf_counter()
         sent = None if self.system is None else state.ledger.sent_up[:, self.system.encoding : self.system.encoding + 1]
-        row = exact_row(s, state, oracle.full(), oracle.losses(), sent)
+        gradient_seconds = s.timing["gradient"]
+        if oracle is not None:
+            row = exact_row(s, state, oracle.full(), oracle.losses(), sent)
+        else:
+            row = exact_row_in_chunks(s, state, self._chunk_gradients(x), sent)
+        since = t1 + s.timing["gradient"] - gradient_seconds  # the chunks' gradients are gradient time, not evaluation
         status = end_status(run, t, row)
         clock = {} if self.system is None else self._clock(state, float(row.sums[0]))
         if status == "running" and clock:
@@ -307,10 +339,19 @@ class SynchronousRunner(Runner):
             return False  # round t is recorded when the run resumes
         s.recorder.add_row(state.ledger, t, t1 - self.started, row.loss, row.grad_norm_sq,
                            {**s.method.evaluate(state.server, state.x, row.grad, t), **row.scores, **clock})
-        self.recorded(state, row, status, t1)
+        self.recorded(state, row, status, since)
         if clock:
             state.runner_data["sim_time"] = clock["sim_time"]
         return status == "running"
+
+    def _chunk_gradients(self, x: np.ndarray):
+        """(gradients, losses, scores) of each chunk of local workers at x, made when the row's sum takes them."""
+        for _, _, part in self.chunks:
+            oracle = LocalOracle(part, x, with_loss=True)
+            oracle.full()
+            self.setup.timing["gradient"] += oracle.seconds
+            yield oracle.full(), oracle.losses(), part.scores()
+            del oracle  # before the next chunk's gradients are made
 
     def summary(self, state: RunState) -> dict:
         return {} if self.system is None else {"sim_time": float(state.runner_data.get("sim_time", 0.0))}
