@@ -177,9 +177,11 @@ class Comm:
     def sum_row_blocks(self, blocks: Iterable[list], m: int, ordered: bool) -> np.ndarray:
         """``sum_rows`` of the local rows given as consecutive blocks, each made only when it is taken (a rank never
         holds all its rows at once) and each a list of pieces side by side (b rows each, m columns in all, never
-        stacked into one array), with the same bits as ``sum_rows`` of the rows stacked. Ordered, a rank
-        takes its first block only once the ranks before it have summed theirs (the worker-order sum needs their
-        partial sum first), so the ranks make their blocks one after another."""
+        stacked into one array), with the same bits as ``sum_rows`` of the rows stacked, and the same collective:
+        the ranks decide how to sum from the rows' size in all, never from how a rank holds its rows. Ordered and
+        above the size ``sum_rows`` gathers, a rank takes its first block only once the ranks before it have
+        summed theirs (the worker-order sum needs their partial sum first), so the ranks make their blocks one
+        after another."""
         raise NotImplementedError
 
     def gather_sparse(self, counts, values, indices, flags=None, fixed_count=None) -> SparseGather:

@@ -56,6 +56,7 @@ class CallCounter:
     def total(self) -> int:
         return sum(self.calls.values())
 
+
 class MPIComm(Comm):
     """Collectives over an mpi4py communicator (COMM_WORLD unless given)."""
 
@@ -178,16 +179,7 @@ class MPIComm(Comm):
             return out
         if int(self.workers_per_rank.sum()) * m * 8 <= ORDERED_GATHER_BYTES:
             return sequential_sum(self.allgather_rows(rows))
-        # Ring: rank r adds its workers, in order, to the partial sum of ranks < r (memory stays one row).
-        start = None
-        if self.rank > 0:
-            start = np.empty(m, dtype=np.float64)
-            self._c.Recv(start, source=self.rank - 1, tag=_RING_TAG)
-        acc = sequential_sum(np.ascontiguousarray(rows, dtype=np.float64), start)
-        if self.rank < self.size - 1:
-            self._c.Send(acc, dest=self.rank + 1, tag=_RING_TAG)
-        self._c.Bcast(acc, root=self.size - 1)
-        return acc
+        return self._ring_sum([[np.ascontiguousarray(rows, dtype=np.float64)]], m)
 
     def sum_rows_of(self, rows, senders, ordered, columns=None):
         m, c = rows.shape[1], 0 if columns is None else columns.shape[1]
@@ -217,6 +209,10 @@ class MPIComm(Comm):
 
     def sum_row_blocks(self, blocks, m, ordered):
         MPI = self._MPI
+        if ordered and int(self.workers_per_rank.sum()) * m * 8 <= ORDERED_GATHER_BYTES:
+            # small enough to gather: the collective of sum_rows, so that a rank stepping its workers in chunks
+            # and one stepping them stacked (fewer workers) make the same call
+            return self.sum_rows(np.vstack([np.hstack(pieces) for pieces in blocks]), ordered)
         if not ordered:
             # rows.sum(axis=0) of an (n, m > 1) array adds the rows one after another onto 0.0: the same bits
             local = np.zeros(m, dtype=np.float64)
@@ -226,6 +222,11 @@ class MPIComm(Comm):
             out = np.empty(m, dtype=np.float64)
             self._c.Allreduce(local, out, op=MPI.SUM)
             return out
+        return self._ring_sum(blocks, m)
+
+    def _ring_sum(self, blocks, m: int) -> np.ndarray:
+        """The ordered sum as a ring: rank r adds the rows of its blocks (lists of pieces side by side), in worker
+        order, to the partial sum of ranks < r, passes it on, and the last rank broadcasts it (memory: one row)."""
         acc = None
         if self.rank > 0:
             acc = np.empty(m, dtype=np.float64)

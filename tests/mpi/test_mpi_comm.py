@@ -71,6 +71,24 @@ def test_ordered_sum_is_the_serial_sequential_sum(n_workers, m):
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("m", [5, ORDERED_GATHER_BYTES // 8 // 2 + 1], ids=["gathered", "ring"])
+def test_a_sum_of_blocks_has_the_bits_of_sum_rows_however_each_rank_cuts_its_rows(m):
+    """sum_row_blocks takes a rank's rows as blocks of pieces side by side (a chunked round), sum_rows as one array
+    (a stacked one): some ranks chunk and others not in one round, and both make the same collective and give the
+    serial worker-order sum's bits (a rank deciding from its own rows would leave the others waiting)."""
+    comm = MPIComm()
+    n = 2 * comm.size + 1
+    layout = comm.bind(n)
+    rows = everyone(n, m=m)
+    mine = rows[layout.workers_of(comm.rank)]
+    if comm.rank % 2:
+        total = comm.sum_rows(mine, ordered=True)
+    else:  # blocks of one row, each cut into two pieces side by side
+        total = comm.sum_row_blocks(([row[None, :2], row[None, 2:]] for row in mine), m, ordered=True)
+    assert collective(total.tobytes() == sequential_sum(rows).tobytes())
+
+
+@pytest.mark.mpi(min_size=2)
 def test_sparse_gather_with_empty_messages_on_some_ranks():
     comm = MPIComm()
     n = comm.size + 3
