@@ -322,8 +322,11 @@ class FederatedRunner(Runner):
         update, sums = None, {}
         if method.payloads:
             update, sums, kept = self._clients(state, local, members, rnd, g_i, g_hat, up, metrics, pending)
+            pending = None
             down += participants * self.dense * method.downlink
             state.runner_data["comm_rounds"] += 1
+        if pending is not None:  # a round without a sum (neither step) carries no row: it takes a sum of its own
+            self._add_alone(state, pending)
         if self.clock is not None:
             state.runner_data[DROPPED] += len(chosen) - len(members)
         t0 = clock()
@@ -445,10 +448,15 @@ class FederatedRunner(Runner):
         metrics.update(grad_gap=gap, grad_gap_rel=gap / np.sqrt(g_hat @ g_hat))
         if status == "running":
             return pending
-        spread = s.comm.sum_rows(pending.spread, run.deterministic)  # no round follows to carry it
-        pending.add(s.recorder, state.ledger, spread[0] / run.n_workers)
+        self._add_alone(state, pending)  # no round follows to carry it
         s.recorder.set_metrics(metrics)
         return None
+
+    def _add_alone(self, state: RunState, pending: "PendingRow") -> None:
+        """Add a row whose gradient variance no round's sum carries, with a sum of its own."""
+        s, run = self.setup, self.setup.config.run
+        spread = s.comm.sum_rows(pending.spread, run.deterministic)
+        pending.add(s.recorder, state.ledger, spread[0] / run.n_workers)
 
     def summary(self, state: RunState) -> dict:
         fed = self.fed
