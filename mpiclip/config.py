@@ -34,7 +34,7 @@ from mpiclip.methods import METHODS
 from mpiclip.params import at_least, nonnegative, param, parse_params, positive, to_table
 from mpiclip.paths import check_printable, printable
 from mpiclip.problems import PROBLEMS
-from mpiclip.runners import RUNNERS
+from mpiclip.runners import RUNNERS, runner_facts
 from mpiclip.stepsize import StepsizeParams
 from mpiclip.system import SystemModel, SystemParams
 from mpiclip.system import parse as parse_system
@@ -50,7 +50,7 @@ UNHASHED_RUN_KEYS = ("name", "check_every", "checkpoint_every", "checkpoint_seco
 def sections() -> tuple[str, ...]:
     """The config's sections: the runners' own ([async], [federated], and those of runners registered from
     outside the package) sit between [stepsize] and [system] (shared by every runner), in the registry's order."""
-    runners = dict.fromkeys(r.section for _, r in RUNNERS.items() if r.section)
+    runners = dict.fromkeys(r.section for r in runner_facts().values() if r.section)
     return ("run", "data", "problem", "method", "compressor", "stepsize", *runners, "system", "output")
 
 
@@ -503,7 +503,7 @@ def _runner_sections(table: dict, method: str, run: RunParams) -> tuple:
     """((name, params),) of the section of the runner that drives ``method``, if it has one; a section of
     another runner is an error naming that runner's methods."""
     mine = RUNNERS.get(METHODS.get(method, "method.name").runner, "method.name")
-    for name, runner in RUNNERS.items():
+    for name, runner in runner_facts().items():
         if runner.section and runner.section != mine.section and runner.section in table:
             methods = ", ".join(n for n, c in METHODS.items() if c.runner == name)
             raise InputError(runner.section, table[runner.section], f"method {method!r} runs on the {mine.name} runner; "

@@ -43,6 +43,13 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def comparison_read(encoding: str = "paper") -> dict:
+    """What :func:`comparison` reads of a trace without levels, as ``load_trace``'s keywords: a few columns and
+    attributes, several times faster than the whole trace (the table ``mpiclip run`` prints after its runs)."""
+    return {"columns": ("rounds", "loss", "grad_norm_sq", f"bits/up/{encoding}", "sim_time"),
+            "attrs": ("name", "method", "config", "wall_seconds")}
+
+
 def comparison(traces: list[Union[Trace, TraceError]], encoding: str = "paper", levels: tuple = ()) -> str:
     """One row per trace; with ``levels``, the bits per worker to reach each ‖∇f‖² level (docs/design.md §4). Where a
     trace keeps a simulated clock (/sim_time), its final value and, with ``levels``, the simulated time to reach each

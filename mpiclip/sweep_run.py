@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from mpiclip import session as sessions
 from mpiclip.comm import Comm
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.limits import MAX_RUNS_AT_ONCE
-from mpiclip.sweep import SweepRun
+
+if TYPE_CHECKING:  # `mpiclip run` slices its runs here without reading any sweep file
+    from mpiclip.sweep import SweepRun
 
 
 def slice_of(runs: Sequence, task: Optional[int], runs_per_task: int) -> list:

@@ -150,9 +150,9 @@ class Column:
 @lru_cache(maxsize=1)
 def registered_tables() -> tuple:
     """Every registered runner's tables (Runner.tables), each once."""
-    from mpiclip.runners import RUNNERS  # late: the runners (and their methods) import what writes traces
+    from mpiclip.runners import runner_facts  # late: the runners' package imports what writes traces
 
-    return tuple({t.name: t for _, runner in RUNNERS.items() for t in runner.tables}.values())
+    return tuple({t.name: t for runner in runner_facts().values() for t in runner.tables}.values())
 
 
 @lru_cache(maxsize=1)

@@ -36,6 +36,27 @@ def test_help_lists_every_command_and_option():
     assert "--encoding" in mpiclip(["info", "--help"]).stdout
 
 
+def test_a_command_builds_its_own_parser_and_every_command_is_in_the_table():
+    """`mpiclip COMMAND` builds only that command's parser (start-up); the table that says which module adds
+    each command is checked against the parser of every command, which help and a mistyped command get."""
+    import argparse
+
+    from mpiclip import cli
+
+    def commands(parser):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices
+
+    every = commands(cli.build_parser())
+    assert set(every) == set(cli.COMMANDS) and set(cli.COMMANDS.values()) == set(cli.MODULES)
+    for name, module in cli.COMMANDS.items():
+        mine = commands(cli.build_parser([name, "--help"]))
+        assert name in mine and set(mine) == {n for n, m in cli.COMMANDS.items() if m is module}
+    assert set(commands(cli.build_parser(["rnu"]))) == set(every) == set(commands(cli.build_parser(["--help"])))
+    proc = mpiclip(["rnu"])
+    assert proc.returncode == 2 and "invalid choice: 'rnu'" in proc.stderr and "reproduce" in proc.stderr
+
+
 def test_presets_and_options():
     listing = mpiclip(["presets"]).stdout
     assert "quickstart" in listing and "ef21-libsvm" in listing

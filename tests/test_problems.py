@@ -127,6 +127,31 @@ def test_a_pooled_minibatch_has_the_bits_of_one_gradient_per_worker(problem, sto
         assert pooled.tobytes() == looped.tobytes()
 
 
+@pytest.mark.parametrize("trial", range(40))
+def test_scaled_rows_have_the_bits_of_scipys_diagonal_product(trial):
+    """LinearDesign scales a canonical CSR's entries in place of scipy's diag(s)·X (start-up): the same indices and
+    bits; stored zeros, unsorted entries, float32 data and zero scales take scipy's product."""
+    from mpiclip.problems.linear import _scaled_rows
+
+    rng = np.random.default_rng(trial)
+    X = sp.random(40, 15, density=0.3, format="csr", random_state=trial)
+    if trial % 3 == 0:
+        X.data[::4] = 0.0
+    if trial % 4 == 1:  # the same entries, each row's in reverse order: not canonical
+        order = np.concatenate([np.arange(a, b)[::-1] for a, b in zip(X.indptr[:-1], X.indptr[1:])])
+        X = sp.csr_matrix((X.data[order], X.indices[order], X.indptr), shape=X.shape)
+        assert not X.has_canonical_format
+    if trial % 5 == 2:
+        X = X.astype(np.float32)
+    scale = rng.standard_normal(40) * (rng.random(40) > 0.1 if trial % 2 else 1.0)
+    ours = _scaled_rows(X, scale)
+    theirs = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float64)
+    theirs.sort_indices()
+    assert ours.dtype == np.float64 and ours.has_sorted_indices
+    assert np.array_equal(ours.indptr, theirs.indptr) and np.array_equal(ours.indices, theirs.indices)
+    assert np.array_equal(ours.data.view(np.int64), theirs.data.view(np.int64))
+
+
 def test_smoothness_against_dense_eigenvalues():
     shard, _ = make_shard(n_workers=3)
     prob = LogisticRegression(LogRegParams(lam=0.1), shard, 3)

@@ -53,16 +53,40 @@ print(json.dumps({{"listed": listed, "all": list(reg), "added": added, "declared
 
 
 def test_a_run_imports_only_its_own_components():
-    """Loading the EF21 preset imports the EF21 family and the logistic problem, no other method or problem
-    module, and no image sources (start-up time: docs/design.md)."""
+    """Loading the EF21 preset imports the EF21 family, the logistic problem and the synchronous runner, no other
+    method, problem or runner module, and no image sources (start-up time: docs/design.md); nor does reading its
+    trace back import another runner (the trace readers know every runner's tables from runners.DECLARED)."""
     code = """
 import json, sys
-from mpiclip import config
+from mpiclip import config, trace_contract
 config.load("ef21-libsvm", ["data.path='a9a.txt'"])
-print(json.dumps(sorted(m for m in sys.modules if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision")))))
+assert {t.name for t in trace_contract.registered_tables()} == {"events", "clients"}
+print(json.dumps(sorted(m for m in sys.modules
+                        if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision", "mpiclip.runners.")))))
 """
     assert _fresh(code) == ["mpiclip.methods.base", "mpiclip.methods.ef21", "mpiclip.problems.base",
-                            "mpiclip.problems.linear", "mpiclip.problems.logreg"]
+                            "mpiclip.problems.linear", "mpiclip.problems.logreg", "mpiclip.runners.base",
+                            "mpiclip.runners.chunks", "mpiclip.runners.protocol", "mpiclip.runners.synchronous",
+                            "mpiclip.runners.tables"]
+
+
+def test_the_declared_runners_facts_are_their_classes():
+    """runners.DECLARED says what each declared runner's class says: its module, config section and tables; and
+    runner_facts reads a runner registered from outside the package from its class."""
+    from mpiclip.runners import DECLARED, RUNNERS, Facts, Runner, runner_facts
+
+    assert list(DECLARED) == list(RUNNERS)[: len(DECLARED)]
+    for name, facts in DECLARED.items():
+        runner = RUNNERS.get(name, "runner")
+        assert facts == Facts(runner.__module__, runner.section, tuple(runner.tables)), name
+    try:
+        @RUNNERS.register("toy-runner")
+        class ToyRunner(Runner):
+            section = "toy"
+
+        assert runner_facts()["toy-runner"] == Facts(__name__, "toy", ())
+    finally:
+        RUNNERS._entries.pop("toy-runner", None)
 
 
 def test_lazy_exports_and_unknown_names():

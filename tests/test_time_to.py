@@ -102,6 +102,18 @@ def test_a_trace_without_a_clock_says_no_simulated_time(traces, tmp_path):
     assert score(tr, SelectParams(criterion="bits_to", target=1e3))[0] == 0
 
 
+def test_the_run_table_reads_a_few_columns_and_prints_what_the_whole_trace_gives(traces, tmp_path):
+    """`mpiclip run`'s closing table reads only report.comparison_read()'s columns (start-up): the same table as from
+    the whole trace, for traces with and without a clock, in two encodings; a federated trace's clock lives at the root."""
+    fed = run(tmp_path, "fed", rounds=6, system={"latency": 0.01}, **METHOD_CASES["fedavg"])
+    paths = [traces["sync"], traces["clocked"], traces["asgd"], fed]
+    for encoding in ("paper", "coo32"):
+        few = [load_trace(p, **report.comparison_read(encoding)) for p in paths]
+        assert report.comparison(few, encoding) == report.comparison([load_trace(p) for p in paths], encoding)
+        assert len(few[0].loss) and not len(few[0].time)  # what the table does not show was not read
+    assert all("sim time" in report.comparison([load_trace(p, **report.comparison_read())]) for p in (traces["asgd"], fed))
+
+
 def test_frames_and_info_give_time_to_target_beside_bits_to_target(traces, capsys):
     table = frames.runs(traces["folder"], levels=[1e-2]).set_index("name")
     for name in ("sync", "clocked", "asgd"):

@@ -26,20 +26,29 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+MODULES = (run, info, tools, sweep, reproduce)  # each adds its commands' parsers, in the help's order
+COMMANDS = {"run": run, "info": info, "presets": info, "options": info, "stepsize": tools, "privacy": tools,
+            "sweep": sweep, "reproduce": reproduce}
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``argv`` naming a command first, of that command alone (start-up: the
+    other commands' parsers take milliseconds to build). Help, --version and a mistyped command get them all."""
     p = argparse.ArgumentParser(prog="mpiclip", description="Communication-efficient and clipped distributed "
                                 "optimization on MPI ranks, with HDF5 traces.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"mpiclip {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for module in (run, info, tools, sweep, reproduce):
+    command = argv[0] if argv else None
+    for module in (COMMANDS[command],) if command in COMMANDS else MODULES:
         module.add_parsers(sub)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # past a file-size limit, a write fails (and the run says so) instead of killing
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:

@@ -152,7 +152,7 @@ def _finish_table(comm, results, args, say) -> None:
     from mpiclip import report
     from mpiclip.trace import load_trace
 
-    traces = [load_trace(r.path) for r in results]
+    traces = [load_trace(r.path) if args.plot else load_trace(r.path, **report.comparison_read()) for r in results]
     print()
     print(report.comparison(traces))
     if args.plot:

@@ -387,10 +387,11 @@ class Plan:
         rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         source = SOURCES.get(self.spec.common.source, "data.source")
-        X_sorted, y_sorted = source.read(self.spec.source, rows[order], self.n_features)
-        position = np.empty(len(rows), dtype=np.int64)
-        position[order] = np.arange(len(rows))
-        X, y = X_sorted[position], y_sorted[position]
+        X, y = source.read(self.spec.source, rows[order], self.n_features)
+        if (np.diff(order) != 1).any():  # back in the shards' order (a contiguous split's rows are in file order)
+            position = np.empty(len(rows), dtype=np.int64)
+            position[order] = np.arange(len(rows))
+            X, y = X[position], y[position]
         if sp.issparse(X):
             X = X.tocsr()
         if self.label_map == "pm1":

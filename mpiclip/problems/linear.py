@@ -45,6 +45,22 @@ def _scipy(matrix):
     return matrix.matrix() if isinstance(matrix, CSRParts) else matrix
 
 
+def _scaled_rows(X, row_scale: np.ndarray) -> sp.csr_matrix:
+    """diag(row_scale)·X as float64 CSR with sorted indices and no stored zeros. For a canonical X (sorted, no
+    duplicates) whose scaled entries are all nonzero this is each entry times its row's scale, which are the bits
+    scipy's product gives (one product per entry; it drops zeros and leaves rows unsorted), several times faster."""
+    X = sp.csr_matrix(X)
+    if X.has_canonical_format:
+        data = X.data.astype(np.float64) * np.repeat(np.asarray(row_scale, dtype=np.float64), np.diff(X.indptr))
+        if data.all():
+            A = sp.csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+            A.has_sorted_indices = True
+            return A
+    A = sp.csr_matrix(sp.diags(row_scale) @ X, dtype=np.float64)
+    A.sort_indices()
+    return A
+
+
 class LinearDesign:
     """A = diag(row_scale)·X for the rank's rows, with per-worker mean products.
 
@@ -60,9 +76,7 @@ class LinearDesign:
         self.targets = targets
         self.sparse = sp.issparse(X)
         if self.sparse:
-            A = sp.csr_matrix(sp.diags(row_scale) @ X, dtype=np.float64)
-            A.sort_indices()
-            self.A = A
+            self.A = A = _scaled_rows(X, row_scale)
             worker_of_row = np.repeat(np.arange(self.n_local), np.diff(offsets))
             shift = np.repeat(worker_of_row * self.d, np.diff(A.indptr))
             index_type = np.int32 if self.n_local * self.d < 2**31 else np.int64

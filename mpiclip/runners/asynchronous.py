@@ -39,8 +39,9 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, end_status, exact_row
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
 from mpiclip.runners.protocol import Method
+from mpiclip.runners.tables import EVENTS
 from mpiclip.system import CLOCK_COLUMNS, COMPUTE_KEYS, job_transfers, worker_links
 from mpiclip.trace import CORRUPT, open_trace
 
@@ -147,11 +148,6 @@ def _read_replay(path: str, size: int, mtime: int) -> dict:
     except CORRUPT as e:
         raise InputError("async.replay", path, f"cannot be read: {e}") from None
     return {"events": events, "attrs": attrs}
-
-
-# One row per gradient that reached the server; job: the worker's job index, which keys the job's random draws
-EVENTS = Table("events", (("update", "i8"), ("worker", "i8"), ("start", "i8"), ("delay", "i8"), ("sim_time", "f8"),
-                          ("norm", "f8"), ("clipped", "i1"), ("job", "i8")), bits=True)
 
 
 def _unused_system_keys() -> dict:

@@ -40,9 +40,10 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
 from mpiclip.federation import FederatedParams, ServerOptState, sample_clients, server_optimizer
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
-from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, Table, check_ranks, end_status, exact_row, time_budget
+from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks, end_status, exact_row, time_budget
 from mpiclip.runners.fedclock import FedClock
 from mpiclip.runners.protocol import Method
+from mpiclip.runners.tables import CLIENTS
 from mpiclip.system import CLOCK_COLUMNS, DROPPED
 from mpiclip.wire import row_sq_norms
 
@@ -207,9 +208,6 @@ def client_steps(fed: FederatedParams, compressed: bool) -> list[ClientStep]:
     """The per-client steps of this config's rounds, in order."""
     return ([clip_updates] if fed.update_clip else []) + [record_update_norms] + \
         ([compress_updates] if compressed else []) + [choose_payload, weigh]
-
-
-CLIENTS = Table("clients", units="client id")  # one row per round: the clients sampled
 
 
 @RUNNERS.register("federated")
