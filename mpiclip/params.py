@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any, Callable, Iterable, Optional
@@ -54,7 +55,7 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
     """Build ``cls`` from ``table``; keys in ``skip`` belong to someone else and are ignored; ``owner``
     names the component in the message about an unknown key."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls) if table else {}
     skip = set(skip)
     unknown = sorted(set(table) - set(fields) - skip)
     if unknown:
@@ -84,6 +85,13 @@ def parse_params(cls: type, table: dict[str, Any], section: str, skip: Iterable[
     return record
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    """The evaluated annotations of a parameter class (``typing.get_type_hints`` compiles each one: a sweep parses the
+    same classes for every point)."""
+    return typing.get_type_hints(cls)
+
+
 def _finite(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
@@ -96,7 +104,7 @@ def _finite(value: Any) -> bool:
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, doc) of each parameter, for help texts."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return [(f.name, _type_name(hints[f.name]), _default(f), _doc(f)) for f in dataclasses.fields(cls)]
 
 

@@ -8,6 +8,7 @@ imports mpi4py.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import platform
@@ -112,15 +113,52 @@ def _versions() -> dict:
     return out
 
 
+_GIT_STATUS = ("status", "--porcelain=v2", "--branch", "--untracked-files=no")  # the header has the commit, then changes
+_started: list = []  # the git process start_git launched, read by the first _git()
+
+
+def start_git() -> None:
+    """Launch the git process of the code version now, so that it runs while the run imports and reads its data (a
+    process takes milliseconds); the first provenance record reads its answer."""
+    if not _started:
+        try:
+            _started.append(subprocess.Popen(["git", "-C", _here(), *_GIT_STATUS], stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, text=True))
+            atexit.register(_reap)  # a run that ends before its trace (bad input) never reads it
+        except OSError:
+            pass
+
+
+def _reap() -> None:
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()
+
+
+def _here() -> str:
+    return os.path.dirname(os.path.abspath(__file__))
+
+
 def _git() -> dict:
     """Commit and dirty flag of the source tree the package was imported from (empty if not a git checkout)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-
-    try:  # one git process (about 5 ms each): the branch header has the commit, every other line is a change
-        lines = subprocess.run(["git", "-C", here, "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()
+    try:
+        if _started:
+            started = _started[-1]
+            try:
+                out, _ = started.communicate(timeout=10)
+            finally:
+                _reap()
+            if started.returncode:
+                raise subprocess.CalledProcessError(started.returncode, started.args)
+        else:
+            out = subprocess.run(["git", "-C", _here(), *_GIT_STATUS], capture_output=True, text=True, timeout=10,
+                                 check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
+    lines = out.splitlines()
     commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), "")
     if not commit or commit == "(initial)":  # a repository without a commit yet
         return {}

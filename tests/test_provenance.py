@@ -3,6 +3,7 @@ recorded in the trace's ``provenance`` attribute and shown by ``mpiclip info``. 
 attribute, and the traces that tests compare bit for bit are compared by their datasets (helpers.trace_arrays)."""
 
 import importlib
+import os
 import sys
 
 import pytest
@@ -56,3 +57,28 @@ def test_a_run_under_mpiexec_records_its_launcher_and_info_shows_it(tmp_path):
     assert "launcher   mpiexec (MPICH Hydra), 2 ranks (HYDI_CONTROL_FD, PMI_SIZE)" in info
     packages = next(line for line in info if line.startswith("packages   "))
     assert f"matplotlib {p['packages']['matplotlib']}" in packages and "numpy " in packages
+
+
+def test_the_code_version_comes_from_git_started_early_or_late_and_from_a_tree_without_git(tmp_path):
+    """One `git status --porcelain=v2 --branch` gives the commit and the dirty flag: the same record whether start_git
+    launched it during start-up or _git runs it when the trace is made; a started git that nobody reads is reaped at
+    exit without a warning; a copy of the package outside any repository records no commit."""
+    import shutil
+    import subprocess
+
+    late = provenance._git()
+    provenance.start_git()
+    assert provenance._started and provenance._git() == late and not provenance._started
+    here = provenance._here()
+    if late:  # a checkout: the commit is HEAD's
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert late["commit"] == head and isinstance(late["dirty"], bool)
+    code = "from mpiclip import provenance; provenance.start_git(); print('ok')"
+    proc = subprocess.run([sys.executable, "-X", "dev", "-W", "error", "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "ok\n" and proc.stderr == "", proc.stderr
+    copy = tmp_path / "elsewhere" / "mpiclip"
+    shutil.copytree(here, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from mpiclip import provenance; print(provenance._git())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(copy.parent)})
+    assert proc.stdout == "{}\n", proc.stderr

@@ -17,6 +17,7 @@ DECLARING = {
     "mpiclip.methods": "METHODS",
     "mpiclip.problems": "PROBLEMS",
     "mpiclip.data": "SOURCES",
+    "mpiclip.compressors": "COMPRESSORS",
 }
 
 
@@ -28,43 +29,40 @@ def _fresh(code: str) -> dict:
 
 @pytest.mark.parametrize("package", sorted(DECLARING))
 def test_each_declared_module_registers_exactly_its_names_in_order(package):
-    """In a fresh process, the names each declared module adds when imported, in their registration order,
-    are the ones declared for it; and the listing order is the declared one."""
+    """In a fresh process, the names each declared module registers (the classes defined in it, in their registration
+    order, whether the package imported it itself or a lookup did) are the ones declared for it; and the listing
+    order is the declared one."""
     registry = DECLARING[package]
     code = f"""
 import importlib, json, {package} as pkg
 reg = pkg.{registry}
 listed = list(reg)
 modules = list(dict.fromkeys(reg._declared.values()))
-added = {{}}
 for module in modules:
-    before = set(reg._entries)
     importlib.import_module(module)
-    added[module] = [n for n in reg._entries if n not in before]
+added = {{m: [n for n, cls in reg._entries.items() if cls.__module__ == m] for m in modules}}
 declared = {{m: [n for n, mm in reg._declared.items() if mm == m] for m in modules}}
 print(json.dumps({{"listed": listed, "all": list(reg), "added": added, "declared": declared}}))
 """
     out = _fresh(code)
     assert out["listed"] == out["all"]  # importing everything changes no listing
-    for module, names in out["declared"].items():
-        if module == package:  # the package's own entries were registered when it was imported
-            continue
-        assert out["added"][module] == names, module
+    assert out["added"] == out["declared"]
 
 
 def test_a_run_imports_only_its_own_components():
-    """Loading the EF21 preset imports the EF21 family, the logistic problem and the synchronous runner, no other
-    method, problem or runner module, and no image sources (start-up time: docs/design.md); nor does reading its
+    """Loading the EF21 preset imports the EF21 family, the logistic problem, the synchronous runner and the
+    sparsifiers, no other method, problem, runner or compressor module, and no image sources (start-up time: docs/design.md); nor does reading its
     trace back import another runner (the trace readers know every runner's tables from runners.DECLARED)."""
     code = """
 import json, sys
 from mpiclip import config, trace_contract
 config.load("ef21-libsvm", ["data.path='a9a.txt'"])
 assert {t.name for t in trace_contract.registered_tables()} == {"events", "clients"}
-print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision", "mpiclip.runners.")))))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision",
+                                                                 "mpiclip.runners.", "mpiclip.compressors.")))))
 """
-    assert _fresh(code) == ["mpiclip.methods.base", "mpiclip.methods.ef21", "mpiclip.problems.base",
+    assert _fresh(code) == ["mpiclip.compressors.base", "mpiclip.compressors.message", "mpiclip.compressors.sparsifiers",
+                            "mpiclip.methods.base", "mpiclip.methods.ef21", "mpiclip.problems.base",
                             "mpiclip.problems.linear", "mpiclip.problems.logreg", "mpiclip.runners.base",
                             "mpiclip.runners.chunks", "mpiclip.runners.protocol", "mpiclip.runners.synchronous",
                             "mpiclip.runners.tables"]

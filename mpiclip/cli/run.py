@@ -50,6 +50,10 @@ def cmd_run(args) -> int:
 
 
 def _run(args, comm) -> int:
+    if comm.rank == 0 and not (args.dry_run or args.show_config):  # the trace's provenance: git runs during start-up
+        from mpiclip.provenance import start_git
+
+        start_git()
     from mpiclip import config as cfg
     from mpiclip import session as sessions
     from mpiclip.errors import InputError, MpiclipError

@@ -350,8 +350,10 @@ class Plan:
     @property
     def label_counts(self) -> np.ndarray:
         which = np.searchsorted(self.label_values, self.summary.labels)  # label_values: the sorted distinct labels
-        k = len(self.label_values)
-        return np.array([np.bincount(which[s], minlength=k) for s in self.shards]).reshape(len(self.shards), k)
+        k, n = len(self.label_values), len(self.shards)
+        rows = np.concatenate(self.shards) if n else np.zeros(0, dtype=np.int64)
+        worker = np.repeat(np.arange(n), self.sample_counts)
+        return np.bincount(worker * k + which[rows], minlength=n * k).reshape(n, k)  # one count for all workers
 
     @property
     def test_blocks(self) -> list:

@@ -48,10 +48,12 @@ def _scipy(matrix):
 def _scaled_rows(X, row_scale: np.ndarray) -> sp.csr_matrix:
     """diag(row_scale)·X as float64 CSR with sorted indices and no stored zeros. For a canonical X (sorted, no
     duplicates) whose scaled entries are all nonzero this is each entry times its row's scale, which are the bits
-    scipy's product gives (one product per entry; it drops zeros and leaves rows unsorted), several times faster."""
+    scipy's product gives (one product per entry; it drops zeros and leaves rows unsorted), several times faster.
+    (One new array per product: fresh memory's page faults are most of the cost of such an operation here.)"""
     X = sp.csr_matrix(X)
     if X.has_canonical_format:
-        data = X.data.astype(np.float64) * np.repeat(np.asarray(row_scale, dtype=np.float64), np.diff(X.indptr))
+        data = np.array(X.data, dtype=np.float64)
+        data *= np.repeat(np.asarray(row_scale, dtype=np.float64), np.diff(X.indptr))
         if data.all():
             A = sp.csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
             A.has_sorted_indices = True
@@ -77,10 +79,11 @@ class LinearDesign:
         self.sparse = sp.issparse(X)
         if self.sparse:
             self.A = A = _scaled_rows(X, row_scale)
-            worker_of_row = np.repeat(np.arange(self.n_local), np.diff(offsets))
-            shift = np.repeat(worker_of_row * self.d, np.diff(A.indptr))
             index_type = np.int32 if self.n_local * self.d < 2**31 else np.int64
-            self.shifted = sp.csr_matrix((A.data, (A.indices + shift).astype(index_type), A.indptr.astype(index_type)),
+            worker_of_row = np.repeat(np.arange(self.n_local, dtype=index_type), np.diff(offsets))
+            shifted = np.repeat(worker_of_row * index_type(self.d), np.diff(A.indptr))  # worker w's columns at w·d
+            shifted += A.indices.astype(index_type, copy=False)
+            self.shifted = sp.csr_matrix((A.data, shifted, A.indptr.astype(index_type)),
                                          shape=(A.shape[0], self.n_local * self.d))
             self._z = np.empty(A.shape[0])
         else:
