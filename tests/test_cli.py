@@ -346,7 +346,9 @@ def test_multirun_writes_one_trace_per_point_and_a_task_runs_its_slice(tmp_path,
 @pytest.mark.parametrize("ranks", [None, 2])
 def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, small_config, ranks):
     """Configs and sweep files may name a data set; the current directory, then --data-dir, then the
-    directories of $MPICLIP_DATA_DIR are searched, and the trace records the file it read."""
+    directories of $MPICLIP_DATA_DIR are searched, and the trace records the file it read. (The user's own
+    $MPICLIP_DATA_DIR is emptied, which is the same as unset: the messages say where the file was looked for.)"""
+    unset = {"MPICLIP_DATA_DIR": ""}
     data = tmp_path / "data"
     data.mkdir()
     X, y = random_classification(n=40, d=5)
@@ -354,10 +356,10 @@ def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, sma
     work = tmp_path / "work"
     work.mkdir()
     named = ["--set", "data={source = \"libsvm\", path = \"d.txt\"}", "--set", "run.rounds=3", "-q"]
-    missing = mpiclip(["run", small_config, *named], ranks=ranks, cwd=str(work))
+    missing = mpiclip(["run", small_config, *named], ranks=ranks, cwd=str(work), env=unset)
     assert missing.returncode == 2 and error_lines(missing) == [
         "mpiclip: error: data.path = 'd.txt': no such file (--data-dir DIR or $MPICLIP_DATA_DIR adds directories to look in)"]
-    found = mpiclip(["run", small_config, *named, "--data-dir", str(data)], ranks=ranks, cwd=str(work))
+    found = mpiclip(["run", small_config, *named, "--data-dir", str(data)], ranks=ranks, cwd=str(work), env=unset)
     assert found.returncode == 0, found.stderr
     tr = load_trace(str(tmp_path / "out" / "t.h5"))
     # the config keeps the name (its hash does not depend on where the data lives); the trace says what was read
@@ -366,11 +368,11 @@ def test_a_data_set_named_by_file_is_found_in_the_data_directories(tmp_path, sma
     by_env = mpiclip(["run", small_config, *named, "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work), env=env)
     assert by_env.returncode == 0, by_env.stderr
     bad = mpiclip(["run", small_config, *named, "--data-dir", str(tmp_path / "nowhere"), "--log-json", "log.jsonl"],
-                  ranks=ranks, cwd=str(work))
+                  ranks=ranks, cwd=str(work), env=unset)
     assert not (work / "log.jsonl").exists()  # bad input writes nothing, the JSON log included
-    late = mpiclip(["run", small_config, *named, "--log-json", "log.jsonl"], ranks=ranks, cwd=str(work))  # found late
+    late = mpiclip(["run", small_config, *named, "--log-json", "log.jsonl"], ranks=ranks, cwd=str(work), env=unset)  # found late
     dry = mpiclip(["run", small_config, *named, "--data-dir", str(data), "--dry-run", "--log-json", "log.jsonl",
-                   "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work))
+                   "--set", "output.exists='overwrite'"], ranks=ranks, cwd=str(work), env=unset)
     assert late.returncode == 2 and dry.returncode == 0 and not (work / "log.jsonl").exists()
     assert bad.returncode == 2 and error_lines(bad) == [f"mpiclip: error: --data-dir = '{tmp_path / 'nowhere'}': is not a directory"]
 
