@@ -49,6 +49,9 @@ def test_a_command_builds_its_own_parser_and_every_command_is_in_the_table():
 
     every = commands(cli.build_parser())
     assert set(every) == set(cli.COMMANDS) and set(cli.COMMANDS.values()) == set(cli.MODULES)
+    code = "import json, sys; from mpiclip import cli; cli.build_parser(['run']); print(json.dumps(sorted(sys.modules)))"
+    imported = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert "mpiclip.cli.run" in imported and not {f"mpiclip.cli.{m}" for m in cli.MODULES if m != "run"} & set(imported)
     for name, module in cli.COMMANDS.items():
         mine = commands(cli.build_parser([name, "--help"]))
         assert name in mine and set(mine) == {n for n, m in cli.COMMANDS.items() if m is module}

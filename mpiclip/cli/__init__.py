@@ -8,12 +8,12 @@ launcher a run is one process. Only rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 
 from mpiclip import __version__
-from mpiclip.cli import info, reproduce, run, sweep, tools
 
 EPILOG = """examples:
   mpiexec -n 4 python -m mpi4py -m mpiclip run quickstart --plot results/quickstart.png
@@ -26,14 +26,15 @@ EPILOG = """examples:
 """
 
 
-MODULES = (run, info, tools, sweep, reproduce)  # each adds its commands' parsers, in the help's order
-COMMANDS = {"run": run, "info": info, "presets": info, "options": info, "stepsize": tools, "privacy": tools,
-            "sweep": sweep, "reproduce": reproduce}
+MODULES = ("run", "info", "tools", "sweep", "reproduce")  # mpiclip.cli.<module> adds its commands, in the help's order
+COMMANDS = {"run": "run", "info": "info", "presets": "info", "options": "info", "stepsize": "tools", "privacy": "tools",
+            "sweep": "sweep", "reproduce": "reproduce"}
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
     """The parser of every command; with ``argv`` naming a command first, of that command alone (start-up: the
-    other commands' parsers take milliseconds to build). Help, --version and a mistyped command get them all."""
+    other commands' modules are not imported nor their parsers built). Help, --version and a mistyped command get
+    them all."""
     p = argparse.ArgumentParser(prog="mpiclip", description="Communication-efficient and clipped distributed "
                                 "optimization on MPI ranks, with HDF5 traces.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +43,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     command = argv[0] if argv else None
     for module in (COMMANDS[command],) if command in COMMANDS else MODULES:
-        module.add_parsers(sub)
+        importlib.import_module(f"{__name__}.{module}").add_parsers(sub)
     return p
 
 
