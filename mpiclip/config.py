@@ -21,7 +21,6 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from typing import Any, Optional
 
@@ -406,6 +405,8 @@ class _DecimalRange(grid.Indexed):
     """start + i·step (as floats) while before stop, the arithmetic in decimal on the numbers as written."""
 
     def __init__(self, start: float, stop: float, step: float):
+        from decimal import Decimal  # here: only a --multirun range of floats needs it (start-up)
+
         self.start, self.step = Decimal(repr(start)), Decimal(repr(step))
         self._len = max(0, math.ceil((Decimal(repr(stop)) - self.start) / self.step))
 
