@@ -125,7 +125,9 @@ class Message:
             return row_sq_norms(diff)
         kept = v[self.entry_rows(), self.indices]
         change = (self.values - kept) ** 2 - kept**2
-        if self.fixed_count is not None:
+        if self.fixed_count == 1:  # the sum of one term, which starts from +0.0 (so −0.0 becomes +0.0)
+            change += 0.0
+        elif self.fixed_count is not None:
             change = change.reshape(len(v), self.fixed_count).sum(axis=1)
         else:
             change = np.bincount(self.entry_rows(), change, minlength=len(v))
