@@ -261,34 +261,34 @@ class SynchronousRunner(Runner):
             x = x.view()
             x.flags.writeable = False
         oracle = LocalOracle(problem, x, with_loss=record) if chunks is None else None
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
-            if record:
-                if oracle is not None:
-                    oracle.full()
-                    spent["gradient"] += oracle.seconds
-                if not self._evaluate(state, oracle, x):
-                    return state
-            if t and t % run.check_every == 0:
-                check_ranks(self.setup, state, record)
-                if control.stop:
-                    return state
-            ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
-            t0 = clock()
-            if chunks is None:
-                oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
-                before = oracle.seconds
-                state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
-                # the step's gradients are gradient time; its samples (oracle.touched) are counted if a clock asks
-                inside, touched = oracle.seconds - before, None
-            else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
-                state.workers, msg, metrics, touched, inside = step_in_chunks(
-                    method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
-            t1 = clock()
-            agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
-            t2 = clock()
-            state.server, state.x, downlink = method.server_step(state.server, x, agg, ctx)
-            finite = np.count_nonzero(np.isfinite(state.x)) == state.x.size  # .all() goes through a Python wrapper
-            t3 = clock()
+        # divergence is reported, not warned about: the session's loop holds np.errstate(over=, invalid='ignore')
+        if record:
+            if oracle is not None:
+                oracle.full()
+                spent["gradient"] += oracle.seconds
+            if not self._evaluate(state, oracle, x):
+                return state
+        if t and t % run.check_every == 0:
+            check_ranks(self.setup, state, record)
+            if control.stop:
+                return state
+        ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
+        t0 = clock()
+        if chunks is None:
+            oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
+            before = oracle.seconds
+            state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
+            # the step's gradients are gradient time; its samples (oracle.touched) are counted if a clock asks
+            inside, touched = oracle.seconds - before, None
+        else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
+            state.workers, msg, metrics, touched, inside = step_in_chunks(
+                method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
+        t1 = clock()
+        agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
+        t2 = clock()
+        state.server, state.x, downlink = method.server_step(state.server, x, agg, ctx)
+        finite = np.count_nonzero(np.isfinite(state.x)) == state.x.size  # .all() goes through a Python wrapper
+        t3 = clock()
         state.ledger.add(msg, downlink)
         if self.system is not None:
             self._tick(state, downlink, oracle.touched if touched is None else touched)
