@@ -411,10 +411,11 @@ def _row(s: Setup, d: int, total: np.ndarray, n_scores: int, tail: bool, comm_se
     g = total[:d]  # ∇f in the sum's own memory: one d-vector fewer at a recorded round
     g /= n
     at = d + 1 + CONTROLS
-    # the scalars as Python floats: a float divided by n has the bits of the float64 division
-    loss, *controls = total[d:at].tolist()
+    # the scalars as Python floats, read at once: a float divided by n has the bits of the float64 division
+    loss, *scalars = total[d : at + n_scores].tolist()
+    controls, scores = scalars[:CONTROLS], scalars[CONTROLS:]
     s.control.settle(controls)
-    named = {name: value / n for name, value in zip(s.problem.score_names, total[at : at + n_scores].tolist())}
+    named = {name: value / n for name, value in zip(s.problem.score_names, scores)}
     return Row(g, loss / n, float(g @ g), controls[3] / n, named, total[at + n_scores :] if tail else None,
                comm_seconds)
 
