@@ -57,6 +57,8 @@ class Recorder:
         self.scalars["rounds"] = np.zeros(flush_rows, dtype=np.int64)
         for name in round_metrics:
             self.scalars[f"metrics/{name}"] = np.full(flush_rows, np.nan)
+        # (column, name) of the round metrics: a row writes them without forming their keys
+        self._metric_columns = tuple((self.scalars[f"metrics/{name}"], name) for name in round_metrics)
         self.bits_down = np.zeros((flush_rows, E))
         # per-worker columns: bits per encoding, then the method's metrics
         self.block = np.full((flush_rows, n_local, E + len(worker_metrics)), np.nan)
@@ -66,12 +68,12 @@ class Recorder:
         r = self.rows
         s = self.scalars
         s["rounds"][r], s["time"][r], s["loss"][r], s["grad_norm_sq"][r] = t, elapsed, loss, grad_norm_sq
-        for name in self.round_metrics:
-            s[f"metrics/{name}"][r] = values.get(name, np.nan)
+        for column, name in self._metric_columns:
+            column[r] = values.get(name, np.nan)
         self.block[r, :, :E] = ledger.pending_up
         self.bits_down[r] = ledger.pending_down
-        ledger.pending_up[:] = 0.0
-        ledger.pending_down[:] = 0.0
+        ledger.pending_up.fill(0.0)
+        ledger.pending_down.fill(0.0)
         self.rows += 1
 
     def set_metrics(self, metrics: dict) -> None:

@@ -52,8 +52,21 @@ def add_sparse_sum(target: np.ndarray, indices: np.ndarray, values: np.ndarray, 
         target += np.bincount(indices, weights=values, minlength=d) / divisor
 
 
+# The widest rows that one np.add.reduce over axis 0 sums (sequential_sum); wider ones are added a row at a time
+ROW_REDUCE_WIDTH = 8192
+
+
 def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.ndarray:
-    """((start + rows[0]) + rows[1]) + ...: the worker-order sum, independent of any blocking."""
+    """((start + rows[0]) + rows[1]) + ...: the worker-order sum, independent of any blocking.
+
+    Short C-ordered float rows are summed by one ``np.add.reduce`` over axis 0 (a loop costs a call per worker,
+    most of a recorded round's sum): its iterator keeps the rows' contiguous axis innermost, so each column is
+    one running sum over the rows in order, the same additions. It starts from ``initial`` = −0.0, which is
+    the identity of every float (+0.0, add's own, would turn a column of −0.0 into +0.0): −0.0 + rows[0] is
+    rows[0] to the bit. tests/test_comm_serial.py pins the two together."""
+    if (start is None and rows.ndim == 2 and 1 < rows.shape[1] <= ROW_REDUCE_WIDTH and len(rows)
+            and rows.dtype == np.float64 and rows.flags.c_contiguous):
+        return np.add.reduce(rows, axis=0, initial=-0.0)
     acc = rows[0].copy() if start is None else start + rows[0]
     for row in rows[1:]:
         acc += row
@@ -97,11 +110,15 @@ def sequential_sum_of_pieces(pieces: list, start: Optional[np.ndarray] = None, i
     return acc
 
 
+# np.getbufsize()'s default (the project never changes it), a constant: asking numpy costs a call per use
+EINSUM_BUFFER = 8192
+
+
 def row_sq_norms(a: np.ndarray) -> np.ndarray:
     """‖a_i‖² of each row, with bits that depend on the row alone. numpy's einsum sums a stack of rows longer
     than its iterator buffer (``np.getbufsize()``, 8192) in buffer-sized pieces that straddle the rows, so a
     row's bits would depend on the rows stacked with it, i.e. on how the workers are spread over ranks."""
-    if a.shape[1] <= np.getbufsize():
+    if a.shape[1] <= EINSUM_BUFFER:
         return np.einsum("ij,ij->i", a, a)
     return np.array([np.einsum("j,j->", row, row) for row in a])
 

@@ -197,3 +197,23 @@ def test_a_nonblocking_broadcast_on_one_rank_is_complete_at_once_and_leaves_the_
     assert buf.tolist() == [1.0, -2.0, 3.5]
     with pytest.raises(ValueError, match="rank 1 is not in this communicator"):
         comm.ibcast_array(buf, 1)
+
+
+def test_the_sequential_sum_of_short_rows_has_the_bits_of_the_row_by_row_loop():
+    """sequential_sum adds short rows with one np.add.reduce over axis 0: every column's terms in worker order from
+    row 0, as the loop it replaces (−0.0, infinities, NaN, overflow, one row, rows as wide as the fast path takes)."""
+    def loop(rows):
+        acc = rows[0].copy()
+        for row in rows[1:]:
+            acc += row
+        return acc
+
+    rng = np.random.default_rng(1)
+    specials = [0.0, -0.0, 1.0, -1.0, 1e-300, -1e-320, 1e308, -1e308, np.inf, -np.inf, np.nan, 3.5, 0.1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(400):
+            shape = (int(rng.integers(1, 30)), int(rng.choice([2, 3, 7, 125, 1000, 8192])))
+            rows = rng.choice(specials, size=shape) if rng.random() < 0.5 else rng.standard_normal(shape) * 1e3
+            if rng.random() < 0.3:
+                rows[:, int(rng.integers(shape[1]))] = -0.0  # a whole column of −0.0
+            assert sequential_sum(rows).tobytes() == loop(rows).tobytes(), shape

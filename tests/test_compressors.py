@@ -38,6 +38,20 @@ def test_top_k_contraction_alpha_k_over_d():
         assert TopK(KParams(k)).alpha(20) == k / 20
 
 
+def test_a_one_entry_message_error_has_the_bits_of_the_per_worker_sum():
+    """error_sq of a message of one entry a worker takes the entry's term as it is: the one-term sum it skips starts
+    from +0.0 and a square less a square is never −0.0, so the bits are the sum's (zeros, infinities, NaN, tiny)."""
+    specials = [0.0, -0.0, 1.0, -2.5, 1e-170, -1e-320, 1e200, np.inf, -np.inf, np.nan]
+    rng = np.random.default_rng(3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(200):
+            v = rng.choice(specials, size=(6, 5)) if rng.random() < 0.6 else rng.standard_normal((6, 5))
+            msg = TopK(KParams(1))(v, rngs(n=6))
+            kept = v[msg.entry_rows(), msg.indices]
+            summed = ((msg.values - kept) ** 2 - kept**2).reshape(6, 1).sum(axis=1)  # the per-worker sum it replaces
+            assert msg.error_sq(v).tobytes() == (np.einsum("ij,ij->i", v, v) + summed).tobytes()
+
+
 def test_top_k_ties_go_to_the_smaller_index():
     v = np.array([[1.0, -3.0, 3.0, 2.0, -3.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
     for k, expected in [(1, [1]), (2, [1, 2]), (3, [1, 2, 4]), (4, [1, 2, 4, 5]), (5, [1, 2, 3, 4, 5])]:

@@ -114,11 +114,17 @@ class Comm:
     library: str = "none (serial)"
 
     workers_per_rank: np.ndarray = np.ones(1, dtype=np.int64)
+    # workers_per_rank as a tuple (to key what a collective caches for the layout) and its sum, made once by bind:
+    # the hot collectives would otherwise convert or sum the array at every call
+    layout_key: tuple = (1,)
+    bound_workers: int = 1
 
     def bind(self, n_workers: int) -> Layout:
         """Fix the worker layout used by the collectives below; returns it."""
         layout = Layout(n_workers, self.size)
         self.workers_per_rank = layout.counts
+        self.layout_key = tuple(int(c) for c in layout.counts)
+        self.bound_workers = sum(self.layout_key)
         return layout
 
     # -- setup-time (pickle-based, small objects) --------------------------------------------------

@@ -177,7 +177,7 @@ class MPIComm(Comm):
             out = np.empty(m, dtype=np.float64)
             self._c.Allreduce(local, out, op=MPI.SUM)
             return out
-        if int(self.workers_per_rank.sum()) * m * 8 <= ORDERED_GATHER_BYTES:
+        if self.bound_workers * m * 8 <= ORDERED_GATHER_BYTES:
             return sequential_sum(self.allgather_rows(rows))
         return self._ring_sum([[np.ascontiguousarray(rows, dtype=np.float64)]], m)
 
@@ -273,7 +273,7 @@ class MPIComm(Comm):
         return int(per_rank.sum()), sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
     def _fixed_layout(self, k: int):
-        key = (k, tuple(self.workers_per_rank))
+        key = (k, self.layout_key)  # made once per bind: the tuple of an array costs a conversion per worker
         if key not in self._layouts:
             all_counts = np.full(int(self.workers_per_rank.sum()), k, dtype=np.int64)
             all_counts.flags.writeable = False
@@ -282,7 +282,7 @@ class MPIComm(Comm):
 
     def allgather_rows(self, rows):
         m = rows.shape[1]
-        out = np.empty((int(self.workers_per_rank.sum()), m), dtype=np.float64)
+        out = np.empty((self.bound_workers, m), dtype=np.float64)
         self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (out, self.workers_per_rank * m))
         return out
 

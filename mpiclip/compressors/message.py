@@ -125,10 +125,10 @@ class Message:
             return row_sq_norms(diff)
         kept = v[self.entry_rows(), self.indices]
         change = (self.values - kept) ** 2 - kept**2
-        if self.fixed_count is not None:
-            change = change.reshape(len(v), self.fixed_count).sum(axis=1)
-        else:
+        if self.fixed_count is None:
             change = np.bincount(self.entry_rows(), change, minlength=len(v))
+        elif self.fixed_count != 1:  # one term a worker is its own sum, +0.0 + term: a square less a square is not −0.0
+            change = change.reshape(len(v), self.fixed_count).sum(axis=1)
         return (row_sq_norms(v) if v_sq is None else v_sq) + change
 
     def with_values(self, values: np.ndarray, cost: Cost) -> "Message":

@@ -83,7 +83,7 @@ def top_k_positions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.repeat(np.arange(n), k), np.concatenate([_top_k_large(row, k) for row in v])
     a = np.abs(v)
     if k == 1:
-        return np.arange(n), np.argmax(a, axis=1)  # the first maximum: the smallest index among ties
+        return np.arange(n), a.argmax(axis=1)  # the first maximum: the smallest index among ties (np.argmax, unwrapped)
     cols = np.argpartition(a, d - k, axis=1)[:, d - k :]
     chosen = np.take_along_axis(a, cols, axis=1)
     kth = chosen.min(axis=1, keepdims=True)

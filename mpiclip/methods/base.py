@@ -18,6 +18,8 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 def relative_error(error_sq: np.ndarray, v_sq: np.ndarray) -> np.ndarray:
     """‖C(v) − v‖² / ‖v‖² per worker (nan where v = 0): the α a user sees in practice is 1 − this."""
+    if np.count_nonzero(v_sq) == v_sq.size:  # no zero to divide by: no np.errstate to enter, a recorded round's
+        return error_sq / v_sq  # usual case (the methods' steps run in the session's loop, which ignores invalid)
     with np.errstate(invalid="ignore", divide="ignore"):
         return error_sq / v_sq
 

@@ -355,7 +355,10 @@ def exact_row(setup: Setup, state: RunState, grads: np.ndarray, losses: np.ndarr
     at x, with the session's stop/save/flush requests folded into the same reduction and settled; ``also_sum``
     (n_local, m) columns of the caller are summed over all workers in the same reduction."""
     s, scores = setup, setup.problem.scores()
-    rows = np.hstack([grads, losses[:, None], _controls(s, state), scores] + ([] if also_sum is None else [also_sum]))
+    pieces = [grads, losses[:, None], _controls(s, state), scores]
+    if also_sum is not None:
+        pieces.append(also_sum)
+    rows = np.concatenate(pieces, axis=1)  # np.hstack's stack of 2-D pieces, without its per-piece checks
     start = time.perf_counter()
     total = s.comm.sum_rows(rows, s.config.run.deterministic)
     return _row(s, len(state.x), total, scores.shape[1], also_sum is not None, time.perf_counter() - start)
@@ -407,10 +410,13 @@ def _row(s: Setup, d: int, total: np.ndarray, n_scores: int, tail: bool, comm_se
     n = s.config.run.n_workers
     g = total[:d]  # ∇f in the sum's own memory: one d-vector fewer at a recorded round
     g /= n
-    s.control.settle(total[d + 1 : d + 4])
     at = d + 1 + CONTROLS
-    named = dict(zip(s.problem.score_names, total[at : at + n_scores] / n))
-    return Row(g, float(total[d] / n), float(g @ g), total[d + 4] / n, named, total[at + n_scores :] if tail else None,
+    # the scalars as Python floats, read at once: a float divided by n has the bits of the float64 division
+    loss, *scalars = total[d : at + n_scores].tolist()
+    controls, scores = scalars[:CONTROLS], scalars[CONTROLS:]
+    s.control.settle(controls)
+    named = {name: value / n for name, value in zip(s.problem.score_names, scores)}
+    return Row(g, loss / n, float(g @ g), controls[3] / n, named, total[at + n_scores :] if tail else None,
                comm_seconds)
 
 

@@ -155,13 +155,22 @@ class LocalOracle(Oracle):
     def count_samples(self) -> None:
         """From now on, count the samples the gradients asked for touch (``touched``, per local worker): the full
         gradient at the round's point once, however often it is asked for, and every minibatch's rows."""
-        self.touched = np.zeros(self.problem.n_local, dtype=np.int64)
         self._full_counted = False
+        self._batch_rows: list = []  # per minibatch call, the rows of each local worker
+
+    @property
+    def touched(self) -> np.ndarray:
+        """(n_local,) samples touched since ``count_samples``; made when asked (only a [system] clock and the
+        chunked step ask), not at every round."""
+        touched = np.zeros(self.problem.n_local, dtype=np.int64)
+        if self._full_counted:
+            touched += self.problem.local_sizes
+        for rows in self._batch_rows:
+            touched += rows
+        return touched
 
     def full(self) -> np.ndarray:
-        if not self._full_counted:
-            self.touched += self.problem.local_sizes
-            self._full_counted = True
+        self._full_counted = True
         if self._full is None:
             start = time.perf_counter()
             self._losses, self._full = self.problem.loss_grads(self.x, with_loss=self.with_loss)
@@ -174,14 +183,14 @@ class LocalOracle(Oracle):
         return self._losses
 
     def minibatch(self, x, batches):
-        self.touched += [len(rows) for rows in batches]
+        self._batch_rows.append([len(rows) for rows in batches])
         start = time.perf_counter()
         grads = self.problem.minibatch_grads(x, batches)
         self.seconds += time.perf_counter() - start
         return grads
 
     def clipped_example_sums(self, x, batches, tau):
-        self.touched += [len(rows) for rows in batches]
+        self._batch_rows.append([len(rows) for rows in batches])
         start = time.perf_counter()
         out = self.problem.clipped_example_sums(x, batches, tau)
         self.seconds += time.perf_counter() - start
@@ -252,36 +261,37 @@ class SynchronousRunner(Runner):
             x = x.view()
             x.flags.writeable = False
         oracle = LocalOracle(problem, x, with_loss=record) if chunks is None else None
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported, not warned about
-            if record:
-                if oracle is not None:
-                    oracle.full()
-                    spent["gradient"] += oracle.seconds
-                if not self._evaluate(state, oracle, x):
-                    return state
-            if t and t % run.check_every == 0:
-                check_ranks(self.setup, state, record)
-                if control.stop:
-                    return state
-            ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
-            t0 = clock()
-            if chunks is None:
-                oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
-                before = oracle.seconds
-                state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
-                inside, touched = oracle.seconds - before, oracle.touched  # the step's gradients: gradient time
-            else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
-                state.workers, msg, metrics, touched, inside = step_in_chunks(
-                    method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
-            t1 = clock()
-            agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
-            t2 = clock()
-            state.server, state.x, downlink = method.server_step(state.server, x, agg, ctx)
-            finite = bool(np.isfinite(state.x).all())
-            t3 = clock()
+        # divergence is reported, not warned about: the session's loop holds np.errstate(over=, invalid='ignore')
+        if record:
+            if oracle is not None:
+                oracle.full()
+                spent["gradient"] += oracle.seconds
+            if not self._evaluate(state, oracle, x):
+                return state
+        if t and t % run.check_every == 0:
+            check_ranks(self.setup, state, record)
+            if control.stop:
+                return state
+        ctx = RoundContext(t, run.seed, s.worker_ids, run.n_workers, record, x)
+        t0 = clock()
+        if chunks is None:
+            oracle.count_samples()  # the evaluation's gradient is metric-only: the method's own count from here
+            before = oracle.seconds
+            state.workers, msg, metrics = method.worker_step(state.workers, oracle, ctx)
+            # the step's gradients are gradient time; its samples (oracle.touched) are counted if a clock asks
+            inside, touched = oracle.seconds - before, None
+        else:  # each chunk's gradients anew (a recorded round's evaluation kept none of them)
+            state.workers, msg, metrics, touched, inside = step_in_chunks(
+                method, state.workers, chunks, ctx, lambda part: LocalOracle(part, x, with_loss=False))
+        t1 = clock()
+        agg = exchange(comm, msg, run.n_workers, run.deterministic, method.per_worker, self.all_ids)
+        t2 = clock()
+        state.server, state.x, downlink = method.server_step(state.server, x, agg, ctx)
+        finite = np.count_nonzero(np.isfinite(state.x)) == state.x.size  # .all() goes through a Python wrapper
+        t3 = clock()
         state.ledger.add(msg, downlink)
         if self.system is not None:
-            self._tick(state, downlink, touched)
+            self._tick(state, downlink, oracle.touched if touched is None else touched)
         if record:
             s.recorder.set_metrics(metrics)
             if s.recorder.full or control.flush:  # only now is the row complete
