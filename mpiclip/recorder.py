@@ -92,6 +92,22 @@ class Recorder:
         if buffer.n == len(buffer.rows):
             self._write_table(buffer)
 
+    def add_rows(self, table: str, rows: np.ndarray, bits: Optional[np.ndarray] = None) -> None:
+        """Rows of a runner's table at once, as ``add`` would add them one by one: (k, columns) values, and bits of a
+        table with bits, (k, E) or one (E,) row for all. The buffer is written whenever it fills, as with ``add``."""
+        buffer, done = self.tables[table], 0
+        width = rows.shape[1]
+        while done < len(rows):
+            take = min(len(rows) - done, len(buffer.rows) - buffer.n)
+            block = buffer.rows[buffer.n : buffer.n + take]
+            block[:, :width] = rows[done : done + take]
+            if bits is not None:
+                block[:, width:] = bits if bits.ndim == 1 else bits[done : done + take]
+            buffer.n += take
+            done += take
+            if buffer.n == len(buffer.rows):
+                self._write_table(buffer)
+
     def written(self, table: str) -> int:
         """Rows of the table handed to the trace so far (checkpoints count them)."""
         return self.tables[table].written

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 
@@ -106,6 +106,19 @@ class AsyncSGD(AsynchronousMethod):
         if msg.sparse and msg.fixed_count is None:
             return msg.cost.per_worker(d, d, True)
         return np.asarray(msg.bits[0])
+
+    def plain_upload(self, d: int) -> Optional[np.ndarray]:
+        """Without compression (no estimate) a worker sends its gradient itself, d dense values each time."""
+        return dense_bits(d) if isinstance(self.compressor, Identity) else None
+
+    def plain_step(self) -> Optional[float]:
+        """γ of ``receive``'s batch-1 step when it admits every arrival, does not clip and prices no delay (a subclass
+        with its own ``step_size`` does, FedBuff's staleness weights)."""
+        rules = self.rules
+        constant = not self.delay_adaptive and type(self).step_size is AsyncSGD.step_size
+        if self.tau > 0 or rules.batch != 1 or rules.max_delay != math.inf or not constant:
+            return None
+        return self.gamma
 
     @functools.cached_property
     def rules(self) -> Policy:
