@@ -34,6 +34,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import numpy as np
 
 from mpiclip.asynchrony import CLOCK_JOBS, REPLAY_COLUMNS, AsyncParams, Policy, ReplaySchedule, Schedule, schedule_fault
+from mpiclip.clipping import vector_norm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
@@ -391,7 +392,7 @@ class AsynchronousRunner(Runner):
         gradients = state.workers.gradient
         first, max_time, splits_time, gamma, fixed_bits = self.first, self.p.max_time, self.splits_time, \
             self.plain_gamma, self.plain_bits
-        sqrt, clock, isinf = math.sqrt, time.perf_counter, math.isinf
+        clock, isinf = time.perf_counter, math.isinf
         events: list = []  # /events rows
         sent: list = []  # fixed bits: the local worker of each upload; else each upload's bits
         delays: list = []
@@ -416,7 +417,7 @@ class AsynchronousRunner(Runner):
                     uploading += clock() - t0
                 if gamma is not None:  # AsyncSGD.receive's batch-1 step, unclipped
                     admitted = stepped = True
-                    norm, clipped = sqrt(float(vector @ vector)), False
+                    norm, clipped = vector_norm(vector), False
                     x = x - gamma * vector
                 else:
                     server, x, (admitted, stepped, norm, clipped) = method.receive(server, x, vector, delay)
