@@ -132,6 +132,21 @@ def _whole(values: np.ndarray) -> bool:
     return bool(np.all(np.floor(values) == values) and np.all(values < 2.0**53))
 
 
+def count_uploads(ledger: Ledger, workers: list, bits: np.ndarray) -> None:
+    """The ledger after one upload of ``bits`` (E,) by each local worker in ``workers``, in order: each worker's count ×
+    the bits at once where the bits, the totals before and after are whole numbers below 2⁵³ (then every sum one by
+    one is exact, and they equal it), else one by one."""
+    counts = np.bincount(workers, minlength=len(ledger.sent_up))[:, None] * bits
+    totals = (ledger.sent_up, ledger.pending_up)
+    if _whole(bits) and all(_whole(before) and _whole(before + counts) for before in totals):
+        ledger.sent_up += counts
+        ledger.pending_up += counts
+        return
+    for i in workers:
+        ledger.sent_up[i] += bits
+        ledger.pending_up[i] += bits
+
+
 def network_bytes(system, method: AsynchronousMethod, d: int, seed: int) -> tuple[float, float]:
     """Bytes of a job's download (x: d dense values) and of its upload (the method's message), in [system]'s
     encoding."""
@@ -464,10 +479,9 @@ class AsynchronousRunner(Runner):
         return vector, bits
 
     def _hand_over(self, ledger: Ledger, events: list, sent: list, delays: list, histogram: np.ndarray) -> float:
-        """A block's /events rows to the recorder, its delays to the histogram and, for uploads of fixed bits, each
-        worker's count × the bits to the ledger: the sums of the bits one by one, as long as they are whole numbers
-        below 2⁵³ (else they are added one by one). Returns the seconds the recorder took (it writes its buffer to the
-        trace whenever it fills: trace time, as the other writes)."""
+        """A block's /events rows to the recorder, its delays to the histogram and, for uploads of fixed bits, their
+        bits to the ledger (``count_uploads``). Returns the seconds the recorder took (it writes its buffer to the trace
+        whenever it fills: trace time, as the other writes)."""
         if not events:
             return 0.0
         bits, rows = self.plain_bits, np.array(events, dtype=np.float64)
@@ -475,14 +489,7 @@ class AsynchronousRunner(Runner):
         self.add_rows("events", rows, np.array(sent) if bits is None else bits)
         writing = time.perf_counter() - t0
         if bits is not None:
-            counts = np.bincount(sent, minlength=len(ledger.sent_up))[:, None] * bits
-            if all(_whole(totals) and _whole(totals + counts) for totals in (ledger.sent_up, ledger.pending_up)):
-                ledger.sent_up += counts
-                ledger.pending_up += counts
-            else:
-                for i in sent:
-                    ledger.sent_up[i] += bits
-                    ledger.pending_up[i] += bits
+            count_uploads(ledger, sent, bits)
         histogram += np.bincount(delays, minlength=len(histogram))
         return writing
 
