@@ -76,11 +76,12 @@ def test_a_stop_agreed_at_a_check_ends_the_run_after_that_update_and_resumes_to_
 
 
 def test_uploads_counted_per_worker_equal_their_bits_added_one_by_one():
-    """Whole bits on whole totals: count × bits at once; a total or bits that are not whole: one by one. Both equal the
-    sums one by one, which the vectorised sum would not where rounding enters (0.1 + 0.3 + 0.3 + 0.3)."""
-    workers = [2, 0, 2, 2, 1, 2]
-    for start, bits in ((0.0, np.array([4096.0, 123.0, 77.0, 8.0])), (0.1, np.array([0.3, 0.3, 1.0, 2.0])),
-                        (0.0, np.array([0.1, 0.7, 3.0, 5.0]))):
+    """Whole bits on whole totals below 2⁵³: count × bits at once. Bits or a total that are not whole, or a sum past 2⁵³:
+    one by one, where count × bits would round differently (each of those cases is one where it does)."""
+    workers = [2, 0, 2, 2, 1, 2]  # worker 2 uploads 4 times
+    cases = [(0.0, np.array([4096.0, 123.0, 77.0, 8.0]), True), (0.2, np.array([0.3, 0.1, 1.0, 2.0]), False),
+             (1.0, np.array([0.7, 0.1, 3.0, 5.0]), False), (2.0**53 - 2, np.array([3.0, 5.0, 7.0, 9.0]), False)]
+    for start, bits, exact in cases:
         ledger, one_by_one = Ledger.empty(3), Ledger.empty(3)
         for copy in (ledger, one_by_one):
             copy.sent_up += start
@@ -89,7 +90,10 @@ def test_uploads_counted_per_worker_equal_their_bits_added_one_by_one():
             one_by_one.sent_up[i] += bits
             one_by_one.pending_up[i] += bits
         assert np.array_equal(ledger.sent_up, one_by_one.sent_up) and np.array_equal(ledger.pending_up, one_by_one.pending_up)
-    assert 0.1 + 0.3 + 0.3 + 0.3 != 0.1 + 3 * 0.3  # the case the fallback exists for
+        assert np.array_equal(start + 4 * bits, one_by_one.sent_up[2]) == exact
+    ledger = Ledger.empty(1)  # bits that are not whole, whose count × bits is: 10 × 0.1 = 1.0, one by one 0.9999999999999999
+    count_uploads(ledger, [0] * 10, np.full(len(ENCODINGS), 0.1))
+    assert ledger.sent_up[0, 0] == sum([0.1] * 10) != 1.0
 
 
 def test_rows_added_at_once_fill_and_write_the_table_buffer_as_rows_added_one_by_one():
