@@ -19,6 +19,13 @@ the same calls to the problem in the same order as on one rank: the same bits.
 exactly (with the session's stop/save/flush requests in the same reduction), then it processes
 arrivals until the method steps (one arrival for ASGD; B admitted ones for Rennala SGD; n for
 minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the method discards it).
+
+On one rank ``advance`` runs every update up to the next row, check, checkpoint or end in one loop
+(``_arrivals``): an arrival there costs the clock, the method's step and a few list appends; the block's
+/events rows, delay counts and (uploads of the same bits each time) ledger counts are handed over once at
+its end, which no one reads before. ``plain_upload`` and ``plain_step`` let it skip ``send`` and
+``receive`` where they would only pass the gradient on and step x − γv (ASGD without compression or
+clipping), computing the same bits.
 """
 
 from __future__ import annotations
