@@ -139,3 +139,18 @@ def test_compute_times_drawn_as_far_as_asked_are_the_draws_of_the_whole_block(mo
             s = model["lognormal_sigma"]
             draw = np.exp(s * block.standard_normal(BLOCK) - 0.5 * s * s)[k % BLOCK]
         assert times.duration(w, k) == (1.0, 3.0)[w] * model.get("mean_time", 1.0) * float(draw) * 2
+
+
+def test_blocks_cut_at_block_updates_change_nothing(tmp_path, monkeypatch):
+    """Rows and checks rarer than BLOCK_UPDATES: blocks end there too (a block's events wait in lists); the trace is the
+    same as with blocks up to the next check."""
+    from mpiclip.runners import asynchronous
+
+    whole = run_completed(table({"name": "asgd"}, eval_every=60, check_every=50), tmp_path / "whole.h5")
+    cuts = []
+    horizon = asynchronous.AsynchronousRunner._horizon
+    monkeypatch.setattr(asynchronous, "BLOCK_UPDATES", 7)
+    monkeypatch.setattr(asynchronous.AsynchronousRunner, "_horizon", lambda self, t: cuts.append(horizon(self, t)) or cuts[-1])
+    cut = run_completed(table({"name": "asgd"}, eval_every=60, check_every=50), tmp_path / "cut.h5")
+    assert cuts[:3] == [7, 14, 21] and 50 in cuts and 60 in cuts
+    assert differences(whole, cut) == []

@@ -53,6 +53,7 @@ from mpiclip.system import CLOCK_COLUMNS, COMPUTE_KEYS, job_transfers, worker_li
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
+BLOCK_UPDATES = 4096  # the most updates one-rank ``advance`` runs as a block (rows and checks may be rarer)
 BUSY = ("arrived_compute", "arrived_comm", "stepped_compute", "stepped_comm")  # runner_data keys of the time split
 
 
@@ -394,11 +395,11 @@ class AsynchronousRunner(Runner):
     def _horizon(self, t: int) -> int:
         """The first update after t at which the session or ``advance`` has something to do: a row, a check of the
         ranks, a checkpoint, the last round; t + 1 when a save or a stop was agreed at this update's check (the
-        session acts on it after this update)."""
+        session acts on it after this update); at most BLOCK_UPDATES on (a block's events wait in Python lists)."""
         run, control = self.setup.config.run, self.setup.control
         if control.save or control.stop:
             return t + 1
-        due = [run.rounds, _next_multiple(t, run.eval_every), _next_multiple(t, run.check_every)]
+        due = [run.rounds, _next_multiple(t, run.eval_every), _next_multiple(t, run.check_every), t + BLOCK_UPDATES]
         if run.checkpoint_every:
             due.append(_next_multiple(t, run.checkpoint_every))
         return max(t + 1, min(due))
