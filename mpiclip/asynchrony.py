@@ -24,6 +24,7 @@ A :class:`ReplaySchedule` instead re-applies the arrivals recorded in another tr
 from __future__ import annotations
 
 import collections
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -202,6 +203,9 @@ class Arrival(NamedTuple):
     time: float
 
 
+_arrival = functools.partial(tuple.__new__, Arrival)  # Arrival(w, start, job, time) without its Python-level __new__
+
+
 class ComputeTimes:
     """Compute time of job k of worker j: factor_j × a draw of the model, keyed by (seed, j, k), × the gradients a job
     computes (``steps``: one draw per job, scaled, so a job's time keeps the model's shape)."""
@@ -209,6 +213,7 @@ class ComputeTimes:
     def __init__(self, params: AsyncParams, n: int, seed: int, steps: int = 1):
         self.p, self.seed, self.steps = params, seed, steps
         self.factors = params.worker_factors(n).tolist()
+        self.scales = [factor * params.mean_time for factor in self.factors]  # the product's first factors, once
         self.outages: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         for w, lo, hi in sorted((int(o[0]), o[1], o[2]) for o in params.outages):
             windows = self.outages[w]
@@ -216,31 +221,44 @@ class ComputeTimes:
                 windows[-1] = (windows[-1][0], max(windows[-1][1], hi))
             else:
                 windows.append((lo, hi))
-        self._blocks: dict[int, tuple[int, list]] = {}
+        self.paused = any(self.outages)
+        # per worker: [block index, its generator, the block's draws so far]
+        self._blocks: list = [[-1, None, []] for _ in range(n)]
+        # duration(w, k): units of compute of job k of worker w (before outages), the model's own function
+        self.duration = {"list": self._listed, "constant": self._constant}.get(params.compute_time, self._drawn)
 
-    def duration(self, w: int, k: int) -> float:
-        """Units of compute of job k of worker w (before outages)."""
-        p = self.p
-        if p.compute_time == "list":
-            times = p.times[w if len(p.times) > 1 else 0]
-            return self.factors[w] * times[k % len(times)] * self.steps
-        if p.compute_time == "constant":
-            return self.factors[w] * p.mean_time * self.steps
-        block, values = self._blocks.get(w, (-1, None))
-        if block != k // BLOCK:
-            rng = generator(self.seed, TIMES, w, k // BLOCK)
-            if p.compute_time == "exponential":
-                values = rng.standard_exponential(BLOCK)
-            else:  # log-normal with mean 1
-                s = p.lognormal_sigma
-                values = np.exp(s * rng.standard_normal(BLOCK) - 0.5 * s * s)
-            values = values.tolist()  # Python floats: a scalar read from a list is 20× cheaper than from an array
-            self._blocks[w] = (k // BLOCK, values)
-        return self.factors[w] * p.mean_time * values[k % BLOCK] * self.steps
+    def _listed(self, w: int, k: int) -> float:
+        times = self.p.times[w if len(self.p.times) > 1 else 0]
+        return self.factors[w] * times[k % len(times)] * self.steps
+
+    def _constant(self, w: int, k: int) -> float:
+        return self.scales[w] * self.steps
+
+    def _drawn(self, w: int, k: int) -> float:
+        """Draw k mod BLOCK of the generator of block k // BLOCK: a block is drawn as far as it is asked for (a run of
+        many workers asks for a few draws each), in chunks whose concatenation is the block's one draw."""
+        block, index = k // BLOCK, k % BLOCK
+        cached = self._blocks[w]
+        if cached[0] != block:
+            cached = self._blocks[w] = [block, generator(self.seed, TIMES, w, block), []]
+        values = cached[2]
+        if index >= len(values):
+            self._draw(cached[1], values, min(BLOCK, max(index + 1, 2 * len(values), 16)) - len(values))
+        return self.scales[w] * values[index] * self.steps
+
+    def _draw(self, rng: np.random.Generator, values: list, count: int) -> None:
+        if self.p.compute_time == "exponential":
+            drawn = rng.standard_exponential(count)
+        else:  # log-normal with mean 1
+            s = self.p.lognormal_sigma
+            drawn = np.exp(s * rng.standard_normal(count) - 0.5 * s * s)
+        values += drawn.tolist()  # Python floats: a scalar read from a list is 20× cheaper than from an array
 
     def finish(self, w: int, k: int, now: float) -> float:
         """When job k of worker w, started at ``now``, is done: its compute pauses through the outages."""
         t, remaining = now, self.duration(w, k)
+        if not self.paused:
+            return t + remaining
         for lo, hi in self.outages[w]:
             if hi <= t:
                 continue
@@ -262,6 +280,7 @@ class Schedule:
         # per worker: seconds of a job's download of x and of its message's upload (x + 0.0 is x: no network, no change)
         self.download, self.upload = transfers if transfers is not None else ([0.0] * n, [0.0] * n)
         self.random = params.assignment == "random"
+        self.plain = not (self.random or policy.wait_all or policy.stops)  # a job back to the finisher, nothing else
         # per-worker lists of Python numbers: the event loop reads and writes single entries
         if saved is None:
             self.finish = [math.inf] * n  # finish time of the job in progress (inf: idle)
@@ -301,16 +320,18 @@ class Schedule:
 
     def next_time(self) -> float:
         """When the next arrival happens (inf if no job is in flight)."""
-        self._drop_stale()
+        if self.policy.stops:
+            self._drop_stale()
         return self.heap[0][0] if self.heap else math.inf
 
     def pop(self) -> Arrival:
-        self._drop_stale()
+        if self.policy.stops:
+            self._drop_stale()
         time, w, k = heapq.heappop(self.heap)
         self.clock = time
         self.finish[w] = math.inf
         self.arrivals += 1
-        return Arrival(w, self.start[w], k, time)
+        return _arrival((w, self.start[w], k, time))
 
     def arrived(self, w: int, time: float) -> Arrival:
         """Real mode: worker w's job has arrived (instead of ``pop``, which takes it from the simulated clock)."""
@@ -321,6 +342,8 @@ class Schedule:
 
     def after(self, arrival: Arrival, stepped: bool, t: int) -> list[tuple[int, int]]:
         """Jobs handed out after ``arrival`` (x^t is now the newest iterate), as (worker, job index)."""
+        if self.plain:
+            return [self._start(arrival[0], t)]
         policy, w = self.policy, arrival.worker
         if policy.wait_all:
             return [self._start(v, t) for v in range(self.n)] if stepped else []

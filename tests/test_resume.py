@@ -57,7 +57,9 @@ def run(table: dict, *overrides: str):
 
 @contextlib.contextmanager
 def at_round(monkeypatch, t: int, act):
-    """Call ``act()`` once, at the top of round t (before the runner's step)."""
+    """Call ``act()`` once, at the top of round t (before the runner's step). The asynchronous runner on one rank
+    advances a block of updates at a time (to the next row, check or checkpoint): round t ends one, so that its
+    ``advance`` sees round t (a boundary more changes no trace: tests/test_async_blocks.py)."""
     fired = []
     for runner in (SynchronousRunner, AsynchronousRunner, FederatedRunner):
         def advance(self, state, original=runner.advance):
@@ -67,6 +69,11 @@ def at_round(monkeypatch, t: int, act):
             return original(self, state)
 
         monkeypatch.setattr(runner, "advance", advance)
+
+    def horizon(self, now, original=AsynchronousRunner._horizon):
+        return min(original(self, now), t) if now < t else original(self, now)
+
+    monkeypatch.setattr(AsynchronousRunner, "_horizon", horizon)
     yield fired
 
 
@@ -171,6 +178,8 @@ for runner in (SynchronousRunner, AsynchronousRunner, FederatedRunner):
             os.kill(os.getpid(), signal.SIGKILL)  # every rank at the same round: the whole job dies
         return original(self, state)
     runner.advance = advance
+horizon = AsynchronousRunner._horizon  # one rank runs blocks of updates: round t ends one, so that advance sees it
+AsynchronousRunner._horizon = lambda self, now: min(horizon(self, now), {t}) if now < {t} else horizon(self, now)
 sys.exit(main({argv!r}))
 """
 

@@ -32,12 +32,12 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from mpiclip.asynchrony import Policy
-from mpiclip.clipping import clip_vector
+from mpiclip.clipping import clip_vector, vector_norm
 from mpiclip.compressors import Identity
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
@@ -45,6 +45,14 @@ from mpiclip.methods.base import METHODS, RunInfo
 from mpiclip.params import at_least, finite_nonnegative, finite_positive, param
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.asynchronous import AsynchronousMethod, AsyncWorkers, Received
+
+
+@functools.lru_cache(maxsize=4)
+def _dense_upload(d: int) -> np.ndarray:
+    """(E,) the bits of an uncompressed upload of d values, made once (read-only: every arrival shares it)."""
+    bits = dense_bits(d)
+    bits.setflags(write=False)
+    return bits
 
 
 class AsyncServer(NamedTuple):
@@ -89,7 +97,7 @@ class AsyncSGD(AsynchronousMethod):
         upload of ``gradient`` (d,)."""
         if estimate.size == 0:
             if isinstance(self.compressor, Identity):  # the hot path: a dense message, the same bits every time
-                return estimate, gradient, dense_bits(len(gradient))
+                return estimate, gradient, _dense_upload(len(gradient))
             return estimate, gradient, self.compressor(gradient[None], rng).bits[0]
         msg = self.compressor((gradient - estimate)[None], rng)
         new = msg.added_to(estimate[None])[0]
@@ -107,6 +115,19 @@ class AsyncSGD(AsynchronousMethod):
             return msg.cost.per_worker(d, d, True)
         return np.asarray(msg.bits[0])
 
+    def plain_upload(self, d: int) -> Optional[np.ndarray]:
+        """Without compression (no estimate) a worker sends its gradient itself, d dense values each time."""
+        return _dense_upload(d) if isinstance(self.compressor, Identity) else None
+
+    def plain_step(self) -> Optional[float]:
+        """γ of ``receive``'s batch-1 step when it admits every arrival, does not clip and prices no delay (a subclass
+        with its own ``step_size`` does, FedBuff's staleness weights)."""
+        rules = self.rules
+        constant = not self.delay_adaptive and type(self).step_size is AsyncSGD.step_size
+        if self.tau > 0 or rules.batch != 1 or rules.max_delay != math.inf or not constant:
+            return None
+        return self.gamma
+
     @functools.cached_property
     def rules(self) -> Policy:
         return self.policy()
@@ -123,8 +144,8 @@ class AsyncSGD(AsynchronousMethod):
     def receive(self, server: AsyncServer, x: np.ndarray, v: np.ndarray, delay: int) -> tuple[AsyncServer, np.ndarray, Received]:
         """The server's use of the vector ``v`` computed ``delay`` updates ago: (server, x, what happened)."""
         if not self.admits(delay):
-            return server, x, Received(False, False, math.sqrt(float(v @ v)), False)
-        used, norm, clipped = clip_vector(v, self.tau) if self.tau > 0 else (v, math.sqrt(float(v @ v)), False)
+            return server, x, Received(False, False, vector_norm(v), False)
+        used, norm, clipped = clip_vector(v, self.tau) if self.tau > 0 else (v, vector_norm(v), False)
         gamma = self.step_size(delay)
         batch = self.rules.batch
         if batch == 1:  # x − (0 + γu)/1 is x − γu to the last bit

@@ -19,6 +19,13 @@ the same calls to the problem in the same order as on one rank: the same bits.
 exactly (with the session's stop/save/flush requests in the same reduction), then it processes
 arrivals until the method steps (one arrival for ASGD; B admitted ones for Rennala SGD; n for
 minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the method discards it).
+
+On one rank ``advance`` runs every update up to the next row, check, checkpoint or end in one loop
+(``_arrivals``): an arrival there costs the clock, the method's step and a few list appends; the block's
+/events rows, delay counts and (uploads of the same bits each time) ledger counts are handed over once at
+its end, which no one reads before. ``plain_upload`` and ``plain_step`` let it skip ``send`` and
+``receive`` where they would only pass the gradient on and step x − γv (ASGD without compression or
+clipping), computing the same bits.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import numpy as np
 
 from mpiclip.asynchrony import CLOCK_JOBS, REPLAY_COLUMNS, AsyncParams, Policy, ReplaySchedule, Schedule, schedule_fault
+from mpiclip.clipping import vector_norm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
@@ -46,6 +54,7 @@ from mpiclip.system import CLOCK_COLUMNS, COMPUTE_KEYS, job_transfers, worker_li
 from mpiclip.trace import CORRUPT, open_trace
 
 E = len(ENCODINGS)
+BLOCK_UPDATES = 4096  # the most updates one-rank ``advance`` runs as a block (rows and checks may be rarer)
 BUSY = ("arrived_compute", "arrived_comm", "stepped_compute", "stepped_comm")  # runner_data keys of the time split
 
 
@@ -111,8 +120,42 @@ class AsynchronousMethod(Method):
     def upload_bits(self, d: int, seed: int) -> np.ndarray:
         raise NotImplementedError
 
+    def plain_upload(self, d: int) -> Optional[np.ndarray]:
+        """(E,) the bits of every upload when a worker sends its result itself, the same bits every time (no compressor,
+        no estimate): the one-rank loop then skips ``send``. None otherwise."""
+        return None
+
+    def plain_step(self) -> Optional[float]:
+        """γ when the server's use of every arrival is x ← x − γ v (each one admitted and stepped, unclipped, one γ):
+        the one-rank loop then steps itself, to the bits of ``receive``. None otherwise."""
+        return None
+
 
 # --------------------------------------------------------------------------------------- the loop
+def _next_multiple(t: int, every: int) -> int:
+    return (t // every + 1) * every
+
+
+def _whole(values: np.ndarray) -> bool:
+    """Every value a whole number below 2⁵³, where float sums are exact."""
+    return bool(np.all(np.floor(values) == values) and np.all(values < 2.0**53))
+
+
+def count_uploads(ledger: Ledger, workers: list, bits: np.ndarray) -> None:
+    """The ledger after one upload of ``bits`` (E,) by each local worker in ``workers``, in order: each worker's count ×
+    the bits at once where the bits, the totals before and after are whole numbers below 2⁵³ (then every sum one by
+    one is exact, and they equal it), else one by one."""
+    counts = np.bincount(workers, minlength=len(ledger.sent_up))[:, None] * bits
+    totals = (ledger.sent_up, ledger.pending_up)
+    if _whole(bits) and all(_whole(before) and _whole(before + counts) for before in totals):
+        ledger.sent_up += counts
+        ledger.pending_up += counts
+        return
+    for i in workers:
+        ledger.sent_up[i] += bits
+        ledger.pending_up[i] += bits
+
+
 def network_bytes(system, method: AsynchronousMethod, d: int, seed: int) -> tuple[float, float]:
     """Bytes of a job's download (x: d dense values) and of its upload (the method's message), in [system]'s
     encoding."""
@@ -276,12 +319,17 @@ class AsynchronousRunner(Runner):
         self.replay = read_replay(self.p.replay)["events"] if self.p.replay else None
         self.splits_time = s.config.system is not None  # rows carry sim_compute, sim_comm, sim_wait
         # what every arrival uses, looked up once
-        self.method, self.timing, self.add_event = s.method, s.timing, s.recorder.add
+        self.method, self.timing, self.add_event, self.add_rows = s.method, s.timing, s.recorder.add, s.recorder.add_rows
         # more than one rank: (worker, job, t, x^t) of this rank's jobs started and not computed yet, oldest first,
         # and how many of them each local worker has
         self.defers = self.size > 1
         self.pending: collections.deque = collections.deque()
         self.waiting = [0] * len(s.worker_ids)
+        # one rank: the shortcuts of the arrival loop (``_arrivals``)
+        self.plain_bits = s.method.plain_upload(d)
+        self.plain_gamma = s.method.plain_step()
+        plain_work = type(s.method).work is AsynchronousMethod.work
+        self.job_result = self.oracle.gradient if plain_work else functools.partial(s.method.work, self.oracle)
 
     # ---------------------------------------------------------------- state
     def start(self, state: Optional[RunState]) -> RunState:
@@ -331,19 +379,142 @@ class AsynchronousRunner(Runner):
             self._check_step(state)
             if s.control.stop or state.status != "running":
                 return state
+        if not self.defers:
+            self._arrivals(state, self._horizon(t))
+            return state
         while not self._arrive(state, self.schedule.pop()):  # arrivals until the method steps
             following = self.schedule.next_time()
             if math.isinf(following) or (self.p.max_time and following > self.p.max_time):
                 break  # the schedule or the time runs out first
         return state
 
+    def _horizon(self, t: int) -> int:
+        """The first update after t at which the session or ``advance`` has something to do: a row, a check of the
+        ranks, a checkpoint, the last round; t + 1 when a save or a stop was agreed at this update's check (the
+        session acts on it after this update); at most BLOCK_UPDATES on (a block's events wait in Python lists)."""
+        run, control = self.setup.config.run, self.setup.control
+        if control.save or control.stop:
+            return t + 1
+        due = [run.rounds, _next_multiple(t, run.eval_every), _next_multiple(t, run.check_every), t + BLOCK_UPDATES]
+        if run.checkpoint_every:
+            due.append(_next_multiple(t, run.checkpoint_every))
+        return max(t + 1, min(due))
+
+    def _arrivals(self, state: RunState, until: int) -> None:
+        """One rank: the arrivals of updates state.t up to ``until`` in one loop, each as ``_arrive`` and ``_apply``
+        process it (the same calls in the same order: the same bits), until the schedule or the time budget runs out
+        first. Between updates t and ``until`` no row, check or checkpoint is due, so nothing outside reads the state
+        in between: the /events rows, the delay counts and (uploads of fixed bits) the ledger's counts are gathered over
+        the block and handed over once at its end, also when an arrival fails the run."""
+        schedule, method, data, ledger = self.schedule, self.method, state.runner_data, state.ledger
+        pop, after, next_time, job_result = schedule.pop, schedule.after, schedule.next_time, self.job_result
+        gradients = state.workers.gradient
+        first, max_time, splits_time, gamma, fixed_bits = self.first, self.p.max_time, self.splits_time, \
+            self.plain_gamma, self.plain_bits
+        clock, isinf = time.perf_counter, math.isinf
+        events: list = []  # /events rows
+        sent: list = []  # fixed bits: the local worker of each upload; else each upload's bits
+        delays: list = []
+        histogram = data["delays"]
+        t, x, server = state.t, state.x, state.server
+        began = clock()
+        computing = uploading = 0.0
+        try:
+            while True:
+                arrival = pop()
+                w, start, job, arrived = arrival
+                if t < start:
+                    self._too_early(arrival, t)
+                delay, i = t - start, w - first
+                if fixed_bits is not None:
+                    vector, bits = gradients[i], fixed_bits
+                    sent.append(i)
+                else:
+                    t0 = clock()
+                    vector, bits = self._send(state, w, job)
+                    sent.append(bits)
+                    uploading += clock() - t0
+                if gamma is not None:  # AsyncSGD.receive's batch-1 step, unclipped
+                    admitted = stepped = True
+                    norm, clipped = vector_norm(vector), False
+                    x = x - gamma * vector
+                else:
+                    server, x, (admitted, stepped, norm, clipped) = method.receive(server, x, vector, delay)
+                events.append((t if admitted else -1, w, start, delay, arrived, norm, clipped, job))
+                if delay >= len(histogram):
+                    histogram = data["delays"] = np.concatenate([histogram, np.zeros(delay + 1 + len(histogram),
+                                                                                     dtype=np.int64)])
+                delays.append(delay)
+                if not admitted:
+                    data["discarded"] += 1
+                if splits_time:
+                    self._count_busy(data, arrival, stepped)
+                if stepped:
+                    t += 1
+                    data["now"] = arrived
+                starts = after(arrival, stepped, t)
+                t0 = clock()
+                for v, k in starts:
+                    gradients[v - first] = job_result(x, v - first, v, k, t)
+                computing += clock() - t0
+                if stepped and t == until:
+                    break
+                following = next_time()
+                if isinf(following) or (max_time and following > max_time):
+                    break  # the schedule or the time runs out first: ``advance`` ends the run
+        finally:
+            state.t, state.x, state.server = t, x, server
+            writing = self._hand_over(ledger, events, sent, delays, histogram)
+            spent = self.timing
+            spent["gradient"] += computing
+            spent["upload"] += uploading
+            spent["trace"] += writing
+            spent["update"] += clock() - began - computing - uploading - writing
+
+    def _send(self, state: RunState, w: int, job: int) -> tuple[np.ndarray, np.ndarray]:
+        """Worker w's upload on its own rank: (the vector the server uses, its bits), counted in the ledger."""
+        i, workers, ledger = w - self.first, state.workers, state.ledger
+        rng = WorkerRandomness(self.seed, COMPRESSOR, np.array([w]), job) if self.keyed else None
+        estimate, vector, bits = self.method.send(workers.estimate[i], workers.gradient[i], rng)
+        if workers.estimate.size:
+            workers.estimate[i] = estimate
+        ledger.sent_up[i] += bits
+        ledger.pending_up[i] += bits
+        return vector, bits
+
+    def _hand_over(self, ledger: Ledger, events: list, sent: list, delays: list, histogram: np.ndarray) -> float:
+        """A block's /events rows to the recorder, its delays to the histogram and, for uploads of fixed bits, their
+        bits to the ledger (``count_uploads``). Returns the seconds the recorder took (it writes its buffer to the trace
+        whenever it fills: trace time, as the other writes)."""
+        if not events:
+            return 0.0
+        bits, rows = self.plain_bits, np.array(events, dtype=np.float64)
+        t0 = time.perf_counter()
+        self.add_rows("events", rows, np.array(sent) if bits is None else bits)
+        writing = time.perf_counter() - t0
+        if bits is not None:
+            count_uploads(ledger, sent, bits)
+        histogram += np.bincount(delays, minlength=len(histogram))
+        return writing
+
+    def _too_early(self, arrival, t: int) -> None:
+        raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
+                        f"{arrival.start} reaches the server at update {t}")
+
+    def _count_busy(self, data: dict, arrival, stepped: bool) -> None:
+        """[system]: the compute and transfer seconds of an arrival, and of those up to the last step."""
+        w, schedule = arrival.worker, self.schedule
+        data["arrived_compute"] += schedule.times.duration(w, arrival.job)
+        data["arrived_comm"] += schedule.download[w] + schedule.upload[w]
+        if stepped:  # a row's time is its last step's: arrivals after it are counted at the next
+            data["stepped_compute"], data["stepped_comm"] = data["arrived_compute"], data["arrived_comm"]
+
     def _arrive(self, state: RunState, arrival) -> bool:
         """One gradient reaches the server: the worker's upload, the server's use of it, the next jobs."""
         clock, spent = time.perf_counter, self.timing
         w = arrival.worker
         if state.t < arrival.start:
-            raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
-                            f"{arrival.start} reaches the server at update {state.t}")
+            self._too_early(arrival, state.t)
         t0 = clock()
         owner = self.owner[w]
         if owner == self.rank:
@@ -351,13 +522,7 @@ class AsynchronousRunner(Runner):
             while self.waiting[i]:  # its gradient is due: this rank's jobs up to it are computed now
                 self._work_one(state)
             t0 = clock()
-            workers, ledger = state.workers, state.ledger
-            rng = WorkerRandomness(self.seed, COMPRESSOR, np.array([w]), arrival.job) if self.keyed else None
-            estimate, vector, bits = self.method.send(workers.estimate[i], workers.gradient[i], rng)
-            if workers.estimate.size:
-                workers.estimate[i] = estimate
-            ledger.sent_up[i] += bits
-            ledger.pending_up[i] += bits
+            vector, bits = self._send(state, w, arrival.job)
         t1 = clock()
         if self.size > 1:  # the arriving vector and its bits, from the worker's rank to every rank
             if owner == self.rank:
@@ -393,14 +558,10 @@ class AsynchronousRunner(Runner):
         if not admitted:
             data["discarded"] += 1
         if self.splits_time:
-            w, schedule = arrival.worker, self.schedule
-            data["arrived_compute"] += schedule.times.duration(w, arrival.job)
-            data["arrived_comm"] += schedule.download[w] + schedule.upload[w]
+            self._count_busy(data, arrival, received.stepped)
         if received.stepped:
             state.t = t + 1
             data["now"] = arrival.time
-            if self.splits_time:  # a row's time is its last step's: arrivals after it are counted at the next
-                data["stepped_compute"], data["stepped_comm"] = data["arrived_compute"], data["arrived_comm"]
         return received
 
     def _compute(self, state: RunState, starts: list) -> None:

@@ -43,7 +43,8 @@ RUNNER_CLASSES = (SynchronousRunner, AsynchronousRunner, FederatedRunner)
 
 
 def term_at(monkeypatch, t: int, ranks):
-    """SIGTERM to this process at the top of round t if its world rank is in ``ranks``; returns the undo."""
+    """SIGTERM to this process at the top of round t if its world rank is in ``ranks``; returns the undo. The
+    asynchronous runner on one rank advances blocks of updates: round t ends one, so that its ``advance`` sees it."""
     originals = [runner.advance for runner in RUNNER_CLASSES]
     for runner, original in zip(RUNNER_CLASSES, originals):
         def advance(self, state, original=original):
@@ -53,7 +54,16 @@ def term_at(monkeypatch, t: int, ranks):
             return original(self, state)
 
         monkeypatch.setattr(runner, "advance", advance)
-    return lambda: [monkeypatch.setattr(r, "advance", o) for r, o in zip(RUNNER_CLASSES, originals)]
+    horizon = AsynchronousRunner._horizon
+    monkeypatch.setattr(AsynchronousRunner, "_horizon", lambda self, now: min(horizon(self, now), t) if now < t
+                        else horizon(self, now))
+
+    def undo():
+        for runner, original in zip(RUNNER_CLASSES, originals):
+            monkeypatch.setattr(runner, "advance", original)
+        monkeypatch.setattr(AsynchronousRunner, "_horizon", horizon)
+
+    return undo
 
 
 def copy_run(src: str, dst: str) -> None:
