@@ -16,7 +16,6 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Optional
 
 PACKAGES = ("mpiclip", "numpy", "scipy", "h5py", "mpi4py", "mpich")  # every run's, when installed
@@ -77,7 +76,7 @@ def _count(value: Optional[str]) -> Optional[int]:
 def optional_packages() -> dict:
     """Versions of the optional packages this process has imported (so a run that used them)."""
     return {dist: version for module, dist in OPTIONAL.items() if module in sys.modules
-            for version in [_version(dist)] if version is not None}
+            for version in [_package_version(module, dist)] if version is not None}
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,24 +85,34 @@ def _process() -> dict:
             "platform": platform.platform(), "argv": list(sys.argv)}
 
 
+def _package_version(module: str, dist: str) -> Optional[str]:
+    """The version of distribution ``dist`` as imported (its module's ``__version__``), else as installed. A run has
+    imported the core packages by now, and reading their attribute spares importlib.metadata's scan of every installed
+    distribution (about 2 ms a package at start-up); the MPI wheel has no module of that name and is looked up."""
+    version = getattr(sys.modules.get(module), "__version__", None)
+    return str(version) if version is not None else _installed_version(dist)
+
+
 @functools.lru_cache(maxsize=None)
-def _version(dist: str) -> Optional[str]:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _imported_version(name: str) -> Optional[str]:
-    """The version of the package as imported (its ``__version__``), else as installed. A run has imported the core
-    packages by now, and reading their attribute spares importlib.metadata's scan of every installed distribution
-    (about 2 ms a package at start-up); the MPI wheel has no module of that name and is looked up."""
-    version = getattr(sys.modules.get(name), "__version__", None)
-    return str(version) if version is not None else _version(name)
+def _installed_version(dist: str) -> Optional[str]:
+    """The version of an installed distribution, from the name of its metadata directory on sys.path,
+    ``<name>-<version>.dist-info`` or ``.egg-info`` (the first found, as importlib.metadata finds it): reading the
+    version from the file inside would import the email package and parse it, milliseconds at start-up."""
+    prefix = dist.replace("-", "_").lower() + "-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # a zip file, a directory that is gone
+            continue
+        for name in names:
+            stem, _, kind = name.rpartition(".")
+            if kind in ("dist-info", "egg-info") and stem.lower().startswith(prefix):
+                return stem[len(prefix):].split("-")[0]
+    return None
 
 
 def _versions() -> dict:
-    out = {name: version for name in PACKAGES for version in [_imported_version(name)] if version is not None}
+    out = {name: version for name in PACKAGES for version in [_package_version(name, name)] if version is not None}
     try:
         import h5py
 

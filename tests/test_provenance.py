@@ -82,3 +82,16 @@ def test_the_code_version_comes_from_git_started_early_or_late_and_from_a_tree_w
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(copy.parent)})
     assert proc.stdout == "{}\n", proc.stderr
+
+
+@pytest.mark.parametrize("dist", ["mpich", "numpy", "h5py", "mpi4py", "pytest", "not-installed-anywhere"])
+def test_an_installed_version_read_from_its_metadata_directory_is_importlib_metadatas(dist):
+    """The version provenance reads from a distribution's metadata directory name (start-up) is the version
+    importlib.metadata reads from the file inside; a distribution that is not installed has none."""
+    from importlib import metadata
+
+    try:
+        expected = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        expected = None
+    assert provenance._installed_version(dist) == expected
