@@ -38,6 +38,6 @@ def vector_norm(v: np.ndarray) -> float:
 
 def clip_vector(v: np.ndarray, tau: float) -> tuple[np.ndarray, float, bool]:
     """(clip_τ(v), ‖v‖, whether it was scaled down)."""
-    norm = math.sqrt(float(v @ v))
+    norm = vector_norm(v)
     clipped = norm > tau
     return (v * (tau / norm) if clipped else v), norm, clipped

@@ -128,8 +128,8 @@ _started: list = []  # the git process start_git launched, read by the first _gi
 
 def start_git() -> None:
     """Launch the git process of the code version now, so that it runs while the run imports and reads its data (a
-    process takes milliseconds); the first provenance record reads its answer."""
-    if not _started:
+    process takes milliseconds); the first provenance record reads its answer (later ones reuse it: nothing to start)."""
+    if not _started and not _process.cache_info().currsize:
         try:
             _started.append(subprocess.Popen(["git", "-C", _here(), *_GIT_STATUS], stdout=subprocess.PIPE,
                                              stderr=subprocess.DEVNULL, text=True))

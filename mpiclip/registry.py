@@ -80,6 +80,17 @@ class Registry(Generic[T]):
         return [(name, self._entries[name]) for name in self]
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:
+    """A package's module ``__getattr__`` (PEP 562): each name of ``exports`` (name -> submodule) is imported from its
+    submodule when first used, so that importing the package does not import them."""
+    def __getattr__(name: str) -> object:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 @dataclasses.dataclass(frozen=True)
 class NoParams:
     """A component without parameters."""

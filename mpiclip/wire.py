@@ -63,7 +63,8 @@ def sequential_sum(rows: np.ndarray, start: Optional[np.ndarray] = None) -> np.n
     most of a recorded round's sum): its iterator keeps the rows' contiguous axis innermost, so each column is
     one running sum over the rows in order, the same additions. It starts from ``initial`` = −0.0, which is
     the identity of every float (+0.0, add's own, would turn a column of −0.0 into +0.0): −0.0 + rows[0] is
-    rows[0] to the bit. tests/test_comm_serial.py pins the two together."""
+    rows[0] to the bit. A single column is left to the loop: contiguous along the summed axis, numpy would add
+    it pairwise. tests/test_comm_serial.py pins the two together."""
     if (start is None and rows.ndim == 2 and 1 < rows.shape[1] <= ROW_REDUCE_WIDTH and len(rows)
             and rows.dtype == np.float64 and rows.flags.c_contiguous):
         return np.add.reduce(rows, axis=0, initial=-0.0)

@@ -69,6 +69,9 @@ def test_the_code_version_comes_from_git_started_early_or_late_and_from_a_tree_w
     late = provenance._git()
     provenance.start_git()
     assert provenance._started and provenance._git() == late and not provenance._started
+    provenance._process()  # once the process's record is made, no run needs git again: nothing is started
+    provenance.start_git()
+    assert not provenance._started
     here = provenance._here()
     if late:  # a checkout: the commit is HEAD's
         head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -26,9 +26,10 @@ EPILOG = """examples:
 """
 
 
-MODULES = ("run", "info", "tools", "sweep", "reproduce")  # mpiclip.cli.<module> adds its commands, in the help's order
+# command -> the module mpiclip.cli.<module> that adds its parser, in the help's order
 COMMANDS = {"run": "run", "info": "info", "presets": "info", "options": "info", "stepsize": "tools", "privacy": "tools",
             "sweep": "sweep", "reproduce": "reproduce"}
+MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:

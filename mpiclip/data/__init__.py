@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -27,7 +26,7 @@ from mpiclip.errors import InputError
 from mpiclip.limits import MAX_INDEX
 from mpiclip.params import nonnegative, param
 from mpiclip.paths import find_data, missing_data
-from mpiclip.registry import NoParams, Registry
+from mpiclip.registry import NoParams, Registry, lazy_exports
 
 
 @dataclass(frozen=True)
@@ -106,10 +105,7 @@ _EXPORTS = {  # name -> its module, imported on first use (PEP 562)
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @SOURCES.register("libsvm")

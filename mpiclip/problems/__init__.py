@@ -2,9 +2,8 @@
 when the problem is first looked up, so a run imports only its own (a test checks the table against what the
 modules register). The classes named in ``__all__`` import their module when first used."""
 
-import importlib
-
 from mpiclip.problems.base import PROBLEMS, Problem, Smoothness
+from mpiclip.registry import lazy_exports
 
 MODULES = {  # module -> the problems it registers, in their listing order
     "classifier": ("softmax", "mlp"),
@@ -25,10 +24,7 @@ _EXPORTS = {  # name -> its module, imported on first use (PEP 562)
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["PROBLEMS", "Problem", "Smoothness", "MODULES", *_EXPORTS]
