@@ -66,6 +66,7 @@ def test_the_code_version_comes_from_git_started_early_or_late_and_from_a_tree_w
     import shutil
     import subprocess
 
+    provenance._process.cache_clear()  # as in a fresh process: no provenance record made yet (earlier tests ran runs)
     late = provenance._git()
     provenance.start_git()
     assert provenance._started and provenance._git() == late and not provenance._started
