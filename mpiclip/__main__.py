@@ -1,5 +1,5 @@
 import sys
 
-from mpiclip.cli import main
+from mpiclip.cli import program
 
-sys.exit(main())
+sys.exit(program())

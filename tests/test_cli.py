@@ -73,6 +73,27 @@ def test_presets_and_options():
     assert mpiclip(["options", "compressor"]).stdout.startswith("[compressor]")
 
 
+def test_the_program_entry_skips_the_exit_collection_and_keeps_main_s_exit_code(tmp_path, small_config):
+    """`python -m mpiclip` and the `mpiclip` script freeze the heap after main (interpreter teardown then skips
+    the cyclic collection of everything imported), with main's exit code, on success and on bad input alike;
+    the run's trace is whole. In-process callers of main are untouched."""
+    probe = ("import gc, sys\nimport mpiclip.cli as cli\nsys.argv = ['mpiclip', *sys.argv[1:]]\n"
+             "assert gc.get_freeze_count() == 0\ncode = cli.main(['presets'])\n"
+             "assert code == 0 and gc.get_freeze_count() == 0, 'main must not freeze'\n"
+             "try:\n    code = cli.program()\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('frozen', gc.get_freeze_count() > 0, 'code', code)\n")
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    for args, code in ((["run", small_config, "--set", "run.rounds=3", "-q"], 0), (["run", "nope.toml"], 2)):
+        proc = subprocess.run([sys.executable, str(script), *args], cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == f"frozen True code {code}"
+    assert load_trace(str(tmp_path / "out" / "t.h5")).status == "completed"
+    with open(os.path.join(REPO, "mpiclip", "__main__.py")) as main_py, open(os.path.join(REPO, "pyproject.toml")) as project:
+        assert "sys.exit(program())" in main_py.read() and 'mpiclip = "mpiclip.cli:program"' in project.read()
+
+
 def test_a_reader_that_goes_away_is_no_error():
     """`mpiclip options | head -1`: the closed pipe ends the command quietly, as SIGPIPE ends a shell tool."""
     proc = subprocess.Popen([sys.executable, "-m", "mpiclip", "options"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
