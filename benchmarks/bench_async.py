@@ -8,11 +8,13 @@ Simulated mode (a9a, ASGD, exponential compute times, one row per 1000 updates),
 worker's full local gradient, and homogeneous data with minibatches of 64 rows drawn across all workers.
 With 20 and 1000 workers, on rank 0 alone (the other ranks wait without spinning) and on all the job's
 ranks, alternated: updates per second and the loop against the bare arithmetic measured in the same job.
-The loop is the run's wall time less its evaluations and trace writes; the bare arithmetic is each
-job's gradient as the oracle computes it (the jobs in flight at the end included) on its worker's rank,
-the slowest rank's, plus the steps x ← x − γ g. The target is ≤ 1.2× on one rank: the clock, the queue,
-the broadcast of the arriving gradient and the bookkeeping must not cost more than a fifth of the
-arithmetic. ``--json`` writes, per case, workers and ranks, the medians of updates per second and of
+The loop is the run's wall time less its evaluations and trace writes. The bare arithmetic on one rank is
+the run replayed without the runner: the same gradients at the same iterates in the trace's order, each
+followed by its step x ← x − γ g (the jobs in flight at the end included), checked to end at the run's x to
+the bit; on several ranks, each job's gradient on its worker's rank at the run's last iterate, the slowest
+rank's, plus the steps (a replay would need every worker's data on one rank). The target is ≤ 1.2× on one
+rank: the clock, the queue, the broadcast of the arriving gradient and the bookkeeping must not cost more
+than a fifth of the arithmetic. ``--json`` writes, per case, workers and ranks, the medians of updates per second and of
 loop / bare.
 
 Scaling (``--scaling``): the seconds of the same run (synthetic logistic regression, full local
@@ -68,15 +70,39 @@ def simulated(comm, data: str, n: int, updates: int, out: str, case: str = "full
     result = session.execute(prepared)
     spent = result.wall - sum(result.timing.get(k, 0.0) for k in ("evaluation", "trace", "checkpoint"))
     loop = max(comm.allgather_objects(spent))
-    # the bare arithmetic of the same updates: each job's gradient (the oracle's, as the run computes it) on the rank
-    # of its worker, in the trace's order, and the step on every rank; at the run's last iterate, whose margins cost
-    # what the run's do (at x^0 = 0 no exp overflows, and numpy's exp is several times slower where it does)
     from mpiclip.oracles import JobOracle
     from mpiclip.trace import load_trace
 
     events = comm.bcast(load_trace(result.path).tables["events"] if comm.rank == 0 else None)
     problem = prepared.jobs if prepared.jobs is not None else prepared.problem
     oracle = JobOracle(problem, prepared.config.section("async"), prepared.config.run.seed)
+    if comm.size == 1:
+        bare = replayed(prepared, oracle, events["worker"].tolist(), events["job"].tolist(), result.gamma)
+    else:
+        bare = at_last_iterate(comm, prepared, oracle, events, updates, n, result.gamma)
+    return updates / loop, loop / bare
+
+
+def replayed(prepared, oracle, workers: list, jobs: list, gamma: float) -> float:
+    """Seconds of the run's arithmetic replayed bare on one rank, in the trace's order: every worker's job 0 at x⁰, then
+    per arrival x ← x − γ g and the worker's next job at the new x (the jobs in flight at the end included): the
+    same gradients at the same iterates as the run. The replay must end at the run's x, to the bit."""
+    x = prepared.x0.copy()
+    start = time.perf_counter()
+    pending = [oracle.gradient(x, w, w, 0, 0) for w in range(len(prepared.worker_ids))]
+    for t, (w, k) in enumerate(zip(workers, jobs)):
+        x = x - gamma * pending[w]
+        pending[w] = oracle.gradient(x, w, w, k + 1, t + 1)
+    seconds = time.perf_counter() - start
+    if not np.array_equal(x, prepared.state.x):
+        raise SystemExit("bench_async.py: error: the bare replay does not end at the run's x; it is not the same arithmetic")
+    return seconds
+
+
+def at_last_iterate(comm, prepared, oracle, events, updates: int, n: int, gamma: float) -> float:
+    """Seconds of the run's arithmetic on several ranks, approximated: each job's gradient (the oracle's, as the run
+    computes it) on the rank of its worker, in the trace's order, the slowest rank's, plus the steps x ← x − γ g on
+    every rank; at the run's last iterate (replaying the trajectory would need every worker's data on one rank)."""
     first, n_local = int(prepared.worker_ids[0]), len(prepared.worker_ids)
     # the jobs that arrived, and those still in flight at the end (computed too: one per worker, its next job index)
     jobs = list(zip(range(len(events["worker"])), events["worker"].tolist(), events["job"].tolist()))
@@ -90,9 +116,8 @@ def simulated(comm, data: str, n: int, updates: int, out: str, case: str = "full
     local = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in events["worker"]:
-        x = x - result.gamma * g
-    bare = max(comm.allgather_objects(local)) + time.perf_counter() - t0
-    return updates / loop, loop / bare
+        x = x - gamma * g
+    return max(comm.allgather_objects(local)) + time.perf_counter() - t0
 
 
 def alone(world, measure):

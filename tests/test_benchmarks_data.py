@@ -77,3 +77,32 @@ def test_a_data_set_is_found_where_mpiclip_run_finds_it(tmp_path, monkeypatch):
     assert data_file("mushrooms.txt", data_dir=str(tmp_path / "other")) == str(tmp_path / "other" / "mushrooms.txt")
     with pytest.raises(InputError, match=r"^--data-dir = '.*missing': is not a directory"):
         data_file("a9a.txt", data_dir=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("case", ["full", "homogeneous-minibatch"])
+def test_the_async_bench_s_bare_arithmetic_replays_the_run_to_the_bit(tmp_path, monkeypatch, case):
+    """On one rank bench_async.py's bare arithmetic is the run itself without the runner: the same gradients at the same
+    iterates, ending at the run's x to the bit (it refuses to give a ratio otherwise)."""
+    import numpy as np
+    from helpers import random_classification, write_libsvm
+
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import bench_async
+
+    from mpiclip.comm import make_comm
+
+    data = write_libsvm(str(tmp_path / "small.txt"), *random_classification(n=120, d=9, seed=3))
+    comm = make_comm()
+    rate, ratio = bench_async.simulated(comm, data, n=6, updates=300, out=str(tmp_path), case=case)
+    assert rate > 0 and 0 < ratio < np.inf
+    calls = []
+    real_replay = bench_async.replayed
+
+    def off_by_one_step(prepared, oracle, workers, jobs, gamma):  # the same replay with a step size 1 ulp off
+        calls.append(gamma)
+        return real_replay(prepared, oracle, workers, jobs, np.nextafter(gamma, np.inf))
+
+    monkeypatch.setattr(bench_async, "replayed", off_by_one_step)
+    with pytest.raises(SystemExit, match="does not end at the run's x"):
+        bench_async.simulated(comm, data, n=6, updates=300, out=str(tmp_path), case=case)
+    assert len(calls) == 1
