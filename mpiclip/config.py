@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from mpiclip import grid
 from mpiclip.compressors import COMPRESSORS
@@ -35,8 +35,9 @@ from mpiclip.paths import check_printable, printable
 from mpiclip.problems import PROBLEMS
 from mpiclip.runners import RUNNERS, runner_facts
 from mpiclip.stepsize import StepsizeParams
-from mpiclip.system import SystemModel, SystemParams
-from mpiclip.system import parse as parse_system
+
+if TYPE_CHECKING:  # [system]'s model is imported only by a config that has one (start-up)
+    from mpiclip.system import SystemParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,9 +158,12 @@ class Config:
         if self.data is not None and not self.data.common.test_fraction:  # traces made before the test set keep their hash
             for key in DataParams.UNSET_UNHASHED:
                 table["data"].pop(key, None)
-        for key, default in SystemParams.UNHASHED_DEFAULTS.items():
-            if table.get("system", {}).get(key, None) == default:
-                table["system"].pop(key)
+        if "system" in table:
+            from mpiclip.system import SystemParams
+
+            for key, default in SystemParams.UNHASHED_DEFAULTS.items():
+                if table["system"].get(key, None) == default:
+                    table["system"].pop(key)
         # a method's keys added after traces were made, at the value those traces ran with
         for key, default in getattr(self.method.params, "UNHASHED_DEFAULTS", {}).items():
             if table["method"].get(key, None) == default:
@@ -495,6 +499,9 @@ def _system(values: Optional[dict], run: RunParams) -> Optional[SystemParams]:
     """[system], checked against the workers (its files read and validated), or None if the config has none."""
     if values is None:
         return None
+    from mpiclip.system import SystemModel
+    from mpiclip.system import parse as parse_system
+
     params = parse_system(values)
     SystemModel(params, run.n_workers, run.seed)
     return params

@@ -32,8 +32,6 @@ from mpiclip.errors import InputError
 from mpiclip.params import finite_nonnegative, finite_positive, param, parse_params
 from mpiclip.rng import TIMES, generator
 
-CLOCK_COLUMNS = ("sim_time", "sim_compute", "sim_comm", "sim_wait")  # cumulative seconds per recorded row
-DROPPED = "sim_dropped"  # federated: clients dropped so far (offline, late, or beyond the first that finished)
 LINK_KEYS = ("latency", "bandwidth_up", "bandwidth_down")
 COMPUTE_KEYS = ("compute_time", "mean_time", "lognormal_sigma", "times", "slow_workers", "slow_factor", "factors")
 AVAILABILITY_TAG = 1  # availability draws: generator(seed, TIMES, w, block, AVAILABILITY_TAG), apart from compute draws

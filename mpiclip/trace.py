@@ -38,7 +38,6 @@ import numpy as np
 from mpiclip import SCHEMA_VERSION, __version__
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import MpiclipError
-from mpiclip.system import CLOCK_COLUMNS, DROPPED
 from mpiclip.writer_lock import WriterLock, live_status
 
 BITS_CONVENTION = ("row r holds the bits sent in rounds t_{r-1}..t_r-1 (cumsum = bits sent before x^t); "
@@ -54,7 +53,10 @@ UNITS = {"rounds": "round", "time": "s", "sim_time": "time unit (s in real mode)
          "worker": "worker id", "bits": "bit", "loss": "1", "grad_norm_sq": "1", "comm_rounds": "communication round",
          "sim_compute": "s", "sim_comm": "s", "sim_wait": "s", "sim_dropped": "client"}
 FEDERATED_SCALARS = ("test_loss", "test_accuracy", "train_accuracy", "grad_variance", "comm_rounds")
-# per-row scalars kept at the root rather than in /metrics: sim_time, and [system]'s breakdown of it (mpiclip.system)
+# per-row scalars kept at the root rather than in /metrics: the federated ones, and the simulated clock's columns
+# ([system]; mpiclip.system computes them): sim_time and its breakdown, cumulative seconds per recorded row
+CLOCK_COLUMNS = ("sim_time", "sim_compute", "sim_comm", "sim_wait")
+DROPPED = "sim_dropped"  # federated: clients dropped so far (offline, late, or beyond the first that finished)
 ROOT_SCALARS = FEDERATED_SCALARS + CLOCK_COLUMNS + (DROPPED,)
 RUN_ATTRS = ("stop_reason", "finished", "rounds_run", "wall_seconds", "timing")  # set when a run ends
 

@@ -51,21 +51,25 @@ print(json.dumps({{"listed": listed, "all": list(reg), "added": added, "declared
 
 def test_a_run_imports_only_its_own_components():
     """Loading the EF21 preset imports the EF21 family, the logistic problem, the synchronous runner and the
-    sparsifiers, no other method, problem, runner or compressor module, and no image sources (start-up time: docs/design.md); nor does reading its
+    sparsifiers, no other method, problem, runner or compressor module, no image sources and, without [system], no
+    clock model (start-up time: docs/design.md); nor does reading its
     trace back import another runner (the trace readers know every runner's tables from runners.DECLARED)."""
     code = """
 import json, sys
 from mpiclip import config, trace_contract
 config.load("ef21-libsvm", ["data.path='a9a.txt'"])
 assert {t.name for t in trace_contract.registered_tables()} == {"events", "clients"}
-print(json.dumps(sorted(m for m in sys.modules if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision",
-                                                                 "mpiclip.runners.", "mpiclip.compressors.")))))
+print(json.dumps([sorted(m for m in sys.modules if m.startswith(("mpiclip.methods.", "mpiclip.problems.", "mpiclip.data.vision",
+                                                                  "mpiclip.runners.", "mpiclip.compressors."))),
+                  sorted(m for m in ("mpiclip.system", "mpiclip.asynchrony", "mpiclip.oracles") if m in sys.modules)]))
 """
-    assert _fresh(code) == ["mpiclip.compressors.base", "mpiclip.compressors.message", "mpiclip.compressors.sparsifiers",
-                            "mpiclip.methods.base", "mpiclip.methods.ef21", "mpiclip.problems.base",
-                            "mpiclip.problems.linear", "mpiclip.problems.logreg", "mpiclip.runners.base",
-                            "mpiclip.runners.chunks", "mpiclip.runners.protocol", "mpiclip.runners.synchronous",
-                            "mpiclip.runners.tables"]
+    components, clock_models = _fresh(code)
+    assert clock_models == []  # no [system]: neither its model nor the asynchronous clock is imported
+    assert components == ["mpiclip.compressors.base", "mpiclip.compressors.message", "mpiclip.compressors.sparsifiers",
+                          "mpiclip.methods.base", "mpiclip.methods.ef21", "mpiclip.problems.base",
+                          "mpiclip.problems.linear", "mpiclip.problems.logreg", "mpiclip.runners.base",
+                          "mpiclip.runners.chunks", "mpiclip.runners.protocol", "mpiclip.runners.synchronous",
+                          "mpiclip.runners.tables"]
 
 
 def test_the_declared_runners_facts_are_their_classes():

@@ -8,12 +8,12 @@ import pytest
 from helpers import config_table, differences, run_completed, trace_arrays
 
 from mpiclip import config as cfg
-from mpiclip import session, system
+from mpiclip import session, system, trace
 from mpiclip.comm import SerialComm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import InputError
 
-CLOCK = system.CLOCK_COLUMNS
+CLOCK = trace.CLOCK_COLUMNS
 
 
 def run(path, **sections):
@@ -26,7 +26,7 @@ def run(path, **sections):
 
 
 def without_clock(arrays: dict) -> dict:
-    return {k: v for k, v in arrays.items() if k not in CLOCK + (system.DROPPED,)}
+    return {k: v for k, v in arrays.items() if k not in CLOCK + (trace.DROPPED,)}
 
 
 def test_without_system_nothing_changes_and_with_a_system_only_the_clock_columns_are_new(tmp_path):

@@ -101,6 +101,7 @@ def cmd_options(args) -> int:
     from mpiclip.problems import PROBLEMS
     from mpiclip.runners import RUNNERS
     from mpiclip.stepsize import StepsizeParams
+    from mpiclip.system import SystemParams
 
     def keys(cls, indent="  "):
         return [f"{indent}{name} ({kind}, default {default!r}): {doc}" for name, kind, default, doc in describe(cls)]
@@ -123,7 +124,7 @@ def cmd_options(args) -> int:
     for name, runner in RUNNERS.items():  # the runners' own sections, each once (a runner's modes share it)
         if runner.section and runner.section not in sections:
             sections[runner.section] = [f"  ({name} methods only)"] + keys(runner.params)
-    sections["system"] = ["  (every runner; absent: no simulated clock)"] + keys(cfg.SystemParams)
+    sections["system"] = ["  (every runner; absent: no simulated clock)"] + keys(SystemParams)
     sections["output"] = keys(cfg.OutputParams)
     if args.section and args.section not in sections:
         print(f"mpiclip: error: section = {args.section!r}: unknown (sections: {', '.join(sections)})", file=sys.stderr)

@@ -50,8 +50,8 @@ from mpiclip.rng import COMPRESSOR, WorkerRandomness
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
 from mpiclip.runners.protocol import Method
 from mpiclip.runners.tables import EVENTS
-from mpiclip.system import CLOCK_COLUMNS, COMPUTE_KEYS, job_transfers, worker_links
-from mpiclip.trace import CORRUPT, open_trace
+from mpiclip.system import COMPUTE_KEYS, job_transfers, worker_links
+from mpiclip.trace import CLOCK_COLUMNS, CORRUPT, open_trace
 
 E = len(ENCODINGS)
 BLOCK_UPDATES = 4096  # the most updates one-rank ``advance`` runs as a block (rows and checks may be rarer)

@@ -20,7 +20,8 @@ import numpy as np
 
 from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError
-from mpiclip.system import DROPPED, SystemModel
+from mpiclip.system import SystemModel
+from mpiclip.trace import DROPPED
 
 
 def local_steps(method: Any) -> int:

@@ -44,7 +44,7 @@ from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, check_ranks,
 from mpiclip.runners.fedclock import FedClock
 from mpiclip.runners.protocol import Method
 from mpiclip.runners.tables import CLIENTS
-from mpiclip.system import CLOCK_COLUMNS, DROPPED
+from mpiclip.trace import CLOCK_COLUMNS, DROPPED
 from mpiclip.wire import row_sq_norms
 
 

@@ -32,7 +32,7 @@ from mpiclip.runners.base import (
 )
 from mpiclip.runners.chunks import plan_chunks, step_in_chunks
 from mpiclip.runners.protocol import Method
-from mpiclip.system import CLOCK_COLUMNS, SystemModel
+from mpiclip.trace import CLOCK_COLUMNS
 from mpiclip.wire import SparseGather, sequential_sum
 
 if TYPE_CHECKING:  # the loop gets its communicator from the session; this package never imports it
@@ -235,7 +235,11 @@ class SynchronousRunner(Runner):
         super().__init__(setup)
         run = setup.config.run
         self.all_ids = np.arange(run.n_workers)
-        self.system = SystemModel(setup.config.system, run.n_workers, run.seed) if setup.config.system else None
+        self.system = None
+        if setup.config.system is not None:  # imported only here: a run without [system] never loads the model
+            from mpiclip.system import SystemModel
+
+            self.system = SystemModel(setup.config.system, run.n_workers, run.seed)
 
     def start(self, state: Optional[RunState]) -> RunState:
         s = self.setup
