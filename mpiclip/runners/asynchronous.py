@@ -47,6 +47,7 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
+from mpiclip.runners.async_blocks import BlockExchange
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
 from mpiclip.runners.protocol import Method
 from mpiclip.runners.tables import EVENTS
@@ -119,6 +120,14 @@ class AsynchronousMethod(Method):
 
     def upload_bits(self, d: int, seed: int) -> np.ndarray:
         raise NotImplementedError
+
+    def decisions(self, server: Any) -> Optional[tuple[int, float, int]]:
+        """(batch, max_delay, admitted since the last step) when ``receive``'s admitted and stepped follow from each
+        arrival's delay alone, whatever its vector: admitted iff delay < max_delay, stepped at every batch-th admitted
+        one, counted from ``server``'s count. Several ranks then exchange the arrivals in blocks, one collective for
+        many (:mod:`mpiclip.runners.async_blocks`). None where a decision may depend on the vector's values: one
+        broadcast per arrival."""
+        return None
 
     def plain_upload(self, d: int) -> Optional[np.ndarray]:
         """(E,) the bits of every upload when a worker sends its result itself, the same bits every time (no compressor,
@@ -344,6 +353,10 @@ class AsynchronousRunner(Runner):
             self._compute(state, self.schedule.begin())
         else:
             self.schedule = self._schedule(state.runner_data)
+        # several ranks: arrivals exchanged in blocks where every rank can tell the blocks apart from its copy of the
+        # clock (a simulated schedule, decisions by the delay alone); else one broadcast per arrival (``_arrive``)
+        blocks = self.defers and self.replay is None and s.method.decisions(state.server) is not None
+        self.blocks = BlockExchange(self) if blocks else None
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -381,6 +394,9 @@ class AsynchronousRunner(Runner):
                 return state
         if not self.defers:
             self._arrivals(state, self._horizon(t))
+            return state
+        if self.blocks is not None:
+            self.blocks.run(state, self._horizon(t))
             return state
         while not self._arrive(state, self.schedule.pop()):  # arrivals until the method steps
             following = self.schedule.next_time()
