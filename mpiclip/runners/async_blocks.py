@@ -17,9 +17,10 @@ arrival, more than the step itself for small gradients. Between two points where
   ``AsyncSGD`` whose ``receive`` is its own: ASGD, clipped and delay-adaptive ASGD, Rennala, minibatch SGD,
   Ringmaster, FedBuff) the ranks know them before any vector is seen;
 * one ``Comm.allgather_sized`` (an Allgatherv whose sizes every rank knows from the block's owners) moves the
-  block's vectors and their bits in rank order; each rank puts them in arrival order and applies them as one
-  arrival at a time does (``AsynchronousRunner._apply``: the same ``receive`` calls, /events rows, delay counts,
-  ledger counts, time split); the jobs the block starts wait in the pending queue with their start iterates (by
+  block's vectors and their bits in rank order; each rank puts them in arrival order and applies them with the
+  one-rank loop's calls (``AsynchronousRunner._arrivals``: ``receive``, or its plain step x − γv, /events rows,
+  delay counts and the time split; the owners' ``send`` counted the ledger's bits), checking that the server
+  decided what the plan said; the jobs the block starts wait in the pending queue with their start iterates (by
   reference, as in ``_compute``), and are computed at the next block's start or before a row.
 
 So every rank makes the same calls to the problem, the compressor and the method as before, in the same order per
@@ -37,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mpiclip.clipping import vector_norm
 from mpiclip.compressors import ENCODINGS
 from mpiclip.errors import RunFailed
 
@@ -58,8 +60,6 @@ class BlockExchange:
     def __init__(self, runner):
         self.runner = runner
         self.width = len(runner.setup.x0) + E  # an arrival's row: the vector the server uses, then its bits
-        self.exchanges = 0  # collectives made, for tests and benchmarks
-        self.arrivals = 0
 
     def run(self, state, until: int) -> None:
         """The arrivals of updates state.t up to ``until``, until the schedule or the time budget runs out first; as
@@ -119,21 +119,69 @@ class BlockExchange:
         gathered = runner.setup.comm.allgather_sized(mine.ravel(), sizes).reshape(-1, self.width)
         rows = np.empty_like(gathered)
         rows[np.argsort(owners, kind="stable")] = gathered  # rank order back to arrival order
-        self.exchanges += 1
-        self.arrivals += len(block)
         spent["upload"] += t1 - t0
         spent["communication"] += clock() - t1
         return rows
 
     def _apply(self, state, block: list, rows: np.ndarray) -> None:
-        """Every rank applies the block's arrivals in order, as one arrival at a time, and queues the jobs they start."""
-        runner, d = self.runner, self.width - E
+        """Every rank applies the block's arrivals in order and queues the jobs they start: the calls of
+        ``AsynchronousRunner._arrivals`` (its step x − γv where the method's is that, ``receive`` otherwise), whose
+        admitted and stepped must be those the block was planned with; the block's /events rows, delays and
+        discarded count are handed over at its end, as there."""
+        runner, method, data = self.runner, self.runner.method, state.runner_data
+        d, gamma, splits_time, compute = self.width - E, runner.plain_gamma, runner.splits_time, runner._compute
+        events: list = []
+        delays: list = []
+        t, x, server = state.t, state.x, state.server
         t0 = time.perf_counter()
-        for planned, row in zip(block, rows):
-            received = runner._apply(state, planned.arrival, row[:d], row[d:])
-            if (received.admitted, received.stepped) != (planned.admitted, planned.stepped):
-                raise RunFailed(f"{runner.method.name}'s server decided (admitted, stepped) = ({received.admitted}, "
-                                f"{received.stepped}) at update {state.t}, its decisions() said ({planned.admitted}, "
-                                f"{planned.stepped}): the block exchange needs decisions that follow from the delay")
-            runner._compute(state, planned.starts)
-        runner.timing["update"] += time.perf_counter() - t0
+        try:
+            for planned, row in zip(block, rows):
+                arrival, vector = planned.arrival, row[:d]
+                delay = t - arrival[1]
+                if gamma is None:
+                    server, x, received = method.receive(server, x, vector, delay)
+                    if received[:2] != planned[1:3]:
+                        self._disagree(received, planned, t)
+                    norm, clipped = received.norm, received.clipped
+                else:  # AsyncSGD.receive's batch-1 step, unclipped: every arrival admitted and stepped
+                    norm, clipped, x = vector_norm(vector), False, x - gamma * vector
+                events.append((t if planned.admitted else -1, arrival[0], arrival[1], delay, arrival[3], norm, clipped,
+                               arrival[2]))
+                delays.append(delay)
+                if splits_time:
+                    runner._count_busy(data, arrival, planned.stepped)
+                if planned.stepped:
+                    t += 1
+                    data["now"] = arrival[3]
+                state.t, state.x = t, x  # the jobs it starts take x^t
+                compute(state, planned.starts)
+        finally:
+            state.t, state.x, state.server = t, x, server
+            writing = self._hand_over(data, block[: len(events)], events, rows[: len(events), d:], delays)
+            runner.timing["trace"] += writing
+            runner.timing["update"] += time.perf_counter() - t0 - writing
+
+    def _disagree(self, received, planned: Planned, t: int) -> None:
+        raise RunFailed(f"{self.runner.method.name}'s server decided (admitted, stepped) = ({received.admitted}, "
+                        f"{received.stepped}) at update {t}, its decisions() said ({planned.admitted}, {planned.stepped}): "
+                        "the block exchange needs decisions that follow from the delay alone")
+
+    def _hand_over(self, data: dict, block: list, events: list, bits: np.ndarray, delays: list) -> float:
+        """The block's /events rows (each with its upload's bits) to the recorder, its delays to the histogram (grown
+        as one arrival at a time grows it: the checkpoint keeps its length) and its discarded arrivals to their count;
+        the seconds the recorder took. The uploads' ledger counts were made by their owners' ``send``."""
+        if not events:
+            return 0.0
+        t0 = time.perf_counter()
+        self.runner.add_rows("events", np.array(events, dtype=np.float64), bits)
+        writing = time.perf_counter() - t0
+        histogram = data["delays"]
+        length = len(histogram)
+        for delay in delays:
+            if delay >= length:
+                length += delay + 1 + length
+        if length > len(histogram):
+            histogram = data["delays"] = np.concatenate([histogram, np.zeros(length - len(histogram), dtype=np.int64)])
+        histogram += np.bincount(delays, minlength=length)
+        data["discarded"] += sum(not planned.admitted for planned in block)
+        return writing
