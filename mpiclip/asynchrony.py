@@ -324,6 +324,12 @@ class Schedule:
             self._drop_stale()
         return self.heap[0][0] if self.heap else math.inf
 
+    def next_job(self) -> tuple[int, int]:
+        """(worker, job index) of the next arrival without taking it; only after ``next_time`` found one (it drops the
+        stopped jobs' entries first)."""
+        _, w, k = self.heap[0]
+        return w, k
+
     def pop(self) -> Arrival:
         if self.policy.stops:
             self._drop_stale()

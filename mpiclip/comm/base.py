@@ -207,6 +207,12 @@ class Comm:
         Every rank must begin it (in the same order as its other collectives) and complete it before reusing ``buf``."""
         raise NotImplementedError
 
+    def allgather_sized(self, values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Collective: every rank's 1-D float ``values``, concatenated in rank order on every rank, where every rank
+        already knows each rank's length (``sizes``, one per rank, the same everywhere): one Allgatherv, no exchange
+        of counts (the asynchronous runner's block of arrivals, whose owners the replicated clock names)."""
+        raise NotImplementedError
+
     def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
         """(n_local, m) float rows of every rank -> (n, m) on every rank, in worker order."""
         raise NotImplementedError

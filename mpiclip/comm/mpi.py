@@ -286,6 +286,14 @@ class MPIComm(Comm):
         self._c.Allgatherv(np.ascontiguousarray(rows, dtype=np.float64), (out, self.workers_per_rank * m))
         return out
 
+    def allgather_sized(self, values, sizes):
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if len(values) != sizes[self.rank]:
+            raise ValueError(f"rank {self.rank} sends {len(values)} values, its size says {sizes[self.rank]}")
+        out = np.empty(int(sizes.sum()), dtype=np.float64)
+        self._c.Allgatherv(np.ascontiguousarray(values, dtype=np.float64), (out, sizes))
+        return out
+
     def gather_to_root(self, block):
         rows, n_local, m = block.shape
         sizes = self.workers_per_rank

@@ -128,6 +128,14 @@ class AsyncSGD(AsynchronousMethod):
             return None
         return self.gamma
 
+    def decisions(self, server: AsyncServer) -> Optional[tuple[int, float, int]]:
+        """``receive`` admits by the delay alone and steps at every batch-th admission; clipping and the step size
+        (delay-adaptive, FedBuff's staleness weights) change the step, never whether there is one. A subclass with its
+        own ``receive`` says for itself."""
+        if type(self).receive is not AsyncSGD.receive:
+            return None
+        return self.rules.batch, self.rules.max_delay, int(server.count)
+
     @functools.cached_property
     def rules(self) -> Policy:
         return self.policy()

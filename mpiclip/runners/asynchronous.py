@@ -4,18 +4,28 @@ Every rank holds the replicated world: the iterate x, the method's server state 
 :class:`~mpiclip.asynchrony.Schedule` (the clock and the jobs). When a job starts, the rank that holds
 its worker computes the gradient at the newest iterate (in :class:`~mpiclip.methods.asgd.AsyncWorkers`,
 one gradient in flight per worker); when it arrives, that rank runs the worker's upload (EF21
-compression if any, its bits) and broadcasts the vector the server uses, and every rank applies the
+compression if any, its bits), the vector the server uses reaches every rank, and every rank applies the
 same server step. So the trajectory depends on the config and the seed only: the same trace on 1, 2
 or n ranks, resumed or not.
 
 On more than one rank a job's gradient is computed when its rank has time, not when the job starts: the
 rank keeps the job's start iterate (a reference: the server's step makes a new x, never writes into it)
-and computes its pending jobs in the order they started while it waits for another rank's arrival (a
-nonblocking broadcast), or when its own worker's gradient is due, or before a row, a checkpoint or the
-end. So no rank waits for another's arithmetic unless it needs that very gradient, and every rank makes
-the same calls to the problem in the same order as on one rank: the same bits.
+and computes its pending jobs in the order they started, at the latest before a row, a checkpoint or the
+end. So every rank makes the same calls to the problem in the same order as on one rank: the same bits.
+The arriving vectors travel in one of two ways:
 
-``advance`` runs one server update t → t+1: at a recorded update it first evaluates f(x^t) and ∇f(x^t)
+* in blocks (:mod:`mpiclip.runners.async_blocks`), where the method's server decides admitted and stepped
+  from each arrival's delay alone (``AsynchronousMethod.decisions``: every method of
+  :mod:`mpiclip.methods.asgd` and FedBuff) on a simulated clock: each rank finds from its copy of the clock
+  the run of arrivals whose jobs were all in flight at the block's start, their ranks compute and upload
+  them, one Allgatherv moves the block's vectors and bits, and every rank applies them in order. One
+  collective per block, not per arrival, between the same points as the one-rank loop below (rows, checks,
+  checkpoints, the end);
+* one nonblocking broadcast per arrival from its worker's rank (``_arrive``), during which the rank computes
+  its pending jobs, elsewhere: a replayed schedule (its jobs start as recorded, not as the clock decides) and
+  a method whose decisions may depend on the vector's values (``decisions`` None).
+
+``advance`` runs server updates t → t+1: at a recorded update it first evaluates f(x^t) and ∇f(x^t)
 exactly (with the session's stop/save/flush requests in the same reduction), then it processes
 arrivals until the method steps (one arrival for ASGD; B admitted ones for Rennala SGD; n for
 minibatch SGD). Each arrival is a row of ``/events`` (update −1 when the method discards it).
@@ -25,7 +35,8 @@ On one rank ``advance`` runs every update up to the next row, check, checkpoint 
 /events rows, delay counts and (uploads of the same bits each time) ledger counts are handed over once at
 its end, which no one reads before. ``plain_upload`` and ``plain_step`` let it skip ``send`` and
 ``receive`` where they would only pass the gradient on and step x − γv (ASGD without compression or
-clipping), computing the same bits.
+clipping), computing the same bits. Several ranks exchanging blocks run the same stretch of updates per
+``advance``; with a broadcast per arrival, ``advance`` runs one update.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from mpiclip.compressors.message import dense_bits
 from mpiclip.errors import InputError, RunFailed
 from mpiclip.oracles import JobOracle
 from mpiclip.rng import COMPRESSOR, WorkerRandomness
+from mpiclip.runners.async_blocks import BlockExchange
 from mpiclip.runners.base import RUNNERS, Ledger, Runner, RunState, end_status, exact_row
 from mpiclip.runners.protocol import Method
 from mpiclip.runners.tables import EVENTS
@@ -119,6 +131,14 @@ class AsynchronousMethod(Method):
 
     def upload_bits(self, d: int, seed: int) -> np.ndarray:
         raise NotImplementedError
+
+    def decisions(self, server: Any) -> Optional[tuple[int, float, int]]:
+        """(batch, max_delay, admitted since the last step) when ``receive``'s admitted and stepped follow from each
+        arrival's delay alone, whatever its vector: admitted iff delay < max_delay, stepped at every batch-th admitted
+        one, counted from ``server``'s count. Several ranks then exchange the arrivals in blocks, one collective for
+        many (:mod:`mpiclip.runners.async_blocks`). None where a decision may depend on the vector's values: one
+        broadcast per arrival."""
+        return None
 
     def plain_upload(self, d: int) -> Optional[np.ndarray]:
         """(E,) the bits of every upload when a worker sends its result itself, the same bits every time (no compressor,
@@ -344,6 +364,10 @@ class AsynchronousRunner(Runner):
             self._compute(state, self.schedule.begin())
         else:
             self.schedule = self._schedule(state.runner_data)
+        # several ranks: arrivals exchanged in blocks where every rank can tell the blocks apart from its copy of the
+        # clock (a simulated schedule, decisions by the delay alone); else one broadcast per arrival (``_arrive``)
+        blocks = self.defers and self.replay is None and s.method.decisions(state.server) is not None
+        self.blocks = BlockExchange(self) if blocks else None
         self.started = time.perf_counter() - state.elapsed
         return state
 
@@ -381,6 +405,9 @@ class AsynchronousRunner(Runner):
                 return state
         if not self.defers:
             self._arrivals(state, self._horizon(t))
+            return state
+        if self.blocks is not None:
+            self.blocks.run(state, self._horizon(t))
             return state
         while not self._arrive(state, self.schedule.pop()):  # arrivals until the method steps
             following = self.schedule.next_time()

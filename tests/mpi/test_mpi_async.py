@@ -168,3 +168,116 @@ def test_jobs_computed_late_give_the_trace_of_one_rank(mpi_tmp_path, case):
     events = shared["events/worker"]
     assert collective(statuses == {"completed: round budget 150 reached"} and differences(shared, alone) == []
                       and len(np.unique(events)) == n)
+
+
+# The several-rank block exchange (issue 31): between two rows, checks or checkpoints the arrivals whose jobs were all
+# in flight at a block's start are exchanged in one collective, then applied in order on every rank.
+BLOCK_CASES = {
+    "asgd-full": ({"name": "asgd"}, {"name": "identity"}, {}),
+    "rennala": ({"name": "rennala_sgd", "batch": 3}, {"name": "identity"}, {"data": "homogeneous", "oracle": "minibatch",
+                                                                         "batch_size": 6}),
+    "ef21-topk": ({"name": "delay_adaptive_asgd"}, {"name": "topk", "k": 2}, {"oracle": "minibatch", "batch_size": 5}),
+    "clipped": ({"name": "clipped_asgd", "tau": 0.2}, {"name": "identity"}, {"slow_workers": [0], "slow_factor": 3.0}),
+}
+
+
+def block_tables(tmp: str, case: str, n: int, **run) -> dict:
+    method, compressor, asynchrony = BLOCK_CASES[case]
+    tables = {name: table_for(os.path.join(tmp, f"{name}.h5"), method, compressor, asynchrony, n)
+              for name in ("ranks", f"alone{WORLD.rank}")}
+    for table in tables.values():
+        table["run"].update(rounds=300, eval_every=100, check_every=60, **run)
+    return tables
+
+
+class Exchanges:
+    """Counts, on this rank, the block path's collectives (``allgather_sized``) and the per-arrival broadcasts."""
+
+    def __init__(self, monkeypatch):
+        self.blocks = self.broadcasts = 0
+        gather, broadcast = MPIComm.allgather_sized, MPIComm.ibcast_array
+
+        def gathered(comm, *args):
+            self.blocks += 1
+            return gather(comm, *args)
+
+        def broadcasted(comm, *args):
+            self.broadcasts += 1
+            return broadcast(comm, *args)
+
+        monkeypatch.setattr(MPIComm, "allgather_sized", gathered)
+        monkeypatch.setattr(MPIComm, "ibcast_array", broadcasted)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("case", sorted(BLOCK_CASES))
+def test_arrivals_exchanged_in_blocks_give_the_trace_of_one_rank_with_far_fewer_collectives(mpi_tmp_path, monkeypatch,
+                                                                                             case):
+    from mpiclip.comm import SerialComm
+
+    n = 8 * WORLD.size
+    tables = block_tables(str(mpi_tmp_path), case, n)
+    exchanges = Exchanges(monkeypatch)
+    statuses = {run_on(MPIComm(), tables["ranks"]).status}
+    blocks, broadcasts = exchanges.blocks, exchanges.broadcasts
+    statuses.add(run_on(SerialComm(), tables[f"alone{WORLD.rank}"]).status)
+    WORLD.Barrier()
+    shared, alone = (trace_arrays(os.path.join(str(mpi_tmp_path), f"{name}.h5")) for name in ("ranks", f"alone{WORLD.rank}"))
+    arrivals = len(shared["events/worker"])
+    ok = statuses == {"completed: round budget 300 reached"} and differences(shared, alone) == []
+    ok &= broadcasts == 0 and 0 < blocks <= arrivals / 4  # several arrivals per collective, none on its own
+    if not ok:
+        print(case, statuses, differences(shared, alone), f"{blocks} exchanges, {broadcasts} broadcasts, {arrivals} arrivals")
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_method_whose_decisions_may_depend_on_the_vector_falls_back_to_a_broadcast_per_arrival(mpi_tmp_path,
+                                                                                                 monkeypatch):
+    """Where ``decisions`` is None the runner cannot find the blocks without the vectors: one broadcast per arrival,
+    still the trace of one rank."""
+    from mpiclip.comm import SerialComm
+    from mpiclip.methods.asgd import AsyncSGD
+
+    tables = block_tables(str(mpi_tmp_path), "asgd-full", 3 * WORLD.size)
+    monkeypatch.setattr(AsyncSGD, "decisions", lambda self, server: None)
+    exchanges = Exchanges(monkeypatch)
+    status = run_on(MPIComm(), tables["ranks"]).status
+    blocks, broadcasts = exchanges.blocks, exchanges.broadcasts
+    ok = status == run_on(SerialComm(), tables[f"alone{WORLD.rank}"]).status == "completed: round budget 300 reached"
+    WORLD.Barrier()
+    shared, alone = (trace_arrays(os.path.join(str(mpi_tmp_path), f"{name}.h5")) for name in ("ranks", f"alone{WORLD.rank}"))
+    ok &= differences(shared, alone) == [] and blocks == 0 and broadcasts == len(shared["events/worker"])
+    assert collective(ok)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_block_exchanged_run_stopped_at_a_check_and_resumed_gives_the_uninterrupted_trace_of_one_rank(mpi_tmp_path,
+                                                                                                    monkeypatch):
+    """SIGTERM on rank 0 just before the check at update 120 (EF21 uploads whose estimates the checkpoint keeps, and
+    jobs computed late that it must hold): the ranks agree at that check and stop; resumed, the trace is one rank's
+    uninterrupted run."""
+    import signal
+
+    from mpiclip.comm import SerialComm
+    from mpiclip.runners.asynchronous import AsynchronousRunner
+
+    tables = block_tables(str(mpi_tmp_path), "ef21-topk", 3 * WORLD.size + 1, checkpoint_every=50)
+    ok = run_on(SerialComm(), tables[f"alone{WORLD.rank}"]).status == "completed: round budget 300 reached"
+    check, fired = AsynchronousRunner._check_step, []
+
+    def signalling(runner, state):
+        if state.t == 120 and WORLD.rank == 0 and not fired:
+            fired.append(state.t)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return check(runner, state)
+
+    monkeypatch.setattr(AsynchronousRunner, "_check_step", signalling)
+    ok &= run_on(MPIComm(), tables["ranks"]).status == "interrupted: SIGTERM at round 120"
+    monkeypatch.setattr(AsynchronousRunner, "_check_step", check)
+    tables["ranks"]["run"]["resume"] = "yes"
+    ok &= run_on(MPIComm(), tables["ranks"]).status == "completed: round budget 300 reached"
+    WORLD.Barrier()
+    shared, alone = (trace_arrays(os.path.join(str(mpi_tmp_path), f"{name}.h5")) for name in ("ranks", f"alone{WORLD.rank}"))
+    ok &= differences(shared, alone) == []
+    assert collective(ok)

@@ -189,3 +189,21 @@ def test_nonblocking_broadcasts_from_each_rank_in_turn_deliver_the_roots_values(
         while request.test() is None:
             pass
         assert collective(np.array_equal(buf, np.arange(1000) * (root + 1.5)) and request.wait().source == root)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_allgather_sized_concatenates_every_ranks_values_in_rank_order_empty_ones_included():
+    """Sizes every rank knows (rank 1 sends nothing): one Allgatherv gives every rank the same concatenation, the
+    bits of each value kept (−0.0, a subnormal); a rank whose values do not match its size is refused before it."""
+    comm = MPIComm()
+    sizes = np.array([0 if r == 1 else 3 + r for r in range(comm.size)])
+    rng = np.random.default_rng(5)
+    every = [rng.standard_normal(s) * 10.0 ** rng.uniform(-300, 300, s) for s in sizes]
+    every[0][0], every[0][1] = -0.0, 5e-324
+    got = comm.allgather_sized(every[comm.rank], sizes)
+    ok = np.array_equal(got.view(np.uint64), np.concatenate(every).view(np.uint64))
+    with pytest.raises(ValueError, match="its size says"):
+        comm.allgather_sized(np.zeros(int(sizes[comm.rank]) + 1), sizes)
+    serial = np.array([1.5, -0.0])
+    ok &= np.array_equal(SerialComm().allgather_sized(serial, [2]).view(np.uint64), serial.view(np.uint64))
+    assert collective(ok)
