@@ -175,13 +175,6 @@ class BlockExchange:
         t0 = time.perf_counter()
         self.runner.add_rows("events", np.array(events, dtype=np.float64), bits)
         writing = time.perf_counter() - t0
-        histogram = data["delays"]
-        length = len(histogram)
-        for delay in delays:
-            if delay >= length:
-                length += delay + 1 + length
-        if length > len(histogram):
-            histogram = data["delays"] = np.concatenate([histogram, np.zeros(length - len(histogram), dtype=np.int64)])
-        histogram += np.bincount(delays, minlength=length)
+        self.runner.count_delays(data, delays)
         data["discarded"] += sum(not planned.admitted for planned in block)
         return writing

@@ -152,6 +152,20 @@ class AsynchronousMethod(Method):
 
 
 # --------------------------------------------------------------------------------------- the loop
+def delay_histogram(data: dict, delays) -> np.ndarray:
+    """The run's histogram of delays (``runner_data["delays"]``), long enough for ``delays``: grown as one arrival at a
+    time has always grown it, past its end by the delay + 1 + its length (a checkpoint keeps its length, so the one-rank
+    block, the several-rank block and the single arrival all grow it alike)."""
+    histogram = data["delays"]
+    length = len(histogram)
+    if delays and max(delays) >= length:
+        for delay in delays:
+            if delay >= length:
+                length += delay + 1 + length
+        histogram = data["delays"] = np.concatenate([histogram, np.zeros(length - len(histogram), dtype=np.int64)])
+    return histogram
+
+
 def _next_multiple(t: int, every: int) -> int:
     return (t // every + 1) * every
 
@@ -442,7 +456,6 @@ class AsynchronousRunner(Runner):
         events: list = []  # /events rows
         sent: list = []  # fixed bits: the local worker of each upload; else each upload's bits
         delays: list = []
-        histogram = data["delays"]
         t, x, server = state.t, state.x, state.server
         began = clock()
         computing = uploading = 0.0
@@ -468,9 +481,6 @@ class AsynchronousRunner(Runner):
                 else:
                     server, x, (admitted, stepped, norm, clipped) = method.receive(server, x, vector, delay)
                 events.append((t if admitted else -1, w, start, delay, arrived, norm, clipped, job))
-                if delay >= len(histogram):
-                    histogram = data["delays"] = np.concatenate([histogram, np.zeros(delay + 1 + len(histogram),
-                                                                                     dtype=np.int64)])
                 delays.append(delay)
                 if not admitted:
                     data["discarded"] += 1
@@ -491,7 +501,7 @@ class AsynchronousRunner(Runner):
                     break  # the schedule or the time runs out first: ``advance`` ends the run
         finally:
             state.t, state.x, state.server = t, x, server
-            writing = self._hand_over(ledger, events, sent, delays, histogram)
+            writing = self._hand_over(ledger, events, sent, delays, data)
             spent = self.timing
             spent["gradient"] += computing
             spent["upload"] += uploading
@@ -509,7 +519,7 @@ class AsynchronousRunner(Runner):
         ledger.pending_up[i] += bits
         return vector, bits
 
-    def _hand_over(self, ledger: Ledger, events: list, sent: list, delays: list, histogram: np.ndarray) -> float:
+    def _hand_over(self, ledger: Ledger, events: list, sent: list, delays: list, data: dict) -> float:
         """A block's /events rows to the recorder, its delays to the histogram and, for uploads of fixed bits, their
         bits to the ledger (``count_uploads``). Returns the seconds the recorder took (it writes its buffer to the trace
         whenever it fills: trace time, as the other writes)."""
@@ -521,8 +531,14 @@ class AsynchronousRunner(Runner):
         writing = time.perf_counter() - t0
         if bits is not None:
             count_uploads(ledger, sent, bits)
-        histogram += np.bincount(delays, minlength=len(histogram))
+        self.count_delays(data, delays)
         return writing
+
+    @staticmethod
+    def count_delays(data: dict, delays: list) -> None:
+        """A block's delays added to the run's histogram (:func:`delay_histogram`)."""
+        histogram = delay_histogram(data, delays)
+        histogram += np.bincount(delays, minlength=len(histogram))
 
     def _too_early(self, arrival, t: int) -> None:
         raise RunFailed(f"the replayed schedule does not fit this method: an arrival computed at update "
@@ -578,10 +594,7 @@ class AsynchronousRunner(Runner):
         self.add_event("events", (t if admitted else -1, arrival.worker, arrival.start, delay, arrival.time,
                                   received.norm, received.clipped, arrival.job), bits)
         data = state.runner_data
-        delays = data["delays"]
-        if delay >= len(delays):
-            delays = data["delays"] = np.concatenate([delays, np.zeros(delay + 1 + len(delays), dtype=np.int64)])
-        delays[delay] += 1
+        delay_histogram(data, (delay,))[delay] += 1
         if not admitted:
             data["discarded"] += 1
         if self.splits_time:
